@@ -1,1 +1,14 @@
-//! edgellm-formats
+//! File formats of edgellm: GGUF v3 (read and write), safetensors and Hugging Face `config.json`.
+//!
+//! This crate is the only place that maps files into memory (see [`mmap`]). Every size and
+//! offset read from a file is checked against the file before it is used: a corrupt or
+//! truncated file gives a typed error, never a panic or an out-of-bounds read.
+
+pub mod gguf;
+pub mod hf_config;
+pub mod mmap;
+pub mod safetensors;
+
+pub use gguf::{GgufError, GgufFile, GgufWriter, TensorInfo, Value, ValueType};
+pub use hf_config::{ConfigError, HfConfig};
+pub use safetensors::{SafetensorsError, SafetensorsFile};
