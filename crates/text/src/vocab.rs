@@ -1,0 +1,270 @@
+//! What every tokenizer kind shares: the token strings and types, the special-token ids and
+//! flags from GGUF metadata, and the split of text around special tokens.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use edgellm_formats::{GgufFile, Value};
+
+use crate::TokenizerError;
+
+/// The type of a vocabulary entry (`tokenizer.ggml.token_type`, llama.cpp's numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TokenType {
+    /// Type 0: not set.
+    Undefined = 0,
+    /// Type 1: an ordinary token of the model's text encoding.
+    Normal = 1,
+    /// Type 2: the unknown token.
+    Unknown = 2,
+    /// Type 3: a control token (`<|im_start|>`, BOS, EOS, ...), matched in text only on request.
+    Control = 3,
+    /// Type 4: a user-defined token, always matched in text before the model's own splitting.
+    UserDefined = 4,
+    /// Type 5: an unused slot.
+    Unused = 5,
+    /// Type 6: a byte token (`<0x0A>` in SentencePiece vocabularies).
+    Byte = 6,
+}
+
+impl TokenType {
+    fn from_i64(v: i64) -> Option<TokenType> {
+        Some(match v {
+            0 => TokenType::Undefined,
+            1 => TokenType::Normal,
+            2 => TokenType::Unknown,
+            3 => TokenType::Control,
+            4 => TokenType::UserDefined,
+            5 => TokenType::Unused,
+            6 => TokenType::Byte,
+            _ => return None,
+        })
+    }
+
+    /// Whether text can contain this token's string as a special token (control, user-defined
+    /// or unknown).
+    pub fn is_special(self) -> bool {
+        matches!(self, TokenType::Control | TokenType::UserDefined | TokenType::Unknown)
+    }
+}
+
+/// Token strings whose token ends generation when the metadata names no end-of-turn token
+/// (llama.cpp's list).
+const EOG_NAMES: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
+
+/// A piece of input text after special tokens were cut out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fragment {
+    /// Plain text, a byte range of the input.
+    Text(Range<usize>),
+    /// A special token found in the text.
+    Token(u32),
+}
+
+/// The vocabulary and its special tokens.
+#[derive(Debug)]
+pub(crate) struct Vocab {
+    pub tokens: Vec<String>,
+    pub types: Vec<TokenType>,
+    /// String to id; for a string listed twice the last id wins, as in llama.cpp.
+    pub token_to_id: HashMap<String, u32>,
+    /// Control, user-defined and unknown tokens, longest string first.
+    specials: Vec<u32>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub eot: Option<u32>,
+    pub unk: Option<u32>,
+    pub pad: Option<u32>,
+    /// End-of-generation ids, sorted.
+    pub eog: Vec<u32>,
+    pub add_bos: bool,
+    pub add_eos: bool,
+}
+
+fn invalid(key: &'static str, why: impl Into<String>) -> TokenizerError {
+    TokenizerError::InvalidMetadata { key, why: why.into() }
+}
+
+/// A required array of strings.
+pub(crate) fn str_array<'a>(f: &'a GgufFile, key: &'static str) -> Result<Vec<&'a str>, TokenizerError> {
+    let arr = f.get(key).ok_or(TokenizerError::MissingKey(key))?;
+    let arr = arr
+        .as_array()
+        .ok_or_else(|| invalid(key, format!("expected an array of strings, found {}", type_name(arr))))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str().ok_or_else(|| invalid(key, format!("element {i} is {}, not a string", type_name(v))))
+        })
+        .collect()
+}
+
+fn type_name(v: &Value) -> String {
+    match v {
+        Value::Array(t, items) => format!("an array of {} {t:?}", items.len()),
+        other => format!("{:?}", other.value_type()),
+    }
+}
+
+/// An optional bool.
+pub(crate) fn opt_bool(f: &GgufFile, key: &'static str) -> Result<Option<bool>, TokenizerError> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| invalid(key, format!("expected a bool, found {}", type_name(v)))),
+    }
+}
+
+/// An optional token id, checked against the vocabulary. A negative id means "none".
+fn opt_id(f: &GgufFile, key: &'static str, n_vocab: usize) -> Result<Option<u32>, TokenizerError> {
+    let Some(v) = f.get(key) else { return Ok(None) };
+    let id =
+        v.as_i64().ok_or_else(|| invalid(key, format!("expected an integer, found {}", type_name(v))))?;
+    if id < 0 {
+        return Ok(None);
+    }
+    if id as u64 >= n_vocab as u64 {
+        return Err(TokenizerError::IdOutOfRange { key, id: id as u64, vocab_size: n_vocab });
+    }
+    Ok(Some(id as u32))
+}
+
+impl Vocab {
+    /// Read the vocabulary and special tokens from `tokenizer.ggml.*`.
+    pub fn from_gguf(f: &GgufFile) -> Result<Vocab, TokenizerError> {
+        const TOKENS: &str = "tokenizer.ggml.tokens";
+        const TYPES: &str = "tokenizer.ggml.token_type";
+        let tokens: Vec<String> = str_array(f, TOKENS)?.into_iter().map(str::to_string).collect();
+        let n = tokens.len();
+        if n == 0 {
+            return Err(invalid(TOKENS, "the vocabulary is empty"));
+        }
+        if n >= u32::MAX as usize {
+            return Err(invalid(TOKENS, format!("{n} tokens do not fit 32-bit ids")));
+        }
+        let types = match f.get(TYPES) {
+            // Files without types are all-normal, as llama.cpp reads them.
+            None => vec![TokenType::Normal; n],
+            Some(v) => {
+                let arr = v.as_array().ok_or_else(|| {
+                    invalid(TYPES, format!("expected an array of integers, found {}", type_name(v)))
+                })?;
+                if arr.len() != n {
+                    return Err(invalid(TYPES, format!("{} entries for {n} tokens", arr.len())));
+                }
+                arr.iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        t.as_i64().and_then(TokenType::from_i64).ok_or_else(|| {
+                            invalid(TYPES, format!("entry {i} ({t}) is not a token type 0..=6"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let mut token_to_id = HashMap::with_capacity(n);
+        for (i, t) in tokens.iter().enumerate() {
+            token_to_id.insert(t.clone(), i as u32);
+        }
+
+        let mut specials: Vec<u32> = (0..n as u32)
+            .filter(|&i| types[i as usize].is_special() && !tokens[i as usize].is_empty())
+            .collect();
+        specials.sort_by_key(|&i| (std::cmp::Reverse(tokens[i as usize].len()), i));
+
+        let bos = opt_id(f, "tokenizer.ggml.bos_token_id", n)?;
+        let eos = opt_id(f, "tokenizer.ggml.eos_token_id", n)?;
+        let unk = opt_id(f, "tokenizer.ggml.unknown_token_id", n)?;
+        let pad = opt_id(f, "tokenizer.ggml.padding_token_id", n)?;
+        let mut eot = opt_id(f, "tokenizer.ggml.eot_token_id", n)?;
+        let eom = opt_id(f, "tokenizer.ggml.eom_token_id", n)?;
+        let mut eog = Vec::new();
+        for key in [
+            "tokenizer.ggml.fim_pad_token_id",
+            "tokenizer.ggml.fim_rep_token_id",
+            "tokenizer.ggml.fim_sep_token_id",
+        ] {
+            eog.extend(opt_id(f, key, n)?);
+        }
+        if eot.is_none() {
+            eot = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>"]
+                .iter()
+                .find_map(|s| token_to_id.get(*s).copied());
+        }
+        eog.extend(EOG_NAMES.iter().filter_map(|s| token_to_id.get(*s).copied()));
+        eog.extend(eos.into_iter().chain(eot).chain(eom));
+        eog.sort_unstable();
+        eog.dedup();
+
+        Ok(Vocab {
+            tokens,
+            types,
+            token_to_id,
+            specials,
+            bos,
+            eos,
+            eot,
+            unk,
+            pad,
+            eog,
+            add_bos: opt_bool(f, "tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            add_eos: opt_bool(f, "tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+        })
+    }
+
+    /// Cut special tokens out of `text`, as llama.cpp's `tokenizer_st_partition` does: special
+    /// tokens are taken longest first, each one split out of every remaining text fragment at all
+    /// its (non-overlapping, leftmost-first) occurrences. Without `parse_special` only user-defined
+    /// tokens are matched; control and unknown tokens stay text.
+    pub fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
+        let mut frags = if text.is_empty() { Vec::new() } else { vec![Fragment::Text(0..text.len())] };
+        let mut next = Vec::new();
+        for &id in &self.specials {
+            let ty = self.types[id as usize];
+            if !parse_special && ty != TokenType::UserDefined {
+                continue;
+            }
+            let pat = self.tokens[id as usize].as_str();
+            if !frags.iter().any(|f| matches!(f, Fragment::Text(r) if text[r.clone()].contains(pat))) {
+                continue;
+            }
+            next.clear();
+            for f in &frags {
+                let Fragment::Text(r) = f else {
+                    next.push(f.clone());
+                    continue;
+                };
+                let mut last = r.start;
+                for (at, _) in text[r.clone()].match_indices(pat) {
+                    let at = r.start + at;
+                    if at > last {
+                        next.push(Fragment::Text(last..at));
+                    }
+                    next.push(Fragment::Token(id));
+                    last = at + pat.len();
+                }
+                if last < r.end {
+                    next.push(Fragment::Text(last..r.end));
+                }
+            }
+            std::mem::swap(&mut frags, &mut next);
+        }
+        frags
+    }
+}
