@@ -1,1 +1,63 @@
-//! edgellm-models
+//! edgellm-models: neural-network blocks and one file per architecture.
+//!
+//! Models see weights only through [`Linear`]: how a weight is stored (dense, quantized, later
+//! sparse) is the Linear's business, so compression never edits model code.
+
+pub mod error;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod nn;
+
+pub use error::ModelError;
+pub use kv_cache::KvCache;
+pub use linear::{Linear, TensorBytes};
+
+use edgellm_formats::GgufFile;
+
+/// Facts about a loaded language model that callers need.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// Architecture name as in `general.architecture`.
+    pub arch: String,
+    /// Model name from `general.name`, if any.
+    pub name: Option<String>,
+    /// Vocabulary size (length of a logit row).
+    pub n_vocab: usize,
+    /// Context length the model was trained for.
+    pub n_ctx_train: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Number of parameters (elements of all weight tensors).
+    pub n_params: u64,
+    /// Bytes of weight data.
+    pub weight_bytes: u64,
+}
+
+/// A causal language model: tokens in, logits out, with a KV cache across calls.
+pub trait LanguageModel: Send + Sync {
+    /// Facts about the model.
+    fn info(&self) -> &ModelInfo;
+
+    /// A fresh KV cache able to hold `n_ctx` positions.
+    fn new_cache(&self, n_ctx: usize) -> KvCache;
+
+    /// Bytes a KV cache of `n_ctx` positions takes.
+    fn cache_bytes(&self, n_ctx: usize) -> u64;
+
+    /// Run `tokens` at positions `cache.len()..`, append their keys/values to the cache, and
+    /// return logits: for every token (`[tokens.len() × n_vocab]`) when `all_logits`, else for
+    /// the last one only (`[n_vocab]`).
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError>;
+}
+
+/// Load the language model in a GGUF file, choosing the architecture from its metadata.
+pub fn load_gguf(f: &GgufFile) -> Result<Box<dyn LanguageModel>, ModelError> {
+    let arch = f.architecture()?;
+    match arch {
+        "llama" => Ok(Box::new(llama::Llama::from_gguf(f)?)),
+        other => Err(ModelError::UnsupportedArchitecture(other.to_string())),
+    }
+}

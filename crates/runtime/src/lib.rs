@@ -1,1 +1,9 @@
-//! edgellm-runtime
+//! edgellm-runtime: from a model file to tokens — loading with a memory check, the
+//! prefill/decode loop, and the sampler chain.
+
+pub mod memory;
+pub mod sampler;
+pub mod session;
+
+pub use sampler::{Sampler, SamplerConfig};
+pub use session::{GenerateOptions, Generation, LoadedModel, RuntimeError, Session, StopReason, Timings};

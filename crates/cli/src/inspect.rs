@@ -1,0 +1,81 @@
+//! `edgellm inspect`: metadata, a tensor table and totals.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use edgellm_formats::{GgufFile, Value};
+use edgellm_runtime::memory::human_bytes;
+
+/// Arguments of `edgellm inspect`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (GGUF).
+    model: PathBuf,
+    /// Print every tensor (default: all, since the table is the point; use --no-tensors to skip).
+    #[arg(long)]
+    no_tensors: bool,
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 100 {
+        let cut: String = s.chars().take(97).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+/// Run `edgellm inspect`.
+pub fn main(a: Args) -> Result<()> {
+    anyhow::ensure!(a.model.exists(), "model file {} does not exist", a.model.display());
+    let f = GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    println!(
+        "file: {} ({}), GGUF v{}, alignment {}",
+        a.model.display(),
+        human_bytes(f.file_len()),
+        f.version,
+        f.alignment
+    );
+    println!("\nmetadata ({} keys):", f.metadata.len());
+    let w = f.metadata.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in &f.metadata {
+        let shown = match v {
+            Value::String(s) if s.len() > 100 => format!("<{} characters of text>", s.len()),
+            _ => short(v),
+        };
+        println!("  {k:<w$} = {shown}");
+    }
+    let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+    for t in &f.tensors {
+        let e = by_type.entry(t.dtype.name()).or_default();
+        e.0 += 1;
+        e.1 += t.n_elements();
+        e.2 += t.size;
+    }
+    if !a.no_tensors {
+        println!("\ntensors ({}):", f.tensors.len());
+        let nw = f.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+        println!("  {:<nw$}  {:<6}  {:<16}  {:>12}", "name", "type", "shape", "bytes");
+        for t in &f.tensors {
+            let shape = format!("{:?}", t.dims);
+            println!("  {:<nw$}  {:<6}  {:<16}  {:>12}", t.name, t.dtype.name(), shape, t.size);
+        }
+    }
+    let (n, p, b) = by_type.values().fold((0, 0, 0), |a, v| (a.0 + v.0, a.1 + v.1, a.2 + v.2));
+    println!("\ntotals by type:");
+    for (ty, (cnt, el, by)) in &by_type {
+        println!(
+            "  {ty:<6} {cnt:>5} tensors {el:>12} params {:>10}  {:.2} bits/weight",
+            human_bytes(*by),
+            *by as f64 * 8.0 / *el as f64
+        );
+    }
+    println!(
+        "  all    {n:>5} tensors {p:>12} params {:>10}  {:.2} bits/weight",
+        human_bytes(b),
+        b as f64 * 8.0 / p.max(1) as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `edgellm run`: generate text from a prompt.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use edgellm_runtime::{GenerateOptions, LoadedModel, Sampler, SamplerConfig};
+
+use crate::OutputFormat;
+
+/// Sampling flags shared by `run` and `chat`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back on.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// The sampler these flags describe.
+    pub fn sampler(&self) -> Result<Sampler> {
+        anyhow::ensure!(self.temp.is_finite() && self.temp >= 0.0, "--temp must be a number >= 0");
+        anyhow::ensure!((0.0..=1.0).contains(&self.top_p), "--top-p must be in [0, 1]");
+        anyhow::ensure!((0.0..=1.0).contains(&self.min_p), "--min-p must be in [0, 1]");
+        anyhow::ensure!(self.repeat_penalty > 0.0, "--repeat-penalty must be > 0");
+        let seed = self.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+        });
+        Ok(Sampler::new(SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed,
+        }))
+    }
+}
+
+/// Arguments of `edgellm run`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (GGUF).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Prompt text.
+    #[arg(short, long)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    n: usize,
+    /// Context size (0 = the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    ctx: usize,
+    /// Worker threads (0 = all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output_format: OutputFormat,
+    /// Print load and speed details to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Run `edgellm run`.
+pub fn main(a: Args) -> Result<()> {
+    edgellm_core::parallel::set_num_threads(a.threads);
+    let mut sampler = a.sampling.sampler()?;
+    let lm = LoadedModel::load(&a.model, a.ctx)?;
+    let prompt_ids = lm.tokenize_prompt(&a.prompt);
+    let mut session = lm.session();
+    let opts = GenerateOptions { max_tokens: a.n, ..Default::default() };
+    let json = a.output_format == OutputFormat::Json;
+    let stdout = std::io::stdout();
+    let gen = session.generate(&prompt_ids, &opts, &mut sampler, |piece| {
+        if !json {
+            let mut out = stdout.lock();
+            // A closed pipe (e.g. `| head`) ends generation quietly.
+            return out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok();
+        }
+        true
+    })?;
+    let t = &gen.timings;
+    if json {
+        let obj = serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "ids": gen.ids,
+            "text": gen.text,
+            "stop": gen.stop.as_str(),
+            "timings": {
+                "load_ms": lm.load_ms,
+                "prompt_tokens_per_s": t.prompt_tokens_per_s(),
+                "gen_tokens_per_s": t.gen_tokens_per_s(),
+                "prompt_tokens": t.prompt_tokens,
+                "gen_tokens": t.gen_tokens,
+            }
+        });
+        println!("{obj}");
+    } else {
+        println!();
+    }
+    if a.verbose {
+        eprintln!(
+            "load {:.0} ms | prompt {} tokens, {:.1} tok/s | generation {} tokens, {:.1} tok/s | stop: {} | threads {}",
+            lm.load_ms,
+            t.prompt_tokens,
+            t.prompt_tokens_per_s(),
+            t.gen_tokens,
+            t.gen_tokens_per_s(),
+            gen.stop.as_str(),
+            edgellm_core::parallel::num_threads()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Errors of model loading and inference.
+
+use edgellm_core::quant::QuantError;
+use edgellm_core::DType;
+use edgellm_formats::GgufError;
+
+/// An error loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The GGUF file is malformed or lacks metadata.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A weight could not be converted.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// The file holds an architecture edgellm does not implement.
+    #[error("architecture '{0}' is not supported (supported: llama)")]
+    UnsupportedArchitecture(String),
+    /// A tensor has a shape other than the hyper-parameters imply.
+    #[error("tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// The tensor.
+        tensor: String,
+        /// Shape found (ne[0] first).
+        found: Vec<u64>,
+        /// Shape expected.
+        expected: Vec<u64>,
+    },
+    /// A tensor has a type edgellm cannot compute with.
+    #[error("tensor '{tensor}' has type {dtype}, which edgellm cannot compute with yet")]
+    UnsupportedTensorType {
+        /// The tensor.
+        tensor: String,
+        /// Its type.
+        dtype: DType,
+    },
+    /// Hyper-parameters that are inconsistent or unsupported.
+    #[error("invalid model configuration: {0}")]
+    BadConfig(String),
+    /// More positions than the KV cache holds.
+    #[error("context overflow: {needed} positions needed but the context holds {n_ctx}; use a shorter prompt or a larger context (-c)")]
+    ContextOverflow {
+        /// Positions needed.
+        needed: usize,
+        /// Context size.
+        n_ctx: usize,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken {
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        n_vocab: usize,
+    },
+}

@@ -1,0 +1,161 @@
+//! Linear layers: `y = W x` with the weight in any supported storage type.
+//!
+//! The weight is `[out_features × in_features]`, one row per output, each row contiguous
+//! (GGUF dims `[in, out]`). Storage is the GGUF bytes as they are in the file (memory-mapped,
+//! quantized or not) or an owned buffer. Activations are f32: each weight row is dequantized to
+//! f32 and dotted in f32.
+
+use edgellm_core::parallel::for_each_range;
+use edgellm_core::quant::dequantize_row;
+use edgellm_core::DType;
+use edgellm_formats::mmap::Bytes;
+use edgellm_formats::{GgufFile, TensorInfo};
+
+use crate::nn::dot;
+use crate::ModelError;
+
+/// Bytes of a weight: a range of a mapped file, or an owned buffer.
+#[derive(Clone)]
+pub enum TensorBytes {
+    /// A range of a (memory-mapped) file.
+    Mapped {
+        /// The file's bytes.
+        bytes: Bytes,
+        /// Start of the tensor.
+        start: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// An owned buffer.
+    Owned(Vec<u8>),
+}
+
+impl TensorBytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            TensorBytes::Mapped { bytes, start, len } => &bytes[*start..*start + *len],
+            TensorBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A linear layer without bias.
+#[derive(Clone)]
+pub struct Linear {
+    /// Tensor name (for messages and per-layer dumps).
+    pub name: String,
+    /// Storage type of the weight.
+    pub dtype: DType,
+    /// Input width (row length).
+    pub in_features: usize,
+    /// Output width (number of rows).
+    pub out_features: usize,
+    data: TensorBytes,
+    row_bytes: usize,
+}
+
+impl Linear {
+    /// A Linear over raw weight bytes in `dtype`, `[out × in]`.
+    pub fn new(
+        name: &str,
+        dtype: DType,
+        in_features: usize,
+        out_features: usize,
+        data: TensorBytes,
+    ) -> Result<Linear, ModelError> {
+        if !dtype.is_supported() {
+            return Err(ModelError::UnsupportedTensorType { tensor: name.into(), dtype });
+        }
+        let row_bytes = dtype.bytes_for(in_features as u64).ok_or_else(|| {
+            ModelError::BadConfig(format!(
+                "{name}: row length {in_features} is not a multiple of the {dtype} block size"
+            ))
+        })? as usize;
+        if data.as_slice().len() != row_bytes * out_features {
+            return Err(ModelError::BadConfig(format!(
+                "{name}: {} bytes of data, {dtype} [{out_features} × {in_features}] needs {}",
+                data.as_slice().len(),
+                row_bytes * out_features
+            )));
+        }
+        Ok(Linear { name: name.into(), dtype, in_features, out_features, data, row_bytes })
+    }
+
+    /// The GGUF tensor `name`, checked to be `[in, out]` (GGUF order).
+    pub fn from_gguf(
+        f: &GgufFile,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+    ) -> Result<Linear, ModelError> {
+        let t = f.need_tensor(name)?;
+        check_shape(t, &[in_features as u64, out_features as u64])?;
+        Linear::new(name, t.dtype, in_features, out_features, gguf_bytes(f, t))
+    }
+
+    /// The raw weight bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+
+    /// Dequantize row `r` into `out` (`in_features` values).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let b = &self.data.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes];
+        dequantize_row(self.dtype, b, out)?;
+        Ok(())
+    }
+
+    /// `y[t] = W x[t]` for `n` tokens: `x` is `[n × in]`, `y` is `[n × out]`.
+    pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        let (k, m) = (self.in_features, self.out_features);
+        assert_eq!(x.len(), n * k, "{}: input length", self.name);
+        assert_eq!(y.len(), n * m, "{}: output length", self.name);
+        let data = self.data.as_slice();
+        let results = std::sync::Mutex::new(Vec::new());
+        for_each_range(m, 16, |rows| {
+            let mut w = vec![0.0f32; k];
+            let mut part = vec![0.0f32; n * rows.len()];
+            for (ri, r) in rows.clone().enumerate() {
+                let b = &data[r * self.row_bytes..(r + 1) * self.row_bytes];
+                // Sizes were checked at construction; a failure here is a bug.
+                dequantize_row(self.dtype, b, &mut w).expect("row size checked at construction");
+                for t in 0..n {
+                    part[ri * n + t] = dot(&w, &x[t * k..(t + 1) * k]);
+                }
+            }
+            results.lock().unwrap_or_else(|e| e.into_inner()).push((rows, part));
+        });
+        for (rows, part) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            for (ri, r) in rows.enumerate() {
+                for t in 0..n {
+                    y[t * m + r] = part[ri * n + t];
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of a GGUF tensor, borrowed from the file's map.
+pub fn gguf_bytes(f: &GgufFile, t: &TensorInfo) -> TensorBytes {
+    TensorBytes::Mapped { bytes: f.bytes(), start: (f.data_offset + t.offset) as usize, len: t.size as usize }
+}
+
+/// Check a tensor's dims (GGUF order).
+pub fn check_shape(t: &TensorInfo, expected: &[u64]) -> Result<(), ModelError> {
+    if t.dims != expected {
+        return Err(ModelError::ShapeMismatch {
+            tensor: t.name.clone(),
+            found: t.dims.clone(),
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// A GGUF vector (norm weights and the like) as f32, checked to have `n` elements.
+pub fn gguf_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+    let t = f.need_tensor(name)?;
+    check_shape(t, &[n as u64])?;
+    Ok(edgellm_core::quant::dequantize(t.dtype, f.tensor_data(t), n)?)
+}

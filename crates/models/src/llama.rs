@@ -1,0 +1,298 @@
+//! Llama (Touvron et al., 2023, "LLaMA: Open and Efficient Foundation Language Models") as stored
+//! in GGUF by llama.cpp's converter: pre-norm blocks with RMSNorm, rotary position embedding on
+//! adjacent pairs (the converter permutes Q/K rows for that), grouped-query attention, SwiGLU
+//! feed-forward, and an output projection tied to the token embedding when `output.weight` is
+//! absent. SmolLM2 is this architecture.
+
+use edgellm_core::parallel::for_each_range;
+use edgellm_formats::GgufFile;
+
+use crate::kv_cache::KvCache;
+use crate::linear::{check_shape, gguf_vector, Linear};
+use crate::nn::{add_assign, dot, rms_norm, softmax, swiglu, Rope};
+use crate::{LanguageModel, ModelError, ModelInfo};
+
+/// Hyper-parameters from the `llama.*` metadata.
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Residual width.
+    pub n_embd: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Feed-forward width.
+    pub n_ff: usize,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// RoPE frequency base.
+    pub rope_base: f64,
+    /// Rotated dims per head.
+    pub rope_dim: usize,
+    /// Training context.
+    pub n_ctx_train: usize,
+}
+
+impl LlamaConfig {
+    /// Read the hyper-parameters of architecture `arch` (normally `"llama"`).
+    pub fn from_gguf(f: &GgufFile, arch: &str) -> Result<LlamaConfig, ModelError> {
+        let u = |k: &str| -> Result<usize, ModelError> { Ok(f.get_u64(&format!("{arch}.{k}"))? as usize) };
+        let n_embd = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = match f.get(&format!("{arch}.attention.head_count_kv")) {
+            Some(_) => u("attention.head_count_kv")?,
+            None => n_head,
+        };
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || n_embd % n_head != 0 {
+            return Err(ModelError::BadConfig(format!(
+                "{n_head} heads, {n_head_kv} KV heads and width {n_embd} are inconsistent"
+            )));
+        }
+        let head_dim = match f.get(&format!("{arch}.attention.key_length")) {
+            Some(_) => u("attention.key_length")?,
+            None => n_embd / n_head,
+        };
+        let rope_dim = match f.get(&format!("{arch}.rope.dimension_count")) {
+            Some(_) => u("rope.dimension_count")?,
+            None => head_dim,
+        };
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(ModelError::BadConfig(format!("rope dimension {rope_dim} with head dim {head_dim}")));
+        }
+        if let Some(v) = f.get(&format!("{arch}.rope.scaling.type")) {
+            if v.as_str() != Some("none") {
+                return Err(ModelError::BadConfig(format!("RoPE scaling {v} is not supported yet")));
+            }
+        }
+        let n_vocab = match f.get(&format!("{arch}.vocab_size")) {
+            Some(_) => u("vocab_size")?,
+            None => f.get_array("tokenizer.ggml.tokens")?.len(),
+        };
+        Ok(LlamaConfig {
+            n_vocab,
+            n_embd,
+            n_layer: u("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff: u("feed_forward_length")?,
+            eps: f.get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon"))? as f32,
+            rope_base: match f.get(&format!("{arch}.rope.freq_base")) {
+                Some(_) => f.get_f64(&format!("{arch}.rope.freq_base"))?,
+                None => 10000.0,
+            },
+            rope_dim,
+            n_ctx_train: u("context_length")?,
+        })
+    }
+
+    fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+}
+
+/// A Llama-architecture model.
+pub struct Llama {
+    /// Hyper-parameters.
+    pub cfg: LlamaConfig,
+    info: ModelInfo,
+    tok_embd: Linear,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    output: Linear,
+    rope: Rope,
+}
+
+impl Llama {
+    /// Load from a GGUF file (architecture `llama`).
+    pub fn from_gguf(f: &GgufFile) -> Result<Llama, ModelError> {
+        let arch = f.architecture()?.to_string();
+        let cfg = LlamaConfig::from_gguf(f, &arch)?;
+        let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let tok_embd = Linear::from_gguf(f, "token_embd.weight", d, cfg.n_vocab)?;
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: gguf_vector(f, &n("attn_norm"), d)?,
+                wq: Linear::from_gguf(f, &n("attn_q"), d, qd)?,
+                wk: Linear::from_gguf(f, &n("attn_k"), d, kvd)?,
+                wv: Linear::from_gguf(f, &n("attn_v"), d, kvd)?,
+                wo: Linear::from_gguf(f, &n("attn_output"), qd, d)?,
+                ffn_norm: gguf_vector(f, &n("ffn_norm"), d)?,
+                w_gate: Linear::from_gguf(f, &n("ffn_gate"), d, ff)?,
+                w_up: Linear::from_gguf(f, &n("ffn_up"), d, ff)?,
+                w_down: Linear::from_gguf(f, &n("ffn_down"), ff, d)?,
+            });
+        }
+        let output = match f.tensor("output.weight") {
+            Some(t) => {
+                check_shape(t, &[d as u64, cfg.n_vocab as u64])?;
+                Linear::from_gguf(f, "output.weight", d, cfg.n_vocab)?
+            }
+            None => tok_embd.clone(),
+        };
+        let (n_params, weight_bytes) =
+            f.tensors.iter().fold((0u64, 0u64), |(n, b), t| (n + t.n_elements(), b + t.size));
+        let info = ModelInfo {
+            arch,
+            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
+            n_vocab: cfg.n_vocab,
+            n_ctx_train: cfg.n_ctx_train,
+            n_layer: cfg.n_layer,
+            n_embd: d,
+            n_params,
+            weight_bytes,
+        };
+        let rope = Rope { dim: cfg.rope_dim, base: cfg.rope_base };
+        Ok(Llama {
+            info,
+            tok_embd,
+            blocks,
+            output_norm: gguf_vector(f, "output_norm.weight", d)?,
+            output,
+            rope,
+            cfg,
+        })
+    }
+
+    /// Causal grouped-query attention of `n` new tokens against the cache of layer `l`.
+    /// `q` is `[n × q_dim]`; the cache already holds the new keys/values at `pos0..pos0+n`.
+    fn attention(&self, q: &[f32], cache: &KvCache, l: usize, pos0: usize, n: usize, out: &mut [f32]) {
+        let c = &self.cfg;
+        let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
+        let group = c.n_head / c.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let lc = &cache.layers[l];
+        let jobs = n * c.n_head;
+        let results = std::sync::Mutex::new(Vec::with_capacity(jobs));
+        for_each_range(jobs, 1, |range| {
+            let mut scores = vec![0.0f32; pos0 + n];
+            let mut local = Vec::with_capacity(range.len());
+            for job in range {
+                let (t, h) = (job / c.n_head, job % c.n_head);
+                let kvh = h / group;
+                let qv = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                let len = pos0 + t + 1;
+                for (p, s) in scores[..len].iter_mut().enumerate() {
+                    *s = dot(qv, &lc.k[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]) * scale;
+                }
+                softmax(&mut scores[..len]);
+                let mut o = vec![0.0f32; hd];
+                for (p, &s) in scores[..len].iter().enumerate() {
+                    let v = &lc.v[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
+                    for (a, &b) in o.iter_mut().zip(v) {
+                        *a += s * b;
+                    }
+                }
+                local.push((job, o));
+            }
+            results.lock().unwrap_or_else(|e| e.into_inner()).extend(local);
+        });
+        for (job, o) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let (t, h) = (job / c.n_head, job % c.n_head);
+            out[t * qd + h * hd..t * qd + (h + 1) * hd].copy_from_slice(&o);
+        }
+    }
+}
+
+impl LanguageModel for Llama {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(self.cfg.n_layer, self.cfg.kv_dim(), n_ctx)
+    }
+
+    fn cache_bytes(&self, n_ctx: usize) -> u64 {
+        KvCache::bytes_for(self.cfg.n_layer, self.cfg.kv_dim(), n_ctx)
+    }
+
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
+        let c = &self.cfg;
+        let n = tokens.len();
+        let pos0 = cache.len;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if pos0 + n > cache.n_ctx {
+            return Err(ModelError::ContextOverflow { needed: pos0 + n, n_ctx: cache.n_ctx });
+        }
+        for &id in tokens {
+            if id as usize >= c.n_vocab {
+                return Err(ModelError::BadToken { id, n_vocab: c.n_vocab });
+            }
+        }
+        let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        // Activations, token-major.
+        let mut x = vec![0.0f32; n * d]; // [n × d] residual stream
+        for (t, &id) in tokens.iter().enumerate() {
+            self.tok_embd.row_f32(id as usize, &mut x[t * d..(t + 1) * d])?;
+        }
+        let mut h = vec![0.0f32; n * d]; // [n × d] normed input
+        let mut q = vec![0.0f32; n * qd]; // [n × q_dim]
+        let mut k = vec![0.0f32; n * kvd]; // [n × kv_dim]
+        let mut v = vec![0.0f32; n * kvd]; // [n × kv_dim]
+        let mut att = vec![0.0f32; n * qd]; // [n × q_dim]
+        let mut o = vec![0.0f32; n * d]; // [n × d]
+        let mut g = vec![0.0f32; n * ff]; // [n × ff]
+        let mut u = vec![0.0f32; n * ff]; // [n × ff]
+
+        for (l, b) in self.blocks.iter().enumerate() {
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.attn_norm, c.eps);
+            b.wq.forward(&h, n, &mut q);
+            b.wk.forward(&h, n, &mut k);
+            b.wv.forward(&h, n, &mut v);
+            for t in 0..n {
+                self.rope.apply_adjacent(&mut q[t * qd..(t + 1) * qd], c.head_dim, pos0 + t);
+                self.rope.apply_adjacent(&mut k[t * kvd..(t + 1) * kvd], c.head_dim, pos0 + t);
+            }
+            let lc = &mut cache.layers[l];
+            lc.k[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
+            lc.v[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
+            self.attention(&q, cache, l, pos0, n, &mut att);
+            b.wo.forward(&att, n, &mut o);
+            add_assign(&mut x, &o);
+
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.ffn_norm, c.eps);
+            b.w_gate.forward(&h, n, &mut g);
+            b.w_up.forward(&h, n, &mut u);
+            swiglu(&mut g, &u);
+            b.w_down.forward(&g, n, &mut o);
+            add_assign(&mut x, &o);
+        }
+        cache.len = pos0 + n;
+
+        let rows = if all_logits { &mut x[..] } else { &mut x[(n - 1) * d..] };
+        rms_norm(rows, &self.output_norm, c.eps);
+        let m = rows.len() / d;
+        let mut logits = vec![0.0f32; m * c.n_vocab];
+        self.output.forward(rows, m, &mut logits);
+        Ok(logits)
+    }
+}

@@ -1,0 +1,134 @@
+//! Element-wise and small building blocks shared by the architectures.
+
+/// Dot product in f32 with eight independent accumulators (vectorizes well).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// RMSNorm of each row of `x` (`[n × w.len()]`) in place: `x / sqrt(mean(x²) + eps) * w`.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(w.len()) {
+        let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = (1.0 / (ss / w.len() as f64 + eps as f64).sqrt()) as f32;
+        for (v, &g) in row.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+/// `y += x`.
+pub fn add_assign(y: &mut [f32], x: &[f32]) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// SiLU-gated product in place: `g = silu(g) * u`.
+pub fn swiglu(g: &mut [f32], u: &[f32]) {
+    for (a, &b) in g.iter_mut().zip(u) {
+        let s = *a / (1.0 + (-*a).exp());
+        *a = s * b;
+    }
+}
+
+/// Rotary embedding tables: `cos`/`sin` of `pos · base^(-2i/rope_dim)` for `i < rope_dim/2`.
+pub struct Rope {
+    /// Rotated dimensions per head.
+    pub dim: usize,
+    /// Frequency base.
+    pub base: f64,
+}
+
+impl Rope {
+    /// Rotate adjacent pairs `(x[2i], x[2i+1])` of each head of `x` (`[n_heads × head_dim]`)
+    /// at position `pos` (the GGUF llama convention: Q/K weights are stored permuted for it).
+    pub fn apply_adjacent(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        for head in x.chunks_exact_mut(head_dim) {
+            for i in 0..self.dim / 2 {
+                let theta = pos as f64 * self.base.powf(-2.0 * i as f64 / self.dim as f64);
+                let (s, c) = theta.sin_cos();
+                let (x0, x1) = (head[2 * i] as f64, head[2 * i + 1] as f64);
+                head[2 * i] = (x0 * c - x1 * s) as f32;
+                head[2 * i + 1] = (x0 * s + x1 * c) as f32;
+            }
+        }
+    }
+
+    /// Rotate the halves `(x[i], x[i + dim/2])` of each head (the NeoX convention, used by Gemma).
+    pub fn apply_halves(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        let half = self.dim / 2;
+        for head in x.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let theta = pos as f64 * self.base.powf(-2.0 * i as f64 / self.dim as f64);
+                let (s, c) = theta.sin_cos();
+                let (x0, x1) = (head[i] as f64, head[i + half] as f64);
+                head[i] = (x0 * c - x1 * s) as f32;
+                head[i + half] = (x0 * s + x1 * c) as f32;
+            }
+        }
+    }
+}
+
+/// Softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        assert!((dot(&a, &b) as f64 - naive).abs() < 1e-5);
+    }
+
+    #[test]
+    fn rope_preserves_norm_and_is_identity_at_zero() {
+        let rope = Rope { dim: 8, base: 10000.0 };
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 - 3.0).collect();
+        let mut x = orig.clone();
+        rope.apply_adjacent(&mut x, 8, 0);
+        assert_eq!(x, orig);
+        rope.apply_adjacent(&mut x, 8, 17);
+        let n0: f32 = orig.iter().map(|v| v * v).sum();
+        let n1: f32 = x.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-3);
+        assert_ne!(x, orig);
+    }
+
+    #[test]
+    fn rms_norm_unit() {
+        let mut x = vec![3.0, 4.0];
+        rms_norm(&mut x, &[1.0, 2.0], 0.0);
+        let r = (12.5f32).sqrt();
+        assert!((x[0] - 3.0 / r).abs() < 1e-6 && (x[1] - 8.0 / r).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,306 @@
+//! Loading a model with its tokenizer, and the prefill/decode loop.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use edgellm_formats::{GgufError, GgufFile};
+use edgellm_models::{KvCache, LanguageModel, ModelError};
+use edgellm_text::{ChatTemplate, ChatTemplateError, StreamDecoder, Tokenizer, TokenizerError};
+
+use crate::memory::{available_bytes, human_bytes};
+use crate::sampler::Sampler;
+
+/// An error of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The model file is not there.
+    #[error("model file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// The file could not be parsed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The model could not be built or run.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template is malformed.
+    #[error(transparent)]
+    ChatTemplate(#[from] ChatTemplateError),
+    /// The model and its context would not fit in memory.
+    #[error("not enough memory: the model needs {} ({} of weights + {} of KV cache for {n_ctx} positions + {} of buffers) but only {} is available; use a smaller context (-c) or a smaller model", human_bytes(*needed), human_bytes(*weights), human_bytes(*kv), human_bytes(*scratch), human_bytes(*available))]
+    OutOfMemory {
+        /// Bytes needed in all.
+        needed: u64,
+        /// Weight bytes.
+        weights: u64,
+        /// KV cache bytes.
+        kv: u64,
+        /// Working buffers.
+        scratch: u64,
+        /// Context positions asked for.
+        n_ctx: usize,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The prompt does not fit in the context.
+    #[error("the prompt is {n_prompt} tokens long but the context holds {n_ctx}; shorten the prompt or raise the context size (-c, at most {n_ctx_train} for this model)")]
+    PromptTooLong {
+        /// Prompt tokens.
+        n_prompt: usize,
+        /// Context size.
+        n_ctx: usize,
+        /// Training context of the model.
+        n_ctx_train: usize,
+    },
+    /// An empty prompt where the model needs at least one token.
+    #[error("the prompt is empty and the model adds no BOS token: give at least one token of prompt")]
+    EmptyPrompt,
+}
+
+/// A model ready to run: weights, tokenizer and chat template.
+pub struct LoadedModel {
+    /// The GGUF file (its map holds the weights).
+    pub gguf: GgufFile,
+    /// The network.
+    pub model: Box<dyn LanguageModel>,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The model's chat template, if it has one.
+    pub chat_template: Option<ChatTemplate>,
+    /// Time to load, in milliseconds.
+    pub load_ms: f64,
+    /// Context size sessions get.
+    pub n_ctx: usize,
+}
+
+impl LoadedModel {
+    /// Load a GGUF model for a context of `n_ctx` positions (0 = the training context,
+    /// capped at 4096), refusing with the numbers if it would not fit in available memory.
+    pub fn load(path: impl AsRef<Path>, n_ctx: usize) -> Result<LoadedModel, RuntimeError> {
+        let path = path.as_ref();
+        let t0 = Instant::now();
+        if !path.exists() {
+            return Err(RuntimeError::MissingFile(path.to_path_buf()));
+        }
+        let gguf = GgufFile::open(path)?;
+        let model = edgellm_models::load_gguf(&gguf)?;
+        let info = model.info().clone();
+        let n_ctx = if n_ctx == 0 { info.n_ctx_train.min(4096) } else { n_ctx };
+        let weights = gguf.file_len();
+        let kv = model.cache_bytes(n_ctx);
+        // Activations of a 512-token prompt batch and a logit row per position, generously.
+        let scratch = (512 * (info.n_embd as u64) * 4 * 16) + (info.n_vocab as u64) * 4 * 4;
+        let needed = weights + kv + scratch;
+        if let Some(available) = available_bytes() {
+            if needed > available {
+                return Err(RuntimeError::OutOfMemory { needed, weights, kv, scratch, n_ctx, available });
+            }
+        }
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        let chat_template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
+        Ok(LoadedModel {
+            gguf,
+            model,
+            tokenizer,
+            chat_template,
+            load_ms: t0.elapsed().as_secs_f64() * 1e3,
+            n_ctx,
+        })
+    }
+
+    /// Tokenize a prompt as `edgellm run` does: BOS where the metadata asks, special tokens not parsed.
+    pub fn tokenize_prompt(&self, text: &str) -> Vec<u32> {
+        self.tokenizer.encode(text, self.tokenizer.add_bos_default(), false)
+    }
+
+    /// A fresh session with its own KV cache.
+    pub fn session(&self) -> Session<'_> {
+        Session { lm: self, cache: self.model.new_cache(self.n_ctx), tokens: Vec::new() }
+    }
+}
+
+/// Options of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Stop at end-of-generation tokens.
+    pub stop_at_eog: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: 128, stop_at_eog: true }
+    }
+}
+
+/// Timings of one generation.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    /// Prompt tokens evaluated (after reusing the cached prefix).
+    pub prompt_tokens: usize,
+    /// Milliseconds spent on the prompt.
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    pub gen_tokens: usize,
+    /// Milliseconds spent generating.
+    pub gen_ms: f64,
+}
+
+impl Timings {
+    /// Prompt tokens per second.
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        per_s(self.prompt_tokens, self.prompt_ms)
+    }
+    /// Generated tokens per second.
+    pub fn gen_tokens_per_s(&self) -> f64 {
+        per_s(self.gen_tokens, self.gen_ms)
+    }
+}
+
+fn per_s(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 {
+        n as f64 * 1e3 / ms
+    } else {
+        0.0
+    }
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An end-of-generation token.
+    EndOfGeneration,
+    /// `max_tokens` reached.
+    Length,
+    /// The context is full.
+    ContextFull,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+impl StopReason {
+    /// Name as written in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::EndOfGeneration => "eog",
+            StopReason::Length => "length",
+            StopReason::ContextFull => "context",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The result of one generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Generated ids (an end-of-generation token that stopped it is included).
+    pub ids: Vec<u32>,
+    /// Generated text (end-of-generation tokens not rendered).
+    pub text: String,
+    /// Timings.
+    pub timings: Timings,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// A conversation with a model: a KV cache and the tokens it holds.
+pub struct Session<'m> {
+    lm: &'m LoadedModel,
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl Session<'_> {
+    /// Tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Run `prompt` (reusing the longest cached prefix) and return the logits of its last token.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), RuntimeError> {
+        let n_ctx = self.cache.n_ctx;
+        if prompt.len() > n_ctx {
+            return Err(RuntimeError::PromptTooLong {
+                n_prompt: prompt.len(),
+                n_ctx,
+                n_ctx_train: self.lm.model.info().n_ctx_train,
+            });
+        }
+        if prompt.is_empty() {
+            return Err(RuntimeError::EmptyPrompt);
+        }
+        let mut common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // Always evaluate at least the last prompt token to get its logits.
+        common = common.min(prompt.len() - 1);
+        self.cache.truncate(common);
+        self.tokens.truncate(common);
+        let rest = &prompt[common..];
+        let mut last = Vec::new();
+        for chunk in rest.chunks(512) {
+            last = self.lm.model.forward(chunk, &mut self.cache, false)?;
+        }
+        self.tokens.extend_from_slice(rest);
+        Ok((last, rest.len()))
+    }
+
+    /// Generate after `prompt`: `on_text` receives each new piece of valid UTF-8 text and
+    /// returns `false` to stop.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        sampler: &mut Sampler,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation, RuntimeError> {
+        let tok = &self.lm.tokenizer;
+        let t0 = Instant::now();
+        let (mut logits, n_eval) = self.prefill(prompt)?;
+        for &id in prompt {
+            sampler.accept(id);
+        }
+        let mut timings = Timings {
+            prompt_tokens: n_eval,
+            prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
+            ..Default::default()
+        };
+        let t1 = Instant::now();
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut dec = StreamDecoder::new();
+        let mut stop = StopReason::Length;
+        while ids.len() < opts.max_tokens {
+            let id = sampler.sample(&logits);
+            ids.push(id);
+            if opts.stop_at_eog && tok.is_eog(id) {
+                stop = StopReason::EndOfGeneration;
+                break;
+            }
+            let piece = dec.push(tok, id);
+            text.push_str(&piece);
+            if !piece.is_empty() && !on_text(&piece) {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            if ids.len() == opts.max_tokens {
+                break;
+            }
+            if self.tokens.len() >= self.cache.n_ctx {
+                stop = StopReason::ContextFull;
+                break;
+            }
+            logits = self.lm.model.forward(&[id], &mut self.cache, false)?;
+            self.tokens.push(id);
+        }
+        let rest = dec.flush();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            on_text(&rest);
+        }
+        timings.gen_tokens = ids.len();
+        timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(Generation { ids, text, timings, stop })
+    }
+}
