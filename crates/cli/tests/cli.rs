@@ -1,0 +1,168 @@
+//! End-to-end tests of the `edgellm` binary on the real SmolLM2 model: the exact output shapes
+//! users and scripts rely on, and clear errors on bad input.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn smollm2() -> PathBuf {
+    let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
+    p
+}
+
+fn edgellm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgellm")).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "edgellm failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn golden() -> Value {
+    let p = root().join("tests/golden/smollm2-135m-instruct-q4_1.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn tokenize_prints_a_json_array_matching_llama_cpp() {
+    let m = smollm2();
+    for case in golden()["tokenize"].as_array().unwrap().iter().take(6) {
+        let text = case["text"].as_str().unwrap();
+        let out = stdout(&edgellm(&["tokenize", "-m", m.to_str().unwrap(), text]));
+        let got: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(got, case["ids"], "{text:?}");
+    }
+    let special = stdout(&edgellm(&["tokenize", "-m", m.to_str().unwrap(), "--special", "<|im_end|>"]));
+    assert_eq!(special.trim(), "[2]");
+    let plain = stdout(&edgellm(&["tokenize", "-m", m.to_str().unwrap(), "<|im_end|>"]));
+    assert_ne!(plain.trim(), "[2]");
+}
+
+#[test]
+fn run_json_greedy_matches_the_reference_and_has_the_documented_shape() {
+    let m = smollm2();
+    let g = golden();
+    let case = &g["greedy"][1];
+    let prompt = case["prompt"].as_str().unwrap();
+    let out = stdout(&edgellm(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        prompt,
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--output-format",
+        "json",
+    ]));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["prompt_ids"], case["prompt_ids"]);
+    let want: Vec<Value> = case["continuation_ids"].as_array().unwrap()[..12].to_vec();
+    assert_eq!(v["ids"].as_array().unwrap(), &want);
+    assert!(v["text"].as_str().unwrap().len() > 10);
+    for k in ["load_ms", "prompt_tokens_per_s", "gen_tokens_per_s"] {
+        assert!(v["timings"][k].as_f64().unwrap() > 0.0, "timings.{k}");
+    }
+}
+
+#[test]
+fn same_seed_same_text_and_text_mode_streams() {
+    let m = smollm2();
+    let args = |seed: &str| {
+        edgellm(&[
+            "run",
+            "-m",
+            m.to_str().unwrap(),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "12",
+            "--temp",
+            "1.0",
+            "--seed",
+            seed,
+            "--top-k",
+            "0",
+            "--top-p",
+            "1",
+            "--min-p",
+            "0",
+        ])
+    };
+    let a = stdout(&args("42"));
+    let b = stdout(&args("42"));
+    assert_eq!(a, b);
+    assert!(!a.trim().is_empty());
+}
+
+#[test]
+fn chat_keeps_history_and_exits_on_eof() {
+    let m = smollm2();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "16"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\nAnd of Italy?\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    let replies: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(replies.len() >= 2, "expected two replies, got {text:?}");
+    assert!(text.contains("Paris"), "{text:?}");
+    assert!(text.contains("Rome"), "the second turn lost the history or failed: {text:?}");
+}
+
+#[test]
+fn inspect_shows_metadata_tensors_and_totals() {
+    let out = stdout(&edgellm(&["inspect", smollm2().to_str().unwrap()]));
+    assert!(out.contains("llama.block_count"));
+    assert!(out.contains("blk.0.attn_q.weight"));
+    assert!(out.contains("Q4_1"));
+    assert!(out.contains("272 tensors"));
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let o = edgellm(&["run", "-m", "/nonexistent.gguf", "-p", "hi"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+
+    let dir = std::env::temp_dir().join(format!("edgellm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.gguf");
+    std::fs::write(&bad, b"this is not a model").unwrap();
+    let o = edgellm(&["run", "-m", bad.to_str().unwrap(), "-p", "hi"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a GGUF file"));
+
+    let full = std::fs::read(smollm2()).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let o = edgellm(&["inspect", cut.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    let long = "word ".repeat(100);
+    let o = edgellm(&["run", "-m", smollm2().to_str().unwrap(), "-p", &long, "-c", "32"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("context holds 32"), "{err}");
+}
