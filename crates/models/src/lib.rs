@@ -3,6 +3,8 @@
 //! Models see weights only through [`Linear`]: how a weight is stored (dense, quantized, later
 //! sparse) is the Linear's business, so compression never edits model code.
 
+pub mod attention;
+pub mod bert;
 pub mod error;
 pub mod kv_cache;
 pub mod linear;

@@ -4,12 +4,12 @@
 //! feed-forward, and an output projection tied to the token embedding when `output.weight` is
 //! absent. SmolLM2 is this architecture.
 
-use edgellm_core::parallel::for_each_range;
 use edgellm_formats::GgufFile;
 
+use crate::attention::{attention, AttnShape};
 use crate::kv_cache::KvCache;
 use crate::linear::{check_shape, gguf_vector, Linear};
-use crate::nn::{add_assign, dot, rms_norm, softmax, swiglu, Rope};
+use crate::nn::{add_assign, rms_norm, swiglu, Rope};
 use crate::{LanguageModel, ModelError, ModelInfo};
 
 /// Hyper-parameters from the `llama.*` metadata.
@@ -123,6 +123,7 @@ pub struct Llama {
     output_norm: Vec<f32>,
     output: Linear,
     rope: Rope,
+    attn: AttnShape,
 }
 
 impl Llama {
@@ -167,6 +168,12 @@ impl Llama {
             weight_bytes,
         };
         let rope = Rope { dim: cfg.rope_dim, base: cfg.rope_base };
+        let attn = AttnShape {
+            n_head: cfg.n_head,
+            n_head_kv: cfg.n_head_kv,
+            head_dim: cfg.head_dim,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        };
         Ok(Llama {
             info,
             tok_embd,
@@ -174,47 +181,9 @@ impl Llama {
             output_norm: gguf_vector(f, "output_norm.weight", d)?,
             output,
             rope,
+            attn,
             cfg,
         })
-    }
-
-    /// Causal grouped-query attention of `n` new tokens against the cache of layer `l`.
-    /// `q` is `[n × q_dim]`; the cache already holds the new keys/values at `pos0..pos0+n`.
-    fn attention(&self, q: &[f32], cache: &KvCache, l: usize, pos0: usize, n: usize, out: &mut [f32]) {
-        let c = &self.cfg;
-        let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
-        let group = c.n_head / c.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let lc = &cache.layers[l];
-        let jobs = n * c.n_head;
-        let results = std::sync::Mutex::new(Vec::with_capacity(jobs));
-        for_each_range(jobs, 1, |range| {
-            let mut scores = vec![0.0f32; pos0 + n];
-            let mut local = Vec::with_capacity(range.len());
-            for job in range {
-                let (t, h) = (job / c.n_head, job % c.n_head);
-                let kvh = h / group;
-                let qv = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                let len = pos0 + t + 1;
-                for (p, s) in scores[..len].iter_mut().enumerate() {
-                    *s = dot(qv, &lc.k[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]) * scale;
-                }
-                softmax(&mut scores[..len]);
-                let mut o = vec![0.0f32; hd];
-                for (p, &s) in scores[..len].iter().enumerate() {
-                    let v = &lc.v[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                    for (a, &b) in o.iter_mut().zip(v) {
-                        *a += s * b;
-                    }
-                }
-                local.push((job, o));
-            }
-            results.lock().unwrap_or_else(|e| e.into_inner()).extend(local);
-        });
-        for (job, o) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            let (t, h) = (job / c.n_head, job % c.n_head);
-            out[t * qd + h * hd..t * qd + (h + 1) * hd].copy_from_slice(&o);
-        }
     }
 }
 
@@ -271,10 +240,8 @@ impl LanguageModel for Llama {
                 self.rope.apply_adjacent(&mut q[t * qd..(t + 1) * qd], c.head_dim, pos0 + t);
                 self.rope.apply_adjacent(&mut k[t * kvd..(t + 1) * kvd], c.head_dim, pos0 + t);
             }
-            let lc = &mut cache.layers[l];
-            lc.k[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
-            lc.v[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
-            self.attention(&q, cache, l, pos0, n, &mut att);
+            cache.layers[l].store(pos0, &k, &v);
+            attention(&self.attn, &q, &cache.layers[l], pos0, n, &mut att);
             b.wo.forward(&att, n, &mut o);
             add_assign(&mut x, &o);
 

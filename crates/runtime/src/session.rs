@@ -236,10 +236,11 @@ impl Session<'_> {
         // Always evaluate at least the last prompt token to get its logits.
         common = common.min(prompt.len() - 1);
         self.cache.truncate(common);
+        let common = self.cache.len;
         self.tokens.truncate(common);
         let rest = &prompt[common..];
         let mut last = Vec::new();
-        for chunk in rest.chunks(512) {
+        for chunk in rest.chunks(self.cache.max_batch.min(512)) {
             last = self.lm.model.forward(chunk, &mut self.cache, false)?;
         }
         self.tokens.extend_from_slice(rest);
