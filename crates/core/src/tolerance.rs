@@ -411,3 +411,10 @@ pub mod logits {
     /// Against llama.cpp: the mean over positions of each position's largest top-10 difference.
     pub const LLAMA_CPP_TOP10_MEAN: f64 = 0.4;
 }
+
+/// Sentence-embedding tolerances, against the golden references of `tests/golden/`.
+pub mod embeddings {
+    /// Cosine similarity between an f32 embedding and the sentence-transformers float32
+    /// reference, for every reference sentence.
+    pub const MIN_COSINE_VS_REFERENCE: f64 = 0.9999;
+}
