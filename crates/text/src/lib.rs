@@ -8,6 +8,8 @@
 //! - [`ChatTemplate`]: the model's Jinja chat template (`tokenizer.chat_template`), with a ChatML
 //!   fallback.
 
+#![warn(missing_docs)]
+
 mod bpe;
 pub mod chat;
 mod error;

@@ -29,6 +29,12 @@ pub struct Tokenizer {
     offsets: Vec<u32>,
 }
 
+// Shared across threads by the runtime.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tokenizer>();
+};
+
 impl Tokenizer {
     /// Build the tokenizer a GGUF file describes (`tokenizer.ggml.*`).
     ///

@@ -186,3 +186,25 @@ fn chat_template_renders_chatml() {
         format!("{}<|im_start|>assistant\n", tmpl.render(&conv, false).unwrap())
     );
 }
+
+/// 400 random texts (every whitespace kind, contractions, digits, scripts, emoji, combining and
+/// unassigned code points, control-token strings) tokenized by llama.cpp with and without
+/// `parse_special`; see `tests/data/README.md`.
+#[test]
+fn random_texts_match_llama_cpp() {
+    let tok = smollm2();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/smollm2-135m-instruct-q4_1.tokenize.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 400);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_ids(&tok, &format!("{text:?}"), &tok.encode(text, false, false), &ids(&case["ids"]));
+        assert_ids(
+            &tok,
+            &format!("{text:?} parse_special"),
+            &tok.encode(text, false, true),
+            &ids(&case["ids_special"]),
+        );
+    }
+}
