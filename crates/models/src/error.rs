@@ -14,7 +14,7 @@ pub enum ModelError {
     #[error(transparent)]
     Quant(#[from] QuantError),
     /// The file holds an architecture edgellm does not implement.
-    #[error("architecture '{0}' is not supported (supported: llama)")]
+    #[error("architecture '{0}' is not supported (supported: llama, gemma3)")]
     UnsupportedArchitecture(String),
     /// A tensor has a shape other than the hyper-parameters imply.
     #[error("tensor '{tensor}' has shape {found:?}, expected {expected:?}")]

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod bert;
 pub mod error;
+pub mod gemma3;
 pub mod kv_cache;
 pub mod linear;
 pub mod llama;
@@ -60,6 +61,7 @@ pub fn load_gguf(f: &GgufFile) -> Result<Box<dyn LanguageModel>, ModelError> {
     let arch = f.architecture()?;
     match arch {
         "llama" => Ok(Box::new(llama::Llama::from_gguf(f)?)),
+        "gemma3" => Ok(Box::new(gemma3::Gemma3::from_gguf(f)?)),
         other => Err(ModelError::UnsupportedArchitecture(other.to_string())),
     }
 }

@@ -1,0 +1,316 @@
+//! Gemma 3 (Gemma Team, 2025, "Gemma 3 Technical Report") as stored in GGUF by llama.cpp's
+//! converter: the token embedding scaled by sqrt(d); RMSNorm whose weights the converter
+//! stored as `1 + w`, so they apply as plain multipliers; RMS-normed queries and keys per head;
+//! norms before and after both attention and feed-forward; a GELU(tanh)-gated feed-forward;
+//! rotary embedding on halves (NeoX order); and interleaved attention — five local layers with
+//! a sliding window (RoPE base 10 000) for every global layer (RoPE base from the metadata,
+//! 1 000 000). Scores are scaled by 1/sqrt(head_dim). The output projection is the embedding.
+
+use edgellm_formats::GgufFile;
+
+use crate::attention::{attention, AttnShape};
+use crate::kv_cache::KvCache;
+use crate::linear::{check_shape, gguf_vector, Linear};
+use crate::nn::{add_assign, rms_norm, Rope};
+use crate::{LanguageModel, ModelError, ModelInfo};
+
+/// Local layers per global layer plus one: layer `l` is global when `(l + 1) % 6 == 0`.
+const SWA_PATTERN: usize = 6;
+/// RoPE base of the local (sliding-window) layers.
+const LOCAL_ROPE_BASE: f64 = 10_000.0;
+/// Most positions one forward pass adds (local layers' rings are sized for it).
+const MAX_BATCH: usize = 512;
+
+/// Hyper-parameters from the `gemma3.*` metadata.
+#[derive(Clone, Debug)]
+pub struct Gemma3Config {
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Residual width.
+    pub n_embd: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Feed-forward width.
+    pub n_ff: usize,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// RoPE base of the global layers.
+    pub rope_base_global: f64,
+    /// Sliding window of the local layers.
+    pub window: usize,
+    /// Training context.
+    pub n_ctx_train: usize,
+}
+
+impl Gemma3Config {
+    /// Read the hyper-parameters.
+    pub fn from_gguf(f: &GgufFile) -> Result<Gemma3Config, ModelError> {
+        let u = |k: &str| -> Result<usize, ModelError> { Ok(f.get_u64(&format!("gemma3.{k}"))? as usize) };
+        let n_embd = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = u("attention.head_count_kv")?;
+        let head_dim = u("attention.key_length")?;
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || head_dim % 2 != 0 {
+            return Err(ModelError::BadConfig(format!(
+                "{n_head} heads, {n_head_kv} KV heads, head dim {head_dim}"
+            )));
+        }
+        if u("attention.value_length")? != head_dim {
+            return Err(ModelError::BadConfig("key and value head widths differ".into()));
+        }
+        let window = u("attention.sliding_window")?;
+        if window == 0 {
+            return Err(ModelError::BadConfig("sliding window of 0".into()));
+        }
+        if let Some(v) = f.get("gemma3.final_logit_softcapping").or(f.get("gemma3.attn_logit_softcapping")) {
+            return Err(ModelError::BadConfig(format!("logit soft-capping ({v}) is not supported")));
+        }
+        Ok(Gemma3Config {
+            n_vocab: f.get_array("tokenizer.ggml.tokens")?.len(),
+            n_embd,
+            n_layer: u("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff: u("feed_forward_length")?,
+            eps: f.get_f64("gemma3.attention.layer_norm_rms_epsilon")? as f32,
+            rope_base_global: f.get_f64("gemma3.rope.freq_base").unwrap_or(1_000_000.0),
+            window,
+            n_ctx_train: u("context_length")?,
+        })
+    }
+
+    /// Whether layer `l` attends globally (otherwise within the sliding window).
+    pub fn is_global(&self, l: usize) -> bool {
+        (l + 1) % SWA_PATTERN == 0
+    }
+
+    fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    fn windows(&self) -> Vec<Option<usize>> {
+        (0..self.n_layer).map(|l| if self.is_global(l) { None } else { Some(self.window) }).collect()
+    }
+}
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    wo: Linear,
+    post_attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+    post_ffn_norm: Vec<f32>,
+}
+
+/// A Gemma 3 model.
+pub struct Gemma3 {
+    /// Hyper-parameters.
+    pub cfg: Gemma3Config,
+    info: ModelInfo,
+    tok_embd: Linear,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    output: Linear,
+    rope_local: Rope,
+    rope_global: Rope,
+    attn: AttnShape,
+}
+
+impl Gemma3 {
+    /// Load from a GGUF file (architecture `gemma3`).
+    pub fn from_gguf(f: &GgufFile) -> Result<Gemma3, ModelError> {
+        let cfg = Gemma3Config::from_gguf(f)?;
+        let (d, qd, kvd, ff, hd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
+        let tok_embd = Linear::from_gguf(f, "token_embd.weight", d, cfg.n_vocab)?;
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: gguf_vector(f, &n("attn_norm"), d)?,
+                wq: Linear::from_gguf(f, &n("attn_q"), d, qd)?,
+                wk: Linear::from_gguf(f, &n("attn_k"), d, kvd)?,
+                wv: Linear::from_gguf(f, &n("attn_v"), d, kvd)?,
+                q_norm: gguf_vector(f, &n("attn_q_norm"), hd)?,
+                k_norm: gguf_vector(f, &n("attn_k_norm"), hd)?,
+                wo: Linear::from_gguf(f, &n("attn_output"), qd, d)?,
+                post_attn_norm: gguf_vector(f, &n("post_attention_norm"), d)?,
+                ffn_norm: gguf_vector(f, &n("ffn_norm"), d)?,
+                w_gate: Linear::from_gguf(f, &n("ffn_gate"), d, ff)?,
+                w_up: Linear::from_gguf(f, &n("ffn_up"), d, ff)?,
+                w_down: Linear::from_gguf(f, &n("ffn_down"), ff, d)?,
+                post_ffn_norm: gguf_vector(f, &n("post_ffw_norm"), d)?,
+            });
+        }
+        let output = match f.tensor("output.weight") {
+            Some(t) => {
+                check_shape(t, &[d as u64, cfg.n_vocab as u64])?;
+                Linear::from_gguf(f, "output.weight", d, cfg.n_vocab)?
+            }
+            None => tok_embd.clone(),
+        };
+        let (n_params, weight_bytes) =
+            f.tensors.iter().fold((0u64, 0u64), |(n, b), t| (n + t.n_elements(), b + t.size));
+        let info = ModelInfo {
+            arch: "gemma3".into(),
+            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
+            n_vocab: cfg.n_vocab,
+            n_ctx_train: cfg.n_ctx_train,
+            n_layer: cfg.n_layer,
+            n_embd: d,
+            n_params,
+            weight_bytes,
+        };
+        Ok(Gemma3 {
+            info,
+            tok_embd,
+            blocks,
+            output_norm: gguf_vector(f, "output_norm.weight", d)?,
+            output,
+            rope_local: Rope { dim: hd, base: LOCAL_ROPE_BASE },
+            rope_global: Rope { dim: hd, base: cfg.rope_base_global },
+            attn: AttnShape {
+                n_head: cfg.n_head,
+                n_head_kv: cfg.n_head_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+            },
+            cfg,
+        })
+    }
+
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+    ) -> Result<Vec<f32>, ModelError> {
+        let c = &self.cfg;
+        let n = tokens.len();
+        let pos0 = cache.len;
+        let (d, qd, kvd, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
+        let mut x = vec![0.0f32; n * d]; // [n × d] residual stream
+        let scale = (d as f32).sqrt();
+        for (t, &id) in tokens.iter().enumerate() {
+            let row = &mut x[t * d..(t + 1) * d];
+            self.tok_embd.row_f32(id as usize, row)?;
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+        let mut h = vec![0.0f32; n * d]; // [n × d]
+        let mut q = vec![0.0f32; n * qd]; // [n × q_dim]
+        let mut k = vec![0.0f32; n * kvd]; // [n × kv_dim]
+        let mut v = vec![0.0f32; n * kvd]; // [n × kv_dim]
+        let mut att = vec![0.0f32; n * qd]; // [n × q_dim]
+        let mut o = vec![0.0f32; n * d]; // [n × d]
+        let mut g = vec![0.0f32; n * ff]; // [n × ff]
+        let mut u = vec![0.0f32; n * ff]; // [n × ff]
+
+        for (l, b) in self.blocks.iter().enumerate() {
+            let rope = if c.is_global(l) { &self.rope_global } else { &self.rope_local };
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.attn_norm, c.eps);
+            b.wq.forward(&h, n, &mut q);
+            b.wk.forward(&h, n, &mut k);
+            b.wv.forward(&h, n, &mut v);
+            rms_norm(&mut q, &b.q_norm, c.eps); // per head: rows of head_dim
+            rms_norm(&mut k, &b.k_norm, c.eps);
+            for t in 0..n {
+                rope.apply_halves(&mut q[t * qd..(t + 1) * qd], hd, pos0 + t);
+                rope.apply_halves(&mut k[t * kvd..(t + 1) * kvd], hd, pos0 + t);
+            }
+            cache.layers[l].store(pos0, &k, &v);
+            attention(&self.attn, &q, &cache.layers[l], pos0, n, &mut att);
+            b.wo.forward(&att, n, &mut o);
+            rms_norm(&mut o, &b.post_attn_norm, c.eps);
+            add_assign(&mut x, &o);
+
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.ffn_norm, c.eps);
+            b.w_gate.forward(&h, n, &mut g);
+            b.w_up.forward(&h, n, &mut u);
+            gelu_tanh_gate(&mut g, &u);
+            b.w_down.forward(&g, n, &mut o);
+            rms_norm(&mut o, &b.post_ffn_norm, c.eps);
+            add_assign(&mut x, &o);
+        }
+        cache.len = pos0 + n;
+
+        let rows = if all_logits { &mut x[..] } else { &mut x[(n - 1) * d..] };
+        rms_norm(rows, &self.output_norm, c.eps);
+        let m = rows.len() / d;
+        let mut logits = vec![0.0f32; m * c.n_vocab];
+        self.output.forward(rows, m, &mut logits);
+        Ok(logits)
+    }
+}
+
+/// `g = gelu_tanh(g) * u`.
+fn gelu_tanh_gate(g: &mut [f32], u: &[f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    for (a, &b) in g.iter_mut().zip(u) {
+        let x = *a;
+        *a = 0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh()) * b;
+    }
+}
+
+impl LanguageModel for Gemma3 {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::with_windows(self.cfg.kv_dim(), n_ctx, &self.cfg.windows(), MAX_BATCH)
+    }
+
+    fn cache_bytes(&self, n_ctx: usize) -> u64 {
+        let per_pos = 2 * self.cfg.kv_dim() as u64 * 4;
+        self.cfg
+            .windows()
+            .iter()
+            .map(|w| per_pos * w.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx)) as u64)
+            .sum()
+    }
+
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
+        let n_vocab = self.cfg.n_vocab;
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        if cache.len + tokens.len() > cache.n_ctx {
+            return Err(ModelError::ContextOverflow { needed: cache.len + tokens.len(), n_ctx: cache.n_ctx });
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab });
+        }
+        // Local layers' rings hold window + one batch: feed at most a batch at a time.
+        let batch = cache.max_batch.min(MAX_BATCH);
+        let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
+        let chunks: Vec<&[u32]> = tokens.chunks(batch).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            if all_logits || last {
+                out.extend(self.forward_batch(chunk, cache, all_logits)?);
+            } else {
+                self.forward_batch(chunk, cache, false)?;
+            }
+        }
+        Ok(out)
+    }
+}
