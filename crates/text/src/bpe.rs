@@ -33,6 +33,8 @@ struct Merge {
 /// A byte-level BPE model.
 pub(crate) struct BpeModel {
     pre: PreTokenizer,
+    /// Whether the pre-tokenizer's models want BOS when the file does not say.
+    pub add_bos_default: bool,
     merges: HashMap<(u32, u32), Merge>,
     /// The token of each byte's alphabet character ([`NONE`] if absent).
     byte_ids: [u32; 256],
@@ -62,7 +64,8 @@ struct Sym {
 const END: u32 = u32::MAX;
 
 impl BpeModel {
-    /// Build from `tokenizer.ggml.merges` and `tokenizer.ggml.pre`.
+    /// Build from `tokenizer.ggml.merges` and `tokenizer.ggml.pre` (llama.cpp's "default" when
+    /// absent).
     pub fn from_gguf(f: &GgufFile, vocab: &Vocab) -> Result<BpeModel, TokenizerError> {
         const PRE: &str = "tokenizer.ggml.pre";
         let pre_name = match f.get(PRE) {
@@ -74,7 +77,9 @@ impl BpeModel {
         };
         let pre = PreTokenizer::by_name(pre_name)?;
         let merges = str_array(f, "tokenizer.ggml.merges")?;
-        Self::new(vocab, pre, &merges)
+        let mut model = Self::new(vocab, pre, &merges)?;
+        model.add_bos_default = crate::pretok::spec(pre_name).is_some_and(|s| s.add_bos);
+        Ok(model)
     }
 
     /// Build from merge rules written `"left right"`, in rank order.
@@ -110,7 +115,7 @@ impl BpeModel {
                 *slot = id;
             }
         }
-        Ok(BpeModel { pre, merges, byte_ids, cache: Mutex::new(HashMap::new()) })
+        Ok(BpeModel { pre, add_bos_default: false, merges, byte_ids, cache: Mutex::new(HashMap::new()) })
     }
 
     /// Tokenize plain text (no special tokens), appending to `out`.

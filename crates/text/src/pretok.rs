@@ -14,19 +14,25 @@ use std::ops::Range;
 use crate::unicode::{self, LETTER, NUMBER, WHITESPACE};
 use crate::TokenizerError;
 
-/// GPT-2's pattern with the trailing `\s+` alternative llama.cpp adds for most models.
-pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-/// GPT-2's original pattern (no trailing `\s+`). It splits exactly as [`GPT2_PATTERN`] does: a
-/// whitespace character it leaves unmatched is kept as its own segment, which is what the last
-/// alternative would have matched.
-pub const GPT2_ORIGINAL_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// GPT-2's pattern.
+pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// GPT-2's pattern with a trailing `\s+` alternative (as some tokenizer.json files write it). It
+/// splits exactly as [`GPT2_PATTERN`] does: a whitespace character that pattern leaves unmatched
+/// is kept as its own segment, which is what the last alternative would have matched.
+pub const GPT2_WS_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// Every number character on its own.
 pub const EACH_NUMBER_PATTERN: &str = r"\p{N}";
 /// Llama 3's pattern as llama.cpp writes it (the case-insensitive group spelled out).
 pub const LLAMA3_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen 2's pattern: Llama 3's with single digits.
 pub const QWEN2_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 3.5's pattern: Qwen 2's with combining marks inside words.
+pub const QWEN35_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Runs of punctuation and some ASCII symbols (the first split of llama.cpp's default).
+const PUNCT_PATTERN: &str = r"[\p{P}\$\+<=>\^~\|]+";
+/// Falcon's first split: [`PUNCT_PATTERN`] with the backtick.
+const FALCON_PUNCT_PATTERN: &str = r"[\p{P}\$\+<=>\^~\|`]+";
 
 /// One pre-tokenizer of the table.
 pub struct PreTokenizerSpec {
@@ -37,41 +43,122 @@ pub struct PreTokenizerSpec {
     /// Whether a word found whole in the vocabulary is emitted as that token without merging
     /// (llama.cpp's `ignore_merges`, set for Llama 3).
     pub ignore_merges: bool,
+    /// Whether a BOS token is wanted when the file has no `tokenizer.ggml.add_bos_token`.
+    pub add_bos: bool,
 }
 
-/// The pre-tokenizers known to this crate, with llama.cpp's names and patterns.
+/// The pre-tokenizers known to this crate: llama.cpp's names and patterns (as of the libllama in
+/// llama-cpp-python 0.3.36).
 ///
-/// Only "smollm" is checked against llama.cpp output by this crate's tests (SmolLM2); the others
-/// use the same machinery with llama.cpp's patterns.
+/// Checked against that llama.cpp's token ids: "smollm" on SmolLM2 (this crate's tests), and
+/// "gpt-2", "llama-bpe", "qwen2", "qwen35", "starcoder", "refact", "command-r", "mpt", "falcon"
+/// and the default (files naming none) on llama.cpp's own test vocabularies (`ggml-vocab-*.gguf`).
 pub static TABLE: &[PreTokenizerSpec] = &[
     PreTokenizerSpec {
-        names: &["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"],
+        names: &[
+            "smollm",
+            "starcoder",
+            "refact",
+            "command-r",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+            "mellum2",
+        ],
         patterns: &[EACH_NUMBER_PATTERN, GPT2_PATTERN],
         ignore_merges: false,
+        add_bos: false,
     },
     PreTokenizerSpec {
-        names: &["gpt-2", "gpt2", "mpt", "olmo", "jais", "trillion"],
-        patterns: &[GPT2_ORIGINAL_PATTERN],
+        // "gpt2" is not a llama.cpp name; it is accepted as an alias of "gpt-2".
+        names: &[
+            "gpt-2",
+            "gpt2",
+            "phi-2",
+            "jina-es",
+            "jina-de",
+            "gigachat",
+            "jina-v2-es",
+            "jina-v2-de",
+            "a.x-4.0",
+            "mellum",
+            "modern-bert",
+            "jina-v1-en",
+            "jina-v2-code",
+            "roberta-bpe",
+            "exaone4",
+            "mpt",
+            "olmo",
+            "jais",
+            "trillion",
+            "granite-docling",
+        ],
+        patterns: &[GPT2_PATTERN],
         ignore_merges: false,
+        add_bos: false,
     },
     PreTokenizerSpec {
-        // llama.cpp's fallback for BPE models ("default" or unset).
+        // llama.cpp's fallback for BPE files that name no pre-tokenizer.
         names: &["default"],
-        patterns: &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2_ORIGINAL_PATTERN, r"\p{N}+", r"[0-9][0-9][0-9]"],
+        patterns: &[PUNCT_PATTERN, GPT2_PATTERN, r"\p{N}+", r"[0-9][0-9][0-9]"],
         ignore_merges: false,
+        add_bos: false,
     },
     PreTokenizerSpec {
-        names: &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"],
+        names: &["falcon"],
+        patterns: &[FALCON_PUNCT_PATTERN, GPT2_PATTERN, r"[0-9][0-9][0-9]"],
+        ignore_merges: false,
+        add_bos: false,
+    },
+    PreTokenizerSpec {
+        names: &[
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+        ],
         patterns: &[LLAMA3_PATTERN],
         ignore_merges: true,
+        add_bos: true,
     },
-    PreTokenizerSpec { names: &["dbrx", "smaug-bpe"], patterns: &[LLAMA3_PATTERN], ignore_merges: false },
     PreTokenizerSpec {
-        names: &["qwen2", "stablelm2", "hunyuan", "deepseek-r1-qwen", "megrez"],
+        names: &["dbrx", "smaug-bpe"],
+        patterns: &[LLAMA3_PATTERN],
+        ignore_merges: false,
+        add_bos: false,
+    },
+    PreTokenizerSpec {
+        names: &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "kormo",
+            "f2llmv2",
+            "stablelm2",
+            "hunyuan",
+            "megrez",
+            "solar-open",
+        ],
         patterns: &[QWEN2_PATTERN],
         ignore_merges: false,
+        add_bos: false,
+    },
+    PreTokenizerSpec {
+        names: &["qwen35"],
+        patterns: &[QWEN35_PATTERN],
+        ignore_merges: false,
+        add_bos: false,
     },
 ];
+
+/// The table entry for a `tokenizer.ggml.pre` value.
+pub fn spec(name: &str) -> Option<&'static PreTokenizerSpec> {
+    TABLE.iter().find(|s| s.names.contains(&name))
+}
 
 /// Every `tokenizer.ggml.pre` value of the table.
 pub fn supported_names() -> Vec<&'static str> {
@@ -80,7 +167,7 @@ pub fn supported_names() -> Vec<&'static str> {
 
 /// One split step.
 enum Split {
-    /// Hand-written [`GPT2_PATTERN`] (and [`GPT2_ORIGINAL_PATTERN`], which splits the same).
+    /// Hand-written [`GPT2_PATTERN`] (and [`GPT2_WS_PATTERN`], which splits the same).
     Gpt2,
     /// Hand-written [`EACH_NUMBER_PATTERN`].
     EachNumber,
@@ -105,10 +192,7 @@ impl std::fmt::Debug for PreTokenizer {
 impl PreTokenizer {
     /// The pre-tokenizer named `name` (a `tokenizer.ggml.pre` value).
     pub fn by_name(name: &str) -> Result<PreTokenizer, TokenizerError> {
-        let spec = TABLE
-            .iter()
-            .find(|s| s.names.contains(&name))
-            .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?;
+        let spec = spec(name).ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?;
         Self::from_patterns(name, spec.patterns, spec.ignore_merges)
     }
 
@@ -121,7 +205,7 @@ impl PreTokenizer {
         let splits = patterns
             .iter()
             .map(|&p| match p {
-                GPT2_PATTERN | GPT2_ORIGINAL_PATTERN => Ok(Split::Gpt2),
+                GPT2_PATTERN | GPT2_WS_PATTERN => Ok(Split::Gpt2),
                 EACH_NUMBER_PATTERN => Ok(Split::EachNumber),
                 _ => Self::regex(name, p),
             })
@@ -215,7 +299,8 @@ fn split_each_number(text: &str, seg: Range<usize>, out: &mut Vec<Range<usize>>)
 }
 
 /// [`GPT2_PATTERN`] by hand, the way llama.cpp's `unicode_regex_split_custom_gpt2` reads it:
-/// at each position the first alternative that matches wins.
+/// at each position the first alternative that matches wins; a character no alternative matches
+/// (one whitespace before a non-space) is a segment of its own.
 fn split_gpt2(text: &str, seg: Range<usize>, chars: &mut Vec<(usize, char)>, out: &mut Vec<Range<usize>>) {
     chars.clear();
     chars.extend(text[seg.clone()].char_indices().map(|(i, c)| (seg.start + i, c)));
@@ -328,7 +413,7 @@ mod tests {
             "!!! ?? ...\r\n\r\n",
         ];
         for patterns in
-            [&[EACH_NUMBER_PATTERN, GPT2_PATTERN][..], &[GPT2_PATTERN][..], &[GPT2_ORIGINAL_PATTERN][..]]
+            [&[EACH_NUMBER_PATTERN, GPT2_PATTERN][..], &[GPT2_PATTERN][..], &[GPT2_WS_PATTERN][..]]
         {
             let fast = PreTokenizer::from_patterns("t", patterns, false).unwrap();
             let oracle = PreTokenizer::regex_only("t", patterns).unwrap();

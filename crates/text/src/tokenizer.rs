@@ -24,6 +24,9 @@ enum Model {
 pub struct Tokenizer {
     vocab: Vocab,
     model: Model,
+    /// Whether to add BOS by default: the file's `tokenizer.ggml.add_bos_token`, or the model
+    /// kind's default.
+    add_bos: bool,
     /// Decoded bytes of every token, concatenated; token `i` is `pieces[offsets[i]..offsets[i+1]]`.
     pieces: Vec<u8>,
     offsets: Vec<u32>,
@@ -54,7 +57,9 @@ impl Tokenizer {
             return Err(TokenizerError::UnsupportedModel(kind.to_string()));
         }
         let vocab = Vocab::from_gguf(f)?;
-        let model = Model::Bpe(BpeModel::from_gguf(f, &vocab)?);
+        let bpe = BpeModel::from_gguf(f, &vocab)?;
+        let add_bos = vocab.add_bos.unwrap_or(bpe.add_bos_default);
+        let model = Model::Bpe(bpe);
         let mut pieces = Vec::new();
         let mut offsets = Vec::with_capacity(vocab.tokens.len() + 1);
         offsets.push(0);
@@ -68,7 +73,7 @@ impl Tokenizer {
             })?;
             offsets.push(end);
         }
-        Ok(Tokenizer { vocab, model, pieces, offsets })
+        Ok(Tokenizer { vocab, model, add_bos, pieces, offsets })
     }
 
     /// Text to token ids.
@@ -94,10 +99,10 @@ impl Tokenizer {
         out
     }
 
-    /// Whether the model expects a BOS token before a prompt (`tokenizer.ggml.add_bos_token`,
-    /// false when absent).
+    /// Whether the model expects a BOS token before a prompt: `tokenizer.ggml.add_bos_token`, or
+    /// when absent llama.cpp's default for the pre-tokenizer (true for Llama 3, else false).
     pub fn add_bos_default(&self) -> bool {
-        self.vocab.add_bos
+        self.add_bos
     }
 
     /// Whether the model expects an EOS token after a prompt (`tokenizer.ggml.add_eos_token`,

@@ -49,22 +49,104 @@ impl TokenType {
     }
 }
 
-/// Token strings whose token ends generation when the metadata names no end-of-turn token
-/// (llama.cpp's list).
-const EOG_NAMES: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-];
+/// Special tokens found by their text, as llama.cpp does for files whose metadata does not name
+/// them (its `auto-detect special tokens by text`). Each found token is made a control token.
+mod names {
+    /// End of turn, when `tokenizer.ggml.eot_token_id` is absent (the first found is the EOT id).
+    pub const EOT: &[&str] = &[
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "<｜end▁of▁sentence｜>",
+        "<end_of_utterance>",
+    ];
+    /// End of message, when `tokenizer.ggml.eom_token_id` is absent.
+    pub const EOM: &[&str] = &["<|eom_id|>"];
+    /// Fill-in-the-middle prefix, suffix and middle markers: `(metadata key, names)`.
+    pub const FIM: &[(&str, &[&str])] = &[
+        (
+            "tokenizer.ggml.fim_pre_token_id",
+            &[
+                "<|fim_prefix|>",
+                "<fim-prefix>",
+                "<fim_prefix>",
+                "<｜fim▁begin｜>",
+                "<PRE>",
+                "▁<PRE>",
+                "<|code_prefix|>",
+                "<|prefix|>",
+            ],
+        ),
+        (
+            "tokenizer.ggml.fim_suf_token_id",
+            &[
+                "<|fim_suffix|>",
+                "<fim-suffix>",
+                "<fim_suffix>",
+                "<｜fim▁hole｜>",
+                "<SUF>",
+                "▁<SUF>",
+                "<|code_suffix|>",
+                "<|suffix|>",
+            ],
+        ),
+        (
+            "tokenizer.ggml.fim_mid_token_id",
+            &[
+                "<|fim_middle|>",
+                "<fim-middle>",
+                "<fim_middle>",
+                "<｜fim▁end｜>",
+                "<MID>",
+                "▁<MID>",
+                "<|code_middle|>",
+                "<|middle|>",
+            ],
+        ),
+    ];
+    /// Fill-in-the-middle pad, repository and file-separator markers, which also end generation.
+    pub const FIM_STOP: &[(&str, &[&str])] = &[
+        ("tokenizer.ggml.fim_pad_token_id", &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
+        (
+            "tokenizer.ggml.fim_rep_token_id",
+            &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+        ),
+        ("tokenizer.ggml.fim_sep_token_id", &["<|file_sep|>"]),
+    ];
+    /// Tokens that end generation, whatever the metadata says.
+    pub const EOG: &[&str] = &[
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "</s>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "[EOS]",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
+        "<｜end▁of▁sentence｜>",
+        "[e~[",
+    ];
+    /// gpt-oss markers that llama.cpp always renders: made user-defined.
+    pub const ALWAYS_TEXT: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+}
 
 /// A piece of input text after special tokens were cut out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,9 +171,11 @@ pub(crate) struct Vocab {
     pub eot: Option<u32>,
     pub unk: Option<u32>,
     pub pad: Option<u32>,
-    /// End-of-generation ids, sorted.
+    /// End-of-generation ids, sorted: EOS, EOT, EOM, the FIM pad/repo/file-separator tokens, and
+    /// tokens with an end-of-turn name (`names::EOG`).
     pub eog: Vec<u32>,
-    pub add_bos: bool,
+    /// `tokenizer.ggml.add_bos_token`, if the file says.
+    pub add_bos: Option<bool>,
     pub add_eos: bool,
 }
 
@@ -158,7 +242,7 @@ impl Vocab {
         if n >= u32::MAX as usize {
             return Err(invalid(TOKENS, format!("{n} tokens do not fit 32-bit ids")));
         }
-        let types = match f.get(TYPES) {
+        let mut types = match f.get(TYPES) {
             // Files without types are all-normal, as llama.cpp reads them.
             None => vec![TokenType::Normal; n],
             Some(v) => {
@@ -183,34 +267,57 @@ impl Vocab {
             token_to_id.insert(t.clone(), i as u32);
         }
 
-        let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&i| types[i as usize].is_special() && !tokens[i as usize].is_empty())
-            .collect();
-        specials.sort_by_key(|&i| (std::cmp::Reverse(tokens[i as usize].len()), i));
-
         let bos = opt_id(f, "tokenizer.ggml.bos_token_id", n)?;
         let eos = opt_id(f, "tokenizer.ggml.eos_token_id", n)?;
         let unk = opt_id(f, "tokenizer.ggml.unknown_token_id", n)?;
         let pad = opt_id(f, "tokenizer.ggml.padding_token_id", n)?;
-        let mut eot = opt_id(f, "tokenizer.ggml.eot_token_id", n)?;
-        let eom = opt_id(f, "tokenizer.ggml.eom_token_id", n)?;
+
+        // Special tokens the metadata names, else found by their text; those found by text
+        // become control tokens (so parse_special matches them), as in llama.cpp.
+        let mut find = |list: &[&str]| -> Option<u32> {
+            let id = list.iter().find_map(|s| token_to_id.get(*s).copied())?;
+            let t = &mut types[id as usize];
+            if *t != TokenType::Unknown {
+                *t = TokenType::Control;
+            }
+            Some(id)
+        };
+        let eot = match opt_id(f, "tokenizer.ggml.eot_token_id", n)? {
+            Some(id) => Some(id),
+            None => find(names::EOT),
+        };
+        let eom = match opt_id(f, "tokenizer.ggml.eom_token_id", n)? {
+            Some(id) => Some(id),
+            None => find(names::EOM),
+        };
+        for &(key, list) in names::FIM {
+            if opt_id(f, key, n)?.is_none() {
+                find(list);
+            }
+        }
         let mut eog = Vec::new();
-        for key in [
-            "tokenizer.ggml.fim_pad_token_id",
-            "tokenizer.ggml.fim_rep_token_id",
-            "tokenizer.ggml.fim_sep_token_id",
-        ] {
-            eog.extend(opt_id(f, key, n)?);
+        for &(key, list) in names::FIM_STOP {
+            match opt_id(f, key, n)? {
+                Some(id) => eog.push(id),
+                None => eog.extend(find(list)),
+            }
         }
-        if eot.is_none() {
-            eot = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>"]
-                .iter()
-                .find_map(|s| token_to_id.get(*s).copied());
+        for name in names::EOG {
+            eog.extend(find(&[name]));
         }
-        eog.extend(EOG_NAMES.iter().filter_map(|s| token_to_id.get(*s).copied()));
         eog.extend(eos.into_iter().chain(eot).chain(eom));
         eog.sort_unstable();
         eog.dedup();
+        for name in names::ALWAYS_TEXT {
+            if let Some(&id) = token_to_id.get(*name) {
+                types[id as usize] = TokenType::UserDefined;
+            }
+        }
+
+        let mut specials: Vec<u32> = (0..n as u32)
+            .filter(|&i| types[i as usize].is_special() && !tokens[i as usize].is_empty())
+            .collect();
+        specials.sort_by_key(|&i| (std::cmp::Reverse(tokens[i as usize].len()), i));
 
         Ok(Vocab {
             tokens,
@@ -223,7 +330,7 @@ impl Vocab {
             unk,
             pad,
             eog,
-            add_bos: opt_bool(f, "tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            add_bos: opt_bool(f, "tokenizer.ggml.add_bos_token")?,
             add_eos: opt_bool(f, "tokenizer.ggml.add_eos_token")?.unwrap_or(false),
         })
     }

@@ -200,3 +200,34 @@ fn gemma_is_reported_as_unsupported_not_a_panic() {
     let e = Tokenizer::from_gguf(&f).unwrap_err();
     assert!(matches!(&e, TokenizerError::UnsupportedModel(m) if m == "llama"), "{e}");
 }
+
+#[test]
+fn add_bos_default_follows_the_pre_tokenizer_when_unset() {
+    let unset = |pre: &'static str| {
+        toy_file(&[], &[], move |w| {
+            w.set("tokenizer.ggml.pre", Value::String(pre.into()));
+            w.metadata.retain(|(k, _)| k != "tokenizer.ggml.add_bos_token");
+        })
+    };
+    assert!(Tokenizer::from_gguf(&unset("llama-bpe")).unwrap().add_bos_default());
+    assert!(!Tokenizer::from_gguf(&unset("smollm")).unwrap().add_bos_default());
+    let f = toy_file(&[], &[], |w| w.set("tokenizer.ggml.add_bos_token", Value::Bool(false)));
+    assert!(!Tokenizer::from_gguf(&f).unwrap().add_bos_default());
+}
+
+#[test]
+fn end_tokens_found_by_name_become_control() {
+    // "<|im_end|>" typed normal: llama.cpp makes it a control token that ends generation.
+    let f = toy_file(&[], &[], |w| {
+        let mut types = vec![Value::I32(3), Value::I32(3), Value::I32(1)];
+        types.extend(std::iter::repeat_n(Value::I32(1), 256));
+        w.set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
+        w.metadata.retain(|(k, _)| k != "tokenizer.ggml.eos_token_id");
+    });
+    let t = Tokenizer::from_gguf(&f).unwrap();
+    assert_eq!(t.token_type(2), Some(edgellm_text::TokenType::Control));
+    assert_eq!(t.eos_id(), None);
+    assert_eq!(t.eot_id(), Some(2));
+    assert!(t.is_eog(2) && t.is_eog(0) && !t.is_eog(1));
+    assert_eq!(t.encode("<|im_end|>", false, true), [2]);
+}

@@ -39,9 +39,12 @@ fn metadata() {
     assert!(!tok.add_bos_default());
     assert!(!tok.add_eos_default());
     assert_eq!(tok.token_id("<|im_end|>"), Some(2));
+    // llama.cpp's EOT is whichever name its hash map yields first (<|endoftext|> there); this
+    // crate takes the first of its list, <|im_end|>. Both end generation either way.
     assert_eq!(tok.eot_id(), Some(2));
-    // EOS/<|im_end|> and <|endoftext|> end generation, as in llama.cpp.
-    assert_eq!(tok.eog_ids(), &[0, 2]);
+    // EOS/<|im_end|>, <|endoftext|> and the FIM repo-name marker <reponame> end generation:
+    // llama.cpp's llama_vocab_is_eog gives exactly these.
+    assert_eq!(tok.eog_ids(), &[0, 2, 4]);
     assert!(tok.is_eog(2) && tok.is_eog(0) && !tok.is_eog(1) && !tok.is_eog(198));
     assert_eq!(tok.token_type(1), Some(TokenType::Control));
     assert_eq!(tok.token_type(100), Some(TokenType::Normal));
