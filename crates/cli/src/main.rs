@@ -1,8 +1,12 @@
 //! `edgellm`: run, compress and measure language models on-device.
 
+mod bench;
 mod chat;
+mod embed;
+mod eval;
 mod inspect;
 mod run;
+mod similarity;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -27,6 +31,14 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Show a model file's metadata and tensors.
     Inspect(inspect::Args),
+    /// Measure prompt-processing and generation speed (tokens/s), like llama-bench.
+    Bench(bench::Args),
+    /// Print sentence embeddings of texts, one per input line (JSON lines or .npy).
+    Embed(embed::Args),
+    /// Print the cosine similarity of two texts' sentence embeddings.
+    Similarity(similarity::Args),
+    /// Measure a model on a benchmark (e.g. `eval sts`).
+    Eval(eval::Args),
 }
 
 /// Output formats shared by subcommands.
@@ -45,6 +57,10 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat::main(a),
         Command::Tokenize(a) => tokenize::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Embed(a) => embed::main(a),
+        Command::Similarity(a) => similarity::main(a),
+        Command::Eval(a) => eval::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

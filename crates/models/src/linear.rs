@@ -5,7 +5,7 @@
 //! quantized or not) or an owned buffer. Activations are f32: each weight row is dequantized to
 //! f32 and dotted in f32.
 
-use edgellm_core::parallel::for_each_range;
+use edgellm_core::parallel::{for_each_range, DisjointWriter};
 use edgellm_core::quant::dequantize_row;
 use edgellm_core::DType;
 use edgellm_formats::mmap::Bytes;
@@ -112,28 +112,29 @@ impl Linear {
         assert_eq!(x.len(), n * k, "{}: input length", self.name);
         assert_eq!(y.len(), n * m, "{}: output length", self.name);
         let data = self.data.as_slice();
-        let results = std::sync::Mutex::new(Vec::new());
+        let out = DisjointWriter::new(y);
         for_each_range(m, 16, |rows| {
-            let mut w = vec![0.0f32; k];
-            let mut part = vec![0.0f32; n * rows.len()];
-            for (ri, r) in rows.clone().enumerate() {
-                let b = &data[r * self.row_bytes..(r + 1) * self.row_bytes];
-                // Sizes were checked at construction; a failure here is a bug.
-                dequantize_row(self.dtype, b, &mut w).expect("row size checked at construction");
-                for t in 0..n {
-                    part[ri * n + t] = dot(&w, &x[t * k..(t + 1) * k]);
+            SCRATCH.with(|cell| {
+                let mut w = cell.borrow_mut();
+                w.resize(k, 0.0);
+                for r in rows {
+                    let b = &data[r * self.row_bytes..(r + 1) * self.row_bytes];
+                    // Sizes were checked at construction; a failure here is a bug.
+                    dequantize_row(self.dtype, b, &mut w).expect("row size checked at construction");
+                    for t in 0..n {
+                        let v = dot(&w, &x[t * k..(t + 1) * k]);
+                        // SAFETY: each thread owns its rows `r`; index t*m + r is written once.
+                        unsafe { out.write(t * m + r, v) };
+                    }
                 }
-            }
-            results.lock().unwrap_or_else(|e| e.into_inner()).push((rows, part));
+            });
         });
-        for (rows, part) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            for (ri, r) in rows.enumerate() {
-                for t in 0..n {
-                    y[t * m + r] = part[ri * n + t];
-                }
-            }
-        }
     }
+}
+
+thread_local! {
+    /// One dequantized weight row per thread, reused across calls.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The bytes of a GGUF tensor, borrowed from the file's map.
@@ -158,4 +159,9 @@ pub fn gguf_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, Model
     let t = f.need_tensor(name)?;
     check_shape(t, &[n as u64])?;
     Ok(edgellm_core::quant::dequantize(t.dtype, f.tensor_data(t), n)?)
+}
+
+/// Which kernels the Linear layers use, for reports (`edgellm bench`, `--verbose`).
+pub fn kernel_description() -> String {
+    "scalar f32 (dequantize + dot)".to_string()
 }

@@ -1,0 +1,120 @@
+//! `edgellm bench`: prompt-processing and generation speed, like llama-bench.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use edgellm_runtime::memory::{human_bytes, peak_rss_bytes};
+use edgellm_runtime::LoadedModel;
+
+/// Output formats of `bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    /// A Markdown table.
+    Md,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `edgellm bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (GGUF).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Prompt tokens processed in one batch (0 = skip).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated one at a time (0 = skip).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Threads (0 = all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    reps: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Md)]
+    output_format: BenchFormat,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// Run `edgellm bench`.
+pub fn main(a: Args) -> Result<()> {
+    anyhow::ensure!(a.reps > 0, "--reps must be at least 1");
+    edgellm_core::parallel::set_num_threads(a.threads);
+    let threads = edgellm_core::parallel::num_threads();
+    let n_ctx = (a.n_prompt.max(a.n_gen) + 1).max(16);
+    let lm = LoadedModel::load(&a.model, n_ctx)?;
+    let info = lm.model.info().clone();
+    let n_vocab = info.n_vocab as u32;
+    // Deterministic token ids spread over the vocabulary (as llama-bench uses random ids).
+    let ids: Vec<u32> =
+        (0..a.n_prompt.max(a.n_gen) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % n_vocab).collect();
+    let mut cache = lm.model.new_cache(n_ctx);
+    // Warm-up: page in the weights and start the workers.
+    lm.model.forward(&ids[..ids.len().clamp(1, 8)], &mut cache, false)?;
+
+    let mut rows = Vec::new();
+    if a.n_prompt > 0 {
+        let mut speeds = Vec::new();
+        for _ in 0..a.reps {
+            cache.clear();
+            let t = Instant::now();
+            lm.model.forward(&ids[..a.n_prompt], &mut cache, false)?;
+            speeds.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+        }
+        rows.push((format!("pp{}", a.n_prompt), mean_sd(&speeds)));
+    }
+    if a.n_gen > 0 {
+        let mut speeds = Vec::new();
+        for _ in 0..a.reps {
+            cache.clear();
+            let t = Instant::now();
+            for &id in &ids[..a.n_gen] {
+                lm.model.forward(&[id], &mut cache, false)?;
+            }
+            speeds.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+        }
+        rows.push((format!("tg{}", a.n_gen), mean_sd(&speeds)));
+    }
+    let rss = peak_rss_bytes().unwrap_or(0);
+    let tier = edgellm_models::linear::kernel_description();
+    let name = a.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    match a.output_format {
+        BenchFormat::Json => {
+            let tests: Vec<_> = rows
+                .iter()
+                .map(|(t, (m, s))| serde_json::json!({"test": t, "tokens_per_s": m, "sd": s}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": name, "size_bytes": lm.gguf.file_len(), "params": info.n_params,
+                    "threads": threads, "kernels": tier, "reps": a.reps,
+                    "load_ms": lm.load_ms, "peak_rss_bytes": rss, "tests": tests,
+                })
+            );
+        }
+        BenchFormat::Md => {
+            println!("| model | size | params | kernels | threads | test | t/s |");
+            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+            for (t, (m, s)) in &rows {
+                println!(
+                    "| {name} | {} | {:.1} M | {tier} | {threads} | {t} | {m:.2} ± {s:.2} |",
+                    human_bytes(lm.gguf.file_len()),
+                    info.n_params as f64 / 1e6
+                );
+            }
+            println!("\nload {:.1} ms · peak RSS {} · {} reps", lm.load_ms, human_bytes(rss), a.reps);
+        }
+    }
+    Ok(())
+}
