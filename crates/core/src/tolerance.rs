@@ -418,3 +418,16 @@ pub mod embeddings {
     /// reference, for every reference sentence.
     pub const MIN_COSINE_VS_REFERENCE: f64 = 0.9999;
 }
+
+/// Kernel tolerances: a SIMD kernel against its scalar oracle, which add the same products in
+/// another order (lanes, several accumulators) and with or without fused multiply-adds.
+impl Tolerance {
+    /// Two f32 sums of the same partial products, `terms` the longest chain of additions and
+    /// `magnitude` the sum of the products' absolute values (as
+    /// `edgellm_core::kernels::dot_error_terms` gives them for a dot product): each sum is
+    /// within `(terms + 2)·ε/2·magnitude` of the exact value, so they differ by at most
+    /// `2·(terms + 8)·ε·magnitude`, the absolute slack returned (ε = 2⁻²³).
+    pub fn sum_reorder(terms: usize, magnitude: f64) -> Tolerance {
+        Tolerance::absolute((2.0 * (terms as f64 + 8.0) * f32::EPSILON as f64 * magnitude) as f32)
+    }
+}

@@ -1,0 +1,526 @@
+//! Quantized CPU kernels behind a run-time dispatch table.
+//!
+//! A matrix product `y = W x` with a quantized weight `W` runs in two steps, as in ggml: the
+//! activation row `x` is quantized once into the weight type's *activation format*
+//! ([`activation_type`]), then every weight row is dotted with it in integer arithmetic, one
+//! float multiply-add per block. The kernels work on rows as they are stored in GGUF files.
+//!
+//! | weight                      | activation format                                          |
+//! |-----------------------------|------------------------------------------------------------|
+//! | Q4_0, Q5_0, Q8_0            | Q8_0                                                       |
+//! | Q4_1, Q5_1                  | Q8_1 (edgellm's layout, see below)                         |
+//! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | Q8_K                                                      |
+//! | F32, F16, BF16              | F32 (the activations are not quantized)                    |
+//!
+//! The activation quantizers are the reference quantizers of [`crate::quant`] (Q8_0, Q8_K:
+//! the SIMD versions are bit-identical to them). **Q8_1 here is edgellm's own run-time
+//! layout, not ggml's**: 36 bytes per 32 values, the f16 scale `d` (bytes 0..2), the *exact
+//! integer* sum of the 32 codes as a little-endian i16 (bytes 2..4, where ggml stores the f16
+//! product `d·Σq`), then the 32 codes, which are those of Q8_0. It never leaves memory.
+//!
+//! Every kernel exists as a scalar oracle ([`Tier::Scalar`], `generic/`) and, where written,
+//! as SIMD code per instruction-set tier (`x86/`, `arm/`). The table of the best tier the CPU
+//! supports is chosen once ([`tier`]); `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod`
+//! forces one. A tier without its own kernel for a type uses the next lower tier's (down to
+//! the oracle). Tests reach every tier through [`Kernels::for_tier`].
+//!
+//! All kernels are single-threaded; callers split the rows of a matrix product over threads
+//! ([`matmul`] takes a row range).
+
+mod generic;
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use crate::DType;
+
+/// An instruction-set tier: one set of kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Portable scalar code: the oracle every other tier is tested against.
+    Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 with AVX-512 (F, BW, VL) and VNNI.
+    Avx512Vnni,
+    /// AArch64 Advanced SIMD.
+    Neon,
+    /// AArch64 Advanced SIMD with the dot-product extension (`sdot`).
+    NeonDotprod,
+}
+
+/// Every tier, lowest first.
+const ALL_TIERS: [Tier; 5] = [Tier::Scalar, Tier::Avx2, Tier::Avx512Vnni, Tier::Neon, Tier::NeonDotprod];
+
+impl Tier {
+    /// Short lowercase name, as `EDGELLM_KERNELS` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Scalar => "scalar",
+            Tier::Avx2 => "avx2",
+            Tier::Avx512Vnni => "avx512vnni",
+            Tier::Neon => "neon",
+            Tier::NeonDotprod => "dotprod",
+        }
+    }
+
+    /// The tier with this name (case-insensitive; `generic` is an alias of `scalar`,
+    /// `avx512` of `avx512vnni`, `neon-dotprod` of `dotprod`).
+    pub fn from_name(name: &str) -> Option<Tier> {
+        let n = name.trim().to_ascii_lowercase();
+        match n.as_str() {
+            "scalar" | "generic" => Some(Tier::Scalar),
+            "avx2" => Some(Tier::Avx2),
+            "avx512vnni" | "avx512" | "avx512-vnni" => Some(Tier::Avx512Vnni),
+            "neon" => Some(Tier::Neon),
+            "dotprod" | "neon-dotprod" | "neondotprod" => Some(Tier::NeonDotprod),
+            _ => None,
+        }
+    }
+
+    /// Whether this CPU can run the tier's kernels.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Tier::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => x86::avx2_detected(),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512Vnni => x86::avx512vnni_detected(),
+            #[cfg(target_arch = "aarch64")]
+            Tier::Neon => true,
+            #[cfg(target_arch = "aarch64")]
+            Tier::NeonDotprod => arm::dotprod_detected(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// The tiers this CPU supports, lowest first (always starts with [`Tier::Scalar`]).
+pub fn available_tiers() -> Vec<Tier> {
+    ALL_TIERS.into_iter().filter(|t| t.is_supported() && built(*t)).collect()
+}
+
+/// Whether this build has kernels for `tier` (a tier is only built for its architecture;
+/// [`Tier::Avx512Vnni`] only where the compiler supports AVX-512).
+fn built(tier: Tier) -> bool {
+    match tier {
+        Tier::Scalar => true,
+        Tier::Avx2 | Tier::Avx512Vnni => cfg!(target_arch = "x86_64"),
+        Tier::Neon | Tier::NeonDotprod => cfg!(target_arch = "aarch64"),
+    }
+}
+
+/// The best tier this CPU supports.
+fn detect() -> Tier {
+    available_tiers().into_iter().last().unwrap_or(Tier::Scalar)
+}
+
+/// The tier in use: chosen once, from `EDGELLM_KERNELS` if set and supported, else the best
+/// the CPU supports. A forced tier this CPU cannot run is reported on stderr and ignored.
+pub fn tier() -> Tier {
+    static TIER: OnceLock<Tier> = OnceLock::new();
+    *TIER.get_or_init(|| {
+        let Ok(forced) = std::env::var("EDGELLM_KERNELS") else { return detect() };
+        if forced.trim().is_empty() {
+            return detect();
+        }
+        let best = detect();
+        match Tier::from_name(&forced) {
+            Some(t) if t.is_supported() && built(t) => t,
+            Some(t) => {
+                eprintln!(
+                    "edgellm: EDGELLM_KERNELS={forced}: this CPU or build cannot run the {} kernels; \
+                     using {} (supported here: {})",
+                    t.name(),
+                    best.name(),
+                    names(&available_tiers())
+                );
+                best
+            }
+            None => {
+                eprintln!(
+                    "edgellm: EDGELLM_KERNELS={forced} is not a kernel tier (use one of scalar, avx2, \
+                     avx512vnni, neon, dotprod); using {} (supported here: {})",
+                    best.name(),
+                    names(&available_tiers())
+                );
+                best
+            }
+        }
+    })
+}
+
+fn names(tiers: &[Tier]) -> String {
+    tiers.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Name of the tier in use (for logs and benchmark reports).
+pub fn tier_name() -> &'static str {
+    tier().name()
+}
+
+/// Activation formats of the dot products.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    F32,
+    Q8_0,
+    Q8_1,
+    Q8_K,
+}
+
+impl Act {
+    const COUNT: usize = 4;
+
+    fn dtype(self) -> DType {
+        match self {
+            Act::F32 => DType::F32,
+            Act::Q8_0 => DType::Q8_0,
+            Act::Q8_1 => DType::Q8_1,
+            Act::Q8_K => DType::Q8_K,
+        }
+    }
+}
+
+/// Weight types with kernels, and their slot in a [`Kernels`] table.
+const WEIGHTS: [(DType, Act); 13] = [
+    (DType::F32, Act::F32),
+    (DType::F16, Act::F32),
+    (DType::BF16, Act::F32),
+    (DType::Q4_0, Act::Q8_0),
+    (DType::Q4_1, Act::Q8_1),
+    (DType::Q5_0, Act::Q8_0),
+    (DType::Q5_1, Act::Q8_1),
+    (DType::Q8_0, Act::Q8_0),
+    (DType::Q2_K, Act::Q8_K),
+    (DType::Q3_K, Act::Q8_K),
+    (DType::Q4_K, Act::Q8_K),
+    (DType::Q5_K, Act::Q8_K),
+    (DType::Q6_K, Act::Q8_K),
+];
+
+fn slot(weight: DType) -> Option<usize> {
+    WEIGHTS.iter().position(|&(t, _)| t == weight)
+}
+
+fn act_of(weight: DType) -> Act {
+    match slot(weight) {
+        Some(i) => WEIGHTS[i].1,
+        None => unsupported(weight),
+    }
+}
+
+#[cold]
+#[track_caller]
+fn unsupported(weight: DType) -> ! {
+    panic!(
+        "edgellm kernels: no dot product for weight type {weight} (supported: {}); \
+         check kernels::supports() before building a layer",
+        WEIGHTS.iter().map(|(t, _)| t.name()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Whether the kernels have a dot product for weights of this type.
+pub fn supports(weight: DType) -> bool {
+    slot(weight).is_some()
+}
+
+/// The activation format a weight type's dot product uses: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1
+/// (edgellm's layout, see the module docs) for Q4_1/Q5_1, Q8_K for the k-quants, F32 for
+/// F32/F16/BF16.
+///
+/// # Panics
+/// If `weight` has no kernels ([`supports`] is false).
+pub fn activation_type(weight: DType) -> DType {
+    act_of(weight).dtype()
+}
+
+/// Bytes of one activation row of `k` values quantized for `weight`.
+///
+/// # Panics
+/// If `weight` has no kernels or `k` is not a multiple of the activation block size.
+pub fn activation_row_bytes(weight: DType, k: usize) -> usize {
+    let act = activation_type(weight);
+    match act.bytes_for(k as u64) {
+        Some(b) => b as usize,
+        None => panic!(
+            "edgellm kernels: {k} values is not a whole number of {}-value {act} blocks \
+             (activation rows for {weight} weights)",
+            act.block_size()
+        ),
+    }
+}
+
+/// Bytes of one weight row of `k` values of `weight`.
+fn weight_row_bytes(weight: DType, k: usize) -> usize {
+    match weight.bytes_for(k as u64) {
+        Some(b) => b as usize,
+        None => panic!(
+            "edgellm kernels: a {weight} row of {k} values is not a whole number of {}-value blocks",
+            weight.block_size()
+        ),
+    }
+}
+
+/// Quantizes one activation row `x` (its length `k` a multiple of the block size) into `out`
+/// (exactly [`activation_row_bytes`]`(weight, k)` bytes) in the layout of
+/// [`activation_type`]`(weight)`, with the tier in use.
+pub fn quantize_activations(weight: DType, x: &[f32], out: &mut [u8]) {
+    active().quantize_activations(weight, x, out)
+}
+
+/// Dot product of one weight row (`k` values of `weight`) with one activation row quantized
+/// by [`quantize_activations`], with the tier in use.
+pub fn vec_dot(weight: DType, w_row: &[u8], act_row: &[u8], k: usize) -> f32 {
+    active().vec_dot(weight, w_row, act_row, k)
+}
+
+/// Matrix product of weight rows `rows` with `n` activation rows, with the tier in use.
+///
+/// `w` holds the weight matrix from row 0 (row `r` at `r · row_bytes`, at least up to row
+/// `rows.end`), `act` holds `n` quantized activation rows back to back
+/// ([`activation_row_bytes`] apart), and
+/// `out[t · out_stride + (r − rows.start)] = dot(w_r, act_t)`.
+/// Register-tiled over several rows and tokens, so `n > 1` is much faster than `n`
+/// calls of [`vec_dot`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    weight: DType,
+    w: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    active().matmul(weight, w, k, rows, act, n, out, out_stride)
+}
+
+/// The scale of the f32 rounding error of a dot product of these rows: the longest chain of
+/// additions and the sum of the absolute values of the partial products (integer products
+/// times their float scales). Any two tiers' [`vec_dot`] (or [`matmul`]) results differ by at
+/// most [`Tolerance::sum_reorder`](crate::tolerance::Tolerance::sum_reorder) of these.
+///
+/// # Panics
+/// As [`vec_dot`], on rows of the wrong length.
+pub fn dot_error_terms(weight: DType, w_row: &[u8], act_row: &[u8], k: usize) -> (usize, f64) {
+    check_rows(weight, w_row, act_row, k);
+    generic::dot_error_terms(weight, w_row, act_row, k)
+}
+
+fn check_rows(weight: DType, w_row: &[u8], act_row: &[u8], k: usize) -> usize {
+    let i = slot(weight).unwrap_or_else(|| unsupported(weight));
+    let wb = weight_row_bytes(weight, k);
+    let ab = activation_row_bytes(weight, k);
+    assert_eq!(
+        w_row.len(),
+        wb,
+        "edgellm kernels: vec_dot: a {weight} row of {k} values has {wb} bytes, got {}",
+        w_row.len()
+    );
+    assert_eq!(
+        act_row.len(),
+        ab,
+        "edgellm kernels: vec_dot: an activation row of {k} values for {weight} has {ab} bytes, got {}",
+        act_row.len()
+    );
+    i
+}
+
+/// The table of the tier in use.
+pub fn active() -> &'static Kernels {
+    Kernels::for_tier(tier()).expect("the chosen tier is supported")
+}
+
+/// Quantizes one activation row; `out` has exactly the activation row's bytes.
+pub(crate) type QuantizeFn = unsafe fn(x: &[f32], out: &mut [u8]);
+/// Dot product of one weight row and one activation row, both of exactly their row's bytes.
+pub(crate) type VecDotFn = unsafe fn(w: &[u8], a: &[u8], k: usize) -> f32;
+/// Matrix product over a checked [`MatmulArgs`].
+pub(crate) type MatmulFn = unsafe fn(m: &mut MatmulArgs<'_>);
+
+/// The arguments of a matrix product, checked by [`Kernels::matmul`]: `w` holds at least
+/// `rows.end` rows of `row_bytes`, `act` at least `n` rows of `act_bytes`, `out` at least
+/// `(n − 1) · out_stride + rows.len()` values, `out_stride ≥ rows.len()`, and `k` is a whole
+/// number of weight and activation blocks.
+pub(crate) struct MatmulArgs<'a> {
+    pub w: &'a [u8],
+    pub row_bytes: usize,
+    pub k: usize,
+    pub rows: Range<usize>,
+    pub act: &'a [u8],
+    pub act_bytes: usize,
+    pub n: usize,
+    pub out: &'a mut [f32],
+    pub out_stride: usize,
+}
+
+/// One weight type's kernels.
+#[derive(Clone, Copy)]
+pub(crate) struct TypeKernels {
+    pub vec_dot: VecDotFn,
+    pub matmul: MatmulFn,
+    /// The tier that wrote these kernels (lower than the table's when it falls back).
+    pub tier: Tier,
+}
+
+/// The kernels of one tier: filled once from the scalar oracles, then overwritten by every
+/// SIMD kernel the tier has.
+pub struct Kernels {
+    tier: Tier,
+    quantize: [(QuantizeFn, Tier); Act::COUNT],
+    types: [TypeKernels; WEIGHTS.len()],
+}
+
+impl Kernels {
+    /// The kernels of `tier`, or `None` when this CPU (or build) cannot run them.
+    pub fn for_tier(tier: Tier) -> Option<&'static Kernels> {
+        static TABLES: [OnceLock<Kernels>; 5] =
+            [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        if !(tier.is_supported() && built(tier)) {
+            return None;
+        }
+        let i = ALL_TIERS.iter().position(|&t| t == tier).expect("every tier is listed");
+        Some(TABLES[i].get_or_init(|| Kernels::build(tier)))
+    }
+
+    fn build(tier: Tier) -> Kernels {
+        let mut k = generic::table();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if matches!(tier, Tier::Avx2 | Tier::Avx512Vnni) {
+                x86::fill_avx2(&mut k);
+            }
+            if tier == Tier::Avx512Vnni {
+                x86::fill_avx512vnni(&mut k);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if matches!(tier, Tier::Neon | Tier::NeonDotprod) {
+                arm::fill_neon(&mut k);
+            }
+            if tier == Tier::NeonDotprod {
+                arm::fill_dotprod(&mut k);
+            }
+        }
+        k.tier = tier;
+        k
+    }
+
+    /// The tier of this table.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The tier whose code runs the dot products of `weight` (lower than [`Self::tier`] where
+    /// this tier has no kernel of its own for the type), or `None` for an unsupported type.
+    pub fn implementing_tier(&self, weight: DType) -> Option<Tier> {
+        slot(weight).map(|i| self.types[i].tier)
+    }
+
+    /// The tier whose code quantizes activations for `weight`.
+    pub fn quantize_tier(&self, weight: DType) -> Option<Tier> {
+        slot(weight).map(|i| self.quantize[WEIGHTS[i].1 as usize].1)
+    }
+
+    pub(crate) fn set_quantize(&mut self, act_dtype: DType, f: QuantizeFn, tier: Tier) {
+        let act = [Act::F32, Act::Q8_0, Act::Q8_1, Act::Q8_K]
+            .into_iter()
+            .find(|a| a.dtype() == act_dtype)
+            .expect("an activation format");
+        self.quantize[act as usize] = (f, tier);
+    }
+
+    pub(crate) fn set(&mut self, weight: DType, vec_dot: VecDotFn, matmul: MatmulFn, tier: Tier) {
+        let i = slot(weight).expect("a weight type with kernels");
+        self.types[i] = TypeKernels { vec_dot, matmul, tier };
+    }
+
+    /// [`quantize_activations`] with this table.
+    pub fn quantize_activations(&self, weight: DType, x: &[f32], out: &mut [u8]) {
+        let act = act_of(weight);
+        let need = activation_row_bytes(weight, x.len());
+        assert_eq!(
+            out.len(),
+            need,
+            "edgellm kernels: quantize_activations for {weight}: {} values need {need} bytes of {}, \
+             the output buffer has {}",
+            x.len(),
+            act.dtype(),
+            out.len()
+        );
+        let f = self.quantize[act as usize].0;
+        // SAFETY: `out` has exactly the bytes of `x.len()` (a whole number of blocks) values in
+        // the activation format, which is what every quantizer of the table requires; the
+        // table only holds SIMD code that this CPU supports (checked in `for_tier`).
+        unsafe { f(x, out) }
+    }
+
+    /// [`vec_dot`] with this table.
+    pub fn vec_dot(&self, weight: DType, w_row: &[u8], act_row: &[u8], k: usize) -> f32 {
+        let i = check_rows(weight, w_row, act_row, k);
+        let f = self.types[i].vec_dot;
+        // SAFETY: both rows have exactly the bytes of `k` values (a whole number of blocks of
+        // either format); the table only holds SIMD code that this CPU supports.
+        unsafe { f(w_row, act_row, k) }
+    }
+
+    /// [`matmul`] with this table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        weight: DType,
+        w: &[u8],
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let i = slot(weight).unwrap_or_else(|| unsupported(weight));
+        let row_bytes = weight_row_bytes(weight, k);
+        let act_bytes = activation_row_bytes(weight, k);
+        assert!(rows.start <= rows.end, "edgellm kernels: matmul: empty-reversed row range {rows:?}");
+        let w_need = rows.end.checked_mul(row_bytes).expect("weight size overflows");
+        assert!(
+            w.len() >= w_need,
+            "edgellm kernels: matmul: rows {rows:?} of {k} {weight} values need {w_need} weight bytes, got {}",
+            w.len()
+        );
+        let a_need = n.checked_mul(act_bytes).expect("activation size overflows");
+        assert!(
+            act.len() >= a_need,
+            "edgellm kernels: matmul: {n} activation rows of {k} values for {weight} need {a_need} bytes, got {}",
+            act.len()
+        );
+        let m = rows.len();
+        assert!(
+            out_stride >= m || n <= 1,
+            "edgellm kernels: matmul: out_stride {out_stride} is less than the {m} rows of a token"
+        );
+        if n == 0 || m == 0 {
+            return;
+        }
+        let o_need =
+            (n - 1).checked_mul(out_stride).and_then(|v| v.checked_add(m)).expect("output size overflows");
+        assert!(
+            out.len() >= o_need,
+            "edgellm kernels: matmul: {n} tokens × {m} rows with stride {out_stride} need {o_need} outputs, got {}",
+            out.len()
+        );
+        let f = self.types[i].matmul;
+        let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
+        // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above); the
+        // table only holds SIMD code that this CPU supports.
+        unsafe { f(&mut args) }
+    }
+}

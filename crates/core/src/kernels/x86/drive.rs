@@ -1,0 +1,112 @@
+//! The two drivers that turn a [`Fmt`] into a dot product and a register-tiled matrix
+//! product. Only ever inlined into `#[target_feature]` entry points.
+
+use std::arch::x86_64::*;
+
+use super::{hsum, Fmt};
+use crate::kernels::MatmulArgs;
+
+/// Dot product of one weight row and one activation row of `k` values.
+///
+/// # Safety
+/// `w` and `a` hold the bytes of `k` values in their formats; AVX2, FMA and F16C.
+#[inline(always)]
+pub(super) unsafe fn vec_dot<F: Fmt>(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = k / F::BLOCK;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut b = 0;
+    while b + F::UNROLL <= nb {
+        for (i, acc) in acc.iter_mut().enumerate().take(F::UNROLL) {
+            let pw = F::pw(wp.add((b + i) * F::W));
+            let pa = F::pa(ap.add((b + i) * F::A));
+            *acc = F::dot(&pw, &pa, *acc);
+        }
+        b += F::UNROLL;
+    }
+    while b < nb {
+        acc[0] = F::dot(&F::pw(wp.add(b * F::W)), &F::pa(ap.add(b * F::A)), acc[0]);
+        b += 1;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let rem = k - nb * F::BLOCK;
+    let mut sum = hsum(s);
+    if rem > 0 {
+        sum += F::tail(wp.add(nb * F::W), ap.add(nb * F::A), rem);
+    }
+    sum
+}
+
+/// Rows per register tile.
+const RM: usize = 4;
+/// Tokens per register tile.
+const RN: usize = 3;
+
+/// The matrix product of [`MatmulArgs`], in tiles of [`RM`] rows × [`RN`] tokens (smaller
+/// tiles at the edges).
+///
+/// # Safety
+/// `m` satisfies the bounds documented on [`MatmulArgs`]; AVX2, FMA and F16C.
+#[inline(always)]
+pub(super) unsafe fn matmul<F: Fmt>(m: &mut MatmulArgs<'_>) {
+    let mut r = m.rows.start;
+    while r + RM <= m.rows.end {
+        tokens::<F, RM>(m, r);
+        r += RM;
+    }
+    while r < m.rows.end {
+        tokens::<F, 1>(m, r);
+        r += 1;
+    }
+}
+
+#[inline(always)]
+unsafe fn tokens<F: Fmt, const M: usize>(m: &mut MatmulArgs<'_>, r: usize) {
+    let mut t = 0;
+    while t + RN <= m.n {
+        tile::<F, M, RN>(m, r, t);
+        t += RN;
+    }
+    match m.n - t {
+        2 => tile::<F, M, 2>(m, r, t),
+        1 => tile::<F, M, 1>(m, r, t),
+        _ => {}
+    }
+}
+
+/// Rows `r0..r0 + M` against tokens `t0..t0 + N`: for every block, unpack the `M` weight
+/// blocks once, then for each token unpack its activation block once and add it into the `M`
+/// accumulators of that token.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+    let nb = m.k / F::BLOCK;
+    let (rb, ab) = (m.row_bytes, m.act_bytes);
+    let w0 = m.w.as_ptr().add(r0 * rb);
+    let a0 = m.act.as_ptr().add(t0 * ab);
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    // SAFETY (of the zeroed value): all-zero is a valid `Pw` (a requirement of `Fmt`).
+    let mut pw: [F::Pw; M] = std::mem::zeroed();
+    for b in 0..nb {
+        for (r, pw) in pw.iter_mut().enumerate() {
+            *pw = F::pw(w0.add(r * rb + b * F::W));
+        }
+        for t in 0..N {
+            let pa = F::pa(a0.add(t * ab + b * F::A));
+            for r in 0..M {
+                acc[r][t] = F::dot(&pw[r], &pa, acc[r][t]);
+            }
+        }
+    }
+    let rem = m.k - nb * F::BLOCK;
+    let col = r0 - m.rows.start;
+    for (r, acc) in acc.iter().enumerate() {
+        for (t, &v) in acc.iter().enumerate() {
+            let mut s = hsum(v);
+            if rem > 0 {
+                s += F::tail(w0.add(r * rb + nb * F::W), a0.add(t * ab + nb * F::A), rem);
+            }
+            m.out[(t0 + t) * m.out_stride + col + r] = s;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! x86-64 kernels: AVX2 + FMA + F16C (and, where built, AVX-512 VNNI).
+//!
+//! Every weight format is described once by a [`Fmt`]: how to unpack one weight block
+//! (`pw`) and one activation block (`pa`) into registers, and how to add their dot product
+//! into eight f32 lanes (`dot`). Two drivers turn a format into kernels: [`drive::vec_dot`]
+//! (several independent accumulators over the blocks of one row) and [`drive::matmul`]
+//! (register tiles of 4 weight rows × 3 tokens: each unpacked weight block is reused for 3
+//! tokens and each activation block for 4 rows). The drivers and format methods are
+//! `#[inline(always)]` and only ever inlined into the `#[target_feature]` entry points at the
+//! bottom of each file, so the intrinsics compile to the enabled instructions.
+//!
+//! Integer dot products of 8-bit values use `vpmaddubsw` (unsigned × signed bytes, pairs
+//! summed to i16) then `vpmaddwd` (pairs of i16 to i32). For signed weights the sign is moved
+//! onto the activations (`|w| · sign(a, w)`); the magnitudes are bounded so the i16 sums
+//! never saturate (|w| ≤ 128, |a| ≤ 127; unsigned codes ≤ 63).
+
+use std::arch::x86_64::*;
+
+use super::{Kernels, Tier};
+use crate::DType;
+
+mod drive;
+mod float;
+mod kquants;
+mod legacy;
+mod quantize;
+
+/// Whether the CPU has what the AVX2 tier uses.
+pub(super) fn avx2_detected() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// Whether the CPU has what the AVX-512 VNNI tier uses (not built yet: always false).
+pub(super) fn avx512vnni_detected() -> bool {
+    false
+}
+
+/// Puts the AVX2 kernels into `k`.
+pub(super) fn fill_avx2(k: &mut Kernels) {
+    let t = Tier::Avx2;
+    k.set_quantize(DType::Q8_0, quantize::q8_0, t);
+    k.set_quantize(DType::Q8_1, quantize::q8_1, t);
+    k.set_quantize(DType::Q8_K, quantize::q8_k, t);
+    k.set(DType::Q4_0, legacy::vec_dot_q4_0, legacy::matmul_q4_0, t);
+    k.set(DType::Q4_1, legacy::vec_dot_q4_1, legacy::matmul_q4_1, t);
+    k.set(DType::Q5_0, legacy::vec_dot_q5_0, legacy::matmul_q5_0, t);
+    k.set(DType::Q5_1, legacy::vec_dot_q5_1, legacy::matmul_q5_1, t);
+    k.set(DType::Q8_0, legacy::vec_dot_q8_0, legacy::matmul_q8_0, t);
+    k.set(DType::Q2_K, kquants::vec_dot_q2_k, kquants::matmul_q2_k, t);
+    k.set(DType::Q3_K, kquants::vec_dot_q3_k, kquants::matmul_q3_k, t);
+    k.set(DType::Q4_K, kquants::vec_dot_q4_k, kquants::matmul_q4_k, t);
+    k.set(DType::Q5_K, kquants::vec_dot_q5_k, kquants::matmul_q5_k, t);
+    k.set(DType::Q6_K, kquants::vec_dot_q6_k, kquants::matmul_q6_k, t);
+    k.set(DType::F32, float::vec_dot_f32, float::matmul_f32, t);
+    k.set(DType::F16, float::vec_dot_f16, float::matmul_f16, t);
+    k.set(DType::BF16, float::vec_dot_bf16, float::matmul_bf16, t);
+}
+
+/// Puts the AVX-512 VNNI kernels into `k` (none yet: the tier is not offered).
+pub(super) fn fill_avx512vnni(_k: &mut Kernels) {}
+
+/// One weight format's AVX2 building blocks.
+///
+/// # Safety
+/// `pw` reads [`Fmt::W`] bytes and `pa` [`Fmt::A`] bytes at their pointers; all methods need
+/// AVX2, FMA and F16C. An all-zero `Pw` must be a valid value (the tile driver starts from it).
+pub(super) unsafe trait Fmt {
+    /// Values per block.
+    const BLOCK: usize;
+    /// Bytes per weight block.
+    const W: usize;
+    /// Bytes per activation block.
+    const A: usize;
+    /// Blocks in flight per [`drive::vec_dot`] iteration (independent accumulators).
+    const UNROLL: usize;
+    /// An unpacked weight block.
+    type Pw: Copy;
+    /// An unpacked activation block.
+    type Pa: Copy;
+    /// Unpacks the weight block at `p`.
+    unsafe fn pw(p: *const u8) -> Self::Pw;
+    /// Unpacks the activation block at `p`.
+    unsafe fn pa(p: *const u8) -> Self::Pa;
+    /// Adds the dot product of `w` and `a` into the lanes of `acc`.
+    unsafe fn dot(w: &Self::Pw, a: &Self::Pa, acc: __m256) -> __m256;
+    /// The dot product of the `n` values after the last whole block (float formats, whose
+    /// rows need not be whole blocks).
+    #[inline(always)]
+    unsafe fn tail(_w: *const u8, _a: *const u8, _n: usize) -> f32 {
+        0.0
+    }
+}
+
+/// Sum of the eight lanes.
+#[inline(always)]
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// The little-endian IEEE half at `p`, widened (F16C).
+#[inline(always)]
+pub(super) unsafe fn h2f(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The half at `p`, widened and broadcast.
+#[inline(always)]
+pub(super) unsafe fn h2f_splat(p: *const u8) -> __m256 {
+    _mm256_set1_ps(h2f(p))
+}
+
+/// 32 bytes at `p`.
+#[inline(always)]
+pub(super) unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// 16 bytes at `p`.
+#[inline(always)]
+pub(super) unsafe fn load128(p: *const u8) -> __m128i {
+    _mm_loadu_si128(p as *const __m128i)
+}
+
+/// `Σ` of products of unsigned bytes `u` and signed bytes `s`, per group of four, as i32.
+#[inline(always)]
+pub(super) unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}

@@ -1,0 +1,531 @@
+//! The kernels against their oracles, on every tier this machine runs (forced in-process
+//! through `Kernels::for_tier`, so one run covers scalar and every SIMD tier):
+//!
+//! - SIMD activation quantizers are bit-identical to the scalar ones, which are the reference
+//!   quantizers of `quant`;
+//! - SIMD `vec_dot` and `matmul` match the scalar oracle within the f32 reordering bound of
+//!   `Tolerance::sum_reorder`, on random, random-byte and adversarial blocks (extreme and zero
+//!   scales, all-zero blocks, one block, odd block counts, row ranges not starting at 0, token
+//!   counts that are not a multiple of the tile);
+//! - the oracle is the exact dot product of the dequantized weights and activations (up to
+//!   f32 rounding), and against unquantized f32 activations it stays within the activation
+//!   quantization error.
+
+use edgellm_core::kernels::{self, Kernels, Tier};
+use edgellm_core::quant;
+use edgellm_core::tolerance::{check_close, check_rel_rmse, quant_roundtrip_bound, Tolerance};
+use edgellm_core::DType;
+
+/// splitmix64: a tiny deterministic generator, enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+
+    /// `10^e` with `e` uniform in `lo..hi`, random sign.
+    fn magnitude(&mut self, lo: f64, hi: f64) -> f32 {
+        let m = 10f64.powf(lo + (hi - lo) * self.uniform()) as f32;
+        if self.next_u64() & 1 == 0 {
+            m
+        } else {
+            -m
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Every weight type with kernels, most used first.
+const TYPES: [DType; 13] = [
+    DType::Q4_0,
+    DType::Q8_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q4_K,
+    DType::Q6_K,
+    DType::F16,
+    DType::F32,
+    DType::Q5_1,
+    DType::Q5_K,
+    DType::Q3_K,
+    DType::Q2_K,
+    DType::BF16,
+];
+
+/// Row lengths to test: one block, odd block counts, a model width; any length for floats.
+fn lengths(t: DType) -> Vec<usize> {
+    match t.block_size() {
+        1 => vec![1, 7, 8, 9, 31, 33, 100, 576],
+        32 => vec![32, 96, 224, 576, 1568],
+        _ => vec![256, 768, 1792],
+    }
+}
+
+fn oracle() -> &'static Kernels {
+    Kernels::for_tier(Tier::Scalar).expect("the scalar tier always runs")
+}
+
+/// The SIMD tiers this machine runs.
+fn simd_tiers() -> Vec<&'static Kernels> {
+    let tiers: Vec<_> = kernels::available_tiers()
+        .into_iter()
+        .filter(|&t| t != Tier::Scalar)
+        .map(|t| Kernels::for_tier(t).expect("an available tier has a table"))
+        .collect();
+    eprintln!("SIMD tiers tested: {:?}", tiers.iter().map(|k| k.tier()).collect::<Vec<_>>());
+    tiers
+}
+
+/// Byte offsets of the f16 scale fields (scale, minimum) within one block.
+fn scale_fields(t: DType) -> &'static [usize] {
+    match t {
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[80, 82],
+        DType::Q3_K => &[108],
+        DType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Reference-quantized Gaussian rows, row scales from 1e-3 to 1e3.
+    Gaussian,
+    /// Random bytes everywhere (every code pattern, Q8_0 codes of −128 included), finite
+    /// random scales.
+    RandomBytes,
+    /// Random codes with extreme scales: the largest and smallest (subnormal) halves, zero.
+    Extreme,
+    /// Gaussian with every other block all zero bytes.
+    ZeroBlocks,
+}
+
+const KINDS: [Kind; 4] = [Kind::Gaussian, Kind::RandomBytes, Kind::Extreme, Kind::ZeroBlocks];
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// `rows` weight rows of `k` values of `t`.
+fn weights(rng: &mut Rng, t: DType, rows: usize, k: usize, kind: Kind) -> Vec<u8> {
+    let gaussian = |rng: &mut Rng| {
+        let mut out = Vec::new();
+        for _ in 0..rows {
+            let s = rng.magnitude(-3.0, 3.0).abs();
+            let x: Vec<f32> = (0..k).map(|_| rng.normal() * s).collect();
+            out.extend(quant::quantize(t, &x).expect("quantizable"));
+        }
+        out
+    };
+    let bs = t.type_size();
+    match kind {
+        Kind::Gaussian => gaussian(rng),
+        Kind::ZeroBlocks => {
+            let mut w = gaussian(rng);
+            let block_bytes = if t.block_size() == 1 { 8 * bs } else { bs };
+            for (i, b) in w.chunks_mut(block_bytes).enumerate() {
+                if i % 2 == 1 {
+                    b.fill(0);
+                }
+            }
+            w
+        }
+        Kind::RandomBytes | Kind::Extreme if !t.is_quantized() => {
+            // Finite values over a wide range (random bytes would make NaNs and infinities).
+            let (lo, hi) = match (t, kind) {
+                (_, Kind::RandomBytes) => (-4.0, 2.0),
+                (DType::F16, _) => (-7.0, 4.8),
+                _ => (-30.0, 30.0),
+            };
+            let x: Vec<f32> = (0..rows * k).map(|_| rng.magnitude(lo, hi)).collect();
+            quant::quantize(t, &x).expect("quantizable")
+        }
+        Kind::RandomBytes | Kind::Extreme => {
+            let mut w = rng.bytes(rows * k / t.block_size() * bs);
+            const EXTREME: [f32; 6] = [65504.0, -65504.0, 5.96e-8, -1.0e-4, 0.0, 1.0];
+            for (i, b) in w.chunks_mut(bs).enumerate() {
+                for (j, &f) in scale_fields(t).iter().enumerate() {
+                    let v = match kind {
+                        Kind::Extreme => EXTREME[(i + 3 * j) % EXTREME.len()],
+                        _ => rng.magnitude(-4.0, 2.0),
+                    };
+                    b[f..f + 2].copy_from_slice(&f16_bytes(v));
+                }
+            }
+            w
+        }
+    }
+}
+
+/// `n` activation rows of `k` values: Gaussian with a magnitude per 32 values from 1e-2 to
+/// 1e2; `Extreme` adds all-zero blocks, values from 1e-6 to 1e5 (Q8_0 scales stay finite in
+/// f16), and blocks of exact rounding ties.
+fn activations(rng: &mut Rng, n: usize, k: usize, kind: Kind) -> Vec<f32> {
+    let mut x = Vec::with_capacity(n * k);
+    for _ in 0..n {
+        for start in (0..k).step_by(32) {
+            let len = 32.min(k - start);
+            let style = match kind {
+                Kind::Extreme => rng.next_u64() % 4,
+                _ => 0,
+            };
+            match style {
+                1 => x.resize(x.len() + len, 0.0),
+                2 => {
+                    let s = rng.magnitude(-6.0, 5.0).abs();
+                    x.extend((0..len).map(|_| rng.normal() * s));
+                }
+                3 => {
+                    // amax 127 makes the Q8_0 scale exactly 1, so x.5 values are ties.
+                    x.extend((0..len).map(|j| if j == 0 { 127.0 } else { j as f32 - 15.5 }));
+                }
+                _ => {
+                    let s = rng.magnitude(-2.0, 2.0).abs();
+                    x.extend((0..len).map(|_| rng.normal() * s));
+                }
+            }
+        }
+    }
+    x
+}
+
+/// Quantizes `n` rows with the oracle.
+fn quantize_rows(t: DType, x: &[f32], k: usize) -> Vec<u8> {
+    let ab = kernels::activation_row_bytes(t, k);
+    let mut out = vec![0u8; x.len() / k * ab];
+    for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(ab)) {
+        oracle().quantize_activations(t, xr, or);
+    }
+    out
+}
+
+#[track_caller]
+fn check_dot(name: &str, t: DType, k: usize, w: &[u8], a: &[u8], got: f32, want: f32) {
+    let (terms, mag) = kernels::dot_error_terms(t, w, a, k);
+    if let Err(r) = check_close(name, &[got], &[want], Tolerance::sum_reorder(terms, mag)) {
+        panic!("{r}\n  (terms {terms}, magnitude {mag:e})");
+    }
+}
+
+#[test]
+fn tiers_are_detected_and_tables_filled() {
+    let tiers = kernels::available_tiers();
+    assert_eq!(tiers[0], Tier::Scalar);
+    assert!(tiers.contains(&kernels::tier()), "{:?} not in {tiers:?}", kernels::tier());
+    assert_eq!(kernels::tier_name(), kernels::tier().name());
+    assert_eq!(kernels::active().tier(), kernels::tier());
+    for t in [Tier::Scalar, Tier::Avx2, Tier::Avx512Vnni, Tier::Neon, Tier::NeonDotprod] {
+        assert_eq!(Tier::from_name(t.name()), Some(t));
+        assert_eq!(Kernels::for_tier(t).is_some(), tiers.contains(&t), "{t:?}");
+    }
+    assert_eq!(Tier::from_name("GENERIC"), Some(Tier::Scalar));
+    assert_eq!(Tier::from_name("sse9"), None);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert!(tiers.contains(&Tier::Avx2));
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert!(tiers.contains(&Tier::Neon));
+    // Every SIMD tier has its own kernels for the types our models use.
+    for k in simd_tiers() {
+        for t in [DType::Q4_0, DType::Q8_0, DType::Q4_1, DType::Q4_K, DType::Q6_K] {
+            assert_ne!(k.implementing_tier(t), Some(Tier::Scalar), "{:?} {t}", k.tier());
+            assert_ne!(k.quantize_tier(t), Some(Tier::Scalar), "{:?} {t}", k.tier());
+        }
+    }
+    for t in TYPES {
+        assert!(kernels::supports(t), "{t}");
+        assert_eq!(oracle().implementing_tier(t), Some(Tier::Scalar));
+    }
+    assert!(!kernels::supports(DType::IQ2_XXS));
+    assert!(!kernels::supports(DType::Q8_K));
+    assert_eq!(kernels::activation_type(DType::Q4_0), DType::Q8_0);
+    assert_eq!(kernels::activation_type(DType::Q5_1), DType::Q8_1);
+    assert_eq!(kernels::activation_type(DType::Q6_K), DType::Q8_K);
+    assert_eq!(kernels::activation_type(DType::F16), DType::F32);
+    assert_eq!(kernels::activation_row_bytes(DType::Q4_1, 64), 72);
+    assert_eq!(kernels::activation_row_bytes(DType::Q4_K, 512), 584);
+}
+
+#[test]
+fn oracle_quantizers_are_the_reference() {
+    let mut rng = Rng(1);
+    let k = 1024;
+    for kind in [Kind::Gaussian, Kind::Extreme] {
+        let x = activations(&mut rng, 1, k, kind);
+        for (w, act) in [(DType::Q4_0, DType::Q8_0), (DType::Q4_K, DType::Q8_K), (DType::F16, DType::F32)] {
+            assert_eq!(quantize_rows(w, &x, k), quant::quantize(act, &x).unwrap(), "{act} {kind:?}");
+        }
+        // Q8_1: the Q8_0 block with the code sum after the scale.
+        let q1 = quantize_rows(DType::Q4_1, &x, k);
+        let q0 = quant::quantize(DType::Q8_0, &x).unwrap();
+        for (b1, b0) in q1.chunks_exact(36).zip(q0.chunks_exact(34)) {
+            assert_eq!(b1[0..2], b0[0..2]);
+            assert_eq!(b1[4..36], b0[2..34]);
+            let sum: i32 = b0[2..34].iter().map(|&q| q as i8 as i32).sum();
+            assert_eq!(i16::from_le_bytes([b1[2], b1[3]]) as i32, sum);
+        }
+    }
+}
+
+#[test]
+fn simd_activation_quantizers_are_bit_identical() {
+    let mut rng = Rng(2);
+    for tier in simd_tiers() {
+        for w in [DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::F16] {
+            for k in [256, 512, 2048] {
+                for kind in [Kind::Gaussian, Kind::Extreme, Kind::ZeroBlocks] {
+                    let mut x = activations(&mut rng, 1, k, kind);
+                    if let Kind::ZeroBlocks = kind {
+                        x[..k / 2].fill(0.0);
+                    }
+                    // Ties of the magnitude: the first element of largest magnitude sets the sign.
+                    x[7] = -1.0e3;
+                    x[200] = 1.0e3;
+                    let want = quantize_rows(w, &x, k);
+                    let mut got = vec![0u8; want.len()];
+                    tier.quantize_activations(w, &x, &mut got);
+                    if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+                        panic!(
+                            "{:?} activations for {w}, k {k}, {kind:?}: byte {i} is {:#04x}, oracle {:#04x}",
+                            tier.tier(),
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_vec_dot_matches_oracle() {
+    let mut rng = Rng(3);
+    for tier in simd_tiers() {
+        for t in TYPES {
+            for k in lengths(t) {
+                for kind in KINDS {
+                    let rows = 4;
+                    let w = weights(&mut rng, t, rows, k, kind);
+                    let x = activations(&mut rng, 2, k, kind);
+                    let a = quantize_rows(t, &x, k);
+                    let (wb, ab) = (w.len() / rows, a.len() / 2);
+                    for (r, wr) in w.chunks_exact(wb).enumerate() {
+                        for (j, ar) in a.chunks_exact(ab).enumerate() {
+                            let got = tier.vec_dot(t, wr, ar, k);
+                            let want = oracle().vec_dot(t, wr, ar, k);
+                            let name =
+                                format!("{:?} vec_dot {t} k {k} {kind:?} row {r} act {j}", tier.tier());
+                            check_dot(&name, t, k, wr, ar, got, want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_oracle_on_every_tier() {
+    let mut rng = Rng(4);
+    let all: Vec<&Kernels> = std::iter::once(oracle()).chain(simd_tiers()).collect();
+    let total_rows = 13;
+    for t in TYPES {
+        let k = lengths(t)[1];
+        let kind = KINDS[rng.next_u64() as usize % KINDS.len()];
+        let w = weights(&mut rng, t, total_rows, k, kind);
+        let wb = w.len() / total_rows;
+        for n in [1, 2, 3, 4, 5, 7] {
+            let x = activations(&mut rng, n, k, kind);
+            let a = quantize_rows(t, &x, k);
+            let ab = a.len() / n;
+            for rows in [3..12, 0..13, 5..6, 1..9] {
+                let m = rows.len();
+                let stride = m + 3;
+                for tier in &all {
+                    // Padding between a token's outputs must stay untouched.
+                    let mut out = vec![f32::NAN; (n - 1) * stride + m];
+                    // Only as many weight rows as the range needs.
+                    tier.matmul(t, &w[..rows.end * wb], k, rows.clone(), &a, n, &mut out, stride);
+                    for tok in 0..n {
+                        let ar = &a[tok * ab..(tok + 1) * ab];
+                        for (i, r) in rows.clone().enumerate() {
+                            let wr = &w[r * wb..(r + 1) * wb];
+                            let want = oracle().vec_dot(t, wr, ar, k);
+                            let got = out[tok * stride + i];
+                            let name = format!(
+                                "{:?} matmul {t} k {k} {kind:?} n {n} rows {rows:?} [{tok}, {r}]",
+                                tier.tier()
+                            );
+                            check_dot(&name, t, k, wr, ar, got, want);
+                        }
+                        if tok + 1 < n {
+                            let pad = &out[tok * stride + m..(tok + 1) * stride];
+                            assert!(pad.iter().all(|v| v.is_nan()), "{:?} {t}: padding written", tier.tier());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The dequantized activation values of one activation row.
+fn dequantized_activations(t: DType, a: &[u8], k: usize) -> Vec<f32> {
+    match kernels::activation_type(t) {
+        DType::Q8_1 => a
+            .chunks_exact(36)
+            .flat_map(|b| {
+                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                b[4..36].iter().map(move |&q| q as i8 as f32 * d)
+            })
+            .collect(),
+        act => quant::dequantize(act, a, k).expect("dequantizable activations"),
+    }
+}
+
+#[test]
+fn oracle_is_the_exact_dot_of_dequantized_values() {
+    let mut rng = Rng(5);
+    for t in TYPES {
+        for k in lengths(t) {
+            for kind in KINDS {
+                let w = weights(&mut rng, t, 3, k, kind);
+                let x = activations(&mut rng, 1, k, kind);
+                let a = quantize_rows(t, &x, k);
+                let af = dequantized_activations(t, &a, k);
+                for (r, wr) in w.chunks_exact(w.len() / 3).enumerate() {
+                    let wf = quant::dequantize(t, wr, k).expect("dequantizable weights");
+                    let exact: f64 = wf.iter().zip(&af).map(|(&w, &a)| w as f64 * a as f64).sum();
+                    let got = oracle().vec_dot(t, wr, &a, k);
+                    check_dot(&format!("oracle {t} k {k} {kind:?} row {r}"), t, k, wr, &a, got, exact as f32);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn oracle_error_against_f32_activations_is_the_activation_quantization_error() {
+    let mut rng = Rng(6);
+    for t in TYPES {
+        let k = *lengths(t).last().expect("lengths");
+        let rows = 64;
+        // Unit Gaussians (one scale for all rows and the whole activation row): the relative
+        // error is then that of the activation format's Gaussian round trip.
+        let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
+        let w = quant::quantize(t, &wf).expect("quantizable");
+        let x: Vec<f32> = (0..k).map(|_| rng.normal()).collect();
+        let a = quantize_rows(t, &x, k);
+        let act = kernels::activation_type(t);
+        let af = dequantized_activations(t, &a, k);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for (r, wr) in w.chunks_exact(w.len() / rows).enumerate() {
+            let wf = quant::dequantize(t, wr, k).expect("dequantizable weights");
+            let exact: f64 = wf.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
+            let dot = oracle().vec_dot(t, wr, &a, k);
+            // Element-wise: |Σ w·(x − x̂)| ≤ Σ |w|·|x − x̂|, plus the f32 rounding of the dot.
+            let quant_err: f64 = wf
+                .iter()
+                .zip(x.iter().zip(&af))
+                .map(|(&w, (&x, &q))| (w as f64 * (x - q) as f64).abs())
+                .sum();
+            let (terms, mag) = kernels::dot_error_terms(t, wr, &a, k);
+            let tol =
+                Tolerance::new(quant_err as f32 * 1.0001 + Tolerance::sum_reorder(terms, mag).abs, 1e-6);
+            if let Err(rep) =
+                check_close(&format!("oracle {t} vs f32 activations, row {r}"), &[dot], &[exact as f32], tol)
+            {
+                panic!("{rep}");
+            }
+            got.push(dot);
+            want.push(exact as f32);
+        }
+        // Over rows: the relative error is that of the activation format's round trip.
+        let bound = match act {
+            DType::F32 => 1e-6,
+            DType::Q8_K => quant_roundtrip_bound(DType::Q8_K).expect("bound").gaussian,
+            _ => quant_roundtrip_bound(DType::Q8_0).expect("bound").gaussian,
+        };
+        if let Err(rep) = check_rel_rmse(&format!("oracle {t} vs f32 activations"), &got, &want, 1.5 * bound)
+        {
+            panic!("{rep}");
+        }
+    }
+}
+
+#[test]
+fn free_functions_use_the_active_tier() {
+    let mut rng = Rng(7);
+    let t = DType::Q4_0;
+    let k = 96;
+    let w = weights(&mut rng, t, 2, k, Kind::Gaussian);
+    let x = activations(&mut rng, 1, k, Kind::Gaussian);
+    let mut a = vec![0u8; kernels::activation_row_bytes(t, k)];
+    kernels::quantize_activations(t, &x, &mut a);
+    assert_eq!(a, quantize_rows(t, &x, k));
+    let wr = &w[..w.len() / 2];
+    assert_eq!(kernels::vec_dot(t, wr, &a, k), kernels::active().vec_dot(t, wr, &a, k));
+    let mut out = [0.0f32; 2];
+    kernels::matmul(t, &w, k, 0..2, &a, 1, &mut out, 2);
+    check_dot("free matmul", t, k, wr, &a, out[0], oracle().vec_dot(t, wr, &a, k));
+}
+
+#[test]
+#[should_panic(expected = "has 18 bytes, got 17")]
+fn vec_dot_rejects_a_short_row() {
+    let a = vec![0u8; 34];
+    kernels::vec_dot(DType::Q4_0, &[0u8; 17], &a, 32);
+}
+
+#[test]
+#[should_panic(expected = "not a whole number")]
+fn quantize_rejects_a_partial_block() {
+    let mut out = vec![0u8; 292];
+    kernels::quantize_activations(DType::Q4_K, &[0.0; 100], &mut out);
+}
+
+#[test]
+#[should_panic(expected = "need 6 outputs")]
+fn matmul_rejects_a_small_output() {
+    let w = vec![0u8; 18 * 3];
+    let a = vec![0u8; 34 * 2];
+    let mut out = vec![0.0f32; 5];
+    kernels::matmul(DType::Q4_0, &w, 32, 0..3, &a, 2, &mut out, 3);
+}
+
+#[test]
+#[should_panic(expected = "need 54 weight bytes")]
+fn matmul_rejects_missing_weight_rows() {
+    let w = vec![0u8; 18 * 2];
+    let a = vec![0u8; 34];
+    let mut out = vec![0.0f32; 3];
+    kernels::matmul(DType::Q4_0, &w, 32, 1..3, &a, 1, &mut out, 3);
+}
+
+#[test]
+#[should_panic(expected = "no dot product for weight type IQ2_XXS")]
+fn unsupported_types_are_named() {
+    kernels::activation_type(DType::IQ2_XXS);
+}
