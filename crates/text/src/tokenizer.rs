@@ -3,18 +3,21 @@
 use edgellm_formats::GgufFile;
 
 use crate::bpe::BpeModel;
-use crate::vocab::{Fragment, TokenType, Vocab};
+use crate::spm::{self, SpmModel};
+use crate::vocab::{DefaultIds, Fragment, TokenType, Vocab};
 use crate::TokenizerError;
 
 /// The tokenizer kinds (`tokenizer.ggml.model` values) this crate implements.
-pub const SUPPORTED_MODELS: &[&str] = &["gpt2"];
+pub const SUPPORTED_MODELS: &[&str] = &["gpt2", "llama"];
 
-/// The algorithm behind a [`Tokenizer`]. A new kind (SentencePiece for `"llama"`, WordPiece for
-/// `"bert"`) is a new variant and a new file beside `bpe.rs`.
+/// The algorithm behind a [`Tokenizer`]. A new kind (WordPiece for `"bert"`) is a new variant
+/// and a new file beside `bpe.rs` and `spm.rs`.
 #[derive(Debug)]
 enum Model {
     /// Byte-level BPE (`"gpt2"`).
     Bpe(BpeModel),
+    /// SentencePiece-style merges by score with byte fallback (`"llama"`).
+    Spm(SpmModel),
 }
 
 /// A tokenizer read from a model file: text to token ids and back.
@@ -56,16 +59,25 @@ impl Tokenizer {
         if !SUPPORTED_MODELS.contains(&kind) {
             return Err(TokenizerError::UnsupportedModel(kind.to_string()));
         }
-        let vocab = Vocab::from_gguf(f)?;
-        let bpe = BpeModel::from_gguf(f, &vocab)?;
-        let add_bos = vocab.add_bos.unwrap_or(bpe.add_bos_default);
-        let model = Model::Bpe(bpe);
+        let (vocab, model, add_bos) = if kind == "llama" {
+            // llama.cpp's defaults for SentencePiece vocabularies: <unk> <s> </s> first, BOS added.
+            let vocab = Vocab::from_gguf(f, DefaultIds { bos: Some(1), eos: Some(2), unk: Some(0) })?;
+            let spm = SpmModel::from_gguf(f, &vocab)?;
+            let add_bos = vocab.add_bos.unwrap_or(true);
+            (vocab, Model::Spm(spm), add_bos)
+        } else {
+            let vocab = Vocab::from_gguf(f, DefaultIds::default())?;
+            let bpe = BpeModel::from_gguf(f, &vocab)?;
+            let add_bos = vocab.add_bos.unwrap_or(bpe.add_bos_default);
+            (vocab, Model::Bpe(bpe), add_bos)
+        };
         let mut pieces = Vec::new();
         let mut offsets = Vec::with_capacity(vocab.tokens.len() + 1);
         offsets.push(0);
         for id in 0..vocab.tokens.len() as u32 {
             match &model {
                 Model::Bpe(_) => BpeModel::token_bytes(&vocab, id, &mut pieces),
+                Model::Spm(_) => SpmModel::token_bytes(&vocab, id, &mut pieces),
             }
             let end = u32::try_from(pieces.len()).map_err(|_| TokenizerError::InvalidMetadata {
                 key: "tokenizer.ggml.tokens",
@@ -83,17 +95,41 @@ impl Tokenizer {
     /// `parse_special`, control tokens written in the text (`<|im_start|>`) become their ids;
     /// without it they are tokenized as plain text. User-defined tokens are always matched, as in
     /// llama.cpp. EOS is never added; see [`add_eos_default`](Self::add_eos_default).
+    ///
+    /// For a SentencePiece model with `tokenizer.ggml.add_space_prefix` (Llama 2, not Gemma 3),
+    /// the text and every piece of it after a special token get a leading space, as in llama.cpp.
     pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_bos {
             out.extend(self.vocab.bos);
         }
-        for frag in self.vocab.partition(text, parse_special) {
-            match frag {
-                Fragment::Token(id) => out.push(id),
-                Fragment::Text(r) => match &self.model {
-                    Model::Bpe(m) => m.encode(&self.vocab, &text[r], &mut out),
-                },
+        let frags = self.vocab.partition(text, parse_special);
+        match &self.model {
+            Model::Bpe(m) => {
+                for frag in frags {
+                    match frag {
+                        Fragment::Token(id) => out.push(id),
+                        Fragment::Text(r) => m.encode(&self.vocab, &text[r], &mut out),
+                    }
+                }
+            }
+            Model::Spm(m) => {
+                let mut scratch = spm::Scratch::default();
+                // llama.cpp: the start of the text counts as following a special token.
+                let mut after_special = true;
+                for frag in frags {
+                    match frag {
+                        Fragment::Token(id) => {
+                            out.push(id);
+                            after_special = true;
+                        }
+                        Fragment::Text(r) => {
+                            let prefix = m.add_space_prefix && after_special;
+                            m.encode(&self.vocab, &text[r], prefix, &mut out, &mut scratch);
+                            after_special = false;
+                        }
+                    }
+                }
             }
         }
         out
@@ -155,7 +191,8 @@ impl Tokenizer {
     }
 
     /// The raw vocabulary string of a token (byte-level BPE tokens are in GPT-2's byte alphabet,
-    /// e.g. `Ġthe`).
+    /// e.g. `Ġthe`; SentencePiece tokens write a space as `▁`, e.g. `▁the`, and bytes as
+    /// `<0x0A>`).
     pub fn token_str(&self, id: u32) -> Option<&str> {
         self.vocab.tokens.get(id as usize).map(String::as_str)
     }
@@ -165,8 +202,9 @@ impl Tokenizer {
         self.vocab.types.get(id as usize).copied()
     }
 
-    /// The bytes a token decodes to (the byte-level mapping undone; control and user-defined
-    /// tokens give their text). Empty for an id out of range.
+    /// The bytes a token decodes to (the byte-level mapping or `▁` undone, a byte token's byte;
+    /// control and user-defined tokens give their text, unused SentencePiece slots nothing).
+    /// Empty for an id out of range.
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
         self.piece(id).to_vec()
     }
@@ -182,6 +220,10 @@ impl Tokenizer {
     /// Token ids to text. The bytes of all tokens are joined first, so a character split across
     /// tokens comes out whole; only bytes that are not valid UTF-8 in the joined result become
     /// U+FFFD. Ids out of range are skipped.
+    ///
+    /// For a SentencePiece model with `tokenizer.ggml.add_space_prefix`, the first token loses
+    /// one leading space (the one [`encode`](Self::encode) added), as llama.cpp's
+    /// `llama_detokenize` does; Gemma 3 has no such prefix, so nothing is removed there.
     pub fn decode(&self, ids: &[u32]) -> String {
         self.decode_with(ids, true)
     }
@@ -191,7 +233,8 @@ impl Tokenizer {
     /// `unparse_special`). User-defined tokens always appear.
     pub fn decode_with(&self, ids: &[u32], special: bool) -> String {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
+        let strip_space = matches!(&self.model, Model::Spm(m) if m.add_space_prefix);
+        for (i, &id) in ids.iter().enumerate() {
             if !special
                 && self.token_type(id).is_some_and(|t| {
                     !matches!(
@@ -202,7 +245,11 @@ impl Tokenizer {
             {
                 continue;
             }
-            bytes.extend_from_slice(self.piece(id));
+            let piece = self.piece(id);
+            match piece.strip_prefix(b" ") {
+                Some(rest) if strip_space && i == 0 => bytes.extend_from_slice(rest),
+                _ => bytes.extend_from_slice(piece),
+            }
         }
         match String::from_utf8(bytes) {
             Ok(s) => s,

@@ -229,9 +229,19 @@ fn opt_id(f: &GgufFile, key: &'static str, n_vocab: usize) -> Result<Option<u32>
     Ok(Some(id as u32))
 }
 
+/// Special-token ids a tokenizer kind assumes when the metadata does not name them (llama.cpp's
+/// per-kind defaults; an id outside the vocabulary is dropped).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DefaultIds {
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub unk: Option<u32>,
+}
+
 impl Vocab {
-    /// Read the vocabulary and special tokens from `tokenizer.ggml.*`.
-    pub fn from_gguf(f: &GgufFile) -> Result<Vocab, TokenizerError> {
+    /// Read the vocabulary and special tokens from `tokenizer.ggml.*`; a special-token key that
+    /// is absent takes its value from `defaults`.
+    pub fn from_gguf(f: &GgufFile, defaults: DefaultIds) -> Result<Vocab, TokenizerError> {
         const TOKENS: &str = "tokenizer.ggml.tokens";
         const TYPES: &str = "tokenizer.ggml.token_type";
         let tokens: Vec<String> = str_array(f, TOKENS)?.into_iter().map(str::to_string).collect();
@@ -267,9 +277,16 @@ impl Vocab {
             token_to_id.insert(t.clone(), i as u32);
         }
 
-        let bos = opt_id(f, "tokenizer.ggml.bos_token_id", n)?;
-        let eos = opt_id(f, "tokenizer.ggml.eos_token_id", n)?;
-        let unk = opt_id(f, "tokenizer.ggml.unknown_token_id", n)?;
+        let or_default = |key: &'static str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
+            if f.get(key).is_some() {
+                opt_id(f, key, n)
+            } else {
+                Ok(default.filter(|&id| (id as usize) < n))
+            }
+        };
+        let bos = or_default("tokenizer.ggml.bos_token_id", defaults.bos)?;
+        let eos = or_default("tokenizer.ggml.eos_token_id", defaults.eos)?;
+        let unk = or_default("tokenizer.ggml.unknown_token_id", defaults.unk)?;
         let pad = opt_id(f, "tokenizer.ggml.padding_token_id", n)?;
 
         // Special tokens the metadata names, else found by their text; those found by text

@@ -1,5 +1,6 @@
-//! Tokenizers built from small GGUF files made in memory: merge order on a toy vocabulary, and
-//! bad metadata giving a [`TokenizerError`] rather than a panic.
+//! Tokenizers built from small GGUF files made in memory: merge order on toy vocabularies
+//! (byte-level BPE and SentencePiece-style), and bad metadata giving a [`TokenizerError`] rather
+//! than a panic.
 
 mod common;
 
@@ -194,14 +195,6 @@ fn chat_template_errors() {
 }
 
 #[test]
-fn gemma_is_reported_as_unsupported_not_a_panic() {
-    let path = common::model_path("gemma-3-270m-q4_k_m.gguf");
-    let f = GgufFile::open(&path).unwrap();
-    let e = Tokenizer::from_gguf(&f).unwrap_err();
-    assert!(matches!(&e, TokenizerError::UnsupportedModel(m) if m == "llama"), "{e}");
-}
-
-#[test]
 fn add_bos_default_follows_the_pre_tokenizer_when_unset() {
     let unset = |pre: &'static str| {
         toy_file(&[], &[], move |w| {
@@ -230,4 +223,145 @@ fn end_tokens_found_by_name_become_control() {
     assert_eq!(t.eot_id(), Some(2));
     assert!(t.is_eog(2) && t.is_eog(0) && !t.is_eog(1));
     assert_eq!(t.encode("<|im_end|>", false, true), [2]);
+}
+
+/// A toy SentencePiece-style vocabulary (`tokenizer.ggml.model = "llama"`): `<unk> <s> </s>`, the
+/// 256 byte tokens, then `(token, score)` pairs; no special-token ids, no `add_*` flags (the
+/// defaults apply). `edit` changes the metadata before it is written.
+fn spm_file(pieces: &[(&str, f32)], edit: impl FnOnce(&mut GgufWriter)) -> GgufFile {
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).to_vec();
+    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    let mut scores = vec![Value::F32(0.0); 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(Value::I32(6));
+        scores.push(Value::F32(0.0));
+    }
+    for &(p, s) in pieces {
+        tokens.push(p.to_string());
+        types.push(Value::I32(1));
+        scores.push(Value::F32(s));
+    }
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("llama".into()));
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set("tokenizer.ggml.tokens", strings(&tokens.iter().map(String::as_str).collect::<Vec<_>>()));
+    w.set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
+    w.set("tokenizer.ggml.scores", Value::Array(ValueType::F32, scores));
+    edit(&mut w);
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).unwrap();
+    GgufFile::from_vec(bytes).unwrap()
+}
+
+fn spm(pieces: &[(&str, f32)]) -> Tokenizer {
+    Tokenizer::from_gguf(&spm_file(pieces, |_| {})).unwrap()
+}
+
+/// Letters and the space marker, score 0.
+const LETTERS: [(&str, f32); 4] = [("\u{2581}", 0.0), ("a", 0.0), ("b", 0.0), ("c", 0.0)];
+
+#[test]
+fn spm_highest_score_merges_first() {
+    let with = |extra: &[(&'static str, f32)]| spm(&[&LETTERS[..], extra].concat());
+    let no_prefix = |t: &Tokenizer, s: &str| strs(t, &t.encode(s, false, false))[1..].to_vec();
+    // "bc" scores higher than "ab": abc -> a + bc.
+    let t = with(&[("ab", -2.0), ("bc", -1.0)]);
+    assert_eq!(no_prefix(&t, "abc"), ["a", "bc"]);
+    let t = with(&[("ab", -1.0), ("bc", -2.0)]);
+    assert_eq!(no_prefix(&t, "abc"), ["ab", "c"]);
+    // Any merge that makes a token happens in the end, whatever its score.
+    let t = with(&[("ab", -1.0), ("bc", -2.0), ("abc", -100.0)]);
+    assert_eq!(no_prefix(&t, "abc"), ["abc"]);
+    // Ties go to the leftmost pair.
+    let t = with(&[("aa", -1.0)]);
+    assert_eq!(no_prefix(&t, "aaa"), ["aa", "a"]);
+    // A space is ▁ and merges like any character.
+    let t = with(&[("\u{2581}a", -1.0), ("aa", -2.0)]);
+    assert_eq!(strs(&t, &t.encode("aaa aaa", false, false)), ["\u{2581}a", "aa", "\u{2581}a", "aa"]);
+    assert_eq!(t.decode(&t.encode("aaa aaa", false, false)), "aaa aaa");
+}
+
+#[test]
+fn spm_defaults_and_space_prefix() {
+    // No metadata: llama.cpp's SentencePiece defaults (<unk> 0, <s> 1, </s> 2, BOS added,
+    // a space put before the text).
+    let t = spm(&LETTERS);
+    assert_eq!((t.unk_id(), t.bos_id(), t.eos_id()), (Some(0), Some(1), Some(2)));
+    assert!(t.add_bos_default() && !t.add_eos_default());
+    assert!(t.is_eog(2));
+    let (sp, a) = (t.token_id("\u{2581}").unwrap(), t.token_id("a").unwrap());
+    assert_eq!(t.encode("a", true, false), [1, sp, a]);
+    // The prefix also follows a special token; decoding drops the first token's space only.
+    let ids = t.encode("a</s>a", false, true);
+    assert_eq!(ids, [sp, a, 2, sp, a]);
+    assert_eq!(t.decode(&ids), "a</s> a");
+    assert_eq!(t.decode_with(&ids, false), "a a");
+    assert_eq!(t.decode(&t.encode(" a", false, false)), " a");
+    // Without the prefix (Gemma 3).
+    let f = spm_file(&LETTERS, |w| w.set("tokenizer.ggml.add_space_prefix", Value::Bool(false)));
+    let t = Tokenizer::from_gguf(&f).unwrap();
+    assert_eq!(t.encode("a</s>a", false, true), [a, 2, a]);
+    assert_eq!(t.decode(&t.encode(" a", false, false)), " a");
+    // Metadata ids win over the defaults.
+    let f = spm_file(&LETTERS, |w| {
+        w.set("tokenizer.ggml.bos_token_id", Value::U32(2));
+        w.set("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    });
+    let t = Tokenizer::from_gguf(&f).unwrap();
+    assert_eq!(t.bos_id(), Some(2));
+    assert!(!t.add_bos_default());
+}
+
+#[test]
+fn spm_byte_fallback() {
+    let t = spm(&LETTERS);
+    // é is not a token: its two UTF-8 bytes are.
+    let ids = t.encode("aé", false, false);
+    assert_eq!(strs(&t, &ids), ["\u{2581}", "a", "<0xC3>", "<0xA9>"]);
+    assert_eq!(t.decode(&ids), "aé");
+    assert_eq!(t.token_bytes(ids[2]), [0xC3]);
+    // Without byte tokens a missing character becomes <unk> per byte (llama.cpp would abort).
+    let f = spm_file(&LETTERS, |w| {
+        let tokens = ["<unk>", "<s>", "</s>", "\u{2581}", "a"];
+        w.set("tokenizer.ggml.tokens", strings(&tokens));
+        w.set(
+            "tokenizer.ggml.token_type",
+            Value::Array(ValueType::I32, [2, 3, 3, 1, 1].map(Value::I32).to_vec()),
+        );
+        w.set("tokenizer.ggml.scores", Value::Array(ValueType::F32, vec![Value::F32(0.0); 5]));
+    });
+    let t = Tokenizer::from_gguf(&f).unwrap();
+    assert_eq!(t.encode("aé", false, false), [3, 4, 0, 0]);
+}
+
+#[test]
+fn spm_bad_scores() {
+    let e = err(spm_file(&LETTERS, |w| {
+        w.set("tokenizer.ggml.scores", Value::Array(ValueType::F32, vec![Value::F32(0.0); 3]))
+    }));
+    assert!(matches!(e, TokenizerError::InvalidMetadata { key: "tokenizer.ggml.scores", .. }), "{e}");
+    let e = err(spm_file(&LETTERS, |w| w.set("tokenizer.ggml.scores", Value::F32(0.0))));
+    assert!(matches!(e, TokenizerError::InvalidMetadata { key: "tokenizer.ggml.scores", .. }), "{e}");
+    // No scores at all: every merge ties, so the leftmost pair wins each time.
+    let f = spm_file(&[&LETTERS[..], &[("ab", -5.0), ("bc", 0.0)]].concat(), |w| {
+        w.metadata.retain(|(k, _)| k != "tokenizer.ggml.scores")
+    });
+    let t = Tokenizer::from_gguf(&f).unwrap();
+    assert_eq!(strs(&t, &t.encode("abc", false, false)), ["\u{2581}", "ab", "c"]);
+}
+
+#[test]
+fn spm_unused_tokens_decode_to_nothing() {
+    let f = spm_file(&[&LETTERS[..], &[("<unused0>", 0.0)]].concat(), |w| {
+        let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+        types.extend(std::iter::repeat_n(Value::I32(6), 256));
+        types.extend([1, 1, 1, 1, 5].map(Value::I32));
+        w.set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
+    });
+    let t = Tokenizer::from_gguf(&f).unwrap();
+    let unused = t.token_id("<unused0>").unwrap();
+    assert_eq!(t.token_type(unused), Some(edgellm_text::TokenType::Unused));
+    assert_eq!(t.token_bytes(unused), b"");
+    assert_eq!(t.decode(&[t.token_id("a").unwrap(), unused]), "a");
 }

@@ -3,30 +3,10 @@
 
 mod common;
 
-use common::{golden, ids, smollm2, smollm2_gguf};
+use common::{assert_ids, golden, ids, smollm2, smollm2_gguf};
 use edgellm_text::{ChatMessage, ChatTemplate, StreamDecoder, TokenType};
 
 const GOLDEN: &str = "smollm2-135m-instruct-q4_1.json";
-
-/// Show where two id lists part, with the tokens around it.
-fn assert_ids(tok: &edgellm_text::Tokenizer, what: &str, got: &[u32], want: &[u32]) {
-    if got == want {
-        return;
-    }
-    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-    let show = |v: &[u32]| {
-        v.iter()
-            .skip(at.saturating_sub(2))
-            .take(6)
-            .map(|&i| format!("{i}:{:?}", tok.token_str(i).unwrap_or("?")))
-            .collect::<Vec<_>>()
-    };
-    panic!(
-        "{what}: ids differ at position {at}\n  got  {got:?}\n  want {want:?}\n  got  near: {:?}\n  want near: {:?}",
-        show(got),
-        show(want)
-    );
-}
 
 #[test]
 fn metadata() {

@@ -49,3 +49,34 @@ pub fn golden(name: &str) -> serde_json::Value {
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().expect("an array of ids").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
 }
+
+/// Gemma 3 270M (SentencePiece-style, 262,144 tokens).
+pub fn gemma3_gguf() -> GgufFile {
+    let path = model_path("gemma-3-270m-q4_k_m.gguf");
+    GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Gemma 3's tokenizer.
+pub fn gemma3() -> Tokenizer {
+    Tokenizer::from_gguf(&gemma3_gguf()).expect("Gemma 3 tokenizer")
+}
+
+/// Show where two id lists part, with the tokens around it.
+pub fn assert_ids(tok: &Tokenizer, what: &str, got: &[u32], want: &[u32]) {
+    if got == want {
+        return;
+    }
+    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    let show = |v: &[u32]| {
+        v.iter()
+            .skip(at.saturating_sub(2))
+            .take(6)
+            .map(|&i| format!("{i}:{:?}", tok.token_str(i).unwrap_or("?")))
+            .collect::<Vec<_>>()
+    };
+    panic!(
+        "{what}: ids differ at position {at}\n  got  {got:?}\n  want {want:?}\n  got  near: {:?}\n  want near: {:?}",
+        show(got),
+        show(want)
+    );
+}
