@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -41,31 +41,69 @@ thread_local! {
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A job: a type-erased `&dyn Fn(part)` and the number of parts.
+/// A job: a type-erased `&dyn Fn(part)`.
 type JobFn<'a> = dyn Fn(usize) + Sync + 'a;
 
+/// The claim word: generation (bits 40..64), number of parts (bits 20..40) and the next
+/// unclaimed part (bits 0..20), updated together so a claim can never mix two jobs.
+struct Claim;
+
+impl Claim {
+    const PART_BITS: u32 = 20;
+    const MASK: u64 = (1 << Self::PART_BITS) - 1;
+
+    fn pack(gen: u64, parts: u64, next: u64) -> u64 {
+        (gen << (2 * Self::PART_BITS)) | (parts << Self::PART_BITS) | next
+    }
+
+    fn gen(w: u64) -> u64 {
+        w >> (2 * Self::PART_BITS)
+    }
+
+    fn parts(w: u64) -> u64 {
+        (w >> Self::PART_BITS) & Self::MASK
+    }
+
+    fn next(w: u64) -> u64 {
+        w & Self::MASK
+    }
+}
+
 struct Shared {
-    /// Incremented to publish a job.
-    generation: AtomicUsize,
+    /// The claim word (see [`Claim`]).
+    state: AtomicU64,
     /// Points at the current job's closure (a `*const &JobFn`), valid while a job runs.
     job: AtomicPtr<&'static JobFn<'static>>,
-    /// Parts of the current job.
-    parts: AtomicUsize,
-    /// Workers finished with the current generation.
-    done: AtomicUsize,
-    /// Parking for idle workers.
+    /// Parts of the current job finished.
+    finished: AtomicUsize,
+    /// Parking for idle workers: the number of parked workers.
     sleep: Mutex<usize>,
     wake: Condvar,
 }
 
-struct Pool {
-    shared: Arc<Shared>,
-    workers: usize,
-    /// Held by the thread that runs a job; others run serially.
-    owner: Mutex<()>,
+impl Shared {
+    /// Claim the next part of generation `gen`, if any is left.
+    fn claim(&self, gen: u64) -> Option<usize> {
+        let mut w = self.state.load(Ordering::Acquire);
+        loop {
+            if Claim::gen(w) != gen || Claim::next(w) >= Claim::parts(w) {
+                return None;
+            }
+            match self.state.compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(Claim::next(w) as usize),
+                Err(cur) => w = cur,
+            }
+        }
+    }
 }
 
-/// Spin iterations before a worker parks (roughly 100 µs on a current core).
+struct Pool {
+    shared: Arc<Shared>,
+    /// Held by the thread that runs a job; others run serially.
+    owner: Mutex<u64>,
+}
+
+/// Spin iterations before a worker parks (a few hundred microseconds).
 const SPIN: u32 = 1 << 14;
 
 fn pool() -> &'static Pool {
@@ -73,10 +111,9 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
         let workers = num_threads().max(available_cores()).saturating_sub(1);
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            parts: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
             sleep: Mutex::new(0),
             wake: Condvar::new(),
         });
@@ -84,21 +121,21 @@ fn pool() -> &'static Pool {
             let s = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("edgellm-worker-{w}"))
-                .spawn(move || worker(s, w + 1))
+                .spawn(move || worker(s))
                 .expect("spawning a worker thread");
         }
-        Pool { shared, workers, owner: Mutex::new(()) }
+        Pool { shared, owner: Mutex::new(0) }
     })
 }
 
-fn worker(s: Arc<Shared>, part: usize) {
+fn worker(s: Arc<Shared>) {
     IN_WORKER.with(|f| f.set(true));
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     loop {
         // Spin, then park, until a new generation is published.
         let mut spins = 0u32;
         let gen = loop {
-            let g = s.generation.load(Ordering::Acquire);
+            let g = Claim::gen(s.state.load(Ordering::Acquire));
             if g != seen {
                 break g;
             }
@@ -107,7 +144,7 @@ fn worker(s: Arc<Shared>, part: usize) {
                 std::hint::spin_loop();
             } else {
                 let mut sleeping = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
-                if s.generation.load(Ordering::Acquire) == seen {
+                if Claim::gen(s.state.load(Ordering::Acquire)) == seen {
                     *sleeping += 1;
                     let (g, _) = s
                         .wake
@@ -120,50 +157,55 @@ fn worker(s: Arc<Shared>, part: usize) {
             }
         };
         seen = gen;
-        if part < s.parts.load(Ordering::Acquire) {
+        while let Some(part) = s.claim(gen) {
             let job = s.job.load(Ordering::Acquire);
-            // SAFETY: `run` publishes `job` before bumping the generation and does not return
-            // (so the closure stays alive) until every worker has incremented `done`.
+            // SAFETY: a part of generation `gen` was claimed, so `run` is still waiting for it
+            // to finish and the closure it published for this generation is alive.
             let f: &JobFn<'static> = unsafe { *job };
             f(part);
+            s.finished.fetch_add(1, Ordering::AcqRel);
         }
-        s.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// Run `f(part)` for `part in 0..parts` across the pool; returns when all are done.
+/// Run `f(part)` for `part in 0..parts` across the pool; returns when all are done. Parts are
+/// claimed dynamically, so a worker the OS has not scheduled yet delays nothing: the caller
+/// takes its parts.
 fn run<'a>(parts: usize, f: &'a JobFn<'a>) {
-    if parts <= 1 || IN_WORKER.with(|w| w.get()) {
+    if parts <= 1 || IN_WORKER.with(|w| w.get()) || parts as u64 > Claim::MASK {
         (0..parts).for_each(f);
         return;
     }
     let p = pool();
-    let Ok(_guard) = p.owner.try_lock() else {
+    let Ok(mut gen) = p.owner.try_lock() else {
         (0..parts).for_each(f);
         return;
     };
     let s = &p.shared;
     // SAFETY: the lifetime is erased only for the duration of this call: we wait below until
-    // every worker has finished with this generation before `f` goes out of scope.
+    // every claimed part has finished; later claims of this generation fail, so no worker
+    // touches `f` after we return.
     let erased: &'static JobFn<'static> =
         unsafe { std::mem::transmute::<&'a JobFn<'a>, &'static JobFn<'static>>(f) };
     let holder: &'static JobFn<'static> = erased;
     s.job.store(&holder as *const &'static JobFn<'static> as *mut &'static JobFn<'static>, Ordering::Release);
-    s.parts.store(parts, Ordering::Release);
-    s.done.store(0, Ordering::Release);
-    s.generation.fetch_add(1, Ordering::AcqRel);
+    s.finished.store(0, Ordering::Release);
+    *gen = (*gen + 1) & ((1 << 24) - 1);
+    if *gen == 0 {
+        *gen = 1;
+    }
+    let g = *gen;
+    s.state.store(Claim::pack(g, parts as u64, 0), Ordering::Release);
     if *s.sleep.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
         s.wake.notify_all();
     }
-    f(0);
-    // Parts beyond the pool's workers run here too.
-    for part in (p.workers + 1)..parts {
+    while let Some(part) = s.claim(g) {
         f(part);
+        s.finished.fetch_add(1, Ordering::AcqRel);
     }
-    while s.done.load(Ordering::Acquire) < p.workers {
+    while s.finished.load(Ordering::Acquire) < parts {
         std::hint::spin_loop();
     }
-    s.job.store(std::ptr::null_mut(), Ordering::Release);
 }
 
 /// Split `0..n` into at most `num_threads()` contiguous ranges whose lengths are multiples of

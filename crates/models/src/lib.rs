@@ -14,7 +14,7 @@ pub mod nn;
 
 pub use error::ModelError;
 pub use kv_cache::KvCache;
-pub use linear::{Linear, TensorBytes};
+pub use linear::{Linear, Precision, TensorBytes};
 
 use edgellm_formats::GgufFile;
 
@@ -56,12 +56,24 @@ pub trait LanguageModel: Send + Sync {
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError>;
 }
 
+/// Options of model loading.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// How the Linear layers compute.
+    pub precision: Precision,
+}
+
 /// Load the language model in a GGUF file, choosing the architecture from its metadata.
 pub fn load_gguf(f: &GgufFile) -> Result<Box<dyn LanguageModel>, ModelError> {
+    load_gguf_with(f, &LoadOptions::default())
+}
+
+/// [`load_gguf`] with options.
+pub fn load_gguf_with(f: &GgufFile, opts: &LoadOptions) -> Result<Box<dyn LanguageModel>, ModelError> {
     let arch = f.architecture()?;
     match arch {
-        "llama" => Ok(Box::new(llama::Llama::from_gguf(f)?)),
-        "gemma3" => Ok(Box::new(gemma3::Gemma3::from_gguf(f)?)),
+        "llama" => Ok(Box::new(llama::Llama::from_gguf_with(f, opts)?)),
+        "gemma3" => Ok(Box::new(gemma3::Gemma3::from_gguf_with(f, opts)?)),
         other => Err(ModelError::UnsupportedArchitecture(other.to_string())),
     }
 }

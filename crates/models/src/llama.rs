@@ -10,7 +10,7 @@ use crate::attention::{attention, AttnShape};
 use crate::kv_cache::KvCache;
 use crate::linear::{check_shape, gguf_vector, Linear};
 use crate::nn::{add_assign, rms_norm, swiglu, Rope};
-use crate::{LanguageModel, ModelError, ModelInfo};
+use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
 
 /// Hyper-parameters from the `llama.*` metadata.
 #[derive(Clone, Debug)]
@@ -128,30 +128,38 @@ pub struct Llama {
 
 impl Llama {
     /// Load from a GGUF file (architecture `llama`).
-    pub fn from_gguf(f: &GgufFile) -> Result<Llama, ModelError> {
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, ModelError> {
+        Self::from_gguf_with(f, &LoadOptions::default())
+    }
+
+    /// Load with options (the Linear precision).
+    pub fn from_gguf_with(f: &GgufFile, opts: &LoadOptions) -> Result<Llama, ModelError> {
         let arch = f.architecture()?.to_string();
         let cfg = LlamaConfig::from_gguf(f, &arch)?;
+        let lin = |name: &str, i: usize, o: usize| {
+            Linear::from_gguf(f, name, i, o).map(|l| l.with_precision(opts.precision))
+        };
         let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let tok_embd = Linear::from_gguf(f, "token_embd.weight", d, cfg.n_vocab)?;
+        let tok_embd = lin("token_embd.weight", d, cfg.n_vocab)?;
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
                 attn_norm: gguf_vector(f, &n("attn_norm"), d)?,
-                wq: Linear::from_gguf(f, &n("attn_q"), d, qd)?,
-                wk: Linear::from_gguf(f, &n("attn_k"), d, kvd)?,
-                wv: Linear::from_gguf(f, &n("attn_v"), d, kvd)?,
-                wo: Linear::from_gguf(f, &n("attn_output"), qd, d)?,
+                wq: lin(&n("attn_q"), d, qd)?,
+                wk: lin(&n("attn_k"), d, kvd)?,
+                wv: lin(&n("attn_v"), d, kvd)?,
+                wo: lin(&n("attn_output"), qd, d)?,
                 ffn_norm: gguf_vector(f, &n("ffn_norm"), d)?,
-                w_gate: Linear::from_gguf(f, &n("ffn_gate"), d, ff)?,
-                w_up: Linear::from_gguf(f, &n("ffn_up"), d, ff)?,
-                w_down: Linear::from_gguf(f, &n("ffn_down"), ff, d)?,
+                w_gate: lin(&n("ffn_gate"), d, ff)?,
+                w_up: lin(&n("ffn_up"), d, ff)?,
+                w_down: lin(&n("ffn_down"), ff, d)?,
             });
         }
         let output = match f.tensor("output.weight") {
             Some(t) => {
                 check_shape(t, &[d as u64, cfg.n_vocab as u64])?;
-                Linear::from_gguf(f, "output.weight", d, cfg.n_vocab)?
+                lin("output.weight", d, cfg.n_vocab)?
             }
             None => tok_embd.clone(),
         };

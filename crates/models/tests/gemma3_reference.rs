@@ -5,18 +5,18 @@ use std::path::PathBuf;
 
 use edgellm_core::tolerance::logits as tol;
 use edgellm_formats::GgufFile;
-use edgellm_models::LanguageModel;
+use edgellm_models::{LanguageModel, LoadOptions, Precision};
 use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn load() -> Box<dyn LanguageModel> {
+fn load_with(precision: Precision) -> Box<dyn LanguageModel> {
     let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
     let p = dir.join("gemma-3-270m-q4_k_m.gguf");
     assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
-    edgellm_models::load_gguf(&GgufFile::open(p).unwrap()).unwrap()
+    edgellm_models::load_gguf_with(&GgufFile::open(p).unwrap(), &LoadOptions { precision }).unwrap()
 }
 
 fn golden(name: &str) -> Value {
@@ -67,7 +67,7 @@ fn greedy(m: &dyn LanguageModel, prompt: &[u32], n: usize, eos: u32) -> Vec<u32>
 
 #[test]
 fn logits_and_greedy_match_exact_math() {
-    let m = load();
+    let m = load_with(Precision::Exact);
     let exact = golden("gemma-3-270m-q4_k_m.exact.json");
     let mut worst = 0.0f64;
     for case in exact["logits"].as_array().unwrap() {
@@ -148,7 +148,7 @@ fn compare_with_llama_cpp(m: &dyn LanguageModel) -> (f64, f64) {
 
 #[test]
 fn top1_agrees_with_llama_cpp() {
-    compare_with_llama_cpp(load().as_ref());
+    compare_with_llama_cpp(load_with(Precision::Fast).as_ref());
 }
 
 /// The reference files themselves sit 1.14 (max) / 0.41 (mean) apart on this model, because
@@ -157,7 +157,7 @@ fn top1_agrees_with_llama_cpp() {
 #[test]
 #[ignore = "needs 8-bit activation kernels like llama.cpp's; f32 math sits 1.14 max / 0.41 mean away"]
 fn logits_within_llama_cpp_bounds() {
-    let (max_diff, mean) = compare_with_llama_cpp(load().as_ref());
+    let (max_diff, mean) = compare_with_llama_cpp(load_with(Precision::Fast).as_ref());
     assert!(max_diff <= tol::LLAMA_CPP_TOP10_MAX, "largest top-10 difference {max_diff:.3}");
     assert!(mean <= tol::LLAMA_CPP_TOP10_MEAN, "mean top-10 difference {mean:.3}");
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use edgellm_formats::{GgufError, GgufFile};
-use edgellm_models::{KvCache, LanguageModel, ModelError};
+use edgellm_models::{KvCache, LanguageModel, LoadOptions, ModelError};
 use edgellm_text::{ChatTemplate, ChatTemplateError, StreamDecoder, Tokenizer, TokenizerError};
 
 use crate::memory::{available_bytes, human_bytes};
@@ -79,13 +79,22 @@ impl LoadedModel {
     /// Load a GGUF model for a context of `n_ctx` positions (0 = the training context,
     /// capped at 4096), refusing with the numbers if it would not fit in available memory.
     pub fn load(path: impl AsRef<Path>, n_ctx: usize) -> Result<LoadedModel, RuntimeError> {
+        LoadedModel::load_with(path, n_ctx, &LoadOptions::default())
+    }
+
+    /// [`LoadedModel::load`] with model options (e.g. exact f32 activations).
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        n_ctx: usize,
+        opts: &LoadOptions,
+    ) -> Result<LoadedModel, RuntimeError> {
         let path = path.as_ref();
         let t0 = Instant::now();
         if !path.exists() {
             return Err(RuntimeError::MissingFile(path.to_path_buf()));
         }
         let gguf = GgufFile::open(path)?;
-        let model = edgellm_models::load_gguf(&gguf)?;
+        let model = edgellm_models::load_gguf_with(&gguf, opts)?;
         let info = model.info().clone();
         let n_ctx = if n_ctx == 0 { info.n_ctx_train.min(4096) } else { n_ctx };
         let weights = gguf.file_len();

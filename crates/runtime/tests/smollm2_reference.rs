@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use edgellm_core::tolerance::logits as tol;
+use edgellm_models::{LoadOptions, Precision};
 use edgellm_runtime::LoadedModel;
 use serde_json::Value;
 
@@ -69,7 +70,8 @@ fn greedy(lm: &LoadedModel, prompt_ids: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn logits_and_greedy_match_exact_math() {
-    let lm = LoadedModel::load(model_path(), 512).unwrap();
+    let opts = LoadOptions { precision: Precision::Exact };
+    let lm = LoadedModel::load_with(model_path(), 512, &opts).unwrap();
     let g = golden("smollm2-135m-instruct-q4_1.exact.json");
     let mut worst = 0.0f64;
     for case in g["logits"].as_array().unwrap() {
