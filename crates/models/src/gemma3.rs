@@ -88,7 +88,7 @@ impl Gemma3Config {
 
     /// Whether layer `l` attends globally (otherwise within the sliding window).
     pub fn is_global(&self, l: usize) -> bool {
-        (l + 1) % SWA_PATTERN == 0
+        (l + 1).is_multiple_of(SWA_PATTERN)
     }
 
     fn q_dim(&self) -> usize {

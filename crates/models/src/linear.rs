@@ -133,7 +133,7 @@ impl Linear {
     fn uses_kernels(&self) -> bool {
         self.precision == Precision::Fast
             && kernels::supports(self.dtype)
-            && self.in_features % kernels::activation_type(self.dtype).block_size() == 0
+            && self.in_features.is_multiple_of(kernels::activation_type(self.dtype).block_size())
     }
 
     /// The raw weight bytes.
