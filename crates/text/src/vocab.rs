@@ -2,6 +2,7 @@
 //! flags from GGUF metadata, and the split of text around special tokens.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use edgellm_formats::{GgufFile, Value};
@@ -148,6 +149,54 @@ mod names {
     pub const ALWAYS_TEXT: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 }
 
+/// The hasher of [`Vocab::token_to_id`]: FxHash's multiply-rotate over 8-byte words, several
+/// times faster than SipHash on the short slices a merge loop looks up. (The table holds the
+/// model's own tokens, so input text cannot lengthen its probe chains.)
+pub(crate) type TokenHash = BuildHasherDefault<FxHasher>;
+
+/// See [`TokenHash`].
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The product's entropy is in its high bits; the table indexes by the low ones.
+        self.0.rotate_left(26)
+    }
+}
+
 /// A piece of input text after special tokens were cut out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Fragment {
@@ -163,7 +212,7 @@ pub(crate) struct Vocab {
     pub tokens: Vec<String>,
     pub types: Vec<TokenType>,
     /// String to id; for a string listed twice the last id wins, as in llama.cpp.
-    pub token_to_id: HashMap<String, u32>,
+    pub token_to_id: HashMap<String, u32, TokenHash>,
     /// Control, user-defined and unknown tokens, longest string first.
     specials: Vec<u32>,
     pub bos: Option<u32>,
@@ -238,6 +287,38 @@ pub(crate) struct DefaultIds {
     pub unk: Option<u32>,
 }
 
+/// The 4-byte windows of a text, hashed into a 2^16-bit set: a pattern whose first or last four
+/// bytes are not in the set does not occur in the text.
+struct Windows(Vec<u64>);
+
+impl Windows {
+    const BITS: u32 = 16;
+
+    fn hash(w: &[u8]) -> usize {
+        let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        (w.wrapping_mul(0x9e37_79b1) >> (32 - Self::BITS)) as usize
+    }
+
+    fn of(text: &[u8]) -> Windows {
+        let mut set = vec![0u64; (1 << Self::BITS) / 64];
+        for w in text.windows(4) {
+            let h = Self::hash(w);
+            set[h / 64] |= 1 << (h % 64);
+        }
+        Windows(set)
+    }
+
+    fn has(&self, w: &[u8]) -> bool {
+        let h = Self::hash(w);
+        self.0[h / 64] & (1 << (h % 64)) != 0
+    }
+
+    /// False only if `pat` cannot occur in the text (patterns under 4 bytes always may).
+    fn may_contain(&self, pat: &[u8]) -> bool {
+        pat.len() < 4 || (self.has(&pat[..4]) && self.has(&pat[pat.len() - 4..]))
+    }
+}
+
 impl Vocab {
     /// Read the vocabulary and special tokens from `tokenizer.ggml.*`; a special-token key that
     /// is absent takes its value from `defaults`.
@@ -272,7 +353,7 @@ impl Vocab {
                     .collect::<Result<Vec<_>, _>>()?
             }
         };
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = HashMap::with_capacity_and_hasher(n, TokenHash::default());
         for (i, t) in tokens.iter().enumerate() {
             token_to_id.insert(t.clone(), i as u32);
         }
@@ -359,12 +440,17 @@ impl Vocab {
     pub fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
         let mut frags = if text.is_empty() { Vec::new() } else { vec![Fragment::Text(0..text.len())] };
         let mut next = Vec::new();
+        // Thousands of special tokens (Gemma's <unusedN>): rule most out in one pass.
+        let windows = (self.specials.len() > 64 && !text.is_empty()).then(|| Windows::of(text.as_bytes()));
         for &id in &self.specials {
             let ty = self.types[id as usize];
             if !parse_special && ty != TokenType::UserDefined {
                 continue;
             }
             let pat = self.tokens[id as usize].as_str();
+            if windows.as_ref().is_some_and(|w| !w.may_contain(pat.as_bytes())) {
+                continue;
+            }
             if !frags.iter().any(|f| matches!(f, Fragment::Text(r) if text[r.clone()].contains(pat))) {
                 continue;
             }
@@ -390,5 +476,38 @@ impl Vocab {
             std::mem::swap(&mut frags, &mut next);
         }
         frags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_never_rule_out_a_pattern_that_occurs() {
+        let text = "ab<start_of_turn>user\nhi 设备端推理 <unused12>";
+        let w = Windows::of(text.as_bytes());
+        for i in 0..text.len() {
+            for j in i + 1..=text.len() {
+                if text.is_char_boundary(i) && text.is_char_boundary(j) {
+                    assert!(w.may_contain(&text.as_bytes()[i..j]), "{:?}", &text[i..j]);
+                }
+            }
+        }
+        assert!(!w.may_contain(b"<end_of_turn>"));
+        assert!(!w.may_contain(b"<unused13>"));
+        assert!(w.may_contain(b"<s>"), "short patterns are always scanned");
+    }
+
+    #[test]
+    fn fx_hasher_tells_tails_apart() {
+        let h = |s: &str| {
+            let mut f = FxHasher::default();
+            f.write(s.as_bytes());
+            f.finish()
+        };
+        assert_ne!(h("a"), h("a\0"));
+        assert_ne!(h("abcdefgh"), h("abcdefgh\0"));
+        assert_ne!(h("\u{2581}the"), h("\u{2581}The"));
     }
 }
