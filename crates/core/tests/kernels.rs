@@ -493,7 +493,7 @@ fn free_functions_use_the_active_tier() {
 }
 
 #[test]
-#[should_panic(expected = "has 18 bytes, got 17")]
+#[should_panic(expected = "has 18 bytes and its activation row 34 bytes, got 17 and 34")]
 fn vec_dot_rejects_a_short_row() {
     let a = vec![0u8; 34];
     kernels::vec_dot(DType::Q4_0, &[0u8; 17], &a, 32);

@@ -186,32 +186,72 @@ impl Act {
             Act::Q8_K => DType::Q8_K,
         }
     }
+
+    /// (values, bytes) per block.
+    const fn geometry(self) -> (usize, usize) {
+        match self {
+            Act::F32 => (1, 4),
+            Act::Q8_0 => (32, 34),
+            Act::Q8_1 => (32, 36),
+            Act::Q8_K => (256, 292),
+        }
+    }
 }
 
-/// Weight types with kernels, and their slot in a [`Kernels`] table.
-const WEIGHTS: [(DType, Act); 13] = [
-    (DType::F32, Act::F32),
-    (DType::F16, Act::F32),
-    (DType::BF16, Act::F32),
-    (DType::Q4_0, Act::Q8_0),
-    (DType::Q4_1, Act::Q8_1),
-    (DType::Q5_0, Act::Q8_0),
-    (DType::Q5_1, Act::Q8_1),
-    (DType::Q8_0, Act::Q8_0),
-    (DType::Q2_K, Act::Q8_K),
-    (DType::Q3_K, Act::Q8_K),
-    (DType::Q4_K, Act::Q8_K),
-    (DType::Q5_K, Act::Q8_K),
-    (DType::Q6_K, Act::Q8_K),
+/// A weight type with kernels: its activation format and its block geometry (that of the
+/// element-type table, copied here for the per-call checks; a unit test compares them).
+#[derive(Clone, Copy)]
+struct Weight {
+    dtype: DType,
+    act: Act,
+    block: usize,
+    bytes: usize,
+}
+
+const fn weight(dtype: DType, act: Act, block: usize, bytes: usize) -> Weight {
+    Weight { dtype, act, block, bytes }
+}
+
+/// Weight types with kernels; the index is the type's slot in a [`Kernels`] table.
+const WEIGHTS: [Weight; 13] = [
+    weight(DType::F32, Act::F32, 1, 4),
+    weight(DType::F16, Act::F32, 1, 2),
+    weight(DType::BF16, Act::F32, 1, 2),
+    weight(DType::Q4_0, Act::Q8_0, 32, 18),
+    weight(DType::Q4_1, Act::Q8_1, 32, 20),
+    weight(DType::Q5_0, Act::Q8_0, 32, 22),
+    weight(DType::Q5_1, Act::Q8_1, 32, 24),
+    weight(DType::Q8_0, Act::Q8_0, 32, 34),
+    weight(DType::Q2_K, Act::Q8_K, 256, 84),
+    weight(DType::Q3_K, Act::Q8_K, 256, 110),
+    weight(DType::Q4_K, Act::Q8_K, 256, 144),
+    weight(DType::Q5_K, Act::Q8_K, 256, 176),
+    weight(DType::Q6_K, Act::Q8_K, 256, 210),
 ];
 
+/// The slot of every type id (`u8::MAX`: no kernels).
+const SLOTS: [u8; 64] = {
+    let mut s = [u8::MAX; 64];
+    let mut i = 0;
+    while i < WEIGHTS.len() {
+        s[WEIGHTS[i].dtype as usize] = i as u8;
+        i += 1;
+    }
+    s
+};
+
+#[inline]
 fn slot(weight: DType) -> Option<usize> {
-    WEIGHTS.iter().position(|&(t, _)| t == weight)
+    match SLOTS.get(weight as usize) {
+        Some(&s) if s != u8::MAX => Some(s as usize),
+        _ => None,
+    }
 }
 
-fn act_of(weight: DType) -> Act {
+#[inline]
+fn info(weight: DType) -> (usize, Weight) {
     match slot(weight) {
-        Some(i) => WEIGHTS[i].1,
+        Some(i) => (i, WEIGHTS[i]),
         None => unsupported(weight),
     }
 }
@@ -222,7 +262,30 @@ fn unsupported(weight: DType) -> ! {
     panic!(
         "edgellm kernels: no dot product for weight type {weight} (supported: {}); \
          check kernels::supports() before building a layer",
-        WEIGHTS.iter().map(|(t, _)| t.name()).collect::<Vec<_>>().join(", ")
+        WEIGHTS.iter().map(|w| w.dtype.name()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Slot, weight row bytes and activation row bytes of rows of `k` values of `weight`.
+#[inline]
+fn geometry(weight: DType, k: usize) -> (usize, usize, usize) {
+    let (i, w) = info(weight);
+    let (ablock, abytes) = w.act.geometry();
+    if k % w.block != 0 || k % ablock != 0 {
+        not_whole(weight, w, k);
+    }
+    (i, k / w.block * w.bytes, k / ablock * abytes)
+}
+
+#[cold]
+#[track_caller]
+fn not_whole(weight: DType, w: Weight, k: usize) -> ! {
+    let act = w.act.dtype();
+    panic!(
+        "edgellm kernels: {k} values is not a whole number of {}-value {weight} blocks and \
+         {}-value {act} activation blocks (rows for {weight} weights)",
+        w.block,
+        act.block_size()
     )
 }
 
@@ -238,34 +301,15 @@ pub fn supports(weight: DType) -> bool {
 /// # Panics
 /// If `weight` has no kernels ([`supports`] is false).
 pub fn activation_type(weight: DType) -> DType {
-    act_of(weight).dtype()
+    info(weight).1.act.dtype()
 }
 
 /// Bytes of one activation row of `k` values quantized for `weight`.
 ///
 /// # Panics
-/// If `weight` has no kernels or `k` is not a multiple of the activation block size.
+/// If `weight` has no kernels or `k` is not a whole number of weight and activation blocks.
 pub fn activation_row_bytes(weight: DType, k: usize) -> usize {
-    let act = activation_type(weight);
-    match act.bytes_for(k as u64) {
-        Some(b) => b as usize,
-        None => panic!(
-            "edgellm kernels: {k} values is not a whole number of {}-value {act} blocks \
-             (activation rows for {weight} weights)",
-            act.block_size()
-        ),
-    }
-}
-
-/// Bytes of one weight row of `k` values of `weight`.
-fn weight_row_bytes(weight: DType, k: usize) -> usize {
-    match weight.bytes_for(k as u64) {
-        Some(b) => b as usize,
-        None => panic!(
-            "edgellm kernels: a {weight} row of {k} values is not a whole number of {}-value blocks",
-            weight.block_size()
-        ),
-    }
+    geometry(weight, k).2
 }
 
 /// Quantizes one activation row `x` (its length `k` a multiple of the block size) into `out`
@@ -316,22 +360,21 @@ pub fn dot_error_terms(weight: DType, w_row: &[u8], act_row: &[u8], k: usize) ->
 }
 
 fn check_rows(weight: DType, w_row: &[u8], act_row: &[u8], k: usize) -> usize {
-    let i = slot(weight).unwrap_or_else(|| unsupported(weight));
-    let wb = weight_row_bytes(weight, k);
-    let ab = activation_row_bytes(weight, k);
-    assert_eq!(
-        w_row.len(),
-        wb,
-        "edgellm kernels: vec_dot: a {weight} row of {k} values has {wb} bytes, got {}",
-        w_row.len()
-    );
-    assert_eq!(
-        act_row.len(),
-        ab,
-        "edgellm kernels: vec_dot: an activation row of {k} values for {weight} has {ab} bytes, got {}",
-        act_row.len()
-    );
+    let (i, wb, ab) = geometry(weight, k);
+    if w_row.len() != wb || act_row.len() != ab {
+        bad_rows(weight, k, (wb, ab), (w_row.len(), act_row.len()));
+    }
     i
+}
+
+#[cold]
+#[track_caller]
+fn bad_rows(weight: DType, k: usize, want: (usize, usize), got: (usize, usize)) -> ! {
+    panic!(
+        "edgellm kernels: vec_dot: a {weight} row of {k} values has {} bytes and its activation row \
+         {} bytes, got {} and {}",
+        want.0, want.1, got.0, got.1
+    )
 }
 
 /// The table of the tier in use.
@@ -428,7 +471,7 @@ impl Kernels {
 
     /// The tier whose code quantizes activations for `weight`.
     pub fn quantize_tier(&self, weight: DType) -> Option<Tier> {
-        slot(weight).map(|i| self.quantize[WEIGHTS[i].1 as usize].1)
+        slot(weight).map(|i| self.quantize[WEIGHTS[i].act as usize].1)
     }
 
     pub(crate) fn set_quantize(&mut self, act_dtype: DType, f: QuantizeFn, tier: Tier) {
@@ -446,8 +489,8 @@ impl Kernels {
 
     /// [`quantize_activations`] with this table.
     pub fn quantize_activations(&self, weight: DType, x: &[f32], out: &mut [u8]) {
-        let act = act_of(weight);
-        let need = activation_row_bytes(weight, x.len());
+        let (i, _, need) = geometry(weight, x.len());
+        let act = WEIGHTS[i].act;
         assert_eq!(
             out.len(),
             need,
@@ -486,9 +529,7 @@ impl Kernels {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        let i = slot(weight).unwrap_or_else(|| unsupported(weight));
-        let row_bytes = weight_row_bytes(weight, k);
-        let act_bytes = activation_row_bytes(weight, k);
+        let (i, row_bytes, act_bytes) = geometry(weight, k);
         assert!(rows.start <= rows.end, "edgellm kernels: matmul: empty-reversed row range {rows:?}");
         let w_need = rows.end.checked_mul(row_bytes).expect("weight size overflows");
         assert!(
@@ -522,5 +563,26 @@ impl Kernels {
         // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above); the
         // table only holds SIMD code that this CPU supports.
         unsafe { f(&mut args) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_geometry_is_the_type_table() {
+        for w in WEIGHTS {
+            assert_eq!(w.block, w.dtype.block_size(), "{}", w.dtype);
+            assert_eq!(w.bytes, w.dtype.type_size(), "{}", w.dtype);
+            let (ab, abytes) = w.act.geometry();
+            assert_eq!(ab, w.act.dtype().block_size(), "{}", w.dtype);
+            assert_eq!(abytes, w.act.dtype().type_size(), "{}", w.dtype);
+            assert_eq!(slot(w.dtype).map(|i| WEIGHTS[i].dtype), Some(w.dtype));
+        }
+        for t in crate::TYPES {
+            assert!((t.dtype as usize) < SLOTS.len(), "{}", t.name);
+        }
+        assert_eq!(slot(DType::Q8_K), None);
     }
 }

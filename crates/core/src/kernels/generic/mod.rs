@@ -21,7 +21,7 @@ pub(super) fn table() -> Kernels {
         matmul,
         tier: Tier::Scalar,
     };
-    let types = WEIGHTS.map(|(t, _)| match t {
+    let types = WEIGHTS.map(|w| match w.dtype {
         DType::F32 => f(vec_dot_f32, matmul_f32),
         DType::F16 => f(vec_dot_f16, matmul_f16),
         DType::BF16 => f(vec_dot_bf16, matmul_bf16),

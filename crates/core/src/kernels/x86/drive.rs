@@ -37,40 +37,48 @@ pub(super) unsafe fn vec_dot<F: Fmt>(w: &[u8], a: &[u8], k: usize) -> f32 {
     sum
 }
 
-/// Rows per register tile.
-const RM: usize = 4;
-/// Tokens per register tile.
-const RN: usize = 3;
-
-/// The matrix product of [`MatmulArgs`], in tiles of [`RM`] rows × [`RN`] tokens (smaller
-/// tiles at the edges).
+/// The matrix product of [`MatmulArgs`], in register tiles of 4 rows × 3 tokens (smaller
+/// tiles at the edges; a row at a time for one token where [`Fmt::MV_ROWS`] is 1).
 ///
 /// # Safety
 /// `m` satisfies the bounds documented on [`MatmulArgs`]; AVX2, FMA and F16C.
 #[inline(always)]
 pub(super) unsafe fn matmul<F: Fmt>(m: &mut MatmulArgs<'_>) {
+    if m.n == 1 && F::MV_ROWS == 1 {
+        for r in m.rows.clone() {
+            F::tile::<1, 1>(m, r, 0);
+        }
+    } else {
+        tiles::<F, 4, 3>(m);
+    }
+}
+
+#[inline(always)]
+unsafe fn tiles<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>) {
     let mut r = m.rows.start;
-    while r + RM <= m.rows.end {
-        tokens::<F, RM>(m, r);
-        r += RM;
+    while r + M <= m.rows.end {
+        tokens::<F, M, N>(m, r);
+        r += M;
     }
     while r < m.rows.end {
-        tokens::<F, 1>(m, r);
+        tokens::<F, 1, N>(m, r);
         r += 1;
     }
 }
 
 #[inline(always)]
-unsafe fn tokens<F: Fmt, const M: usize>(m: &mut MatmulArgs<'_>, r: usize) {
+unsafe fn tokens<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r: usize) {
     let mut t = 0;
-    while t + RN <= m.n {
-        tile::<F, M, RN>(m, r, t);
-        t += RN;
+    while t + N <= m.n {
+        F::tile::<M, N>(m, r, t);
+        t += N;
     }
-    match m.n - t {
-        2 => tile::<F, M, 2>(m, r, t),
-        1 => tile::<F, M, 1>(m, r, t),
-        _ => {}
+    while t + 2 <= m.n {
+        F::tile::<M, 2>(m, r, t);
+        t += 2;
+    }
+    if t < m.n {
+        F::tile::<M, 1>(m, r, t);
     }
 }
 
@@ -79,7 +87,11 @@ unsafe fn tokens<F: Fmt, const M: usize>(m: &mut MatmulArgs<'_>, r: usize) {
 /// accumulators of that token.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+pub(super) unsafe fn tile<F: Fmt, const M: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    r0: usize,
+    t0: usize,
+) {
     let nb = m.k / F::BLOCK;
     let (rb, ab) = (m.row_bytes, m.act_bytes);
     let w0 = m.w.as_ptr().add(r0 * rb);

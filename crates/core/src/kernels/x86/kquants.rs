@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{drive, h2f, load, load128, Fmt};
+use super::{drive, h2f_splat, hsum, load, load128, Fmt};
 use crate::kernels::MatmulArgs;
 
 /// An unpacked k-quant super-block.
@@ -55,6 +55,71 @@ unsafe fn kdot<const AFFINE: bool>(w: &KW, a: &KA, acc: __m256) -> __m256 {
         _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(w.dm, a.d), acc)
     } else {
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s, m)), _mm256_mul_ps(w.d, a.d), acc)
+    }
+}
+
+/// A register tile of k-quant rows `r0..r0 + M` against tokens `t0..t0 + N`: per super-block,
+/// the `M` weight blocks are unpacked once (to the stack), then for each 32-value slice `j`
+/// the `N` activation slices are loaded once and every (row, token) pair adds
+/// `vpmaddwd(vpmaddubsw(u, q), sc)` into an integer accumulator; the offsets and float
+/// scales are applied once per super-block and pair. One row and one token is the fused
+/// [`drive::tile`] (the unpacked block stays in registers).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_k<F: Fmt<Pw = KW, Pa = KA>, const AFFINE: bool, const M: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    r0: usize,
+    t0: usize,
+) {
+    if M == 1 && N == 1 {
+        return drive::tile::<F, M, N>(m, r0, t0);
+    }
+    let nb = m.k / 256;
+    let (rb, ab) = (m.row_bytes, m.act_bytes);
+    let w0 = m.w.as_ptr().add(r0 * rb);
+    let a0 = m.act.as_ptr().add(t0 * ab);
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    // SAFETY (of the zeroed value): all-zero is a valid `KW`.
+    let mut pw: [KW; M] = std::mem::zeroed();
+    for b in 0..nb {
+        for (r, pw) in pw.iter_mut().enumerate() {
+            *pw = F::pw(w0.add(r * rb + b * F::W));
+        }
+        let ap = |t: usize| a0.add(t * ab + b * 292);
+        let mut s = [[_mm256_setzero_si256(); N]; M];
+        for j in 0..8 {
+            let mut q = [_mm256_setzero_si256(); N];
+            for t in 0..N {
+                q[t] = load(ap(t).add(4 + 32 * j));
+            }
+            for r in 0..M {
+                let u = pw[r].u[j];
+                for t in 0..N {
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q[t]), pw[r].sc[j]);
+                    s[r][t] = _mm256_add_epi32(s[r][t], p);
+                }
+            }
+        }
+        for t in 0..N {
+            let bsums = load(ap(t).add(260));
+            let da = _mm256_set1_ps((ap(t) as *const f32).read_unaligned());
+            for r in 0..M {
+                let mm = _mm256_madd_epi16(pw[r].off, bsums);
+                let dd = _mm256_mul_ps(pw[r].d, da);
+                acc[r][t] = if AFFINE {
+                    let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r][t]), dd, acc[r][t]);
+                    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mm), _mm256_mul_ps(pw[r].dm, da), a)
+                } else {
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s[r][t], mm)), dd, acc[r][t])
+                };
+            }
+        }
+    }
+    let col = r0 - m.rows.start;
+    for (r, acc) in acc.iter().enumerate() {
+        for (t, &v) in acc.iter().enumerate() {
+            m.out[(t0 + t) * m.out_stride + col + r] = hsum(v);
+        }
     }
 }
 
@@ -133,6 +198,11 @@ pub(super) struct Q6K;
 // SAFETY (all five): `pw`/`pa` read exactly one block at their pointers; an all-zero `KW`
 // is valid.
 unsafe impl Fmt for Q2K {
+    const MV_ROWS: usize = 1;
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+        tile_k::<Self, true, M, N>(m, r0, t0)
+    }
     const BLOCK: usize = 256;
     const W: usize = 84;
     const A: usize = 292;
@@ -149,8 +219,8 @@ unsafe impl Fmt for Q2K {
             u: crumbs(p.add(16)),
             sc: scale_regs(sc),
             off: _mm256_cvtepu8_epi16(m),
-            d: _mm256_set1_ps(h2f(p.add(80))),
-            dm: _mm256_set1_ps(h2f(p.add(82))),
+            d: h2f_splat(p.add(80)),
+            dm: h2f_splat(p.add(82)),
         }
     }
     #[inline(always)]
@@ -164,6 +234,11 @@ unsafe impl Fmt for Q2K {
 }
 
 unsafe impl Fmt for Q3K {
+    const MV_ROWS: usize = 1;
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+        tile_k::<Self, false, M, N>(m, r0, t0)
+    }
     const BLOCK: usize = 256;
     const W: usize = 110;
     const A: usize = 292;
@@ -189,7 +264,7 @@ unsafe impl Fmt for Q3K {
         let g3 = ((a1 >> 4) & 0x0f0f_0f0f) | (((a2 >> 6) & 0x0303_0303) << 4);
         let raw = _mm_set_epi32(g3 as i32, g2 as i32, g1 as i32, g0 as i32);
         let sc = _mm_sub_epi8(raw, _mm_set1_epi8(32));
-        let d = _mm256_set1_ps(h2f(p.add(108)));
+        let d = h2f_splat(p.add(108));
         KW { u, sc: scale_regs(sc), off: _mm256_slli_epi16::<2>(_mm256_cvtepi8_epi16(sc)), d, dm: d }
     }
     #[inline(always)]
@@ -203,6 +278,11 @@ unsafe impl Fmt for Q3K {
 }
 
 unsafe impl Fmt for Q4K {
+    const MV_ROWS: usize = 1;
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+        tile_k::<Self, true, M, N>(m, r0, t0)
+    }
     const BLOCK: usize = 256;
     const W: usize = 144;
     const A: usize = 292;
@@ -212,7 +292,7 @@ unsafe impl Fmt for Q4K {
     #[inline(always)]
     unsafe fn pw(p: *const u8) -> KW {
         let (sc, off) = k4_scales(p.add(4));
-        KW { u: k4_codes(p.add(16)), sc, off, d: _mm256_set1_ps(h2f(p)), dm: _mm256_set1_ps(h2f(p.add(2))) }
+        KW { u: k4_codes(p.add(16)), sc, off, d: h2f_splat(p), dm: h2f_splat(p.add(2)) }
     }
     #[inline(always)]
     unsafe fn pa(p: *const u8) -> KA {
@@ -225,6 +305,11 @@ unsafe impl Fmt for Q4K {
 }
 
 unsafe impl Fmt for Q5K {
+    const MV_ROWS: usize = 1;
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+        tile_k::<Self, true, M, N>(m, r0, t0)
+    }
     const BLOCK: usize = 256;
     const W: usize = 176;
     const A: usize = 292;
@@ -241,7 +326,7 @@ unsafe impl Fmt for Q5K {
             let h = _mm256_slli_epi16::<4>(shr_mask(qh, j as i32, 1));
             *u = _mm256_or_si256(*u, h);
         }
-        KW { u, sc, off, d: _mm256_set1_ps(h2f(p)), dm: _mm256_set1_ps(h2f(p.add(2))) }
+        KW { u, sc, off, d: h2f_splat(p), dm: h2f_splat(p.add(2)) }
     }
     #[inline(always)]
     unsafe fn pa(p: *const u8) -> KA {
@@ -254,6 +339,11 @@ unsafe impl Fmt for Q5K {
 }
 
 unsafe impl Fmt for Q6K {
+    const MV_ROWS: usize = 1;
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+        tile_k::<Self, false, M, N>(m, r0, t0)
+    }
     const BLOCK: usize = 256;
     const W: usize = 210;
     const A: usize = 292;
@@ -283,7 +373,7 @@ unsafe impl Fmt for Q6K {
             u[4 * h + 3] = _mm256_or_si256(l3, _mm256_slli_epi16::<4>(h3));
         }
         let sc = load128(p.add(192));
-        let d = _mm256_set1_ps(h2f(p.add(208)));
+        let d = h2f_splat(p.add(208));
         KW { u, sc: scale_regs(sc), off: _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(sc)), d, dm: d }
     }
     #[inline(always)]

@@ -36,18 +36,18 @@ pub(super) struct LA {
 }
 
 /// The 32 nibbles of the 16 bytes at `p` in element order: low nibbles (elements 0..16),
-/// then high nibbles (16..32).
+/// then high nibbles (16..32). A broadcast load and a per-half shift (no shuffle-port work).
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> __m256i {
-    let x = load128(p);
-    let both = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x), _mm_srli_epi16::<4>(x));
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+    let x = _mm256_broadcastsi128_si256(load128(p));
+    let x = _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    _mm256_and_si256(x, _mm256_set1_epi8(0x0f))
 }
 
 /// `0x10` in byte `j` where bit `j` of the little-endian u32 at `p` is set, else 0.
 #[inline(always)]
 unsafe fn fifth_bits(p: *const u8) -> __m256i {
-    let qh = (p as *const u32).read_unaligned() as i32;
+    let qh = (p as *const i32).read_unaligned();
     #[rustfmt::skip]
     let spread = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -60,8 +60,8 @@ unsafe fn fifth_bits(p: *const u8) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn signed(w: __m256i, d: f32) -> LW {
-    LW { w, aw: _mm256_abs_epi8(w), d: _mm256_set1_ps(d), m: _mm256_setzero_ps() }
+unsafe fn signed(w: __m256i, d: __m256) -> LW {
+    LW { w, aw: _mm256_abs_epi8(w), d, m: _mm256_setzero_ps() }
 }
 
 #[inline(always)]
@@ -107,7 +107,7 @@ unsafe impl Fmt for Q4_0 {
     type Pa = LA;
     #[inline(always)]
     unsafe fn pw(p: *const u8) -> LW {
-        signed(_mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)), h2f(p))
+        signed(_mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)), h2f_splat(p))
     }
     #[inline(always)]
     unsafe fn pa(p: *const u8) -> LA {
@@ -129,7 +129,7 @@ unsafe impl Fmt for Q5_0 {
     #[inline(always)]
     unsafe fn pw(p: *const u8) -> LW {
         let u = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)));
-        signed(_mm256_sub_epi8(u, _mm256_set1_epi8(16)), h2f(p))
+        signed(_mm256_sub_epi8(u, _mm256_set1_epi8(16)), h2f_splat(p))
     }
     #[inline(always)]
     unsafe fn pa(p: *const u8) -> LA {
@@ -152,7 +152,7 @@ unsafe impl Fmt for Q8_0 {
     unsafe fn pw(p: *const u8) -> LW {
         // A code of −128 (never written by the reference quantizer) still works: its
         // magnitude 128 is exact as an unsigned byte.
-        signed(load(p.add(2)), h2f(p))
+        signed(load(p.add(2)), h2f_splat(p))
     }
     #[inline(always)]
     unsafe fn pa(p: *const u8) -> LA {

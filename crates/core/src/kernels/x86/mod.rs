@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, Tier};
+use super::{Kernels, MatmulArgs, Tier};
 use crate::DType;
 
 mod drive;
@@ -89,6 +89,18 @@ pub(super) unsafe trait Fmt {
     unsafe fn tail(_w: *const u8, _a: *const u8, _n: usize) -> f32 {
         0.0
     }
+    /// Rows per tile of a one-token product: 4 shares each activation block over four rows;
+    /// 1 suits formats whose unpacked block fills the registers (one fused row at a time).
+    const MV_ROWS: usize = 4;
+    /// One register tile of the matrix product: rows `r0..r0 + M` against tokens
+    /// `t0..t0 + N` (see [`drive::tile`], the default).
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize)
+    where
+        Self: Sized,
+    {
+        drive::tile::<Self, M, N>(m, r0, t0)
+    }
 }
 
 /// Sum of the eight lanes.
@@ -100,17 +112,62 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// The little-endian IEEE half at `p`, widened (F16C).
-#[inline(always)]
-pub(super) unsafe fn h2f(p: *const u8) -> f32 {
-    let bits = (p as *const u16).read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+/// Every IEEE half widened to f32 (as bits), indexed by the half's bits: 256 KiB.
+///
+/// Widening a block scale through this table costs two loads (`movzx`, `vbroadcastss` from
+/// memory) and no arithmetic, where F16C needs an insert, a conversion and a broadcast on
+/// the shuffle port, which the 32-value formats, one scale per 18–34 bytes, would saturate.
+/// Scales of a model cluster in a few binades, so the lines in use stay in cache.
+static F16_TO_F32: [u32; 1 << 16] = {
+    let mut t = [0u32; 1 << 16];
+    let mut h = 0;
+    while h < t.len() {
+        t[h] = f16_to_f32_bits(h as u16);
+        h += 1;
+    }
+    t
+};
+
+/// IEEE half → single, exactly (NaN payloads kept), in integer arithmetic for the table.
+const fn f16_to_f32_bits(h: u16) -> u32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    if exp == 0x1f {
+        sign | 0x7f80_0000 | (man << 13)
+    } else if exp != 0 {
+        sign | ((exp + 112) << 23) | (man << 13)
+    } else if man == 0 {
+        sign
+    } else {
+        // Subnormal: man·2⁻²⁴, normalized.
+        let (mut e, mut m) = (113u32, man);
+        while m & 0x400 == 0 {
+            m <<= 1;
+            e -= 1;
+        }
+        sign | (e << 23) | ((m & 0x3ff) << 13)
+    }
 }
 
-/// The half at `p`, widened and broadcast.
+/// Pointer to the table entry of the little-endian half at `p`.
+#[inline(always)]
+unsafe fn h2f_entry(p: *const u8) -> *const f32 {
+    let bits = (p as *const u16).read_unaligned();
+    // The index is below 2¹⁶, the table's length.
+    F16_TO_F32.as_ptr().add(bits as usize) as *const f32
+}
+
+/// The little-endian IEEE half at `p`, widened.
+#[inline(always)]
+pub(super) unsafe fn h2f(p: *const u8) -> f32 {
+    *h2f_entry(p)
+}
+
+/// The half at `p`, widened and broadcast (a broadcast load from the table).
 #[inline(always)]
 pub(super) unsafe fn h2f_splat(p: *const u8) -> __m256 {
-    _mm256_set1_ps(h2f(p))
+    _mm256_broadcast_ss(&*h2f_entry(p))
 }
 
 /// 32 bytes at `p`.
@@ -129,4 +186,17 @@ pub(super) unsafe fn load128(p: *const u8) -> __m128i {
 #[inline(always)]
 pub(super) unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_table_is_exact() {
+        for h in 0..=u16::MAX {
+            let want = crate::quant::f16_bits_to_f32(h).to_bits();
+            assert_eq!(F16_TO_F32[h as usize], want, "{h:#06x}");
+        }
+    }
 }

@@ -1,0 +1,238 @@
+//! Single-thread speed of the quantized kernels, per weight type and tier (a benchmark, kept
+//! apart from the tests).
+//!
+//! `cargo run --release -p edgellm-core --example kernel_speed [-- [--tiers scalar,avx2]
+//! [--types q4_0,q8_0] [--quick]]`
+//!
+//! For each tier and type it prints:
+//! - `vec_dot` throughput in GB/s of weight bytes over every row of a 576×1536 and a 1536×576
+//!   matrix (out × in, the shapes of SmolLM2-135M; both fit in L2 cache) against one
+//!   activation row, one `vec_dot` call per row;
+//! - `mv` the same through `matmul` with one token (4-row tiles sharing each activation
+//!   block: the token-generation path), on the 1536×576 matrix and streamed from memory over
+//!   400 MB of distinct copies of it (like a model's layers, more than the caches);
+//!   the k-quants, whose rows must be whole 256-value blocks, use 1536×768 instead;
+//! - `mm512` the matrix product of the 576×1536 matrix with 512 tokens (prompt processing),
+//!   in GFLOP/s (2·rows·k·n per second), and its speed-up over 512 rounds of `mv`;
+//! - `quant` activation quantization in GB/s of f32 input.
+//!
+//! And, once per tier, the 49152×576 Q8_0 embedding-sized matrix (30 MB) as `dot` and `mv`.
+//! Times are this thread's CPU time where Linux reports it, so other processes sharing the
+//! cores slow the results less (they still share caches and memory bandwidth).
+
+use std::time::Instant;
+
+use edgellm_core::kernels::{self, Kernels, Tier};
+use edgellm_core::quant;
+use edgellm_core::DType;
+
+/// Deterministic pseudo-Gaussian data without a generator dependency.
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            let mut v = 0.0f32;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                v += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            v
+        })
+        .collect()
+}
+
+/// Seconds this thread has run on a CPU (Linux's schedstat), or `None` elsewhere. On a busy
+/// machine this excludes the time other processes had the core.
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(s.split_whitespace().next()?.parse::<f64>().ok()? * 1e-9)
+}
+
+/// Best time per call in seconds of `f` over a few rounds of at least `min_s` each: CPU time
+/// of this thread where the OS reports it, else wall time.
+fn time(min_s: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let cpu0 = cpu_seconds();
+        let mut calls = 0u64;
+        while start.elapsed().as_secs_f64() < min_s {
+            f();
+            calls += 1;
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let spent = match (cpu0, cpu_seconds()) {
+            (Some(a), Some(b)) if b > a => b - a,
+            _ => wall,
+        };
+        best = best.min(spent / calls as f64);
+    }
+    best
+}
+
+struct Matrix {
+    dtype: DType,
+    rows: usize,
+    k: usize,
+    w: Vec<u8>,
+}
+
+impl Matrix {
+    fn new(dtype: DType, rows: usize, k: usize, seed: u64) -> Matrix {
+        let w = quant::quantize(dtype, &data(rows * k, seed)).expect("quantizable type");
+        Matrix { dtype, rows, k, w }
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.w.len() / self.rows
+    }
+}
+
+fn activations(kern: &Kernels, dtype: DType, k: usize, n: usize) -> Vec<u8> {
+    let x = data(k * n, 99);
+    let ab = kernels::activation_row_bytes(dtype, k);
+    let mut a = vec![0u8; ab * n];
+    for (xr, ar) in x.chunks_exact(k).zip(a.chunks_exact_mut(ab)) {
+        kern.quantize_activations(dtype, xr, ar);
+    }
+    a
+}
+
+/// GB/s of weight bytes of one `vec_dot` per row.
+fn vec_dot_gbs(kern: &Kernels, m: &Matrix, min_s: f64) -> f64 {
+    let a = activations(kern, m.dtype, m.k, 1);
+    let rb = m.row_bytes();
+    let mut sink = 0.0f32;
+    let t = time(min_s, || {
+        for r in m.w.chunks_exact(rb) {
+            sink += kern.vec_dot(m.dtype, r, &a, m.k);
+        }
+    });
+    std::hint::black_box(sink);
+    m.w.len() as f64 / t / 1e9
+}
+
+/// GB/s of weight bytes of `matmul` with one token over each matrix in turn.
+fn mv_gbs(kern: &Kernels, ms: &[Matrix], min_s: f64) -> f64 {
+    let (dtype, k, rows) = (ms[0].dtype, ms[0].k, ms[0].rows);
+    let a = activations(kern, dtype, k, 1);
+    let mut out = vec![0.0f32; rows];
+    let t = time(min_s, || {
+        for m in ms {
+            kern.matmul(dtype, &m.w, k, 0..rows, &a, 1, &mut out, rows);
+        }
+    });
+    std::hint::black_box(&out);
+    ms.iter().map(|m| m.w.len()).sum::<usize>() as f64 / t / 1e9
+}
+
+/// GFLOP/s of `matmul` with `n` tokens.
+fn mm_gflops(kern: &Kernels, m: &Matrix, n: usize, min_s: f64) -> f64 {
+    let a = activations(kern, m.dtype, m.k, n);
+    let mut out = vec![0.0f32; m.rows * n];
+    let t = time(min_s, || kern.matmul(m.dtype, &m.w, m.k, 0..m.rows, &a, n, &mut out, m.rows));
+    std::hint::black_box(&out);
+    2.0 * (m.rows * m.k * n) as f64 / t / 1e9
+}
+
+/// GB/s of f32 input of activation quantization.
+fn quant_gbs(kern: &Kernels, dtype: DType, min_s: f64) -> f64 {
+    let k = 1536 * 4;
+    let x = data(k, 7);
+    let mut a = vec![0u8; kernels::activation_row_bytes(dtype, k)];
+    let t = time(min_s, || kern.quantize_activations(dtype, &x, &mut a));
+    std::hint::black_box(&a);
+    (4 * k) as f64 / t / 1e9
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let quick = args.iter().any(|a| a == "--quick");
+    let min_s = if quick { 0.05 } else { 0.2 };
+    let tiers: Vec<Tier> = match value("--tiers") {
+        Some(list) => list.split(',').map(|n| Tier::from_name(n).expect("a tier name")).collect(),
+        None => kernels::available_tiers(),
+    };
+    let types: Vec<DType> = match value("--types") {
+        Some(list) => list.split(',').map(|n| DType::from_name(n).expect("a type name")).collect(),
+        None => vec![
+            DType::Q4_0,
+            DType::Q8_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q4_K,
+            DType::Q6_K,
+            DType::F16,
+            DType::F32,
+            DType::Q5_1,
+            DType::Q5_K,
+            DType::Q3_K,
+            DType::Q2_K,
+            DType::BF16,
+        ],
+    };
+    println!("active tier: {} (single thread)", kernels::tier_name());
+    println!(
+        "{:<7} {:<6} {:>14} {:>14} {:>11} {:>13} {:>13} {:>9} {:>10}",
+        "tier",
+        "type",
+        "dot 576x1536",
+        "dot 1536x576",
+        "mv 1536x576",
+        "mv streamed",
+        "mm512 GFLOP/s",
+        "mm/mv",
+        "quant act"
+    );
+    println!(
+        "{:<7} {:<6} {:>14} {:>14} {:>11} {:>13} {:>13} {:>9} {:>10}",
+        "", "", "GB/s", "GB/s", "GB/s", "GB/s", "", "", "GB/s"
+    );
+    for &tier in &tiers {
+        let Some(kern) = Kernels::for_tier(tier) else {
+            println!("{:<7} not supported on this CPU", tier.name());
+            continue;
+        };
+        for &t in &types {
+            let wide = Matrix::new(t, 576, 1536, 1);
+            // The k-quants need rows of whole 256-value blocks: 1536×768 for them.
+            let tall_k = if t.block_size() == 256 { 768 } else { 576 };
+            let tall = Matrix::new(t, 1536, tall_k, 2);
+            // Distinct copies, 400 MB in all, more than the caches (300 MB of L3 here).
+            let copies = (400 << 20) / tall.w.len();
+            let layers: Vec<Matrix> =
+                (0..copies).map(|_| Matrix { dtype: t, rows: 1536, k: tall_k, w: tall.w.clone() }).collect();
+            let dot_wide = vec_dot_gbs(kern, &wide, min_s);
+            let dot_tall = vec_dot_gbs(kern, &tall, min_s);
+            let mv_tall = mv_gbs(kern, std::slice::from_ref(&tall), min_s);
+            let mv_stream = mv_gbs(kern, &layers, min_s);
+            let n = 512;
+            let mm = mm_gflops(kern, &wide, n, min_s);
+            // Speed-up of one 512-token product over 512 one-token products.
+            let mv_wide_gflops = mv_gbs(kern, std::slice::from_ref(&wide), min_s) * 1e9 / wide.w.len() as f64
+                * 2.0
+                * (wide.rows * wide.k) as f64
+                / 1e9;
+            let q = quant_gbs(kern, t, min_s);
+            println!(
+                "{:<7} {:<6} {dot_wide:>14.2} {dot_tall:>14.2} {mv_tall:>11.2} {mv_stream:>13.2} {mm:>13.1} {:>8.1}x {q:>10.2}",
+                tier.name(),
+                t.name(),
+                mm / mv_wide_gflops
+            );
+        }
+        if types.contains(&DType::Q8_0) {
+            let emb = Matrix::new(DType::Q8_0, 49152, 576, 3);
+            let mv = mv_gbs(kern, std::slice::from_ref(&emb), min_s);
+            let dot = vec_dot_gbs(kern, &emb, min_s);
+            println!(
+                "{:<7} Q8_0 49152x576 (embedding, 30 MB): dot {dot:.2} GB/s, mv {mv:.2} GB/s",
+                tier.name()
+            );
+        }
+    }
+}
