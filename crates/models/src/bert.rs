@@ -14,14 +14,14 @@
 //!   layer and attention runs within each sequence, so padding costs nothing, and a sequence's
 //!   result does not depend on what else is in its batch (batched and one-at-a-time outputs are
 //!   bit-identical). Masked positions of the output are zero.
-//! - Projections run through [`dense_forward`], a register-tiled GEMM that dequantizes each
-//!   panel of weight rows once per call (through [`Linear::row_f32`], so any weight type works)
-//!   and reuses it for every token, instead of [`Linear::forward`]'s one row per pass.
+//! - Projections run through [`dense_forward`]: the core's register-tiled matrix kernels on the
+//!   [`Linear`]'s bytes, split over threads by tokens, then the bias.
 
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
 
+use edgellm_core::kernels;
 use edgellm_core::parallel::{for_each_range, num_threads};
 use edgellm_core::DType;
 use edgellm_formats::{ConfigError, HfConfig, SafetensorsError, SafetensorsFile};
@@ -316,17 +316,12 @@ impl Dense {
     }
 }
 
-/// Output columns per weight panel of [`dense_forward`].
-const NR: usize = 8;
-/// Tokens per register tile of [`dense_forward`].
-const MR: usize = 4;
-
 /// `y[t] = W x[t] (+ b)` for `n` tokens: `x` is `[n × in]`, `y` is `[n × out]`.
 ///
-/// Each thread takes a contiguous range of tokens, dequantizes the weight `NR` rows at a time
-/// into a transposed panel (`[in × NR]`) and multiplies it with `MR` tokens at once, keeping an
-/// `MR × NR` tile of sums in registers. A token's sums are accumulated in the same order
-/// whatever the other tokens are, so results do not depend on `n` or on the thread count.
+/// Each thread takes a contiguous range of tokens and runs the core's register-tiled
+/// [`kernels::matmul`] over all weight rows (SIMD where the CPU has it; quantized weights dot
+/// with activations quantized to their activation format). A weight type without kernels
+/// falls back to [`Linear::forward`].
 pub fn dense_forward(w: &Linear, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [f32]) {
     let (k, m) = (w.in_features, w.out_features);
     assert_eq!(x.len(), n * k, "{}: input length", w.name);
@@ -334,56 +329,25 @@ pub fn dense_forward(w: &Linear, bias: Option<&[f32]>, x: &[f32], n: usize, y: &
     if let Some(b) = bias {
         assert_eq!(b.len(), m, "{}: bias length", w.name);
     }
-    par_rows(y, m, MR, |rows, out| {
-        // Tokens of this range, transposed per tile: xt[tile][kk][i] = x[start + tile·MR + i][kk].
-        let tiles = rows.len().div_ceil(MR);
-        let mut xt = vec![0.0f32; tiles * k * MR];
-        for (ti, tile) in xt.chunks_exact_mut(k * MR).enumerate() {
-            for i in 0..MR {
-                let t = rows.start + ti * MR + i;
-                if t < rows.end {
-                    for (kk, &v) in x[t * k..(t + 1) * k].iter().enumerate() {
-                        tile[kk * MR + i] = v;
-                    }
-                }
+    let usable =
+        kernels::supports(w.dtype) && kernels::activation_type(w.dtype).bytes_for(k as u64).is_some();
+    if !usable {
+        w.forward(x, n, y);
+    } else {
+        let ab = kernels::activation_row_bytes(w.dtype, k);
+        par_rows(y, m, 1, |rows, out| {
+            let mut act = vec![0u8; rows.len() * ab]; // [tokens × activation row]
+            for (a, t) in act.chunks_exact_mut(ab).zip(rows.clone()) {
+                kernels::quantize_activations(w.dtype, &x[t * k..(t + 1) * k], a);
             }
+            kernels::matmul(w.dtype, w.bytes(), k, 0..m, &act, rows.len(), out, m);
+        });
+    }
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(m) {
+            row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
         }
-        let mut panel = vec![0.0f32; k * NR]; // [k × NR]
-        let mut row = vec![0.0f32; k];
-        for p0 in (0..m).step_by(NR) {
-            let width = NR.min(m - p0);
-            for j in 0..NR {
-                if j < width {
-                    // Sizes were checked when the Linear was built; a failure here is a bug.
-                    w.row_f32(p0 + j, &mut row).expect("row size checked at construction");
-                    for (kk, &v) in row.iter().enumerate() {
-                        panel[kk * NR + j] = v;
-                    }
-                } else {
-                    panel.iter_mut().skip(j).step_by(NR).for_each(|v| *v = 0.0);
-                }
-            }
-            for (ti, tile) in xt.chunks_exact(k * MR).enumerate() {
-                let mut acc = [[0.0f32; NR]; MR];
-                for (wv, xv) in panel.chunks_exact(NR).zip(tile.chunks_exact(MR)) {
-                    let wv: &[f32; NR] = wv.try_into().expect("chunk of NR");
-                    let xv: &[f32; MR] = xv.try_into().expect("chunk of MR");
-                    for i in 0..MR {
-                        for j in 0..NR {
-                            acc[i][j] += xv[i] * wv[j];
-                        }
-                    }
-                }
-                let t0 = ti * MR;
-                for (i, a) in acc.iter().enumerate().take((rows.len() - t0).min(MR)) {
-                    let o = &mut out[(t0 + i) * m + p0..(t0 + i) * m + p0 + width];
-                    for (j, v) in o.iter_mut().enumerate() {
-                        *v = a[j] + bias.map_or(0.0, |b| b[p0 + j]);
-                    }
-                }
-            }
-        }
-    });
+    }
 }
 
 /// Run `f(rows, y_rows)` on one contiguous range of rows of `y` (rows of `row_len` values) per

@@ -1,6 +1,7 @@
 //! edgellm-runtime: from a model file to tokens — loading with a memory check, the
 //! prefill/decode loop, and the sampler chain.
 
+pub mod embed;
 pub mod memory;
 pub mod sampler;
 pub mod session;

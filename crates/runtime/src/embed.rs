@@ -1,0 +1,465 @@
+//! The sentence-embedding pipeline of a sentence-transformers model directory: text → WordPiece
+//! ids (Hugging Face `tokenizers`, from `tokenizer.json`) → BERT → pooling → L2 normalization.
+//!
+//! Follows sentence-transformers: `modules.json` lists the stages (Transformer, Pooling with its
+//! `<path>/config.json`, optional Normalize); `sentence_bert_config.json` gives `max_seq_length`
+//! (the truncation length, special tokens included) and `do_lower_case`. Texts are sorted by
+//! token count and embedded in batches padded to the longest of each batch.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use edgellm_models::bert::{Bert, BertBatch, BertError};
+use serde::Deserialize;
+
+/// An error loading an embedding model or embedding text.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The model directory is not there.
+    #[error("model directory {0} does not exist; run scripts/fetch-models or pass a sentence-transformers model directory")]
+    MissingModelDir(PathBuf),
+    /// A file the model needs is not in its directory.
+    #[error("{what} {path} is missing; the model directory needs config.json, model.safetensors and tokenizer.json (run scripts/fetch-models)")]
+    MissingFile {
+        /// What the file is.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A JSON configuration file is malformed.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `tokenizer.json` could not be loaded, or a text could not be tokenized.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The directory asks for a stage or pooling mode edgellm does not implement.
+    #[error("unsupported sentence-transformers setup: {0}")]
+    Unsupported(String),
+    /// The BERT model could not be loaded or run.
+    #[error(transparent)]
+    Model(#[from] BertError),
+    /// An input line is not UTF-8.
+    #[error("input line {line} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The line, counted from 1.
+        line: usize,
+    },
+    /// The input holds no lines.
+    #[error("the input is empty: give one text per line")]
+    EmptyInput,
+    /// Reading the input failed.
+    #[error("reading the input: {0}")]
+    Input(std::io::Error),
+}
+
+/// How token states become one vector, as `1_Pooling/config.json` says. Several modes may be on:
+/// their vectors are concatenated in the order cls, max, mean, mean-sqrt-len (as
+/// sentence-transformers does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Pooling {
+    /// The `[CLS]` (first) token's state.
+    #[serde(default, rename = "pooling_mode_cls_token")]
+    pub cls: bool,
+    /// Element-wise maximum over the tokens.
+    #[serde(default, rename = "pooling_mode_max_tokens")]
+    pub max: bool,
+    /// Mean over the tokens.
+    #[serde(default, rename = "pooling_mode_mean_tokens")]
+    pub mean: bool,
+    /// Sum over the tokens divided by the square root of their number.
+    #[serde(default, rename = "pooling_mode_mean_sqrt_len_tokens")]
+    pub mean_sqrt_len: bool,
+}
+
+impl Pooling {
+    /// Mean pooling alone (sentence-transformers' default).
+    pub const MEAN: Pooling = Pooling { cls: false, max: false, mean: true, mean_sqrt_len: false };
+
+    /// Read a sentence-transformers Pooling `config.json`, rejecting modes edgellm lacks.
+    pub fn from_file(path: &Path) -> Result<Pooling, EmbedError> {
+        let text = read(path)?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| EmbedError::Json { path: path.into(), source })?;
+        for mode in ["pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"] {
+            if raw.get(mode).and_then(|v| v.as_bool()) == Some(true) {
+                return Err(EmbedError::Unsupported(format!("{}: {mode}", path.display())));
+            }
+        }
+        if let Some(m) = raw.get("pooling_mode").and_then(|v| v.as_str()) {
+            let p = match m {
+                "mean" => Pooling::MEAN,
+                "cls" => Pooling { cls: true, ..Pooling::default() },
+                "max" => Pooling { max: true, ..Pooling::default() },
+                "mean_sqrt_len_tokens" => Pooling { mean_sqrt_len: true, ..Pooling::default() },
+                other => {
+                    return Err(EmbedError::Unsupported(format!(
+                        "{}: pooling_mode '{other}'",
+                        path.display()
+                    )))
+                }
+            };
+            return Ok(p);
+        }
+        let p: Pooling =
+            serde_json::from_value(raw).map_err(|source| EmbedError::Json { path: path.into(), source })?;
+        if p == Pooling::default() {
+            return Err(EmbedError::Unsupported(format!("{}: no pooling mode is on", path.display())));
+        }
+        Ok(p)
+    }
+
+    /// Number of modes on: the embedding is this many times the hidden size.
+    pub fn modes(&self) -> usize {
+        [self.cls, self.max, self.mean, self.mean_sqrt_len].iter().filter(|&&m| m).count()
+    }
+
+    /// Pool the states `h` (`[len × d]`, padded positions included) of one sequence whose
+    /// attention mask is `mask` (`[len]`).
+    pub fn apply(&self, h: &[f32], mask: &[u8], d: usize) -> Vec<f32> {
+        let rows = || h.chunks_exact(d).zip(mask).filter(|(_, &m)| m != 0).map(|(r, _)| r);
+        let count = mask.iter().filter(|&&m| m != 0).count();
+        let mut out = Vec::with_capacity(d * self.modes());
+        if self.cls {
+            out.extend_from_slice(&h[..d]);
+        }
+        if self.max {
+            let mut m = vec![f32::NEG_INFINITY; d];
+            rows().for_each(|r| m.iter_mut().zip(r).for_each(|(a, &b)| *a = a.max(b)));
+            // sentence-transformers fills masked positions with -1e9 before the maximum.
+            m.iter_mut().filter(|v| v.is_infinite()).for_each(|v| *v = -1e9);
+            out.extend_from_slice(&m);
+        }
+        if self.mean || self.mean_sqrt_len {
+            let mut sum = vec![0.0f64; d];
+            rows().for_each(|r| sum.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64));
+            // sentence-transformers clamps the token count at 1e-9.
+            let n = (count as f64).max(1e-9);
+            if self.mean {
+                out.extend(sum.iter().map(|&s| (s / n) as f32));
+            }
+            if self.mean_sqrt_len {
+                out.extend(sum.iter().map(|&s| (s / n.sqrt()) as f32));
+            }
+        }
+        out
+    }
+}
+
+/// Scale `v` to unit L2 norm in place (as `torch.nn.functional.normalize`: the norm is clamped at
+/// 1e-12, so a zero vector stays zero).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += x as f64 * y as f64;
+        aa += x as f64 * x as f64;
+        bb += y as f64 * y as f64;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 0.0;
+    }
+    (ab / (aa.sqrt() * bb.sqrt())) as f32
+}
+
+/// Read one text per line (`\n` or `\r\n` line ends; a final line end is optional), checking each
+/// line is UTF-8.
+pub fn read_lines(mut r: impl Read) -> Result<Vec<String>, EmbedError> {
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes).map_err(EmbedError::Input)?;
+    if bytes.is_empty() {
+        return Err(EmbedError::EmptyInput);
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            String::from_utf8(line.to_vec()).map_err(|_| EmbedError::InvalidUtf8 { line: i + 1 })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Module {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+fn read(path: &Path) -> Result<String, EmbedError> {
+    std::fs::read_to_string(path).map_err(|source| EmbedError::Io { path: path.into(), source })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, EmbedError> {
+    serde_json::from_str(&read(path)?).map_err(|source| EmbedError::Json { path: path.into(), source })
+}
+
+fn need(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, EmbedError> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(EmbedError::MissingFile { what, path: p })
+    }
+}
+
+/// Default batch size of [`Embedder::embed_batch`] (sentence-transformers' default).
+pub const DEFAULT_BATCH: usize = 32;
+
+/// A loaded sentence-embedding model: tokenizer, BERT encoder, pooling and normalization.
+pub struct Embedder {
+    model: Bert,
+    tokenizer: tokenizers::Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    lower_case: bool,
+    max_seq_length: usize,
+}
+
+impl Embedder {
+    /// Load the sentence-transformers model in `dir` (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`, and where present `modules.json`, the Pooling config and
+    /// `sentence_bert_config.json`). Without `modules.json`: mean pooling, no normalization.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Embedder, EmbedError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(EmbedError::MissingModelDir(dir.into()));
+        }
+        need(dir, "config.json", "model configuration")?;
+        need(dir, "model.safetensors", "weight file")?;
+        let tok_path = need(dir, "tokenizer.json", "tokenizer file")?;
+
+        let (mut pooling, mut normalize) = (Pooling::MEAN, false);
+        let modules_path = dir.join("modules.json");
+        if modules_path.is_file() {
+            let modules: Vec<Module> = read_json(&modules_path)?;
+            for m in &modules {
+                match m.kind.rsplit('.').next().unwrap_or("") {
+                    "Transformer" if m.path.is_empty() => {}
+                    "Pooling" => {
+                        pooling = Pooling::from_file(&need(
+                            &dir.join(&m.path),
+                            "config.json",
+                            "pooling configuration",
+                        )?)?
+                    }
+                    "Normalize" => normalize = true,
+                    _ => {
+                        return Err(EmbedError::Unsupported(format!(
+                            "{}: module {} at '{}' (edgellm runs Transformer, Pooling and Normalize)",
+                            modules_path.display(),
+                            m.kind,
+                            m.path
+                        )))
+                    }
+                }
+            }
+        }
+
+        let model = Bert::from_dir(dir)?;
+        let max_pos = model.config.max_position_embeddings;
+        let st_path = dir.join("sentence_bert_config.json");
+        let st: SentenceBertConfig = if st_path.is_file() {
+            read_json(&st_path)?
+        } else {
+            SentenceBertConfig { max_seq_length: None, do_lower_case: false }
+        };
+        let max_seq_length = match st.max_seq_length {
+            Some(n) => n,
+            None => {
+                // The tokenizer's model_max_length, where it is a real limit.
+                let tc = dir.join("tokenizer_config.json");
+                let from_tok = if tc.is_file() {
+                    read_json::<serde_json::Value>(&tc)?.get("model_max_length").and_then(|v| v.as_u64())
+                } else {
+                    None
+                };
+                from_tok.map_or(max_pos, |n| (n as usize).min(max_pos))
+            }
+        }
+        .min(max_pos);
+        if max_seq_length < 2 {
+            return Err(EmbedError::Unsupported(format!(
+                "max_seq_length {max_seq_length} leaves no room for text"
+            )));
+        }
+
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+            .map_err(|e| EmbedError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        // tokenizer.json may carry its own truncation and padding (all-MiniLM-L6-v2's pads to
+        // 128): use sentence-transformers' truncation and no padding instead.
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_seq_length,
+                ..Default::default()
+            }))
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(Embedder { model, tokenizer, pooling, normalize, lower_case: st.do_lower_case, max_seq_length })
+    }
+
+    /// The BERT encoder.
+    pub fn model(&self) -> &Bert {
+        &self.model
+    }
+
+    /// Length of an embedding.
+    pub fn dim(&self) -> usize {
+        self.model.config.hidden_size * self.pooling.modes()
+    }
+
+    /// The pooling.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Whether embeddings are L2-normalized.
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// Tokens a text is truncated to, special tokens included.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Token ids of `text` with `[CLS]`/`[SEP]`, truncated to [`Self::max_seq_length`].
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        let lowered;
+        let text = if self.lower_case {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let enc = self.tokenizer.encode(text, true).map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The embedding of one text.
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let ids = self.tokenize(text)?;
+        Ok(self.embed_ids(&[&ids])?.remove(0))
+    }
+
+    /// Embeddings of `texts`, in their order: sorted by token count into batches of
+    /// `batch_size` (0: [`DEFAULT_BATCH`]), each padded to its longest sequence.
+    pub fn embed_batch<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let batch_size = if batch_size == 0 { DEFAULT_BATCH } else { batch_size };
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t.as_ref())).collect::<Result<_, _>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![Vec::new(); ids.len()];
+        for chunk in order.chunks(batch_size) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            for (&i, e) in chunk.iter().zip(self.embed_ids(&seqs)?) {
+                out[i] = e;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Embeddings of token sequences run as one batch padded to the longest.
+    pub fn embed_ids(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let (b, d) = (seqs.len(), self.model.config.hidden_size);
+        let pad = self.model.config.pad_token_id;
+        let mut input_ids = vec![pad; b * len]; // [b × len]
+        let mut attention_mask = vec![0u8; b * len]; // [b × len]
+        for (s, q) in seqs.iter().enumerate() {
+            input_ids[s * len..s * len + q.len()].copy_from_slice(q);
+            attention_mask[s * len..s * len + q.len()].fill(1);
+        }
+        let batch = BertBatch {
+            input_ids: &input_ids,
+            attention_mask: &attention_mask,
+            token_type_ids: None,
+            batch: b,
+            seq_len: len,
+        };
+        let h = self.model.forward(&batch)?; // [b × len × d]
+        Ok((0..b)
+            .map(|s| {
+                let mut e = self.pooling.apply(
+                    &h[s * len * d..(s + 1) * len * d],
+                    &attention_mask[s * len..(s + 1) * len],
+                    d,
+                );
+                if self.normalize {
+                    l2_normalize(&mut e);
+                }
+                e
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_checked() {
+        assert_eq!(read_lines(&b"a\nb\r\n\nc"[..]).unwrap(), ["a", "b", "", "c"]);
+        assert_eq!(read_lines(&b"a\n"[..]).unwrap(), ["a"]);
+        assert_eq!(read_lines(&b"\n"[..]).unwrap(), [""]);
+        assert!(matches!(read_lines(&b""[..]), Err(EmbedError::EmptyInput)));
+        let e = read_lines(&b"ok\nok\n\xff\xfe\n"[..]).unwrap_err();
+        assert!(matches!(e, EmbedError::InvalidUtf8 { line: 3 }), "{e}");
+        assert_eq!(e.to_string(), "input line 3 is not valid UTF-8");
+    }
+
+    #[test]
+    fn pooling_modes() {
+        let h = [1.0, 2.0, 3.0, 6.0, 100.0, 100.0]; // 3 tokens × 2, the last one padding
+        let mask = [1, 1, 0];
+        assert_eq!(Pooling::MEAN.apply(&h, &mask, 2), [2.0, 4.0]);
+        assert_eq!(Pooling { cls: true, ..Pooling::default() }.apply(&h, &mask, 2), [1.0, 2.0]);
+        assert_eq!(Pooling { max: true, ..Pooling::default() }.apply(&h, &mask, 2), [3.0, 6.0]);
+        let all = Pooling { cls: true, max: true, mean: true, mean_sqrt_len: true };
+        assert_eq!(all.apply(&h, &mask, 2).len(), 8);
+        assert_eq!(all.modes(), 4);
+    }
+
+    #[test]
+    fn normalize_and_cosine() {
+        let mut v = [3.0, 4.0];
+        l2_normalize(&mut v);
+        assert_eq!(v, [0.6, 0.8]);
+        let mut z = [0.0, 0.0];
+        l2_normalize(&mut z);
+        assert_eq!(z, [0.0, 0.0]);
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-7);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+    }
+}
