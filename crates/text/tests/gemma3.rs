@@ -214,3 +214,70 @@ fn long_text_is_fast_and_consistent() {
     // Generous for debug builds on a busy machine; a release build takes about a millisecond.
     assert!(took.as_millis() < 2000, "{} tokens took {took:?}", ids.len());
 }
+
+/// A data file of `tests/data/`, parsed.
+fn data(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+/// 500 random texts (the SmolLM2 pieces plus Gemma's control, user-defined and byte-token
+/// strings, `▁`, runs of spaces, tabs and newlines) tokenized by llama.cpp with and without
+/// `parse_special`; see `tests/data/README.md`.
+#[test]
+fn random_texts_match_llama_cpp() {
+    let tok = gemma3();
+    let doc = data("gemma-3-270m-q4_k_m.tokenize.json");
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 500);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_ids(&tok, &format!("{text:?}"), &tok.encode(text, false, false), &ids(&case["ids"]));
+        assert_ids(
+            &tok,
+            &format!("{text:?} parse_special"),
+            &tok.encode(text, false, true),
+            &ids(&case["ids_special"]),
+        );
+    }
+}
+
+/// FNV-1a (64-bit) of ids written as little-endian u32, as `gen_llama_cpp_wikitext.py` hashes them.
+fn fnv1a64(ids: &[u32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The whole WikiText-2 test split (`data/wikitext-2/wiki.test.raw`, 295,216 tokens) gives
+/// llama.cpp's ids exactly, checked by count and hash; on a difference, chunk by chunk to say
+/// where.
+#[test]
+fn wikitext2_test_split_matches_llama_cpp() {
+    let tok = gemma3();
+    let doc = data("gemma-3-270m-q4_k_m.wikitext2-test.json");
+    let path = common::workspace_root().join("data/wikitext-2/wiki.test.raw");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let whole = tok.encode(&text, true, false);
+    let want = (doc["n_ids"].as_u64().unwrap(), doc["fnv1a64"].as_str().unwrap().to_string());
+    if (whole.len() as u64, fnv1a64(&whole)) == want {
+        assert_eq!(tok.decode_with(&whole, false), text);
+        return;
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (k, c) in doc["chunks"].as_array().unwrap().iter().enumerate() {
+        let first = c["first_line"].as_u64().unwrap() as usize;
+        let n = c["n_lines"].as_u64().unwrap() as usize;
+        let ids = tok.encode(&lines[first..first + n].concat(), false, false);
+        assert_eq!(
+            (ids.len() as u64, fnv1a64(&ids)),
+            (c["n_ids"].as_u64().unwrap(), c["fnv1a64"].as_str().unwrap().to_string()),
+            "chunk {k}: lines {first}..{} differ from llama.cpp (tokenize them with llama.cpp to see where)",
+            first + n
+        );
+    }
+    panic!("every chunk matches but the whole text does not: {} ids, want {want:?}", whole.len());
+}
