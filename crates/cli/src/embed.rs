@@ -67,7 +67,8 @@ pub fn main(a: Args) -> Result<()> {
     match a.format {
         EmbedFormat::Jsonl => {
             for (i, e) in emb.iter().enumerate() {
-                writeln!(out, "{}", serde_json::json!({ "index": i, "embedding": e }))?;
+                // f32 values in their shortest round-trip form; "index" first.
+                writeln!(out, "{{\"index\":{i},\"embedding\":{}}}", serde_json::to_string(e)?)?;
             }
         }
         EmbedFormat::Npy => write_npy(&mut out, &emb, embedder.dim())?,

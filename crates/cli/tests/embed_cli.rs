@@ -87,6 +87,7 @@ fn parse_jsonl(out: &str) -> Vec<Vec<f32>> {
     out.lines()
         .enumerate()
         .map(|(i, l)| {
+            assert!(l.starts_with(&format!("{{\"index\":{i},\"embedding\":[")), "{l}");
             let v: Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["index"], i, "{l}");
             v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
