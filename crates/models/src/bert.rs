@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use edgellm_core::kernels;
 use edgellm_core::parallel::{for_each_range, num_threads};
 use edgellm_core::DType;
+use edgellm_formats::mmap::Bytes;
 use edgellm_formats::{ConfigError, HfConfig, SafetensorsError, SafetensorsFile};
 
 use crate::nn::{dot, softmax};
@@ -209,15 +210,26 @@ pub trait BertWeights {
 }
 
 /// The weights of a Hugging Face safetensors checkpoint (`model.safetensors`), with or without
-/// the `bert.` prefix of task models.
-pub struct SafetensorsBert<'a> {
-    file: &'a SafetensorsFile,
+/// the `bert.` prefix of task models. Matrices stay in the file's memory map
+/// ([`TensorBytes::Mapped`], as GGUF weights do): loading copies only the small vectors.
+pub struct SafetensorsBert {
+    file: SafetensorsFile,
+    bytes: Bytes,
     prefix: &'static str,
 }
 
-impl<'a> SafetensorsBert<'a> {
-    /// The BERT weights in `file`.
-    pub fn new(file: &'a SafetensorsFile) -> SafetensorsBert<'a> {
+impl SafetensorsBert {
+    /// Map and parse the checkpoint at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsBert, BertError> {
+        let path = path.as_ref();
+        let bytes =
+            Bytes::map(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+        SafetensorsBert::from_bytes(bytes)
+    }
+
+    /// Parse a checkpoint already in memory.
+    pub fn from_bytes(bytes: Bytes) -> Result<SafetensorsBert, BertError> {
+        let file = SafetensorsFile::from_bytes(bytes.clone())?;
         let prefix = if file.tensor("embeddings.word_embeddings.weight").is_err()
             && file.tensor("bert.embeddings.word_embeddings.weight").is_ok()
         {
@@ -225,7 +237,7 @@ impl<'a> SafetensorsBert<'a> {
         } else {
             ""
         };
-        SafetensorsBert { file, prefix }
+        Ok(SafetensorsBert { file, bytes, prefix })
     }
 
     fn info(
@@ -247,7 +259,7 @@ impl<'a> SafetensorsBert<'a> {
     }
 }
 
-impl BertWeights for SafetensorsBert<'_> {
+impl BertWeights for SafetensorsBert {
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, BertError> {
         let t = self.info(name, &[len])?;
         Ok(self.file.tensor_f32(&t.name)?.0)
@@ -259,8 +271,9 @@ impl BertWeights for SafetensorsBert<'_> {
             tensor: t.name.clone(),
             dtype: t.dtype_name.clone(),
         })?;
-        let bytes = self.file.tensor_data(t).to_vec();
-        Ok(Linear::new(&t.name, dtype, cols, rows, TensorBytes::Owned(bytes))?)
+        let data =
+            TensorBytes::Mapped { bytes: self.bytes.clone(), start: t.range.0, len: t.range.1 - t.range.0 };
+        Ok(Linear::new(&t.name, dtype, cols, rows, data)?)
     }
 }
 
@@ -428,8 +441,7 @@ impl Bert {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Bert, BertError> {
         let dir = dir.as_ref();
         let config = BertConfig::from_hf(&HfConfig::open(dir.join("config.json"))?)?;
-        let file = SafetensorsFile::open(dir.join("model.safetensors"))?;
-        Bert::load(config, &SafetensorsBert::new(&file))
+        Bert::load(config, &SafetensorsBert::open(dir.join("model.safetensors"))?)
     }
 
     /// Build the model from `config` and a weight source.
