@@ -382,6 +382,45 @@ pub fn active() -> &'static Kernels {
     Kernels::for_tier(tier()).expect("the chosen tier is supported")
 }
 
+/// Every IEEE half widened to f32 (as bits), indexed by the half's bits: 256 KiB, for the
+/// SIMD kernels' block scales.
+///
+/// Widening a scale through the table costs two loads and no arithmetic, where x86's F16C
+/// needs an insert, a conversion and a broadcast on the shuffle port, which the 32-value
+/// formats (one scale per 18–34 bytes) would saturate. A model's scales cluster in a few
+/// binades, so the lines in use stay in cache.
+pub(crate) static F16_TO_F32: [u32; 1 << 16] = {
+    let mut t = [0u32; 1 << 16];
+    let mut h = 0;
+    while h < t.len() {
+        t[h] = f16_to_f32_bits(h as u16);
+        h += 1;
+    }
+    t
+};
+
+/// IEEE half → single, exactly (NaN payloads kept), in integer arithmetic for the table.
+const fn f16_to_f32_bits(h: u16) -> u32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    if exp == 0x1f {
+        sign | 0x7f80_0000 | (man << 13)
+    } else if exp != 0 {
+        sign | ((exp + 112) << 23) | (man << 13)
+    } else if man == 0 {
+        sign
+    } else {
+        // Subnormal: man·2⁻²⁴, normalized.
+        let (mut e, mut m) = (113u32, man);
+        while m & 0x400 == 0 {
+            m <<= 1;
+            e -= 1;
+        }
+        sign | (e << 23) | ((m & 0x3ff) << 13)
+    }
+}
+
 /// Quantizes one activation row; `out` has exactly the activation row's bytes.
 pub(crate) type QuantizeFn = unsafe fn(x: &[f32], out: &mut [u8]);
 /// Dot product of one weight row and one activation row, both of exactly their row's bytes.
@@ -584,5 +623,13 @@ mod tests {
             assert!((t.dtype as usize) < SLOTS.len(), "{}", t.name);
         }
         assert_eq!(slot(DType::Q8_K), None);
+    }
+
+    #[test]
+    fn f16_table_is_exact() {
+        for h in 0..=u16::MAX {
+            let want = crate::quant::f16_bits_to_f32(h).to_bits();
+            assert_eq!(F16_TO_F32[h as usize], want, "{h:#06x}");
+        }
     }
 }

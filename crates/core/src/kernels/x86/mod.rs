@@ -112,50 +112,12 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Every IEEE half widened to f32 (as bits), indexed by the half's bits: 256 KiB.
-///
-/// Widening a block scale through this table costs two loads (`movzx`, `vbroadcastss` from
-/// memory) and no arithmetic, where F16C needs an insert, a conversion and a broadcast on
-/// the shuffle port, which the 32-value formats, one scale per 18–34 bytes, would saturate.
-/// Scales of a model cluster in a few binades, so the lines in use stay in cache.
-static F16_TO_F32: [u32; 1 << 16] = {
-    let mut t = [0u32; 1 << 16];
-    let mut h = 0;
-    while h < t.len() {
-        t[h] = f16_to_f32_bits(h as u16);
-        h += 1;
-    }
-    t
-};
-
-/// IEEE half → single, exactly (NaN payloads kept), in integer arithmetic for the table.
-const fn f16_to_f32_bits(h: u16) -> u32 {
-    let sign = ((h as u32) & 0x8000) << 16;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    if exp == 0x1f {
-        sign | 0x7f80_0000 | (man << 13)
-    } else if exp != 0 {
-        sign | ((exp + 112) << 23) | (man << 13)
-    } else if man == 0 {
-        sign
-    } else {
-        // Subnormal: man·2⁻²⁴, normalized.
-        let (mut e, mut m) = (113u32, man);
-        while m & 0x400 == 0 {
-            m <<= 1;
-            e -= 1;
-        }
-        sign | (e << 23) | ((m & 0x3ff) << 13)
-    }
-}
-
 /// Pointer to the table entry of the little-endian half at `p`.
 #[inline(always)]
 unsafe fn h2f_entry(p: *const u8) -> *const f32 {
     let bits = (p as *const u16).read_unaligned();
     // The index is below 2¹⁶, the table's length.
-    F16_TO_F32.as_ptr().add(bits as usize) as *const f32
+    super::F16_TO_F32.as_ptr().add(bits as usize) as *const f32
 }
 
 /// The little-endian IEEE half at `p`, widened.
@@ -186,17 +148,4 @@ pub(super) unsafe fn load128(p: *const u8) -> __m128i {
 #[inline(always)]
 pub(super) unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn f16_table_is_exact() {
-        for h in 0..=u16::MAX {
-            let want = crate::quant::f16_bits_to_f32(h).to_bits();
-            assert_eq!(F16_TO_F32[h as usize], want, "{h:#06x}");
-        }
-    }
 }

@@ -1,0 +1,120 @@
+//! The two drivers that turn a [`Fmt`] into a dot product and a register-tiled matrix
+//! product. Only ever inlined into `#[target_feature]` entry points.
+
+use std::arch::aarch64::*;
+
+use super::Fmt;
+use crate::kernels::MatmulArgs;
+
+/// Dot product of one weight row and one activation row of `k` values.
+///
+/// # Safety
+/// `w` and `a` hold the bytes of `k` values in their formats; the CPU has the features of `F`.
+#[inline(always)]
+pub(super) unsafe fn vec_dot<F: Fmt>(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = k / F::BLOCK;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut b = 0;
+    while b + F::UNROLL <= nb {
+        for (i, acc) in acc.iter_mut().enumerate().take(F::UNROLL) {
+            let pw = F::pw(wp.add((b + i) * F::W));
+            let pa = F::pa(ap.add((b + i) * F::A));
+            *acc = F::dot(&pw, &pa, *acc);
+        }
+        b += F::UNROLL;
+    }
+    while b < nb {
+        acc[0] = F::dot(&F::pw(wp.add(b * F::W)), &F::pa(ap.add(b * F::A)), acc[0]);
+        b += 1;
+    }
+    let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+    let rem = k - nb * F::BLOCK;
+    let mut sum = vaddvq_f32(s);
+    if rem > 0 {
+        sum += F::tail(wp.add(nb * F::W), ap.add(nb * F::A), rem);
+    }
+    sum
+}
+
+/// The matrix product of [`MatmulArgs`], in register tiles of 4 rows × 3 tokens (smaller
+/// tiles at the edges; a row at a time for one token where [`Fmt::MV_ROWS`] is 1).
+///
+/// # Safety
+/// `m` satisfies the bounds documented on [`MatmulArgs`]; the CPU has the features of `F`.
+#[inline(always)]
+pub(super) unsafe fn matmul<F: Fmt>(m: &mut MatmulArgs<'_>) {
+    if m.n == 1 && F::MV_ROWS == 1 {
+        for r in m.rows.clone() {
+            tile::<F, 1, 1>(m, r, 0);
+        }
+    } else {
+        tiles::<F, 4, 3>(m);
+    }
+}
+
+#[inline(always)]
+unsafe fn tiles<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>) {
+    let mut r = m.rows.start;
+    while r + M <= m.rows.end {
+        tokens::<F, M, N>(m, r);
+        r += M;
+    }
+    while r < m.rows.end {
+        tokens::<F, 1, N>(m, r);
+        r += 1;
+    }
+}
+
+#[inline(always)]
+unsafe fn tokens<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r: usize) {
+    let mut t = 0;
+    while t + N <= m.n {
+        tile::<F, M, N>(m, r, t);
+        t += N;
+    }
+    while t + 2 <= m.n {
+        tile::<F, M, 2>(m, r, t);
+        t += 2;
+    }
+    if t < m.n {
+        tile::<F, M, 1>(m, r, t);
+    }
+}
+
+/// Rows `r0..r0 + M` against tokens `t0..t0 + N`: for every block, unpack the `M` weight
+/// blocks once, then for each token unpack its activation block once and add it into the `M`
+/// accumulators of that token.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+    let nb = m.k / F::BLOCK;
+    let (rb, ab) = (m.row_bytes, m.act_bytes);
+    let w0 = m.w.as_ptr().add(r0 * rb);
+    let a0 = m.act.as_ptr().add(t0 * ab);
+    let mut acc = [[vdupq_n_f32(0.0); N]; M];
+    // SAFETY (of the zeroed value): all-zero is a valid `Pw` (a requirement of `Fmt`).
+    let mut pw: [F::Pw; M] = std::mem::zeroed();
+    for b in 0..nb {
+        for (r, pw) in pw.iter_mut().enumerate() {
+            *pw = F::pw(w0.add(r * rb + b * F::W));
+        }
+        for t in 0..N {
+            let pa = F::pa(a0.add(t * ab + b * F::A));
+            for r in 0..M {
+                acc[r][t] = F::dot(&pw[r], &pa, acc[r][t]);
+            }
+        }
+    }
+    let rem = m.k - nb * F::BLOCK;
+    let col = r0 - m.rows.start;
+    for (r, acc) in acc.iter().enumerate() {
+        for (t, &v) in acc.iter().enumerate() {
+            let mut s = vaddvq_f32(v);
+            if rem > 0 {
+                s += F::tail(w0.add(r * rb + nb * F::W), a0.add(t * ab + nb * F::A), rem);
+            }
+            m.out[(t0 + t) * m.out_stride + col + r] = s;
+        }
+    }
+}

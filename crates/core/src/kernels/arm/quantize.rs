@@ -1,0 +1,108 @@
+//! NEON activation quantizers, bit-identical to the reference quantizers (the oracles):
+//! Q8_0 rounds half away from zero (`fcvtas`, C's `roundf`), Q8_K half to even (`fcvtns`,
+//! ggml's `nearest_int`) with its scale from the first element of largest magnitude.
+
+use std::arch::aarch64::*;
+
+use crate::quant::write_f16;
+
+/// Packs eight registers of four i32 (each within i8) into 32 bytes in element order.
+#[inline(always)]
+unsafe fn pack_store(q: &[int32x4_t; 8], out: *mut u8) {
+    for h in 0..2 {
+        let a = vcombine_s16(vqmovn_s32(q[4 * h]), vqmovn_s32(q[4 * h + 1]));
+        let b = vcombine_s16(vqmovn_s32(q[4 * h + 2]), vqmovn_s32(q[4 * h + 3]));
+        vst1q_s8(out.add(16 * h) as *mut i8, vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)));
+    }
+}
+
+/// One 32-value Q8_0 block: (scale, codes as i32).
+#[inline(always)]
+unsafe fn q8_0_block(x: *const f32) -> (f32, [int32x4_t; 8]) {
+    let mut v = [vdupq_n_f32(0.0); 8];
+    let mut m = vdupq_n_f32(0.0);
+    for (i, v) in v.iter_mut().enumerate() {
+        *v = vld1q_f32(x.add(4 * i));
+        m = vmaxq_f32(m, vabsq_f32(*v));
+    }
+    let amax = vmaxvq_f32(m);
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [vdupq_n_s32(0); 8];
+    for (q, &v) in q.iter_mut().zip(&v) {
+        *q = vcvtaq_s32_f32(vmulq_n_f32(v, id));
+    }
+    (d, q)
+}
+
+/// # Safety
+/// `out` holds exactly the Q8_0 bytes of `x` (a whole number of blocks); NEON.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn q8_0(x: &[f32], out: &mut [u8]) {
+    for (b, ob) in out.chunks_exact_mut(34).enumerate() {
+        let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
+        write_f16(ob, 0, d);
+        pack_store(&q, ob.as_mut_ptr().add(2));
+    }
+}
+
+/// # Safety
+/// `out` holds exactly the Q8_1 bytes of `x` (a whole number of blocks); NEON.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
+    for (b, ob) in out.chunks_exact_mut(36).enumerate() {
+        let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
+        let mut s = vdupq_n_s32(0);
+        for &q in &q {
+            s = vaddq_s32(s, q);
+        }
+        write_f16(ob, 0, d);
+        ob[2..4].copy_from_slice(&(vaddvq_s32(s) as i16).to_le_bytes());
+        pack_store(&q, ob.as_mut_ptr().add(4));
+    }
+}
+
+/// # Safety
+/// `out` holds exactly the Q8_K bytes of `x` (a whole number of blocks); NEON.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn q8_k(x: &[f32], out: &mut [u8]) {
+    for (b, ob) in out.chunks_exact_mut(292).enumerate() {
+        let xb = x.as_ptr().add(256 * b);
+        let mut m = vdupq_n_f32(0.0);
+        for i in 0..64 {
+            m = vmaxq_f32(m, vabsq_f32(vld1q_f32(xb.add(4 * i))));
+        }
+        let amax = vmaxvq_f32(m);
+        if amax == 0.0 {
+            ob.fill(0);
+            continue;
+        }
+        // The first element of largest magnitude, with its sign.
+        let mut max = amax;
+        for i in 0..64 {
+            let eq = vceqq_f32(vabsq_f32(vld1q_f32(xb.add(4 * i))), vdupq_n_f32(amax));
+            if vmaxvq_u32(eq) != 0 {
+                let j = (0..4).find(|&j| (*xb.add(4 * i + j)).abs() == amax).unwrap_or(0);
+                max = *xb.add(4 * i + j);
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let top = vdupq_n_s32(127);
+        let o = ob.as_mut_ptr();
+        for g in 0..8 {
+            let mut q = [vdupq_n_s32(0); 8];
+            for (i, q) in q.iter_mut().enumerate() {
+                let v = vmulq_n_f32(vld1q_f32(xb.add(32 * g + 4 * i)), iscale);
+                *q = vminq_s32(vcvtnq_s32_f32(v), top);
+            }
+            pack_store(&q, o.add(4 + 32 * g));
+            for h in 0..2 {
+                let s = vaddq_s32(vaddq_s32(q[4 * h], q[4 * h + 1]), vaddq_s32(q[4 * h + 2], q[4 * h + 3]));
+                let sum = vaddvq_s32(s) as i16;
+                ob[260 + 4 * g + 2 * h..262 + 4 * g + 2 * h].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+        ob[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
