@@ -31,6 +31,9 @@ pub struct Args {
     /// Threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
+    #[arg(long)]
+    exact: bool,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
     reps: usize,
@@ -52,7 +55,7 @@ pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let threads = edgellm_core::parallel::num_threads();
     let n_ctx = (a.n_prompt.max(a.n_gen) + 1).max(16);
-    let lm = LoadedModel::load(&a.model, n_ctx)?;
+    let lm = LoadedModel::load_with(&a.model, n_ctx, &crate::run::load_options(a.exact))?;
     let info = lm.model.info().clone();
     let n_vocab = info.n_vocab as u32;
     // Deterministic token ids spread over the vocabulary (as llama-bench uses random ids).

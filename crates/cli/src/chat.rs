@@ -24,6 +24,9 @@ pub struct Args {
     /// Context size (0 = the model's, at most 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     ctx: usize,
+    /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
+    #[arg(long)]
+    exact: bool,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -35,12 +38,12 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let mut sampler = a.sampling.sampler()?;
-    let lm = LoadedModel::load(&a.model, a.ctx)?;
+    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact))?;
     let fallback;
     let template = match &lm.chat_template {
         Some(t) => t,
         None => {
-            eprintln!("edgellm: the model has no chat template; using ChatML");
+            eprintln!("edgellm: the model has no chat template; using the built-in one for its vocabulary");
             fallback = ChatTemplate::builtin_for(&lm.tokenizer)?;
             &fallback
         }

@@ -57,6 +57,12 @@ impl SamplingArgs {
     }
 }
 
+/// Model options from the `--exact` flag.
+pub fn load_options(exact: bool) -> edgellm_models::LoadOptions {
+    let precision = if exact { edgellm_models::Precision::Exact } else { edgellm_models::Precision::Fast };
+    edgellm_models::LoadOptions { precision }
+}
+
 /// Arguments of `edgellm run`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,6 +78,9 @@ pub struct Args {
     /// Context size (0 = the model's, at most 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     ctx: usize,
+    /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
+    #[arg(long)]
+    exact: bool,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -89,7 +98,7 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let mut sampler = a.sampling.sampler()?;
-    let lm = LoadedModel::load(&a.model, a.ctx)?;
+    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact))?;
     let prompt_ids = lm.tokenize_prompt(&a.prompt);
     let mut session = lm.session();
     let opts = GenerateOptions { max_tokens: a.n, ..Default::default() };
