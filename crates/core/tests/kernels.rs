@@ -529,3 +529,45 @@ fn matmul_rejects_missing_weight_rows() {
 fn unsupported_types_are_named() {
     kernels::activation_type(DType::IQ2_XXS);
 }
+
+/// `EDGELLM_KERNELS` forces a tier, and a tier the CPU cannot run (or a name that is no tier)
+/// falls back to detection with a message. Checked in child processes (the tier is chosen once
+/// per process): this test binary re-runs itself with the variable set.
+#[test]
+fn environment_variable_forces_a_tier() {
+    if let Ok(want) = std::env::var("EDGELLM_KERNELS_EXPECT") {
+        assert_eq!(kernels::tier_name(), want);
+        return;
+    }
+    let best = kernels::available_tiers().last().copied().expect("scalar at least").name();
+    let missing = [Tier::Avx2, Tier::Neon].into_iter().find(|t| !kernels::available_tiers().contains(t));
+    let mut cases = vec![
+        ("scalar", "scalar", None),
+        ("GENERIC", "scalar", None),
+        ("sse9", best, Some("not a kernel tier")),
+    ];
+    if let Some(t) = missing {
+        cases.push((t.name(), best, Some("cannot run")));
+    }
+    for (forced, want, message) in cases {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "environment_variable_forces_a_tier", "--nocapture", "--test-threads", "1"])
+            .env("EDGELLM_KERNELS", forced)
+            .env("EDGELLM_KERNELS_EXPECT", want)
+            .output()
+            .expect("run the test binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !String::from_utf8_lossy(&out.stdout).contains("running 1 test") {
+            // Under user-mode emulation (scripts/test-aarch64) the binary cannot start itself.
+            eprintln!("skipped: this test binary cannot re-run itself here ({:?})", out.status);
+            return;
+        }
+        assert!(out.status.success(), "EDGELLM_KERNELS={forced}: child failed\n{stderr}");
+        if let Some(m) = message {
+            assert!(
+                stderr.contains(m) && stderr.contains("EDGELLM_KERNELS"),
+                "EDGELLM_KERNELS={forced}: {stderr}"
+            );
+        }
+    }
+}
