@@ -38,6 +38,11 @@ fn prompt_longer_than_the_window_runs_and_chunking_does_not_matter() {
     let whole = run(700);
     assert!(whole.iter().all(|x| x.is_finite()));
     for chunk in [97, 512] {
-        assert_close(&format!("last logits, chunks of {chunk}"), &run(chunk), &whole, Tolerance::new(2e-3, 2e-4));
+        assert_close(
+            &format!("last logits, chunks of {chunk}"),
+            &run(chunk),
+            &whole,
+            Tolerance::new(2e-3, 2e-4),
+        );
     }
 }
