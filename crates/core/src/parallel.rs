@@ -230,6 +230,36 @@ where
     });
 }
 
+/// A slice that several pool threads write to at disjoint indices (e.g. the output of a
+/// matrix product split by rows, where each thread's rows are strided through the output).
+pub struct DisjointWriter<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _life: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: writers only hand out element writes; callers promise disjoint indices per thread.
+unsafe impl<T: Send> Sync for DisjointWriter<'_, T> {}
+unsafe impl<T: Send> Send for DisjointWriter<'_, T> {}
+
+impl<'a, T: Copy> DisjointWriter<'a, T> {
+    /// Wrap a slice for the duration of a parallel operation.
+    pub fn new(s: &'a mut [T]) -> Self {
+        DisjointWriter { ptr: s.as_mut_ptr(), len: s.len(), _life: std::marker::PhantomData }
+    }
+
+    /// Write `v` at index `i`.
+    ///
+    /// # Safety
+    /// No other thread may read or write index `i` during the parallel operation.
+    #[inline]
+    pub unsafe fn write(&self, i: usize, v: T) {
+        assert!(i < self.len, "index {i} out of bounds ({})", self.len);
+        // SAFETY: in bounds (checked); exclusivity of index `i` is the caller's promise.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,35 +309,5 @@ mod tests {
                 });
             }
         });
-    }
-}
-
-/// A slice that several pool threads write to at disjoint indices (e.g. the output of a
-/// matrix product split by rows, where each thread's rows are strided through the output).
-pub struct DisjointWriter<'a, T> {
-    ptr: *mut T,
-    len: usize,
-    _life: std::marker::PhantomData<&'a mut [T]>,
-}
-
-// SAFETY: writers only hand out element writes; callers promise disjoint indices per thread.
-unsafe impl<T: Send> Sync for DisjointWriter<'_, T> {}
-unsafe impl<T: Send> Send for DisjointWriter<'_, T> {}
-
-impl<'a, T: Copy> DisjointWriter<'a, T> {
-    /// Wrap a slice for the duration of a parallel operation.
-    pub fn new(s: &'a mut [T]) -> Self {
-        DisjointWriter { ptr: s.as_mut_ptr(), len: s.len(), _life: std::marker::PhantomData }
-    }
-
-    /// Write `v` at index `i`.
-    ///
-    /// # Safety
-    /// No other thread may read or write index `i` during the parallel operation.
-    #[inline]
-    pub unsafe fn write(&self, i: usize, v: T) {
-        assert!(i < self.len, "index {i} out of bounds ({})", self.len);
-        // SAFETY: in bounds (checked); exclusivity of index `i` is the caller's promise.
-        unsafe { self.ptr.add(i).write(v) }
     }
 }
