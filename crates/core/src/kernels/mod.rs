@@ -5,27 +5,31 @@
 //! ([`activation_type`]), then every weight row is dotted with it in integer arithmetic, one
 //! float multiply-add per block. The kernels work on rows as they are stored in GGUF files.
 //!
-//! | weight                      | activation format                                          |
-//! |-----------------------------|------------------------------------------------------------|
-//! | Q4_0, Q5_0, Q8_0            | Q8_0                                                       |
-//! | Q4_1, Q5_1                  | Q8_1 (edgellm's layout, see below)                         |
-//! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | Q8_K                                                      |
-//! | F32, F16, BF16              | F32 (the activations are not quantized)                    |
+//! | weight                       | activation format                                   |
+//! |------------------------------|-----------------------------------------------------|
+//! | Q4_0, Q5_0, Q8_0             | Q8_0                                                |
+//! | Q4_1, Q5_1                   | Q8_1 (edgellm's layout, see below)                  |
+//! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | Q8_K                                                |
+//! | F32, F16, BF16               | F32 (the activations are not quantized)             |
 //!
 //! The activation quantizers are the reference quantizers of [`crate::quant`] (Q8_0, Q8_K:
-//! the SIMD versions are bit-identical to them). **Q8_1 here is edgellm's own run-time
-//! layout, not ggml's**: 36 bytes per 32 values, the f16 scale `d` (bytes 0..2), the *exact
-//! integer* sum of the 32 codes as a little-endian i16 (bytes 2..4, where ggml stores the f16
-//! product `d·Σq`), then the 32 codes, which are those of Q8_0. It never leaves memory.
+//! the SIMD versions are bit-identical to them for finite input). **Q8_1 here is edgellm's
+//! own run-time layout, not ggml's**: 36 bytes per 32 values, the f16 scale `d` (bytes 0..2),
+//! the *exact integer* sum of the 32 codes as a little-endian i16 (bytes 2..4, where ggml
+//! stores the f16 product `d·Σq`), then the 32 codes, which are those of Q8_0. It never
+//! leaves memory.
 //!
-//! Every kernel exists as a scalar oracle ([`Tier::Scalar`], `generic/`) and, where written,
-//! as SIMD code per instruction-set tier (`x86/`, `arm/`). The table of the best tier the CPU
-//! supports is chosen once ([`tier`]); `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod`
-//! forces one. A tier without its own kernel for a type uses the next lower tier's (down to
-//! the oracle). Tests reach every tier through [`Kernels::for_tier`].
+//! Every kernel exists as a scalar oracle ([`Tier::Scalar`], `generic/`) and as SIMD code per
+//! instruction-set tier: [`Tier::Avx2`] (`x86/`, AVX2 + FMA + F16C) and [`Tier::Neon`] /
+//! [`Tier::NeonDotprod`] (`arm/`) cover every type above; [`Tier::Avx512Vnni`] is named but
+//! not built yet. The table of the best tier the CPU supports is chosen once ([`tier`]);
+//! `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod` forces one. A tier without its own
+//! kernel for a type falls back to the oracle ([`Kernels::implementing_tier`] says which code
+//! runs). Tests reach every tier through [`Kernels::for_tier`].
 //!
 //! All kernels are single-threaded; callers split the rows of a matrix product over threads
-//! ([`matmul`] takes a row range).
+//! ([`matmul`] takes a row range). For one token, prefer [`matmul`] with `n = 1` to a
+//! [`vec_dot`] per row: it shares each activation block over several rows.
 
 mod generic;
 
@@ -379,7 +383,8 @@ fn bad_rows(weight: DType, k: usize, want: (usize, usize), got: (usize, usize)) 
 
 /// The table of the tier in use.
 pub fn active() -> &'static Kernels {
-    Kernels::for_tier(tier()).expect("the chosen tier is supported")
+    static ACTIVE: OnceLock<&'static Kernels> = OnceLock::new();
+    ACTIVE.get_or_init(|| Kernels::for_tier(tier()).expect("the chosen tier is supported"))
 }
 
 /// Every IEEE half widened to f32 (as bits), indexed by the half's bits: 256 KiB, for the
