@@ -356,7 +356,7 @@ fn matmul_matches_oracle_on_every_tier() {
         let kind = KINDS[rng.next_u64() as usize % KINDS.len()];
         let w = weights(&mut rng, t, total_rows, k, kind);
         let wb = w.len() / total_rows;
-        for n in [1, 2, 3, 4, 5, 7] {
+        for n in [1, 2, 3, 4, 5, 7, 8, 13] {
             let x = activations(&mut rng, n, k, kind);
             let a = quantize_rows(t, &x, k);
             let ab = a.len() / n;

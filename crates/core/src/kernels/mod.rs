@@ -21,11 +21,13 @@
 //!
 //! Every kernel exists as a scalar oracle ([`Tier::Scalar`], `generic/`) and as SIMD code per
 //! instruction-set tier: [`Tier::Avx2`] (`x86/`, AVX2 + FMA + F16C) and [`Tier::Neon`] /
-//! [`Tier::NeonDotprod`] (`arm/`) cover every type above; [`Tier::Avx512Vnni`] is named but
-//! not built yet. The table of the best tier the CPU supports is chosen once ([`tier`]);
+//! [`Tier::NeonDotprod`] (`arm/`) cover every type above; [`Tier::Avx512Vnni`] adds the
+//! matrix products of several tokens of the quantized types (AVX-512 F/BW + VNNI) over AVX2.
+//! The table of the best tier the CPU supports is chosen once ([`tier`]);
 //! `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod` forces one. A tier without its own
-//! kernel for a type falls back to the oracle ([`Kernels::implementing_tier`] says which code
-//! runs). Tests reach every tier through [`Kernels::for_tier`].
+//! kernel for a type keeps the lower tier's, down to the oracle
+//! ([`Kernels::implementing_tier`] says which code runs). Tests reach every tier through
+//! [`Kernels::for_tier`].
 //!
 //! All kernels are single-threaded; callers split the rows of a matrix product over threads
 //! ([`matmul`] takes a row range). For one token, prefer [`matmul`] with `n = 1` to a
@@ -507,8 +509,9 @@ impl Kernels {
         self.tier
     }
 
-    /// The tier whose code runs the dot products of `weight` (lower than [`Self::tier`] where
-    /// this tier has no kernel of its own for the type), or `None` for an unsupported type.
+    /// The tier whose code runs the matrix products of `weight` (lower than [`Self::tier`]
+    /// where this tier has no kernel of its own for the type), or `None` for an unsupported
+    /// type.
     pub fn implementing_tier(&self, weight: DType) -> Option<Tier> {
         slot(weight).map(|i| self.types[i].tier)
     }
@@ -524,6 +527,15 @@ impl Kernels {
             .find(|a| a.dtype() == act_dtype)
             .expect("an activation format");
         self.quantize[act as usize] = (f, tier);
+    }
+
+    /// Replaces the matrix product of `weight` only (its dot product stays that of the lower
+    /// tier).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn set_matmul(&mut self, weight: DType, matmul: MatmulFn, tier: Tier) {
+        let i = slot(weight).expect("a weight type with kernels");
+        self.types[i].matmul = matmul;
+        self.types[i].tier = tier;
     }
 
     pub(crate) fn set(&mut self, weight: DType, vec_dot: VecDotFn, matmul: MatmulFn, tier: Tier) {

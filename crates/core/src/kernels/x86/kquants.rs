@@ -17,15 +17,15 @@ use crate::kernels::MatmulArgs;
 #[derive(Clone, Copy)]
 pub(super) struct KW {
     /// Codes 32·j .. 32·j + 32, unsigned (≤ 63).
-    u: [__m256i; 8],
+    pub(super) u: [__m256i; 8],
     /// Scales of groups 2j (lanes 0..8) and 2j + 1 (lanes 8..16), i16.
-    sc: [__m256i; 8],
+    pub(super) sc: [__m256i; 8],
     /// Offset of each group, i16.
-    off: __m256i,
+    pub(super) off: __m256i,
     /// Scale of `sc · u`, broadcast.
-    d: __m256,
+    pub(super) d: __m256,
     /// Scale of the offsets (`d` for the symmetric types), broadcast.
-    dm: __m256,
+    pub(super) dm: __m256,
 }
 
 /// An unpacked Q8_K block: codes stay in memory (read once per weight block).

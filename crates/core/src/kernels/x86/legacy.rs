@@ -15,24 +15,24 @@ use crate::kernels::MatmulArgs;
 #[derive(Clone, Copy)]
 pub(super) struct LW {
     /// Codes in element order: signed for the `_0` types, unsigned for the `_1` types.
-    w: __m256i,
+    pub(super) w: __m256i,
     /// `|w|` (signed types only).
     aw: __m256i,
     /// Scale, broadcast.
-    d: __m256,
+    pub(super) d: __m256,
     /// Minimum, broadcast (`_1` types only).
-    m: __m256,
+    pub(super) m: __m256,
 }
 
 /// An unpacked Q8_0 / Q8_1 activation block.
 #[derive(Clone, Copy)]
 pub(super) struct LA {
     /// Codes.
-    q: __m256i,
+    pub(super) q: __m256i,
     /// Scale, broadcast.
-    d: __m256,
+    pub(super) d: __m256,
     /// `d · Σq` in lane 0, zeros elsewhere (Q8_1 only).
-    s: __m256,
+    pub(super) s: __m256,
 }
 
 /// The 32 nibbles of the 16 bytes at `p` in element order: low nibbles (elements 0..16),

@@ -19,6 +19,7 @@ use std::arch::x86_64::*;
 use super::{Kernels, MatmulArgs, Tier};
 use crate::DType;
 
+mod avx512;
 mod drive;
 mod float;
 mod kquants;
@@ -30,9 +31,9 @@ pub(super) fn avx2_detected() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
-/// Whether the CPU has what the AVX-512 VNNI tier uses (not built yet: always false).
+/// Whether the CPU has what the AVX-512 VNNI tier uses.
 pub(super) fn avx512vnni_detected() -> bool {
-    false
+    avx512::detected()
 }
 
 /// Puts the AVX2 kernels into `k`.
@@ -56,8 +57,21 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set(DType::BF16, float::vec_dot_bf16, float::matmul_bf16, t);
 }
 
-/// Puts the AVX-512 VNNI kernels into `k` (none yet: the tier is not offered).
-pub(super) fn fill_avx512vnni(_k: &mut Kernels) {}
+/// Puts the AVX-512 VNNI kernels into `k` (over the AVX2 ones): matrix products of the
+/// quantized types; dot products and one-token products stay AVX2.
+pub(super) fn fill_avx512vnni(k: &mut Kernels) {
+    let t = Tier::Avx512Vnni;
+    k.set_matmul(DType::Q4_0, avx512::matmul_q4_0, t);
+    k.set_matmul(DType::Q4_1, avx512::matmul_q4_1, t);
+    k.set_matmul(DType::Q5_0, avx512::matmul_q5_0, t);
+    k.set_matmul(DType::Q5_1, avx512::matmul_q5_1, t);
+    k.set_matmul(DType::Q8_0, avx512::matmul_q8_0, t);
+    k.set_matmul(DType::Q2_K, avx512::matmul_q2_k, t);
+    k.set_matmul(DType::Q3_K, avx512::matmul_q3_k, t);
+    k.set_matmul(DType::Q4_K, avx512::matmul_q4_k, t);
+    k.set_matmul(DType::Q5_K, avx512::matmul_q5_k, t);
+    k.set_matmul(DType::Q6_K, avx512::matmul_q6_k, t);
+}
 
 /// One weight format's AVX2 building blocks.
 ///
@@ -114,7 +128,7 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
 
 /// Pointer to the table entry of the little-endian half at `p`.
 #[inline(always)]
-unsafe fn h2f_entry(p: *const u8) -> *const f32 {
+pub(super) unsafe fn h2f_entry(p: *const u8) -> *const f32 {
     let bits = (p as *const u16).read_unaligned();
     // The index is below 2¹⁶, the table's length.
     super::F16_TO_F32.as_ptr().add(bits as usize) as *const f32
