@@ -110,7 +110,7 @@ fn same_seed_same_text_and_text_mode_streams() {
 fn chat_keeps_history_and_exits_on_eof() {
     let m = smollm2();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
-        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "16"])
+        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "16", "--exact"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
