@@ -2,7 +2,7 @@
 //! apart from the tests).
 //!
 //! `cargo run --release -p edgellm-core --example kernel_speed [-- [--tiers scalar,avx2]
-//! [--types q4_0,q8_0] [--quick]]`
+//! [--types q4_0,q8_0] [--stream-mb 400] [--quick]]`
 //!
 //! For each tier and type it prints:
 //! - `vec_dot` throughput in GB/s of weight bytes over every row of a 576×1536 and a 1536×576
@@ -154,6 +154,7 @@ fn main() {
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let quick = args.iter().any(|a| a == "--quick");
     let min_s = if quick { 0.05 } else { 0.2 };
+    let stream_mb: usize = value("--stream-mb").map(|v| v.parse().expect("megabytes")).unwrap_or(400);
     let tiers: Vec<Tier> = match value("--tiers") {
         Some(list) => list.split(',').map(|n| Tier::from_name(n).expect("a tier name")).collect(),
         None => kernels::available_tiers(),
@@ -203,8 +204,8 @@ fn main() {
             // The k-quants need rows of whole 256-value blocks: 1536×768 for them.
             let tall_k = if t.block_size() == 256 { 768 } else { 576 };
             let tall = Matrix::new(t, 1536, tall_k, 2);
-            // Distinct copies, 400 MB in all, more than the caches (300 MB of L3 here).
-            let copies = (400 << 20) / tall.w.len();
+            // Distinct copies, 400 MB in all by default (`--stream-mb`), more than the caches.
+            let copies = (stream_mb << 20) / tall.w.len();
             let layers: Vec<Matrix> =
                 (0..copies).map(|_| Matrix { dtype: t, rows: 1536, k: tall_k, w: tall.w.clone() }).collect();
             let dot_wide = vec_dot_gbs(kern, &wide, min_s);

@@ -2,6 +2,7 @@
 //! product. Only ever inlined into `#[target_feature]` entry points.
 
 use std::arch::aarch64::*;
+use std::arch::asm;
 
 use super::Fmt;
 use crate::kernels::MatmulArgs;
@@ -17,6 +18,8 @@ pub(super) unsafe fn vec_dot<F: Fmt>(w: &[u8], a: &[u8], k: usize) -> f32 {
     let mut acc = [vdupq_n_f32(0.0); 4];
     let mut b = 0;
     while b + F::UNROLL <= nb {
+        // Prefetch 1 KiB ahead (into the next rows, which callers usually dot next).
+        prefetch(wp.wrapping_add(b * F::W + 1024), F::UNROLL * F::W);
         for (i, acc) in acc.iter_mut().enumerate().take(F::UNROLL) {
             let pw = F::pw(wp.add((b + i) * F::W));
             let pa = F::pa(ap.add((b + i) * F::A));
@@ -95,9 +98,16 @@ unsafe fn tile<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r
     let mut acc = [[vdupq_n_f32(0.0); N]; M];
     // SAFETY (of the zeroed value): all-zero is a valid `Pw` (a requirement of `Fmt`).
     let mut pw: [F::Pw; M] = std::mem::zeroed();
+    // One token streams every weight once: prefetch the rows of the tile after next (four
+    // rows ahead for single-row tiles). Past the matrix end the addresses are never read.
+    let ahead = if M == 1 { 4 * rb } else { 2 * M * rb };
     for b in 0..nb {
         for (r, pw) in pw.iter_mut().enumerate() {
-            *pw = F::pw(w0.add(r * rb + b * F::W));
+            let p = w0.add(r * rb + b * F::W);
+            if N == 1 {
+                prefetch(p.wrapping_add(ahead), F::W);
+            }
+            *pw = F::pw(p);
         }
         for t in 0..N {
             let pa = F::pa(a0.add(t * ab + b * F::A));
@@ -116,5 +126,16 @@ unsafe fn tile<F: Fmt, const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r
             }
             m.out[(t0 + t) * m.out_stride + col + r] = s;
         }
+    }
+}
+
+/// Prefetches the cache lines of `len` bytes at `p` into L1 (`prfm`, a hint: never faults, so
+/// `p` may point past the end of the data).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        asm!("prfm pldl1keep, [{p}]", p = in(reg) p.wrapping_add(off), options(readonly, nostack, preserves_flags));
+        off += 64;
     }
 }
