@@ -102,9 +102,9 @@ pub(super) unsafe fn tile<F: Fmt, const M: usize, const N: usize>(
     // SAFETY (of the zeroed value): all-zero is a valid `Pw` (a requirement of `Fmt`).
     let mut pw: [F::Pw; M] = std::mem::zeroed();
     // One token streams every weight once: prefetch the rows of the tile after next (four
-    // rows ahead for single-row tiles), which the hardware prefetcher alone does not keep
-    // far enough ahead of short rows. Past the matrix end the addresses are never read.
-    let ahead = if M == 1 { 4 * rb } else { 2 * M * rb };
+    // rows ahead for single-row tiles), at least 4 KiB ahead, which the hardware prefetcher
+    // alone does not do for short rows. Past the matrix end the addresses are never read.
+    let ahead = if M == 1 { 4 * rb } else { 2 * M * rb }.max(4096);
     for b in 0..nb {
         for (r, pw) in pw.iter_mut().enumerate() {
             let p = w0.add(r * rb + b * F::W);
