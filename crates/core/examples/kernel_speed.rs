@@ -2,7 +2,7 @@
 //! apart from the tests).
 //!
 //! `cargo run --release -p edgellm-core --example kernel_speed [-- [--tiers scalar,avx2]
-//! [--types q4_0,q8_0] [--stream-mb 400] [--quick]]`
+//! [--types q4_0,q8_0] [--stream-mb 400] [--threads 2] [--quick]]`
 //!
 //! For each tier and type it prints:
 //! - `vec_dot` throughput in GB/s of weight bytes over every row of a 576×1536 and a 1536×576
@@ -11,7 +11,8 @@
 //! - `mv` the same through `matmul` with one token (4-row tiles sharing each activation
 //!   block: the token-generation path), on the 1536×576 matrix and streamed from memory over
 //!   400 MB of distinct copies of it (like a model's layers, more than the caches);
-//!   the k-quants, whose rows must be whole 256-value blocks, use 1536×768 instead;
+//!   the k-quants, whose rows must be whole 256-value blocks, use 1536×768 instead; with
+//!   `--threads N`, also the streamed product with the rows split over N threads;
 //! - `mm512` the matrix product of the 576×1536 matrix with 512 tokens (prompt processing),
 //!   in GFLOP/s (2·rows·k·n per second), and its speed-up over a `vec_dot` per row and token
 //!   (`mm/dot`);
@@ -130,6 +131,42 @@ fn mv_gbs(kern: &Kernels, ms: &[Matrix], min_s: f64) -> f64 {
     ms.iter().map(|m| m.w.len()).sum::<usize>() as f64 / t / 1e9
 }
 
+/// GB/s of weight bytes of one-token products over each matrix in turn with `threads`
+/// threads, each taking a contiguous share of every matrix's rows (no synchronization between
+/// matrices); wall time, best of three rounds.
+fn mv_gbs_threads(kern: &Kernels, ms: &[Matrix], threads: usize, min_s: f64) -> f64 {
+    let (dtype, k, rows) = (ms[0].dtype, ms[0].k, ms[0].rows);
+    let a = activations(kern, dtype, k, 1);
+    let per = rows.div_ceil(threads).div_ceil(4) * 4;
+    let run = || {
+        std::thread::scope(|s| {
+            for i in 0..threads {
+                let (start, end) = ((i * per).min(rows), ((i + 1) * per).min(rows));
+                let a = &a;
+                s.spawn(move || {
+                    let mut out = vec![0.0f32; end - start];
+                    for m in ms {
+                        kern.matmul(dtype, &m.w, k, start..end, a, 1, &mut out, end - start);
+                    }
+                    std::hint::black_box(&out);
+                });
+            }
+        })
+    };
+    run();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed().as_secs_f64() < min_s {
+            run();
+            calls += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() / calls as f64);
+    }
+    ms.iter().map(|m| m.w.len()).sum::<usize>() as f64 / best / 1e9
+}
+
 /// GFLOP/s of `matmul` with `n` tokens.
 fn mm_gflops(kern: &Kernels, m: &Matrix, n: usize, min_s: f64) -> f64 {
     let a = activations(kern, m.dtype, m.k, n);
@@ -154,6 +191,7 @@ fn main() {
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let quick = args.iter().any(|a| a == "--quick");
     let min_s = if quick { 0.05 } else { 0.2 };
+    let threads: usize = value("--threads").map(|v| v.parse().expect("a thread count")).unwrap_or(1);
     let stream_mb: usize = value("--stream-mb").map(|v| v.parse().expect("megabytes")).unwrap_or(400);
     let tiers: Vec<Tier> = match value("--tiers") {
         Some(list) => list.split(',').map(|n| Tier::from_name(n).expect("a tier name")).collect(),
@@ -212,6 +250,7 @@ fn main() {
             let dot_tall = vec_dot_gbs(kern, &tall, min_s);
             let mv_tall = mv_gbs(kern, std::slice::from_ref(&tall), min_s);
             let mv_stream = mv_gbs(kern, &layers, min_s);
+            let mv_stream_threads = (threads > 1).then(|| mv_gbs_threads(kern, &layers, threads, min_s));
             let n = 512;
             let mm = mm_gflops(kern, &wide, n, min_s);
             // Speed-up of one 512-token product over a vec_dot per row and token.
@@ -224,6 +263,13 @@ fn main() {
                 t.name(),
                 mm / dot_wide_gflops
             );
+            if let Some(g) = mv_stream_threads {
+                println!(
+                    "{:<7} {:<6} mv streamed with {threads} threads: {g:.2} GB/s",
+                    tier.name(),
+                    t.name()
+                );
+            }
         }
         if types.contains(&DType::Q8_0) {
             let emb = Matrix::new(DType::Q8_0, 49152, 576, 3);
