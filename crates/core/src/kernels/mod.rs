@@ -52,7 +52,8 @@ pub enum Tier {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512 (F, BW, VL) and VNNI.
+    /// x86-64 with AVX-512 (F, BW) and VNNI, over AVX2 (its matrix products of several
+    /// tokens; the rest is the AVX2 tier's).
     Avx512Vnni,
     /// AArch64 Advanced SIMD.
     Neon,
@@ -112,8 +113,7 @@ pub fn available_tiers() -> Vec<Tier> {
     ALL_TIERS.into_iter().filter(|t| t.is_supported() && built(*t)).collect()
 }
 
-/// Whether this build has kernels for `tier` (a tier is only built for its architecture;
-/// [`Tier::Avx512Vnni`] only where the compiler supports AVX-512).
+/// Whether this build has kernels for `tier` (a tier is only built for its architecture).
 fn built(tier: Tier) -> bool {
     match tier {
         Tier::Scalar => true,
