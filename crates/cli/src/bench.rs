@@ -34,6 +34,10 @@ pub struct Args {
     /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
     #[arg(long)]
     exact: bool,
+    /// KV cache type: f16 (default, as llama.cpp), q8_0 (half the memory) or f32 (the
+    /// default with --exact).
+    #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
+    cache_type: Option<edgellm_models::KvType>,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
     reps: usize,
@@ -55,7 +59,7 @@ pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let threads = edgellm_core::parallel::num_threads();
     let n_ctx = (a.n_prompt.max(a.n_gen) + 1).max(16);
-    let lm = LoadedModel::load_with(&a.model, n_ctx, &crate::run::load_options(a.exact))?;
+    let lm = LoadedModel::load_with(&a.model, n_ctx, &crate::run::load_options(a.exact, a.cache_type))?;
     let info = lm.model.info().clone();
     let n_vocab = info.n_vocab as u32;
     // Deterministic token ids spread over the vocabulary (as llama-bench uses random ids).
@@ -63,7 +67,8 @@ pub fn main(a: Args) -> Result<()> {
         (0..a.n_prompt.max(a.n_gen) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % n_vocab).collect();
     let mut cache = lm.model.new_cache(n_ctx);
     // Warm-up: page in the weights and start the workers.
-    lm.model.forward(&ids[..ids.len().clamp(1, 8)], &mut cache, false)?;
+    let mut logits = Vec::new();
+    lm.model.forward_into(&ids[..ids.len().clamp(1, 8)], &mut cache, false, &mut logits)?;
 
     let mut rows = Vec::new();
     if a.n_prompt > 0 {
@@ -71,7 +76,7 @@ pub fn main(a: Args) -> Result<()> {
         for _ in 0..a.reps {
             cache.clear();
             let t = Instant::now();
-            lm.model.forward(&ids[..a.n_prompt], &mut cache, false)?;
+            lm.model.forward_into(&ids[..a.n_prompt], &mut cache, false, &mut logits)?;
             speeds.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
         }
         rows.push((format!("pp{}", a.n_prompt), mean_sd(&speeds)));
@@ -82,7 +87,7 @@ pub fn main(a: Args) -> Result<()> {
             cache.clear();
             let t = Instant::now();
             for &id in &ids[..a.n_gen] {
-                lm.model.forward(&[id], &mut cache, false)?;
+                lm.model.forward_into(&[id], &mut cache, false, &mut logits)?;
             }
             speeds.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
         }
@@ -90,6 +95,7 @@ pub fn main(a: Args) -> Result<()> {
     }
     let rss = peak_rss_bytes().unwrap_or(0);
     let tier = edgellm_models::linear::kernel_description();
+    let cache_type = crate::run::load_options(a.exact, a.cache_type).kv_type().name();
     let name = a.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     match a.output_format {
         BenchFormat::Json => {
@@ -101,7 +107,7 @@ pub fn main(a: Args) -> Result<()> {
                 "{}",
                 serde_json::json!({
                     "model": name, "size_bytes": lm.gguf.file_len(), "params": info.n_params,
-                    "threads": threads, "kernels": tier, "reps": a.reps,
+                    "threads": threads, "kernels": tier, "cache_type": cache_type, "reps": a.reps,
                     "load_ms": lm.load_ms, "peak_rss_bytes": rss, "tests": tests,
                 })
             );
@@ -116,7 +122,12 @@ pub fn main(a: Args) -> Result<()> {
                     info.n_params as f64 / 1e6
                 );
             }
-            println!("\nload {:.1} ms · peak RSS {} · {} reps", lm.load_ms, human_bytes(rss), a.reps);
+            println!(
+                "\nload {:.1} ms · peak RSS {} · KV cache {cache_type} · {} reps",
+                lm.load_ms,
+                human_bytes(rss),
+                a.reps
+            );
         }
     }
     Ok(())

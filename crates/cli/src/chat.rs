@@ -27,6 +27,10 @@ pub struct Args {
     /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
     #[arg(long)]
     exact: bool,
+    /// KV cache type: f16 (default, as llama.cpp), q8_0 (half the memory) or f32 (the
+    /// default with --exact).
+    #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
+    cache_type: Option<edgellm_models::KvType>,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -38,7 +42,7 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let mut sampler = a.sampling.sampler()?;
-    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact))?;
+    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact, a.cache_type))?;
     let fallback;
     let template = match &lm.chat_template {
         Some(t) => t,

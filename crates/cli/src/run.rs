@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use edgellm_models::KvType;
 use edgellm_runtime::{GenerateOptions, LoadedModel, Sampler, SamplerConfig};
 
 use crate::OutputFormat;
@@ -57,10 +58,15 @@ impl SamplingArgs {
     }
 }
 
-/// Model options from the `--exact` flag.
-pub fn load_options(exact: bool) -> edgellm_models::LoadOptions {
+/// Model options from the `--exact` and `--cache-type` flags.
+pub fn load_options(exact: bool, cache_type: Option<KvType>) -> edgellm_models::LoadOptions {
     let precision = if exact { edgellm_models::Precision::Exact } else { edgellm_models::Precision::Fast };
-    edgellm_models::LoadOptions { precision, kv_type: None }
+    edgellm_models::LoadOptions { precision, kv_type: cache_type }
+}
+
+/// Parse a `--cache-type` value.
+pub fn parse_cache_type(s: &str) -> Result<KvType, String> {
+    KvType::parse(s).ok_or_else(|| format!("unknown KV cache type '{s}': use f16, q8_0 or f32"))
 }
 
 /// Arguments of `edgellm run`.
@@ -81,6 +87,10 @@ pub struct Args {
     /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
     #[arg(long)]
     exact: bool,
+    /// KV cache type: f16 (default, as llama.cpp), q8_0 (half the memory) or f32 (the
+    /// default with --exact).
+    #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
+    cache_type: Option<KvType>,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -98,7 +108,7 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let mut sampler = a.sampling.sampler()?;
-    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact))?;
+    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact, a.cache_type))?;
     let prompt_ids = lm.tokenize_prompt(&a.prompt);
     let mut session = lm.session();
     let opts = GenerateOptions { max_tokens: a.n, ..Default::default() };

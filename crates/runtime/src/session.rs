@@ -301,7 +301,8 @@ impl Session<'_> {
                 stop = StopReason::ContextFull;
                 break;
             }
-            logits = self.lm.model.forward(&[id], &mut self.cache, false)?;
+            // Reuses the logits vector and the cache's activation buffers: no allocation here.
+            self.lm.model.forward_into(&[id], &mut self.cache, false, &mut logits)?;
             self.tokens.push(id);
         }
         let rest = dec.flush();
