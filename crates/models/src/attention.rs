@@ -1,22 +1,25 @@
 //! Causal (optionally sliding-window) grouped-query attention over a [`LayerCache`], with an
 //! online softmax (one pass over the cache, no score matrix).
 //!
-//! Work is split into jobs of one KV head × a block of queries: each job walks the visible
-//! positions in chunks, converts a chunk's keys and values to f32 once for all the queries of
-//! its block and all the query heads sharing that KV head, and keeps per row a running
-//! maximum, normalizer and weighted sum of values (rescaled when the maximum grows).
+//! Work is split into jobs of one KV head × a block of queries (all the query heads sharing
+//! that KV head): a job computes the scores of its rows against a chunk of cached keys with
+//! one call of the matrix-product kernels (the keys are its "weight rows", in the cache's
+//! type), takes the softmax of each row, then sums the values weighted by the probabilities,
+//! converting each chunk of values to f32 once for all its rows.
 //!
-//! Scores follow the cache type as llama.cpp computes them: with an F16 cache the query is
-//! rounded to half precision before its dot product with the (half) keys; with a Q8_0 cache it
-//! is quantized to Q8_0 and the dot product is an integer one.
+//! The numerics follow llama.cpp's (non-flash) attention, so that logits stay comparable with
+//! the reference engine: with an F16 cache the query is rounded to half before its dot product
+//! with the half keys and the probabilities are rounded to half before they weight the half
+//! values; with a Q8_0 cache the query is quantized to Q8_0 and the scores are integer dot
+//! products. The softmax is the exact two-pass one (max, then normalized exponentials) rather
+//! than an online softmax, because its probabilities must exist before their rounding.
 
 use std::cell::RefCell;
 
+use edgellm_core::kernels;
 use edgellm_core::parallel::{for_each_range, DisjointWriter};
-use edgellm_core::{kernels, DType};
 
 use crate::kv_cache::{decode, KvType, LayerCache};
-use crate::nn::dot;
 
 /// Shape of an attention layer.
 #[derive(Clone, Copy, Debug)]
@@ -39,15 +42,15 @@ const POS_CHUNK: usize = 32;
 /// Per-thread working memory, grown on first use and reused.
 #[derive(Default)]
 struct Scratch {
-    /// `[rows × head_dim]` queries as f32 (rounded to f16 for an F16 cache).
+    /// `[head_dim]` one query row being prepared.
     q: Vec<f32>,
-    /// `[rows × Q8_0 bytes of a head]` queries for a Q8_0 cache.
+    /// `[rows × activation bytes of a head]` queries in the score kernel's activation format.
     qa: Vec<u8>,
     /// `[rows × span]` scores, then probabilities.
     p: Vec<f32>,
     /// `[rows × head_dim]` weighted sum of values.
     acc: Vec<f32>,
-    /// `[POS_CHUNK × head_dim]` keys of the chunk as f32.
+    /// `[rows × POS_CHUNK]` scores of a chunk, from the matrix product.
     kb: Vec<f32>,
     /// `[POS_CHUNK × head_dim]` values of the chunk as f32.
     vb: Vec<f32>,
@@ -103,53 +106,40 @@ fn one_job(
         let (t, h) = (ts.start + r / group, kvh * group + r % group);
         &q[t * qd + h * hd..t * qd + (h + 1) * hd]
     };
-    sc.q.clear();
+    // Query rows as the score kernels take them: the activation format of the cache type
+    // (f32 for F16/F32 keys — rounded to half first for F16, as llama.cpp does — Q8_0 for Q8_0).
+    let qab = kernels::activation_row_bytes(kt.dtype(), hd);
+    sc.q.resize(hd, 0.0);
+    sc.qa.resize(rows * qab, 0);
     for r in 0..rows {
-        match kt {
-            KvType::F16 => sc.q.extend(row_q(r).iter().map(|&v| half::f16::from_f32(v).to_f32())),
-            _ => sc.q.extend_from_slice(row_q(r)),
+        sc.q.copy_from_slice(row_q(r));
+        if kt == KvType::F16 {
+            sc.q.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
         }
-    }
-    let qab = KvType::Q8_0.bytes(hd);
-    if kt == KvType::Q8_0 {
-        sc.qa.resize(rows * qab, 0);
-        for r in 0..rows {
-            kernels::quantize_activations(
-                DType::Q8_0,
-                &sc.q[r * hd..(r + 1) * hd],
-                &mut sc.qa[r * qab..(r + 1) * qab],
-            );
-        }
+        kernels::quantize_activations(kt.dtype(), &sc.q, &mut sc.qa[r * qab..(r + 1) * qab]);
     }
     let lo = lc.first_visible(pos0 + ts.start);
     let hi = pos0 + ts.end - 1;
     let span = hi + 1 - lo;
     // Pass 1: scores of every row against its visible positions (`[rows × span]`, -inf where
-    // a position is not visible), chunk by chunk so that each key is converted once.
+    // a position is not visible), one matrix product per run of contiguous ring slots.
+    let chunk = POS_CHUNK.min(lc.capacity);
     sc.p.clear();
     sc.p.resize(rows * span, f32::NEG_INFINITY);
-    sc.kb.resize(POS_CHUNK * hd, 0.0);
-    sc.vb.resize(POS_CHUNK * hd, 0.0);
+    sc.kb.resize(rows * chunk, 0.0);
+    sc.vb.resize(chunk * hd, 0.0);
     let mut c0 = lo;
     while c0 <= hi {
-        let c1 = (c0 + POS_CHUNK).min(hi + 1);
-        if kt != KvType::Q8_0 {
-            for j in c0..c1 {
-                decode(kt, lc.key(j, kvh), &mut sc.kb[(j - c0) * hd..(j - c0 + 1) * hd]);
-            }
-        }
+        let slot = lc.slot(c0);
+        let c1 = (c0 + chunk).min(hi + 1).min(c0 + lc.capacity - slot);
+        let len = c1 - c0;
+        let keys = lc.keys(kvh, slot..slot + len);
+        kernels::matmul(kt.dtype(), keys, hd, 0..len, &sc.qa, rows, &mut sc.kb[..rows * len], len);
         for r in 0..rows {
             let p = pos0 + ts.start + r / group;
             let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
             for j in jlo..=jhi {
-                let i = j - c0;
-                let d = match kt {
-                    KvType::Q8_0 => {
-                        kernels::vec_dot(DType::Q8_0, lc.key(j, kvh), &sc.qa[r * qab..(r + 1) * qab], hd)
-                    }
-                    _ => dot(&sc.q[r * hd..(r + 1) * hd], &sc.kb[i * hd..(i + 1) * hd]),
-                };
-                sc.p[r * span + j - lo] = d * s.scale;
+                sc.p[r * span + j - lo] = sc.kb[r * len + j - c0] * s.scale;
             }
         }
         c0 = c1;
@@ -176,10 +166,10 @@ fn one_job(
     sc.acc.resize(rows * hd, 0.0);
     let mut c0 = lo;
     while c0 <= hi {
-        let c1 = (c0 + POS_CHUNK).min(hi + 1);
-        for j in c0..c1 {
-            decode(kt, lc.value(j, kvh), &mut sc.vb[(j - c0) * hd..(j - c0 + 1) * hd]);
-        }
+        let slot = lc.slot(c0);
+        let c1 = (c0 + chunk).min(hi + 1).min(c0 + lc.capacity - slot);
+        let len = c1 - c0;
+        decode(kt, lc.values(kvh, slot..slot + len), &mut sc.vb[..len * hd]);
         for r in 0..rows {
             let p = pos0 + ts.start + r / group;
             let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
@@ -207,6 +197,7 @@ mod tests {
     use super::*;
     use crate::kv_cache::{KvCache, KvShape};
     use edgellm_core::tolerance::Tolerance;
+    use edgellm_core::DType;
 
     /// Direct masked attention over full K/V arrays: the definition, with no cache.
     fn naive(

@@ -111,7 +111,9 @@ impl KvShape {
     }
 }
 
-/// Keys and values of one layer, `[capacity × row_bytes]` each, position-major.
+/// Keys and values of one layer, `[n_head_kv × capacity × head_bytes]` each: head-major, so
+/// that one head's keys of consecutive slots are contiguous rows (what the matrix-product
+/// kernels take).
 pub struct LayerCache {
     k: Vec<u8>,
     v: Vec<u8>,
@@ -136,31 +138,49 @@ impl LayerCache {
         pos % self.capacity
     }
 
+    #[inline]
+    fn offset(&self, slot: usize, h: usize) -> usize {
+        (h * self.capacity + slot) * self.shape.head_bytes()
+    }
+
     /// Keys of head `h` at position `pos`, in the cache's type.
     #[inline]
     pub fn key(&self, pos: usize, h: usize) -> &[u8] {
-        let (rb, hb) = (self.shape.row_bytes(), self.shape.head_bytes());
-        let s = self.slot(pos) * rb + h * hb;
-        &self.k[s..s + hb]
+        let s = self.offset(self.slot(pos), h);
+        &self.k[s..s + self.shape.head_bytes()]
     }
 
     /// Values of head `h` at position `pos`, in the cache's type.
     #[inline]
     pub fn value(&self, pos: usize, h: usize) -> &[u8] {
-        let (rb, hb) = (self.shape.row_bytes(), self.shape.head_bytes());
-        let s = self.slot(pos) * rb + h * hb;
-        &self.v[s..s + hb]
+        let s = self.offset(self.slot(pos), h);
+        &self.v[s..s + self.shape.head_bytes()]
+    }
+
+    /// Keys of head `h` in slots `slots` (contiguous rows of `head_bytes`).
+    #[inline]
+    pub fn keys(&self, h: usize, slots: std::ops::Range<usize>) -> &[u8] {
+        &self.k[self.offset(slots.start, h)..self.offset(slots.end, h)]
+    }
+
+    /// Values of head `h` in slots `slots` (contiguous rows of `head_bytes`).
+    #[inline]
+    pub fn values(&self, h: usize, slots: std::ops::Range<usize>) -> &[u8] {
+        &self.v[self.offset(slots.start, h)..self.offset(slots.end, h)]
     }
 
     /// Store keys/values (`[n × kv_dim]` each, f32) of positions `pos0..pos0+n`, converting
     /// them to the cache's type (Q8_0 with the activation quantizer of the kernels).
     pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) {
-        let (d, rb) = (self.shape.kv_dim(), self.shape.row_bytes());
+        let (d, hd, hb) = (self.shape.kv_dim(), self.shape.head_dim, self.shape.head_bytes());
         let t = self.shape.kv_type;
         for (i, (kr, vr)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
-            let s = self.slot(pos0 + i) * rb;
-            encode(t, kr, &mut self.k[s..s + rb]);
-            encode(t, vr, &mut self.v[s..s + rb]);
+            let slot = self.slot(pos0 + i);
+            for h in 0..self.shape.n_head_kv {
+                let s = self.offset(slot, h);
+                encode(t, &kr[h * hd..(h + 1) * hd], &mut self.k[s..s + hb]);
+                encode(t, &vr[h * hd..(h + 1) * hd], &mut self.v[s..s + hb]);
+            }
         }
     }
 
@@ -196,7 +216,7 @@ fn encode(t: KvType, x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// The cache type's bytes of one head back to f32.
+/// The cache type's bytes (whole heads) back to f32.
 #[inline]
 pub fn decode(t: KvType, b: &[u8], out: &mut [f32]) {
     match t {
@@ -205,11 +225,7 @@ pub fn decode(t: KvType, b: &[u8], out: &mut [f32]) {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
-        KvType::F16 => {
-            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
+        KvType::F16 => kernels::f16_to_f32(b, out),
         KvType::Q8_0 => {
             for (o, blk) in out.chunks_exact_mut(32).zip(b.chunks_exact(34)) {
                 let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();

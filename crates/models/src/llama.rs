@@ -62,7 +62,7 @@ impl LlamaConfig {
             Some(_) => u("rope.dimension_count")?,
             None => head_dim,
         };
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
+        if rope_dim > head_dim || rope_dim % 2 != 0 || rope_dim > 1024 {
             return Err(ModelError::BadConfig(format!("rope dimension {rope_dim} with head dim {head_dim}")));
         }
         if let Some(v) = f.get(&format!("{arch}.rope.scaling.type")) {

@@ -58,29 +58,43 @@ impl Rope {
     /// Rotate adjacent pairs `(x[2i], x[2i+1])` of each head of `x` (`[n_heads × head_dim]`)
     /// at position `pos` (the GGUF llama convention: Q/K weights are stored permuted for it).
     pub fn apply_adjacent(&self, x: &mut [f32], head_dim: usize, pos: usize) {
-        for head in x.chunks_exact_mut(head_dim) {
-            for i in 0..self.dim / 2 {
-                let theta = pos as f64 * self.base.powf(-2.0 * i as f64 / self.dim as f64);
-                let (s, c) = theta.sin_cos();
-                let (x0, x1) = (head[2 * i] as f64, head[2 * i + 1] as f64);
-                head[2 * i] = (x0 * c - x1 * s) as f32;
-                head[2 * i + 1] = (x0 * s + x1 * c) as f32;
+        self.with_angles(pos, |cs| {
+            for head in x.chunks_exact_mut(head_dim) {
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (x0, x1) = (head[2 * i] as f64, head[2 * i + 1] as f64);
+                    head[2 * i] = (x0 * c - x1 * s) as f32;
+                    head[2 * i + 1] = (x0 * s + x1 * c) as f32;
+                }
             }
-        }
+        });
     }
 
     /// Rotate the halves `(x[i], x[i + dim/2])` of each head (the NeoX convention, used by Gemma).
     pub fn apply_halves(&self, x: &mut [f32], head_dim: usize, pos: usize) {
         let half = self.dim / 2;
-        for head in x.chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let theta = pos as f64 * self.base.powf(-2.0 * i as f64 / self.dim as f64);
-                let (s, c) = theta.sin_cos();
-                let (x0, x1) = (head[i] as f64, head[i + half] as f64);
-                head[i] = (x0 * c - x1 * s) as f32;
-                head[i + half] = (x0 * s + x1 * c) as f32;
+        self.with_angles(pos, |cs| {
+            for head in x.chunks_exact_mut(head_dim) {
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (x0, x1) = (head[i] as f64, head[i + half] as f64);
+                    head[i] = (x0 * c - x1 * s) as f32;
+                    head[i + half] = (x0 * s + x1 * c) as f32;
+                }
             }
+        });
+    }
+
+    /// Calls `f` with `(cos, sin)` of the `dim/2` angles at `pos`, computed once for all heads
+    /// (on the stack: rotary dimensions up to 1024).
+    fn with_angles(&self, pos: usize, f: impl FnOnce(&[(f64, f64)])) {
+        let mut cs = [(0.0f64, 0.0f64); 512];
+        let n = (self.dim / 2).min(cs.len());
+        assert_eq!(n, self.dim / 2, "rotary dimension {} above 1024", self.dim);
+        for (i, e) in cs[..n].iter_mut().enumerate() {
+            let theta = pos as f64 * self.base.powf(-2.0 * i as f64 / self.dim as f64);
+            let (s, c) = theta.sin_cos();
+            *e = (c, s);
         }
+        f(&cs[..n]);
     }
 }
 

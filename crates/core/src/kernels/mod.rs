@@ -389,6 +389,17 @@ pub fn active() -> &'static Kernels {
     ACTIVE.get_or_init(|| Kernels::for_tier(tier()).expect("the chosen tier is supported"))
 }
 
+/// Widen little-endian IEEE halves (`src`, two bytes each) into `dst`, exactly.
+///
+/// # Panics
+/// If `src` does not hold exactly `2 · dst.len()` bytes.
+pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    assert_eq!(src.len(), 2 * dst.len(), "f16_to_f32: {} bytes for {} values", src.len(), dst.len());
+    for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *o = f32::from_bits(F16_TO_F32[u16::from_le_bytes([c[0], c[1]]) as usize]);
+    }
+}
+
 /// Every IEEE half widened to f32 (as bits), indexed by the half's bits: 256 KiB, for the
 /// SIMD kernels' block scales.
 ///
