@@ -176,10 +176,7 @@ fn one_job(
             let acc = &mut sc.acc[r * hd..(r + 1) * hd];
             for j in jlo..=jhi {
                 let w = sc.p[r * span + j - lo];
-                let v = &sc.vb[(j - c0) * hd..(j - c0 + 1) * hd];
-                for (a, &b) in acc.iter_mut().zip(v) {
-                    *a += w * b;
-                }
+                kernels::axpy(acc, w, &sc.vb[(j - c0) * hd..(j - c0 + 1) * hd]);
             }
         }
         c0 = c1;

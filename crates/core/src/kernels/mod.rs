@@ -389,6 +389,25 @@ pub fn active() -> &'static Kernels {
     ACTIVE.get_or_init(|| Kernels::for_tier(tier()).expect("the chosen tier is supported"))
 }
 
+/// `y += a · x`, with fused multiply-adds on the SIMD tiers (one rounding per element there,
+/// two on the scalar tier).
+///
+/// # Panics
+/// If `y` and `x` differ in length.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "axpy: lengths {} and {}", y.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    if tier() != Tier::Scalar {
+        // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA (checked when the
+        // tier was chosen); the lengths are equal (checked above).
+        unsafe { x86::axpy(y, a, x) };
+        return;
+    }
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
 /// Widen little-endian IEEE halves (`src`, two bytes each) into `dst`, exactly.
 ///
 /// # Panics
