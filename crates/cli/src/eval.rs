@@ -82,7 +82,7 @@ struct KldArgs {
 /// Arguments of `edgellm eval sts`.
 #[derive(clap::Args)]
 struct StsArgs {
-    /// Embedding model directory (sentence-transformers layout).
+    /// Embedding model: a sentence-transformers directory or a `bert` GGUF file (any tensor type).
     #[arg(short, long)]
     model: PathBuf,
     /// STS pairs: tab-separated `score, sentence1, sentence2` (a header line is skipped), or the

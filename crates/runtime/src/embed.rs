@@ -24,7 +24,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     /// The model directory is not there.
-    #[error("model directory {0} does not exist; run scripts/fetch-models or pass a sentence-transformers model directory")]
+    #[error("model {0} does not exist; pass a sentence-transformers model directory or a bert GGUF file (scripts/fetch-models fetches all-MiniLM-L6-v2)")]
     MissingModelDir(PathBuf),
     /// A file the model needs is not in its directory.
     #[error("{what} {path} is missing; the model directory needs config.json, model.safetensors and tokenizer.json (run scripts/fetch-models)")]

@@ -15,6 +15,10 @@
 //!   ids, `add_bos/eos/sep_token` parsed from the post-processor as gguf-py does, and the
 //!   normalizer's lowercase / strip-accents flags.
 //!
+//! For a quantizer: llama.cpp adds `position_embd` and `token_types` to the embeddings as F32
+//! tensors (llama-quantize leaves both unquantized; a quantized one makes llama.cpp abort), so
+//! keep them F32; edgellm itself loads any type.
+//!
 //! Departures: `tokenizer.ggml.pre` is `"default"` (the converter hashes a tokenization with the
 //! `transformers` library, unavailable here; llama.cpp ignores the pre-tokenizer for `bert`
 //! vocabularies). Three keys under `edgellm.` carry what llama.cpp has no key for: whether the
