@@ -277,7 +277,7 @@ fn unsupported(weight: DType) -> ! {
 fn geometry(weight: DType, k: usize) -> (usize, usize, usize) {
     let (i, w) = info(weight);
     let (ablock, abytes) = w.act.geometry();
-    if k % w.block != 0 || k % ablock != 0 {
+    if !k.is_multiple_of(w.block) || !k.is_multiple_of(ablock) {
         not_whole(weight, w, k);
     }
     (i, k / w.block * w.bytes, k / ablock * abytes)
