@@ -107,7 +107,9 @@ fn minilm_from_gguf_matches_safetensors_on_sts() {
     // Q4_K where rows are whole 256-blocks (ffn_down, rows of 1536), else Q5_0: llama-quantize's
     // fallback for Q4_K on rows of 384.
     let q4k = tmp("q4_k.gguf");
-    write_quantized(&export, &q4k, 14, |row| Some(if row % 256 == 0 { DType::Q4_K } else { DType::Q5_0 }));
+    write_quantized(&export, &q4k, 14, |row| {
+        Some(if row.is_multiple_of(256) { DType::Q4_K } else { DType::Q5_0 })
+    });
     let sp_q4k = spearman(&Embedder::load(&q4k).unwrap(), &pairs);
     let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64 / (1 << 20) as f64;
     eprintln!(
