@@ -425,7 +425,8 @@ pub struct ChunkProgress {
 }
 
 /// Run one chunk from an empty cache and return the logit rows of positions `first..n_ctx-1`
-/// (`[(n_ctx-1-first) × n_vocab]`).
+/// (`[(n_ctx-1-first) × n_vocab]`). Positions before `first` run without logits (only the KV
+/// cache is needed from them), in batches the cache accepts.
 fn scored_logits(model: &dyn LanguageModel, chunk: &[u32], first: usize) -> Result<Vec<f32>, PplError> {
     let n_vocab = model.info().n_vocab;
     if let Some(&id) = chunk.iter().find(|&&id| id as usize >= n_vocab) {
@@ -434,14 +435,16 @@ fn scored_logits(model: &dyn LanguageModel, chunk: &[u32], first: usize) -> Resu
     let n_ctx = chunk.len();
     let mut cache = model.new_cache(n_ctx);
     let step = cache.max_batch.clamp(1, 512);
+    for part in chunk[..first].chunks(step) {
+        model.forward(part, &mut cache, false)?;
+    }
     let mut out = Vec::with_capacity((n_ctx - 1 - first) * n_vocab);
-    let mut pos = 0;
-    for part in chunk.chunks(step) {
+    let mut pos = first;
+    for part in chunk[first..].chunks(step) {
         let logits = model.forward(part, &mut cache, true)?;
-        // Keep rows whose position is in first..n_ctx-1.
-        let lo = first.max(pos).min(pos + part.len());
-        let hi = (n_ctx - 1).min(pos + part.len()).max(lo);
-        out.extend_from_slice(&logits[(lo - pos) * n_vocab..(hi - pos) * n_vocab]);
+        // Rows of positions up to n_ctx-2: the last position predicts nothing in the chunk.
+        let keep = part.len().min(n_ctx - 1 - pos);
+        out.extend_from_slice(&logits[..keep * n_vocab]);
         pos += part.len();
     }
     Ok(out)

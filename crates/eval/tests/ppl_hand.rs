@@ -44,12 +44,13 @@ impl LanguageModel for Bigram {
         0
     }
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
-        assert!(all_logits && tokens.len() <= cache.max_batch, "called with {} tokens", tokens.len());
+        assert!(tokens.len() <= cache.max_batch, "called with {} tokens", tokens.len());
         if cache.len + tokens.len() > cache.n_ctx {
             return Err(ModelError::ContextOverflow { needed: cache.len + tokens.len(), n_ctx: cache.n_ctx });
         }
         cache.len += tokens.len();
-        Ok(tokens
+        let rows = if all_logits { tokens } else { &tokens[tokens.len() - 1..] };
+        Ok(rows
             .iter()
             .flat_map(|&t| {
                 let mut row = [0.0f32; 3];
