@@ -34,7 +34,7 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum PplError {
     /// The text file could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read the text file {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
