@@ -99,13 +99,16 @@ pub fn token_nll(logits: &[f32], target: u32) -> f64 {
 /// `KL(P_base ‖ P_model) = Σ p_base (ln p_base − ln p_model)` of the softmaxes of two logit
 /// rows, in f64.
 pub fn kl_divergence(base: &[f32], model: &[f32]) -> f64 {
-    let (lb, lm) = (log_sum_exp(base), log_sum_exp(model));
+    kl_with_lse(base, model, log_sum_exp(base), log_sum_exp(model))
+}
+
+/// [`kl_divergence`] given both rows' log-sum-exp (clamped at 0 against rounding).
+fn kl_with_lse(base: &[f32], model: &[f32], lse_base: f64, lse_model: f64) -> f64 {
     base.iter()
         .zip(model)
         .map(|(&b, &m)| {
-            let lpb = b as f64 - lb;
-            let lpm = m as f64 - lm;
-            lpb.exp() * (lpb - lpm)
+            let lpb = b as f64 - lse_base;
+            lpb.exp() * (lpb - (m as f64 - lse_model))
         })
         .sum::<f64>()
         .max(0.0)
@@ -306,19 +309,11 @@ struct PairScore {
 
 fn score_pair(base: &[f32], model: &[f32], target: u32) -> PairScore {
     let (lb, lm) = (log_sum_exp(base), log_sum_exp(model));
-    let kld: f64 = base
-        .iter()
-        .zip(model)
-        .map(|(&b, &m)| {
-            let lpb = b as f64 - lb;
-            lpb.exp() * (lpb - (m as f64 - lm))
-        })
-        .sum();
     let t = target as usize;
     PairScore {
         nll: lm - model[t] as f64,
         nll_base: lb - base[t] as f64,
-        kld: kld.max(0.0),
+        kld: kl_with_lse(base, model, lb, lm),
         same_top: argmax(base) == argmax(model),
     }
 }

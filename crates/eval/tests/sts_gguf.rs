@@ -10,8 +10,9 @@ use edgellm_core::quant::quantize;
 use edgellm_core::DType;
 use edgellm_eval::sts;
 use edgellm_formats::{GgufWriter, Value};
-use edgellm_models::bert::{gguf_export, GgufExport};
-use edgellm_runtime::embed::Embedder;
+use edgellm_models::bert::{gguf_export, BertError, GgufExport};
+use edgellm_models::ModelError;
+use edgellm_runtime::embed::{EmbedError, Embedder};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -138,4 +139,24 @@ fn minilm_from_gguf_matches_safetensors_on_sts() {
     assert!((sp_q8 - sp_st).abs() < 0.2, "Q8_0 {sp_q8} vs F32 {sp_st}");
     // Measured: Q8_0 82.0245, Q4_K/Q5_0 81.8719 against 82.0325 (the README's numerics table).
     assert!((sp_q4k - sp_st).abs() < 0.5, "Q4_K {sp_q4k} vs F32 {sp_st}");
+}
+
+#[test]
+fn bad_sources_are_typed_errors() {
+    // A GGUF that is not a BERT.
+    let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let llama = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if llama.exists() {
+        let e = Embedder::load(&llama).err().expect("a llama GGUF is not an embedding model");
+        assert!(matches!(e, EmbedError::Model(BertError::Model(ModelError::BadConfig(_)))), "{e}");
+        assert!(e.to_string().contains("'llama' is not 'bert'"), "{e}");
+    }
+    // Export from a directory that is not there, or lacks its files.
+    let e = gguf_export(Path::new("no-such-model-dir")).unwrap_err();
+    assert!(matches!(e, ModelError::Source { .. }), "{e}");
+    let empty = tmp("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = gguf_export(&empty).unwrap_err();
+    assert!(e.to_string().contains("config.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&empty);
 }
