@@ -18,8 +18,8 @@ pub enum EmbedFormat {
 /// Arguments of `edgellm embed`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory (sentence-transformers layout: config.json, model.safetensors,
-    /// tokenizer.json, modules.json, 1_Pooling/).
+    /// Model: a sentence-transformers directory (config.json, model.safetensors,
+    /// tokenizer.json, modules.json, 1_Pooling/) or a `bert` GGUF file.
     #[arg(short, long)]
     model: PathBuf,
     /// Input file with one text per line (`-` or absent: standard input).

@@ -8,7 +8,7 @@ use edgellm_runtime::embed::{cosine, Embedder};
 /// Arguments of `edgellm similarity`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory (sentence-transformers layout).
+    /// Embedding model: a sentence-transformers directory or a `bert` GGUF file.
     #[arg(short, long)]
     model: PathBuf,
     /// First text.

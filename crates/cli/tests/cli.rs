@@ -172,3 +172,42 @@ fn bad_inputs_give_clear_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("context holds 32"), "{err}");
 }
+
+#[test]
+fn eval_ppl_and_kld_json() {
+    let m = smollm2();
+    let m = m.to_str().unwrap();
+    // The first ~8 KiB of WikiText-2 (cut at a line end) hold the 2 chunks of 128 tokens.
+    let text = std::fs::read_to_string(root().join("data/wikitext-2/wiki.test.raw")).unwrap();
+    let cut = 8192 + text[8192..].find('\n').unwrap();
+    let f = std::env::temp_dir().join(format!("edgellm-cli-ppl-{}.txt", std::process::id()));
+    std::fs::write(&f, &text[..cut + 1]).unwrap();
+    let f = f.to_str().unwrap();
+    let common = ["-f", f, "-c", "128", "--chunks", "2", "--output-format", "json"];
+
+    let out = stdout(&edgellm(&[&["eval", "ppl", "-m", m][..], &common].concat()));
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    // llama-perplexity on the same setting: 23.0000 (tests/golden/llama-perplexity.json).
+    let ppl = r["ppl"].as_f64().unwrap();
+    assert!((ppl / 23.0 - 1.0).abs() < 0.005, "{out}");
+    assert_eq!(
+        (r["chunks"].as_u64(), r["tokens_scored"].as_u64(), r["bos"].as_bool()),
+        (Some(2), Some(126), Some(false))
+    );
+    assert_eq!(r["running_ppl"].as_array().unwrap().len(), 2);
+
+    // A model against itself: no divergence, the same perplexity.
+    let out = stdout(&edgellm(&[&["eval", "kld", "--base", m, "-m", m][..], &common].concat()));
+    let k: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(k["kld_mean"]["value"].as_f64(), Some(0.0), "{out}");
+    assert_eq!(k["same_top"]["value"].as_f64(), Some(1.0));
+    assert_eq!(k["ppl_ratio"]["value"].as_f64(), Some(1.0));
+    assert!((k["ppl"]["value"].as_f64().unwrap() - ppl).abs() < 1e-9);
+
+    let o = edgellm(&["eval", "ppl", "-m", m, "-f", f, "-c", "127"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("context size 127: must be even"));
+    let o = edgellm(&["eval", "ppl", "-m", m, "-f", f, "-c", "8192"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fewer than one chunk of 8192"), "{o:?}");
+    let _ = std::fs::remove_file(f);
+}

@@ -1,8 +1,11 @@
 //! edgellm-eval: measurements of a model's quality and cost, driven through `edgellm-runtime`.
 //!
+//! - [`ppl`]: perplexity and KL divergence over a text, as llama.cpp's `llama-perplexity`
+//!   computes them (non-overlapping chunks, the second half of each scored).
 //! - [`sts`]: semantic textual similarity (STS Benchmark): Spearman correlation of embedding
 //!   cosines with human scores, with throughput and peak memory.
 //! - [`stats`]: rank statistics shared by the evaluations.
 
+pub mod ppl;
 pub mod stats;
 pub mod sts;

@@ -9,7 +9,8 @@
 //! Departures from the obvious:
 //! - Weights reach the model through [`BertWeights`] under their Hugging Face names; every
 //!   projection and embedding table is a [`Linear`], so a GGUF or quantized copy plugs in by
-//!   implementing that trait, without editing this file.
+//!   implementing that trait, without editing this file ([`gguf::GgufBert`] reads llama.cpp's
+//!   `bert` GGUF layout).
 //! - A padded batch is packed: positions whose attention mask is 0 are dropped before the first
 //!   layer and attention runs within each sequence, so padding costs nothing, and a sequence's
 //!   result does not depend on what else is in its batch (batched and one-at-a-time outputs are
@@ -29,6 +30,10 @@ use edgellm_formats::{ConfigError, HfConfig, SafetensorsError, SafetensorsFile};
 
 use crate::nn::{dot, softmax};
 use crate::{Linear, ModelError, TensorBytes};
+
+pub mod gguf;
+
+pub use gguf::{gguf_export, ExportTensor, GgufBert, GgufExport, GgufPooling};
 
 /// An error loading or running a BERT model.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,12 @@ pub enum BertError {
         /// `max_position_embeddings`.
         max: usize,
     },
+}
+
+impl From<edgellm_formats::GgufError> for BertError {
+    fn from(e: edgellm_formats::GgufError) -> BertError {
+        BertError::Model(ModelError::Gguf(e))
+    }
 }
 
 /// The activation of the intermediate (feed-forward) layer, as config.json's `hidden_act` names it.
@@ -442,6 +453,12 @@ impl Bert {
         let dir = dir.as_ref();
         let config = BertConfig::from_hf(&HfConfig::open(dir.join("config.json"))?)?;
         Bert::load(config, &SafetensorsBert::open(dir.join("model.safetensors"))?)
+    }
+
+    /// Load a `bert` GGUF file (llama.cpp's layout, as [`gguf_export`] writes it), its weights
+    /// in any type the [`Linear`] layers run.
+    pub fn from_gguf(f: &edgellm_formats::GgufFile) -> Result<Bert, BertError> {
+        Bert::load(BertConfig::from_gguf(f)?, &GgufBert::new(f))
     }
 
     /// Build the model from `config` and a weight source.

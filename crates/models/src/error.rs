@@ -45,6 +45,15 @@ pub enum ModelError {
         /// Context size.
         n_ctx: usize,
     },
+    /// A source file of a conversion (config.json, tokenizer.json, safetensors) is missing or
+    /// malformed.
+    #[error("{}: {message}", path.display())]
+    Source {
+        /// The file (empty when the message names it).
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A token id outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken {

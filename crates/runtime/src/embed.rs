@@ -5,18 +5,26 @@
 //! `<path>/config.json`, optional Normalize); `sentence_bert_config.json` gives `max_seq_length`
 //! (the truncation length, special tokens included) and `do_lower_case`. Texts are sorted by
 //! token count and embedded in batches padded to the longest of each batch.
+//!
+//! A `bert` GGUF file (llama.cpp's layout, e.g. written from [`edgellm_models::bert::gguf_export`]
+//! and quantized) is the other source: weights in any type, pooling and normalization from its
+//! metadata, and a WordPiece tokenizer built from `tokenizer.ggml.*` (the vocabulary mapped back
+//! from phantom-space form, BERT normalization and pre-tokenization, `[CLS] … [SEP]`), which
+//! gives the ids `tokenizer.json` gives.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use edgellm_models::bert::{Bert, BertBatch, BertError};
+use edgellm_formats::{GgufError, GgufFile};
+use edgellm_models::bert::{Bert, BertBatch, BertError, GgufPooling};
+use edgellm_models::ModelError;
 use serde::Deserialize;
 
 /// An error loading an embedding model or embedding text.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     /// The model directory is not there.
-    #[error("model directory {0} does not exist; run scripts/fetch-models or pass a sentence-transformers model directory")]
+    #[error("model {0} does not exist; pass a sentence-transformers model directory or a bert GGUF file (scripts/fetch-models fetches all-MiniLM-L6-v2)")]
     MissingModelDir(PathBuf),
     /// A file the model needs is not in its directory.
     #[error("{what} {path} is missing; the model directory needs config.json, model.safetensors and tokenizer.json (run scripts/fetch-models)")]
@@ -51,6 +59,12 @@ pub enum EmbedError {
     /// The BERT model could not be loaded or run.
     #[error(transparent)]
     Model(#[from] BertError),
+    /// A GGUF model file could not be parsed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A GGUF model's metadata does not describe a usable BERT or vocabulary.
+    #[error(transparent)]
+    GgufModel(#[from] ModelError),
     /// An input line is not UTF-8.
     #[error("input line {line} is not valid UTF-8")]
     InvalidUtf8 {
@@ -243,11 +257,15 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Load the sentence-transformers model in `dir` (`config.json`, `model.safetensors`,
-    /// `tokenizer.json`, and where present `modules.json`, the Pooling config and
-    /// `sentence_bert_config.json`). Without `modules.json`: mean pooling, no normalization.
+    /// Load an embedding model: a `bert` GGUF file ([`Embedder::load_gguf`]) or a
+    /// sentence-transformers directory (`config.json`, `model.safetensors`, `tokenizer.json`,
+    /// and where present `modules.json`, the Pooling config and `sentence_bert_config.json`;
+    /// without `modules.json`: mean pooling, no normalization).
     pub fn load(dir: impl AsRef<Path>) -> Result<Embedder, EmbedError> {
         let dir = dir.as_ref();
+        if dir.is_file() {
+            return Embedder::load_gguf(dir);
+        }
         if !dir.is_dir() {
             return Err(EmbedError::MissingModelDir(dir.into()));
         }
@@ -322,6 +340,47 @@ impl Embedder {
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
         Ok(Embedder { model, tokenizer, pooling, normalize, lower_case: st.do_lower_case, max_seq_length })
+    }
+
+    /// Load a `bert` GGUF file: the encoder (weights in any type), `bert.pooling_type` (mean or
+    /// cls), normalization and truncation length from its metadata (see
+    /// [`GgufPooling`]), and a WordPiece tokenizer from its vocabulary.
+    pub fn load_gguf(path: impl AsRef<Path>) -> Result<Embedder, EmbedError> {
+        let path = path.as_ref();
+        let f = GgufFile::open(path)?;
+        let model = Bert::from_gguf(&f)?;
+        let gp = GgufPooling::from_gguf(&f)?;
+        let pooling = match gp.pooling_type {
+            1 => Pooling::MEAN,
+            2 => Pooling { cls: true, ..Pooling::default() },
+            t => {
+                return Err(EmbedError::Unsupported(format!(
+                    "{}: bert.pooling_type {t} (edgellm pools mean (1) or cls (2))",
+                    path.display()
+                )))
+            }
+        };
+        if gp.max_seq_length < 2 {
+            return Err(EmbedError::Unsupported(format!(
+                "max_seq_length {} leaves no room for text",
+                gp.max_seq_length
+            )));
+        }
+        let mut tokenizer = wordpiece_from_gguf(&f)?;
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: gp.max_seq_length,
+                ..Default::default()
+            }))
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(Embedder {
+            model,
+            tokenizer,
+            pooling,
+            normalize: gp.normalize,
+            lower_case: false,
+            max_seq_length: gp.max_seq_length,
+        })
     }
 
     /// The BERT encoder.
@@ -422,6 +481,106 @@ impl Embedder {
             })
             .collect())
     }
+}
+
+/// The WordPiece tokenizer a `bert` GGUF vocabulary describes, as Hugging Face `tokenizers`
+/// components: BERT normalizer (clean text, CJK spacing, `tokenizer.ggml.normalizer.lowercase`,
+/// accents stripped per `...strip_accents` or, when absent, with lowercasing, as
+/// `BertNormalizer` does), BERT pre-tokenizer, WordPiece with `##` continuations and the unknown
+/// token, and `[CLS] $A [SEP]` where `add_bos_token` / `add_eos_token` (or llama.cpp's defaults
+/// for `bert`: both) say so.
+pub fn wordpiece_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer, EmbedError> {
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::bert::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::template::TemplateProcessing;
+    use tokenizers::AddedToken;
+
+    let tok_err = |e: tokenizers::Error| EmbedError::Tokenizer(e.to_string());
+    let (vocab, control) = edgellm_models::bert::gguf::wordpiece_vocab(f)?;
+    let mut by_id = vec![String::new(); vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0)];
+    for (t, &i) in &vocab {
+        by_id[i as usize] = t.clone();
+    }
+    let opt_id = |k: &str| -> Result<Option<u32>, EmbedError> {
+        match f.get(k) {
+            None => Ok(None),
+            Some(_) => Ok(Some(f.get_u64(k)? as u32)),
+        }
+    };
+    let name = |id: Option<u32>, default: &str| -> String {
+        id.and_then(|i| by_id.get(i as usize))
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| default.into())
+    };
+    let opt_bool = |k: &str| -> Result<Option<bool>, EmbedError> {
+        match f.get(k) {
+            None => Ok(None),
+            Some(_) => Ok(Some(f.get_bool(k)?)),
+        }
+    };
+    let unk = name(opt_id("tokenizer.ggml.unknown_token_id")?, "[UNK]");
+    let cls = name(opt_id("tokenizer.ggml.bos_token_id")?, "[CLS]");
+    let sep = name(
+        opt_id("tokenizer.ggml.eos_token_id")?.or(opt_id("tokenizer.ggml.seperator_token_id")?),
+        "[SEP]",
+    );
+    // WordPiece's vocabulary type comes from its own reader: one token per line, id = line.
+    let mut lines = String::new();
+    for t in &by_id {
+        if t.contains('\n') || t.trim_end() != t {
+            return Err(EmbedError::Tokenizer(format!(
+                "token {t:?} cannot be represented in a WordPiece vocabulary"
+            )));
+        }
+        lines.push_str(t);
+        lines.push('\n');
+    }
+    let wp_vocab = WordPiece::read_bytes(lines.as_bytes()).map_err(tok_err)?;
+    let model = WordPiece::builder()
+        .vocab(wp_vocab)
+        .unk_token(unk)
+        .continuing_subword_prefix("##".into())
+        .build()
+        .map_err(tok_err)?;
+    let mut tok = tokenizers::Tokenizer::new(model);
+    let lowercase = opt_bool("tokenizer.ggml.normalizer.lowercase")?.unwrap_or(true);
+    let strip_accents = opt_bool("tokenizer.ggml.normalizer.strip_accents")?;
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, strip_accents, lowercase)));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    let specials: Vec<AddedToken> =
+        control.iter().map(|&i| AddedToken::from(by_id[i as usize].clone(), true)).collect();
+    tok.add_special_tokens(&specials);
+    let add_bos = opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
+    let add_eos = opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(true);
+    let id_of = |t: &str| {
+        vocab
+            .get(t)
+            .copied()
+            .ok_or_else(|| EmbedError::Tokenizer(format!("special token {t} is not in the vocabulary")))
+    };
+    let mut single = Vec::new();
+    let mut special_tokens = Vec::new();
+    if add_bos {
+        single.push(cls.clone());
+        special_tokens.push((cls.clone(), id_of(&cls)?));
+    }
+    single.push("$A".to_string());
+    if add_eos {
+        single.push(sep.clone());
+        if sep != cls || !add_bos {
+            special_tokens.push((sep.clone(), id_of(&sep)?));
+        }
+    }
+    let post = TemplateProcessing::builder()
+        .try_single(single)
+        .map_err(|e| EmbedError::Tokenizer(e.to_string()))?
+        .special_tokens(special_tokens)
+        .build()
+        .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+    tok.with_post_processor(Some(post));
+    Ok(tok)
 }
 
 #[cfg(test)]
