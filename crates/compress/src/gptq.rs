@@ -123,7 +123,11 @@ pub fn quantize_matrix(
         return Err(CompressError::MethodUnsupported { method: "gptq", dtype, tensor: name.into() });
     }
     if g.len() != n * n {
-        return Err(CompressError::ImatrixMismatch { tensor: name.into(), got: (g.len() as f64).sqrt() as usize, want: n });
+        return Err(CompressError::ImatrixMismatch {
+            tensor: name.into(),
+            got: (g.len() as f64).sqrt() as usize,
+            want: n,
+        });
     }
     let bs = dtype.block_size();
     let ts = dtype.type_size();
@@ -227,7 +231,8 @@ mod tests {
         let (n, rows, tokens) = (64usize, 16usize, 256usize);
         let mut s = 3u64;
         let base: Vec<f32> = (0..tokens * 4).map(|_| lcg(&mut s)).collect();
-        let xs: Vec<f32> = (0..tokens * n).map(|i| base[(i / n) * 4 + (i % n) % 4] + 0.1 * lcg(&mut s)).collect();
+        let xs: Vec<f32> =
+            (0..tokens * n).map(|i| base[(i / n) * 4 + (i % n) % 4] + 0.1 * lcg(&mut s)).collect();
         let w: Vec<f32> = (0..rows * n).map(|_| lcg(&mut s)).collect();
         let mut g = vec![0.0f64; n * n];
         for t in 0..tokens {
@@ -241,7 +246,8 @@ mod tests {
             let mut e = 0.0f64;
             for r in 0..rows {
                 for t in 0..tokens {
-                    let d: f64 = (0..n).map(|i| (w[r * n + i] - wq[r * n + i]) as f64 * xs[t * n + i] as f64).sum();
+                    let d: f64 =
+                        (0..n).map(|i| (w[r * n + i] - wq[r * n + i]) as f64 * xs[t * n + i] as f64).sum();
                     e += d * d;
                 }
             }

@@ -334,7 +334,8 @@ impl BlockFit {
                         let (q1, q2, q3, q4) = (u[e], u[e + 32], u[e + 64], u[e + 96]);
                         out[64 * hh + l] = (q1 & 0x0f) | ((q3 & 0x0f) << 4);
                         out[64 * hh + 32 + l] = (q2 & 0x0f) | ((q4 & 0x0f) << 4);
-                        out[128 + 32 * hh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+                        out[128 + 32 * hh + l] =
+                            (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
                     }
                 }
                 for s in 0..16 {
@@ -352,7 +353,8 @@ fn pack_2bit(l: &[u8; 256], qs: &mut [u8]) {
     for h in 0..2 {
         for i in 0..32 {
             let b = 128 * h + i;
-            qs[32 * h + i] = (l[b] & 3) | ((l[b + 32] & 3) << 2) | ((l[b + 64] & 3) << 4) | ((l[b + 96] & 3) << 6);
+            qs[32 * h + i] =
+                (l[b] & 3) | ((l[b + 32] & 3) << 2) | ((l[b + 64] & 3) << 4) | ((l[b + 96] & 3) << 6);
         }
     }
 }
@@ -512,7 +514,10 @@ mod tests {
                 for (j, &v) in xb.iter().enumerate() {
                     let want = f.value(j, v);
                     let got = y[b * bs + j];
-                    assert!((want - got).abs() <= 1e-5 * want.abs().max(1e-3), "{t} block {b} elem {j}: {got} vs {want}");
+                    assert!(
+                        (want - got).abs() <= 1e-5 * want.abs().max(1e-3),
+                        "{t} block {b} elem {j}: {got} vs {want}"
+                    );
                 }
             }
             let reference = dequantize(t, &quantize(t, &x).unwrap(), 4096).unwrap();

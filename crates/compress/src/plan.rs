@@ -164,8 +164,12 @@ impl Scheme {
                 "output/tied embedding Q6_K (Q8_0 if its rows do not fit); the rest the base type"
             }
             Scheme::Q2_K => "output Q6_K; attn_v Q3_K (Q4_K if GQA >= 4); ffn_down, attn_output Q3_K",
-            Scheme::Q5_K_M => "output Q6_K; attn_v and ffn_down Q6_K on the first/last 1/8 layers and every 3rd",
-            Scheme::Q4_K_M => "output Q6_K; attn_v and ffn_down Q6_K on the first/last 1/8 layers and every 3rd",
+            Scheme::Q5_K_M => {
+                "output Q6_K; attn_v and ffn_down Q6_K on the first/last 1/8 layers and every 3rd"
+            }
+            Scheme::Q4_K_M => {
+                "output Q6_K; attn_v and ffn_down Q6_K on the first/last 1/8 layers and every 3rd"
+            }
             Scheme::Q4_K_S => "output Q6_K; attn_v Q5_K on layers 0-3; ffn_down Q5_K on the first 1/8 layers",
             Scheme::Q3_K_M => {
                 "output Q6_K; attn_v Q5_K (layers 0-1) else Q4_K; ffn_down Q5_K (first 1/16) else Q4_K; \
@@ -200,7 +204,8 @@ impl KeepRule {
         if pattern.is_empty() {
             return Err(bad("the pattern is empty"));
         }
-        let dtype = DType::from_name(ty.trim()).ok_or_else(|| bad(&format!("unknown type {:?}", ty.trim())))?;
+        let dtype =
+            DType::from_name(ty.trim()).ok_or_else(|| bad(&format!("unknown type {:?}", ty.trim())))?;
         if !dtype.is_supported() || dtype == DType::Q8_K {
             return Err(bad(&format!(
                 "{dtype} cannot be written as a weight type (use F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q5_1, \
@@ -419,7 +424,16 @@ pub fn plan(
             dtype = keeps[k].dtype;
             reason = Reason::Keep(keeps[k].pattern.clone());
         } else if base.is_quantized() {
-            let rule = mix_rule(scheme, role, tied, ncols, (i_v, n_attn_v), (i_down, n_layer), facts.n_gqa, has_imatrix);
+            let rule = mix_rule(
+                scheme,
+                role,
+                tied,
+                ncols,
+                (i_v, n_attn_v),
+                (i_down, n_layer),
+                facts.n_gqa,
+                has_imatrix,
+            );
             if let Some((d, why)) = rule {
                 if d != dtype {
                     dtype = d;
@@ -468,10 +482,14 @@ fn mix_rule(
         (Scheme::Q2_K, Role::FfnDown) => Some((Q3_K, "ffn_down")),
         (Scheme::Q2_K, Role::AttnOutput) => Some((Q3_K, "attn_output")),
         (Scheme::Q3_K_M, Role::AttnV) => Some((if i_v < 2 { Q5_K } else { Q4_K }, "attn_v")),
-        (Scheme::Q3_K_M, Role::FfnDown) => Some((if i_down < n_layer / 16 { Q5_K } else { Q4_K }, "ffn_down")),
+        (Scheme::Q3_K_M, Role::FfnDown) => {
+            Some((if i_down < n_layer / 16 { Q5_K } else { Q4_K }, "ffn_down"))
+        }
         (Scheme::Q3_K_M, Role::AttnOutput) => Some((Q4_K, "attn_output")),
         (Scheme::Q3_K_M, Role::AttnQkv) => Some((Q4_K, "attn_qkv")),
-        (Scheme::Q4_K_M | Scheme::Q5_K_M, Role::AttnV) if more_bits(i_v, n_v) => Some((Q6_K, "attn_v more bits")),
+        (Scheme::Q4_K_M | Scheme::Q5_K_M, Role::AttnV) if more_bits(i_v, n_v) => {
+            Some((Q6_K, "attn_v more bits"))
+        }
         (Scheme::Q4_K_M | Scheme::Q5_K_M, Role::FfnDown) if more_bits(i_down, n_layer) => {
             Some((Q6_K, "ffn_down more bits"))
         }
@@ -479,8 +497,12 @@ fn mix_rule(
         (Scheme::Q5_K_M, Role::AttnQkv) => Some((Q6_K, "attn_qkv")),
         (Scheme::Q4_K_S, Role::AttnV) if i_v < 4 => Some((Q5_K, "attn_v first 4")),
         (Scheme::Q4_K_S, Role::FfnDown) if i_down < n_layer / 8 => Some((Q5_K, "ffn_down first 1/8")),
-        (Scheme::Q4_0, Role::FfnDown) if has_imatrix && i_down < n_layer / 8 => Some((Q4_1, "ffn_down first 1/8")),
-        (Scheme::Q5_0, Role::FfnDown) if has_imatrix && i_down < n_layer / 8 => Some((Q5_1, "ffn_down first 1/8")),
+        (Scheme::Q4_0, Role::FfnDown) if has_imatrix && i_down < n_layer / 8 => {
+            Some((Q4_1, "ffn_down first 1/8"))
+        }
+        (Scheme::Q5_0, Role::FfnDown) if has_imatrix && i_down < n_layer / 8 => {
+            Some((Q5_1, "ffn_down first 1/8"))
+        }
         _ => None,
     }
 }

@@ -163,7 +163,11 @@ pub fn quantize_model<'a>(
         };
         if let Some(v) = imp {
             if v.len() != t.row_len() && t.name != "token_embd.weight" {
-                return Err(CompressError::ImatrixMismatch { tensor: t.name.clone(), got: v.len(), want: t.row_len() });
+                return Err(CompressError::ImatrixMismatch {
+                    tensor: t.name.clone(),
+                    got: v.len(),
+                    want: t.row_len(),
+                });
             }
         }
         let imp = imp.filter(|v| v.len() == t.row_len()).map(|v| v.as_slice());
@@ -204,12 +208,10 @@ fn quantize_tensor(
     let x = t.to_f32()?;
     let n = t.row_len();
     let rows = x.len() / n.max(1);
-    let row_bytes = dtype
-        .bytes_for(n as u64)
-        .ok_or_else(|| CompressError::BadTensor {
-            tensor: t.name.clone(),
-            why: format!("row length {n} is not a multiple of the {dtype} block size"),
-        })? as usize;
+    let row_bytes = dtype.bytes_for(n as u64).ok_or_else(|| CompressError::BadTensor {
+        tensor: t.name.clone(),
+        why: format!("row length {n} is not a multiple of the {dtype} block size"),
+    })? as usize;
     if let (Method::Gptq, Some((g, count))) = (method, gram) {
         return crate::gptq::quantize_matrix(&t.name, dtype, &x, n, g, count);
     }

@@ -118,7 +118,10 @@ impl Imatrix {
             if t.dtype != DType::F32 {
                 return Err(bad(format!("{name} is {}, not F32", t.dtype)));
             }
-            Ok(f.tensor_data(t).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            Ok(f.tensor_data(t)
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
         };
         for t in &f.tensors {
             let Some(name) = t.name.strip_suffix(SUMS) else { continue };
@@ -137,9 +140,10 @@ impl Imatrix {
     }
 
     fn from_legacy(b: &[u8], p: &str) -> Result<Imatrix, ImatrixError> {
-        let bad = |why: &str| ImatrixError::Bad { path: p.to_string(), why: format!("legacy .dat layout: {why}") };
+        let bad =
+            |why: &str| ImatrixError::Bad { path: p.to_string(), why: format!("legacy .dat layout: {why}") };
         let mut pos = 0usize;
-        let mut i32_at = |pos: &mut usize| -> Option<i32> {
+        let i32_at = |pos: &mut usize| -> Option<i32> {
             let v = b.get(*pos..*pos + 4)?;
             *pos += 4;
             Some(i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
@@ -183,7 +187,12 @@ impl Imatrix {
         let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for (name, e) in &self.entries {
             let n_mat = e.counts.len().max(1) as u64;
-            w.add_tensor(&format!("{name}{SUMS}"), &[e.sums.len() as u64 / n_mat, n_mat], DType::F32, le(&e.sums))?;
+            w.add_tensor(
+                &format!("{name}{SUMS}"),
+                &[e.sums.len() as u64 / n_mat, n_mat],
+                DType::F32,
+                le(&e.sums),
+            )?;
             w.add_tensor(&format!("{name}{COUNTS}"), &[1, n_mat], DType::F32, le(&e.counts))?;
         }
         Ok(w)
@@ -200,9 +209,18 @@ mod tests {
     use super::*;
 
     fn sample() -> Imatrix {
-        let mut m = Imatrix { datasets: vec!["wiki.valid.tokens".into()], chunk_count: 3, chunk_size: 512, ..Default::default() };
-        m.entries.insert("blk.0.attn_q.weight".into(), ImatrixEntry { sums: vec![1.0, 4.0, 9.0, 0.0], counts: vec![2.0] });
-        m.entries.insert("blk.0.ffn_down.weight".into(), ImatrixEntry { sums: vec![3.0; 6], counts: vec![3.0] });
+        let mut m = Imatrix {
+            datasets: vec!["wiki.valid.tokens".into()],
+            chunk_count: 3,
+            chunk_size: 512,
+            ..Default::default()
+        };
+        m.entries.insert(
+            "blk.0.attn_q.weight".into(),
+            ImatrixEntry { sums: vec![1.0, 4.0, 9.0, 0.0], counts: vec![2.0] },
+        );
+        m.entries
+            .insert("blk.0.ffn_down.weight".into(), ImatrixEntry { sums: vec![3.0; 6], counts: vec![3.0] });
         m
     }
 
