@@ -369,6 +369,11 @@ fn more_bits(i: usize, n: usize) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
+/// The block number of a `blk.N.*` tensor.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
 /// The fallback of `want` for row length `ncols` (llama.cpp's rule), or `want` when it fits.
 pub fn fallback(want: DType, ncols: u64) -> DType {
     let bs = want.block_size() as u64;
@@ -407,7 +412,7 @@ pub fn plan(
     } else {
         tensors.iter().filter(|t| Role::of(t.name) == Role::FfnDown).count()
     };
-    let (mut i_v, mut i_down) = (0usize, 0usize);
+    let (mut n_seen_v, mut n_seen_down) = (0usize, 0usize);
     let mut used = vec![false; keeps.len()];
     let mut out = Vec::with_capacity(tensors.len());
     for t in tensors {
@@ -417,6 +422,10 @@ pub fn plan(
         }
         let role = Role::of(t.name);
         let ncols = t.dims[0];
+        // llama.cpp counts attn_v / ffn_down tensors in layer order (it sorts by layer); files
+        // may list blocks in another order (blk.0, blk.1, blk.10, ...), so use the block number.
+        let layer = layer_of(t.name);
+        let (i_v, i_down) = (layer.unwrap_or(n_seen_v), layer.unwrap_or(n_seen_down));
         let mut dtype = base;
         let mut reason = Reason::Base;
         if let Some(k) = keeps.iter().position(|k| k.matches(t.name)) {
@@ -442,8 +451,8 @@ pub fn plan(
             }
         }
         match role {
-            Role::AttnV => i_v += 1,
-            Role::FfnDown => i_down += 1,
+            Role::AttnV => n_seen_v += 1,
+            Role::FfnDown => n_seen_down += 1,
             _ => {}
         }
         let fb = fallback(dtype, ncols);
@@ -541,6 +550,22 @@ mod tests {
         assert_eq!(fallback(DType::Q4_K, 1536), DType::Q4_K);
         assert_eq!(fallback(DType::Q4_0, 100), DType::F16);
         assert_eq!(fallback(DType::Q4_K, 100), DType::F16);
+    }
+
+    #[test]
+    fn layer_rules_follow_block_numbers_not_file_order() {
+        // Files may list blocks as strings sort (blk.0, blk.1, blk.10, ...), as SmolLM2's does.
+        let mut layers: Vec<usize> = (0..30).collect();
+        layers.sort_by_key(|i| i.to_string());
+        let names: Vec<String> = layers.iter().map(|i| format!("blk.{i}.ffn_down.weight")).collect();
+        let dims = [1536u64, 576];
+        let shapes: Vec<_> =
+            names.iter().map(|n| TensorShape { name: n, dims: &dims, dtype: DType::F32 }).collect();
+        let p = plan(Scheme::Q4_K_M, &shapes, ModelFacts { n_layer: 30, n_gqa: 3 }, &[], false).unwrap();
+        let mut six: Vec<usize> =
+            layers.iter().zip(&p).filter(|(_, p)| p.dtype == DType::Q6_K).map(|(l, _)| *l).collect();
+        six.sort();
+        assert_eq!(six, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
     }
 
     #[test]
