@@ -279,3 +279,31 @@ pub fn gguf_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, Model
 pub fn kernel_description() -> String {
     kernels::tier_name().to_string()
 }
+
+#[cfg(test)]
+mod observer_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Record(Mutex<Vec<(String, Vec<f32>, usize)>>);
+
+    impl InputObserver for Record {
+        fn observe(&self, name: &str, x: &[f32], n: usize, _in_features: usize) {
+            self.0.lock().unwrap().push((name.to_string(), x.to_vec(), n));
+        }
+    }
+
+    #[test]
+    fn observer_sees_inputs_while_installed() {
+        let w: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let lin = Linear::new("observed.weight", DType::F32, 2, 2, TensorBytes::Owned(w)).unwrap();
+        let rec = Arc::new(Record(Mutex::new(Vec::new())));
+        let mut y = [0.0f32; 4];
+        set_input_observer(Some(rec.clone()));
+        lin.forward(&[1.0, 0.5, -1.0, 2.0], 2, &mut y);
+        set_input_observer(None);
+        lin.forward(&[9.0, 9.0], 1, &mut y[..2]);
+        let seen: Vec<_> = rec.0.lock().unwrap().iter().filter(|r| r.0 == "observed.weight").cloned().collect();
+        assert_eq!(seen, vec![("observed.weight".to_string(), vec![1.0, 0.5, -1.0, 2.0], 2)]);
+    }
+}
