@@ -60,7 +60,7 @@ impl SamplingArgs {
 /// Model options from the `--exact` flag.
 pub fn load_options(exact: bool) -> edgellm_models::LoadOptions {
     let precision = if exact { edgellm_models::Precision::Exact } else { edgellm_models::Precision::Fast };
-    edgellm_models::LoadOptions { precision }
+    edgellm_models::LoadOptions { precision, kv_type: None }
 }
 
 /// Arguments of `edgellm run`.

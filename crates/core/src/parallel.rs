@@ -258,6 +258,23 @@ impl<'a, T: Copy> DisjointWriter<'a, T> {
         // SAFETY: in bounds (checked); exclusivity of index `i` is the caller's promise.
         unsafe { self.ptr.add(i).write(v) }
     }
+
+    /// Write `src` at indices `start..start + src.len()`.
+    ///
+    /// # Safety
+    /// No other thread may read or write those indices during the parallel operation.
+    #[inline]
+    pub unsafe fn write_slice(&self, start: usize, src: &[T]) {
+        assert!(
+            start.checked_add(src.len()).is_some_and(|e| e <= self.len),
+            "range {start}..+{} out of bounds ({})",
+            src.len(),
+            self.len
+        );
+        // SAFETY: in bounds (checked); exclusivity of the range is the caller's promise, and
+        // `src` cannot alias it (it is a shared borrow while the range is exclusively ours).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(start), src.len()) }
+    }
 }
 
 #[cfg(test)]

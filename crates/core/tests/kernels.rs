@@ -273,19 +273,42 @@ fn oracle_quantizers_are_the_reference() {
     let k = 1024;
     for kind in [Kind::Gaussian, Kind::Extreme] {
         let x = activations(&mut rng, 1, k, kind);
-        for (w, act) in [(DType::Q4_0, DType::Q8_0), (DType::Q4_K, DType::Q8_K), (DType::F16, DType::F32)] {
+        for (w, act) in [(DType::Q4_K, DType::Q8_K), (DType::F16, DType::F32)] {
             assert_eq!(quantize_rows(w, &x, k), quant::quantize(act, &x).unwrap(), "{act} {kind:?}");
         }
-        // Q8_1: the Q8_0 block with the code sum after the scale.
+        // Q8_0 activations follow llama.cpp's run-time quantizer: the reference's scale, codes
+        // x·127/amax rounded half to even (the reference rounds half away from zero), so they
+        // may differ from the reference only on ties, and then by one.
+        let q0 = quantize_rows(DType::Q4_0, &x, k);
+        let r0 = quant::quantize(DType::Q8_0, &x).unwrap();
+        for ((b, r), xb) in q0.chunks_exact(34).zip(r0.chunks_exact(34)).zip(x.chunks_exact(32)) {
+            assert_eq!(b[0..2], r[0..2], "{kind:?}: scale");
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for ((&c, &rc), &v) in b[2..].iter().zip(&r[2..]).zip(xb) {
+                let s = if amax == 0.0 { 0.0 } else { v * (127.0 / amax) };
+                assert_eq!(c as i8 as f32, s.round_ties_even(), "{kind:?}: code of {v}");
+                if c != rc {
+                    assert_eq!((s - s.trunc()).abs(), 0.5, "{kind:?}: {v} differs from the reference");
+                }
+            }
+        }
+        // Q8_1: the Q8_0 block with s = d·Σq (f16 of the unrounded scale times the code sum).
         let q1 = quantize_rows(DType::Q4_1, &x, k);
-        let q0 = quant::quantize(DType::Q8_0, &x).unwrap();
-        for (b1, b0) in q1.chunks_exact(36).zip(q0.chunks_exact(34)) {
+        for ((b1, b0), xb) in q1.chunks_exact(36).zip(q0.chunks_exact(34)).zip(x.chunks_exact(32)) {
             assert_eq!(b1[0..2], b0[0..2]);
             assert_eq!(b1[4..36], b0[2..34]);
             let sum: i32 = b0[2..34].iter().map(|&q| q as i8 as i32).sum();
-            assert_eq!(i16::from_le_bytes([b1[2], b1[3]]) as i32, sum);
+            let d = xb.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert_eq!(b1[2..4], half::f16::from_f32(d * sum as f32).to_le_bytes());
         }
     }
+    // An exact tie block (amax 127 makes the scale 1): codes round half to even.
+    let x: Vec<f32> = (0..32).map(|j| if j == 0 { 127.0 } else { j as f32 - 15.5 }).collect();
+    let q = quantize_rows(DType::Q4_0, &x, 32);
+    let codes: Vec<i8> = q[2..].iter().map(|&c| c as i8).collect();
+    let want: Vec<i8> = x.iter().map(|v| v.round_ties_even() as i8).collect();
+    assert_eq!(codes, want);
+    assert_eq!(codes[1], -14, "-14.5 rounds to -14");
 }
 
 #[test]
@@ -405,6 +428,21 @@ fn dequantized_activations(t: DType, a: &[u8], k: usize) -> Vec<f32> {
     }
 }
 
+/// Q8_1 stores `s = f16(d·Σq)` from the unrounded scale, and the affine weights' minimum `m`
+/// multiplies that rather than the dequantized codes' sum `f16(d)·Σq`: the difference, per block
+/// `m · (s − f16(d)·Σq)`, that the oracle's dot rightly includes.
+fn q8_1_sum_correction(t: DType, w: &[u8], a: &[u8]) -> f64 {
+    let f16 = |b: &[u8], o: usize| half::f16::from_le_bytes([b[o], b[o + 1]]).to_f32() as f64;
+    w.chunks_exact(t.type_size())
+        .zip(a.chunks_exact(36))
+        .map(|(wb, ab)| {
+            let sum: i32 = ab[4..36].iter().map(|&q| q as i8 as i32).sum();
+            // Q4_1 and Q5_1 both keep their minimum at bytes 2..4.
+            f16(wb, 2) * (f16(ab, 2) - f16(ab, 0) * sum as f64)
+        })
+        .sum()
+}
+
 #[test]
 fn oracle_is_the_exact_dot_of_dequantized_values() {
     let mut rng = Rng(5);
@@ -417,7 +455,10 @@ fn oracle_is_the_exact_dot_of_dequantized_values() {
                 let af = dequantized_activations(t, &a, k);
                 for (r, wr) in w.chunks_exact(w.len() / 3).enumerate() {
                     let wf = quant::dequantize(t, wr, k).expect("dequantizable weights");
-                    let exact: f64 = wf.iter().zip(&af).map(|(&w, &a)| w as f64 * a as f64).sum();
+                    let mut exact: f64 = wf.iter().zip(&af).map(|(&w, &a)| w as f64 * a as f64).sum();
+                    if kernels::activation_type(t) == DType::Q8_1 {
+                        exact += q8_1_sum_correction(t, wr, &a);
+                    }
                     let got = oracle().vec_dot(t, wr, &a, k);
                     check_dot(&format!("oracle {t} k {k} {kind:?} row {r}"), t, k, wr, &a, got, exact as f32);
                 }

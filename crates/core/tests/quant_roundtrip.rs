@@ -34,7 +34,7 @@ impl Rng {
     fn heavy(&mut self) -> f64 {
         let chi2: f64 = (0..3).map(|_| self.normal().powi(2)).sum();
         let t = self.normal() / (chi2 / 3.0).sqrt();
-        if self.next_u64() % 500 == 0 {
+        if self.next_u64().is_multiple_of(500) {
             t * 20.0
         } else {
             t

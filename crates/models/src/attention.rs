@@ -1,9 +1,22 @@
-//! Causal (optionally sliding-window) grouped-query attention over a [`LayerCache`].
+//! Causal (optionally sliding-window) grouped-query attention over a [`LayerCache`], with an
+//! online softmax (one pass over the cache, no score matrix).
+//!
+//! Work is split into jobs of one KV head × a block of queries: each job walks the visible
+//! positions in chunks, converts a chunk's keys and values to f32 once for all the queries of
+//! its block and all the query heads sharing that KV head, and keeps per row a running
+//! maximum, normalizer and weighted sum of values (rescaled when the maximum grows).
+//!
+//! Scores follow the cache type as llama.cpp computes them: with an F16 cache the query is
+//! rounded to half precision before its dot product with the (half) keys; with a Q8_0 cache it
+//! is quantized to Q8_0 and the dot product is an integer one.
 
-use edgellm_core::parallel::for_each_range;
+use std::cell::RefCell;
 
-use crate::kv_cache::LayerCache;
-use crate::nn::{dot, softmax};
+use edgellm_core::parallel::{for_each_range, DisjointWriter};
+use edgellm_core::{kernels, DType};
+
+use crate::kv_cache::{decode, KvType, LayerCache};
+use crate::nn::dot;
 
 /// Shape of an attention layer.
 #[derive(Clone, Copy, Debug)]
@@ -18,47 +31,182 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
+/// Queries per job.
+const QUERY_BLOCK: usize = 8;
+/// Cache positions converted at a time.
+const POS_CHUNK: usize = 32;
+
+/// Per-thread working memory, grown on first use and reused.
+#[derive(Default)]
+struct Scratch {
+    /// `[rows × head_dim]` queries as f32 (rounded to f16 for an F16 cache).
+    q: Vec<f32>,
+    /// `[rows × Q8_0 bytes of a head]` queries for a Q8_0 cache.
+    qa: Vec<u8>,
+    /// `[rows × span]` scores, then probabilities.
+    p: Vec<f32>,
+    /// `[rows × head_dim]` weighted sum of values.
+    acc: Vec<f32>,
+    /// `[POS_CHUNK × head_dim]` keys of the chunk as f32.
+    kb: Vec<f32>,
+    /// `[POS_CHUNK × head_dim]` values of the chunk as f32.
+    vb: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 /// Attention of `n` queries at positions `pos0..pos0+n` (`q` is `[n × n_head·head_dim]`)
 /// against the cache, which already holds their keys/values. A query at position `p` sees
 /// positions `lc.first_visible(p)..=p`. Writes `[n × n_head·head_dim]` into `out`.
 pub fn attention(s: &AttnShape, q: &[f32], lc: &LayerCache, pos0: usize, n: usize, out: &mut [f32]) {
+    let qd = s.n_head * s.head_dim;
+    assert_eq!(q.len(), n * qd, "attention: query length");
+    assert_eq!(out.len(), n * qd, "attention: output length");
+    assert_eq!(lc.shape.head_dim, s.head_dim, "attention: cache head width");
+    assert_eq!(lc.shape.n_head_kv, s.n_head_kv, "attention: cache heads");
+    let jobs = s.n_head_kv * n.div_ceil(QUERY_BLOCK);
+    let w = DisjointWriter::new(out);
+    for_each_range(jobs, 1, |range| {
+        SCRATCH.with(|cell| {
+            let sc = &mut *cell.borrow_mut();
+            for job in range {
+                let (kvh, qb) = (job % s.n_head_kv, job / s.n_head_kv);
+                let t0 = qb * QUERY_BLOCK;
+                let t1 = (t0 + QUERY_BLOCK).min(n);
+                one_job(s, q, lc, pos0, kvh, t0..t1, sc, &w);
+            }
+        });
+    });
+}
+
+/// Queries `ts` × the query heads of KV head `kvh`.
+#[allow(clippy::too_many_arguments)]
+fn one_job(
+    s: &AttnShape,
+    q: &[f32],
+    lc: &LayerCache,
+    pos0: usize,
+    kvh: usize,
+    ts: std::ops::Range<usize>,
+    sc: &mut Scratch,
+    w: &DisjointWriter<'_, f32>,
+) {
     let hd = s.head_dim;
     let qd = s.n_head * hd;
     let group = s.n_head / s.n_head_kv;
-    let jobs = n * s.n_head;
-    let results = std::sync::Mutex::new(Vec::with_capacity(jobs));
-    for_each_range(jobs, 1, |range| {
-        let mut scores = Vec::new();
-        let mut local = Vec::with_capacity(range.len());
-        for job in range {
-            let (t, h) = (job / s.n_head, job % s.n_head);
-            let kvh = h / group;
-            let qv = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-            let p = pos0 + t;
-            let lo = lc.first_visible(p);
-            debug_assert!(p - lo < lc.capacity, "the cache ring is too small for this batch");
-            scores.clear();
-            scores.extend((lo..=p).map(|j| dot(qv, &lc.key(j)[kvh * hd..(kvh + 1) * hd]) * s.scale));
-            softmax(&mut scores);
-            let mut o = vec![0.0f32; hd];
-            for (j, &w) in (lo..=p).zip(&scores) {
-                for (a, &b) in o.iter_mut().zip(&lc.value(j)[kvh * hd..(kvh + 1) * hd]) {
+    let kt = lc.shape.kv_type;
+    let rows = ts.len() * group;
+    // Row r is query ts.start + r / group, head kvh·group + r % group.
+    let row_q = |r: usize| {
+        let (t, h) = (ts.start + r / group, kvh * group + r % group);
+        &q[t * qd + h * hd..t * qd + (h + 1) * hd]
+    };
+    sc.q.clear();
+    for r in 0..rows {
+        match kt {
+            KvType::F16 => sc.q.extend(row_q(r).iter().map(|&v| half::f16::from_f32(v).to_f32())),
+            _ => sc.q.extend_from_slice(row_q(r)),
+        }
+    }
+    let qab = KvType::Q8_0.bytes(hd);
+    if kt == KvType::Q8_0 {
+        sc.qa.resize(rows * qab, 0);
+        for r in 0..rows {
+            kernels::quantize_activations(
+                DType::Q8_0,
+                &sc.q[r * hd..(r + 1) * hd],
+                &mut sc.qa[r * qab..(r + 1) * qab],
+            );
+        }
+    }
+    let lo = lc.first_visible(pos0 + ts.start);
+    let hi = pos0 + ts.end - 1;
+    let span = hi + 1 - lo;
+    // Pass 1: scores of every row against its visible positions (`[rows × span]`, -inf where
+    // a position is not visible), chunk by chunk so that each key is converted once.
+    sc.p.clear();
+    sc.p.resize(rows * span, f32::NEG_INFINITY);
+    sc.kb.resize(POS_CHUNK * hd, 0.0);
+    sc.vb.resize(POS_CHUNK * hd, 0.0);
+    let mut c0 = lo;
+    while c0 <= hi {
+        let c1 = (c0 + POS_CHUNK).min(hi + 1);
+        if kt != KvType::Q8_0 {
+            for j in c0..c1 {
+                decode(kt, lc.key(j, kvh), &mut sc.kb[(j - c0) * hd..(j - c0 + 1) * hd]);
+            }
+        }
+        for r in 0..rows {
+            let p = pos0 + ts.start + r / group;
+            let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
+            for j in jlo..=jhi {
+                let i = j - c0;
+                let d = match kt {
+                    KvType::Q8_0 => {
+                        kernels::vec_dot(DType::Q8_0, lc.key(j, kvh), &sc.qa[r * qab..(r + 1) * qab], hd)
+                    }
+                    _ => dot(&sc.q[r * hd..(r + 1) * hd], &sc.kb[i * hd..(i + 1) * hd]),
+                };
+                sc.p[r * span + j - lo] = d * s.scale;
+            }
+        }
+        c0 = c1;
+    }
+    // Softmax per row, as ggml computes it: exp(s − max), the sum in f64, one reciprocal; with
+    // an F16 cache the probabilities are rounded to half (they meet half values).
+    for row in sc.p.chunks_exact_mut(span) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f64;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            sum += *v as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for v in row.iter_mut() {
+            *v *= inv;
+            if kt == KvType::F16 {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        }
+    }
+    // Pass 2: the probability-weighted sum of values.
+    sc.acc.clear();
+    sc.acc.resize(rows * hd, 0.0);
+    let mut c0 = lo;
+    while c0 <= hi {
+        let c1 = (c0 + POS_CHUNK).min(hi + 1);
+        for j in c0..c1 {
+            decode(kt, lc.value(j, kvh), &mut sc.vb[(j - c0) * hd..(j - c0 + 1) * hd]);
+        }
+        for r in 0..rows {
+            let p = pos0 + ts.start + r / group;
+            let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
+            let acc = &mut sc.acc[r * hd..(r + 1) * hd];
+            for j in jlo..=jhi {
+                let w = sc.p[r * span + j - lo];
+                let v = &sc.vb[(j - c0) * hd..(j - c0 + 1) * hd];
+                for (a, &b) in acc.iter_mut().zip(v) {
                     *a += w * b;
                 }
             }
-            local.push((job, o));
         }
-        results.lock().unwrap_or_else(|e| e.into_inner()).extend(local);
-    });
-    for (job, o) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        let (t, h) = (job / s.n_head, job % s.n_head);
-        out[t * qd + h * hd..t * qd + (h + 1) * hd].copy_from_slice(&o);
+        c0 = c1;
+    }
+    for r in 0..rows {
+        let (t, h) = (ts.start + r / group, kvh * group + r % group);
+        // SAFETY: each job owns rows (t, h) for its queries and its KV head's query heads;
+        // no two jobs share one.
+        unsafe { w.write_slice(t * qd + h * hd, &sc.acc[r * hd..(r + 1) * hd]) };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::{KvCache, KvShape};
+    use edgellm_core::tolerance::Tolerance;
 
     /// Direct masked attention over full K/V arrays: the definition, with no cache.
     fn naive(
@@ -68,6 +216,7 @@ mod tests {
         v: &[f32],
         n_total: usize,
         window: Option<usize>,
+        half_probabilities: bool,
     ) -> Vec<f32> {
         let (hd, qd, kvd) = (s.head_dim, s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
         let mut out = vec![0.0; n_total * qd];
@@ -89,10 +238,13 @@ mod tests {
                 let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 w.iter_mut().for_each(|x| *x = (*x - m).exp());
                 let z: f64 = w.iter().sum();
+                w.iter_mut().for_each(|x| *x /= z);
+                if half_probabilities {
+                    w.iter_mut().for_each(|x| *x = half::f16::from_f64(*x).to_f64());
+                }
                 for i in 0..hd {
                     out[p * qd + h * hd + i] =
-                        ((0..n_total).map(|j| w[j] * v[j * kvd + kvh * hd + i] as f64).sum::<f64>() / z)
-                            as f32;
+                        (0..n_total).map(|j| w[j] * v[j * kvd + kvh * hd + i] as f64).sum::<f64>() as f32;
                 }
             }
         }
@@ -109,35 +261,68 @@ mod tests {
             .collect()
     }
 
+    /// `x` as the cache type stores it (and, for queries, as the scores see it).
+    fn through(t: KvType, x: &[f32]) -> Vec<f32> {
+        let mut b = vec![0u8; t.bytes(x.len())];
+        let mut out = vec![0.0; x.len()];
+        match t {
+            KvType::F32 => return x.to_vec(),
+            KvType::F16 => {
+                for (o, v) in b.chunks_exact_mut(2).zip(x) {
+                    o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+                }
+            }
+            KvType::Q8_0 => kernels::quantize_activations(DType::Q8_0, x, &mut b),
+        }
+        decode(t, &b, &mut out);
+        out
+    }
+
     /// Sliding-window attention through the ring cache, fed in batches, equals the direct
-    /// masked computation — including positions far past the window, where the ring wrapped.
+    /// masked computation on the values the cache type holds — including positions far past
+    /// the window, where the ring wrapped — for every cache type.
     #[test]
     fn windowed_ring_matches_direct_masked_attention() {
-        let s = AttnShape { n_head: 4, n_head_kv: 2, head_dim: 8, scale: 0.35 };
-        let (window, batch, n_total) = (5, 3, 23);
-        let (qd, kvd) = (32, 16);
+        let s = AttnShape { n_head: 4, n_head_kv: 2, head_dim: 32, scale: 0.35 };
+        let (window, batch, n_total) = (5, 11, 83);
+        let (qd, kvd) = (128, 64);
         let (q, k, v) = (fill(n_total * qd, 1), fill(n_total * kvd, 2), fill(n_total * kvd, 3));
-        for win in [Some(window), None] {
-            let want = naive(&s, &q, &k, &v, n_total, win);
-            let cap = match win {
-                Some(w) => w + batch,
-                None => n_total,
-            };
-            let mut lc = LayerCache::new(kvd, cap, win);
-            let mut got = vec![0.0; n_total * qd];
-            let mut pos = 0;
-            while pos < n_total {
-                let n = batch.min(n_total - pos);
-                lc.store(pos, &k[pos * kvd..(pos + n) * kvd], &v[pos * kvd..(pos + n) * kvd]);
-                attention(&s, &q[pos * qd..(pos + n) * qd], &lc, pos, n, &mut got[pos * qd..(pos + n) * qd]);
-                pos += n;
+        for kt in [KvType::F32, KvType::F16, KvType::Q8_0] {
+            let (qs, ks, vs) = (through(kt, &q), through(kt, &k), through(kt, &v));
+            let shape = KvShape { kv_type: kt, head_dim: 32, n_head_kv: 2 };
+            for win in [Some(window), Some(40), None] {
+                let want = naive(&s, &qs, &ks, &vs, n_total, win, kt == KvType::F16);
+                let cap = KvCache::capacity(win, n_total, batch);
+                let mut lc = LayerCache::new(shape, cap, win);
+                let mut got = vec![0.0; n_total * qd];
+                let mut pos = 0;
+                while pos < n_total {
+                    let n = batch.min(n_total - pos);
+                    lc.store(pos, &k[pos * kvd..(pos + n) * kvd], &v[pos * kvd..(pos + n) * kvd]);
+                    attention(
+                        &s,
+                        &q[pos * qd..(pos + n) * qd],
+                        &lc,
+                        pos,
+                        n,
+                        &mut got[pos * qd..(pos + n) * qd],
+                    );
+                    pos += n;
+                }
+                // With half probabilities, a probability computed in f32 rather than f64 may
+                // round to the neighbouring half: one half-ulp (2⁻¹¹ relative) of a weight of
+                // at most 1 times a value of at most 1, per position.
+                let tol = match kt {
+                    KvType::F16 => Tolerance { abs: 2.0 * 4.9e-4, rel: 1e-5 },
+                    _ => Tolerance::F32_REORDER,
+                };
+                edgellm_core::tolerance::assert_close(
+                    &format!("{kt} attention, window {win:?}"),
+                    &got,
+                    &want,
+                    tol,
+                );
             }
-            edgellm_core::tolerance::assert_close(
-                "windowed attention",
-                &got,
-                &want,
-                edgellm_core::tolerance::Tolerance::F32_REORDER,
-            );
         }
     }
 }

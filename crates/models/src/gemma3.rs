@@ -9,9 +9,9 @@
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
-use crate::kv_cache::KvCache;
-use crate::linear::{check_shape, gguf_vector, Linear};
-use crate::nn::{add_assign, rms_norm, Rope};
+use crate::kv_cache::{sized, Buffers, KvCache, KvShape};
+use crate::linear::{check_shape, gguf_vector, Linear, Precision};
+use crate::nn::{add_assign, gelu_tanh, gelu_tanh_table, rms_norm, Rope};
 use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
 
 /// Local layers per global layer plus one: layer `l` is global when `(l + 1) % 6 == 0`.
@@ -125,6 +125,7 @@ pub struct Gemma3 {
     /// Hyper-parameters.
     pub cfg: Gemma3Config,
     info: ModelInfo,
+    precision: Precision,
     tok_embd: Linear,
     blocks: Vec<Block>,
     output_norm: Vec<f32>,
@@ -132,6 +133,7 @@ pub struct Gemma3 {
     rope_local: Rope,
     rope_global: Rope,
     attn: AttnShape,
+    kv: KvShape,
 }
 
 impl Gemma3 {
@@ -143,6 +145,7 @@ impl Gemma3 {
     /// Load with options (the Linear precision).
     pub fn from_gguf_with(f: &GgufFile, opts: &LoadOptions) -> Result<Gemma3, ModelError> {
         let cfg = Gemma3Config::from_gguf(f)?;
+        opts.kv_type().check_head_dim(cfg.head_dim)?;
         let lin = |name: &str, i: usize, o: usize| {
             Linear::from_gguf(f, name, i, o).map(|l| l.with_precision(opts.precision))
         };
@@ -200,7 +203,9 @@ impl Gemma3 {
                 head_dim: hd,
                 scale: 1.0 / (hd as f32).sqrt(),
             },
+            kv: KvShape { kv_type: opts.kv_type(), head_dim: hd, n_head_kv: cfg.n_head_kv },
             cfg,
+            precision: opts.precision,
         })
     }
 
@@ -209,72 +214,83 @@ impl Gemma3 {
         tokens: &[u32],
         cache: &mut KvCache,
         all_logits: bool,
-    ) -> Result<Vec<f32>, ModelError> {
+        logits: Option<&mut Vec<f32>>,
+    ) -> Result<(), ModelError> {
         let c = &self.cfg;
         let n = tokens.len();
         let pos0 = cache.len;
         let (d, qd, kvd, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
-        let mut x = vec![0.0f32; n * d]; // [n × d] residual stream
+        // Activations, token-major, in buffers kept with the cache (see `Buffers`).
+        let mut bufs = std::mem::take(&mut cache.buffers);
+        let Buffers { x, h, q, k, v, att, o, g, u } = &mut bufs;
+        let x = sized(x, n * d);
+        let h = sized(h, n * d);
+        let q = sized(q, n * qd);
+        let k = sized(k, n * kvd);
+        let v = sized(v, n * kvd);
+        let att = sized(att, n * qd);
+        let o = sized(o, n * d);
+        let g = sized(g, n * ff);
+        let u = sized(u, n * ff);
         let scale = (d as f32).sqrt();
         for (t, &id) in tokens.iter().enumerate() {
             let row = &mut x[t * d..(t + 1) * d];
             self.tok_embd.row_f32(id as usize, row)?;
             row.iter_mut().for_each(|v| *v *= scale);
         }
-        let mut h = vec![0.0f32; n * d]; // [n × d]
-        let mut q = vec![0.0f32; n * qd]; // [n × q_dim]
-        let mut k = vec![0.0f32; n * kvd]; // [n × kv_dim]
-        let mut v = vec![0.0f32; n * kvd]; // [n × kv_dim]
-        let mut att = vec![0.0f32; n * qd]; // [n × q_dim]
-        let mut o = vec![0.0f32; n * d]; // [n × d]
-        let mut g = vec![0.0f32; n * ff]; // [n × ff]
-        let mut u = vec![0.0f32; n * ff]; // [n × ff]
 
         for (l, b) in self.blocks.iter().enumerate() {
             let rope = if c.is_global(l) { &self.rope_global } else { &self.rope_local };
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.attn_norm, c.eps);
-            b.wq.forward(&h, n, &mut q);
-            b.wk.forward(&h, n, &mut k);
-            b.wv.forward(&h, n, &mut v);
-            rms_norm(&mut q, &b.q_norm, c.eps); // per head: rows of head_dim
-            rms_norm(&mut k, &b.k_norm, c.eps);
+            h.copy_from_slice(x);
+            rms_norm(h, &b.attn_norm, c.eps);
+            b.wq.forward(h, n, q);
+            b.wk.forward(h, n, k);
+            b.wv.forward(h, n, v);
+            rms_norm(q, &b.q_norm, c.eps); // per head: rows of head_dim
+            rms_norm(k, &b.k_norm, c.eps);
             for t in 0..n {
                 rope.apply_halves(&mut q[t * qd..(t + 1) * qd], hd, pos0 + t);
                 rope.apply_halves(&mut k[t * kvd..(t + 1) * kvd], hd, pos0 + t);
             }
-            cache.layers[l].store(pos0, &k, &v);
-            attention(&self.attn, &q, &cache.layers[l], pos0, n, &mut att);
-            b.wo.forward(&att, n, &mut o);
-            rms_norm(&mut o, &b.post_attn_norm, c.eps);
-            add_assign(&mut x, &o);
+            cache.layers[l].store(pos0, k, v);
+            attention(&self.attn, q, &cache.layers[l], pos0, n, att);
+            b.wo.forward(att, n, o);
+            rms_norm(o, &b.post_attn_norm, c.eps);
+            add_assign(x, o);
 
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.ffn_norm, c.eps);
-            b.w_gate.forward(&h, n, &mut g);
-            b.w_up.forward(&h, n, &mut u);
-            gelu_tanh_gate(&mut g, &u);
-            b.w_down.forward(&g, n, &mut o);
-            rms_norm(&mut o, &b.post_ffn_norm, c.eps);
-            add_assign(&mut x, &o);
+            h.copy_from_slice(x);
+            rms_norm(h, &b.ffn_norm, c.eps);
+            b.w_gate.forward(h, n, g);
+            b.w_up.forward(h, n, u);
+            gelu_tanh_gate(g, u, self.precision);
+            b.w_down.forward(g, n, o);
+            rms_norm(o, &b.post_ffn_norm, c.eps);
+            add_assign(x, o);
         }
         cache.len = pos0 + n;
 
-        let rows = if all_logits { &mut x[..] } else { &mut x[(n - 1) * d..] };
-        rms_norm(rows, &self.output_norm, c.eps);
-        let m = rows.len() / d;
-        let mut logits = vec![0.0f32; m * c.n_vocab];
-        self.output.forward(rows, m, &mut logits);
-        Ok(logits)
+        if let Some(logits) = logits {
+            let rows = if all_logits { &mut x[..] } else { &mut x[(n - 1) * d..] };
+            rms_norm(rows, &self.output_norm, c.eps);
+            let m = rows.len() / d;
+            let start = logits.len();
+            logits.resize(start + m * c.n_vocab, 0.0);
+            self.output.forward(rows, m, &mut logits[start..]);
+        }
+        cache.buffers = bufs;
+        Ok(())
     }
 }
 
-/// `g = gelu_tanh(g) * u`.
-fn gelu_tanh_gate(g: &mut [f32], u: &[f32]) {
-    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+/// `g = gelu_tanh(g) * u`; on the fast path through llama.cpp's f16 table
+/// ([`gelu_tanh_table`]), exactly otherwise.
+fn gelu_tanh_gate(g: &mut [f32], u: &[f32], precision: Precision) {
+    let f = match precision {
+        Precision::Fast => gelu_tanh_table,
+        Precision::Exact => gelu_tanh,
+    };
     for (a, &b) in g.iter_mut().zip(u) {
-        let x = *a;
-        *a = 0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh()) * b;
+        *a = f(*a) * b;
     }
 }
 
@@ -284,22 +300,24 @@ impl LanguageModel for Gemma3 {
     }
 
     fn new_cache(&self, n_ctx: usize) -> KvCache {
-        KvCache::with_windows(self.cfg.kv_dim(), n_ctx, &self.cfg.windows(), MAX_BATCH)
+        KvCache::with_windows(self.kv, n_ctx, &self.cfg.windows(), MAX_BATCH)
     }
 
     fn cache_bytes(&self, n_ctx: usize) -> u64 {
-        let per_pos = 2 * self.cfg.kv_dim() as u64 * 4;
-        self.cfg
-            .windows()
-            .iter()
-            .map(|w| per_pos * w.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx)) as u64)
-            .sum()
+        KvCache::bytes_for(self.kv, n_ctx, &self.cfg.windows(), MAX_BATCH)
     }
 
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
+    fn forward_into(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let n_vocab = self.cfg.n_vocab;
+        logits.clear();
         if tokens.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if cache.len + tokens.len() > cache.n_ctx {
             return Err(ModelError::ContextOverflow { needed: cache.len + tokens.len(), n_ctx: cache.n_ctx });
@@ -309,16 +327,11 @@ impl LanguageModel for Gemma3 {
         }
         // Local layers' rings hold window + one batch: feed at most a batch at a time.
         let batch = cache.max_batch.min(MAX_BATCH);
-        let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
-        let chunks: Vec<&[u32]> = tokens.chunks(batch).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            if all_logits || last {
-                out.extend(self.forward_batch(chunk, cache, all_logits)?);
-            } else {
-                self.forward_batch(chunk, cache, false)?;
-            }
+        let n_chunks = tokens.len().div_ceil(batch);
+        for (i, chunk) in tokens.chunks(batch).enumerate() {
+            let emit = all_logits || i + 1 == n_chunks;
+            self.forward_batch(chunk, cache, all_logits, emit.then_some(&mut *logits))?;
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -1,18 +1,122 @@
-//! The KV cache: keys and values of past positions, per layer.
+//! The KV cache: keys and values of past positions, per layer, in F32, F16 or Q8_0.
 //!
 //! A layer's storage is a ring of `capacity` positions: position `p` lives in slot
 //! `p % capacity`. Global-attention layers get the whole context; sliding-window layers get
 //! only the window plus one batch (the most a batch can look back on while it is written),
 //! so their memory does not grow with the context.
+//!
+//! Each position's row is `n_head_kv` heads of `head_dim` values, stored in the cache's
+//! [`KvType`]: F16 is the default (as in llama.cpp: half the memory of F32 and, with keys and
+//! queries rounded to half precision in the scores, the reference engine's numerics); Q8_0
+//! halves it again (blocks of 32 never straddle two heads, so `head_dim` must be a multiple
+//! of 32).
 
-/// Keys and values of one layer, `[capacity × kv_dim]` each, position-major.
+use edgellm_core::{kernels, DType};
+
+use crate::ModelError;
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// 4 bytes per value.
+    F32,
+    /// IEEE half, 2 bytes per value (the default).
+    #[default]
+    F16,
+    /// ggml Q8_0 blocks: 34 bytes per 32 values.
+    Q8_0,
+}
+
+impl KvType {
+    /// The GGML element type.
+    pub fn dtype(self) -> DType {
+        match self {
+            KvType::F32 => DType::F32,
+            KvType::F16 => DType::F16,
+            KvType::Q8_0 => DType::Q8_0,
+        }
+    }
+
+    /// Lower-case name, as accepted by [`KvType::parse`].
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Parse `f32`, `f16` or `q8_0` (any case).
+    pub fn parse(s: &str) -> Option<KvType> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Some(KvType::F32),
+            "f16" => Some(KvType::F16),
+            "q8_0" => Some(KvType::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of `n` values (`n` a multiple of 32 for Q8_0).
+    pub fn bytes(self, n: usize) -> usize {
+        match self {
+            KvType::F32 => 4 * n,
+            KvType::F16 => 2 * n,
+            KvType::Q8_0 => n / 32 * 34,
+        }
+    }
+
+    /// Check that heads of `head_dim` values can be stored in this type.
+    pub fn check_head_dim(self, head_dim: usize) -> Result<(), ModelError> {
+        if self == KvType::Q8_0 && !head_dim.is_multiple_of(32) {
+            return Err(ModelError::BadConfig(format!(
+                "a Q8_0 KV cache needs a head dimension that is a multiple of 32, this model's is \
+                 {head_dim}; use an F16 or F32 cache"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Shape of one position's keys (or values): `n_head_kv` heads of `head_dim`, in `kv_type`.
+#[derive(Clone, Copy, Debug)]
+pub struct KvShape {
+    /// Element type.
+    pub kv_type: KvType,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+}
+
+impl KvShape {
+    /// Values per position (`n_head_kv × head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// Bytes of one head.
+    pub fn head_bytes(&self) -> usize {
+        self.kv_type.bytes(self.head_dim)
+    }
+
+    /// Bytes of one position's keys (or values).
+    pub fn row_bytes(&self) -> usize {
+        self.n_head_kv * self.head_bytes()
+    }
+}
+
+/// Keys and values of one layer, `[capacity × row_bytes]` each, position-major.
 pub struct LayerCache {
-    /// Keys: `[capacity × kv_dim]`.
-    pub k: Vec<f32>,
-    /// Values: `[capacity × kv_dim]`.
-    pub v: Vec<f32>,
-    /// Width of one position's keys (n_kv_heads × head_dim).
-    pub kv_dim: usize,
+    k: Vec<u8>,
+    v: Vec<u8>,
+    /// Element type and head layout.
+    pub shape: KvShape,
     /// Positions the ring holds.
     pub capacity: usize,
     /// Sliding attention window of this layer (`None` = attends to the whole context).
@@ -21,14 +125,9 @@ pub struct LayerCache {
 
 impl LayerCache {
     /// A layer cache holding `capacity` positions.
-    pub fn new(kv_dim: usize, capacity: usize, window: Option<usize>) -> LayerCache {
-        LayerCache {
-            k: vec![0.0; capacity * kv_dim],
-            v: vec![0.0; capacity * kv_dim],
-            kv_dim,
-            capacity,
-            window,
-        }
+    pub fn new(shape: KvShape, capacity: usize, window: Option<usize>) -> LayerCache {
+        let n = capacity * shape.row_bytes();
+        LayerCache { k: vec![0; n], v: vec![0; n], shape, capacity, window }
     }
 
     /// Slot of position `pos`.
@@ -37,27 +136,31 @@ impl LayerCache {
         pos % self.capacity
     }
 
-    /// Keys of position `pos`.
+    /// Keys of head `h` at position `pos`, in the cache's type.
     #[inline]
-    pub fn key(&self, pos: usize) -> &[f32] {
-        let s = self.slot(pos) * self.kv_dim;
-        &self.k[s..s + self.kv_dim]
+    pub fn key(&self, pos: usize, h: usize) -> &[u8] {
+        let (rb, hb) = (self.shape.row_bytes(), self.shape.head_bytes());
+        let s = self.slot(pos) * rb + h * hb;
+        &self.k[s..s + hb]
     }
 
-    /// Values of position `pos`.
+    /// Values of head `h` at position `pos`, in the cache's type.
     #[inline]
-    pub fn value(&self, pos: usize) -> &[f32] {
-        let s = self.slot(pos) * self.kv_dim;
-        &self.v[s..s + self.kv_dim]
+    pub fn value(&self, pos: usize, h: usize) -> &[u8] {
+        let (rb, hb) = (self.shape.row_bytes(), self.shape.head_bytes());
+        let s = self.slot(pos) * rb + h * hb;
+        &self.v[s..s + hb]
     }
 
-    /// Store keys/values (`[n × kv_dim]` each) of positions `pos0..pos0+n`.
+    /// Store keys/values (`[n × kv_dim]` each, f32) of positions `pos0..pos0+n`, converting
+    /// them to the cache's type (Q8_0 with the activation quantizer of the kernels).
     pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) {
-        let d = self.kv_dim;
+        let (d, rb) = (self.shape.kv_dim(), self.shape.row_bytes());
+        let t = self.shape.kv_type;
         for (i, (kr, vr)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
-            let s = self.slot(pos0 + i) * d;
-            self.k[s..s + d].copy_from_slice(kr);
-            self.v[s..s + d].copy_from_slice(vr);
+            let s = self.slot(pos0 + i) * rb;
+            encode(t, kr, &mut self.k[s..s + rb]);
+            encode(t, vr, &mut self.v[s..s + rb]);
         }
     }
 
@@ -71,8 +174,81 @@ impl LayerCache {
     }
 
     fn bytes(&self) -> u64 {
-        (self.k.len() + self.v.len()) as u64 * 4
+        (self.k.len() + self.v.len()) as u64
     }
+}
+
+/// f32 values into the cache type's bytes.
+fn encode(t: KvType, x: &[f32], out: &mut [u8]) {
+    match t {
+        KvType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        KvType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        // Q8_0 weights take Q8_0 activations: the same quantizer llama.cpp uses for its cache.
+        KvType::Q8_0 => kernels::quantize_activations(DType::Q8_0, x, out),
+    }
+}
+
+/// The cache type's bytes of one head back to f32.
+#[inline]
+pub fn decode(t: KvType, b: &[u8], out: &mut [f32]) {
+    match t {
+        KvType::F32 => {
+            for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        KvType::F16 => {
+            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        KvType::Q8_0 => {
+            for (o, blk) in out.chunks_exact_mut(32).zip(b.chunks_exact(34)) {
+                let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                for (o, &q) in o.iter_mut().zip(&blk[2..]) {
+                    *o = d * (q as i8) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Activation buffers of one forward call, kept with the cache so that decoding does not
+/// allocate: they grow to the largest batch seen and are reused after that.
+#[derive(Default)]
+pub struct Buffers {
+    /// `[n × d]` residual stream.
+    pub x: Vec<f32>,
+    /// `[n × d]` normed input of a sub-layer.
+    pub h: Vec<f32>,
+    /// `[n × q_dim]` queries.
+    pub q: Vec<f32>,
+    /// `[n × kv_dim]` keys of the batch.
+    pub k: Vec<f32>,
+    /// `[n × kv_dim]` values of the batch.
+    pub v: Vec<f32>,
+    /// `[n × q_dim]` attention output.
+    pub att: Vec<f32>,
+    /// `[n × d]` sub-layer output.
+    pub o: Vec<f32>,
+    /// `[n × ff]` gate projection (then the gated activation).
+    pub g: Vec<f32>,
+    /// `[n × ff]` up projection.
+    pub u: Vec<f32>,
+}
+
+/// Resize `v` to `n` values (reusing its capacity; contents are overwritten by the caller).
+pub fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
 }
 
 /// The KV cache of a whole model; sized once, never grown.
@@ -85,39 +261,49 @@ pub struct KvCache {
     pub len: usize,
     /// Most positions one forward call may add (windowed layers are sized for it).
     pub max_batch: usize,
+    /// Activation buffers of the forward pass (not part of the cache's contents).
+    pub buffers: Buffers,
 }
 
 impl KvCache {
-    /// A cache of `n_layer` full-context layers of width `kv_dim`, holding `n_ctx` positions.
-    pub fn new(n_layer: usize, kv_dim: usize, n_ctx: usize) -> KvCache {
-        let layers = (0..n_layer).map(|_| LayerCache::new(kv_dim, n_ctx, None)).collect();
-        KvCache { layers, n_ctx, len: 0, max_batch: n_ctx.max(1) }
+    /// A cache of `n_layer` full-context layers, holding `n_ctx` positions.
+    pub fn new(shape: KvShape, n_layer: usize, n_ctx: usize) -> KvCache {
+        let layers = (0..n_layer).map(|_| LayerCache::new(shape, n_ctx, None)).collect();
+        KvCache { layers, n_ctx, len: 0, max_batch: n_ctx.max(1), buffers: Buffers::default() }
     }
 
     /// A cache whose layer `l` has sliding window `windows[l]` (`None` = global). Windowed
     /// layers hold `window + max_batch` positions (or `n_ctx` if smaller).
-    pub fn with_windows(kv_dim: usize, n_ctx: usize, windows: &[Option<usize>], max_batch: usize) -> KvCache {
+    pub fn with_windows(
+        shape: KvShape,
+        n_ctx: usize,
+        windows: &[Option<usize>],
+        max_batch: usize,
+    ) -> KvCache {
         let layers = windows
             .iter()
-            .map(|w| {
-                let cap = match w {
-                    Some(w) => (w + max_batch).min(n_ctx),
-                    None => n_ctx,
-                };
-                LayerCache::new(kv_dim, cap, *w)
-            })
+            .map(|w| LayerCache::new(shape, Self::capacity(*w, n_ctx, max_batch), *w))
             .collect();
-        KvCache { layers, n_ctx, len: 0, max_batch: max_batch.max(1) }
+        KvCache { layers, n_ctx, len: 0, max_batch: max_batch.max(1), buffers: Buffers::default() }
     }
 
-    /// Bytes of storage.
+    /// Positions a layer with window `w` holds in a cache of `n_ctx` fed `max_batch` at a time.
+    pub fn capacity(w: Option<usize>, n_ctx: usize, max_batch: usize) -> usize {
+        match w {
+            Some(w) => (w + max_batch.max(1)).min(n_ctx),
+            None => n_ctx,
+        }
+    }
+
+    /// Bytes of key/value storage.
     pub fn bytes(&self) -> u64 {
         self.layers.iter().map(LayerCache::bytes).sum()
     }
 
-    /// Bytes taken by a full-context cache of these dimensions.
-    pub fn bytes_for(n_layer: usize, kv_dim: usize, n_ctx: usize) -> u64 {
-        (n_layer * 2 * kv_dim * n_ctx * std::mem::size_of::<f32>()) as u64
+    /// Bytes of key/value storage of layers with these windows (what [`KvCache::with_windows`]
+    /// allocates), without allocating it.
+    pub fn bytes_for(shape: KvShape, n_ctx: usize, windows: &[Option<usize>], max_batch: usize) -> u64 {
+        windows.iter().map(|w| 2 * (Self::capacity(*w, n_ctx, max_batch) * shape.row_bytes()) as u64).sum()
     }
 
     /// Forget everything (the storage is kept).
@@ -139,5 +325,38 @@ impl KvCache {
             None => false,
         });
         self.len = if lost { 0 } else { n };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_round_trip_within_their_precision() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) * 0.173).collect();
+        for (t, tol) in [(KvType::F32, 0.0), (KvType::F16, 0.0025), (KvType::Q8_0, 0.05)] {
+            let shape = KvShape { kv_type: t, head_dim: 32, n_head_kv: 2 };
+            let mut lc = LayerCache::new(shape, 3, None);
+            lc.store(4, &x, &x);
+            let mut back = vec![0.0f32; 32];
+            for h in 0..2 {
+                decode(t, lc.key(4, h), &mut back);
+                for (a, b) in back.iter().zip(&x[h * 32..(h + 1) * 32]) {
+                    assert!((a - b).abs() <= tol * 5.5, "{t}: {a} vs {b}");
+                }
+                decode(t, lc.value(4, h), &mut back);
+                assert_eq!(back[0], {
+                    let mut one = vec![0.0f32; 32];
+                    decode(t, lc.key(4, h), &mut one);
+                    one[0]
+                });
+            }
+            assert_eq!(lc.bytes(), 2 * 3 * shape.row_bytes() as u64);
+        }
+        assert!(KvType::Q8_0.check_head_dim(48).is_err());
+        assert!(KvType::Q8_0.check_head_dim(64).is_ok());
+        assert_eq!(KvType::parse("Q8_0"), Some(KvType::Q8_0));
+        assert_eq!(KvType::parse("q4"), None);
     }
 }

@@ -13,7 +13,7 @@ pub mod llama;
 pub mod nn;
 
 pub use error::ModelError;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvType};
 pub use linear::{Linear, Precision, TensorBytes};
 
 use edgellm_formats::GgufFile;
@@ -50,10 +50,24 @@ pub trait LanguageModel: Send + Sync {
     /// Bytes a KV cache of `n_ctx` positions takes.
     fn cache_bytes(&self, n_ctx: usize) -> u64;
 
-    /// Run `tokens` at positions `cache.len()..`, append their keys/values to the cache, and
-    /// return logits: for every token (`[tokens.len() × n_vocab]`) when `all_logits`, else for
-    /// the last one only (`[n_vocab]`).
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError>;
+    /// Run `tokens` at positions `cache.len..`, append their keys/values to the cache, and
+    /// write logits into `logits` (resized): for every token (`[tokens.len() × n_vocab]`) when
+    /// `all_logits`, else for the last one only (`[n_vocab]`). With a reused `logits` vector
+    /// and cache, a decoding step allocates nothing.
+    fn forward_into(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError>;
+
+    /// [`LanguageModel::forward_into`] into a new vector.
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
+        let mut logits = Vec::new();
+        self.forward_into(tokens, cache, all_logits, &mut logits)?;
+        Ok(logits)
+    }
 }
 
 /// Options of model loading.
@@ -61,6 +75,19 @@ pub trait LanguageModel: Send + Sync {
 pub struct LoadOptions {
     /// How the Linear layers compute.
     pub precision: Precision,
+    /// Element type of the KV cache; `None` = F16 with [`Precision::Fast`] (as llama.cpp),
+    /// F32 with [`Precision::Exact`].
+    pub kv_type: Option<KvType>,
+}
+
+impl LoadOptions {
+    /// The KV cache type these options give.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type.unwrap_or(match self.precision {
+            Precision::Fast => KvType::F16,
+            Precision::Exact => KvType::F32,
+        })
+    }
 }
 
 /// Load the language model in a GGUF file, choosing the architecture from its metadata.

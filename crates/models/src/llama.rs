@@ -7,7 +7,7 @@
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{sized, Buffers, KvCache, KvShape};
 use crate::linear::{check_shape, gguf_vector, Linear};
 use crate::nn::{add_assign, rms_norm, swiglu, Rope};
 use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
@@ -124,6 +124,7 @@ pub struct Llama {
     output: Linear,
     rope: Rope,
     attn: AttnShape,
+    kv: KvShape,
 }
 
 impl Llama {
@@ -136,6 +137,7 @@ impl Llama {
     pub fn from_gguf_with(f: &GgufFile, opts: &LoadOptions) -> Result<Llama, ModelError> {
         let arch = f.architecture()?.to_string();
         let cfg = LlamaConfig::from_gguf(f, &arch)?;
+        opts.kv_type().check_head_dim(cfg.head_dim)?;
         let lin = |name: &str, i: usize, o: usize| {
             Linear::from_gguf(f, name, i, o).map(|l| l.with_precision(opts.precision))
         };
@@ -190,6 +192,7 @@ impl Llama {
             output,
             rope,
             attn,
+            kv: KvShape { kv_type: opts.kv_type(), head_dim: cfg.head_dim, n_head_kv: cfg.n_head_kv },
             cfg,
         })
     }
@@ -201,19 +204,26 @@ impl LanguageModel for Llama {
     }
 
     fn new_cache(&self, n_ctx: usize) -> KvCache {
-        KvCache::new(self.cfg.n_layer, self.cfg.kv_dim(), n_ctx)
+        KvCache::new(self.kv, self.cfg.n_layer, n_ctx)
     }
 
     fn cache_bytes(&self, n_ctx: usize) -> u64 {
-        KvCache::bytes_for(self.cfg.n_layer, self.cfg.kv_dim(), n_ctx)
+        KvCache::bytes_for(self.kv, n_ctx, &vec![None; self.cfg.n_layer], n_ctx)
     }
 
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
+    fn forward_into(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let c = &self.cfg;
         let n = tokens.len();
         let pos0 = cache.len;
         if n == 0 {
-            return Ok(Vec::new());
+            logits.clear();
+            return Ok(());
         }
         if pos0 + n > cache.n_ctx {
             return Err(ModelError::ContextOverflow { needed: pos0 + n, n_ctx: cache.n_ctx });
@@ -224,50 +234,53 @@ impl LanguageModel for Llama {
             }
         }
         let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
-        // Activations, token-major.
-        let mut x = vec![0.0f32; n * d]; // [n × d] residual stream
+        // Activations, token-major, in buffers kept with the cache (see `Buffers`).
+        let mut bufs = std::mem::take(&mut cache.buffers);
+        let Buffers { x, h, q, k, v, att, o, g, u } = &mut bufs;
+        let x = sized(x, n * d);
+        let h = sized(h, n * d);
+        let q = sized(q, n * qd);
+        let k = sized(k, n * kvd);
+        let v = sized(v, n * kvd);
+        let att = sized(att, n * qd);
+        let o = sized(o, n * d);
+        let g = sized(g, n * ff);
+        let u = sized(u, n * ff);
         for (t, &id) in tokens.iter().enumerate() {
             self.tok_embd.row_f32(id as usize, &mut x[t * d..(t + 1) * d])?;
         }
-        let mut h = vec![0.0f32; n * d]; // [n × d] normed input
-        let mut q = vec![0.0f32; n * qd]; // [n × q_dim]
-        let mut k = vec![0.0f32; n * kvd]; // [n × kv_dim]
-        let mut v = vec![0.0f32; n * kvd]; // [n × kv_dim]
-        let mut att = vec![0.0f32; n * qd]; // [n × q_dim]
-        let mut o = vec![0.0f32; n * d]; // [n × d]
-        let mut g = vec![0.0f32; n * ff]; // [n × ff]
-        let mut u = vec![0.0f32; n * ff]; // [n × ff]
 
         for (l, b) in self.blocks.iter().enumerate() {
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.attn_norm, c.eps);
-            b.wq.forward(&h, n, &mut q);
-            b.wk.forward(&h, n, &mut k);
-            b.wv.forward(&h, n, &mut v);
+            h.copy_from_slice(x);
+            rms_norm(h, &b.attn_norm, c.eps);
+            b.wq.forward(h, n, q);
+            b.wk.forward(h, n, k);
+            b.wv.forward(h, n, v);
             for t in 0..n {
                 self.rope.apply_adjacent(&mut q[t * qd..(t + 1) * qd], c.head_dim, pos0 + t);
                 self.rope.apply_adjacent(&mut k[t * kvd..(t + 1) * kvd], c.head_dim, pos0 + t);
             }
-            cache.layers[l].store(pos0, &k, &v);
-            attention(&self.attn, &q, &cache.layers[l], pos0, n, &mut att);
-            b.wo.forward(&att, n, &mut o);
-            add_assign(&mut x, &o);
+            cache.layers[l].store(pos0, k, v);
+            attention(&self.attn, q, &cache.layers[l], pos0, n, att);
+            b.wo.forward(att, n, o);
+            add_assign(x, o);
 
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.ffn_norm, c.eps);
-            b.w_gate.forward(&h, n, &mut g);
-            b.w_up.forward(&h, n, &mut u);
-            swiglu(&mut g, &u);
-            b.w_down.forward(&g, n, &mut o);
-            add_assign(&mut x, &o);
+            h.copy_from_slice(x);
+            rms_norm(h, &b.ffn_norm, c.eps);
+            b.w_gate.forward(h, n, g);
+            b.w_up.forward(h, n, u);
+            swiglu(g, u);
+            b.w_down.forward(g, n, o);
+            add_assign(x, o);
         }
         cache.len = pos0 + n;
 
         let rows = if all_logits { &mut x[..] } else { &mut x[(n - 1) * d..] };
         rms_norm(rows, &self.output_norm, c.eps);
         let m = rows.len() / d;
-        let mut logits = vec![0.0f32; m * c.n_vocab];
-        self.output.forward(rows, m, &mut logits);
-        Ok(logits)
+        logits.resize(m * c.n_vocab, 0.0);
+        self.output.forward(rows, m, &mut logits[..m * c.n_vocab]);
+        cache.buffers = bufs;
+        Ok(())
     }
 }

@@ -98,6 +98,37 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// GELU, tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// GELU (tanh form) through a table indexed by the input rounded to f16, holding results
+/// rounded to f16 — the way llama.cpp's CPU backend evaluates it; inputs at or beyond ±10
+/// are computed directly (0 below, the identity above), as there. Used on the fast path so
+/// that its activations follow the reference engine's rounding; it is also a cheap lookup.
+#[inline]
+pub fn gelu_tanh_table(x: f32) -> f32 {
+    static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let t = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let v = half::f16::from_bits(bits).to_f32();
+                half::f16::from_f32(gelu_tanh(v)).to_f32()
+            })
+            .collect()
+    });
+    t[half::f16::from_f32(x).to_bits() as usize]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

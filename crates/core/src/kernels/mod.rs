@@ -8,16 +8,16 @@
 //! | weight                       | activation format                                   |
 //! |------------------------------|-----------------------------------------------------|
 //! | Q4_0, Q5_0, Q8_0             | Q8_0                                                |
-//! | Q4_1, Q5_1                   | Q8_1 (edgellm's layout, see below)                  |
+//! | Q4_1, Q5_1                   | Q8_1                                                |
 //! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | Q8_K                                                |
 //! | F32, F16, BF16               | F32 (the activations are not quantized)             |
 //!
-//! The activation quantizers are the reference quantizers of [`crate::quant`] (Q8_0, Q8_K:
-//! the SIMD versions are bit-identical to them for finite input). **Q8_1 here is edgellm's
-//! own run-time layout, not ggml's**: 36 bytes per 32 values, the f16 scale `d` (bytes 0..2),
-//! the *exact integer* sum of the 32 codes as a little-endian i16 (bytes 2..4, where ggml
-//! stores the f16 product `d·Σq`), then the 32 codes, which are those of Q8_0. It never
-//! leaves memory.
+//! The activation quantizers reproduce llama.cpp's run-time ones (the SIMD quantizers its CPU
+//! backend uses, not ggml's reference weight quantizers), so that whole-model logits follow the
+//! reference engine's rounding: Q8_0 codes are `x·(127/amax)` rounded half to even, scale
+//! `amax/127` as f16; Q8_1 is ggml's `block_q8_1`: the same scale and codes plus the f16 of
+//! `d·Σq` (with the unrounded `d`), which the affine weights' minimum multiplies; Q8_K is the
+//! reference quantizer. Our SIMD versions are bit-identical to the scalar ones for finite input.
 //!
 //! Every kernel exists as a scalar oracle ([`Tier::Scalar`], `generic/`) and as SIMD code per
 //! instruction-set tier: [`Tier::Avx2`] (`x86/`, AVX2 + FMA + F16C) and [`Tier::Neon`] /
@@ -277,7 +277,7 @@ fn unsupported(weight: DType) -> ! {
 fn geometry(weight: DType, k: usize) -> (usize, usize, usize) {
     let (i, w) = info(weight);
     let (ablock, abytes) = w.act.geometry();
-    if k % w.block != 0 || k % ablock != 0 {
+    if !k.is_multiple_of(w.block) || !k.is_multiple_of(ablock) {
         not_whole(weight, w, k);
     }
     (i, k / w.block * w.bytes, k / ablock * abytes)

@@ -176,7 +176,7 @@ fn checked_bytes(dtype: DType, elements: usize) -> Result<usize, QuantError> {
         return Err(QuantError::UnsupportedType(dtype));
     }
     let block_size = dtype.block_size();
-    if elements % block_size != 0 {
+    if !elements.is_multiple_of(block_size) {
         return Err(QuantError::NotBlockMultiple { dtype, elements, block_size });
     }
     // Overflow needs more elements than any slice can hold; report it as a length mismatch.

@@ -3,7 +3,7 @@
 //!
 //! A weight block unpacks to two registers of 16 codes in element order, as signed bytes
 //! (the bias removed for the `_0` types; the `_1` types' codes, 0..=31, are positive bytes),
-//! its scale and minimum. The `_1` types add `m · da · Σq` from the activation block's sum.
+//! its scale and minimum. The `_1` types add `m · s` with the activation block's `s = da · Σq`.
 
 use std::arch::aarch64::*;
 
@@ -66,9 +66,8 @@ unsafe fn pa_q8_0(p: *const u8) -> LA {
 
 #[inline(always)]
 unsafe fn pa_q8_1(p: *const u8) -> LA {
-    let d = h2f(p);
-    let sum = (p.add(2) as *const i16).read_unaligned() as f32;
-    LA { q: [load_s(p.add(4)), load_s(p.add(20))], d, s: vsetq_lane_f32::<0>(d * sum, vdupq_n_f32(0.0)) }
+    let s = h2f(p.add(2));
+    LA { q: [load_s(p.add(4)), load_s(p.add(20))], d: h2f(p), s: vsetq_lane_f32::<0>(s, vdupq_n_f32(0.0)) }
 }
 
 pub(super) struct Q4_0<const DP: bool>;

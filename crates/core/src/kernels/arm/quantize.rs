@@ -1,6 +1,6 @@
-//! NEON activation quantizers, bit-identical to the reference quantizers (the oracles):
-//! Q8_0 rounds half away from zero (`fcvtas`, C's `roundf`), Q8_K half to even (`fcvtns`,
-//! ggml's `nearest_int`) with its scale from the first element of largest magnitude.
+//! NEON activation quantizers, bit-identical to the generic ones (the oracles): Q8_0/Q8_1 round
+//! `x · (127 / amax)` half to even (`fcvtns`, as llama.cpp's run-time quantizer), Q8_K half to
+//! even too (ggml's `nearest_int`) with its scale from the first element of largest magnitude.
 
 use std::arch::aarch64::*;
 
@@ -27,10 +27,11 @@ unsafe fn q8_0_block(x: *const f32) -> (f32, [int32x4_t; 8]) {
     }
     let amax = vmaxvq_f32(m);
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut q = [vdupq_n_s32(0); 8];
     for (q, &v) in q.iter_mut().zip(&v) {
-        *q = vcvtaq_s32_f32(vmulq_n_f32(v, id));
+        // Round half to even, like the generic `act_q8_block`.
+        *q = vcvtnq_s32_f32(vmulq_n_f32(v, id));
     }
     (d, q)
 }
@@ -57,7 +58,7 @@ pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
             s = vaddq_s32(s, q);
         }
         write_f16(ob, 0, d);
-        ob[2..4].copy_from_slice(&(vaddvq_s32(s) as i16).to_le_bytes());
+        write_f16(ob, 2, d * vaddvq_s32(s) as f32);
         pack_store(&q, ob.as_mut_ptr().add(4));
     }
 }

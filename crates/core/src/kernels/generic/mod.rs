@@ -2,7 +2,7 @@
 //!
 //! Every SIMD kernel is tested against these; they in turn are tested against the f32 dot
 //! product of the reference dequantizers of [`crate::quant`]. The activation quantizers are
-//! the reference quantizers themselves (Q8_1 adds the integer code sum to Q8_0).
+//! llama.cpp's run-time ones (see the module above).
 //!
 //! The k-quants are all decoded into one canonical form, [`KBlock`]: unsigned codes `u`,
 //! one integer scale and one integer offset per 16 values, and two float scales, so that
@@ -11,7 +11,7 @@
 //! Q8_K block is then `d·da·Σ sc·Σu·q − dm·da·Σ off·bsum`, all sums exact integers.
 
 use super::{Kernels, MatmulArgs, Tier, TypeKernels, WEIGHTS};
-use crate::quant::{read_f16, scale_min_k4, BlockFormat, BlockQ8_0, BlockQ8_K, QK_K};
+use crate::quant::{read_f16, scale_min_k4, BlockFormat, BlockQ8_K, QK_K};
 use crate::DType;
 
 /// The oracle table.
@@ -55,22 +55,46 @@ pub(crate) fn quantize_f32(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Q8_0: ggml's reference quantizer.
+/// One 32-value block of 8-bit activations: (scale, codes).
+///
+/// Activations are quantized the way llama.cpp's CPU backend does at run time (its SIMD
+/// quantizers on x86 and ARM), not like ggml's reference weight quantizer: the codes are
+/// `x · (127 / amax)` rounded half to even, the scale `amax / 127`. The two differ on exact
+/// ties, which are common in real activations (rows that were themselves dequantized and scaled),
+/// and following the reference engine keeps whole-model logits comparable with it.
+pub(crate) fn act_q8_block(x: &[f32]) -> (f32, [i8; 32]) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut q = [0i8; 32];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    (d, q)
+}
+
+/// Q8_0 activations: the ggml block layout (f16 scale, 32 codes), see [`act_q8_block`].
 pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
-        BlockQ8_0::quantize_block(xb, ob);
+        let (d, q) = act_q8_block(xb);
+        ob[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        for (o, &c) in ob[2..].iter_mut().zip(&q) {
+            *o = c as u8;
+        }
     }
 }
 
-/// Q8_1 (edgellm's layout): the Q8_0 block with the integer sum of its codes after the scale.
+/// Q8_1 (ggml's `block_q8_1`): the Q8_0 activation block with `s = d·Σq` (f16, from the
+/// unrounded f32 scale) after the scale.
 pub(crate) fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
     for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
-        let mut q = [0u8; 34];
-        BlockQ8_0::quantize_block(xb, &mut q);
-        let sum: i32 = q[2..].iter().map(|&c| c as i8 as i32).sum();
-        ob[0..2].copy_from_slice(&q[0..2]);
-        ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
-        ob[4..36].copy_from_slice(&q[2..34]);
+        let (d, q) = act_q8_block(xb);
+        let sum: i32 = q.iter().map(|&c| c as i32).sum();
+        ob[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        ob[2..4].copy_from_slice(&half::f16::from_f32(d * sum as f32).to_le_bytes());
+        for (o, &c) in ob[4..].iter_mut().zip(&q) {
+            *o = c as u8;
+        }
     }
 }
 
@@ -168,16 +192,15 @@ fn vec_dot_sym(weight: DType, w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// Affine weights (`x = d·c + m`) against Q8_1 activations: `d·da·Σc·q + m·(da·Σq)`.
+/// Affine weights (`x = d·c + m`) against Q8_1 activations: `d·da·Σc·q + m·s`.
 fn vec_dot_affine(weight: DType, w: &[u8], a: &[u8]) -> f32 {
     let wb = weight.type_size();
     let mut sum = 0.0f32;
     for (wb, ab) in w.chunks_exact(wb).zip(a.chunks_exact(36)) {
         let (c, d, m) = legacy_codes(weight, wb);
         let da = read_f16(ab, 0);
-        let qsum = i16::from_le_bytes([ab[2], ab[3]]) as f32;
         sum += d * da * idot32(&c, &ab[4..36]) as f32;
-        sum += m * (da * qsum);
+        sum += m * read_f16(ab, 2);
     }
     sum
 }
@@ -417,7 +440,7 @@ pub(crate) fn dot_error_terms(weight: DType, w: &[u8], a: &[u8], k: usize) -> (u
                     c.iter().zip(&ab[qs..qs + 32]).map(|(&c, &q)| (c * q as i8 as i32).abs() as i64).sum();
                 mag += (d as f64 * da).abs() * cq as f64;
                 if affine {
-                    mag += (m as f64 * da * i16::from_le_bytes([ab[2], ab[3]]) as f64).abs();
+                    mag += (m as f64 * read_f16(ab, 2) as f64).abs();
                 }
             }
             (k / 32, mag)

@@ -100,14 +100,13 @@ unsafe fn a2<F: Fmt<Pa = LA>, const AFFINE: bool, const TWO: bool>(p: *const u8)
     if !AFFINE {
         q = _mm512_xor_si512(q, _mm512_set1_epi8(-128));
     }
-    // Q8_0 and Q8_1 keep their scale at byte 0, Q8_1 its code sum (i16) at byte 2.
+    // Q8_0 and Q8_1 keep their scale at byte 0, Q8_1 its `s = d·Σq` (f16) at byte 2.
     let p1 = p.add(F::A);
     let d = splat2::<TWO>(h2f_entry(p), h2f_entry(p1));
     let s = if AFFINE {
-        let sum = |p: *const u8| (p.add(2) as *const i16).read_unaligned() as f32;
-        let s0 = _mm512_maskz_broadcastss_ps(0x0001, _mm_set_ss(*h2f_entry(p) * sum(p)));
+        let s0 = _mm512_maskz_broadcastss_ps(0x0001, _mm_set_ss(*h2f_entry(p.add(2))));
         if TWO {
-            _mm512_mask_broadcastss_ps(s0, 0x0100, _mm_set_ss(*h2f_entry(p1) * sum(p1)))
+            _mm512_mask_broadcastss_ps(s0, 0x0100, _mm_set_ss(*h2f_entry(p1.add(2))))
         } else {
             s0
         }

@@ -4,7 +4,7 @@
 //! A weight block unpacks to 32 bytes of codes in element order plus its scale (and minimum).
 //! Signed codes (`_0` types) keep their magnitudes for `vpmaddubsw` and lend their signs to
 //! the activations; unsigned codes (`_1` types, 0..=31) go in directly and the minimum adds
-//! `m · da · Σq` from the activation block's stored code sum.
+//! `m · s` with the activation block's stored `s = da · Σq`.
 
 use std::arch::x86_64::*;
 
@@ -84,10 +84,8 @@ unsafe fn pa_q8_0(p: *const u8) -> LA {
 
 #[inline(always)]
 unsafe fn pa_q8_1(p: *const u8) -> LA {
-    let d = h2f(p);
-    let sum = (p.add(2) as *const i16).read_unaligned() as f32;
-    let s = _mm256_set_ps(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, d * sum);
-    LA { q: load(p.add(4)), d: _mm256_set1_ps(d), s }
+    let s = _mm256_set_ps(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, h2f(p.add(2)));
+    LA { q: load(p.add(4)), d: h2f_splat(p), s }
 }
 
 pub(super) struct Q4_0;

@@ -1,9 +1,9 @@
 //! AVX2 activation quantizers, bit-identical to the reference quantizers (the oracles).
 //!
-//! Q8_0 rounds half away from zero like C's `roundf`: `trunc(v + copysign(0.5⁻, v))` with
-//! `0.5⁻` the float just below one half is exactly that for |v| < 2²³ (adding 0.5 itself would
-//! round 0.49999997 up). Q8_K rounds half to even (`nearest_int`), which `vroundps` does, and
-//! takes its scale from the first element of largest magnitude, with its sign.
+//! Q8_0/Q8_1 follow the run-time activation quantizer of llama.cpp (see the generic
+//! `act_q8_block`): codes `x · (127 / amax)` rounded half to even by `vroundps`. Q8_K rounds half
+//! to even too (`nearest_int`) and takes its scale from the first element of largest magnitude,
+//! with its sign.
 
 use std::arch::x86_64::*;
 
@@ -38,9 +38,9 @@ unsafe fn pack_i8(q: [__m256i; 4]) -> __m256i {
     _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// One 32-value Q8_0 block: (f16 scale bits, codes, as i32 in four registers).
+/// One 32-value Q8_0 block: (scale, codes, as i32 in four registers).
 #[inline(always)]
-unsafe fn q8_0_block(x: *const f32) -> (u16, [__m256i; 4]) {
+unsafe fn q8_0_block(x: *const f32) -> (f32, [__m256i; 4]) {
     let v = [
         _mm256_loadu_ps(x),
         _mm256_loadu_ps(x.add(8)),
@@ -50,17 +50,14 @@ unsafe fn q8_0_block(x: *const f32) -> (u16, [__m256i; 4]) {
     let m = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
     let amax = hmax(m);
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let idv = _mm256_set1_ps(id);
-    let half = _mm256_set1_ps(f32::from_bits(0x3eff_ffff));
-    let sign = _mm256_set1_ps(-0.0);
     let mut q = [_mm256_setzero_si256(); 4];
     for (q, &v) in q.iter_mut().zip(&v) {
-        let s = _mm256_mul_ps(v, idv);
-        let r = _mm256_add_ps(s, _mm256_or_ps(_mm256_and_ps(s, sign), half));
-        *q = _mm256_cvttps_epi32(r);
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, idv));
+        *q = _mm256_cvtps_epi32(r);
     }
-    (f16_bits(d), q)
+    (d, q)
 }
 
 /// # Safety
@@ -71,7 +68,7 @@ pub(super) unsafe fn q8_0(x: &[f32], out: &mut [u8]) {
     for b in 0..x.len() / 32 {
         let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
         let ob = o.add(34 * b);
-        (ob as *mut u16).write_unaligned(d.to_le());
+        (ob as *mut u16).write_unaligned(f16_bits(d).to_le());
         _mm256_storeu_si256(ob.add(2) as *mut __m256i, pack_i8(q));
     }
 }
@@ -86,9 +83,9 @@ pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
         let ob = o.add(36 * b);
         let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         // The lane sums are small integers, exact in f32.
-        let sum = hsum(_mm256_cvtepi32_ps(s)) as i16;
-        (ob as *mut u16).write_unaligned(d.to_le());
-        (ob.add(2) as *mut i16).write_unaligned(sum.to_le());
+        let sum = hsum(_mm256_cvtepi32_ps(s));
+        (ob as *mut u16).write_unaligned(f16_bits(d).to_le());
+        (ob.add(2) as *mut u16).write_unaligned(f16_bits(d * sum).to_le());
         _mm256_storeu_si256(ob.add(4) as *mut __m256i, pack_i8(q));
     }
 }
