@@ -1,6 +1,6 @@
 //! Calibration flags and the calibration run shared by `edgellm imatrix` and `edgellm quantize`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use edgellm_compress::calib::{calibrate, CalibOptions, Calibration};
@@ -58,8 +58,8 @@ pub fn run_calibration(f: &GgufFile, text: &Path, chunks: &ChunkArgs, grams: boo
     Ok(cal)
 }
 
-/// The calibration text path, checked to exist.
-pub fn existing(p: &PathBuf, what: &str) -> Result<()> {
+/// Checks that a file given on the command line exists.
+pub fn existing(p: &Path, what: &str) -> Result<()> {
     anyhow::ensure!(p.exists(), "{what} {} does not exist", p.display());
     Ok(())
 }

@@ -119,7 +119,7 @@ pub(crate) fn fit_affine(x: &[f32], w: &[f32], nmax: i32, min_nonpositive: bool)
     if min_nonpositive && min > 0.0 {
         min = 0.0;
     }
-    if !(max - min > TINY) {
+    if max - min <= TINY || (max - min).is_nan() {
         return (0.0, if min_nonpositive { min.min(0.0) } else { min });
     }
     let (sw, sx, sxx) = x.iter().zip(w).fold((0.0f64, 0.0f64, 0.0f64), |a, (&v, &wi)| {
@@ -260,8 +260,8 @@ impl BlockFit {
                 }
             }
             DType::Q2_K => {
-                for s in 0..16 {
-                    out[s] = (self.ls[s] as u8 & 0x0f) | ((self.lm[s] as u8 & 0x0f) << 4);
+                for (s, o) in out[..16].iter_mut().enumerate() {
+                    *o = (self.ls[s] as u8 & 0x0f) | ((self.lm[s] as u8 & 0x0f) << 4);
                 }
                 pack_2bit(&u, &mut out[16..80]);
                 out[80..82].copy_from_slice(&h(self.d));
@@ -506,7 +506,7 @@ mod tests {
             .map(|_| {
                 s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let u = ((s >> 11) as f64 / (1u64 << 53) as f64) as f32;
-                (u - 0.5) * 2.0 + if s % 97 == 0 { 6.0 } else { 0.0 }
+                (u - 0.5) * 2.0 + if s.is_multiple_of(97) { 6.0 } else { 0.0 }
             })
             .collect()
     }

@@ -377,7 +377,7 @@ fn layer_of(name: &str) -> Option<usize> {
 /// The fallback of `want` for row length `ncols` (llama.cpp's rule), or `want` when it fits.
 pub fn fallback(want: DType, ncols: u64) -> DType {
     let bs = want.block_size() as u64;
-    if ncols % bs == 0 {
+    if ncols.is_multiple_of(bs) {
         return want;
     }
     let fb = match want {
@@ -387,7 +387,7 @@ pub fn fallback(want: DType, ncols: u64) -> DType {
         DType::Q6_K => DType::Q8_0,
         other => other,
     };
-    if ncols % fb.block_size() as u64 == 0 {
+    if ncols.is_multiple_of(fb.block_size() as u64) {
         fb
     } else {
         DType::F16
@@ -483,7 +483,7 @@ fn mix_rule(
     use DType::*;
     let base = scheme.base_type();
     if role == Role::Output || (tied && role == Role::TokenEmbd) {
-        let t = if ncols % base.block_size() as u64 != 0 || base == Q8_0 { Q8_0 } else { Q6_K };
+        let t = if !ncols.is_multiple_of(base.block_size() as u64) || base == Q8_0 { Q8_0 } else { Q6_K };
         return Some((t, "output"));
     }
     match (scheme, role) {

@@ -303,7 +303,8 @@ mod observer_tests {
         lin.forward(&[1.0, 0.5, -1.0, 2.0], 2, &mut y);
         set_input_observer(None);
         lin.forward(&[9.0, 9.0], 1, &mut y[..2]);
-        let seen: Vec<_> = rec.0.lock().unwrap().iter().filter(|r| r.0 == "observed.weight").cloned().collect();
+        let seen: Vec<_> =
+            rec.0.lock().unwrap().iter().filter(|r| r.0 == "observed.weight").cloned().collect();
         assert_eq!(seen, vec![("observed.weight".to_string(), vec![1.0, 0.5, -1.0, 2.0], 2)]);
     }
 }
