@@ -460,22 +460,6 @@ pub fn fit(dtype: DType, x: &[f32], w: &[f32]) -> BlockFit {
     f
 }
 
-/// How a row's importance becomes per-element weights.
-///
-/// `imp_j` alone is the expected output error of the row; `imp_j·sqrt(σ² + x_j²)` (σ² the
-/// row's mean square) additionally favours large weights, as ggml's imatrix quantizers do.
-fn element_weights(x: &[f32], imp: &[f32], w: &mut [f32]) {
-    let mode = std::env::var("EDGELLM_QW").unwrap_or_default();
-    if mode == "ggml" {
-        let sigma2 = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
-        for ((wi, &v), &q) in w.iter_mut().zip(x).zip(imp) {
-            *wi = q * (sigma2 + v * v).sqrt();
-        }
-    } else {
-        w.copy_from_slice(imp);
-    }
-}
-
 /// Quantizes one row of `dtype` with importance `imp` (one weight per element of the row;
 /// `None` = plain squared error) into `out` (`dtype.bytes_for(x.len())` bytes).
 ///
@@ -486,10 +470,10 @@ pub fn quantize_row_weighted(dtype: DType, x: &[f32], imp: Option<&[f32]>, out: 
     let ts = dtype.type_size();
     assert_eq!(x.len() % bs, 0);
     assert_eq!(out.len(), x.len() / bs * ts);
-    let mut w = vec![1.0f32; x.len()];
-    if let Some(imp) = imp {
-        element_weights(x, imp, &mut w);
-    }
+    // The importance itself is the weight: it is what the layer's expected output error
+    // weights each element's error by. (ggml's extra factor sqrt(σ² + x²), favouring large
+    // weights, measured worse on SmolLM2: docs/quantization.md.)
+    let w = imp.map_or_else(|| vec![1.0f32; x.len()], |v| v.to_vec());
     for ((xb, ob), wb) in x.chunks_exact(bs).zip(out.chunks_exact_mut(ts)).zip(w.chunks_exact(bs)) {
         fit(dtype, xb, wb).pack(xb, ob);
     }
