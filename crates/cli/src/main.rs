@@ -1,10 +1,13 @@
 //! `edgellm`: run, compress and measure language models on-device.
 
 mod bench;
+mod calib_args;
 mod chat;
 mod embed;
 mod eval;
+mod imatrix;
 mod inspect;
+mod quantize;
 mod run;
 mod similarity;
 mod tokenize;
@@ -39,6 +42,10 @@ enum Command {
     Similarity(similarity::Args),
     /// Measure a model on a benchmark (e.g. `eval sts`).
     Eval(eval::Args),
+    /// Quantize a model to another type or mix (GGUF out).
+    Quantize(quantize::Args),
+    /// Collect an importance matrix from calibration text (llama.cpp's imatrix layout).
+    Imatrix(imatrix::Args),
 }
 
 /// Output formats shared by subcommands.
@@ -61,6 +68,8 @@ fn main() -> ExitCode {
         Command::Embed(a) => embed::main(a),
         Command::Similarity(a) => similarity::main(a),
         Command::Eval(a) => eval::main(a),
+        Command::Quantize(a) => quantize::main(a),
+        Command::Imatrix(a) => imatrix::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

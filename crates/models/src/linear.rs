@@ -10,6 +10,9 @@
 //! dequantizes each weight row to f32 and dots it with f32 activations: slower, and within a
 //! few hundredths of float64 math on whole models (the golden tests use it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
 use edgellm_core::parallel::{for_each_range, DisjointWriter};
 use edgellm_core::quant::dequantize_row;
 use edgellm_core::{kernels, DType};
@@ -153,6 +156,9 @@ impl Linear {
         let (k, m) = (self.in_features, self.out_features);
         assert_eq!(x.len(), n * k, "{}: input length", self.name);
         assert_eq!(y.len(), n * m, "{}: output length", self.name);
+        if OBSERVING.load(Ordering::Relaxed) {
+            notify_observer(&self.name, x, n, k);
+        }
         if self.uses_kernels() {
             return self.forward_kernels(x, n, y);
         }
@@ -210,6 +216,34 @@ impl Linear {
     }
 }
 
+/// Sees the input of every [`Linear::forward`] while installed (calibration statistics for
+/// quantization: importance matrices, Gram matrices). Called on the thread that runs the
+/// forward, before the product.
+pub trait InputObserver: Send + Sync {
+    /// `x` is the input of Linear `name`: `[n × in_features]`, token-major.
+    fn observe(&self, name: &str, x: &[f32], n: usize, in_features: usize);
+}
+
+/// Whether an observer is installed (checked on every forward; one relaxed load).
+static OBSERVING: AtomicBool = AtomicBool::new(false);
+static OBSERVER: RwLock<Option<Arc<dyn InputObserver>>> = RwLock::new(None);
+
+/// Installs `obs` as the process-wide Linear input observer (`None` removes it). Meant for
+/// calibration runs; with none installed a forward pays one atomic load.
+pub fn set_input_observer(obs: Option<Arc<dyn InputObserver>>) {
+    let mut g = OBSERVER.write().unwrap_or_else(|e| e.into_inner());
+    OBSERVING.store(obs.is_some(), Ordering::Release);
+    *g = obs;
+}
+
+#[cold]
+fn notify_observer(name: &str, x: &[f32], n: usize, k: usize) {
+    let obs = OBSERVER.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(o) = obs {
+        o.observe(name, x, n, k);
+    }
+}
+
 thread_local! {
     /// One dequantized weight row (exact path) or output block (fast path) per thread.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -244,4 +278,33 @@ pub fn gguf_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, Model
 /// Which kernels the Linear layers use, for reports (`edgellm bench`, `--verbose`).
 pub fn kernel_description() -> String {
     kernels::tier_name().to_string()
+}
+
+#[cfg(test)]
+mod observer_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Record(Mutex<Vec<(String, Vec<f32>, usize)>>);
+
+    impl InputObserver for Record {
+        fn observe(&self, name: &str, x: &[f32], n: usize, _in_features: usize) {
+            self.0.lock().unwrap().push((name.to_string(), x.to_vec(), n));
+        }
+    }
+
+    #[test]
+    fn observer_sees_inputs_while_installed() {
+        let w: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let lin = Linear::new("observed.weight", DType::F32, 2, 2, TensorBytes::Owned(w)).unwrap();
+        let rec = Arc::new(Record(Mutex::new(Vec::new())));
+        let mut y = [0.0f32; 4];
+        set_input_observer(Some(rec.clone()));
+        lin.forward(&[1.0, 0.5, -1.0, 2.0], 2, &mut y);
+        set_input_observer(None);
+        lin.forward(&[9.0, 9.0], 1, &mut y[..2]);
+        let seen: Vec<_> =
+            rec.0.lock().unwrap().iter().filter(|r| r.0 == "observed.weight").cloned().collect();
+        assert_eq!(seen, vec![("observed.weight".to_string(), vec![1.0, 0.5, -1.0, 2.0], 2)]);
+    }
 }

@@ -1,0 +1,65 @@
+//! Calibration flags and the calibration run shared by `edgellm imatrix` and `edgellm quantize`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use edgellm_compress::calib::{calibrate, CalibOptions, Calibration};
+use edgellm_formats::GgufFile;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Tokens per chunk and how many chunks.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ChunkArgs {
+    /// Tokens per calibration chunk (each chunk is evaluated from an empty context).
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks to process (0 = as many as the text gives).
+    #[arg(long, default_value_t = 0)]
+    pub chunks: usize,
+}
+
+/// Runs the model in `model_path` over the text file `text` and collects input statistics.
+pub fn run_calibration(f: &GgufFile, text: &Path, chunks: &ChunkArgs, grams: bool) -> Result<Calibration> {
+    anyhow::ensure!(chunks.ctx >= 16, "--ctx must be at least 16 tokens");
+    let raw = std::fs::read_to_string(text)
+        .with_context(|| format!("reading calibration text {}", text.display()))?;
+    let tok = edgellm_text::Tokenizer::from_gguf(f).context("building the tokenizer from the model")?;
+    let add_bos = tok.add_bos_default();
+    let tokens = tok.encode(&raw, add_bos, false);
+    let available = tokens.len() / chunks.ctx;
+    anyhow::ensure!(
+        available > 0,
+        "{}: {} tokens is less than one chunk of {} (use a longer text or a smaller --ctx)",
+        text.display(),
+        tokens.len(),
+        chunks.ctx
+    );
+    let model = edgellm_models::load_gguf(f).context("loading the model for calibration")?;
+    let n = if chunks.chunks == 0 { available } else { chunks.chunks.min(available) };
+    eprintln!(
+        "calibrating on {}: {} tokens, {n} chunks of {}{}",
+        text.display(),
+        tokens.len(),
+        chunks.ctx,
+        if grams { " (with Gram matrices for GPTQ)" } else { "" }
+    );
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template(
+            "{spinner} calibration [{bar:30}] {pos}/{len} chunks, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let opts =
+        CalibOptions { ctx: chunks.ctx, chunks: n, grams, bos: if add_bos { tok.bos_id() } else { None } };
+    let mut cal = calibrate(model.as_ref(), &tokens, &opts, &mut |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    cal.imatrix.datasets = vec![text.display().to_string()];
+    Ok(cal)
+}
+
+/// Checks that a file given on the command line exists.
+pub fn existing(p: &Path, what: &str) -> Result<()> {
+    anyhow::ensure!(p.exists(), "{what} {} does not exist", p.display());
+    Ok(())
+}

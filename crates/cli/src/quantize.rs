@@ -1,0 +1,199 @@
+//! `edgellm quantize`: rewrite a model's weights in another type or mix, as standard GGUF.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use edgellm_compress::plan::Reason;
+use edgellm_compress::{quantize_model, Importance, KeepRule, Method, ModelSource, QuantizeOptions, Scheme};
+use edgellm_formats::{GgufFile, Imatrix};
+use edgellm_runtime::memory::human_bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::calib_args::{existing, run_calibration, ChunkArgs};
+
+/// Arguments of `edgellm quantize`.
+#[derive(clap::Args)]
+#[command(after_help = schemes_help())]
+pub struct Args {
+    /// Input model: GGUF of any supported type (quantized tensors are dequantized first).
+    input: PathBuf,
+    /// Output GGUF file.
+    output: PathBuf,
+    /// Target type or mix (see the list below).
+    #[arg(long = "type")]
+    scheme: String,
+    /// Rounding method: rtn (llama-quantize's reference rounding), weighted (importance-weighted
+    /// scale search; uses --imatrix or --calib when given), gptq (error compensation; needs --calib).
+    #[arg(long, default_value = "rtn")]
+    method: String,
+    /// Importance matrix (ours or llama-imatrix's, GGUF or legacy .dat) for --method weighted.
+    #[arg(long)]
+    imatrix: Option<PathBuf>,
+    /// Calibration text to collect statistics from on the input model (weighted, gptq).
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    #[command(flatten)]
+    chunks: ChunkArgs,
+    /// Override a tensor's type: PATTERN=TYPE, PATTERN a glob over whole tensor names
+    /// ('blk.*.attn_v.weight=Q8_0'); repeatable, first match wins.
+    #[arg(long = "keep", value_name = "PATTERN=TYPE")]
+    keep: Vec<String>,
+    /// Worker threads (0 = all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Print one line per tensor.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn schemes_help() -> String {
+    let mut s = String::from("Types and what each keeps at higher precision:\n");
+    for t in Scheme::ALL {
+        s.push_str(&format!("  {:<7} {}\n", t.name(), t.rules()));
+    }
+    s.push_str(
+        "Row lengths that a type's block does not divide fall back as llama-quantize does \
+                (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, Q2_K/Q3_K->Q4_0).",
+    );
+    s
+}
+
+fn is_safetensors(p: &Path) -> bool {
+    p.is_dir() || p.extension().is_some_and(|e| e == "safetensors")
+}
+
+/// Run `edgellm quantize`.
+pub fn main(a: Args) -> Result<()> {
+    edgellm_core::parallel::set_num_threads(a.threads);
+    let scheme = Scheme::parse(&a.scheme)?;
+    let method = Method::parse(&a.method)?;
+    let keeps = a.keep.iter().map(|k| KeepRule::parse(k)).collect::<Result<Vec<_>, _>>()?;
+    existing(&a.input, "input model")?;
+    anyhow::ensure!(
+        !is_safetensors(&a.input),
+        "{}: safetensors input is not wired to the quantizer yet (it needs the safetensors -> GGUF \
+         exporter of edgellm-models); convert to GGUF first",
+        a.input.display()
+    );
+    if let Some(p) = &a.imatrix {
+        existing(p, "importance matrix")?;
+    }
+    if let Some(p) = &a.calib {
+        existing(p, "calibration text")?;
+    }
+    anyhow::ensure!(
+        method != Method::Gptq || a.calib.is_some(),
+        "--method gptq needs --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)"
+    );
+    let t0 = Instant::now();
+    let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let src = ModelSource::from_gguf(&f);
+
+    let mut importance = None;
+    if let Some(p) = &a.imatrix {
+        let m = Imatrix::read(p).with_context(|| format!("reading importance matrix {}", p.display()))?;
+        eprintln!("importance matrix {}: {} weights, {} chunks", p.display(), m.entries.len(), m.chunk_count);
+        importance = Some(Importance::from_imatrix(&m));
+    }
+    let mut calibration = None;
+    if let (Some(text), Method::Weighted | Method::Gptq) = (&a.calib, method) {
+        let cal = run_calibration(&f, text, &a.chunks, method == Method::Gptq)?;
+        if importance.is_none() {
+            importance = Some(Importance::from_imatrix(&cal.imatrix));
+        }
+        calibration = Some(cal);
+    }
+    if method == Method::Weighted && importance.is_none() {
+        eprintln!(
+            "note: --method weighted without --imatrix or --calib minimizes plain squared weight error"
+        );
+    }
+    if method == Method::Rtn && (importance.is_some() || a.calib.is_some()) {
+        eprintln!(
+            "note: --method rtn ignores the importance matrix except for the mix rules that depend on one"
+        );
+    }
+
+    let bar = ProgressBar::new(src.tensors.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} quantizing [{bar:30}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let opts = QuantizeOptions {
+        scheme: Some(scheme),
+        keeps: &keeps,
+        method,
+        importance: importance.as_ref(),
+        grams: calibration.as_ref().map(|c| c as &dyn edgellm_compress::GramSource),
+    };
+    let verbose = a.verbose;
+    let q = quantize_model(&src, &opts, &mut |done, _, r| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("{} -> {}", r.name, r.to));
+        if verbose {
+            bar.println(format!(
+                "{:<28} {:<16} {:>5} -> {:<5} {:>10} -> {:>10}  {}",
+                r.name,
+                format!("{:?}", r.dims),
+                r.from.name(),
+                r.to.name(),
+                r.bytes_in,
+                r.bytes_out,
+                reason_text(&r.reason)
+            ));
+        }
+    })?;
+    bar.finish_and_clear();
+    q.writer.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
+
+    let (bin, bout, params) = q.totals();
+    let fin = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+    let fout = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+    for r in &q.report {
+        let e = by_type.entry(r.to.name()).or_default();
+        e.0 += 1;
+        e.1 += r.n_elements();
+        e.2 += r.bytes_out;
+    }
+    let fallbacks = q.report.iter().filter(|r| matches!(r.reason, Reason::Fallback { .. })).count();
+    let with_imp = q.report.iter().filter(|r| r.used_importance).count();
+    println!("{} -> {} ({scheme}, method {method})", a.input.display(), a.output.display());
+    for (ty, (n, el, by)) in &by_type {
+        println!(
+            "  {ty:<6} {n:>5} tensors {el:>12} params {:>10}  {:.2} bits/weight",
+            human_bytes(*by),
+            *by as f64 * 8.0 / *el as f64
+        );
+    }
+    let bpw = |b: u64| b as f64 * 8.0 / params.max(1) as f64;
+    println!(
+        "  size: file {} -> {}, weights {} ({:.2} bpw) -> {} ({:.2} bpw)",
+        human_bytes(fin),
+        human_bytes(fout),
+        human_bytes(bin),
+        bpw(bin),
+        human_bytes(bout),
+        bpw(bout)
+    );
+    if fallbacks > 0 {
+        println!("  {fallbacks} tensors fell back to a 32-block type (row length not a multiple of 256)");
+    }
+    if method != Method::Rtn {
+        println!("  {with_imp} tensors quantized with calibration statistics");
+    }
+    println!("  {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn reason_text(r: &Reason) -> String {
+    match r {
+        Reason::Kept => "kept".into(),
+        Reason::Base => String::new(),
+        Reason::Rule(s) => format!("rule: {s}"),
+        Reason::Keep(p) => format!("--keep {p}"),
+        Reason::Fallback { wanted } => format!("fallback from {wanted}"),
+    }
+}

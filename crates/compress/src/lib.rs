@@ -1,0 +1,28 @@
+//! edgellm-compress: make models smaller.
+//!
+//! - [`plan`]: quantization schemes (single types and llama.cpp-compatible mixes such as
+//!   Q4_K_M), their per-tensor rules, `--keep` overrides and row-length fallbacks.
+//! - [`source`]: a model as plain metadata + named tensors, from GGUF or any converter.
+//! - [`quantize`]: the driver — plan, quantize every tensor in parallel, build the output GGUF.
+//! - [`grid`]: importance-weighted block quantizers for every GGML block format.
+//! - [`calib`]: calibration statistics (importance matrices, Gram matrices) from running a model.
+//! - [`gptq`]: GPTQ error-compensating quantization on the same grids.
+//!
+//! Every file written is standard GGUF that llama.cpp loads.
+
+#![warn(missing_docs)]
+
+pub mod calib;
+mod error;
+pub mod gptq;
+pub mod grid;
+pub mod plan;
+pub mod quantize;
+pub mod source;
+
+pub use error::CompressError;
+pub use plan::{KeepRule, Scheme};
+pub use quantize::{
+    quantize_model, GramSource, Importance, Method, QuantizeOptions, QuantizedModel, TensorReport,
+};
+pub use source::{ModelSource, SourceTensor};
