@@ -71,12 +71,6 @@ pub fn main(a: Args) -> Result<()> {
     let method = Method::parse(&a.method)?;
     let keeps = a.keep.iter().map(|k| KeepRule::parse(k)).collect::<Result<Vec<_>, _>>()?;
     existing(&a.input, "input model")?;
-    anyhow::ensure!(
-        !is_safetensors(&a.input),
-        "{}: safetensors input is not wired to the quantizer yet (it needs the safetensors -> GGUF \
-         exporter of edgellm-models); convert to GGUF first",
-        a.input.display()
-    );
     if let Some(p) = &a.imatrix {
         existing(p, "importance matrix")?;
     }
@@ -88,8 +82,32 @@ pub fn main(a: Args) -> Result<()> {
         "--method gptq needs --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)"
     );
     let t0 = Instant::now();
-    let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let src = ModelSource::from_gguf(&f);
+    // A sentence-transformers directory (or its model.safetensors) goes through the BERT
+    // exporter: llama.cpp's `bert` GGUF layout with F32 tensors, then the same quantizer.
+    let safetensors = is_safetensors(&a.input);
+    anyhow::ensure!(
+        !safetensors || a.calib.is_none(),
+        "--calib runs a language model; for a safetensors encoder use --method rtn or --method \
+         weighted without calibration"
+    );
+    let (f, src) = if safetensors {
+        let dir = if a.input.is_dir() {
+            a.input.clone()
+        } else {
+            a.input.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
+        let export = edgellm_models::bert::gguf_export(&dir)
+            .with_context(|| format!("converting {} to GGUF", dir.display()))?;
+        let w = export.to_writer_f32()?;
+        (None, ModelSource::from_writer(w)?)
+    } else {
+        let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+        (Some(f), ModelSource::default())
+    };
+    let src = match &f {
+        Some(f) => ModelSource::from_gguf(f),
+        None => src,
+    };
 
     let mut importance = None;
     if let Some(p) = &a.imatrix {
@@ -99,7 +117,8 @@ pub fn main(a: Args) -> Result<()> {
     }
     let mut calibration = None;
     if let (Some(text), Method::Weighted | Method::Gptq) = (&a.calib, method) {
-        let cal = run_calibration(&f, text, &a.chunks, method == Method::Gptq)?;
+        let f = f.as_ref().expect("calibration needs a GGUF language model (checked above)");
+        let cal = run_calibration(f, text, &a.chunks, method == Method::Gptq)?;
         if importance.is_none() {
             importance = Some(Importance::from_imatrix(&cal.imatrix));
         }

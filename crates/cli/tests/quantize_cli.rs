@@ -112,3 +112,36 @@ fn bad_requests_are_clear_errors() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// A sentence-transformers directory (safetensors) quantizes through the BERT exporter; the
+/// embedding tables llama.cpp needs in F32 stay F32, and the file embeds like the original.
+#[test]
+fn minilm_safetensors_quantizes_to_q8_0_and_embeds() {
+    let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let src = dir.join("all-MiniLM-L6-v2");
+    assert!(src.exists(), "{} is missing: run scripts/fetch-models first", src.display());
+    let out = tmp("minilm-q8_0.gguf");
+    let o = edgellm(&["quantize", src.to_str().unwrap(), out.to_str().unwrap(), "--type", "Q8_0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(f.architecture().unwrap(), "bert");
+    assert_eq!(f.tensor("position_embd.weight").unwrap().dtype, DType::F32);
+    assert_eq!(f.tensor("blk.0.attn_q.weight").unwrap().dtype, DType::Q8_0);
+    let sim = |m: &str| {
+        let o = edgellm(&["similarity", "-m", m, "turn on the kitchen lights", "switch the kitchen lamp on"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().unwrap()
+    };
+    let (a, b) = (sim(src.to_str().unwrap()), sim(out.to_str().unwrap()));
+    assert!((a - b).abs() < 0.01, "cosine {a} (F32) vs {b} (Q8_0)");
+    let o = edgellm(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "Q8_0",
+        "--calib",
+        "x",
+    ]);
+    assert!(!o.status.success());
+}
