@@ -267,6 +267,39 @@ pub fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
+/// The [`Buffers`] of one forward call, sized for `n` tokens (field meanings as there).
+#[allow(missing_docs)]
+pub struct BufferSlices<'a> {
+    pub x: &'a mut [f32],
+    pub h: &'a mut [f32],
+    pub q: &'a mut [f32],
+    pub k: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub att: &'a mut [f32],
+    pub o: &'a mut [f32],
+    pub g: &'a mut [f32],
+    pub u: &'a mut [f32],
+}
+
+impl Buffers {
+    /// Every buffer sized for `n` tokens of a decoder with residual width `d`, query width
+    /// `qd`, key/value width `kvd` and feed-forward width `ff`.
+    pub fn sized(&mut self, n: usize, d: usize, qd: usize, kvd: usize, ff: usize) -> BufferSlices<'_> {
+        let Buffers { x, h, q, k, v, att, o, g, u } = self;
+        BufferSlices {
+            x: sized(x, n * d),
+            h: sized(h, n * d),
+            q: sized(q, n * qd),
+            k: sized(k, n * kvd),
+            v: sized(v, n * kvd),
+            att: sized(att, n * qd),
+            o: sized(o, n * d),
+            g: sized(g, n * ff),
+            u: sized(u, n * ff),
+        }
+    }
+}
+
 /// The KV cache of a whole model; sized once, never grown.
 pub struct KvCache {
     /// Per-layer storage.

@@ -7,7 +7,7 @@
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
-use crate::kv_cache::{sized, Buffers, KvCache, KvShape};
+use crate::kv_cache::{BufferSlices, KvCache, KvShape};
 use crate::linear::{check_shape, gguf_vector, Linear};
 use crate::nn::{add_assign, rms_norm, swiglu, Rope};
 use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
@@ -236,16 +236,7 @@ impl LanguageModel for Llama {
         let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
         // Activations, token-major, in buffers kept with the cache (see `Buffers`).
         let mut bufs = std::mem::take(&mut cache.buffers);
-        let Buffers { x, h, q, k, v, att, o, g, u } = &mut bufs;
-        let x = sized(x, n * d);
-        let h = sized(h, n * d);
-        let q = sized(q, n * qd);
-        let k = sized(k, n * kvd);
-        let v = sized(v, n * kvd);
-        let att = sized(att, n * qd);
-        let o = sized(o, n * d);
-        let g = sized(g, n * ff);
-        let u = sized(u, n * ff);
+        let BufferSlices { x, h, q, k, v, att, o, g, u } = bufs.sized(n, d, qd, kvd, ff);
         for (t, &id) in tokens.iter().enumerate() {
             self.tok_embd.row_f32(id as usize, &mut x[t * d..(t + 1) * d])?;
         }
