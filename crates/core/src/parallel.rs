@@ -7,7 +7,8 @@
 //! same token finds them awake), and only then park on a condition variable. The calling thread
 //! always takes part 0 of the work itself. No allocation per operation.
 //!
-//! Interface: [`for_each_range`] splits `0..n` into one contiguous range per thread. Calls
+//! Interface: [`for_each_range`] splits `0..n` into one contiguous range per thread;
+//! [`for_each_index`] hands out single indices to whichever thread is free. Calls
 //! made from inside a worker, or while another thread owns the pool, run serially on the
 //! caller (never deadlock).
 
@@ -230,6 +231,22 @@ where
     });
 }
 
+/// Run `f(i)` for every `i in 0..n` across the pool, each index a part that the next free
+/// thread claims; returns when all are done. For work of uneven cost (causal attention: later
+/// query blocks see more keys), where [`for_each_range`]'s equal contiguous split would leave
+/// one thread waiting: order the indices most expensive first and the claims balance the load.
+/// A claim is one atomic operation, so an index should stand for at least a few microseconds.
+pub fn for_each_index<F>(n: usize, f: F)
+where
+    F: Fn(usize) + Sync,
+{
+    if num_threads() == 1 || n <= 1 {
+        (0..n).for_each(f);
+        return;
+    }
+    run(n, &f);
+}
+
 /// A slice that several pool threads write to at disjoint indices (e.g. the output of a
 /// matrix product split by rows, where each thread's rows are strided through the output).
 pub struct DisjointWriter<'a, T> {
@@ -294,6 +311,17 @@ mod tests {
                 });
                 assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1), "n {n} grain {grain}");
             }
+        }
+    }
+
+    #[test]
+    fn for_each_index_covers_every_index_once() {
+        for n in [0, 1, 2, 3, 191, 5000] {
+            let seen: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+            for_each_index(n, |i| {
+                seen[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1), "n {n}");
         }
     }
 

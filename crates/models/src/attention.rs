@@ -1,8 +1,9 @@
-//! Causal (optionally sliding-window) grouped-query attention over a [`LayerCache`], with an
-//! online softmax (one pass over the cache, no score matrix).
+//! Causal (optionally sliding-window) grouped-query attention over a [`LayerCache`].
 //!
-//! Work is split into jobs of one KV head × a block of queries (all the query heads sharing
-//! that KV head): a job computes the scores of its rows against a chunk of cached keys with
+//! Work is split into jobs of one KV head × a block of queries × the query heads sharing that
+//! KV head (all of them, or — when there are too few jobs to keep every thread busy, as in
+//! decoding — a part of them). Jobs are handed out most expensive first (the last query
+//! blocks see the most keys) to whichever thread is free. A job computes the scores of its rows against a chunk of cached keys with
 //! one call of the matrix-product kernels (the keys are its "weight rows", in the cache's
 //! type), takes the softmax of each row, then sums the values weighted by the probabilities,
 //! converting each chunk of values to f32 once for all its rows.
@@ -17,7 +18,7 @@
 use std::cell::RefCell;
 
 use edgellm_core::kernels;
-use edgellm_core::parallel::{for_each_range, DisjointWriter};
+use edgellm_core::parallel::{for_each_index, num_threads, DisjointWriter};
 
 use crate::kv_cache::{decode, KvType, LayerCache};
 
@@ -69,22 +70,22 @@ pub fn attention(s: &AttnShape, q: &[f32], lc: &LayerCache, pos0: usize, n: usiz
     assert_eq!(out.len(), n * qd, "attention: output length");
     assert_eq!(lc.shape.head_dim, s.head_dim, "attention: cache head width");
     assert_eq!(lc.shape.n_head_kv, s.n_head_kv, "attention: cache heads");
-    let jobs = s.n_head_kv * n.div_ceil(QUERY_BLOCK);
+    let group = s.n_head / s.n_head_kv;
+    let nqb = n.div_ceil(QUERY_BLOCK);
+    let hsplit = if nqb * s.n_head_kv >= 2 * num_threads() { 1 } else { group };
+    let per_block = s.n_head_kv * hsplit;
     let w = DisjointWriter::new(out);
-    for_each_range(jobs, 1, |range| {
-        SCRATCH.with(|cell| {
-            let sc = &mut *cell.borrow_mut();
-            for job in range {
-                let (kvh, qb) = (job % s.n_head_kv, job / s.n_head_kv);
-                let t0 = qb * QUERY_BLOCK;
-                let t1 = (t0 + QUERY_BLOCK).min(n);
-                one_job(s, q, lc, pos0, kvh, t0..t1, sc, &w);
-            }
-        });
+    for_each_index(nqb * per_block, |job| {
+        let qb = nqb - 1 - job / per_block;
+        let (kvh, part) = ((job % per_block) / hsplit, job % hsplit);
+        let t0 = qb * QUERY_BLOCK;
+        let ts = t0..(t0 + QUERY_BLOCK).min(n);
+        let hs = part * group / hsplit..(part + 1) * group / hsplit;
+        SCRATCH.with(|cell| one_job(s, q, lc, pos0, kvh, hs, ts, &mut cell.borrow_mut(), &w));
     });
 }
 
-/// Queries `ts` × the query heads of KV head `kvh`.
+/// Queries `ts` × query heads `hs` (counted within the group) of KV head `kvh`.
 #[allow(clippy::too_many_arguments)]
 fn one_job(
     s: &AttnShape,
@@ -92,6 +93,7 @@ fn one_job(
     lc: &LayerCache,
     pos0: usize,
     kvh: usize,
+    hs: std::ops::Range<usize>,
     ts: std::ops::Range<usize>,
     sc: &mut Scratch,
     w: &DisjointWriter<'_, f32>,
@@ -100,10 +102,11 @@ fn one_job(
     let qd = s.n_head * hd;
     let group = s.n_head / s.n_head_kv;
     let kt = lc.shape.kv_type;
-    let rows = ts.len() * group;
-    // Row r is query ts.start + r / group, head kvh·group + r % group.
+    let gh = hs.len();
+    let rows = ts.len() * gh;
+    // Row r is query ts.start + r / gh, head kvh·group + hs.start + r % gh.
     let row_q = |r: usize| {
-        let (t, h) = (ts.start + r / group, kvh * group + r % group);
+        let (t, h) = (ts.start + r / gh, kvh * group + hs.start + r % gh);
         &q[t * qd + h * hd..t * qd + (h + 1) * hd]
     };
     // Query rows as the score kernels take them: the activation format of the cache type
@@ -136,7 +139,7 @@ fn one_job(
         let keys = lc.keys(kvh, slot..slot + len);
         kernels::matmul(kt.dtype(), keys, hd, 0..len, &sc.qa, rows, &mut sc.kb[..rows * len], len);
         for r in 0..rows {
-            let p = pos0 + ts.start + r / group;
+            let p = pos0 + ts.start + r / gh;
             let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
             for j in jlo..=jhi {
                 sc.p[r * span + j - lo] = sc.kb[r * len + j - c0] * s.scale;
@@ -171,7 +174,7 @@ fn one_job(
         let len = c1 - c0;
         decode(kt, lc.values(kvh, slot..slot + len), &mut sc.vb[..len * hd]);
         for r in 0..rows {
-            let p = pos0 + ts.start + r / group;
+            let p = pos0 + ts.start + r / gh;
             let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
             let acc = &mut sc.acc[r * hd..(r + 1) * hd];
             for j in jlo..=jhi {
@@ -182,7 +185,7 @@ fn one_job(
         c0 = c1;
     }
     for r in 0..rows {
-        let (t, h) = (ts.start + r / group, kvh * group + r % group);
+        let (t, h) = (ts.start + r / gh, kvh * group + hs.start + r % gh);
         // SAFETY: each job owns rows (t, h) for its queries and its KV head's query heads;
         // no two jobs share one.
         unsafe { w.write_slice(t * qd + h * hd, &sc.acc[r * hd..(r + 1) * hd]) };
@@ -272,13 +275,14 @@ mod tests {
     #[test]
     fn windowed_ring_matches_direct_masked_attention() {
         let s = AttnShape { n_head: 4, n_head_kv: 2, head_dim: 32, scale: 0.35 };
-        let (window, batch, n_total) = (5, 11, 83);
+        let (window, n_total) = (5, 83);
         let (qd, kvd) = (128, 64);
         let (q, k, v) = (fill(n_total * qd, 1), fill(n_total * kvd, 2), fill(n_total * kvd, 3));
         for kt in [KvType::F32, KvType::F16, KvType::Q8_0] {
             let (qs, ks, vs) = (through(kt, &q), through(kt, &k), through(kt, &v));
             let shape = KvShape { kv_type: kt, head_dim: 32, n_head_kv: 2 };
-            for win in [Some(window), Some(40), None] {
+            for (win, batch) in [(Some(window), 11), (Some(40), 11), (None, 11), (Some(window), 1), (None, 2)]
+            {
                 let want = naive(&s, &qs, &ks, &vs, n_total, win, kt == KvType::F16);
                 let cap = KvCache::capacity(win, n_total, batch);
                 let mut lc = LayerCache::new(shape, cap, win);
@@ -305,7 +309,7 @@ mod tests {
                     _ => Tolerance::F32_REORDER,
                 };
                 edgellm_core::tolerance::assert_close(
-                    &format!("{kt} attention, window {win:?}"),
+                    &format!("{kt} attention, window {win:?}, batch {batch}"),
                     &got,
                     &want,
                     tol,
