@@ -3,10 +3,13 @@
 //! Work is split into jobs of one KV head × a block of queries × the query heads sharing that
 //! KV head (all of them, or — when there are too few jobs to keep every thread busy, as in
 //! decoding — a part of them). Jobs are handed out most expensive first (the last query
-//! blocks see the most keys) to whichever thread is free. A job computes the scores of its rows against a chunk of cached keys with
-//! one call of the matrix-product kernels (the keys are its "weight rows", in the cache's
-//! type), takes the softmax of each row, then sums the values weighted by the probabilities,
-//! converting each chunk of values to f32 once for all its rows.
+//! blocks see the most keys) to whichever thread is free.
+//!
+//! A job computes the scores of its rows against the visible cached keys with one call of
+//! the matrix-product kernels per contiguous run of ring slots (the keys are its "weight
+//! rows", in the cache's type), takes the softmax of each row (vectorized exponential), then
+//! adds the values weighted by the probabilities as a register-tiled product
+//! ([`kernels::gemm_acc`]), converting each chunk of values to f32 once for all its rows.
 //!
 //! The numerics follow llama.cpp's (non-flash) attention, so that logits stay comparable with
 //! the reference engine: with an F16 cache the query is rounded to half before its dot product
@@ -37,8 +40,8 @@ pub struct AttnShape {
 
 /// Queries per job.
 const QUERY_BLOCK: usize = 8;
-/// Cache positions converted at a time.
-const POS_CHUNK: usize = 32;
+/// Values converted to f32 at a time (16 KiB).
+const VALUE_CHUNK_FLOATS: usize = 4096;
 
 /// Per-thread working memory, grown on first use and reused.
 #[derive(Default)]
@@ -51,9 +54,7 @@ struct Scratch {
     p: Vec<f32>,
     /// `[rows × head_dim]` weighted sum of values.
     acc: Vec<f32>,
-    /// `[rows × POS_CHUNK]` scores of a chunk, from the matrix product.
-    kb: Vec<f32>,
-    /// `[POS_CHUNK × head_dim]` values of the chunk as f32.
+    /// `[chunk × head_dim]` values of a chunk of positions as f32.
     vb: Vec<f32>,
 }
 
@@ -117,54 +118,50 @@ fn one_job(
     for r in 0..rows {
         sc.q.copy_from_slice(row_q(r));
         if kt == KvType::F16 {
-            sc.q.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            kernels::round_to_f16(&mut sc.q);
         }
         kernels::quantize_activations(kt.dtype(), &sc.q, &mut sc.qa[r * qab..(r + 1) * qab]);
     }
     let lo = lc.first_visible(pos0 + ts.start);
     let hi = pos0 + ts.end - 1;
     let span = hi + 1 - lo;
-    // Pass 1: scores of every row against its visible positions (`[rows × span]`, -inf where
-    // a position is not visible), one matrix product per run of contiguous ring slots.
-    let chunk = POS_CHUNK.min(lc.capacity);
-    sc.p.clear();
-    sc.p.resize(rows * span, f32::NEG_INFINITY);
-    sc.kb.resize(rows * chunk, 0.0);
-    sc.vb.resize(chunk * hd, 0.0);
+    // Pass 1: the scores of every row against positions lo..=hi (`[rows × span]`), one matrix
+    // product per run of contiguous ring slots, written straight into the rows.
+    sc.p.resize(rows * span, 0.0);
     let mut c0 = lo;
     while c0 <= hi {
         let slot = lc.slot(c0);
-        let c1 = (c0 + chunk).min(hi + 1).min(c0 + lc.capacity - slot);
+        let c1 = (hi + 1).min(c0 + lc.capacity - slot);
         let len = c1 - c0;
         let keys = lc.keys(kvh, slot..slot + len);
-        kernels::matmul(kt.dtype(), keys, hd, 0..len, &sc.qa, rows, &mut sc.kb[..rows * len], len);
-        for r in 0..rows {
-            let p = pos0 + ts.start + r / gh;
-            let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
-            for j in jlo..=jhi {
-                sc.p[r * span + j - lo] = sc.kb[r * len + j - c0] * s.scale;
-            }
-        }
+        kernels::matmul(kt.dtype(), keys, hd, 0..len, &sc.qa, rows, &mut sc.p[c0 - lo..], span);
         c0 = c1;
     }
-    // Softmax per row, as ggml computes it: exp(s − max), the sum in f64, one reciprocal; with
-    // an F16 cache the probabilities are rounded to half (they meet half values).
-    for row in sc.p.chunks_exact_mut(span) {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f64;
-        for v in row.iter_mut() {
-            *v = (*v - m).exp();
-            sum += *v as f64;
+    // Softmax of each row over its visible positions, as ggml computes it: scaled scores,
+    // exp(s − max), the sum in f64, one reciprocal; with an F16 cache the probabilities are
+    // rounded to half (they meet half values). Invisible positions get probability 0.
+    for r in 0..rows {
+        let p = pos0 + ts.start + r / gh;
+        let (jlo, jhi) = (lc.first_visible(p) - lo, p - lo);
+        let row = &mut sc.p[r * span..(r + 1) * span];
+        row[..jlo].fill(0.0);
+        row[jhi + 1..].fill(0.0);
+        let vis = &mut row[jlo..=jhi];
+        let mut m = f32::NEG_INFINITY;
+        for v in vis.iter_mut() {
+            *v *= s.scale;
+            m = m.max(*v);
         }
-        let inv = (1.0 / sum) as f32;
-        for v in row.iter_mut() {
-            *v *= inv;
-            if kt == KvType::F16 {
-                *v = half::f16::from_f32(*v).to_f32();
-            }
+        let inv = (1.0 / kernels::softmax_exp(vis, m)) as f32;
+        vis.iter_mut().for_each(|v| *v *= inv);
+        if kt == KvType::F16 {
+            kernels::round_to_f16(vis);
         }
     }
-    // Pass 2: the probability-weighted sum of values.
+    // Pass 2: the probability-weighted sum of values, a chunk of positions at a time (its
+    // values converted to f32 once for all rows, small enough to stay in L1).
+    let chunk = (VALUE_CHUNK_FLOATS / hd).max(8).min(lc.capacity);
+    sc.vb.resize(chunk * hd, 0.0);
     sc.acc.clear();
     sc.acc.resize(rows * hd, 0.0);
     let mut c0 = lo;
@@ -173,15 +170,7 @@ fn one_job(
         let c1 = (c0 + chunk).min(hi + 1).min(c0 + lc.capacity - slot);
         let len = c1 - c0;
         decode(kt, lc.values(kvh, slot..slot + len), &mut sc.vb[..len * hd]);
-        for r in 0..rows {
-            let p = pos0 + ts.start + r / gh;
-            let (jlo, jhi) = (lc.first_visible(p).max(c0), p.min(c1 - 1));
-            let acc = &mut sc.acc[r * hd..(r + 1) * hd];
-            for j in jlo..=jhi {
-                let w = sc.p[r * span + j - lo];
-                kernels::axpy(acc, w, &sc.vb[(j - c0) * hd..(j - c0 + 1) * hd]);
-            }
-        }
+        kernels::gemm_acc(rows, len, hd, &sc.p[c0 - lo..], span, &sc.vb, hd, &mut sc.acc, hd);
         c0 = c1;
     }
     for r in 0..rows {

@@ -205,10 +205,8 @@ impl Linear {
                     part.resize(n * w, 0.0);
                     kernels::matmul(self.dtype, data, k, rows.clone(), act, n, &mut part, w);
                     for t in 0..n {
-                        for (i, &v) in part[t * w..(t + 1) * w].iter().enumerate() {
-                            // SAFETY: each thread owns its rows; index t*m + r is written once.
-                            unsafe { out.write(t * m + rows.start + i, v) };
-                        }
+                        // SAFETY: each thread owns its rows; indices t*m + rows are written once.
+                        unsafe { out.write_slice(t * m + rows.start, &part[t * w..(t + 1) * w]) };
                     }
                 });
             });

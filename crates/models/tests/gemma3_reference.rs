@@ -173,13 +173,18 @@ fn logits_within_llama_cpp_mean_bound() {
     assert!(mean <= tol::LLAMA_CPP_TOP10_MEAN, "mean top-10 difference {mean:.3}");
 }
 
-/// The max bound sits inside that amplified summation-order noise: measured 0.867 with the AVX2
-/// kernels, 1.016 with AVX-512 VNNI (its several-token products sum in another order), 1.40
-/// with the scalar oracle. Not met on every tier, so not asserted in CI; run with
-/// `--include-ignored` to see the figure on this machine.
+/// The max bound sits inside that amplified summation-order noise. The SIMD tiers meet it:
+/// 0.868 on x86 (AVX2 and AVX-512 VNNI give bit-identical products, see the kernels tests).
+/// The scalar oracle (plain left-to-right sums, separate multiply and add) gives 1.40: the
+/// bound is for the fast kernels, so on the scalar tier the figure is printed, not asserted.
 #[test]
-#[ignore = "max top-10 difference vs llama.cpp is 0.87-1.40 depending on the kernel tier (bound 1.0)"]
 fn logits_within_llama_cpp_max_bound() {
     let (max_diff, _) = compare_with_llama_cpp(load_with(Precision::Fast).as_ref());
+    if edgellm_core::kernels::tier() == edgellm_core::kernels::Tier::Scalar {
+        eprintln!(
+            "scalar oracle tier: largest top-10 difference {max_diff:.3} (bound 1.0 is for SIMD tiers)"
+        );
+        return;
+    }
     assert!(max_diff <= tol::LLAMA_CPP_TOP10_MAX, "largest top-10 difference {max_diff:.3}");
 }

@@ -34,6 +34,7 @@
 //! [`vec_dot`] per row: it shares each activation block over several rows.
 
 mod generic;
+mod vector;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -44,6 +45,8 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use crate::DType;
+
+pub use vector::{axpy, f16_to_f32, gemm_acc, round_to_f16, softmax_exp};
 
 /// An instruction-set tier: one set of kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -387,36 +390,6 @@ fn bad_rows(weight: DType, k: usize, want: (usize, usize), got: (usize, usize)) 
 pub fn active() -> &'static Kernels {
     static ACTIVE: OnceLock<&'static Kernels> = OnceLock::new();
     ACTIVE.get_or_init(|| Kernels::for_tier(tier()).expect("the chosen tier is supported"))
-}
-
-/// `y += a · x`, with fused multiply-adds on the SIMD tiers (one rounding per element there,
-/// two on the scalar tier).
-///
-/// # Panics
-/// If `y` and `x` differ in length.
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "axpy: lengths {} and {}", y.len(), x.len());
-    #[cfg(target_arch = "x86_64")]
-    if tier() != Tier::Scalar {
-        // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA (checked when the
-        // tier was chosen); the lengths are equal (checked above).
-        unsafe { x86::axpy(y, a, x) };
-        return;
-    }
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
-/// Widen little-endian IEEE halves (`src`, two bytes each) into `dst`, exactly.
-///
-/// # Panics
-/// If `src` does not hold exactly `2 · dst.len()` bytes.
-pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
-    assert_eq!(src.len(), 2 * dst.len(), "f16_to_f32: {} bytes for {} values", src.len(), dst.len());
-    for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *o = f32::from_bits(F16_TO_F32[u16::from_le_bytes([c[0], c[1]]) as usize]);
-    }
 }
 
 /// Every IEEE half widened to f32 (as bits), indexed by the half's bits: 256 KiB, for the

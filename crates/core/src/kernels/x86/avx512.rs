@@ -9,8 +9,13 @@
 //!   unsigned codes meet the signed activations directly, and the `_0` types' signed codes meet
 //!   activations made unsigned (`q + 128`), the excess `128·Σw` being subtracted by starting
 //!   the accumulator at `−128·Σw` (computed once per weight block). A pair of blocks then
-//!   costs one `vpdpbusd`, a conversion, a multiply of the scale pairs and a multiply-add,
-//!   where AVX2 needs twelve operations.
+//!   costs one `vpdpbusd`, a conversion and a multiply of the scale pairs, where AVX2 needs
+//!   twelve operations; the float products are then added into an 8-lane accumulator block
+//!   by block, in the AVX2 tier's order.
+//!
+//! Both tiers' results are bit-identical (tested): integer dot products are exact in any
+//! order, and the float accumulation is the same sequence of operations. A model's logits
+//! then do not depend on whether the CPU has AVX-512.
 //! - k-quants: the canonical unpacked super-block in four 64-value registers; as AVX2, with
 //!   twice the width.
 //!
@@ -116,19 +121,38 @@ unsafe fn a2<F: Fmt<Pa = LA>, const AFFINE: bool, const TWO: bool>(p: *const u8)
     A2 { q, d, s }
 }
 
+/// Lanes 0..8 and 8..16 of `x`.
 #[inline(always)]
-unsafe fn dot2<const AFFINE: bool>(w: &W2, a: &A2, acc: __m512) -> __m512 {
+unsafe fn halves(x: __m512) -> (__m256, __m256) {
+    (_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))))
+}
+
+/// Adds the pair's products into the 8-lane accumulator of the AVX2 tier, block `b` first,
+/// then block `b + 1`, each with the same fused multiply-adds as AVX2 (`d` products, then
+/// the `_1` types' `m · s`), so that both tiers' sums are bit-identical: the integer dot
+/// products are exact either way, only the float accumulation could differ.
+#[inline(always)]
+unsafe fn dot2<const AFFINE: bool, const TWO: bool>(w: &W2, a: &A2, acc: __m256) -> __m256 {
     let i = if AFFINE {
         _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.w, a.q)
     } else {
         _mm512_dpbusd_epi32(w.corr, a.q, w.w)
     };
-    let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.d, a.d), acc);
+    let (p0, p1) = halves(_mm512_cvtepi32_ps(i));
+    let (d0, d1) = halves(_mm512_mul_ps(w.d, a.d));
+    let (m0, m1) = halves(w.m);
+    let (s0, s1) = halves(a.s);
+    let mut acc = _mm256_fmadd_ps(p0, d0, acc);
     if AFFINE {
-        _mm512_fmadd_ps(w.m, a.s, acc)
-    } else {
-        acc
+        acc = _mm256_fmadd_ps(m0, s0, acc);
     }
+    if TWO {
+        acc = _mm256_fmadd_ps(p1, d1, acc);
+        if AFFINE {
+            acc = _mm256_fmadd_ps(m1, s1, acc);
+        }
+    }
+    acc
 }
 
 /// Blocks `b, b + 1` (only `b` without `TWO`) of `M` rows (`w` at block `b` of the first row,
@@ -146,7 +170,7 @@ unsafe fn pair<
     rb: usize,
     a: *const u8,
     ab: usize,
-    acc: &mut [[__m512; N]; M],
+    acc: &mut [[__m256; N]; M],
 ) {
     // SAFETY (of the zeroed value): all-zero is a valid `W2`.
     let mut pw: [W2; M] = std::mem::zeroed();
@@ -156,7 +180,7 @@ unsafe fn pair<
     for t in 0..N {
         let pa = a2::<F, AFFINE, TWO>(a.add(t * ab));
         for r in 0..M {
-            acc[r][t] = dot2::<AFFINE>(&pw[r], &pa, acc[r][t]);
+            acc[r][t] = dot2::<AFFINE, TWO>(&pw[r], &pa, acc[r][t]);
         }
     }
 }
@@ -173,7 +197,7 @@ unsafe fn tile_l<F: Fmt<Pw = LW, Pa = LA>, const AFFINE: bool, const M: usize, c
     let (rb, ab) = (m.row_bytes, m.act_bytes);
     let w0 = m.w.as_ptr().add(r0 * rb);
     let a0 = m.act.as_ptr().add(t0 * ab);
-    let mut acc = [[_mm512_setzero_ps(); N]; M];
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
     let mut b = 0;
     while b + 2 <= nb {
         pair::<F, AFFINE, true, M, N>(w0.add(b * F::W), rb, a0.add(b * F::A), ab, &mut acc);
@@ -185,7 +209,7 @@ unsafe fn tile_l<F: Fmt<Pw = LW, Pa = LA>, const AFFINE: bool, const M: usize, c
     let col = r0 - m.rows.start;
     for r in 0..M {
         for t in 0..N {
-            m.out[(t0 + t) * m.out_stride + col + r] = _mm512_reduce_add_ps(acc[r][t]);
+            m.out[(t0 + t) * m.out_stride + col + r] = super::hsum(acc[r][t]);
         }
     }
 }

@@ -163,14 +163,3 @@ pub(super) unsafe fn load128(p: *const u8) -> __m128i {
 pub(super) unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
-
-/// `y += a · x` (fused multiply-adds, vectorized by the compiler for AVX2).
-///
-/// # Safety
-/// The CPU has AVX2 and FMA; `y` and `x` have the same length.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(x, *y);
-    }
-}

@@ -1,0 +1,442 @@
+//! f32 vector and small-matrix operations of the attention and element-wise layers: `axpy`,
+//! the accumulating matrix product of probabilities and values, the shifted exponential of a
+//! softmax, and f16 → f32 widening.
+//!
+//! Each is one portable body, written so that the compiler vectorizes it (fixed-size register
+//! tiles, fused multiply-adds through `f32::mul_add`), compiled once per tier: as is for the
+//! scalar oracle (where products and sums round separately), and inside an AVX2 + FMA (x86) or
+//! baseline NEON (AArch64) function for the SIMD tiers. Every SIMD tier computes the same
+//! operations in the same order, so their results are bit-identical to each other.
+
+use super::{tier, Tier};
+
+/// Whether the tier in use fuses multiply-adds (every SIMD tier does; the oracle does not).
+#[inline]
+fn fused() -> bool {
+    tier() != Tier::Scalar
+}
+
+#[inline(always)]
+fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED {
+        a.mul_add(b, c)
+    } else {
+        c + a * b
+    }
+}
+
+/// `y += a · x`, with fused multiply-adds on the SIMD tiers (one rounding per element there,
+/// two on the scalar tier).
+///
+/// # Panics
+/// If `y` and `x` differ in length.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "axpy: lengths {} and {}", y.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    if fused() {
+        // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA (checked when the
+        // tier was chosen).
+        unsafe { x86::axpy(y, a, x) };
+        return;
+    }
+    if fused() {
+        axpy_body::<true>(y, a, x)
+    } else {
+        axpy_body::<false>(y, a, x)
+    }
+}
+
+#[inline(always)]
+fn axpy_body<const FUSED: bool>(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = madd::<FUSED>(a, x, *y);
+    }
+}
+
+/// `c += a · b` for row-major f32 matrices: `a` is `m × k` (rows `lda` apart), `b` is `k × n`
+/// (rows `ldb` apart) and `c` is `m × n` (rows `ldc` apart).
+///
+/// Every element of `c` accumulates its `k` products in order, one multiply-add at a time
+/// (fused on the SIMD tiers), so the result equals `k` successive [`axpy`] calls — only in
+/// register tiles of several rows and columns, each `b` row loaded once per tile.
+///
+/// # Panics
+/// If a leading dimension is smaller than its row or a slice is too short for its matrix.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let need = |rows: usize, ld: usize, cols: usize| (rows - 1) * ld + cols;
+    assert!(
+        lda >= k && ldb >= n && ldc >= n,
+        "gemm_acc: leading dimensions {lda}, {ldb}, {ldc} for {m}×{k} · {k}×{n}"
+    );
+    assert!(
+        a.len() >= need(m, lda, k) && b.len() >= need(k, ldb, n) && c.len() >= need(m, ldc, n),
+        "gemm_acc: slices of {}, {}, {} values for {m}×{k} · {k}×{n}",
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if fused() {
+        // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA.
+        unsafe { x86::gemm_acc(m, k, n, a, lda, b, ldb, c, ldc) };
+        return;
+    }
+    if fused() {
+        gemm_body::<true>(m, k, n, a, lda, b, ldb, c, ldc)
+    } else {
+        gemm_body::<false>(m, k, n, a, lda, b, ldb, c, ldc)
+    }
+}
+
+/// Rows per register tile of [`gemm_acc`].
+const MR: usize = 4;
+/// Columns per register tile of [`gemm_acc`] (two AVX2 registers).
+const NR: usize = 16;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemm_body<const FUSED: bool>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let mut i = 0;
+    while i < m {
+        let rows = MR.min(m - i);
+        let mut j = 0;
+        while j + NR <= n {
+            match rows {
+                4 => tile::<FUSED, 4, NR>(k, a, lda, b, ldb, c, ldc, i, j),
+                3 => tile::<FUSED, 3, NR>(k, a, lda, b, ldb, c, ldc, i, j),
+                2 => tile::<FUSED, 2, NR>(k, a, lda, b, ldb, c, ldc, i, j),
+                _ => tile::<FUSED, 1, NR>(k, a, lda, b, ldb, c, ldc, i, j),
+            }
+            j += NR;
+        }
+        while j < n {
+            for r in i..i + rows {
+                let mut acc = c[r * ldc + j];
+                for kk in 0..k {
+                    acc = madd::<FUSED>(a[r * lda + kk], b[kk * ldb + j], acc);
+                }
+                c[r * ldc + j] = acc;
+            }
+            j += 1;
+        }
+        i += rows;
+    }
+}
+
+/// Rows `i..i + R`, columns `j..j + C` of `c`, accumulated over all `k`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn tile<const FUSED: bool, const R: usize, const C: usize>(
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    i: usize,
+    j: usize,
+) {
+    let mut acc = [[0.0f32; C]; R];
+    for r in 0..R {
+        acc[r].copy_from_slice(&c[(i + r) * ldc + j..(i + r) * ldc + j + C]);
+    }
+    let a = &a[i * lda..(i + R - 1) * lda + k];
+    for kk in 0..k {
+        let Some(br) = b[kk * ldb + j..].first_chunk::<C>() else { unreachable!("b holds k rows of n") };
+        for r in 0..R {
+            let x = a[r * lda + kk];
+            for col in 0..C {
+                acc[r][col] = madd::<FUSED>(x, br[col], acc[r][col]);
+            }
+        }
+    }
+    for r in 0..R {
+        c[(i + r) * ldc + j..(i + r) * ldc + j + C].copy_from_slice(&acc[r]);
+    }
+}
+
+/// The exponentials of a softmax row: `x[i] ← e^(x[i] − max)`; returns their sum in f64
+/// (each group of eight summed pairwise in f32 first, as llama.cpp's AVX2 softmax does).
+///
+/// The exponential is ours, the same on every tier: `2^n · p(r)` with `n` the nearest integer
+/// to `x·log₂e` and `p` the degree-7 Taylor polynomial on `|r| ≤ ln2/2`, accurate to about
+/// one unit in the last place (tested against f64). Arguments below −87 (where `e^x` is under
+/// 2⁻¹²⁵, and a probability that small is zero in half precision) give 0. `max` must be at
+/// least every `x[i]` (arguments are then `≤ 0`); −∞ entries give 0.
+pub fn softmax_exp(x: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if fused() {
+        // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA.
+        return unsafe { x86::softmax_exp(x, max) };
+    }
+    if fused() {
+        softmax_exp_body::<true>(x, max)
+    } else {
+        softmax_exp_body::<false>(x, max)
+    }
+}
+
+#[inline(always)]
+fn softmax_exp_body<const FUSED: bool>(x: &mut [f32], max: f32) -> f64 {
+    // Two loops: the exponentials (branch-free, so the compiler vectorizes them), then the sum.
+    for v in x.iter_mut() {
+        *v = exp_nonpositive::<FUSED>(*v - max);
+    }
+    let mut sum = 0.0f64;
+    let mut chunks = x.chunks_exact(8);
+    for v in &mut chunks {
+        sum += (((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))) as f64;
+    }
+    chunks.remainder().iter().fold(sum, |s, &v| s + v as f64)
+}
+
+/// `e^x` for `x ≤ 0` (0 below −87, and for −∞); see [`softmax_exp`].
+#[inline(always)]
+fn exp_nonpositive<const FUSED: bool>(x: f32) -> f32 {
+    /// 1.5 · 2²³: adding it to a float of magnitude below 2²² rounds to an integer (ties to
+    /// even), which then sits in the low mantissa bits.
+    const SHIFT: f32 = 12_582_912.0;
+    /// ln 2 in two parts, the first with few enough bits that `n · LN2_HI` is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.max(-87.0);
+    let t = madd::<FUSED>(xc, std::f32::consts::LOG2_E, SHIFT);
+    let n = t - SHIFT;
+    let r = madd::<FUSED>(n, -LN2_HI, xc);
+    let r = madd::<FUSED>(n, -LN2_LO, r);
+    let mut p = 1.0 / 5040.0;
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = madd::<FUSED>(p, r, c);
+    }
+    // n ∈ [−126, 0]: 2ⁿ is a normal float built from its exponent bits.
+    let e = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let scale = f32::from_bits(((e + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// Rounds every value to the nearest IEEE half (ties to even) and back to f32: exactly a
+/// conversion to `f16` and back (values beyond the half range become ±∞).
+pub fn round_to_f16(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fused() {
+        // SAFETY: every x86 tier above the scalar one requires F16C.
+        unsafe { x86::round_to_f16(x) };
+        return;
+    }
+    x.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+}
+
+/// Widens little-endian IEEE halves (`src`, two bytes each) into `dst`, exactly.
+///
+/// # Panics
+/// If `src` does not hold exactly `2 · dst.len()` bytes.
+pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    assert_eq!(src.len(), 2 * dst.len(), "f16_to_f32: {} bytes for {} values", src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if fused() {
+        // SAFETY: every x86 tier above the scalar one requires F16C; lengths checked above.
+        unsafe { x86::f16_to_f32(src, dst) };
+        return;
+    }
+    for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *o = f32::from_bits(super::F16_TO_F32[u16::from_le_bytes([c[0], c[1]]) as usize]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The SIMD tiers' instances: the portable bodies compiled for AVX2 + FMA, and the F16C
+    //! conversions.
+
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU has AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn round_to_f16(x: &mut [f32]) {
+        let mut ch = x.chunks_exact_mut(8);
+        for c in &mut ch {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+        ch.into_remainder().iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and F16C; `src.len() == 2 · dst.len()`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+        let n8 = dst.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            let h = _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        for i in n8..dst.len() {
+            dst[i] = half::f16::from_le_bytes([src[2 * i], src[2 * i + 1]]).to_f32();
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `y` and `x` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        super::axpy_body::<true>(y, a, x)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm_acc(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        super::gemm_body::<true>(m, k, n, a, lda, b, ldb, c, ldc)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_exp(x: &mut [f32], max: f32) -> f64 {
+        super::softmax_exp_body::<true>(x, max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The tiled product equals the same accumulation done one `axpy` at a time, bit for
+    /// bit, for tile edges in every direction and leading dimensions wider than the rows.
+    #[test]
+    fn gemm_acc_equals_successive_axpys() {
+        for (m, k, n) in [(1, 1, 1), (4, 32, 16), (7, 33, 64), (24, 5, 256), (3, 9, 40), (5, 17, 7)] {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 1);
+            let a = fill(m * lda, 1);
+            let b = fill(k * ldb, 2);
+            let c0 = fill(m * ldc, 3);
+            let mut got = c0.clone();
+            gemm_acc(m, k, n, &a, lda, &b, ldb, &mut got, ldc);
+            let mut want = c0.clone();
+            for r in 0..m {
+                for kk in 0..k {
+                    axpy(&mut want[r * ldc..r * ldc + n], a[r * lda + kk], &b[kk * ldb..kk * ldb + n]);
+                }
+            }
+            assert_eq!(got, want, "{m}×{k}·{k}×{n}");
+            // Padding columns of c are left alone.
+            for r in 0..m {
+                assert_eq!(got[r * ldc + n..(r + 1) * ldc], c0[r * ldc + n..(r + 1) * ldc]);
+            }
+        }
+    }
+
+    /// Halves round-trip exactly; rounding equals the `half` crate's (ties to even, overflow to
+    /// infinity, subnormals) on every length, including tails.
+    #[test]
+    fn f16_conversions_match_the_reference() {
+        let mut x = fill(1003, 4);
+        x.iter_mut().enumerate().for_each(|(i, v)| *v *= [1.0, 1e-6, 7e4, 1e-8, 65519.0][i % 5]);
+        x.extend([0.5 + 2f32.powi(-12), 65520.0, -0.0, 6e-8]);
+        let mut got = x.clone();
+        round_to_f16(&mut got);
+        let want: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        let mut wide = vec![0.0f32; 1 << 16];
+        f16_to_f32(&bytes, &mut wide);
+        for (h, w) in wide.iter().enumerate() {
+            let r = half::f16::from_bits(h as u16).to_f32();
+            assert!(w.to_bits() == r.to_bits() || (w.is_nan() && r.is_nan()), "half {h:#x}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm_acc: slices")]
+    fn gemm_acc_rejects_short_slices() {
+        let mut c = vec![0.0; 4];
+        gemm_acc(2, 2, 2, &[0.0; 3], 2, &[0.0; 4], 2, &mut c, 2);
+    }
+
+    /// Within 2 units in the last place of the f64 exponential over the whole range used,
+    /// exact at 0, zero for −∞ and below −87; the sum is the f64 sum of the f32 results to
+    /// f32 rounding of the groups of eight.
+    #[test]
+    fn softmax_exp_is_accurate() {
+        let n = 200_003;
+        let mut x: Vec<f32> = (0..n).map(|i| -87.0 * i as f32 / (n - 1) as f32).collect();
+        x.extend([0.0, -0.0, -1e-30, -87.0, -87.5, -1000.0, f32::NEG_INFINITY]);
+        let orig = x.clone();
+        let sum = softmax_exp(&mut x, 0.0);
+        let mut worst = 0.0f64;
+        for (&o, &y) in orig.iter().zip(&x) {
+            if o < -87.0 {
+                assert_eq!(y, 0.0, "e^{o}");
+                continue;
+            }
+            let want = (o as f64).exp();
+            let ulp = (want as f32).to_bits();
+            let ulp = (f32::from_bits(ulp + 1) - f32::from_bits(ulp)) as f64;
+            worst = worst.max((y as f64 - want).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(x[n], 1.0);
+        let direct: f64 = x.iter().map(|&v| v as f64).sum();
+        assert!((sum - direct).abs() <= direct * 1e-6, "sum {sum} vs {direct}");
+        // Shifting by the maximum.
+        let mut y = vec![3.0f32, 1.0, 3.0];
+        softmax_exp(&mut y, 3.0);
+        assert_eq!(y[0], 1.0);
+        assert!((y[1] as f64 - (-2.0f64).exp()).abs() < 1e-7);
+    }
+}
