@@ -247,6 +247,39 @@ where
     run(n, &f);
 }
 
+/// Work below this many elements runs on the calling thread in [`for_each_rows_mut`]: a
+/// parallel region costs a few microseconds of hand-off.
+const ROWS_MUT_MIN: usize = 1 << 15;
+
+/// Runs `f(first_row, rows)` over `data` seen as rows of `row_len` values, split into one
+/// contiguous run of whole rows per thread; each call gets its own `&mut` sub-slice (and the
+/// index of its first row). Small data (under 32 Ki values) runs as one call on the caller.
+///
+/// # Panics
+/// If `row_len` is 0 or does not divide `data.len()`.
+pub fn for_each_rows_mut<T, F>(data: &mut [T], row_len: usize, f: F)
+where
+    T: Copy + Send,
+    F: Fn(usize, &mut [T]) + Sync,
+{
+    assert!(
+        row_len > 0 && data.len().is_multiple_of(row_len),
+        "for_each_rows_mut: {} values are not rows of {row_len}",
+        data.len()
+    );
+    let rows = data.len() / row_len;
+    if data.len() < ROWS_MUT_MIN || rows < 2 || num_threads() == 1 {
+        f(0, data);
+        return;
+    }
+    let w = DisjointWriter::new(data);
+    for_each_range(rows, 1, |r| {
+        // SAFETY: the ranges of `for_each_range` are disjoint, so are these sub-slices.
+        let part = unsafe { w.slice_mut(r.start * row_len, r.len() * row_len) };
+        f(r.start, part);
+    });
+}
+
 /// A slice that several pool threads write to at disjoint indices (e.g. the output of a
 /// matrix product split by rows, where each thread's rows are strided through the output).
 pub struct DisjointWriter<'a, T> {
@@ -274,6 +307,23 @@ impl<'a, T: Copy> DisjointWriter<'a, T> {
         assert!(i < self.len, "index {i} out of bounds ({})", self.len);
         // SAFETY: in bounds (checked); exclusivity of index `i` is the caller's promise.
         unsafe { self.ptr.add(i).write(v) }
+    }
+
+    /// The elements `start..start + len` as a mutable slice.
+    ///
+    /// # Safety
+    /// No other thread may read or write those indices while the slice lives (in particular,
+    /// slices handed to different threads must not overlap).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, start: usize, len: usize) -> &'a mut [T] {
+        assert!(
+            start.checked_add(len).is_some_and(|e| e <= self.len),
+            "range {start}..+{len} out of bounds ({})",
+            self.len
+        );
+        // SAFETY: in bounds (checked); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 
     /// Write `src` at indices `start..start + src.len()`.
@@ -322,6 +372,21 @@ mod tests {
                 seen[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1), "n {n}");
+        }
+    }
+
+    #[test]
+    fn rows_mut_covers_every_row_once_with_its_index() {
+        for rows in [1, 2, 3, 100, 5000] {
+            let mut data = vec![0u32; rows * 7];
+            for_each_rows_mut(&mut data, 7, |first, part| {
+                for (i, row) in part.chunks_exact_mut(7).enumerate() {
+                    row.iter_mut().for_each(|v| *v += (first + i) as u32 + 1);
+                }
+            });
+            for (i, row) in data.chunks_exact(7).enumerate() {
+                assert!(row.iter().all(|&v| v == i as u32 + 1), "rows {rows}: row {i}");
+            }
         }
     }
 

@@ -6,12 +6,13 @@
 //! a sliding window (RoPE base 10 000) for every global layer (RoPE base from the metadata,
 //! 1 000 000). Scores are scaled by 1/sqrt(head_dim). The output projection is the embedding.
 
+use edgellm_core::parallel::for_each_rows_mut;
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
 use crate::kv_cache::{BufferSlices, KvCache, KvShape};
 use crate::linear::{check_shape, gguf_vector, Linear, Precision};
-use crate::nn::{add_assign, gelu_tanh, gelu_tanh_table, rms_norm, Rope};
+use crate::nn::{add_assign, gate, gelu_tanh, gelu_tanh_table, rms_norm, Rope};
 use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
 
 /// Local layers per global layer plus one: layer `l` is global when `(l + 1) % 6 == 0`.
@@ -234,14 +235,15 @@ impl Gemma3 {
             let rope = if c.is_global(l) { &self.rope_global } else { &self.rope_local };
             h.copy_from_slice(x);
             rms_norm(h, &b.attn_norm, c.eps);
-            b.wq.forward(h, n, q);
-            b.wk.forward(h, n, k);
-            b.wv.forward(h, n, v);
+            Linear::forward_shared(&[&b.wq, &b.wk, &b.wv], h, n, &mut [&mut *q, &mut *k, &mut *v]);
             rms_norm(q, &b.q_norm, c.eps); // per head: rows of head_dim
             rms_norm(k, &b.k_norm, c.eps);
-            for t in 0..n {
-                rope.apply_halves(&mut q[t * qd..(t + 1) * qd], hd, pos0 + t);
-                rope.apply_halves(&mut k[t * kvd..(t + 1) * kvd], hd, pos0 + t);
+            for (x, w) in [(&mut *q, qd), (&mut *k, kvd)] {
+                for_each_rows_mut(x, w, |t0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(w).enumerate() {
+                        rope.apply_halves(row, hd, pos0 + t0 + i);
+                    }
+                });
             }
             cache.layers[l].store(pos0, k, v);
             attention(&self.attn, q, &cache.layers[l], pos0, n, att);
@@ -251,8 +253,7 @@ impl Gemma3 {
 
             h.copy_from_slice(x);
             rms_norm(h, &b.ffn_norm, c.eps);
-            b.w_gate.forward(h, n, g);
-            b.w_up.forward(h, n, u);
+            Linear::forward_shared(&[&b.w_gate, &b.w_up], h, n, &mut [&mut *g, &mut *u]);
             gelu_tanh_gate(g, u, self.precision);
             b.w_down.forward(g, n, o);
             rms_norm(o, &b.post_ffn_norm, c.eps);
@@ -276,12 +277,9 @@ impl Gemma3 {
 /// `g = gelu_tanh(g) * u`; on the fast path through llama.cpp's f16 table
 /// ([`gelu_tanh_table`]), exactly otherwise.
 fn gelu_tanh_gate(g: &mut [f32], u: &[f32], precision: Precision) {
-    let f = match precision {
-        Precision::Fast => gelu_tanh_table,
-        Precision::Exact => gelu_tanh,
-    };
-    for (a, &b) in g.iter_mut().zip(u) {
-        *a = f(*a) * b;
+    match precision {
+        Precision::Fast => gate(g, u, gelu_tanh_table),
+        Precision::Exact => gate(g, u, gelu_tanh),
     }
 }
 

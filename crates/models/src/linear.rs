@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use edgellm_core::parallel::{for_each_range, DisjointWriter};
+use edgellm_core::parallel::{for_each_range, for_each_rows_mut, DisjointWriter};
 use edgellm_core::quant::dequantize_row;
 use edgellm_core::{kernels, DType};
 use edgellm_formats::mmap::Bytes;
@@ -153,14 +153,14 @@ impl Linear {
 
     /// `y[t] = W x[t]` for `n` tokens: `x` is `[n × in]`, `y` is `[n × out]`.
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        if self.uses_kernels() {
+            return Linear::forward_shared(&[self], x, n, &mut [y]);
+        }
         let (k, m) = (self.in_features, self.out_features);
         assert_eq!(x.len(), n * k, "{}: input length", self.name);
         assert_eq!(y.len(), n * m, "{}: output length", self.name);
         if OBSERVING.load(Ordering::Relaxed) {
             notify_observer(&self.name, x, n, k);
-        }
-        if self.uses_kernels() {
-            return self.forward_kernels(x, n, y);
         }
         let data = self.data.as_slice();
         let out = DisjointWriter::new(y);
@@ -181,38 +181,122 @@ impl Linear {
             });
         });
     }
-}
 
-impl Linear {
-    /// The fast path: quantize the activations once, then each thread runs the tiled kernel
-    /// over its block of rows into its own scratch, and scatters the block into `y`.
-    fn forward_kernels(&self, x: &[f32], n: usize, y: &mut [f32]) {
-        let (k, m) = (self.in_features, self.out_features);
-        let ab = kernels::activation_row_bytes(self.dtype, k);
+    /// `ys[i] = layers[i] · x` for `n` tokens, for up to [`MAX_SHARED`] layers that read the
+    /// same input (`[n × in]`; the Q, K and V projections, the gate and up projections).
+    ///
+    /// On the fast path the activations are quantized once per activation format (in
+    /// parallel over tokens), and the products of all the layers run in one parallel region
+    /// over their rows taken together: one hand-off to the pool instead of one per layer,
+    /// and the split between threads balances over the whole. Otherwise (an exact-precision
+    /// layer among them) each layer runs its own [`Linear::forward`].
+    ///
+    /// # Panics
+    /// If the numbers of layers and outputs differ or exceed [`MAX_SHARED`], or a length does
+    /// not match its layer.
+    pub fn forward_shared(layers: &[&Linear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) {
+        assert!(
+            layers.len() == ys.len() && layers.len() <= MAX_SHARED,
+            "forward_shared: {} layers, {} outputs (at most {MAX_SHARED})",
+            layers.len(),
+            ys.len()
+        );
+        if layers.iter().any(|l| !l.uses_kernels()) {
+            for (l, y) in layers.iter().zip(ys.iter_mut()) {
+                l.forward(x, n, y);
+            }
+            return;
+        }
+        for (l, y) in layers.iter().zip(ys.iter()) {
+            assert_eq!(x.len(), n * l.in_features, "{}: input length", l.name);
+            assert_eq!(y.len(), n * l.out_features, "{}: output length", l.name);
+            if OBSERVING.load(Ordering::Relaxed) {
+                notify_observer(&l.name, x, n, l.in_features);
+            }
+        }
+        let Some(first) = layers.first() else { return };
+        if n == 0 {
+            return;
+        }
+        let k = first.in_features;
+        // Segment of the quantized activations each layer reads: one per activation format,
+        // quantized with the first layer of that format (the format alone fixes the bytes).
+        let mut seg = [(0usize, 0usize); MAX_SHARED];
+        let mut formats = [(DType::F32, 0usize, 0usize); MAX_SHARED];
+        let (mut n_formats, mut total) = (0, 0);
+        for (i, l) in layers.iter().enumerate() {
+            let fmt = kernels::activation_type(l.dtype);
+            let ab = kernels::activation_row_bytes(l.dtype, k);
+            let f =
+                match formats[..n_formats].iter().position(|&(w, _, _)| kernels::activation_type(w) == fmt) {
+                    Some(f) => f,
+                    None => {
+                        formats[n_formats] = (l.dtype, total, ab);
+                        total += n * ab;
+                        n_formats += 1;
+                        n_formats - 1
+                    }
+                };
+            seg[i] = (formats[f].1, ab);
+        }
         ACT.with(|cell| {
             let mut act = cell.borrow_mut();
-            act.resize(n * ab, 0);
-            for (xr, ar) in x.chunks_exact(k).zip(act.chunks_exact_mut(ab)) {
-                kernels::quantize_activations(self.dtype, xr, ar);
+            act.resize(total, 0);
+            for &(w, off, ab) in &formats[..n_formats] {
+                for_each_rows_mut(&mut act[off..off + n * ab], ab, |t0, rows| {
+                    for (i, ar) in rows.chunks_exact_mut(ab).enumerate() {
+                        let t = t0 + i;
+                        kernels::quantize_activations(w, &x[t * k..(t + 1) * k], ar);
+                    }
+                });
             }
             let act = &act[..];
-            let data = self.data.as_slice();
-            let out = DisjointWriter::new(y);
-            for_each_range(m, 16, |rows| {
+            let mut outs: [Option<DisjointWriter<'_, f32>>; MAX_SHARED] = Default::default();
+            for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
+                *o = Some(DisjointWriter::new(y));
+            }
+            let rows_total: usize = layers.iter().map(|l| l.out_features).sum();
+            for_each_range(rows_total, 16, |range| {
                 SCRATCH.with(|cell| {
                     let mut part = cell.borrow_mut();
-                    let w = rows.len();
-                    part.resize(n * w, 0.0);
-                    kernels::matmul(self.dtype, data, k, rows.clone(), act, n, &mut part, w);
-                    for t in 0..n {
-                        // SAFETY: each thread owns its rows; indices t*m + rows are written once.
-                        unsafe { out.write_slice(t * m + rows.start, &part[t * w..(t + 1) * w]) };
+                    let mut base = 0;
+                    for (i, l) in layers.iter().enumerate() {
+                        let m = l.out_features;
+                        let (lo, hi) = (range.start.max(base), range.end.min(base + m));
+                        base += m;
+                        if lo >= hi {
+                            continue;
+                        }
+                        let rows = lo - (base - m)..hi - (base - m);
+                        let w = rows.len();
+                        part.resize(n * w, 0.0);
+                        let (off, ab) = seg[i];
+                        let a = &act[off..off + n * ab];
+                        kernels::matmul(
+                            l.dtype,
+                            l.data.as_slice(),
+                            k,
+                            rows.clone(),
+                            a,
+                            n,
+                            &mut part[..n * w],
+                            w,
+                        );
+                        let out = outs[i].as_ref().expect("one writer per layer");
+                        for t in 0..n {
+                            // SAFETY: each thread owns its rows; indices t*m + rows are
+                            // written once.
+                            unsafe { out.write_slice(t * m + rows.start, &part[t * w..(t + 1) * w]) };
+                        }
                     }
                 });
             });
         });
     }
 }
+
+/// The most layers [`Linear::forward_shared`] takes at once.
+pub const MAX_SHARED: usize = 4;
 
 /// Sees the input of every [`Linear::forward`] while installed (calibration statistics for
 /// quantization: importance matrices, Gram matrices). Called on the thread that runs the

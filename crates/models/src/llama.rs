@@ -4,6 +4,7 @@
 //! feed-forward, and an output projection tied to the token embedding when `output.weight` is
 //! absent. SmolLM2 is this architecture.
 
+use edgellm_core::parallel::for_each_rows_mut;
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
@@ -244,12 +245,13 @@ impl LanguageModel for Llama {
         for (l, b) in self.blocks.iter().enumerate() {
             h.copy_from_slice(x);
             rms_norm(h, &b.attn_norm, c.eps);
-            b.wq.forward(h, n, q);
-            b.wk.forward(h, n, k);
-            b.wv.forward(h, n, v);
-            for t in 0..n {
-                self.rope.apply_adjacent(&mut q[t * qd..(t + 1) * qd], c.head_dim, pos0 + t);
-                self.rope.apply_adjacent(&mut k[t * kvd..(t + 1) * kvd], c.head_dim, pos0 + t);
+            Linear::forward_shared(&[&b.wq, &b.wk, &b.wv], h, n, &mut [&mut *q, &mut *k, &mut *v]);
+            for (x, w) in [(&mut *q, qd), (&mut *k, kvd)] {
+                for_each_rows_mut(x, w, |t0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(w).enumerate() {
+                        self.rope.apply_adjacent(row, c.head_dim, pos0 + t0 + i);
+                    }
+                });
             }
             cache.layers[l].store(pos0, k, v);
             attention(&self.attn, q, &cache.layers[l], pos0, n, att);
@@ -258,8 +260,7 @@ impl LanguageModel for Llama {
 
             h.copy_from_slice(x);
             rms_norm(h, &b.ffn_norm, c.eps);
-            b.w_gate.forward(h, n, g);
-            b.w_up.forward(h, n, u);
+            Linear::forward_shared(&[&b.w_gate, &b.w_up], h, n, &mut [&mut *g, &mut *u]);
             swiglu(g, u);
             b.w_down.forward(g, n, o);
             add_assign(x, o);

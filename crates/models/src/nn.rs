@@ -1,4 +1,10 @@
 //! Element-wise and small building blocks shared by the architectures.
+//!
+//! The row-wise and element-wise operations split large inputs (a prompt's activations)
+//! over the thread pool ([`for_each_rows_mut`]); small ones (a decoded token's) run on the
+//! calling thread. Each element is computed the same way either way.
+
+use edgellm_core::parallel::for_each_rows_mut;
 
 /// Dot product in f32 with eight independent accumulators (vectorizes well).
 #[inline]
@@ -22,28 +28,40 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// RMSNorm of each row of `x` (`[n × w.len()]`) in place: `x / sqrt(mean(x²) + eps) * w`.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
-    for row in x.chunks_exact_mut(w.len()) {
-        let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let scale = (1.0 / (ss / w.len() as f64 + eps as f64).sqrt()) as f32;
-        for (v, &g) in row.iter_mut().zip(w) {
-            *v = *v * scale * g;
+    for_each_rows_mut(x, w.len(), |_, rows| {
+        for row in rows.chunks_exact_mut(w.len()) {
+            let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            let scale = (1.0 / (ss / w.len() as f64 + eps as f64).sqrt()) as f32;
+            for (v, &g) in row.iter_mut().zip(w) {
+                *v = *v * scale * g;
+            }
         }
-    }
+    });
 }
 
 /// `y += x`.
 pub fn add_assign(y: &mut [f32], x: &[f32]) {
-    for (a, b) in y.iter_mut().zip(x) {
-        *a += b;
-    }
+    assert_eq!(y.len(), x.len(), "add_assign: lengths");
+    for_each_rows_mut(y, 1, |at, ys| {
+        for (a, b) in ys.iter_mut().zip(&x[at..]) {
+            *a += b;
+        }
+    });
 }
 
 /// SiLU-gated product in place: `g = silu(g) * u`.
 pub fn swiglu(g: &mut [f32], u: &[f32]) {
-    for (a, &b) in g.iter_mut().zip(u) {
-        let s = *a / (1.0 + (-*a).exp());
-        *a = s * b;
-    }
+    gate(g, u, |a| a / (1.0 + (-a).exp()));
+}
+
+/// `g = f(g) * u`, element by element.
+pub fn gate(g: &mut [f32], u: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+    assert_eq!(g.len(), u.len(), "gate: lengths");
+    for_each_rows_mut(g, 1, |at, gs| {
+        for (a, &b) in gs.iter_mut().zip(&u[at..]) {
+            *a = f(*a) * b;
+        }
+    });
 }
 
 /// Rotary embedding tables: `cos`/`sin` of `pos · base^(-2i/rope_dim)` for `i < rope_dim/2`.
