@@ -4,20 +4,21 @@
 //! fused 256-bit kernels keep every unpacked block in registers); from two tokens on, the
 //! register tiles use 512-bit registers, reusing the AVX2 formats' block unpacking:
 //!
-//! - 32-value formats: two blocks per register. `vpdpbusd` multiplies unsigned by signed bytes
-//!   and accumulates in i32 without the i16 saturation of `vpmaddubsw`, so the `_1` types'
-//!   unsigned codes meet the signed activations directly, and the `_0` types' signed codes meet
-//!   activations made unsigned (`q + 128`), the excess `128·Σw` being subtracted by starting
-//!   the accumulator at `−128·Σw` (computed once per weight block). A pair of blocks then
-//!   costs one `vpdpbusd`, a conversion and a multiply of the scale pairs, where AVX2 needs
-//!   twelve operations; the float products are then added into an 8-lane accumulator block
-//!   by block, in the AVX2 tier's order.
-//!
-//! Both tiers' results are bit-identical (tested): integer dot products are exact in any
-//! order, and the float accumulation is the same sequence of operations. A model's logits
-//! then do not depend on whether the CPU has AVX-512.
+//! - 32-value formats: one block of two rows per register (a row per 256-bit half), against
+//!   the token's activation block in both halves. `vpdpbusd` multiplies unsigned by signed
+//!   bytes and accumulates in i32 without the i16 saturation of `vpmaddubsw`, so the `_1`
+//!   types' unsigned codes meet the signed activations directly, and the `_0` types' signed
+//!   codes meet activations made unsigned (`q + 128`), the excess `128·Σw` being subtracted by
+//!   starting the accumulator at `−128·Σw` (computed once per weight block). Two rows' block
+//!   then cost one `vpdpbusd`, a conversion, a multiply of the scales and a multiply-add,
+//!   where AVX2 needs twelve operations.
 //! - k-quants: the canonical unpacked super-block in four 64-value registers; as AVX2, with
 //!   twice the width.
+//!
+//! Both tiers' results are bit-identical (tested): integer dot products are exact in any
+//! order, and each row's float accumulation is the AVX2 tier's sequence of operations, in
+//! its half of the register. A model's logits then do not depend on whether the CPU has
+//! AVX-512.
 //!
 //! The AVX-512 intrinsics are stable since Rust 1.89 (the workspace declares an older MSRV).
 
@@ -43,21 +44,18 @@ unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// `x` in lanes 0..8 and `y` in lanes 8..16 (`y` zero without `TWO`), from the table entries
-/// at `x` and `y`: a broadcast load and a merging broadcast load.
+/// `x` in lanes 0..8 and `y` in lanes 8..16, from the table entries at `x` and `y`: a
+/// broadcast load and a merging broadcast load.
 #[inline(always)]
-unsafe fn splat2<const TWO: bool>(x: *const f32, y: *const f32) -> __m512 {
-    if TWO {
-        _mm512_mask_broadcastss_ps(_mm512_set1_ps(*x), 0xff00, _mm_load_ss(y))
-    } else {
-        _mm512_maskz_broadcastss_ps(0x00ff, _mm_load_ss(x))
-    }
+unsafe fn splat2(x: *const f32, y: *const f32) -> __m512 {
+    _mm512_mask_broadcastss_ps(_mm512_set1_ps(*x), 0xff00, _mm_load_ss(y))
 }
 
-/// Two 32-value weight blocks (the second all zeros past the end of a row).
+/// Block `b` of two weight rows, one row per 256-bit half (both halves the same row for the
+/// odd row at the end of a tile).
 #[derive(Clone, Copy)]
 struct W2 {
-    /// Codes of both blocks: signed (`_0` types) or unsigned (`_1` types).
+    /// Codes of both rows: signed (`_0` types) or unsigned (`_1` types).
     w: __m512i,
     /// `−128 · Σw` per group of four codes (`_0` types).
     corr: __m512i,
@@ -67,8 +65,8 @@ struct W2 {
     m: __m512,
 }
 
-/// Two activation blocks: codes (made unsigned for the `_0` types), scales, `d·Σq` in lanes
-/// 0 and 8 (Q8_1).
+/// Block `b` of one token's activations, the same in both halves: codes (made unsigned for
+/// the `_0` types), scale, `d·Σq` in lanes 0 and 8 (Q8_1).
 #[derive(Clone, Copy)]
 struct A2 {
     q: __m512i,
@@ -77,10 +75,8 @@ struct A2 {
 }
 
 #[inline(always)]
-unsafe fn w2<F: Fmt<Pw = LW>, const AFFINE: bool, const TWO: bool>(p: *const u8) -> W2 {
-    let a = F::pw(p);
-    // SAFETY (of the zeroed value): all-zero is a valid `LW` (codes and scales zero).
-    let b = if TWO { F::pw(p.add(F::W)) } else { std::mem::zeroed() };
+unsafe fn w2<F: Fmt<Pw = LW>, const AFFINE: bool>(p0: *const u8, p1: *const u8) -> W2 {
+    let (a, b) = (F::pw(p0), F::pw(p1));
     let w = join(a.w, b.w);
     let corr = if AFFINE {
         _mm512_setzero_si512()
@@ -89,103 +85,48 @@ unsafe fn w2<F: Fmt<Pw = LW>, const AFFINE: bool, const TWO: bool>(p: *const u8)
         _mm512_sub_epi32(_mm512_setzero_si512(), sum128)
     };
     // Every 32-value format keeps its scale at byte 0 and (`_1` types) its minimum at byte 2.
-    let q = p.add(F::W);
-    let d = splat2::<TWO>(h2f_entry(p), h2f_entry(q));
-    let m =
-        if AFFINE { splat2::<TWO>(h2f_entry(p.add(2)), h2f_entry(q.add(2))) } else { _mm512_setzero_ps() };
+    let d = splat2(h2f_entry(p0), h2f_entry(p1));
+    let m = if AFFINE { splat2(h2f_entry(p0.add(2)), h2f_entry(p1.add(2))) } else { _mm512_setzero_ps() };
     W2 { w, corr, d, m }
 }
 
 #[inline(always)]
-unsafe fn a2<F: Fmt<Pa = LA>, const AFFINE: bool, const TWO: bool>(p: *const u8) -> A2 {
-    let a = F::pa(p);
-    // SAFETY (of the zeroed value): all-zero is a valid `LA`.
-    let b = if TWO { F::pa(p.add(F::A)) } else { std::mem::zeroed() };
-    let mut q = join(a.q, b.q);
+unsafe fn a2<F: Fmt<Pa = LA>, const AFFINE: bool>(p: *const u8) -> A2 {
+    let q = F::pa(p).q;
+    let mut q = join(q, q);
     if !AFFINE {
         q = _mm512_xor_si512(q, _mm512_set1_epi8(-128));
     }
     // Q8_0 and Q8_1 keep their scale at byte 0, Q8_1 its `s = d·Σq` (f16) at byte 2.
-    let p1 = p.add(F::A);
-    let d = splat2::<TWO>(h2f_entry(p), h2f_entry(p1));
+    let d = _mm512_set1_ps(*h2f_entry(p));
     let s = if AFFINE {
-        let s0 = _mm512_maskz_broadcastss_ps(0x0001, _mm_set_ss(*h2f_entry(p.add(2))));
-        if TWO {
-            _mm512_mask_broadcastss_ps(s0, 0x0100, _mm_set_ss(*h2f_entry(p1.add(2))))
-        } else {
-            s0
-        }
+        _mm512_maskz_broadcastss_ps(0x0101, _mm_set_ss(*h2f_entry(p.add(2))))
     } else {
         _mm512_setzero_ps()
     };
     A2 { q, d, s }
 }
 
-/// Lanes 0..8 and 8..16 of `x`.
+/// Adds one block's products into the accumulators of two rows: per half, exactly the AVX2
+/// tier's operations (the integer dot product, then a fused multiply-add of its conversion
+/// by `dw·da`, then for the `_1` types one of `m · s`).
 #[inline(always)]
-unsafe fn halves(x: __m512) -> (__m256, __m256) {
-    (_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))))
-}
-
-/// Adds the pair's products into the 8-lane accumulator of the AVX2 tier, block `b` first,
-/// then block `b + 1`, each with the same fused multiply-adds as AVX2 (`d` products, then
-/// the `_1` types' `m · s`), so that both tiers' sums are bit-identical: the integer dot
-/// products are exact either way, only the float accumulation could differ.
-#[inline(always)]
-unsafe fn dot2<const AFFINE: bool, const TWO: bool>(w: &W2, a: &A2, acc: __m256) -> __m256 {
+unsafe fn dot2<const AFFINE: bool>(w: &W2, a: &A2, acc: __m512) -> __m512 {
     let i = if AFFINE {
         _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.w, a.q)
     } else {
         _mm512_dpbusd_epi32(w.corr, a.q, w.w)
     };
-    let (p0, p1) = halves(_mm512_cvtepi32_ps(i));
-    let (d0, d1) = halves(_mm512_mul_ps(w.d, a.d));
-    let (m0, m1) = halves(w.m);
-    let (s0, s1) = halves(a.s);
-    let mut acc = _mm256_fmadd_ps(p0, d0, acc);
+    let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.d, a.d), acc);
     if AFFINE {
-        acc = _mm256_fmadd_ps(m0, s0, acc);
-    }
-    if TWO {
-        acc = _mm256_fmadd_ps(p1, d1, acc);
-        if AFFINE {
-            acc = _mm256_fmadd_ps(m1, s1, acc);
-        }
-    }
-    acc
-}
-
-/// Blocks `b, b + 1` (only `b` without `TWO`) of `M` rows (`w` at block `b` of the first row,
-/// rows `rb` bytes apart) against `N` tokens (`a` likewise, `ab` apart), into `acc`.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-unsafe fn pair<
-    F: Fmt<Pw = LW, Pa = LA>,
-    const AFFINE: bool,
-    const TWO: bool,
-    const M: usize,
-    const N: usize,
->(
-    w: *const u8,
-    rb: usize,
-    a: *const u8,
-    ab: usize,
-    acc: &mut [[__m256; N]; M],
-) {
-    // SAFETY (of the zeroed value): all-zero is a valid `W2`.
-    let mut pw: [W2; M] = std::mem::zeroed();
-    for r in 0..M {
-        pw[r] = w2::<F, AFFINE, TWO>(w.add(r * rb));
-    }
-    for t in 0..N {
-        let pa = a2::<F, AFFINE, TWO>(a.add(t * ab));
-        for r in 0..M {
-            acc[r][t] = dot2::<AFFINE, TWO>(&pw[r], &pa, acc[r][t]);
-        }
+        _mm512_fmadd_ps(w.m, a.s, acc)
+    } else {
+        acc
     }
 }
 
-/// Rows `r0..r0 + M` of a 32-value format against tokens `t0..t0 + N`, two blocks at a time.
+/// Rows `r0..r0 + M` of a 32-value format against tokens `t0..t0 + N`, rows in pairs (one
+/// per half of a 512-bit register), a block at a time.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile_l<F: Fmt<Pw = LW, Pa = LA>, const AFFINE: bool, const M: usize, const N: usize>(
@@ -193,25 +134,44 @@ unsafe fn tile_l<F: Fmt<Pw = LW, Pa = LA>, const AFFINE: bool, const M: usize, c
     r0: usize,
     t0: usize,
 ) {
+    let pairs = M.div_ceil(2);
     let nb = m.k / 32;
     let (rb, ab) = (m.row_bytes, m.act_bytes);
     let w0 = m.w.as_ptr().add(r0 * rb);
     let a0 = m.act.as_ptr().add(t0 * ab);
-    let mut acc = [[_mm256_setzero_ps(); N]; M];
-    let mut b = 0;
-    while b + 2 <= nb {
-        pair::<F, AFFINE, true, M, N>(w0.add(b * F::W), rb, a0.add(b * F::A), ab, &mut acc);
-        b += 2;
-    }
-    if b < nb {
-        pair::<F, AFFINE, false, M, N>(w0.add(b * F::W), rb, a0.add(b * F::A), ab, &mut acc);
-    }
-    let col = r0 - m.rows.start;
-    for r in 0..M {
+    // Accumulators of row pair `p` (only the first `pairs` are used).
+    let mut acc = [[_mm512_setzero_ps(); N]; M];
+    // SAFETY (of the zeroed value): all-zero is a valid `W2`.
+    let mut pw: [W2; M] = std::mem::zeroed();
+    for b in 0..nb {
+        for p in 0..pairs {
+            let (r, r1) = (2 * p, (2 * p + 1).min(M - 1));
+            pw[p] = w2::<F, AFFINE>(w0.add(r * rb + b * F::W), w0.add(r1 * rb + b * F::W));
+        }
         for t in 0..N {
-            m.out[(t0 + t) * m.out_stride + col + r] = super::hsum(acc[r][t]);
+            let pa = a2::<F, AFFINE>(a0.add(t * ab + b * F::A));
+            for p in 0..pairs {
+                acc[p][t] = dot2::<AFFINE>(&pw[p], &pa, acc[p][t]);
+            }
         }
     }
+    let col = r0 - m.rows.start;
+    for p in 0..pairs {
+        for t in 0..N {
+            let (lo, hi) = halves(acc[p][t]);
+            let o = (t0 + t) * m.out_stride + col + 2 * p;
+            m.out[o] = super::hsum(lo);
+            if 2 * p + 1 < M {
+                m.out[o + 1] = super::hsum(hi);
+            }
+        }
+    }
+}
+
+/// Lanes 0..8 and 8..16 of `x`.
+#[inline(always)]
+unsafe fn halves(x: __m512) -> (__m256, __m256) {
+    (_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))))
 }
 
 /// Rows `r0..r0 + M` of a k-quant against tokens `t0..t0 + N`: as the AVX2 k-quant tile, with
@@ -280,7 +240,7 @@ unsafe fn tile_k<F: Fmt<Pw = KW>, const AFFINE: bool, const M: usize, const N: u
 
 /// The register tiles of one format, as a function of the tile shape.
 trait Tiles {
-    /// Tokens per full tile (with 4 rows).
+    /// Tokens per full tile (with 4 rows): 8, 6 or 3.
     const N: usize;
     unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize);
 }
@@ -306,7 +266,13 @@ unsafe fn matmul<F: Fmt, T: Tiles>(m: &mut MatmulArgs<'_>) {
 #[inline(always)]
 unsafe fn tokens<T: Tiles, const M: usize>(m: &mut MatmulArgs<'_>, r: usize) {
     let mut t = 0;
-    if T::N == 6 {
+    if T::N == 8 {
+        while t + 8 <= m.n {
+            T::tile::<M, 8>(m, r, t);
+            t += 8;
+        }
+    }
+    if T::N >= 6 {
         while t + 6 <= m.n {
             T::tile::<M, 6>(m, r, t);
             t += 6;
@@ -343,11 +309,11 @@ macro_rules! entries {
 }
 
 entries! {
-    Q4_0, tile_l, false, 6 => matmul_q4_0;
-    Q5_0, tile_l, false, 6 => matmul_q5_0;
-    Q8_0, tile_l, false, 6 => matmul_q8_0;
-    Q4_1, tile_l, true, 6 => matmul_q4_1;
-    Q5_1, tile_l, true, 6 => matmul_q5_1;
+    Q4_0, tile_l, false, 8 => matmul_q4_0;
+    Q5_0, tile_l, false, 8 => matmul_q5_0;
+    Q8_0, tile_l, false, 8 => matmul_q8_0;
+    Q4_1, tile_l, true, 8 => matmul_q4_1;
+    Q5_1, tile_l, true, 8 => matmul_q5_1;
     Q2K, tile_k, true, 6 => matmul_q2_k;
     Q3K, tile_k, false, 6 => matmul_q3_k;
     Q4K, tile_k, true, 6 => matmul_q4_k;
