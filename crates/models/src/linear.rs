@@ -13,7 +13,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use edgellm_core::parallel::{for_each_range, for_each_rows_mut, DisjointWriter};
+use edgellm_core::parallel::{
+    for_each_index, for_each_range, for_each_rows_mut, num_threads, DisjointWriter,
+};
 use edgellm_core::quant::dequantize_row;
 use edgellm_core::{kernels, DType};
 use edgellm_formats::mmap::Bytes;
@@ -256,7 +258,13 @@ impl Linear {
                 *o = Some(DisjointWriter::new(y));
             }
             let rows_total: usize = layers.iter().map(|l| l.out_features).sum();
-            for_each_range(rows_total, 16, |range| {
+            // A prompt's product is split finer than one part per thread, the parts claimed
+            // by whichever thread is free, so a thread that starts late or is slowed by
+            // another process costs less; a token's stays at one part per thread.
+            let parts = if n >= 16 { 4 * num_threads() } else { num_threads() };
+            let per = rows_total.div_ceil(parts).next_multiple_of(16);
+            for_each_index(rows_total.div_ceil(per), |part| {
+                let range = part * per..((part + 1) * per).min(rows_total);
                 SCRATCH.with(|cell| {
                     let mut part = cell.borrow_mut();
                     let mut base = 0;

@@ -107,10 +107,14 @@ impl Rope {
         let mut cs = [(0.0f64, 0.0f64); 512];
         let n = (self.dim / 2).min(cs.len());
         assert_eq!(n, self.dim / 2, "rotary dimension {} above 1024", self.dim);
-        for (i, e) in cs[..n].iter_mut().enumerate() {
-            let theta = pos as f64 * self.base.powf(-2.0 * i as f64 / self.dim as f64);
-            let (s, c) = theta.sin_cos();
+        // Frequencies base^(-2i/dim) as successive products in f64 (relative error below
+        // 1e-13 after 512 steps, far under the f32 results' rounding).
+        let step = self.base.powf(-2.0 / self.dim as f64);
+        let mut freq = 1.0f64;
+        for e in cs[..n].iter_mut() {
+            let (s, c) = (pos as f64 * freq).sin_cos();
             *e = (c, s);
+            freq *= step;
         }
         f(&cs[..n]);
     }
