@@ -90,26 +90,32 @@ pub fn gemm_acc(
         c.len()
     );
     #[cfg(target_arch = "x86_64")]
+    if tier() == Tier::Avx512Vnni {
+        // SAFETY: the AVX-512 tier requires AVX-512 F, AVX2 and FMA.
+        unsafe { x86::gemm_acc_avx512(m, k, n, a, lda, b, ldb, c, ldc) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if fused() {
         // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA.
         unsafe { x86::gemm_acc(m, k, n, a, lda, b, ldb, c, ldc) };
         return;
     }
     if fused() {
-        gemm_body::<true>(m, k, n, a, lda, b, ldb, c, ldc)
+        gemm_body::<true, 16>(m, k, n, a, lda, b, ldb, c, ldc)
     } else {
-        gemm_body::<false>(m, k, n, a, lda, b, ldb, c, ldc)
+        gemm_body::<false, 16>(m, k, n, a, lda, b, ldb, c, ldc)
     }
 }
 
 /// Rows per register tile of [`gemm_acc`].
 const MR: usize = 4;
-/// Columns per register tile of [`gemm_acc`] (two AVX2 registers).
-const NR: usize = 16;
 
+/// [`gemm_acc`] in tiles of [`MR`] rows × `NR` columns (two AVX2 or AVX-512 registers: the
+/// width changes which elements share a register, never an element's sequence of operations).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gemm_body<const FUSED: bool>(
+fn gemm_body<const FUSED: bool, const NR: usize>(
     m: usize,
     k: usize,
     n: usize,
@@ -132,6 +138,15 @@ fn gemm_body<const FUSED: bool>(
                 _ => tile::<FUSED, 1, NR>(k, a, lda, b, ldb, c, ldc, i, j),
             }
             j += NR;
+        }
+        while NR > 16 && j + 16 <= n {
+            match rows {
+                4 => tile::<FUSED, 4, 16>(k, a, lda, b, ldb, c, ldc, i, j),
+                3 => tile::<FUSED, 3, 16>(k, a, lda, b, ldb, c, ldc, i, j),
+                2 => tile::<FUSED, 2, 16>(k, a, lda, b, ldb, c, ldc, i, j),
+                _ => tile::<FUSED, 1, 16>(k, a, lda, b, ldb, c, ldc, i, j),
+            }
+            j += 16;
         }
         while j < n {
             for r in i..i + rows {
@@ -328,7 +343,25 @@ mod x86 {
         c: &mut [f32],
         ldc: usize,
     ) {
-        super::gemm_body::<true>(m, k, n, a, lda, b, ldb, c, ldc)
+        super::gemm_body::<true, 16>(m, k, n, a, lda, b, ldb, c, ldc)
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512 F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm_acc_avx512(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        super::gemm_body::<true, 32>(m, k, n, a, lda, b, ldb, c, ldc)
     }
 
     /// # Safety
@@ -357,7 +390,9 @@ mod tests {
     /// bit, for tile edges in every direction and leading dimensions wider than the rows.
     #[test]
     fn gemm_acc_equals_successive_axpys() {
-        for (m, k, n) in [(1, 1, 1), (4, 32, 16), (7, 33, 64), (24, 5, 256), (3, 9, 40), (5, 17, 7)] {
+        for (m, k, n) in
+            [(1, 1, 1), (4, 32, 16), (7, 33, 64), (24, 5, 256), (3, 9, 40), (5, 17, 7), (2, 3, 48)]
+        {
             let (lda, ldb, ldc) = (k + 3, n + 5, n + 1);
             let a = fill(m * lda, 1);
             let b = fill(k * ldb, 2);
