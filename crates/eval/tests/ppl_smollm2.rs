@@ -1,5 +1,6 @@
-//! Perplexity of SmolLM2-135M-Instruct (Q4_1) on WikiText-2 against llama-perplexity's figure on
-//! the same setting (`tests/golden/llama-perplexity.json`, `q4_1_c128`: 2 chunks of 128 tokens).
+//! Perplexity of SmolLM2-135M-Instruct (Q4_1) on WikiText-2 against llama-perplexity's figures on
+//! the same settings (`tests/golden/llama-perplexity.json`): 40 chunks of 512 tokens
+//! (`q4_1_c512_40`, the bound of 0.5 %) and 2 chunks of 128 (`q4_1_c128`).
 //! Run in release: `cargo test --release -p edgellm-eval --test ppl_smollm2 -- --nocapture`.
 
 use std::path::PathBuf;
@@ -49,12 +50,36 @@ fn smollm2_perplexity_matches_llama_perplexity() {
         );
         results.push(r);
     }
-    // The 8-bit-activation path is the one comparable with llama.cpp's CPU backend (measured:
-    // 23.0122 against 23.0000, 0.05 %); the bound is 0.5 %.
+    // On 126 scored tokens the figure is too noisy for a 0.5 % comparison: llama-perplexity gives
+    // ±6.6 as its own error estimate, and float summation order alone moves ours by about 1 %
+    // (measured: 22.81 on the SIMD tiers, 22.83 on the scalar oracle; 23.07 with the AVX2
+    // attention kernels of the previous session). A different chunking or scoring would move it
+    // by far more than the 2 % asserted here; the 0.5 % comparison is the 40-chunk test below.
     let fast = &results[0];
-    assert!((fast.ppl / want - 1.0).abs() < 0.005, "fast {} vs llama-perplexity {want}", fast.ppl);
-    assert!((fast.running_ppl[0] / want_running[0] - 1.0).abs() < 0.01, "{:?}", fast.running_ppl);
-    // f32 activations move the figure a little further from llama.cpp (measured below 1 %).
+    assert!((fast.ppl / want - 1.0).abs() < 0.02, "fast {} vs llama-perplexity {want}", fast.ppl);
+    assert!((fast.running_ppl[0] / want_running[0] - 1.0).abs() < 0.02, "{:?}", fast.running_ppl);
     let exact = &results[1];
     assert!((exact.ppl / want - 1.0).abs() < 0.02, "exact {} vs llama-perplexity {want}", exact.ppl);
+}
+
+/// The comparison: 40 chunks of 512 tokens (20 480 tokens, 10 240 scored), with the
+/// 8-bit-activation path llama.cpp's CPU backend also uses; within 0.5 % (measured: 23.5763
+/// against 23.5861, 0.04 %).
+#[test]
+fn smollm2_perplexity_matches_llama_perplexity_on_40_chunks() {
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/golden/llama-perplexity.json")).unwrap(),
+    )
+    .unwrap();
+    let want = g["q4_1_c512_40"]["ppl"].as_f64().unwrap();
+    let text = ppl::read_text(root().join("data/wikitext-2/wiki.test.raw")).unwrap();
+    let opts = PplOptions { n_ctx: 512, max_chunks: Some(40) };
+    let lm =
+        LoadedModel::load_with(model_path(), 512, &LoadOptions { precision: Precision::Fast, kv_type: None })
+            .unwrap();
+    let (tokens, bos) = ppl::tokenize(&lm.tokenizer, &text);
+    let r = ppl::perplexity(lm.model.as_ref(), &tokens, bos, &opts, |_| {}).unwrap();
+    assert_eq!((r.chunks, r.tokens_scored), (40, 40 * 255));
+    eprintln!("fast, 40 × 512: PPL {:.4} +/- {:.4}; llama-perplexity {want}", r.ppl, r.ppl_err);
+    assert!((r.ppl / want - 1.0).abs() < 0.005, "fast {} vs llama-perplexity {want}", r.ppl);
 }
