@@ -39,6 +39,9 @@ pub struct Args {
     calib: Option<PathBuf>,
     #[command(flatten)]
     chunks: ChunkArgs,
+    /// GPTQ damping: the fraction of H's mean diagonal added to its diagonal (GPTQ's percdamp).
+    #[arg(long, default_value_t = edgellm_compress::gptq::DAMP)]
+    damp: f64,
     /// Override a tensor's type: PATTERN=TYPE, PATTERN a glob over whole tensor names
     /// ('blk.*.attn_v.weight=Q8_0'); repeatable, first match wins.
     #[arg(long = "keep", value_name = "PATTERN=TYPE")]
@@ -72,6 +75,7 @@ pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let scheme = Scheme::parse(&a.scheme)?;
     let method = Method::parse(&a.method)?;
+    anyhow::ensure!(a.damp.is_finite() && a.damp >= 0.0, "--damp must be a fraction >= 0 (GPTQ's default is 0.01)");
     let keeps = a.keep.iter().map(|k| KeepRule::parse(k)).collect::<Result<Vec<_>, _>>()?;
     existing(&a.input, "input model")?;
     if let Some(p) = &a.imatrix {
@@ -151,6 +155,7 @@ pub fn main(a: Args) -> Result<()> {
         importance: importance.as_ref(),
         grams: calibration.as_ref().map(|c| c as &dyn edgellm_compress::GramSource),
         awq: calibration.as_ref().map(|c| AwqParams { stats: &c.awq, alphas: &alphas }),
+        gptq_damp: Some(a.damp),
     };
     let verbose = a.verbose;
     let q = quantize_model(&src, &opts, &mut |done, _, r| {

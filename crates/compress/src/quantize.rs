@@ -95,6 +95,8 @@ pub struct QuantizeOptions<'o> {
     pub grams: Option<&'o dyn GramSource>,
     /// Activation statistics and the `α` grid for [`Method::Awq`].
     pub awq: Option<AwqParams<'o>>,
+    /// GPTQ's damping as a fraction of the mean diagonal of `H` (`None`: [`crate::gptq::DAMP`]).
+    pub gptq_damp: Option<f64>,
 }
 
 /// What happened to one tensor.
@@ -235,7 +237,8 @@ fn quantize_with<'a>(
                 Method::Gptq if grid::supports(p.dtype) => opts.grams.and_then(|g| g.gram(&t.name)),
                 _ => None,
             };
-            Cow::Owned(quantize_tensor(t, p.dtype, opts.method, imp, gram)?)
+            let damp = opts.gptq_damp.unwrap_or(crate::gptq::DAMP);
+            Cow::Owned(quantize_tensor(t, p.dtype, opts.method, imp, gram.map(|(g, c)| (g, c, damp)))?)
         };
         let r = TensorReport {
             name: t.name.clone(),
@@ -260,7 +263,7 @@ fn quantize_tensor(
     dtype: DType,
     method: Method,
     imp: Option<&[f32]>,
-    gram: Option<(&[f64], u64)>,
+    gram: Option<(&[f64], u64, f64)>,
 ) -> Result<Vec<u8>, CompressError> {
     let x = t.to_f32()?;
     let n = t.row_len();
@@ -269,8 +272,8 @@ fn quantize_tensor(
         tensor: t.name.clone(),
         why: format!("row length {n} is not a multiple of the {dtype} block size"),
     })? as usize;
-    if let (Method::Gptq, Some((g, count))) = (method, gram) {
-        return crate::gptq::quantize_matrix(&t.name, dtype, &x, n, g, count);
+    if let (Method::Gptq, Some((g, count, damp))) = (method, gram) {
+        return crate::gptq::quantize_matrix(&t.name, dtype, &x, n, g, count, damp);
     }
     let weighted = method != Method::Rtn && grid::supports(dtype);
     let mut out = vec![0u8; rows * row_bytes];
