@@ -75,7 +75,10 @@ pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let scheme = Scheme::parse(&a.scheme)?;
     let method = Method::parse(&a.method)?;
-    anyhow::ensure!(a.damp.is_finite() && a.damp >= 0.0, "--damp must be a fraction >= 0 (GPTQ's default is 0.01)");
+    anyhow::ensure!(
+        a.damp.is_finite() && a.damp >= 0.0,
+        "--damp must be a fraction >= 0 (GPTQ's default is 0.01)"
+    );
     let keeps = a.keep.iter().map(|k| KeepRule::parse(k)).collect::<Result<Vec<_>, _>>()?;
     existing(&a.input, "input model")?;
     if let Some(p) = &a.imatrix {
