@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{f32_bytes, llama_like, Rng};
+use common::{f32_bytes, heavy_tailed, llama_like, Rng};
 use edgellm_compress::calib::{calibrate, CalibOptions, Calibration};
 use edgellm_compress::{
     quantize_model, AwqParams, CompressError, Importance, Method, ModelSource, QuantizeOptions, Scheme,
@@ -20,10 +20,18 @@ const AWQ_FOLD: Tolerance = Tolerance::new(2e-4, 2e-4);
 const VOCAB: usize = 64;
 const CTX: usize = 48;
 
-/// A loadable llama model (4 query heads per KV head) whose norm weights vary by channel, so
-/// activation magnitudes — and with them the AWQ scales — differ between channels.
+/// A loadable llama model (4 query heads of 32, 2 KV heads, so the `attn_v` fold must map
+/// value rows to the right query heads) whose norm weights vary by channel, so activation
+/// magnitudes — and with them the AWQ scales — differ between channels.
 fn model() -> GgufFile {
     let mut w: GgufWriter<'static> = llama_like(128, 256, 2, VOCAB);
+    w.set("llama.attention.head_count_kv", Value::U32(2));
+    for t in &mut w.tensors {
+        if t.name.contains("attn_k.") || t.name.contains("attn_v.") {
+            t.dims = vec![128, 64];
+            t.data = f32_bytes(&heavy_tailed(128 * 64, t.name.len() as u64 * 31 + 7)).into();
+        }
+    }
     w.set("llama.feed_forward_length", Value::U32(256));
     w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
     w.set("llama.context_length", Value::U32(CTX as u32));
