@@ -189,12 +189,14 @@ fn groups(src: &ModelSource, n_head: usize, n_head_kv: usize) -> Result<Vec<Grou
                 return Err(awq_refused(format!("block {l} has no {} (not a plain llama block)", n(t))));
             }
         }
-        let hd = src
-            .tensors
-            .iter()
-            .find(|t| t.name == n("attn_output"))
-            .map(|t| t.row_len() / n_head)
-            .unwrap_or(0);
+        let o_in = src.tensors.iter().find(|t| t.name == n("attn_output")).map_or(0, |t| t.row_len());
+        if o_in == 0 || !o_in.is_multiple_of(n_head) {
+            return Err(awq_refused(format!(
+                "{}'s rows ({o_in}) do not split into {n_head} heads",
+                n("attn_output")
+            )));
+        }
+        let hd = o_in / n_head;
         out.push(Group {
             key: n("attn_q"),
             members: vec![n("attn_q"), n("attn_k"), n("attn_v")],
