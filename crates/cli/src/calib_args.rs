@@ -18,8 +18,15 @@ pub struct ChunkArgs {
     pub chunks: usize,
 }
 
-/// Runs the model in `model_path` over the text file `text` and collects input statistics.
-pub fn run_calibration(f: &GgufFile, text: &Path, chunks: &ChunkArgs, grams: bool) -> Result<Calibration> {
+/// Runs the model in `f` over the text file `text` and collects input statistics: always the
+/// importance matrix, Gram matrices with `grams` (GPTQ), sampled activations with `awq`.
+pub fn run_calibration(
+    f: &GgufFile,
+    text: &Path,
+    chunks: &ChunkArgs,
+    grams: bool,
+    awq: bool,
+) -> Result<Calibration> {
     anyhow::ensure!(chunks.ctx >= 16, "--ctx must be at least 16 tokens");
     let raw = std::fs::read_to_string(text)
         .with_context(|| format!("reading calibration text {}", text.display()))?;
@@ -41,7 +48,13 @@ pub fn run_calibration(f: &GgufFile, text: &Path, chunks: &ChunkArgs, grams: boo
         text.display(),
         tokens.len(),
         chunks.ctx,
-        if grams { " (with Gram matrices for GPTQ)" } else { "" }
+        if grams {
+            " (with Gram matrices for GPTQ)"
+        } else if awq {
+            " (with activation samples for AWQ)"
+        } else {
+            ""
+        }
     );
     let bar = ProgressBar::new(n as u64).with_style(
         ProgressStyle::with_template(
@@ -50,8 +63,13 @@ pub fn run_calibration(f: &GgufFile, text: &Path, chunks: &ChunkArgs, grams: boo
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let opts =
-        CalibOptions { ctx: chunks.ctx, chunks: n, grams, bos: if add_bos { tok.bos_id() } else { None } };
+    let opts = CalibOptions {
+        ctx: chunks.ctx,
+        chunks: n,
+        grams,
+        bos: if add_bos { tok.bos_id() } else { None },
+        awq_samples: if awq { edgellm_compress::awq::SAMPLE_TOKENS } else { 0 },
+    };
     let mut cal = calibrate(model.as_ref(), &tokens, &opts, &mut |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     cal.imatrix.datasets = vec![text.display().to_string()];

@@ -35,7 +35,7 @@ pub fn main(a: Args) -> Result<()> {
     existing(&a.text, "calibration text")?;
     let f = GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
     let t0 = Instant::now();
-    let cal = run_calibration(&f, &a.text, &a.chunks, false)?;
+    let cal = run_calibration(&f, &a.text, &a.chunks, false, false)?;
     cal.imatrix.write_gguf(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
     println!(
         "wrote {}: {} weights, {} chunks of {} tokens, {:.1} s",

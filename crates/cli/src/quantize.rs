@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use edgellm_compress::plan::Reason;
-use edgellm_compress::{quantize_model, Importance, KeepRule, Method, ModelSource, QuantizeOptions, Scheme};
+use edgellm_compress::{
+    quantize_model, AwqParams, Importance, KeepRule, Method, ModelSource, QuantizeOptions, Scheme,
+};
 use edgellm_formats::{GgufFile, Imatrix};
 use edgellm_runtime::memory::human_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,7 +27,8 @@ pub struct Args {
     #[arg(long = "type")]
     scheme: String,
     /// Rounding method: rtn (llama-quantize's reference rounding), weighted (importance-weighted
-    /// scale search; uses --imatrix or --calib when given), gptq (error compensation; needs --calib).
+    /// scale search; uses --imatrix or --calib when given), awq (activation-aware input scaling
+    /// folded into the model, then weighted; needs --calib), gptq (error compensation; needs --calib).
     #[arg(long, default_value = "rtn")]
     method: String,
     /// Importance matrix (ours or llama-imatrix's, GGUF or legacy .dat) for --method weighted.
@@ -36,6 +39,9 @@ pub struct Args {
     calib: Option<PathBuf>,
     #[command(flatten)]
     chunks: ChunkArgs,
+    /// GPTQ damping: the fraction of H's mean diagonal added to its diagonal (GPTQ's percdamp).
+    #[arg(long, default_value_t = edgellm_compress::gptq::DAMP)]
+    damp: f64,
     /// Override a tensor's type: PATTERN=TYPE, PATTERN a glob over whole tensor names
     /// ('blk.*.attn_v.weight=Q8_0'); repeatable, first match wins.
     #[arg(long = "keep", value_name = "PATTERN=TYPE")]
@@ -69,6 +75,10 @@ pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let scheme = Scheme::parse(&a.scheme)?;
     let method = Method::parse(&a.method)?;
+    anyhow::ensure!(
+        a.damp.is_finite() && a.damp >= 0.0,
+        "--damp must be a fraction >= 0 (GPTQ's default is 0.01)"
+    );
     let keeps = a.keep.iter().map(|k| KeepRule::parse(k)).collect::<Result<Vec<_>, _>>()?;
     existing(&a.input, "input model")?;
     if let Some(p) = &a.imatrix {
@@ -78,8 +88,8 @@ pub fn main(a: Args) -> Result<()> {
         existing(p, "calibration text")?;
     }
     anyhow::ensure!(
-        method != Method::Gptq || a.calib.is_some(),
-        "--method gptq needs --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)"
+        !matches!(method, Method::Gptq | Method::Awq) || a.calib.is_some(),
+        "--method {method} needs --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)"
     );
     let t0 = Instant::now();
     // A sentence-transformers directory (or its model.safetensors) goes through the BERT
@@ -116,9 +126,9 @@ pub fn main(a: Args) -> Result<()> {
         importance = Some(Importance::from_imatrix(&m));
     }
     let mut calibration = None;
-    if let (Some(text), Method::Weighted | Method::Gptq) = (&a.calib, method) {
-        let f = f.as_ref().expect("calibration needs a GGUF language model (checked above)");
-        let cal = run_calibration(f, text, &a.chunks, method == Method::Gptq)?;
+    if let (Some(text), Method::Weighted | Method::Gptq | Method::Awq) = (&a.calib, method) {
+        let f = f.as_ref().context("calibration needs a GGUF language model")?;
+        let cal = run_calibration(f, text, &a.chunks, method == Method::Gptq, method == Method::Awq)?;
         if importance.is_none() {
             importance = Some(Importance::from_imatrix(&cal.imatrix));
         }
@@ -140,12 +150,15 @@ pub fn main(a: Args) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
+    let alphas = edgellm_compress::awq::default_alphas();
     let opts = QuantizeOptions {
         scheme: Some(scheme),
         keeps: &keeps,
         method,
         importance: importance.as_ref(),
         grams: calibration.as_ref().map(|c| c as &dyn edgellm_compress::GramSource),
+        awq: calibration.as_ref().map(|c| AwqParams { stats: &c.awq, alphas: &alphas }),
+        gptq_damp: Some(a.damp),
     };
     let verbose = a.verbose;
     let q = quantize_model(&src, &opts, &mut |done, _, r| {
@@ -168,7 +181,7 @@ pub fn main(a: Args) -> Result<()> {
     q.writer.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
 
     let (bin, bout, params) = q.totals();
-    let fin = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+    let fin = input_bytes(&a.input);
     let fout = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
     for r in &q.report {
@@ -203,8 +216,46 @@ pub fn main(a: Args) -> Result<()> {
     if method != Method::Rtn {
         println!("  {with_imp} tensors quantized with calibration statistics");
     }
+    if !q.awq.is_empty() {
+        let scaled = q.awq.iter().filter(|c| c.alpha != 0.0).count();
+        let mean_alpha = q.awq.iter().map(|c| c.alpha as f64).sum::<f64>() / q.awq.len() as f64;
+        let (e0, e1) = q.awq.iter().fold((0.0, 0.0), |a, c| (a.0 + c.err_unscaled, a.1 + c.err_chosen));
+        println!(
+            "  awq: {scaled} of {} groups scaled, mean alpha {mean_alpha:.2}; sampled output error {:.1} % of unscaled",
+            q.awq.len(),
+            100.0 * e1 / e0.max(f64::MIN_POSITIVE)
+        );
+        if verbose {
+            for c in &q.awq {
+                println!(
+                    "    {:<28} alpha {:.2}  error {:.4e} -> {:.4e}",
+                    c.group, c.alpha, c.err_unscaled, c.err_chosen
+                );
+            }
+        }
+    }
     println!("  {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Bytes of the input: the file, or for a sentence-transformers directory the sum of its
+/// `*.safetensors` files (the directory entry itself is a few KiB).
+fn input_bytes(p: &Path) -> u64 {
+    if !p.is_dir() {
+        return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    }
+    std::fs::read_dir(p)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn reason_text(r: &Reason) -> String {

@@ -103,6 +103,8 @@ fn bad_requests_are_clear_errors() {
         (vec!["quantize", m, out, "--type", "Q4_0", "--keep", "nothing.*=Q8_0"], "matches no tensor"),
         (vec!["quantize", m, out, "--type", "Q4_0", "--method", "awq2"], "unknown method"),
         (vec!["quantize", m, out, "--type", "Q4_0", "--method", "gptq"], "needs --calib"),
+        (vec!["quantize", m, out, "--type", "Q4_0", "--method", "awq"], "needs --calib"),
+        (vec!["quantize", m, out, "--type", "Q4_0", "--method", "gptq", "--damp=-1"], "--damp must be"),
         (vec!["quantize", "/nonexistent.gguf", out, "--type", "Q4_0"], "does not exist"),
     ] {
         let o = edgellm(&args);
@@ -123,6 +125,17 @@ fn minilm_safetensors_quantizes_to_q8_0_and_embeds() {
     let out = tmp("minilm-q8_0.gguf");
     let o = edgellm(&["quantize", src.to_str().unwrap(), out.to_str().unwrap(), "--type", "Q8_0"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The summary's input size is the directory's safetensors data, not the directory entry.
+    let st: u64 = std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(st > 1 << 20, "{} bytes of safetensors", st);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let want = format!("file {} ->", edgellm_runtime::memory::human_bytes(st));
+    assert!(text.contains(&want), "want {want:?} in: {text}");
     let f = GgufFile::open(&out).unwrap();
     assert_eq!(f.architecture().unwrap(), "bert");
     assert_eq!(f.tensor("position_embd.weight").unwrap().dtype, DType::F32);

@@ -7,6 +7,10 @@
 //! every token of the chunk is evaluated from an empty cache. Only weights inside blocks
 //! (`blk.*`) are recorded, as llama-imatrix does.
 //!
+//! For AWQ ([`crate::awq`]) it also records, per shared input, `Σ|x|`, `Σx²` and a few
+//! evenly spaced token rows of every chunk; the chunk's first token (BOS, whose activations
+//! are outliers of their own) is left out of those.
+//!
 //! Gram matrices are shared by weights that read the same input: `attn_k`/`attn_v` use
 //! `attn_q`'s, `ffn_up` uses `ffn_gate`'s ([`gram_key`]).
 
@@ -18,6 +22,7 @@ use edgellm_formats::{Imatrix, ImatrixEntry};
 use edgellm_models::linear::{set_input_observer, InputObserver};
 use edgellm_models::LanguageModel;
 
+use crate::awq::{AwqInput, AwqStats};
 use crate::quantize::{GramSource, Importance};
 use crate::CompressError;
 
@@ -32,6 +37,8 @@ pub struct CalibOptions {
     pub grams: bool,
     /// The BOS id to put first in each chunk, if the model wants one.
     pub bos: Option<u32>,
+    /// Token rows to sample per shared input for AWQ, over all chunks (0 = no AWQ statistics).
+    pub awq_samples: usize,
 }
 
 /// Collected statistics.
@@ -41,6 +48,8 @@ pub struct Calibration {
     pub imatrix: Imatrix,
     /// Gram key ([`gram_key`]) → (row-major `n × n` sums of `x xᵀ`, tokens).
     pub grams: HashMap<String, (Vec<f64>, u64)>,
+    /// AWQ statistics per shared input (empty unless asked for).
+    pub awq: AwqStats,
 }
 
 /// The tensor whose Gram matrix `tensor` shares (same input).
@@ -75,10 +84,13 @@ impl Importance {
 struct Stats {
     sums: HashMap<String, (Vec<f64>, u64)>,
     grams: HashMap<String, (Vec<f64>, u64)>,
+    awq: HashMap<String, AwqInput>,
 }
 
 struct Collector {
     grams: bool,
+    /// AWQ rows to sample per forward (chunk); 0 = none.
+    awq_per_chunk: usize,
     stats: Mutex<Stats>,
 }
 
@@ -99,6 +111,12 @@ impl InputObserver for Collector {
             let g = st.grams.entry(name.to_string()).or_insert_with(|| (vec![0.0; k * k], 0));
             add_gram(&mut g.0, x, n, k);
             g.1 += n as u64;
+        }
+        if self.awq_per_chunk > 0 && gram_key(name) == name && n > 1 {
+            // Rows 1..n (row 0 is the chunk's first token), evenly spaced.
+            let take = self.awq_per_chunk.min(n - 1);
+            let a = st.awq.entry(name.to_string()).or_insert_with(|| AwqInput::new(k));
+            a.add(&x[k..], (0..take).map(|i| i * (n - 1) / take));
         }
     }
 }
@@ -159,7 +177,11 @@ pub fn calibrate(
         });
     }
     let n_chunks = if opts.chunks == 0 { available } else { opts.chunks.min(available) };
-    let collector = Arc::new(Collector { grams: opts.grams, stats: Mutex::new(Stats::default()) });
+    let collector = Arc::new(Collector {
+        grams: opts.grams,
+        awq_per_chunk: opts.awq_samples.div_ceil(n_chunks),
+        stats: Mutex::new(Stats::default()),
+    });
     set_input_observer(Some(collector.clone()));
     let res = (|| -> Result<(), CompressError> {
         for c in 0..n_chunks {
@@ -191,7 +213,7 @@ pub fn calibrate(
             ImatrixEntry { sums: sums.iter().map(|&v| v as f32).collect(), counts: vec![count as f32] },
         );
     }
-    Ok(Calibration { imatrix, grams: st.grams })
+    Ok(Calibration { imatrix, grams: st.grams, awq: AwqStats { inputs: st.awq } })
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub enum CompressError {
         /// The tensor.
         tensor: String,
     },
+    /// AWQ cannot scale this model (architecture, layout or missing statistics).
+    #[error("--method awq: {0}")]
+    AwqUnsupported(String),
     /// An importance-matrix entry has the wrong length for its tensor.
     #[error(
         "importance matrix entry {tensor} has {got} values but the tensor's rows have {want} \

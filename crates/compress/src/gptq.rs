@@ -21,7 +21,7 @@ use edgellm_core::DType;
 use crate::grid;
 use crate::CompressError;
 
-/// Damping added to the diagonal, as a fraction of its mean (GPTQ's `percdamp`).
+/// Default damping added to the diagonal, as a fraction of its mean (GPTQ's `percdamp`).
 pub const DAMP: f64 = 0.01;
 
 /// Lower Cholesky factor of the symmetric positive-definite `a` (`n × n`, row-major), or
@@ -71,9 +71,10 @@ fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
 }
 
 /// The upper Cholesky factor of `(H + damp·I)⁻¹` as f32, and the (undamped) diagonal of `H`,
-/// from a Gram matrix `g` summed over `count` tokens. Dead inputs (zero diagonal) get a unit
-/// diagonal. Damping grows tenfold until the factorization succeeds.
-pub fn inverse_factor(g: &[f64], n: usize, count: u64) -> Option<(Vec<f32>, Vec<f32>)> {
+/// from a Gram matrix `g` summed over `count` tokens, with `damp = damp_frac ·` the mean of
+/// the diagonal. Dead inputs (zero diagonal) get a unit diagonal. Damping grows tenfold until
+/// the factorization succeeds.
+pub fn inverse_factor(g: &[f64], n: usize, count: u64, damp_frac: f64) -> Option<(Vec<f32>, Vec<f32>)> {
     let c = count.max(1) as f64;
     let mut h: Vec<f64> = g.iter().map(|v| v / c).collect();
     let mut diag = vec![0.0f32; n];
@@ -84,7 +85,7 @@ pub fn inverse_factor(g: &[f64], n: usize, count: u64) -> Option<(Vec<f32>, Vec<
         diag[i] = h[i * n + i] as f32;
     }
     let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
-    let mut damp = DAMP * mean;
+    let mut damp = damp_frac.max(0.0) * mean;
     for _ in 0..6 {
         // J·(H + damp·I)·J
         let mut a = vec![0.0f64; n * n];
@@ -110,7 +111,8 @@ pub fn inverse_factor(g: &[f64], n: usize, count: u64) -> Option<(Vec<f32>, Vec<
 }
 
 /// GPTQ-quantizes a `[rows × n]` matrix `x` (row-major) to `dtype` given the Gram matrix `g`
-/// (`n × n`) of its inputs over `count` tokens; returns the tensor's bytes.
+/// (`n × n`) of its inputs over `count` tokens, damped by `damp_frac` of its mean diagonal
+/// ([`DAMP`] is GPTQ's default); returns the tensor's bytes.
 pub fn quantize_matrix(
     name: &str,
     dtype: DType,
@@ -118,6 +120,7 @@ pub fn quantize_matrix(
     n: usize,
     g: &[f64],
     count: u64,
+    damp_frac: f64,
 ) -> Result<Vec<u8>, CompressError> {
     if !grid::supports(dtype) {
         return Err(CompressError::MethodUnsupported { method: "gptq", dtype, tensor: name.into() });
@@ -134,7 +137,7 @@ pub fn quantize_matrix(
     let rows = x.len() / n;
     let row_bytes = n / bs * ts;
     let mut out = vec![0u8; rows * row_bytes];
-    let Some((u, diag)) = inverse_factor(g, n, count) else {
+    let Some((u, diag)) = inverse_factor(g, n, count, damp_frac) else {
         // Not factorizable even with heavy damping: importance-weighted rounding instead.
         for (r, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(row_bytes)) {
             grid::quantize_row_weighted(dtype, r, None, o);
@@ -205,7 +208,7 @@ mod tests {
                 }
             }
         }
-        let (u, _) = inverse_factor(&g, n, 64).unwrap();
+        let (u, _) = inverse_factor(&g, n, 64, DAMP).unwrap();
         // (UᵀU)·(H + damp I) = I
         let mut h: Vec<f64> = g.iter().map(|v| v / 64.0).collect();
         let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
@@ -254,7 +257,7 @@ mod tests {
             e
         };
         for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
-            let q = quantize_matrix("t", dtype, &w, n, &g, tokens as u64).unwrap();
+            let q = quantize_matrix("t", dtype, &w, n, &g, tokens as u64, DAMP).unwrap();
             let wq = dequantize(dtype, &q, rows * n).unwrap();
             let mut r = vec![0u8; q.len()];
             for (a, o) in w.chunks_exact(n).zip(r.chunks_exact_mut(n / 32 * dtype.type_size())) {

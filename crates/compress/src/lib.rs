@@ -7,11 +7,13 @@
 //! - [`grid`]: importance-weighted block quantizers for every GGML block format.
 //! - [`calib`]: calibration statistics (importance matrices, Gram matrices) from running a model.
 //! - [`gptq`]: GPTQ error-compensating quantization on the same grids.
+//! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
 //! Every file written is standard GGUF that llama.cpp loads.
 
 #![warn(missing_docs)]
 
+pub mod awq;
 pub mod calib;
 mod error;
 pub mod gptq;
@@ -20,6 +22,7 @@ pub mod plan;
 pub mod quantize;
 pub mod source;
 
+pub use awq::{AwqParams, AwqStats};
 pub use error::CompressError;
 pub use plan::{KeepRule, Scheme};
 pub use quantize::{

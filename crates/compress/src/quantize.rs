@@ -11,6 +11,7 @@ use edgellm_core::quant::quantize_row;
 use edgellm_core::DType;
 use edgellm_formats::{GgufWriter, Value};
 
+use crate::awq::{scale_model, AwqChoice, AwqParams};
 use crate::grid;
 use crate::plan::{plan, KeepRule, Reason, Scheme};
 use crate::source::{ModelSource, SourceTensor};
@@ -30,15 +31,19 @@ pub enum Method {
     /// GPTQ: column-by-column quantization with the rounding error of each column spread over the
     /// columns not yet quantized, using the inputs' Gram matrix ([`crate::gptq`]).
     Gptq,
+    /// AWQ-style per-input-channel scaling searched on calibration activations and folded into
+    /// the preceding norms and rows ([`crate::awq`]), then [`Method::Weighted`].
+    Awq,
 }
 
 impl Method {
-    /// Parses `rtn`, `weighted` or `gptq`.
+    /// Parses `rtn`, `weighted`, `awq` or `gptq`.
     pub fn parse(s: &str) -> Result<Method, CompressError> {
         match s.to_ascii_lowercase().as_str() {
             "rtn" => Ok(Method::Rtn),
             "weighted" => Ok(Method::Weighted),
             "gptq" => Ok(Method::Gptq),
+            "awq" => Ok(Method::Awq),
             _ => Err(CompressError::UnknownMethod(s.to_string())),
         }
     }
@@ -49,6 +54,7 @@ impl Method {
             Method::Rtn => "rtn",
             Method::Weighted => "weighted",
             Method::Gptq => "gptq",
+            Method::Awq => "awq",
         }
     }
 }
@@ -87,6 +93,10 @@ pub struct QuantizeOptions<'o> {
     pub importance: Option<&'o Importance>,
     /// Input Gram matrices for [`Method::Gptq`].
     pub grams: Option<&'o dyn GramSource>,
+    /// Activation statistics and the `α` grid for [`Method::Awq`].
+    pub awq: Option<AwqParams<'o>>,
+    /// GPTQ's damping as a fraction of the mean diagonal of `H` (`None`: [`crate::gptq::DAMP`]).
+    pub gptq_damp: Option<f64>,
 }
 
 /// What happened to one tensor.
@@ -123,6 +133,8 @@ pub struct QuantizedModel<'a> {
     pub writer: GgufWriter<'a>,
     /// One report per tensor, in file order.
     pub report: Vec<TensorReport>,
+    /// With [`Method::Awq`], what the search chose for each group of linears.
+    pub awq: Vec<AwqChoice>,
 }
 
 impl QuantizedModel<'_> {
@@ -147,8 +159,55 @@ pub fn quantize_model<'a>(
             what: "input Gram matrices: pass --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)",
         });
     }
+    if opts.method != Method::Awq {
+        return quantize_planned(src, opts, progress);
+    }
+    let params = opts.awq.ok_or(CompressError::NeedsCalibration {
+        method: "awq",
+        what: "calibration activations: pass --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)",
+    })?;
+    // The types the search rounds to are the ones the plan will write.
     let shapes: Vec<_> = src.tensors.iter().map(|t| t.shape()).collect();
     let plans = plan(scheme, &shapes, src.facts(), opts.keeps, opts.importance.is_some())?;
+    let dtypes: HashMap<String, DType> =
+        src.tensors.iter().zip(&plans).map(|(t, p)| (t.name.clone(), p.dtype)).collect();
+    let scaled = scale_model(src, &dtypes, params, opts.importance)?;
+    let inner = QuantizeOptions {
+        method: Method::Weighted,
+        importance: Some(&scaled.importance),
+        awq: None,
+        // The plan must not change with the importance AWQ always brings: keep the caller's view.
+        ..*opts
+    };
+    let has_imatrix = opts.importance.is_some();
+    let mut q = quantize_with(&scaled.source, &inner, has_imatrix, progress)?;
+    for (r, t) in q.report.iter_mut().zip(&src.tensors) {
+        r.from = t.dtype;
+        r.bytes_in = t.data.len() as u64;
+    }
+    q.awq = scaled.choices;
+    Ok(q)
+}
+
+/// [`quantize_model`] for every method but AWQ.
+fn quantize_planned<'a>(
+    src: &ModelSource<'a>,
+    opts: &QuantizeOptions,
+    progress: &mut dyn FnMut(usize, usize, &TensorReport),
+) -> Result<QuantizedModel<'a>, CompressError> {
+    quantize_with(src, opts, opts.importance.is_some(), progress)
+}
+
+/// Plans (with `has_imatrix` for the rules that depend on one) and quantizes every tensor.
+fn quantize_with<'a>(
+    src: &ModelSource<'a>,
+    opts: &QuantizeOptions,
+    has_imatrix: bool,
+    progress: &mut dyn FnMut(usize, usize, &TensorReport),
+) -> Result<QuantizedModel<'a>, CompressError> {
+    let scheme = opts.scheme.unwrap_or(Scheme::Q8_0);
+    let shapes: Vec<_> = src.tensors.iter().map(|t| t.shape()).collect();
+    let plans = plan(scheme, &shapes, src.facts(), opts.keeps, has_imatrix)?;
 
     let mut w = GgufWriter::new();
     w.metadata = src.metadata.clone();
@@ -158,7 +217,7 @@ pub fn quantize_model<'a>(
     let total = src.tensors.len();
     for (i, (t, p)) in src.tensors.iter().zip(plans).enumerate() {
         let imp = match (opts.method, opts.importance) {
-            (Method::Weighted | Method::Gptq, Some(m)) => m.entries.get(&t.name),
+            (Method::Weighted | Method::Gptq | Method::Awq, Some(m)) => m.entries.get(&t.name),
             _ => None,
         };
         if let Some(v) = imp {
@@ -172,13 +231,14 @@ pub fn quantize_model<'a>(
         }
         let imp = imp.filter(|v| v.len() == t.row_len()).map(|v| v.as_slice());
         let data: Cow<'a, [u8]> = if p.dtype == t.dtype {
-            Cow::Borrowed(&t.data[..])
+            t.data.clone()
         } else {
             let gram = match opts.method {
                 Method::Gptq if grid::supports(p.dtype) => opts.grams.and_then(|g| g.gram(&t.name)),
                 _ => None,
             };
-            Cow::Owned(quantize_tensor(t, p.dtype, opts.method, imp, gram)?)
+            let damp = opts.gptq_damp.unwrap_or(crate::gptq::DAMP);
+            Cow::Owned(quantize_tensor(t, p.dtype, opts.method, imp, gram.map(|(g, c)| (g, c, damp)))?)
         };
         let r = TensorReport {
             name: t.name.clone(),
@@ -194,7 +254,7 @@ pub fn quantize_model<'a>(
         progress(i + 1, total, &r);
         report.push(r);
     }
-    Ok(QuantizedModel { writer: w, report })
+    Ok(QuantizedModel { writer: w, report, awq: Vec::new() })
 }
 
 /// Quantizes one tensor to `dtype`.
@@ -203,7 +263,7 @@ fn quantize_tensor(
     dtype: DType,
     method: Method,
     imp: Option<&[f32]>,
-    gram: Option<(&[f64], u64)>,
+    gram: Option<(&[f64], u64, f64)>,
 ) -> Result<Vec<u8>, CompressError> {
     let x = t.to_f32()?;
     let n = t.row_len();
@@ -212,8 +272,8 @@ fn quantize_tensor(
         tensor: t.name.clone(),
         why: format!("row length {n} is not a multiple of the {dtype} block size"),
     })? as usize;
-    if let (Method::Gptq, Some((g, count))) = (method, gram) {
-        return crate::gptq::quantize_matrix(&t.name, dtype, &x, n, g, count);
+    if let (Method::Gptq, Some((g, count, damp))) = (method, gram) {
+        return crate::gptq::quantize_matrix(&t.name, dtype, &x, n, g, count, damp);
     }
     let weighted = method != Method::Rtn && grid::supports(dtype);
     let mut out = vec![0u8; rows * row_bytes];

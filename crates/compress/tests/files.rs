@@ -20,7 +20,7 @@ fn run(
     keeps: &[KeepRule],
     imp: Option<&Importance>,
 ) -> GgufFile {
-    let opts = QuantizeOptions { scheme: Some(scheme), keeps, method, importance: imp, grams: None };
+    let opts = QuantizeOptions { scheme: Some(scheme), keeps, method, importance: imp, ..Default::default() };
     let q = quantize_model(src, &opts, &mut |_, _, _| {}).unwrap();
     let mut bytes = Vec::new();
     q.writer.write_to(&mut bytes).unwrap();
