@@ -89,72 +89,64 @@ pub fn gemm_acc(
         b.len(),
         c.len()
     );
+    let mut g = Gemm { k, a, lda, b, ldb, c, ldc };
     #[cfg(target_arch = "x86_64")]
     if tier() == Tier::Avx512Vnni {
         // SAFETY: the AVX-512 tier requires AVX-512 F, AVX2 and FMA.
-        unsafe { x86::gemm_acc_avx512(m, k, n, a, lda, b, ldb, c, ldc) };
+        unsafe { x86::gemm_acc_avx512(m, n, &mut g) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if fused() {
         // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA.
-        unsafe { x86::gemm_acc(m, k, n, a, lda, b, ldb, c, ldc) };
+        unsafe { x86::gemm_acc(m, n, &mut g) };
         return;
     }
     if fused() {
-        gemm_body::<true, 16>(m, k, n, a, lda, b, ldb, c, ldc)
+        gemm_body::<true, 16>(m, n, &mut g)
     } else {
-        gemm_body::<false, 16>(m, k, n, a, lda, b, ldb, c, ldc)
+        gemm_body::<false, 16>(m, n, &mut g)
     }
+}
+
+/// The operands of [`gemm_acc`] but the shape `m × n` (checked there).
+struct Gemm<'a> {
+    k: usize,
+    a: &'a [f32],
+    lda: usize,
+    b: &'a [f32],
+    ldb: usize,
+    c: &'a mut [f32],
+    ldc: usize,
 }
 
 /// Rows per register tile of [`gemm_acc`].
 const MR: usize = 4;
 
-/// [`gemm_acc`] in tiles of [`MR`] rows × `NR` columns (two AVX2 or AVX-512 registers: the
-/// width changes which elements share a register, never an element's sequence of operations).
+/// [`gemm_acc`] in tiles of [`MR`] rows × `NR` columns (two AVX2 or AVX-512 registers; then 16
+/// columns, then single columns: the width changes which elements share a register, never an
+/// element's sequence of operations).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gemm_body<const FUSED: bool, const NR: usize>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
+fn gemm_body<const FUSED: bool, const NR: usize>(m: usize, n: usize, g: &mut Gemm<'_>) {
     let mut i = 0;
     while i < m {
         let rows = MR.min(m - i);
         let mut j = 0;
         while j + NR <= n {
-            match rows {
-                4 => tile::<FUSED, 4, NR>(k, a, lda, b, ldb, c, ldc, i, j),
-                3 => tile::<FUSED, 3, NR>(k, a, lda, b, ldb, c, ldc, i, j),
-                2 => tile::<FUSED, 2, NR>(k, a, lda, b, ldb, c, ldc, i, j),
-                _ => tile::<FUSED, 1, NR>(k, a, lda, b, ldb, c, ldc, i, j),
-            }
+            rows_tile::<FUSED, NR>(rows, g, i, j);
             j += NR;
         }
         while NR > 16 && j + 16 <= n {
-            match rows {
-                4 => tile::<FUSED, 4, 16>(k, a, lda, b, ldb, c, ldc, i, j),
-                3 => tile::<FUSED, 3, 16>(k, a, lda, b, ldb, c, ldc, i, j),
-                2 => tile::<FUSED, 2, 16>(k, a, lda, b, ldb, c, ldc, i, j),
-                _ => tile::<FUSED, 1, 16>(k, a, lda, b, ldb, c, ldc, i, j),
-            }
+            rows_tile::<FUSED, 16>(rows, g, i, j);
             j += 16;
         }
         while j < n {
             for r in i..i + rows {
-                let mut acc = c[r * ldc + j];
-                for kk in 0..k {
-                    acc = madd::<FUSED>(a[r * lda + kk], b[kk * ldb + j], acc);
+                let mut acc = g.c[r * g.ldc + j];
+                for kk in 0..g.k {
+                    acc = madd::<FUSED>(g.a[r * g.lda + kk], g.b[kk * g.ldb + j], acc);
                 }
-                c[r * ldc + j] = acc;
+                g.c[r * g.ldc + j] = acc;
             }
             j += 1;
         }
@@ -162,27 +154,29 @@ fn gemm_body<const FUSED: bool, const NR: usize>(
     }
 }
 
+/// The tile of `rows` (1..=[`MR`]) rows × `C` columns at `(i, j)`.
+#[inline(always)]
+fn rows_tile<const FUSED: bool, const C: usize>(rows: usize, g: &mut Gemm<'_>, i: usize, j: usize) {
+    match rows {
+        4 => tile::<FUSED, 4, C>(g, i, j),
+        3 => tile::<FUSED, 3, C>(g, i, j),
+        2 => tile::<FUSED, 2, C>(g, i, j),
+        _ => tile::<FUSED, 1, C>(g, i, j),
+    }
+}
+
 /// Rows `i..i + R`, columns `j..j + C` of `c`, accumulated over all `k`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-fn tile<const FUSED: bool, const R: usize, const C: usize>(
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    i: usize,
-    j: usize,
-) {
+#[allow(clippy::needless_range_loop)]
+fn tile<const FUSED: bool, const R: usize, const C: usize>(g: &mut Gemm<'_>, i: usize, j: usize) {
+    let (k, lda, ldb, ldc) = (g.k, g.lda, g.ldb, g.ldc);
     let mut acc = [[0.0f32; C]; R];
     for r in 0..R {
-        acc[r].copy_from_slice(&c[(i + r) * ldc + j..(i + r) * ldc + j + C]);
+        acc[r].copy_from_slice(&g.c[(i + r) * ldc + j..(i + r) * ldc + j + C]);
     }
-    let a = &a[i * lda..(i + R - 1) * lda + k];
+    let a = &g.a[i * lda..(i + R - 1) * lda + k];
     for kk in 0..k {
-        let Some(br) = b[kk * ldb + j..].first_chunk::<C>() else { unreachable!("b holds k rows of n") };
+        let Some(br) = g.b[kk * ldb + j..].first_chunk::<C>() else { unreachable!("b holds k rows of n") };
         for r in 0..R {
             let x = a[r * lda + kk];
             for col in 0..C {
@@ -191,7 +185,7 @@ fn tile<const FUSED: bool, const R: usize, const C: usize>(
         }
     }
     for r in 0..R {
-        c[(i + r) * ldc + j..(i + r) * ldc + j + C].copy_from_slice(&acc[r]);
+        g.c[(i + r) * ldc + j..(i + r) * ldc + j + C].copy_from_slice(&acc[r]);
     }
 }
 
@@ -331,37 +325,15 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn gemm_acc(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        super::gemm_body::<true, 16>(m, k, n, a, lda, b, ldb, c, ldc)
+    pub(super) unsafe fn gemm_acc(m: usize, n: usize, g: &mut super::Gemm<'_>) {
+        super::gemm_body::<true, 16>(m, n, g)
     }
 
     /// # Safety
     /// The CPU has AVX-512 F, AVX2 and FMA.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn gemm_acc_avx512(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        super::gemm_body::<true, 32>(m, k, n, a, lda, b, ldb, c, ldc)
+    pub(super) unsafe fn gemm_acc_avx512(m: usize, n: usize, g: &mut super::Gemm<'_>) {
+        super::gemm_body::<true, 32>(m, n, g)
     }
 
     /// # Safety
