@@ -176,6 +176,38 @@ fn mm_gflops(kern: &Kernels, m: &Matrix, n: usize, min_s: f64) -> f64 {
     2.0 * (m.rows * m.k * n) as f64 / t / 1e9
 }
 
+/// A matrix packed for the packed kernels, with its activations for `n` tokens.
+fn packed(kern: &Kernels, m: &Matrix, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let p = kernels::pack(m.dtype, m.k, m.rows, &m.w);
+    let x = data(m.k * n, 99);
+    let ab = kernels::packed_activation_row_bytes(m.dtype, m.k);
+    let mut a = vec![0u8; ab * n];
+    for (xr, ar) in x.chunks_exact(m.k).zip(a.chunks_exact_mut(ab)) {
+        kern.quantize_packed_activations(m.dtype, xr, ar);
+    }
+    (p, a)
+}
+
+/// GB/s of weight bytes of packed one-token products over each matrix in turn, and GFLOP/s of
+/// the packed product of `wide` with 512 tokens.
+fn packed_speed(kern: &Kernels, wide: &Matrix, ms: &[Matrix], min_s: f64) -> (f64, f64) {
+    let (dtype, k, rows) = (ms[0].dtype, ms[0].k, ms[0].rows);
+    let packs: Vec<(Vec<u8>, Vec<u8>)> = ms.iter().map(|m| packed(kern, m, 1)).collect();
+    let mut out = vec![0.0f32; rows];
+    let t = time(min_s, || {
+        for (p, a) in &packs {
+            kern.matmul_packed(dtype, p, k, 0..rows, a, 1, &mut out, rows);
+        }
+    });
+    let mv = packs.iter().map(|p| p.0.len()).sum::<usize>() as f64 / t / 1e9;
+    let n = 512;
+    let (p, a) = packed(kern, wide, n);
+    let mut out = vec![0.0f32; wide.rows * n];
+    let t = time(min_s, || kern.matmul_packed(dtype, &p, wide.k, 0..wide.rows, &a, n, &mut out, wide.rows));
+    std::hint::black_box(&out);
+    (mv, 2.0 * (wide.rows * wide.k * n) as f64 / t / 1e9)
+}
+
 /// GB/s of f32 input of activation quantization.
 fn quant_gbs(kern: &Kernels, dtype: DType, min_s: f64) -> f64 {
     let k = 1536 * 4;
@@ -263,6 +295,15 @@ fn main() {
                 t.name(),
                 mm / dot_wide_gflops
             );
+            if kern.packs(t) {
+                let (mv, _) = packed_speed(kern, &wide, std::slice::from_ref(&tall), min_s);
+                let (mv_stream, mm) = packed_speed(kern, &wide, &layers, min_s);
+                println!(
+                    "{:<7} {:<6} packed: mv 1536x576 {mv:.2} GB/s, mv streamed {mv_stream:.2} GB/s, mm512 {mm:.1} GFLOP/s",
+                    tier.name(),
+                    t.name()
+                );
+            }
             if let Some(g) = mv_stream_threads {
                 println!(
                     "{:<7} {:<6} mv streamed with {threads} threads: {g:.2} GB/s",

@@ -449,6 +449,145 @@ fn avx512_matmul_is_bit_identical_to_avx2() {
     }
 }
 
+/// Types with a packed layout.
+fn packed_types() -> Vec<DType> {
+    TYPES.into_iter().filter(|&t| kernels::has_packed_layout(t)).collect()
+}
+
+#[test]
+fn pack_then_unpack_gives_every_row_back() {
+    let mut rng = Rng(21);
+    for t in packed_types() {
+        for k in lengths(t) {
+            for m in [1, 7, 8, 9, 16, 21] {
+                let w = weights(&mut rng, t, m, k, Kind::RandomBytes);
+                let p = kernels::pack(t, k, m, &w);
+                assert_eq!(p.len(), kernels::packed_len(t, k, m), "{t} k {k} m {m}");
+                assert_eq!(p.len(), m.div_ceil(kernels::PACK_GROUP) * kernels::PACK_GROUP * w.len() / m);
+                let rb = w.len() / m;
+                let mut row = vec![0u8; rb];
+                for r in 0..m {
+                    kernels::unpack_row(t, k, &p, r, &mut row);
+                    assert_eq!(row, w[r * rb..(r + 1) * rb], "{t} k {k} m {m} row {r}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_activation_quantizers_are_bit_identical_and_carry_the_sum() {
+    let mut rng = Rng(22);
+    for t in packed_types() {
+        for kind in KINDS {
+            let k = 576;
+            let x = activations(&mut rng, 1, k, kind);
+            let ab = kernels::packed_activation_row_bytes(t, k);
+            let mut want = vec![0u8; ab];
+            oracle().quantize_packed_activations(t, &x, &mut want);
+            // The codes and scale are the Q8_0 activations'; the sum is theirs.
+            let plain = quantize_rows(t, &x, k);
+            for (pb, qb) in want.chunks_exact(36).zip(plain.chunks_exact(34)) {
+                assert_eq!(pb[..2], qb[..2], "{t} {kind:?}: scale");
+                assert_eq!(pb[4..], qb[2..], "{t} {kind:?}: codes");
+                let sum: i32 = qb[2..].iter().map(|&c| c as i8 as i32).sum();
+                assert_eq!(i16::from_le_bytes([pb[2], pb[3]]) as i32, sum, "{t} {kind:?}: sum");
+            }
+            for tier in simd_tiers() {
+                let mut got = vec![0u8; ab];
+                tier.quantize_packed_activations(t, &x, &mut got);
+                assert_eq!(got, want, "{:?} {t} {kind:?}", tier.tier());
+            }
+        }
+    }
+}
+
+/// The packed products of every tier give the oracle's bits (the same operations in the same
+/// order on exact integer sums), and the oracle matches the GGUF-layout oracle within the
+/// f32 reordering bound; rows ranges cut groups, token counts cut tiles.
+#[test]
+fn packed_matmul_is_the_oracle_on_every_tier() {
+    let mut rng = Rng(23);
+    let all: Vec<&Kernels> = std::iter::once(oracle()).chain(simd_tiers()).collect();
+    let total_rows = 21;
+    for t in packed_types() {
+        for k in lengths(t) {
+            for kind in KINDS {
+                let w = weights(&mut rng, t, total_rows, k, kind);
+                let wb = w.len() / total_rows;
+                let p = kernels::pack(t, k, total_rows, &w);
+                for n in [1, 2, 3, 4, 5, 7, 8, 9, 13, 17] {
+                    let x = activations(&mut rng, n, k, kind);
+                    let a = quantize_rows(t, &x, k);
+                    let pab = kernels::packed_activation_row_bytes(t, k);
+                    let mut pa = vec![0u8; n * pab];
+                    for (xr, ar) in x.chunks_exact(k).zip(pa.chunks_exact_mut(pab)) {
+                        oracle().quantize_packed_activations(t, xr, ar);
+                    }
+                    let ab = a.len() / n;
+                    for rows in [0..21, 3..12, 8..16, 5..6, 16..21] {
+                        let m = rows.len();
+                        let stride = m + 2;
+                        let mut want = vec![f32::NAN; (n - 1) * stride + m];
+                        let need = kernels::packed_len(t, k, rows.end);
+                        oracle().matmul_packed(t, &p[..need], k, rows.clone(), &pa, n, &mut want, stride);
+                        for tok in 0..n {
+                            let ar = &a[tok * ab..(tok + 1) * ab];
+                            for (i, r) in rows.clone().enumerate() {
+                                let wr = &w[r * wb..(r + 1) * wb];
+                                let plain = oracle().vec_dot(t, wr, ar, k);
+                                let name = format!(
+                                    "packed oracle {t} k {k} {kind:?} n {n} rows {rows:?} [{tok}, {r}]"
+                                );
+                                check_dot(&name, t, k, wr, ar, want[tok * stride + i], plain);
+                            }
+                            if tok + 1 < n {
+                                let pad = &want[tok * stride + m..(tok + 1) * stride];
+                                assert!(pad.iter().all(|v| v.is_nan()), "{t}: padding written");
+                            }
+                        }
+                        for tier in &all[1..] {
+                            let mut got = vec![f32::NAN; want.len()];
+                            tier.matmul_packed(t, &p[..need], k, rows.clone(), &pa, n, &mut got, stride);
+                            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                                assert!(
+                                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                                    "{:?} packed {t} k {k} {kind:?} n {n} rows {rows:?} output {i}: {g} vs oracle {w}",
+                                    tier.tier()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_is_offered_where_a_simd_kernel_exists() {
+    assert!(!oracle().packs(DType::Q4_0), "the oracle tier gains nothing from packing");
+    assert_eq!(oracle().packed_tier(DType::Q4_0), Some(Tier::Scalar));
+    assert_eq!(oracle().packed_tier(DType::Q4_K), None);
+    for tier in simd_tiers() {
+        if cfg!(target_arch = "x86_64") {
+            assert!(tier.packs(DType::Q4_0), "{:?}", tier.tier());
+            assert_eq!(tier.packed_tier(DType::Q4_0), Some(tier.tier()));
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "need 288 weight bytes, got 144")]
+fn packed_matmul_rejects_a_short_matrix() {
+    let w = vec![0u8; 9 * 18];
+    let p = kernels::pack(DType::Q4_0, 32, 9, &w);
+    let a = vec![0u8; 36];
+    let mut out = [0.0f32; 9];
+    // Row 8 is in the second group, which a one-group buffer lacks.
+    kernels::matmul_packed(DType::Q4_0, &p[..144], 32, 0..9, &a, 1, &mut out, 9);
+}
+
 /// The dequantized activation values of one activation row.
 fn dequantized_activations(t: DType, a: &[u8], k: usize) -> Vec<f32> {
     match kernels::activation_type(t) {

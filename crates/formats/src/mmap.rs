@@ -45,6 +45,26 @@ impl Bytes {
         }
     }
 
+    /// Tells the OS that `range` of a mapped file is not needed for now: its pages leave this
+    /// process's resident memory, and a later read brings them back from the file (or the page
+    /// cache). For weights that were copied into another layout at load time. No effect on
+    /// owned buffers, on empty or out-of-bounds ranges, or where the OS lacks the advice.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Inner::Mapped(m) = &*self.inner {
+            if range.start < range.end && range.end <= m.len() {
+                // SAFETY: the map is a read-only map of a file: dropping its pages loses
+                // nothing (they are read again from the file on the next access), and no
+                // reference into them is invalidated (the addresses stay mapped).
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Whether the bytes are a memory map of a file (as opposed to an owned buffer).
     pub fn is_mapped(&self) -> bool {
         matches!(&*self.inner, Inner::Mapped(_))

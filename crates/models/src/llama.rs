@@ -140,7 +140,7 @@ impl Llama {
         let cfg = LlamaConfig::from_gguf(f, &arch)?;
         opts.kv_type().check_head_dim(cfg.head_dim)?;
         let lin = |name: &str, i: usize, o: usize| {
-            Linear::from_gguf(f, name, i, o).map(|l| l.with_precision(opts.precision))
+            Linear::from_gguf(f, name, i, o).map(|l| l.with_precision(opts.precision).packed())
         };
         let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
         let tok_embd = lin("token_embd.weight", d, cfg.n_vocab)?;

@@ -34,6 +34,7 @@
 //! [`vec_dot`] per row: it shares each activation block over several rows.
 
 mod generic;
+mod packed;
 mod vector;
 
 #[cfg(target_arch = "aarch64")]
@@ -46,6 +47,7 @@ use std::sync::OnceLock;
 
 use crate::DType;
 
+pub use packed::{has_packed_layout, GROUP as PACK_GROUP};
 pub use vector::{axpy, f16_to_f32, gemm_acc, round_to_f16, softmax_exp};
 
 /// An instruction-set tier: one set of kernels.
@@ -177,20 +179,23 @@ pub fn tier_name() -> &'static str {
 /// Activation formats of the dot products.
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Act {
+pub(crate) enum Act {
     F32,
     Q8_0,
     Q8_1,
     Q8_K,
+    /// Q8_0 with the exact sum of its codes (the packed kernels', see `packed`).
+    Q8S,
 }
 
 impl Act {
-    const COUNT: usize = 4;
+    const COUNT: usize = 5;
 
+    /// The element type (Q8S: Q8_0, whose blocks it extends by the codes' sum).
     fn dtype(self) -> DType {
         match self {
             Act::F32 => DType::F32,
-            Act::Q8_0 => DType::Q8_0,
+            Act::Q8_0 | Act::Q8S => DType::Q8_0,
             Act::Q8_1 => DType::Q8_1,
             Act::Q8_K => DType::Q8_K,
         }
@@ -201,7 +206,7 @@ impl Act {
         match self {
             Act::F32 => (1, 4),
             Act::Q8_0 => (32, 34),
-            Act::Q8_1 => (32, 36),
+            Act::Q8_1 | Act::Q8S => (32, 36),
             Act::Q8_K => (256, 292),
         }
     }
@@ -356,6 +361,140 @@ pub fn matmul(
     active().matmul(weight, w, k, rows, act, n, out, out_stride)
 }
 
+/// Whether the tier in use has a kernel for packed `weight` matrices ([`pack`]), which is then
+/// the faster way to run them. False on the scalar tier (its packed product is the oracle).
+pub fn packs(weight: DType) -> bool {
+    active().packs(weight)
+}
+
+/// Bytes of `m` rows of `k` values of `weight` in the packed layout (whole groups of
+/// [`PACK_GROUP`] rows; see [`has_packed_layout`] for the types).
+///
+/// # Panics
+/// If `weight` has no packed layout or `k` is not a whole number of blocks.
+pub fn packed_len(weight: DType, k: usize, m: usize) -> usize {
+    check_packable(weight, k);
+    packed::packed_bytes(weight, k, m)
+}
+
+/// The `m` GGUF rows of `k` values of `weight` in `plain`, repacked into row-interleaved
+/// groups for the packed kernels ([`matmul_packed`]). The layout does not depend on the tier.
+///
+/// # Panics
+/// If `weight` has no packed layout, `k` is not a whole number of blocks, or `plain` does not
+/// hold exactly `m` rows.
+pub fn pack(weight: DType, k: usize, m: usize, plain: &[u8]) -> Vec<u8> {
+    let (_, row_bytes, _) = check_packable(weight, k);
+    assert_eq!(
+        plain.len(),
+        m * row_bytes,
+        "edgellm kernels: pack: {m} rows of {k} {weight} values are {} bytes, got {}",
+        m * row_bytes,
+        plain.len()
+    );
+    let mut out = vec![0u8; packed::packed_bytes(weight, k, m)];
+    packed::pack_into(weight, k, m, plain, &mut out);
+    out
+}
+
+/// Row `r` of a packed matrix back in the GGUF layout, into `out` (exactly one row's bytes).
+///
+/// # Panics
+/// If `weight` has no packed layout, `packed` does not reach row `r`, or `out` is not one
+/// row long.
+pub fn unpack_row(weight: DType, k: usize, packed: &[u8], r: usize, out: &mut [u8]) {
+    let (_, row_bytes, _) = check_packable(weight, k);
+    assert!(
+        packed.len() >= packed::packed_bytes(weight, k, r + 1) && out.len() == row_bytes,
+        "edgellm kernels: unpack_row: row {r} of {k} {weight} values needs {} packed bytes and a \
+         {row_bytes}-byte output, got {} and {}",
+        packed::packed_bytes(weight, k, r + 1),
+        packed.len(),
+        out.len()
+    );
+    packed::unpack_row_into(weight, k, packed, r, out);
+}
+
+/// Bytes of one activation row of `k` values for the packed kernels of `weight`.
+///
+/// # Panics
+/// As [`packed_len`].
+pub fn packed_activation_row_bytes(weight: DType, k: usize) -> usize {
+    check_packable(weight, k).2
+}
+
+/// Quantizes one activation row for the packed kernels of `weight`, with the tier in use.
+pub fn quantize_packed_activations(weight: DType, x: &[f32], out: &mut [u8]) {
+    active().quantize_packed_activations(weight, x, out)
+}
+
+/// [`matmul`] on a packed matrix (`packed` from row 0, as [`pack`] wrote it) and activations
+/// quantized by [`quantize_packed_activations`], with the tier in use.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed(
+    weight: DType,
+    packed: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    active().matmul_packed(weight, packed, k, rows, act, n, out, out_stride)
+}
+
+/// Slot, GGUF row bytes and packed activation row bytes of `weight`, which must have a packed
+/// layout, for rows of `k` values.
+fn check_packable(weight: DType, k: usize) -> (usize, usize, usize) {
+    let Some(act) = packed::packed_act(weight) else {
+        panic!("edgellm kernels: {weight} has no packed layout (check has_packed_layout first)")
+    };
+    let (i, row_bytes, _) = geometry(weight, k);
+    (i, row_bytes, k / act.geometry().0 * act.geometry().1)
+}
+
+/// Checks the bounds of a matrix product (see [`MatmulArgs`]) whose weight needs `w_need`
+/// bytes; false when there is nothing to compute.
+#[allow(clippy::too_many_arguments)]
+fn check_matmul(
+    weight: DType,
+    k: usize,
+    rows: &Range<usize>,
+    w_len: usize,
+    w_need: usize,
+    act_len: usize,
+    act_bytes: usize,
+    n: usize,
+    out_len: usize,
+    out_stride: usize,
+) -> bool {
+    assert!(
+        w_len >= w_need,
+        "edgellm kernels: matmul: rows {rows:?} of {k} {weight} values need {w_need} weight bytes, got {w_len}"
+    );
+    let a_need = n.checked_mul(act_bytes).expect("activation size overflows");
+    assert!(
+        act_len >= a_need,
+        "edgellm kernels: matmul: {n} activation rows of {k} values for {weight} need {a_need} bytes, got {act_len}"
+    );
+    let m = rows.len();
+    assert!(
+        out_stride >= m || n <= 1,
+        "edgellm kernels: matmul: out_stride {out_stride} is less than the {m} rows of a token"
+    );
+    if n == 0 || m == 0 {
+        return false;
+    }
+    let o_need =
+        (n - 1).checked_mul(out_stride).and_then(|v| v.checked_add(m)).expect("output size overflows");
+    assert!(
+        out_len >= o_need,
+        "edgellm kernels: matmul: {n} tokens × {m} rows with stride {out_stride} need {o_need} outputs, got {out_len}"
+    );
+    true
+}
+
 /// The scale of the f32 rounding error of a dot product of these rows: the longest chain of
 /// additions and the sum of the absolute values of the partial products (integer products
 /// times their float scales). Any two tiers' [`vec_dot`] (or [`matmul`]) results differ by at
@@ -469,6 +608,8 @@ pub struct Kernels {
     tier: Tier,
     quantize: [(QuantizeFn, Tier); Act::COUNT],
     types: [TypeKernels; WEIGHTS.len()],
+    /// Products of packed matrices (see `packed`), for the types with a packed layout.
+    packed: [Option<(MatmulFn, Tier)>; WEIGHTS.len()],
 }
 
 impl Kernels {
@@ -524,12 +665,15 @@ impl Kernels {
         slot(weight).map(|i| self.quantize[WEIGHTS[i].act as usize].1)
     }
 
-    pub(crate) fn set_quantize(&mut self, act_dtype: DType, f: QuantizeFn, tier: Tier) {
-        let act = [Act::F32, Act::Q8_0, Act::Q8_1, Act::Q8_K]
-            .into_iter()
-            .find(|a| a.dtype() == act_dtype)
-            .expect("an activation format");
+    pub(crate) fn set_quantize(&mut self, act: Act, f: QuantizeFn, tier: Tier) {
         self.quantize[act as usize] = (f, tier);
+    }
+
+    /// Sets the product of packed `weight` matrices.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn set_packed(&mut self, weight: DType, matmul: MatmulFn, tier: Tier) {
+        let i = slot(weight).expect("a weight type with kernels");
+        self.packed[i] = Some((matmul, tier));
     }
 
     /// Replaces the matrix product of `weight` only (its dot product stays that of the lower
@@ -591,36 +735,81 @@ impl Kernels {
         let (i, row_bytes, act_bytes) = geometry(weight, k);
         assert!(rows.start <= rows.end, "edgellm kernels: matmul: empty-reversed row range {rows:?}");
         let w_need = rows.end.checked_mul(row_bytes).expect("weight size overflows");
-        assert!(
-            w.len() >= w_need,
-            "edgellm kernels: matmul: rows {rows:?} of {k} {weight} values need {w_need} weight bytes, got {}",
-            w.len()
-        );
-        let a_need = n.checked_mul(act_bytes).expect("activation size overflows");
-        assert!(
-            act.len() >= a_need,
-            "edgellm kernels: matmul: {n} activation rows of {k} values for {weight} need {a_need} bytes, got {}",
-            act.len()
-        );
-        let m = rows.len();
-        assert!(
-            out_stride >= m || n <= 1,
-            "edgellm kernels: matmul: out_stride {out_stride} is less than the {m} rows of a token"
-        );
-        if n == 0 || m == 0 {
+        if !check_matmul(weight, k, &rows, w.len(), w_need, act.len(), act_bytes, n, out.len(), out_stride) {
             return;
         }
-        let o_need =
-            (n - 1).checked_mul(out_stride).and_then(|v| v.checked_add(m)).expect("output size overflows");
-        assert!(
-            out.len() >= o_need,
-            "edgellm kernels: matmul: {n} tokens × {m} rows with stride {out_stride} need {o_need} outputs, got {}",
-            out.len()
-        );
         let f = self.types[i].matmul;
         let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
         // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above); the
         // table only holds SIMD code that this CPU supports.
+        unsafe { f(&mut args) }
+    }
+}
+
+impl Kernels {
+    /// [`packs`] with this table: whether it has its own (SIMD) kernel for packed `weight`.
+    pub fn packs(&self, weight: DType) -> bool {
+        slot(weight).and_then(|i| self.packed[i]).is_some_and(|(_, t)| t != Tier::Scalar)
+    }
+
+    /// The tier whose code runs the products of packed `weight` matrices, if it has a packed
+    /// layout.
+    pub fn packed_tier(&self, weight: DType) -> Option<Tier> {
+        slot(weight).and_then(|i| self.packed[i]).map(|(_, t)| t)
+    }
+
+    /// [`quantize_packed_activations`] with this table.
+    pub fn quantize_packed_activations(&self, weight: DType, x: &[f32], out: &mut [u8]) {
+        let (_, _, need) = check_packable(weight, x.len());
+        assert_eq!(
+            out.len(),
+            need,
+            "edgellm kernels: quantize_packed_activations for {weight}: {} values need {need} bytes, \
+             the output buffer has {}",
+            x.len(),
+            out.len()
+        );
+        let act = packed::packed_act(weight).expect("checked above");
+        let f = self.quantize[act as usize].0;
+        // SAFETY: `out` has exactly the bytes of `x.len()` values (a whole number of blocks)
+        // in the activation format; the table only holds code that this CPU supports.
+        unsafe { f(x, out) }
+    }
+
+    /// [`matmul_packed`] with this table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_packed(
+        &self,
+        weight: DType,
+        packed: &[u8],
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let (i, row_bytes, act_bytes) = check_packable(weight, k);
+        assert!(rows.start <= rows.end, "edgellm kernels: matmul_packed: empty-reversed row range {rows:?}");
+        let w_need = packed::packed_bytes(weight, k, rows.end);
+        if !check_matmul(
+            weight,
+            k,
+            &rows,
+            packed.len(),
+            w_need,
+            act.len(),
+            act_bytes,
+            n,
+            out.len(),
+            out_stride,
+        ) {
+            return;
+        }
+        let (f, _) = self.packed[i].expect("every type with a packed layout has an oracle");
+        let mut args = MatmulArgs { w: packed, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
+        // SAFETY: `args` satisfies the bounds of `MatmulArgs` for the packed layout (the groups
+        // up to `rows.end` are there, checked above); the table only holds code this CPU runs.
         unsafe { f(&mut args) }
     }
 }

@@ -15,7 +15,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Kernels, MatmulArgs, Tier};
+use super::{Act, Kernels, MatmulArgs, Tier};
 use crate::DType;
 
 mod drive;
@@ -48,9 +48,9 @@ macro_rules! fill {
 /// Puts the NEON kernels into `k`.
 pub(super) fn fill_neon(k: &mut Kernels) {
     let t = Tier::Neon;
-    k.set_quantize(DType::Q8_0, quantize::q8_0, t);
-    k.set_quantize(DType::Q8_1, quantize::q8_1, t);
-    k.set_quantize(DType::Q8_K, quantize::q8_k, t);
+    k.set_quantize(Act::Q8_0, quantize::q8_0, t);
+    k.set_quantize(Act::Q8_1, quantize::q8_1, t);
+    k.set_quantize(Act::Q8_K, quantize::q8_k, t);
     fill!(k, t, plain);
     k.set(DType::F32, float::vec_dot_f32, float::matmul_f32, t);
     k.set(DType::F16, float::vec_dot_f16, float::matmul_f16, t);

@@ -38,10 +38,23 @@ pub(super) fn table() -> Kernels {
         other => unreachable!("no oracle for {other}"),
     });
     let s = Tier::Scalar;
+    let packed = WEIGHTS.map(|w| match w.dtype {
+        DType::Q4_0 => Some((super::packed::matmul_q4_0 as super::MatmulFn, s)),
+        DType::Q5_0 => Some((super::packed::matmul_q5_0 as super::MatmulFn, s)),
+        DType::Q8_0 => Some((super::packed::matmul_q8_0 as super::MatmulFn, s)),
+        _ => None,
+    });
     Kernels {
         tier: Tier::Scalar,
-        quantize: [(quantize_f32, s), (quantize_q8_0, s), (quantize_q8_1, s), (quantize_q8_k, s)],
+        quantize: [
+            (quantize_f32, s),
+            (quantize_q8_0, s),
+            (quantize_q8_1, s),
+            (quantize_q8_k, s),
+            (super::packed::quantize_q8s, s),
+        ],
         types,
+        packed,
     }
 }
 

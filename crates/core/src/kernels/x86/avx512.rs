@@ -36,6 +36,7 @@ pub(super) fn detected() -> bool {
     super::avx2_detected()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni")
 }
 

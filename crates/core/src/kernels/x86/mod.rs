@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, MatmulArgs, Tier};
+use super::{Act, Kernels, MatmulArgs, Tier};
 use crate::DType;
 
 mod avx512;
@@ -24,6 +24,7 @@ mod drive;
 mod float;
 mod kquants;
 mod legacy;
+mod packed;
 mod quantize;
 
 /// Whether the CPU has what the AVX2 tier uses.
@@ -39,9 +40,13 @@ pub(super) fn avx512vnni_detected() -> bool {
 /// Puts the AVX2 kernels into `k`.
 pub(super) fn fill_avx2(k: &mut Kernels) {
     let t = Tier::Avx2;
-    k.set_quantize(DType::Q8_0, quantize::q8_0, t);
-    k.set_quantize(DType::Q8_1, quantize::q8_1, t);
-    k.set_quantize(DType::Q8_K, quantize::q8_k, t);
+    k.set_quantize(Act::Q8_0, quantize::q8_0, t);
+    k.set_quantize(Act::Q8_1, quantize::q8_1, t);
+    k.set_quantize(Act::Q8_K, quantize::q8_k, t);
+    k.set_quantize(Act::Q8S, quantize::q8s, t);
+    k.set_packed(DType::Q4_0, packed::avx2_q4_0, t);
+    k.set_packed(DType::Q5_0, packed::avx2_q5_0, t);
+    k.set_packed(DType::Q8_0, packed::avx2_q8_0, t);
     k.set(DType::Q4_0, legacy::vec_dot_q4_0, legacy::matmul_q4_0, t);
     k.set(DType::Q4_1, legacy::vec_dot_q4_1, legacy::matmul_q4_1, t);
     k.set(DType::Q5_0, legacy::vec_dot_q5_0, legacy::matmul_q5_0, t);
@@ -71,6 +76,9 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
     k.set_matmul(DType::Q4_K, avx512::matmul_q4_k, t);
     k.set_matmul(DType::Q5_K, avx512::matmul_q5_k, t);
     k.set_matmul(DType::Q6_K, avx512::matmul_q6_k, t);
+    k.set_packed(DType::Q4_0, packed::vnni_q4_0, t);
+    k.set_packed(DType::Q5_0, packed::vnni_q5_0, t);
+    k.set_packed(DType::Q8_0, packed::vnni_q8_0, t);
 }
 
 /// One weight format's AVX2 building blocks.

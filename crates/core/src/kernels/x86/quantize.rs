@@ -150,3 +150,21 @@ pub(super) unsafe fn q8_k(x: &[f32], out: &mut [u8]) {
         (ob as *mut f32).write_unaligned(1.0 / iscale);
     }
 }
+
+/// # Safety
+/// `out` holds exactly the packed-kernel activation bytes of `x` (36 per 32 values: Q8_0's
+/// scale, the codes' sum as i16, the codes); AVX2, FMA, F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8s(x: &[f32], out: &mut [u8]) {
+    let o = out.as_mut_ptr();
+    for b in 0..x.len() / 32 {
+        let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
+        let ob = o.add(36 * b);
+        let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        // The lane sums are small integers, exact in f32 (|Σq| ≤ 32·127).
+        let sum = hsum(_mm256_cvtepi32_ps(s)) as i16;
+        (ob as *mut u16).write_unaligned(f16_bits(d).to_le());
+        (ob.add(2) as *mut i16).write_unaligned(sum.to_le());
+        _mm256_storeu_si256(ob.add(4) as *mut __m256i, pack_i8(q));
+    }
+}

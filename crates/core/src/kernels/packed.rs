@@ -1,0 +1,225 @@
+//! Weight matrices repacked at load time into row-interleaved groups, for kernels where one
+//! integer instruction and one float multiply-add serve eight rows.
+//!
+//! The kernels on GGUF rows ([`super::matmul`]) keep a block's partial sums of one row spread
+//! over the eight lanes of a register, so every block costs a conversion, a multiply and a
+//! multiply-add per row (and a horizontal sum per row at the end). Interleaving eight rows
+//! four values at a time puts one row in each 32-bit lane: a `vpdpbusd` (or `vpmaddubsw` +
+//! `vpmaddwd`) against four activation bytes broadcast to every lane adds four products to
+//! each of eight rows, the block's eight row sums come out in one register, and its float
+//! work is one conversion and one multiply-add for eight rows.
+//!
+//! # Layout ([`GROUP`] = 8 rows)
+//!
+//! Rows `8g..8g + 8` form group `g`; a matrix of `m` rows has `⌈m/8⌉` groups (the missing
+//! rows of the last group are zero: scale 0, codes 0), so a packed matrix may be up to 7 rows
+//! longer than the GGUF one. A group holds its blocks in order, each *group block* the eight
+//! rows' blocks of the same 32 values, the same bytes as the GGUF blocks rearranged:
+//!
+//! - **Q4_0** (144 bytes): the eight f16 scales (row order), then four 32-byte words `G_j`
+//!   (`j = 0..4`). Bytes `4r..4r + 4` of `G_j` are bytes `4j..4j + 4` of row `r`'s nibbles, so
+//!   `G_j & 0x0f` holds values `4j..4j + 4` of every row (one row per lane) and `G_j >> 4` values
+//!   `16 + 4j..16 + 4j + 4`.
+//! - **Q5_0** (176 bytes): the scales and nibble words as Q4_0, then a 32-byte word `H` of
+//!   fifth bits: bit `c` of byte `4r + i` is the fifth bit of value `4c + i` of row `r`, so one
+//!   shift and mask of `H` gives chunk `c`'s fifth bits in every lane.
+//! - **Q8_0** (272 bytes): the scales, then eight 32-byte words `W_c`: bytes `4r..4r + 4` of
+//!   `W_c` are codes `4c..4c + 4` of row `r`.
+//!
+//! # Activations
+//!
+//! The packed kernels take the codes as unsigned `u = c + bias` (Q4_0: the nibbles, bias 8;
+//! Q5_0: 16; Q8_0: 128 where the CPU has `vpdpbusd`) and subtract `bias·Σq` per block, so
+//! their activation format is Q8_0 with the exact sum of its codes:
+//! `[d: f16][Σq: i16][q: 32 × i8]`, 36 bytes per 32 values ([`packed_activation_row_bytes`]).
+//!
+//! # Arithmetic
+//!
+//! Per row and token the result is `acc ← fma(Σ_b c·q as f32, d_w·d_a, acc)` over the blocks
+//! in order, from `acc = 0`, with the exact integer sum of every block: the oracle and every
+//! SIMD tier give the same bits (tested).
+
+use super::{Act, MatmulArgs};
+use crate::quant::read_f16;
+use crate::DType;
+
+/// Rows per interleaved group.
+pub const GROUP: usize = 8;
+
+/// Whether `weight` has a packed layout (on some tier).
+pub fn has_packed_layout(weight: DType) -> bool {
+    matches!(weight, DType::Q4_0 | DType::Q5_0 | DType::Q8_0)
+}
+
+/// Bytes of the block of one row within a group block, and where each part goes.
+trait Lanes {
+    /// Copies the GGUF block `src` of lane `r` into the group block `gb`.
+    fn put(gb: &mut [u8], r: usize, src: &[u8]);
+    /// Copies lane `r` of the group block `gb` back into the GGUF block `dst`.
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]);
+}
+
+struct Q4_0;
+struct Q5_0;
+struct Q8_0;
+
+impl Lanes for Q4_0 {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        for j in 0..4 {
+            gb[16 + 32 * j + 4 * r..][..4].copy_from_slice(&src[2 + 4 * j..][..4]);
+        }
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        for j in 0..4 {
+            dst[2 + 4 * j..][..4].copy_from_slice(&gb[16 + 32 * j + 4 * r..][..4]);
+        }
+    }
+}
+
+impl Lanes for Q5_0 {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        for j in 0..4 {
+            gb[16 + 32 * j + 4 * r..][..4].copy_from_slice(&src[6 + 4 * j..][..4]);
+        }
+        let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
+        for i in 0..4 {
+            let mut byte = 0u8;
+            for c in 0..8 {
+                byte |= (((qh >> (4 * c + i)) & 1) as u8) << c;
+            }
+            gb[144 + 4 * r + i] = byte;
+        }
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        for j in 0..4 {
+            dst[6 + 4 * j..][..4].copy_from_slice(&gb[16 + 32 * j + 4 * r..][..4]);
+        }
+        let mut qh = 0u32;
+        for i in 0..4 {
+            let byte = gb[144 + 4 * r + i];
+            for c in 0..8 {
+                qh |= (((byte >> c) & 1) as u32) << (4 * c + i);
+            }
+        }
+        dst[2..6].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+impl Lanes for Q8_0 {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        for c in 0..8 {
+            gb[16 + 32 * c + 4 * r..][..4].copy_from_slice(&src[2 + 4 * c..][..4]);
+        }
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        for c in 0..8 {
+            dst[2 + 4 * c..][..4].copy_from_slice(&gb[16 + 32 * c + 4 * r..][..4]);
+        }
+    }
+}
+
+/// Copies a GGUF block into (`Put`) or out of (`Get`) a lane of a group block.
+type Put = fn(&mut [u8], usize, &[u8]);
+type Get = fn(&[u8], usize, &mut [u8]);
+
+/// `put` and `get` of `weight`'s layout.
+fn lanes(weight: DType) -> (Put, Get) {
+    match weight {
+        DType::Q4_0 => (Q4_0::put, Q4_0::get),
+        DType::Q5_0 => (Q5_0::put, Q5_0::get),
+        DType::Q8_0 => (Q8_0::put, Q8_0::get),
+        other => unreachable!("{other} has no packed layout"),
+    }
+}
+
+/// The activation format of the packed kernels of `weight`.
+pub(super) fn packed_act(weight: DType) -> Option<Act> {
+    has_packed_layout(weight).then_some(Act::Q8S)
+}
+
+/// Bytes of `m` rows of `k` values of `weight` in the packed layout (whole groups).
+pub(super) fn packed_bytes(weight: DType, k: usize, m: usize) -> usize {
+    m.div_ceil(GROUP) * GROUP * (k / weight.block_size()) * weight.type_size()
+}
+
+/// Packs `m` GGUF rows of `k` values (`plain`, exactly their bytes) into `out` (exactly
+/// [`packed_bytes`]).
+pub(super) fn pack_into(weight: DType, k: usize, m: usize, plain: &[u8], out: &mut [u8]) {
+    let (put, _) = lanes(weight);
+    let (bb, nb) = (weight.type_size(), k / weight.block_size());
+    let (gb, rb) = (GROUP * bb, nb * bb);
+    out.fill(0);
+    for g in 0..m.div_ceil(GROUP) {
+        for b in 0..nb {
+            let o = &mut out[(g * nb + b) * gb..][..gb];
+            for r in 0..GROUP.min(m - g * GROUP) {
+                put(o, r, &plain[(g * GROUP + r) * rb + b * bb..][..bb]);
+            }
+        }
+    }
+}
+
+/// Row `r` of a packed matrix (`packed` from row 0) back in the GGUF layout, into `out`
+/// (exactly one row's bytes).
+pub(super) fn unpack_row_into(weight: DType, k: usize, packed: &[u8], r: usize, out: &mut [u8]) {
+    let (_, get) = lanes(weight);
+    let (bb, nb) = (weight.type_size(), k / weight.block_size());
+    let gb = GROUP * bb;
+    let (g, lane) = (r / GROUP, r % GROUP);
+    for b in 0..nb {
+        get(&packed[(g * nb + b) * gb..][..gb], lane, &mut out[b * bb..][..bb]);
+    }
+}
+
+/// Packed-kernel activations (see the module docs): the Q8_0 block plus `Σq`.
+pub(crate) fn quantize_q8s(x: &[f32], out: &mut [u8]) {
+    for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
+        let (d, q) = super::generic::act_q8_block(xb);
+        let sum: i32 = q.iter().map(|&c| c as i32).sum();
+        ob[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        ob[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
+        for (o, &c) in ob[4..].iter_mut().zip(&q) {
+            *o = c as u8;
+        }
+    }
+}
+
+/// The oracle of the packed products: for every row of the range and token, the blocks'
+/// exact integer sums accumulated with one fused multiply-add each.
+pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
+    let (_, get) = lanes(weight);
+    let (bb, nb) = (weight.type_size(), m.k / 32);
+    let gb = GROUP * bb;
+    let mut block = [0u8; 34];
+    for t in 0..m.n {
+        let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
+        for (i, r) in m.rows.clone().enumerate() {
+            let (g, lane) = (r / GROUP, r % GROUP);
+            let mut acc = 0.0f32;
+            for b in 0..nb {
+                get(&m.w[(g * nb + b) * gb..][..gb], lane, &mut block[..bb]);
+                let (c, dw, _) = super::generic::legacy_codes(weight, &block[..bb]);
+                let ab = &a[b * 36..][..36];
+                let isum: i32 = c.iter().zip(&ab[4..]).map(|(&c, &q)| c * q as i8 as i32).sum();
+                acc = (isum as f32).mul_add(dw * read_f16(ab, 0), acc);
+            }
+            m.out[t * m.out_stride + i] = acc;
+        }
+    }
+}
+
+pub(crate) fn matmul_q4_0(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q4_0, m)
+}
+pub(crate) fn matmul_q5_0(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q5_0, m)
+}
+pub(crate) fn matmul_q8_0(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q8_0, m)
+}

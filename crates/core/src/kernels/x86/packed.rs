@@ -1,0 +1,268 @@
+//! Products of packed matrices (layout in `kernels::packed`): a register tile is one group of
+//! eight rows against `N` tokens, one row per 32-bit lane.
+//!
+//! Per group block the code words are unpacked once into unsigned codes (`c + bias`), then
+//! for each token and four-value chunk the activation's four bytes are broadcast to every
+//! lane (a load, no shuffle) and multiplied into the eight rows at once: `vpdpbusd` on the
+//! AVX-512 VNNI tier (256-bit, AVX512VL), `vpmaddubsw` on AVX2 (see [`Avx2Sum`]). The
+//! `−bias·Σq` starts the VNNI sum and is added to the AVX2 one (whose Q8_0 products are
+//! signed, without bias), and the block's eight row sums then take one conversion and one
+//! multiply-add, the same operations on both tiers, so their results are bit-identical (and
+//! equal to the oracle's).
+
+#![allow(clippy::incompatible_msrv)]
+
+use std::arch::x86_64::*;
+
+use super::{h2f, load, load128};
+use crate::kernels::packed::GROUP;
+use crate::kernels::MatmulArgs;
+
+/// Bytes of a packed-kernel activation block.
+const AB: usize = 36;
+
+/// How the integer sums of one block are formed on AVX2 (no `vpdpbusd`).
+#[derive(PartialEq, Eq)]
+enum Avx2Sum {
+    /// Unsigned codes below 16 by `vpmaddubsw`, all eight chunks summed in i16 (at most
+    /// 8·2·15·127 = 30480), widened once per block.
+    I16,
+    /// Unsigned codes below 32: widened after every pair of chunks (2·2·31·127 = 15748 each).
+    PerPair,
+    /// Signed codes: `|w|` against the activations with `w`'s sign (`vpsignb`), widened after
+    /// every chunk.
+    Signed,
+}
+
+/// One packed format: its group block and how to unpack a pair of chunks.
+///
+/// # Safety
+/// `chunks` reads only within the group block at `wb` ([`Packed::GB`] bytes); AVX2.
+unsafe trait Packed {
+    /// Bytes of a group block.
+    const GB: usize;
+    /// The codes' bias: `u = c + BIAS` is what [`Packed::chunks`] returns.
+    const BIAS: i32;
+    /// How AVX2 sums the products.
+    const AVX2: Avx2Sum;
+    /// The unsigned codes `c + BIAS` of chunks `j` and `j + 4` (values `4j..4j + 4` and
+    /// `16 + 4j..16 + 4j + 4` of each row, a row per lane), `j = 0..4`.
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i);
+}
+
+struct Q4_0;
+struct Q5_0;
+struct Q8_0;
+
+// SAFETY (all three): reads within the group block.
+unsafe impl Packed for Q4_0 {
+    const GB: usize = 144;
+    const BIAS: i32 = 8;
+    const AVX2: Avx2Sum = Avx2Sum::I16;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        let low = _mm256_set1_epi8(0x0f);
+        let w = load(wb.add(16 + 32 * j));
+        (_mm256_and_si256(w, low), _mm256_and_si256(_mm256_srli_epi16::<4>(w), low))
+    }
+}
+
+unsafe impl Packed for Q5_0 {
+    const GB: usize = 176;
+    const BIAS: i32 = 16;
+    const AVX2: Avx2Sum = Avx2Sum::PerPair;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (lo, hi) = Q4_0::chunks(wb, j);
+        // Bit c of every byte of H is chunk c's fifth bit: move it to bit 4.
+        let h = load(wb.add(144));
+        let bit4 = _mm256_set1_epi8(0x10);
+        let (hj, hj4) = match j {
+            0 => (_mm256_slli_epi16::<4>(h), h),
+            1 => (_mm256_slli_epi16::<3>(h), _mm256_srli_epi16::<1>(h)),
+            2 => (_mm256_slli_epi16::<2>(h), _mm256_srli_epi16::<2>(h)),
+            _ => (_mm256_slli_epi16::<1>(h), _mm256_srli_epi16::<3>(h)),
+        };
+        (_mm256_or_si256(lo, _mm256_and_si256(hj, bit4)), _mm256_or_si256(hi, _mm256_and_si256(hj4, bit4)))
+    }
+}
+
+unsafe impl Packed for Q8_0 {
+    const GB: usize = 272;
+    const BIAS: i32 = 128;
+    const AVX2: Avx2Sum = Avx2Sum::Signed;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        let flip = _mm256_set1_epi8(-128);
+        (
+            _mm256_xor_si256(load(wb.add(16 + 32 * j)), flip),
+            _mm256_xor_si256(load(wb.add(16 + 32 * (j + 4))), flip),
+        )
+    }
+}
+
+/// The four bytes at `p` in every 32-bit lane.
+#[inline(always)]
+unsafe fn bcast(p: *const u8) -> __m256i {
+    _mm256_set1_epi32((p as *const i32).read_unaligned())
+}
+
+/// The codes' sum of the activation block at `p`.
+#[inline(always)]
+unsafe fn act_sum(p: *const u8) -> i32 {
+    i16::from_le((p.add(2) as *const i16).read_unaligned()) as i32
+}
+
+/// `Σ |w|·(a with w's sign)` of the signed codes `w` (given unsigned, `w + 128`) and
+/// activations `a`, widened to i32 per lane.
+#[inline(always)]
+unsafe fn signed_dot(u: __m256i, a: __m256i) -> __m256i {
+    let w = _mm256_xor_si256(u, _mm256_set1_epi8(-128));
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Group `g` of a packed matrix against tokens `t0..t0 + N`: the eight rows' sums of each
+/// token.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
+    m: &MatmulArgs<'_>,
+    g: usize,
+    t0: usize,
+) -> [__m256; N] {
+    let nb = m.k / 32;
+    let ab = m.act_bytes;
+    let wg = m.w.as_ptr().add(g * nb * F::GB);
+    let a0 = m.act.as_ptr().add(t0 * ab);
+    let ones = _mm256_set1_epi16(1);
+    let mut f = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let wb = wg.add(b * F::GB);
+        let ap = |t: usize| a0.add(t * ab + b * AB);
+        // i32 sums (i16 for `Avx2Sum::I16` until the end of the block).
+        let mut s = [_mm256_setzero_si256(); N];
+        if VNNI {
+            for t in 0..N {
+                s[t] = _mm256_set1_epi32(-F::BIAS * act_sum(ap(t)));
+            }
+        }
+        for j in 0..4 {
+            let (lo, hi) = F::chunks(wb, j);
+            for t in 0..N {
+                let q = ap(t).add(4);
+                let (alo, ahi) = (bcast(q.add(4 * j)), bcast(q.add(16 + 4 * j)));
+                s[t] = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s[t], lo, alo), hi, ahi)
+                } else {
+                    match F::AVX2 {
+                        Avx2Sum::I16 => {
+                            let p = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(lo, alo),
+                                _mm256_maddubs_epi16(hi, ahi),
+                            );
+                            _mm256_add_epi16(s[t], p)
+                        }
+                        Avx2Sum::PerPair => {
+                            let p = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(lo, alo),
+                                _mm256_maddubs_epi16(hi, ahi),
+                            );
+                            _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones))
+                        }
+                        Avx2Sum::Signed => {
+                            _mm256_add_epi32(s[t], _mm256_add_epi32(signed_dot(lo, alo), signed_dot(hi, ahi)))
+                        }
+                    }
+                };
+            }
+        }
+        let dw = _mm256_cvtph_ps(load128(wb));
+        for t in 0..N {
+            let i = match (VNNI, &F::AVX2) {
+                (true, _) | (false, Avx2Sum::Signed) => s[t],
+                (false, Avx2Sum::I16) => {
+                    let wide = _mm256_madd_epi16(s[t], ones);
+                    _mm256_add_epi32(wide, _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
+                }
+                (false, Avx2Sum::PerPair) => {
+                    _mm256_add_epi32(s[t], _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
+                }
+            };
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(ap(t))));
+            f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, f[t]);
+        }
+    }
+    f
+}
+
+/// Writes the sums of group `g` for tokens `t0..`: the rows of the group inside the range.
+#[inline(always)]
+unsafe fn store(m: &mut MatmulArgs<'_>, g: usize, t0: usize, f: &[__m256]) {
+    let (start, end) = (m.rows.start, m.rows.end);
+    let r0 = g * GROUP;
+    for (t, &v) in f.iter().enumerate() {
+        let o = (t0 + t) * m.out_stride;
+        if r0 >= start && r0 + GROUP <= end {
+            // In bounds: `out` holds `(n − 1)·out_stride + rows.len()` values (MatmulArgs).
+            _mm256_storeu_ps(m.out.as_mut_ptr().add(o + r0 - start), v);
+        } else {
+            let mut lanes = [0.0f32; GROUP];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            for r in r0.max(start)..(r0 + GROUP).min(end) {
+                m.out[o + r - start] = lanes[r - r0];
+            }
+        }
+    }
+}
+
+/// Every group that meets the row range, against the tokens in tiles of `N`, then 4, 2, 1.
+#[inline(always)]
+unsafe fn matmul<F: Packed, const VNNI: bool, const N: usize>(m: &mut MatmulArgs<'_>) {
+    for g in m.rows.start / GROUP..m.rows.end.div_ceil(GROUP) {
+        let mut t = 0;
+        while t + N <= m.n {
+            let f = tile::<F, VNNI, N>(m, g, t);
+            store(m, g, t, &f);
+            t += N;
+        }
+        if N > 4 && t + 4 <= m.n {
+            let f = tile::<F, VNNI, 4>(m, g, t);
+            store(m, g, t, &f);
+            t += 4;
+        }
+        while t + 2 <= m.n {
+            let f = tile::<F, VNNI, 2>(m, g, t);
+            store(m, g, t, &f);
+            t += 2;
+        }
+        if t < m.n {
+            let f = tile::<F, VNNI, 1>(m, g, t);
+            store(m, g, t, &f);
+        }
+    }
+}
+
+macro_rules! entries {
+    ($($fmt:ident => $avx2:ident, $vnni:ident;)*) => {$(
+        /// # Safety
+        /// `m` holds a packed matrix of the type reaching `rows.end` and packed-kernel
+        /// activations, with the bounds of [`MatmulArgs`]; AVX2, FMA, F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $avx2(m: &mut MatmulArgs<'_>) {
+            matmul::<$fmt, false, 4>(m)
+        }
+        /// # Safety
+        /// As the AVX2 entry; AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(super) unsafe fn $vnni(m: &mut MatmulArgs<'_>) {
+            matmul::<$fmt, true, 8>(m)
+        }
+    )*};
+}
+
+entries! {
+    Q4_0 => avx2_q4_0, vnni_q4_0;
+    Q5_0 => avx2_q5_0, vnni_q5_0;
+    Q8_0 => avx2_q8_0, vnni_q8_0;
+}
