@@ -140,17 +140,22 @@ fn gemm_body<const FUSED: bool, const NR: usize>(m: usize, n: usize, g: &mut Gem
             rows_tile::<FUSED, 16>(rows, g, i, j);
             j += 16;
         }
-        while j < n {
-            for r in i..i + rows {
-                let mut acc = g.c[r * g.ldc + j];
-                for kk in 0..g.k {
-                    acc = madd::<FUSED>(g.a[r * g.lda + kk], g.b[kk * g.ldb + j], acc);
-                }
-                g.c[r * g.ldc + j] = acc;
-            }
-            j += 1;
-        }
+        single_columns::<FUSED>(g, i, rows, j, n);
         i += rows;
+    }
+}
+
+/// Rows `i..i + rows`, columns `j..n` of `c`, one element at a time.
+#[inline(always)]
+fn single_columns<const FUSED: bool>(g: &mut Gemm<'_>, i: usize, rows: usize, j: usize, n: usize) {
+    for j in j..n {
+        for r in i..i + rows {
+            let mut acc = g.c[r * g.ldc + j];
+            for kk in 0..g.k {
+                acc = madd::<FUSED>(g.a[r * g.lda + kk], g.b[kk * g.ldb + j], acc);
+            }
+            g.c[r * g.ldc + j] = acc;
+        }
     }
 }
 
@@ -329,11 +334,72 @@ mod x86 {
         super::gemm_body::<true, 16>(m, n, g)
     }
 
+    /// The AVX-512 [`super::gemm_acc`]: tiles of up to [`super::MR`] rows × 32 columns (two
+    /// registers a row), then × 16, in explicit 512-bit operations (the portable body's 32-column
+    /// tile is not vectorized by the compiler), then single columns; every element's sequence
+    /// of fused multiply-adds is the portable body's.
+    ///
     /// # Safety
-    /// The CPU has AVX-512 F, AVX2 and FMA.
+    /// The CPU has AVX-512 F, AVX2 and FMA; `g` holds `m` rows of `a` and `c` and `n` columns
+    /// of `b` and `c` (checked by `gemm_acc`).
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn gemm_acc_avx512(m: usize, n: usize, g: &mut super::Gemm<'_>) {
-        super::gemm_body::<true, 32>(m, n, g)
+        let mut i = 0;
+        while i < m {
+            let rows = super::MR.min(m - i);
+            let mut j = 0;
+            while j + 32 <= n {
+                match rows {
+                    4 => tile512::<4, 2>(g, i, j),
+                    3 => tile512::<3, 2>(g, i, j),
+                    2 => tile512::<2, 2>(g, i, j),
+                    _ => tile512::<1, 2>(g, i, j),
+                }
+                j += 32;
+            }
+            if j + 16 <= n {
+                match rows {
+                    4 => tile512::<4, 1>(g, i, j),
+                    3 => tile512::<3, 1>(g, i, j),
+                    2 => tile512::<2, 1>(g, i, j),
+                    _ => tile512::<1, 1>(g, i, j),
+                }
+                j += 16;
+            }
+            super::single_columns::<true>(g, i, rows, j, n);
+            i += rows;
+        }
+    }
+
+    /// Rows `i..i + R`, columns `j..j + 16·V` of `c`, accumulated over all `k`.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn tile512<const R: usize, const V: usize>(g: &mut super::Gemm<'_>, i: usize, j: usize) {
+        let (k, lda, ldb, ldc) = (g.k, g.lda, g.ldb, g.ldc);
+        let (a, b, c) = (g.a.as_ptr(), g.b.as_ptr(), g.c.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for r in 0..R {
+            for v in 0..V {
+                acc[r][v] = _mm512_loadu_ps(c.add((i + r) * ldc + j + 16 * v));
+            }
+        }
+        for kk in 0..k {
+            let mut bv = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                bv[v] = _mm512_loadu_ps(b.add(kk * ldb + j + 16 * v));
+            }
+            for r in 0..R {
+                let x = _mm512_set1_ps(*a.add((i + r) * lda + kk));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+                }
+            }
+        }
+        for r in 0..R {
+            for v in 0..V {
+                _mm512_storeu_ps(c.add((i + r) * ldc + j + 16 * v), acc[r][v]);
+            }
+        }
     }
 
     /// # Safety
