@@ -20,6 +20,8 @@ use crate::kernels::MatmulArgs;
 
 /// Bytes of a packed-kernel activation block.
 const AB: usize = 36;
+/// How far ahead a one-token product prefetches its weights, in bytes.
+const PREFETCH: usize = 4096;
 
 /// How the integer sums of one block are formed on AVX2 (no `vpdpbusd`).
 #[derive(PartialEq, Eq)]
@@ -139,6 +141,16 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
     let mut f = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let wb = wg.add(b * F::GB);
+        if N == 1 {
+            // One token streams the matrix once, bound by memory: fetch 4 KiB ahead, which the
+            // hardware prefetcher alone does not keep up with (`kernel_speed` mv streamed).
+            // Past the matrix end the addresses are never read (a prefetch does not fault).
+            let mut off = 0;
+            while off < F::GB {
+                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH + off) as *const i8);
+                off += 64;
+            }
+        }
         let ap = |t: usize| a0.add(t * ab + b * AB);
         // i32 sums (i16 for `Avx2Sum::I16` until the end of the block).
         let mut s = [_mm256_setzero_si256(); N];
