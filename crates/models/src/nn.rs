@@ -4,6 +4,7 @@
 //! over the thread pool ([`for_each_rows_mut`]); small ones (a decoded token's) run on the
 //! calling thread. Each element is computed the same way either way.
 
+use edgellm_core::kernels;
 use edgellm_core::parallel::for_each_rows_mut;
 
 /// Dot product in f32 with eight independent accumulators (vectorizes well).
@@ -49,9 +50,10 @@ pub fn add_assign(y: &mut [f32], x: &[f32]) {
     });
 }
 
-/// SiLU-gated product in place: `g = silu(g) * u`.
+/// SiLU-gated product in place: `g = silu(g) * u` (vectorized, [`kernels::swiglu`]).
 pub fn swiglu(g: &mut [f32], u: &[f32]) {
-    gate(g, u, |a| a / (1.0 + (-a).exp()));
+    assert_eq!(g.len(), u.len(), "swiglu: lengths");
+    for_each_rows_mut(g, 1, |at, gs| kernels::swiglu(gs, &u[at..at + gs.len()]));
 }
 
 /// `g = f(g) * u`, element by element.

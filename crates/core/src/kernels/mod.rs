@@ -48,7 +48,7 @@ use std::sync::OnceLock;
 use crate::DType;
 
 pub use packed::{has_packed_layout, GROUP as PACK_GROUP};
-pub use vector::{axpy, f16_to_f32, gemm_acc, round_to_f16, softmax_exp};
+pub use vector::{axpy, f16_to_f32, gemm_acc, round_to_f16, softmax_exp, swiglu};
 
 /// An instruction-set tier: one set of kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
