@@ -298,6 +298,12 @@ impl<'a, T: Copy> DisjointWriter<'a, T> {
         DisjointWriter { ptr: s.as_mut_ptr(), len: s.len(), _life: std::marker::PhantomData }
     }
 
+    /// The first element's address and the length (for kernels that write disjoint elements
+    /// through a raw pointer; the exclusivity promise is theirs to keep).
+    pub fn raw_parts(&self) -> (*mut T, usize) {
+        (self.ptr, self.len)
+    }
+
     /// Write `v` at index `i`.
     ///
     /// # Safety

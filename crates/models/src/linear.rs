@@ -315,35 +315,31 @@ impl Linear {
             let per = rows_total.div_ceil(parts).next_multiple_of(16);
             for_each_index(rows_total.div_ceil(per), |part| {
                 let range = part * per..((part + 1) * per).min(rows_total);
-                SCRATCH.with(|cell| {
-                    let mut part = cell.borrow_mut();
-                    let mut base = 0;
-                    for (i, l) in layers.iter().enumerate() {
-                        let m = l.out_features;
-                        let (lo, hi) = (range.start.max(base), range.end.min(base + m));
-                        base += m;
-                        if lo >= hi {
-                            continue;
-                        }
-                        let rows = lo - (base - m)..hi - (base - m);
-                        let w = rows.len();
-                        part.resize(n * w, 0.0);
-                        let (off, ab) = seg[i];
-                        let a = &act[off..off + n * ab];
-                        let (data, out) = (l.data.as_slice(), &mut part[..n * w]);
+                let mut base = 0;
+                for (i, l) in layers.iter().enumerate() {
+                    let m = l.out_features;
+                    let (lo, hi) = (range.start.max(base), range.end.min(base + m));
+                    base += m;
+                    if lo >= hi {
+                        continue;
+                    }
+                    let rows = lo - (base - m)..hi - (base - m);
+                    let (off, ab) = seg[i];
+                    let a = &act[off..off + n * ab];
+                    let (ptr, len) = outs[i].as_ref().expect("one writer per layer").raw_parts();
+                    let data = l.data.as_slice();
+                    // SAFETY: the output of layer i is `[n × m]` at `ptr`; this part alone writes
+                    // its rows `rows` of every token (`t·m + r`), the parts' row ranges being
+                    // disjoint, and nothing reads the output during the region.
+                    unsafe {
+                        let (out, out_len) = (ptr.add(rows.start), len - rows.start);
                         if l.packed {
-                            kernels::matmul_packed(l.dtype, data, k, rows.clone(), a, n, out, w);
+                            kernels::matmul_packed_to(l.dtype, data, k, rows.clone(), a, n, out, out_len, m);
                         } else {
-                            kernels::matmul(l.dtype, data, k, rows.clone(), a, n, out, w);
-                        }
-                        let out = outs[i].as_ref().expect("one writer per layer");
-                        for t in 0..n {
-                            // SAFETY: each thread owns its rows; indices t*m + rows are
-                            // written once.
-                            unsafe { out.write_slice(t * m + rows.start, &part[t * w..(t + 1) * w]) };
+                            kernels::matmul_to(l.dtype, data, k, rows.clone(), a, n, out, out_len, m);
                         }
                     }
-                });
+                }
             });
         });
     }

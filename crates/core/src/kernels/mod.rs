@@ -444,6 +444,49 @@ pub fn matmul_packed(
     active().matmul_packed(weight, packed, k, rows, act, n, out, out_stride)
 }
 
+/// [`matmul`] writing through a raw pointer: for threads that each write their rows of one
+/// output buffer, with no copy.
+///
+/// # Safety
+/// `out` is valid for reads and writes of `out_len` values while the call runs, and no other
+/// thread accesses the elements it writes (`t · out_stride + (r − rows.start)` for every token
+/// `t < n` and row `r` of the range).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_to(
+    weight: DType,
+    w: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: *mut f32,
+    out_len: usize,
+    out_stride: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { active().matmul_to(weight, w, k, rows, act, n, out, out_len, out_stride) }
+}
+
+/// [`matmul_packed`] writing through a raw pointer, as [`matmul_to`].
+///
+/// # Safety
+/// As [`matmul_to`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_packed_to(
+    weight: DType,
+    packed: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: *mut f32,
+    out_len: usize,
+    out_stride: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { active().matmul_packed_to(weight, packed, k, rows, act, n, out, out_len, out_stride) }
+}
+
 /// Slot, GGUF row bytes and packed activation row bytes of `weight`, which must have a packed
 /// layout, for rows of `k` values.
 fn check_packable(weight: DType, k: usize) -> (usize, usize, usize) {
@@ -589,8 +632,49 @@ pub(crate) struct MatmulArgs<'a> {
     pub act: &'a [u8],
     pub act_bytes: usize,
     pub n: usize,
-    pub out: &'a mut [f32],
+    pub out: Out<'a>,
     pub out_stride: usize,
+}
+
+/// The output of a matrix product: `len` values at `ptr`, of which the product writes only
+/// those of its rows, so threads may each write their rows of one buffer (see
+/// [`matmul_to`]). Indexing is bounds-checked.
+pub(crate) struct Out<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _life: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Out<'a> {
+    /// # Safety
+    /// `ptr` is valid for reads and writes of `len` values for `'a`, and no other thread
+    /// accesses the elements the product writes while it runs.
+    unsafe fn from_raw(ptr: *mut f32, len: usize) -> Out<'a> {
+        Out { ptr, len, _life: std::marker::PhantomData }
+    }
+
+    /// The first value's address (for vector stores within the bounds of [`MatmulArgs`]).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.ptr
+    }
+}
+
+impl std::ops::Index<usize> for Out<'_> {
+    type Output = f32;
+    fn index(&self, i: usize) -> &f32 {
+        assert!(i < self.len, "matmul output index {i} out of bounds ({})", self.len);
+        // SAFETY: in bounds; no other thread accesses this element (`from_raw`).
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Out<'_> {
+    fn index_mut(&mut self, i: usize) -> &mut f32 {
+        assert!(i < self.len, "matmul output index {i} out of bounds ({})", self.len);
+        // SAFETY: in bounds; no other thread accesses this element (`from_raw`).
+        unsafe { &mut *self.ptr.add(i) }
+    }
 }
 
 /// One weight type's kernels.
@@ -732,13 +816,36 @@ impl Kernels {
         out: &mut [f32],
         out_stride: usize,
     ) {
+        // SAFETY: `out` is an exclusive slice of `out.len()` values.
+        unsafe { self.matmul_to(weight, w, k, rows, act, n, out.as_mut_ptr(), out.len(), out_stride) }
+    }
+
+    /// [`matmul_to`] with this table.
+    ///
+    /// # Safety
+    /// As [`matmul_to`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_to(
+        &self,
+        weight: DType,
+        w: &[u8],
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: *mut f32,
+        out_len: usize,
+        out_stride: usize,
+    ) {
         let (i, row_bytes, act_bytes) = geometry(weight, k);
         assert!(rows.start <= rows.end, "edgellm kernels: matmul: empty-reversed row range {rows:?}");
         let w_need = rows.end.checked_mul(row_bytes).expect("weight size overflows");
-        if !check_matmul(weight, k, &rows, w.len(), w_need, act.len(), act_bytes, n, out.len(), out_stride) {
+        if !check_matmul(weight, k, &rows, w.len(), w_need, act.len(), act_bytes, n, out_len, out_stride) {
             return;
         }
         let f = self.types[i].matmul;
+        // SAFETY: the caller's promise on `out`.
+        let out = unsafe { Out::from_raw(out, out_len) };
         let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
         // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above); the
         // table only holds SIMD code that this CPU supports.
@@ -789,24 +896,39 @@ impl Kernels {
         out: &mut [f32],
         out_stride: usize,
     ) {
+        // SAFETY: `out` is an exclusive slice of `out.len()` values.
+        unsafe {
+            self.matmul_packed_to(weight, packed, k, rows, act, n, out.as_mut_ptr(), out.len(), out_stride)
+        }
+    }
+
+    /// [`matmul_packed_to`] with this table.
+    ///
+    /// # Safety
+    /// As [`matmul_to`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_packed_to(
+        &self,
+        weight: DType,
+        packed: &[u8],
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: *mut f32,
+        out_len: usize,
+        out_stride: usize,
+    ) {
         let (i, row_bytes, act_bytes) = check_packable(weight, k);
         assert!(rows.start <= rows.end, "edgellm kernels: matmul_packed: empty-reversed row range {rows:?}");
         let w_need = packed::packed_bytes(weight, k, rows.end);
-        if !check_matmul(
-            weight,
-            k,
-            &rows,
-            packed.len(),
-            w_need,
-            act.len(),
-            act_bytes,
-            n,
-            out.len(),
-            out_stride,
-        ) {
+        if !check_matmul(weight, k, &rows, packed.len(), w_need, act.len(), act_bytes, n, out_len, out_stride)
+        {
             return;
         }
         let (f, _) = self.packed[i].expect("every type with a packed layout has an oracle");
+        // SAFETY: the caller's promise on `out`.
+        let out = unsafe { Out::from_raw(out, out_len) };
         let mut args = MatmulArgs { w: packed, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
         // SAFETY: `args` satisfies the bounds of `MatmulArgs` for the packed layout (the groups
         // up to `rows.end` are there, checked above); the table only holds code this CPU runs.

@@ -26,6 +26,7 @@
 
 use std::arch::x86_64::*;
 
+use super::float::F16;
 use super::kquants::{KW, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::legacy::{LA, LW, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use super::{drive, h2f_entry, load, Fmt};
@@ -239,6 +240,46 @@ unsafe fn tile_k<F: Fmt<Pw = KW>, const AFFINE: bool, const M: usize, const N: u
     }
 }
 
+/// Rows `r0..r0 + 4` of F16 weights against f32 tokens `t0..t0 + N`: two rows per 512-bit
+/// register (a row per half, widened from their eight halves together), each token's eight
+/// values broadcast to both halves, so every row and token accumulates exactly the AVX2
+/// tile's sequence of fused multiply-adds with half as many instructions; then the AVX2
+/// tile's lane sums ([`drive::hsum4`]). Other shapes, and rows that are not whole blocks of
+/// eight, run the AVX2 tile.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_f16<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+    if M != 4 || !m.k.is_multiple_of(8) {
+        return drive::tile::<F16, M, N>(m, r0, t0);
+    }
+    let nb = m.k / 8;
+    let (rb, ab) = (m.row_bytes, m.act_bytes);
+    let w0 = m.w.as_ptr().add(r0 * rb);
+    let a0 = m.act.as_ptr().add(t0 * ab);
+    let mut acc = [[_mm512_setzero_ps(); N]; 2];
+    for b in 0..nb {
+        let mut w = [_mm512_setzero_ps(); 2];
+        for p in 0..2 {
+            let lo = _mm_loadu_si128(w0.add(2 * p * rb + 16 * b) as *const __m128i);
+            let hi = _mm_loadu_si128(w0.add((2 * p + 1) * rb + 16 * b) as *const __m128i);
+            w[p] = _mm512_cvtph_ps(_mm256_set_m128i(hi, lo));
+        }
+        for t in 0..N {
+            let a = _mm512_broadcast_f32x8(_mm256_loadu_ps(a0.add(t * ab + 32 * b) as *const f32));
+            for p in 0..2 {
+                acc[p][t] = _mm512_fmadd_ps(w[p], a, acc[p][t]);
+            }
+        }
+    }
+    let col = r0 - m.rows.start;
+    for t in 0..N {
+        let (r0, r1) = halves(acc[0][t]);
+        let (r2, r3) = halves(acc[1][t]);
+        // In bounds: rows r0..r0 + 4 are in the range (MatmulArgs).
+        _mm_storeu_ps(m.out.as_mut_ptr().add((t0 + t) * m.out_stride + col), drive::hsum4([r0, r1, r2, r3]));
+    }
+}
+
 /// The register tiles of one format, as a function of the tile shape.
 trait Tiles {
     /// Tokens per full tile (with 4 rows): 8, 6 or 3.
@@ -307,6 +348,21 @@ macro_rules! entries {
             matmul::<$fmt, T>(m)
         }
     )*};
+}
+
+/// # Safety
+/// `m` satisfies the bounds of [`MatmulArgs`]; AVX-512 F/BW/VNNI, AVX2, FMA, F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn matmul_f16(m: &mut MatmulArgs<'_>) {
+    struct T;
+    impl Tiles for T {
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn tile<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: usize, t0: usize) {
+            tile_f16::<M, N>(m, r0, t0)
+        }
+    }
+    matmul::<F16, T>(m)
 }
 
 entries! {

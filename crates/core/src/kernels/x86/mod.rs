@@ -76,6 +76,7 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
     k.set_matmul(DType::Q4_K, avx512::matmul_q4_k, t);
     k.set_matmul(DType::Q5_K, avx512::matmul_q5_k, t);
     k.set_matmul(DType::Q6_K, avx512::matmul_q6_k, t);
+    k.set_matmul(DType::F16, avx512::matmul_f16, t);
     k.set_packed(DType::Q4_0, packed::vnni_q4_0, t);
     k.set_packed(DType::Q5_0, packed::vnni_q5_0, t);
     k.set_packed(DType::Q8_0, packed::vnni_q8_0, t);
