@@ -265,7 +265,9 @@ unsafe fn tile_f16<const M: usize, const N: usize>(m: &mut MatmulArgs<'_>, r0: u
             w[p] = _mm512_cvtph_ps(_mm256_set_m128i(hi, lo));
         }
         for t in 0..N {
-            let a = _mm512_broadcast_f32x8(_mm256_loadu_ps(a0.add(t * ab + 32 * b) as *const f32));
+            // vbroadcasti64x4 from memory (AVX-512 F; the f32x8 form needs DQ): a load.
+            let a8 = _mm256_loadu_si256(a0.add(t * ab + 32 * b) as *const __m256i);
+            let a = _mm512_castsi512_ps(_mm512_broadcast_i64x4(a8));
             for p in 0..2 {
                 acc[p][t] = _mm512_fmadd_ps(w[p], a, acc[p][t]);
             }
