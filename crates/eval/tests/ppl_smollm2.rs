@@ -83,3 +83,37 @@ fn smollm2_perplexity_matches_llama_perplexity_on_40_chunks() {
     eprintln!("fast, 40 × 512: PPL {:.4} +/- {:.4}; llama-perplexity {want}", r.ppl, r.ppl_err);
     assert!((r.ppl / want - 1.0).abs() < 0.005, "fast {} vs llama-perplexity {want}", r.ppl);
 }
+
+/// A long context: one chunk of 4096 tokens, whose scored second half attends to more than
+/// `attention::ONLINE_CHUNK` (2048) keys, so it runs the online softmax; within 0.5 % of
+/// llama-perplexity (`q4_1_c4096_1`: measured 21.1520 against 21.1331, 0.09 %; with 2 chunks
+/// 23.6235 against 23.6261).
+#[test]
+fn smollm2_long_context_perplexity_matches_llama_perplexity() {
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/golden/llama-perplexity.json")).unwrap(),
+    )
+    .unwrap();
+    let want = g["q4_1_c4096_1"]["ppl"].as_f64().unwrap();
+    // Scored positions p ≥ 2048 see p + 1 keys.
+    assert!(
+        4096 / 2 + 1 > edgellm_models::attention::ONLINE_CHUNK,
+        "the scored half must take the online path"
+    );
+    let text = ppl::read_text(root().join("data/wikitext-2/wiki.test.raw")).unwrap();
+    // One chunk needs the first 4096 tokens: a prefix cut at a line end holds them.
+    let cut = text[80_000..].find('\n').map_or(text.len(), |i| 80_000 + i);
+    let opts = PplOptions { n_ctx: 4096, max_chunks: Some(1) };
+    let lm = LoadedModel::load_with(
+        model_path(),
+        4096,
+        &LoadOptions { precision: Precision::Fast, kv_type: None },
+    )
+    .unwrap();
+    let (tokens, bos) = ppl::tokenize(&lm.tokenizer, &text[..cut]);
+    assert!(tokens.len() >= 4096, "{} tokens in the prefix", tokens.len());
+    let r = ppl::perplexity(lm.model.as_ref(), &tokens, bos, &opts, |_| {}).unwrap();
+    assert_eq!((r.chunks, r.tokens_scored), (1, 2047));
+    eprintln!("fast, 1 × 4096: PPL {:.4} +/- {:.4}; llama-perplexity {want}", r.ppl, r.ppl_err);
+    assert!((r.ppl / want - 1.0).abs() < 0.005, "fast {} vs llama-perplexity {want}", r.ppl);
+}
