@@ -45,7 +45,7 @@ pub enum TensorBytes {
     Owned(Vec<u8>),
     /// An owned buffer shared by the clones of a Linear (a packed weight, which a tied
     /// embedding and output layer share).
-    Shared(Arc<[u8]>),
+    Shared(Arc<Vec<u8>>),
 }
 
 impl TensorBytes {
@@ -159,12 +159,23 @@ impl Linear {
         {
             return self;
         }
-        let (k, m) = (self.in_features, self.out_features);
-        let packed = kernels::pack(self.dtype, k, m, self.data.as_slice());
-        if let TensorBytes::Mapped { bytes, start, len } = &self.data {
-            bytes.release(*start..*start + *len);
+        let (k, m, rb) = (self.in_features, self.out_features, self.row_bytes);
+        let mut packed = vec![0u8; kernels::packed_len(self.dtype, k, m)];
+        // A few MiB of rows at a time, the file's pages released after each, so that a large
+        // matrix (a tied embedding) is not resident twice while it is packed.
+        let step = (PACK_CHUNK_BYTES / rb.max(1)).max(1).next_multiple_of(kernels::PACK_GROUP);
+        let plain = self.data.as_slice();
+        let mut r0 = 0;
+        while r0 < m {
+            let r1 = (r0 + step).min(m);
+            let (p0, p1) = (kernels::packed_len(self.dtype, k, r0), kernels::packed_len(self.dtype, k, r1));
+            kernels::pack_into(self.dtype, k, r1 - r0, &plain[r0 * rb..r1 * rb], &mut packed[p0..p1]);
+            if let TensorBytes::Mapped { bytes, start, .. } = &self.data {
+                bytes.release(start + r0 * rb..start + r1 * rb);
+            }
+            r0 = r1;
         }
-        self.data = TensorBytes::Shared(packed.into());
+        self.data = TensorBytes::Shared(Arc::new(packed));
         self.packed = true;
         self
     }
@@ -395,6 +406,9 @@ pub fn packing_enabled() -> bool {
 pub fn set_packing(on: bool) {
     PACKING.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
+
+/// Bytes of a file's rows packed between two releases of their pages ([`Linear::packed`]).
+const PACK_CHUNK_BYTES: usize = 4 << 20;
 
 /// The most layers [`Linear::forward_shared`] takes at once.
 pub const MAX_SHARED: usize = 4;

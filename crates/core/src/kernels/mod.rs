@@ -397,6 +397,25 @@ pub fn pack(weight: DType, k: usize, m: usize, plain: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`pack`] into a zeroed buffer of exactly [`packed_len`]`(weight, k, m)` bytes: a matrix
+/// may be packed a slice of whole groups at a time (the groups of rows `r0..r1`, `r0` a
+/// multiple of [`PACK_GROUP`], are bytes `packed_len(r0)..packed_len(r1)`).
+///
+/// # Panics
+/// As [`pack`], or if `out` has the wrong length.
+pub fn pack_into(weight: DType, k: usize, m: usize, plain: &[u8], out: &mut [u8]) {
+    let (_, row_bytes, _) = check_packable(weight, k);
+    assert!(
+        plain.len() == m * row_bytes && out.len() == packed::packed_bytes(weight, k, m),
+        "edgellm kernels: pack_into: {m} rows of {k} {weight} values are {} bytes packing into {}, got {} and {}",
+        m * row_bytes,
+        packed::packed_bytes(weight, k, m),
+        plain.len(),
+        out.len()
+    );
+    packed::pack_into(weight, k, m, plain, out);
+}
+
 /// Row `r` of a packed matrix back in the GGUF layout, into `out` (exactly one row's bytes).
 ///
 /// # Panics

@@ -149,20 +149,25 @@ pub(super) fn packed_bytes(weight: DType, k: usize, m: usize) -> usize {
 }
 
 /// Packs `m` GGUF rows of `k` values (`plain`, exactly their bytes) into `out` (exactly
-/// [`packed_bytes`]).
+/// [`packed_bytes`], zeroed), the groups split over the thread pool.
 pub(super) fn pack_into(weight: DType, k: usize, m: usize, plain: &[u8], out: &mut [u8]) {
     let (put, _) = lanes(weight);
     let (bb, nb) = (weight.type_size(), k / weight.block_size());
     let (gb, rb) = (GROUP * bb, nb * bb);
-    out.fill(0);
-    for g in 0..m.div_ceil(GROUP) {
-        for b in 0..nb {
-            let o = &mut out[(g * nb + b) * gb..][..gb];
-            for r in 0..GROUP.min(m - g * GROUP) {
-                put(o, r, &plain[(g * GROUP + r) * rb + b * bb..][..bb]);
+    let groups = m.div_ceil(GROUP);
+    let out = crate::parallel::DisjointWriter::new(out);
+    crate::parallel::for_each_range(groups, 64, |gs| {
+        // SAFETY: each range of groups owns its groups' bytes, disjoint from the others'.
+        let dst = unsafe { out.slice_mut(gs.start * nb * gb, gs.len() * nb * gb) };
+        for (i, g) in gs.enumerate() {
+            for b in 0..nb {
+                let o = &mut dst[(i * nb + b) * gb..][..gb];
+                for r in 0..GROUP.min(m - g * GROUP) {
+                    put(o, r, &plain[(g * GROUP + r) * rb + b * bb..][..bb]);
+                }
             }
         }
-    }
+    });
 }
 
 /// Row `r` of a packed matrix (`packed` from row 0) back in the GGUF layout, into `out`
