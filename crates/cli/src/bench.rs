@@ -95,6 +95,7 @@ pub fn main(a: Args) -> Result<()> {
     }
     let rss = peak_rss_bytes().unwrap_or(0);
     let tier = edgellm_models::linear::kernel_description();
+    let packing = edgellm_models::linear::packing_description();
     let cache_type = crate::run::load_options(a.exact, a.cache_type).kv_type().name();
     let name = a.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     match a.output_format {
@@ -108,7 +109,7 @@ pub fn main(a: Args) -> Result<()> {
                 serde_json::json!({
                     "model": name, "size_bytes": lm.gguf.file_len(), "params": info.n_params,
                     "threads": threads, "kernels": tier, "cache_type": cache_type, "reps": a.reps,
-                    "load_ms": lm.load_ms, "peak_rss_bytes": rss, "tests": tests,
+                    "load_ms": lm.load_ms, "peak_rss_bytes": rss, "packing": packing, "tests": tests,
                 })
             );
         }
@@ -123,7 +124,7 @@ pub fn main(a: Args) -> Result<()> {
                 );
             }
             println!(
-                "\nload {:.1} ms · peak RSS {} · KV cache {cache_type} · {} reps",
+                "\nload {:.1} ms · peak RSS {} · KV cache {cache_type} · packing {packing} · {} reps",
                 lm.load_ms,
                 human_bytes(rss),
                 a.reps

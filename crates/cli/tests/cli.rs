@@ -213,3 +213,45 @@ fn eval_ppl_and_kld_json() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("fewer than one chunk of 8192"), "{o:?}");
     let _ = std::fs::remove_file(f);
 }
+
+/// `edgellm bench`: llama-bench's two tests as mean ± sd, with the kernel tier, the packed
+/// weight types, load time and peak RSS, as a table and as JSON; `EDGELLM_PACK=0` shows in
+/// the report.
+#[test]
+fn bench_reports_speed_tier_layout_and_memory() {
+    let m = smollm2();
+    let m = m.to_str().unwrap();
+    let args = ["bench", "-m", m, "-p", "16", "-n", "4", "-r", "2", "-t", "2", "--output-format", "json"];
+    let r: Value = serde_json::from_str(stdout(&edgellm(&args)).trim()).unwrap();
+    let tests = r["tests"].as_array().unwrap();
+    let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pp16", "tg4"]);
+    for t in tests {
+        assert!(t["tokens_per_s"].as_f64().unwrap() > 0.0 && t["sd"].as_f64().unwrap() >= 0.0, "{t}");
+    }
+    let tier = r["kernels"].as_str().unwrap();
+    assert!(edgellm_core::kernels::Tier::from_name(tier).is_some(), "{tier}");
+    assert_eq!((r["threads"].as_u64(), r["reps"].as_u64()), (Some(2), Some(2)));
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > r["size_bytes"].as_u64().unwrap() / 2);
+    assert!(r["load_ms"].as_f64().unwrap() > 0.0);
+    // The types this tier packs at load (Q4_0/Q5_0/Q8_0 on x86), or off.
+    let packing = r["packing"].as_str().unwrap();
+    assert!(
+        packing == "off" || packing.split('/').all(|t| edgellm_core::DType::from_name(t).is_some()),
+        "{r}"
+    );
+
+    let o = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+        .args(["bench", "-m", m, "-p", "8", "-n", "2", "-r", "1"])
+        .env("EDGELLM_PACK", "0")
+        .output()
+        .unwrap();
+    let md = stdout(&o);
+    assert!(md.contains("| model | size | params | kernels | threads | test | t/s |"), "{md}");
+    assert!(md.contains("| pp8 |") && md.contains("| tg2 |"), "{md}");
+    assert!(md.contains("peak RSS") && md.contains("packing off"), "{md}");
+
+    let o = edgellm(&["bench", "-m", "/nonexistent.gguf"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.gguf"), "{o:?}");
+}
