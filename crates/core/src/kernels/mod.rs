@@ -516,45 +516,62 @@ fn check_packable(weight: DType, k: usize) -> (usize, usize, usize) {
     (i, row_bytes, k / act.geometry().0 * act.geometry().1)
 }
 
-/// Checks the bounds of a matrix product (see [`MatmulArgs`]) whose weight needs `w_need`
-/// bytes; false when there is nothing to compute.
-#[allow(clippy::too_many_arguments)]
-fn check_matmul(
+/// A matrix product's arguments before their bounds are checked ([`MatmulCall::run`]).
+struct MatmulCall<'a> {
     weight: DType,
     k: usize,
-    rows: &Range<usize>,
-    w_len: usize,
+    rows: Range<usize>,
+    w: &'a [u8],
+    /// Weight bytes the row range needs in `w`'s layout.
     w_need: usize,
-    act_len: usize,
+    row_bytes: usize,
+    act: &'a [u8],
     act_bytes: usize,
     n: usize,
-    out_len: usize,
     out_stride: usize,
-) -> bool {
-    assert!(
-        w_len >= w_need,
-        "edgellm kernels: matmul: rows {rows:?} of {k} {weight} values need {w_need} weight bytes, got {w_len}"
-    );
-    let a_need = n.checked_mul(act_bytes).expect("activation size overflows");
-    assert!(
-        act_len >= a_need,
-        "edgellm kernels: matmul: {n} activation rows of {k} values for {weight} need {a_need} bytes, got {act_len}"
-    );
-    let m = rows.len();
-    assert!(
-        out_stride >= m || n <= 1,
-        "edgellm kernels: matmul: out_stride {out_stride} is less than the {m} rows of a token"
-    );
-    if n == 0 || m == 0 {
-        return false;
+}
+
+impl MatmulCall<'_> {
+    /// Checks the bounds of [`MatmulArgs`] (panicking with the sizes when one is short) and
+    /// runs `f` unless there is nothing to compute.
+    ///
+    /// # Safety
+    /// `out` is valid for reads and writes of `out_len` values and no other thread accesses
+    /// the elements the product writes; `f` reads `w` within `w_need` bytes and is code this
+    /// CPU runs.
+    unsafe fn run(self, f: MatmulFn, out: *mut f32, out_len: usize) {
+        let MatmulCall { weight, k, rows, w, w_need, row_bytes, act, act_bytes, n, out_stride } = self;
+        assert!(
+            w.len() >= w_need,
+            "edgellm kernels: matmul: rows {rows:?} of {k} {weight} values need {w_need} weight bytes, got {}",
+            w.len()
+        );
+        let a_need = n.checked_mul(act_bytes).expect("activation size overflows");
+        assert!(
+            act.len() >= a_need,
+            "edgellm kernels: matmul: {n} activation rows of {k} values for {weight} need {a_need} bytes, got {}",
+            act.len()
+        );
+        let m = rows.len();
+        assert!(
+            out_stride >= m || n <= 1,
+            "edgellm kernels: matmul: out_stride {out_stride} is less than the {m} rows of a token"
+        );
+        if n == 0 || m == 0 {
+            return;
+        }
+        let o_need =
+            (n - 1).checked_mul(out_stride).and_then(|v| v.checked_add(m)).expect("output size overflows");
+        assert!(
+            out_len >= o_need,
+            "edgellm kernels: matmul: {n} tokens × {m} rows with stride {out_stride} need {o_need} outputs, got {out_len}"
+        );
+        // SAFETY: the caller's promise on `out`.
+        let out = unsafe { Out::from_raw(out, out_len) };
+        let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
+        // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above).
+        unsafe { f(&mut args) }
     }
-    let o_need =
-        (n - 1).checked_mul(out_stride).and_then(|v| v.checked_add(m)).expect("output size overflows");
-    assert!(
-        out_len >= o_need,
-        "edgellm kernels: matmul: {n} tokens × {m} rows with stride {out_stride} need {o_need} outputs, got {out_len}"
-    );
-    true
 }
 
 /// The scale of the f32 rounding error of a dot product of these rows: the longest chain of
@@ -859,16 +876,9 @@ impl Kernels {
         let (i, row_bytes, act_bytes) = geometry(weight, k);
         assert!(rows.start <= rows.end, "edgellm kernels: matmul: empty-reversed row range {rows:?}");
         let w_need = rows.end.checked_mul(row_bytes).expect("weight size overflows");
-        if !check_matmul(weight, k, &rows, w.len(), w_need, act.len(), act_bytes, n, out_len, out_stride) {
-            return;
-        }
-        let f = self.types[i].matmul;
-        // SAFETY: the caller's promise on `out`.
-        let out = unsafe { Out::from_raw(out, out_len) };
-        let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
-        // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above); the
-        // table only holds SIMD code that this CPU supports.
-        unsafe { f(&mut args) }
+        let m = MatmulCall { weight, k, rows, w, w_need, row_bytes, act, act_bytes, n, out_stride };
+        // SAFETY: the caller's promise on `out`; `w_need` is what rows up to `rows.end` take.
+        unsafe { m.run(self.types[i].matmul, out, out_len) }
     }
 }
 
@@ -941,17 +951,11 @@ impl Kernels {
         let (i, row_bytes, act_bytes) = check_packable(weight, k);
         assert!(rows.start <= rows.end, "edgellm kernels: matmul_packed: empty-reversed row range {rows:?}");
         let w_need = packed::packed_bytes(weight, k, rows.end);
-        if !check_matmul(weight, k, &rows, packed.len(), w_need, act.len(), act_bytes, n, out_len, out_stride)
-        {
-            return;
-        }
         let (f, _) = self.packed[i].expect("every type with a packed layout has an oracle");
-        // SAFETY: the caller's promise on `out`.
-        let out = unsafe { Out::from_raw(out, out_len) };
-        let mut args = MatmulArgs { w: packed, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
-        // SAFETY: `args` satisfies the bounds of `MatmulArgs` for the packed layout (the groups
-        // up to `rows.end` are there, checked above); the table only holds code this CPU runs.
-        unsafe { f(&mut args) }
+        let m = MatmulCall { weight, k, rows, w: packed, w_need, row_bytes, act, act_bytes, n, out_stride };
+        // SAFETY: the caller's promise on `out`; `w_need` is what the groups up to `rows.end`
+        // take in the packed layout.
+        unsafe { m.run(f, out, out_len) }
     }
 }
 

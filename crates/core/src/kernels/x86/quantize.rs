@@ -73,21 +73,27 @@ pub(super) unsafe fn q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// # Safety
-/// `out` holds exactly the Q8_1 bytes of `x` (a whole number of blocks); AVX2, FMA, F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
+/// 36-byte blocks: the Q8_0 block's scale, then `second(d, Σq)` as two bytes, then the codes.
+#[inline(always)]
+unsafe fn q8_with_sum(x: &[f32], out: &mut [u8], second: impl Fn(f32, f32) -> u16) {
     let o = out.as_mut_ptr();
     for b in 0..x.len() / 32 {
         let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
         let ob = o.add(36 * b);
         let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-        // The lane sums are small integers, exact in f32.
+        // The lane sums are small integers, exact in f32 (|Σq| ≤ 32·127).
         let sum = hsum(_mm256_cvtepi32_ps(s));
         (ob as *mut u16).write_unaligned(f16_bits(d).to_le());
-        (ob.add(2) as *mut u16).write_unaligned(f16_bits(d * sum).to_le());
+        (ob.add(2) as *mut u16).write_unaligned(second(d, sum).to_le());
         _mm256_storeu_si256(ob.add(4) as *mut __m256i, pack_i8(q));
     }
+}
+
+/// # Safety
+/// `out` holds exactly the Q8_1 bytes of `x` (a whole number of blocks); AVX2, FMA, F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
+    q8_with_sum(x, out, |d, sum| f16_bits(d * sum))
 }
 
 /// # Safety
@@ -156,15 +162,5 @@ pub(super) unsafe fn q8_k(x: &[f32], out: &mut [u8]) {
 /// scale, the codes' sum as i16, the codes); AVX2, FMA, F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8s(x: &[f32], out: &mut [u8]) {
-    let o = out.as_mut_ptr();
-    for b in 0..x.len() / 32 {
-        let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
-        let ob = o.add(36 * b);
-        let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-        // The lane sums are small integers, exact in f32 (|Σq| ≤ 32·127).
-        let sum = hsum(_mm256_cvtepi32_ps(s)) as i16;
-        (ob as *mut u16).write_unaligned(f16_bits(d).to_le());
-        (ob.add(2) as *mut i16).write_unaligned(sum.to_le());
-        _mm256_storeu_si256(ob.add(4) as *mut __m256i, pack_i8(q));
-    }
+    q8_with_sum(x, out, |_, sum| sum as i16 as u16)
 }
