@@ -87,7 +87,9 @@ struct Stats {
     awq: HashMap<String, AwqInput>,
 }
 
-struct Collector {
+pub(crate) struct Collector {
+    /// Record only weights whose names start with this (e.g. `blk.3.`); `blk.` by default.
+    pub(crate) prefix: String,
     grams: bool,
     /// AWQ rows to sample per forward (chunk); 0 = none.
     awq_per_chunk: usize,
@@ -96,7 +98,7 @@ struct Collector {
 
 impl InputObserver for Collector {
     fn observe(&self, name: &str, x: &[f32], n: usize, k: usize) {
-        if !name.starts_with("blk.") {
+        if !name.starts_with(&self.prefix) {
             return;
         }
         let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,11 +179,7 @@ pub fn calibrate(
         });
     }
     let n_chunks = if opts.chunks == 0 { available } else { opts.chunks.min(available) };
-    let collector = Arc::new(Collector {
-        grams: opts.grams,
-        awq_per_chunk: opts.awq_samples.div_ceil(n_chunks),
-        stats: Mutex::new(Stats::default()),
-    });
+    let collector = Arc::new(Collector::new("blk.", opts.grams, opts.awq_samples.div_ceil(n_chunks)));
     set_input_observer(Some(collector.clone()));
     let res = (|| -> Result<(), CompressError> {
         for c in 0..n_chunks {
@@ -200,20 +198,34 @@ pub fn calibrate(
     })();
     set_input_observer(None);
     res?;
-    let st = std::mem::take(&mut *collector.stats.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut imatrix = Imatrix {
-        datasets: Vec::new(),
-        chunk_count: n_chunks as u32,
-        chunk_size: ctx as u32,
-        ..Default::default()
-    };
-    for (name, (sums, count)) in st.sums {
-        imatrix.entries.insert(
-            name,
-            ImatrixEntry { sums: sums.iter().map(|&v| v as f32).collect(), counts: vec![count as f32] },
-        );
+    Ok(collector.take(n_chunks, ctx))
+}
+
+impl Collector {
+    /// A collector of the inputs of weights named `prefix*`: sums of squares always, Gram
+    /// matrices with `grams`, `awq_per_chunk` sampled rows per forward for AWQ.
+    pub(crate) fn new(prefix: &str, grams: bool, awq_per_chunk: usize) -> Collector {
+        Collector { prefix: prefix.to_string(), grams, awq_per_chunk, stats: Mutex::new(Stats::default()) }
     }
-    Ok(Calibration { imatrix, grams: st.grams, awq: AwqStats { inputs: st.awq } })
+
+    /// What was collected so far (the collector is left empty), labelled with the chunk
+    /// count and size.
+    pub(crate) fn take(&self, n_chunks: usize, ctx: usize) -> Calibration {
+        let st = std::mem::take(&mut *self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut imatrix = Imatrix {
+            datasets: Vec::new(),
+            chunk_count: n_chunks as u32,
+            chunk_size: ctx as u32,
+            ..Default::default()
+        };
+        for (name, (sums, count)) in st.sums {
+            imatrix.entries.insert(
+                name,
+                ImatrixEntry { sums: sums.iter().map(|&v| v as f32).collect(), counts: vec![count as f32] },
+            );
+        }
+        Calibration { imatrix, grams: st.grams, awq: AwqStats { inputs: st.awq } }
+    }
 }
 
 #[cfg(test)]

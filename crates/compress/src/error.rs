@@ -77,6 +77,9 @@ pub enum CompressError {
         /// What is wrong.
         why: String,
     },
+    /// A pruning request that cannot be carried out (bad sparsity, pattern, ratio or model).
+    #[error("prune: {0}")]
+    BadPrune(String),
     /// Reading or writing GGUF failed.
     #[error(transparent)]
     Gguf(#[from] GgufError),

@@ -7,6 +7,8 @@
 //! - [`grid`]: importance-weighted block quantizers for every GGML block format.
 //! - [`calib`]: calibration statistics (importance matrices, Gram matrices) from running a model.
 //! - [`gptq`]: GPTQ error-compensating quantization on the same grids.
+//! - [`prune`]: magnitude, Wanda and SparseGPT pruning (unstructured and N:M), sequential
+//!   calibration block by block.
 //! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
 //! Every file written is standard GGUF that llama.cpp loads.
@@ -19,6 +21,7 @@ mod error;
 pub mod gptq;
 pub mod grid;
 pub mod plan;
+pub mod prune;
 pub mod quantize;
 pub mod source;
 

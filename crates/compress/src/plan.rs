@@ -221,6 +221,11 @@ impl KeepRule {
     }
 }
 
+/// Whether `pattern` (a glob with `*` and `?`) matches the whole of `name`.
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+    glob(pattern.as_bytes(), name.as_bytes())
+}
+
 /// Whole-string glob match with `*` and `?`.
 fn glob(p: &[u8], s: &[u8]) -> bool {
     let (mut pi, mut si) = (0, 0);

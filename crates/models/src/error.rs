@@ -62,4 +62,10 @@ pub enum ModelError {
         /// Vocabulary size.
         n_vocab: usize,
     },
+    /// A weight name that is not one of the model's block linears.
+    #[error("'{0}' is not a block weight of this model (expected blk.N.ROLE.weight)")]
+    NoSuchWeight(String),
+    /// The model does not implement layer-wise execution.
+    #[error("the {0} model does not support layer-wise execution (needed by sequential pruning)")]
+    LayerwiseUnsupported(String),
 }

@@ -62,12 +62,58 @@ pub trait LanguageModel: Send + Sync {
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError>;
 
+    /// The residual stream entering block 0 for `tokens`, `[n × n_embd]` (layer-wise execution,
+    /// for compression that calibrates one block at a time, such as SparseGPT's sequential
+    /// pruning).
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let _ = tokens;
+        Err(ModelError::LayerwiseUnsupported(self.info().arch.clone()))
+    }
+
+    /// Runs block `l` in place over the residual stream `x` (`[n × n_embd]`) of tokens at
+    /// positions `cache.len..`, storing their keys and values in layer `l` of `cache`.
+    /// `cache.len` is not advanced: the caller runs every block over the same positions and
+    /// then sets it. Blocks `0..=l` run this way give what [`LanguageModel::forward_into`]
+    /// computes.
+    fn forward_block(&self, l: usize, x: &mut [f32], cache: &mut KvCache) -> Result<(), ModelError> {
+        let _ = (l, x, cache);
+        Err(ModelError::LayerwiseUnsupported(self.info().arch.clone()))
+    }
+
+    /// Replaces the Linear of block weight `name` (`blk.N.ROLE.weight`) with `w`, which must
+    /// have the same shape.
+    fn replace_weight(&mut self, name: &str, w: Linear) -> Result<(), ModelError> {
+        let _ = w;
+        Err(ModelError::NoSuchWeight(name.to_string()))
+    }
+
     /// [`LanguageModel::forward_into`] into a new vector.
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>, ModelError> {
         let mut logits = Vec::new();
         self.forward_into(tokens, cache, all_logits, &mut logits)?;
         Ok(logits)
     }
+}
+
+/// `blk.{l}.{role}.weight` → `(l, role)`.
+pub fn split_block_name(name: &str) -> Option<(usize, &str)> {
+    let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
+    let (l, role) = rest.split_once('.')?;
+    Some((l.parse().ok()?, role))
+}
+
+/// Puts `w` in `slot` if the shapes agree.
+fn replace_checked(slot: Option<&mut Linear>, name: &str, w: Linear) -> Result<(), ModelError> {
+    let slot = slot.ok_or_else(|| ModelError::NoSuchWeight(name.to_string()))?;
+    if (slot.in_features, slot.out_features) != (w.in_features, w.out_features) {
+        return Err(ModelError::ShapeMismatch {
+            tensor: name.to_string(),
+            found: vec![w.in_features as u64, w.out_features as u64],
+            expected: vec![slot.in_features as u64, slot.out_features as u64],
+        });
+    }
+    *slot = w;
+    Ok(())
 }
 
 /// Options of model loading.

@@ -199,6 +199,68 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// The token embeddings of `tokens` into `x` (`[n × n_embd]`).
+    fn embed_into(&self, tokens: &[u32], x: &mut [f32]) -> Result<(), ModelError> {
+        let d = self.cfg.n_embd;
+        for (t, &id) in tokens.iter().enumerate() {
+            if id as usize >= self.cfg.n_vocab {
+                return Err(ModelError::BadToken { id, n_vocab: self.cfg.n_vocab });
+            }
+            self.tok_embd.row_f32(id as usize, &mut x[t * d..(t + 1) * d])?;
+        }
+        Ok(())
+    }
+
+    /// Block `l` over the residual stream `x` (`[n × n_embd]`, updated in place) of the tokens
+    /// at positions `pos0..`, with scratch `s` sized for them; stores their keys and values in
+    /// layer `l` of `cache`.
+    fn block(&self, l: usize, x: &mut [f32], s: &mut BufferSlices<'_>, cache: &mut KvCache, pos0: usize) {
+        let c = &self.cfg;
+        let b = &self.blocks[l];
+        let n = x.len() / c.n_embd;
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let BufferSlices { h, q, k, v, att, o, g, u, .. } = s;
+        h.copy_from_slice(x);
+        rms_norm(h, &b.attn_norm, c.eps);
+        Linear::forward_shared(&[&b.wq, &b.wk, &b.wv], h, n, &mut [&mut **q, &mut **k, &mut **v]);
+        for (x, w) in [(&mut **q, qd), (&mut **k, kvd)] {
+            for_each_rows_mut(x, w, |t0, rows| {
+                for (i, row) in rows.chunks_exact_mut(w).enumerate() {
+                    self.rope.apply_adjacent(row, c.head_dim, pos0 + t0 + i);
+                }
+            });
+        }
+        cache.layers[l].store(pos0, k, v);
+        attention(&self.attn, q, &cache.layers[l], pos0, n, att);
+        b.wo.forward(att, n, o);
+        add_assign(x, o);
+
+        h.copy_from_slice(x);
+        rms_norm(h, &b.ffn_norm, c.eps);
+        Linear::forward_shared(&[&b.w_gate, &b.w_up], h, n, &mut [&mut **g, &mut **u]);
+        swiglu(g, u);
+        b.w_down.forward(g, n, o);
+        add_assign(x, o);
+    }
+
+    /// The Linear of block weight `name` (`blk.{l}.{role}.weight`).
+    fn block_linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
+        let (l, role) = crate::split_block_name(name)?;
+        let b = self.blocks.get_mut(l)?;
+        Some(match role {
+            "attn_q" => &mut b.wq,
+            "attn_k" => &mut b.wk,
+            "attn_v" => &mut b.wv,
+            "attn_output" => &mut b.wo,
+            "ffn_gate" => &mut b.w_gate,
+            "ffn_up" => &mut b.w_up,
+            "ffn_down" => &mut b.w_down,
+            _ => return None,
+        })
+    }
+}
+
 impl LanguageModel for Llama {
     fn info(&self) -> &ModelInfo {
         &self.info
@@ -210,6 +272,38 @@ impl LanguageModel for Llama {
 
     fn cache_bytes(&self, n_ctx: usize) -> u64 {
         KvCache::bytes_for(self.kv, n_ctx, &vec![None; self.cfg.n_layer], n_ctx)
+    }
+
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let mut x = vec![0.0f32; tokens.len() * self.cfg.n_embd];
+        self.embed_into(tokens, &mut x)?;
+        Ok(x)
+    }
+
+    fn forward_block(&self, l: usize, x: &mut [f32], cache: &mut KvCache) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        let n = x.len() / c.n_embd;
+        if l >= self.blocks.len() || x.len() != n * c.n_embd {
+            return Err(ModelError::BadConfig(format!(
+                "block {l} of {} over {} values (not a whole number of {}-wide rows)",
+                self.blocks.len(),
+                x.len(),
+                c.n_embd
+            )));
+        }
+        if cache.len + n > cache.n_ctx {
+            return Err(ModelError::ContextOverflow { needed: cache.len + n, n_ctx: cache.n_ctx });
+        }
+        let mut bufs = std::mem::take(&mut cache.buffers);
+        let mut s = bufs.sized(n, c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let pos0 = cache.len;
+        self.block(l, x, &mut s, cache, pos0);
+        cache.buffers = bufs;
+        Ok(())
+    }
+
+    fn replace_weight(&mut self, name: &str, w: Linear) -> Result<(), ModelError> {
+        crate::replace_checked(self.block_linear_mut(name), name, w)
     }
 
     fn forward_into(
@@ -237,33 +331,12 @@ impl LanguageModel for Llama {
         let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
         // Activations, token-major, in buffers kept with the cache (see `Buffers`).
         let mut bufs = std::mem::take(&mut cache.buffers);
-        let BufferSlices { x, h, q, k, v, att, o, g, u } = bufs.sized(n, d, qd, kvd, ff);
-        for (t, &id) in tokens.iter().enumerate() {
-            self.tok_embd.row_f32(id as usize, &mut x[t * d..(t + 1) * d])?;
-        }
+        let mut s = bufs.sized(n, d, qd, kvd, ff);
+        let x = std::mem::take(&mut s.x);
+        self.embed_into(tokens, x)?;
 
-        for (l, b) in self.blocks.iter().enumerate() {
-            h.copy_from_slice(x);
-            rms_norm(h, &b.attn_norm, c.eps);
-            Linear::forward_shared(&[&b.wq, &b.wk, &b.wv], h, n, &mut [&mut *q, &mut *k, &mut *v]);
-            for (x, w) in [(&mut *q, qd), (&mut *k, kvd)] {
-                for_each_rows_mut(x, w, |t0, rows| {
-                    for (i, row) in rows.chunks_exact_mut(w).enumerate() {
-                        self.rope.apply_adjacent(row, c.head_dim, pos0 + t0 + i);
-                    }
-                });
-            }
-            cache.layers[l].store(pos0, k, v);
-            attention(&self.attn, q, &cache.layers[l], pos0, n, att);
-            b.wo.forward(att, n, o);
-            add_assign(x, o);
-
-            h.copy_from_slice(x);
-            rms_norm(h, &b.ffn_norm, c.eps);
-            Linear::forward_shared(&[&b.w_gate, &b.w_up], h, n, &mut [&mut *g, &mut *u]);
-            swiglu(g, u);
-            b.w_down.forward(g, n, o);
-            add_assign(x, o);
+        for l in 0..self.blocks.len() {
+            self.block(l, x, &mut s, cache, pos0);
         }
         cache.len = pos0 + n;
 
