@@ -7,6 +7,7 @@ mod embed;
 mod eval;
 mod imatrix;
 mod inspect;
+mod prune;
 mod quantize;
 mod run;
 mod similarity;
@@ -44,6 +45,8 @@ enum Command {
     Eval(eval::Args),
     /// Quantize a model to another type or mix (GGUF out).
     Quantize(quantize::Args),
+    /// Prune a model: magnitude, Wanda or SparseGPT, unstructured or N:M (GGUF out).
+    Prune(prune::Args),
     /// Collect an importance matrix from calibration text (llama.cpp's imatrix layout).
     Imatrix(imatrix::Args),
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::main(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Imatrix(a) => imatrix::main(a),
+        Command::Prune(a) => prune::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
