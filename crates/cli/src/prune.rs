@@ -269,8 +269,8 @@ fn quantize_after(
 /// Calibration chunks of a decoder: the text's tokens cut into `chunks` chunks of `ctx`, BOS
 /// first where the model wants one (as `edgellm imatrix`).
 fn decoder_calibration(f: &GgufFile, text: &Path, ctx: usize, chunks: usize) -> Result<Vec<Vec<u32>>> {
-    let raw =
-        std::fs::read_to_string(text).with_context(|| format!("reading calibration text {}", text.display()))?;
+    let raw = std::fs::read_to_string(text)
+        .with_context(|| format!("reading calibration text {}", text.display()))?;
     let tok = edgellm_text::Tokenizer::from_gguf(f).context("building the tokenizer from the model")?;
     let add_bos = tok.add_bos_default();
     let tokens = tok.encode(&raw, add_bos, false);
@@ -297,8 +297,8 @@ fn decoder_calibration(f: &GgufFile, text: &Path, ctx: usize, chunks: usize) -> 
 
 /// Calibration sentences of an encoder, tokenized by the model's own tokenizer.
 fn encoder_calibration(model: &Path, text: &Path, max: usize) -> Result<Vec<Vec<u32>>> {
-    let raw =
-        std::fs::read_to_string(text).with_context(|| format!("reading calibration text {}", text.display()))?;
+    let raw = std::fs::read_to_string(text)
+        .with_context(|| format!("reading calibration text {}", text.display()))?;
     let dir = if model.is_file() && model.extension().is_some_and(|e| e == "safetensors") {
         model.parent().unwrap_or(Path::new(".")).to_path_buf()
     } else {

@@ -122,7 +122,8 @@ impl Sparsity {
 
     /// Parses `N:M` (e.g. `2:4`: two non-zeros in every four inputs); `0 < N < M ≤ 64`.
     pub fn parse_pattern(p: &str) -> Result<Sparsity, CompressError> {
-        let bad = |why: &str| CompressError::BadPrune(format!("--pattern {p:?}: {why} (write N:M, e.g. 2:4)"));
+        let bad =
+            |why: &str| CompressError::BadPrune(format!("--pattern {p:?}: {why} (write N:M, e.g. 2:4)"));
         let (n, m) = p.split_once(':').ok_or_else(|| bad("expected N:M"))?;
         let n: usize = n.trim().parse().map_err(|_| bad("N is not a number"))?;
         let m: usize = m.trim().parse().map_err(|_| bad("M is not a number"))?;
@@ -281,17 +282,18 @@ fn sparsegpt_row(
 ) {
     mask.fill(false);
     let mut pruned = 0usize;
-    let score = |w: &[f32], j: usize| {
-        let d = u[j * k + j];
-        w[j] * w[j] / (d * d)
+    // SparseGPT's saliency `w²/U_jj²` of the current weights in `r`.
+    let fill = |scores: &mut [f32], w: &[f32], r: std::ops::Range<usize>| {
+        for (j, sc) in r.clone().zip(&mut scores[r]) {
+            let d = u[j * k + j];
+            *sc = w[j] * w[j] / (d * d);
+        }
     };
     for s in (0..k).step_by(SPARSEGPT_BLOCK) {
         let e = (s + SPARSEGPT_BLOCK).min(k);
         if let Sparsity::Unstructured(f) = sp {
             let want = cumulative(f, e) - pruned;
-            for j in s..e {
-                scores[j] = score(w, j);
-            }
+            fill(scores, w, s..e);
             mark_lowest(&scores[s..e], want, &mut mask[s..e], idx);
             pruned += want;
         }
@@ -299,9 +301,7 @@ fn sparsegpt_row(
             if let Sparsity::NM { n, m } = sp {
                 if i % m == 0 {
                     let ge = (i + m).min(k);
-                    for j in i..ge {
-                        scores[j] = score(w, j);
-                    }
+                    fill(scores, w, i..ge);
                     mark_lowest(&scores[i..ge], (ge - i).saturating_sub(n), &mut mask[i..ge], idx);
                 }
             }
@@ -422,11 +422,17 @@ fn zeros(v: &[f32]) -> u64 {
 }
 
 /// The tensors of `src` that the options prune, checked against the pattern.
-fn targets<'s>(src: &'s ModelSource, opts: &PruneOptions) -> Result<Vec<&'s SourceTensor<'s>>, CompressError> {
+fn targets<'s>(
+    src: &'s ModelSource,
+    opts: &PruneOptions,
+) -> Result<Vec<&'s SourceTensor<'s>>, CompressError> {
     let t: Vec<_> = src.tensors.iter().filter(|t| is_prunable(&t.name) && !opts.keeps(&t.name)).collect();
     for t in &t {
         if t.dims.len() != 2 {
-            return Err(CompressError::BadTensor { tensor: t.name.clone(), why: format!("dims {:?} are not a matrix", t.dims) });
+            return Err(CompressError::BadTensor {
+                tensor: t.name.clone(),
+                why: format!("dims {:?} are not a matrix", t.dims),
+            });
         }
         opts.sparsity.check_row(&t.name, t.row_len())?;
     }
@@ -439,7 +445,11 @@ fn targets<'s>(src: &'s ModelSource, opts: &PruneOptions) -> Result<Vec<&'s Sour
 }
 
 /// Prunes one tensor with the statistics of its block (`None` for magnitude).
-fn prune_tensor(t: &SourceTensor, opts: &PruneOptions, cal: Option<&Calibration>) -> Result<(Vec<f32>, PruneReport), CompressError> {
+fn prune_tensor(
+    t: &SourceTensor,
+    opts: &PruneOptions,
+    cal: Option<&Calibration>,
+) -> Result<(Vec<f32>, PruneReport), CompressError> {
     let mut w = t.to_f32()?;
     let k = t.row_len();
     let zeros_before = zeros(&w);
@@ -449,7 +459,11 @@ fn prune_tensor(t: &SourceTensor, opts: &PruneOptions, cal: Option<&Calibration>
         (PruneMethod::Wanda, Some(cal)) => {
             let e = cal.imatrix.entries.get(&t.name).ok_or_else(missing)?;
             if e.sums.len() != k {
-                return Err(CompressError::ImatrixMismatch { tensor: t.name.clone(), got: e.sums.len(), want: k });
+                return Err(CompressError::ImatrixMismatch {
+                    tensor: t.name.clone(),
+                    got: e.sums.len(),
+                    want: k,
+                });
             }
             let norms: Vec<f32> = e.sums.iter().map(|&s| s.max(0.0).sqrt()).collect();
             prune_by_score(&mut w, k, opts.sparsity, Some(&norms));
@@ -540,9 +554,15 @@ pub fn prune_decoder(
     }
     let targets = targets(src, opts)?;
     if chunks.is_empty() || chunks.iter().any(|c| c.is_empty()) {
-        return Err(CompressError::NeedsCalibration { method: opts.method.name(), what: "at least one non-empty calibration chunk" });
+        return Err(CompressError::NeedsCalibration {
+            method: opts.method.name(),
+            what: "at least one non-empty calibration chunk",
+        });
     }
-    let fwd = |e: edgellm_models::ModelError| CompressError::BadTensor { tensor: "(calibration forward)".into(), why: e.to_string() };
+    let fwd = |e: edgellm_models::ModelError| CompressError::BadTensor {
+        tensor: "(calibration forward)".into(),
+        why: e.to_string(),
+    };
     let ctx = chunks.iter().map(|c| c.len()).max().unwrap_or(1);
     let mut xs = chunks.iter().map(|c| model.embed(c)).collect::<Result<Vec<_>, _>>().map_err(fwd)?;
     let mut cache = model.new_cache(ctx);
@@ -568,7 +588,9 @@ pub fn prune_decoder(
         .map_err(fwd)?;
         for t in mine {
             let (w, r) = prune_tensor(t, opts, Some(&cal))?;
-            model.replace_weight(&t.name, f32_linear(&t.name, &w, t.row_len())?).map_err(|e| CompressError::BadTensor { tensor: t.name.clone(), why: e.to_string() })?;
+            model
+                .replace_weight(&t.name, f32_linear(&t.name, &w, t.row_len())?)
+                .map_err(|e| CompressError::BadTensor { tensor: t.name.clone(), why: e.to_string() })?;
             progress(PruneProgress::Tensor(&r));
             out.weights.insert(t.name.clone(), w);
             out.report.push(r);
@@ -598,7 +620,10 @@ pub fn prune_encoder(
     }
     let targets = targets(src, opts)?;
     if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
-        return Err(CompressError::NeedsCalibration { method: opts.method.name(), what: "at least one non-empty calibration sentence" });
+        return Err(CompressError::NeedsCalibration {
+            method: opts.method.name(),
+            what: "at least one non-empty calibration sentence",
+        });
     }
     let n_layer = targets.iter().filter_map(|t| block_of(&t.name)).max().map_or(0, |l| l + 1);
     let grams = opts.method == PruneMethod::SparseGpt;
@@ -620,7 +645,9 @@ pub fn prune_encoder(
             }
             Ok(())
         })
-        .map_err(|e: edgellm_models::bert::BertError| CompressError::BadPrune(format!("calibration forward: {e}")))?;
+        .map_err(|e: edgellm_models::bert::BertError| {
+            CompressError::BadPrune(format!("calibration forward: {e}"))
+        })?;
         for t in mine {
             let (w, r) = prune_tensor(t, opts, Some(&cal))?;
             progress(PruneProgress::Tensor(&r));
@@ -698,7 +725,12 @@ mod tests {
     }
 
     fn patterns() -> [Sparsity; 4] {
-        [Sparsity::Unstructured(0.5), Sparsity::Unstructured(0.3), Sparsity::NM { n: 2, m: 4 }, Sparsity::NM { n: 4, m: 8 }]
+        [
+            Sparsity::Unstructured(0.5),
+            Sparsity::Unstructured(0.3),
+            Sparsity::NM { n: 2, m: 4 },
+            Sparsity::NM { n: 4, m: 8 },
+        ]
     }
 
     /// Every row meets `sp` exactly (no source zeros, so every pruned weight is a new zero).
@@ -724,7 +756,8 @@ mod tests {
         let (x, g) = inputs(k, tokens, 5);
         let mut s = 9u64;
         let w0: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) + 0.001).collect();
-        let norms: Vec<f32> = (0..k).map(|j| (0..tokens).map(|t| x[t * k + j].powi(2)).sum::<f32>().sqrt()).collect();
+        let norms: Vec<f32> =
+            (0..k).map(|j| (0..tokens).map(|t| x[t * k + j].powi(2)).sum::<f32>().sqrt()).collect();
         for sp in patterns() {
             let mut w = w0.clone();
             prune_by_score(&mut w, k, sp, None);
@@ -790,7 +823,10 @@ mod tests {
         assert_eq!(Sparsity::parse_pattern("2:4").unwrap(), Sparsity::NM { n: 2, m: 4 });
         let e = Sparsity::NM { n: 4, m: 8 }.check_row("blk.0.ffn_down.weight", 1540).unwrap_err().to_string();
         assert!(e.contains("1540") && e.contains("groups of 8"), "{e}");
-        assert!(PruneMethod::parse("random").unwrap_err().to_string().contains("magnitude, wanda or sparsegpt"));
+        assert!(PruneMethod::parse("random")
+            .unwrap_err()
+            .to_string()
+            .contains("magnitude, wanda or sparsegpt"));
         let mut w = vec![1.0f32; 8 * 4];
         let e = sparsegpt("t", &mut w, 8, Sparsity::Unstructured(0.5), &[1.0; 9], 1, DAMP).unwrap_err();
         assert!(matches!(e, CompressError::ImatrixMismatch { .. }), "{e}");
