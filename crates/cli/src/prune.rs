@@ -9,6 +9,7 @@ use edgellm_compress::prune::{
     in_memory, prune_decoder, prune_encoder, prune_static, pruned_writer, PruneMethod, PruneOptions,
     PruneProgress, Pruned, Sparsity, DAMP,
 };
+use edgellm_compress::structured::{apply, select, structure_stats, Shape, Structure};
 use edgellm_compress::{
     quantize_model, AwqParams, Importance, KeepRule, Method, ModelSource, QuantizeOptions, Scheme,
 };
@@ -27,14 +28,21 @@ pub struct Args {
     output: PathBuf,
     /// How weights are chosen: magnitude (smallest |w| per row), wanda (smallest |w|·‖x‖ per
     /// row; needs --calib), sparsegpt (optimal selection with weight update; needs --calib).
-    #[arg(long)]
-    method: String,
+    #[arg(long, required_unless_present = "structured", conflicts_with = "structured")]
+    method: Option<String>,
     /// Fraction of every row's weights to remove, in [0, 1).
-    #[arg(long, conflicts_with = "pattern", required_unless_present = "pattern")]
+    #[arg(long, conflicts_with_all = ["pattern", "structured"], required_unless_present_any = ["pattern", "structured"])]
     sparsity: Option<f64>,
     /// N:M semi-structured pattern: N non-zeros in every M consecutive inputs (2:4, 4:8).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "structured")]
     pattern: Option<String>,
+    /// Structured pruning to a smaller dense model: remove FFN channels, query heads or whole
+    /// blocks, the least important on --calib first (needs --ratio).
+    #[arg(long, value_name = "heads|ffn|layers", requires = "ratio")]
+    structured: Option<String>,
+    /// Fraction of the FFN channels, heads (per key/value group) or blocks to remove.
+    #[arg(long, requires = "structured")]
+    ratio: Option<f64>,
     /// Calibration text (wanda, sparsegpt): e.g. data/wikitext-2/wiki.valid.tokens — never the
     /// evaluation text.
     #[arg(long)]
@@ -95,7 +103,10 @@ fn sentences(text: &str, max: usize) -> Vec<String> {
 /// Run `edgellm prune`.
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
-    let method = PruneMethod::parse(&a.method)?;
+    if a.structured.is_some() {
+        return structured_main(a);
+    }
+    let method = PruneMethod::parse(a.method.as_deref().unwrap_or_default())?;
     let sparsity = match (&a.pattern, a.sparsity) {
         (Some(p), _) => Sparsity::parse_pattern(p)?,
         (None, Some(s)) => Sparsity::unstructured(s)?,
@@ -214,6 +225,80 @@ pub fn main(a: Args) -> Result<()> {
         println!("  then quantized to {s} ({qmethod})");
     }
     println!("  file {}  ({:.1} s in all)", human_bytes(fout), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `edgellm prune --structured`: rank, remove, write a smaller dense model.
+fn structured_main(a: Args) -> Result<()> {
+    let what = Structure::parse(a.structured.as_deref().unwrap_or_default())?;
+    let ratio = a.ratio.context("--structured needs --ratio R")?;
+    anyhow::ensure!(
+        ratio > 0.0 && ratio < 1.0,
+        "--ratio {ratio} is outside (0, 1): give the fraction to remove, e.g. 0.25"
+    );
+    let text = a.calib.as_ref().context("--structured ranks by calibration activations: pass --calib TEXT (e.g. data/wikitext-2/wiki.valid.tokens)")?;
+    existing(&a.input, "input model")?;
+    existing(text, "calibration text")?;
+    anyhow::ensure!(!is_safetensors(&a.input), "--structured prunes llama and gemma3 GGUF models");
+    let then = a.then_quantize.as_deref().map(Scheme::parse).transpose()?;
+    let qmethod = Method::parse(&a.quant_method)?;
+    anyhow::ensure!(
+        qmethod == Method::Rtn || qmethod == Method::Weighted,
+        "--quant-method with --structured must be rtn or weighted"
+    );
+    let t0 = Instant::now();
+    let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let src = ModelSource::from_gguf(&f);
+    let shape = Shape::of(&src)?;
+    let chunks = decoder_calibration(&f, text, a.ctx, a.chunks)?;
+    let model = edgellm_models::load_gguf(&f).context("loading the model for calibration")?;
+    let stats = structure_stats(model.as_ref(), &chunks)?;
+    drop(model);
+    let sel = select(&src, &stats, what, ratio)?;
+    let out = apply(&src, &sel, false)?;
+    let mut w = out.to_writer()?;
+    w.set("edgellm.pruning.structured", edgellm_formats::Value::String(format!("{} {ratio}", what.name())));
+    match then {
+        None => w.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?,
+        Some(scheme) => {
+            let psrc = ModelSource::from_writer(w)?;
+            let mut importance = None;
+            if qmethod == Method::Weighted {
+                let file = psrc.to_file()?;
+                let cal =
+                    run_calibration(&file, text, &ChunkArgs { ctx: a.ctx, chunks: a.chunks }, false, false)?;
+                importance = Some(Importance::from_imatrix(&cal.imatrix));
+            }
+            let keeps: Vec<KeepRule> = Vec::new();
+            let opts = QuantizeOptions {
+                scheme: Some(scheme),
+                keeps: &keeps,
+                method: qmethod,
+                importance: importance.as_ref(),
+                ..Default::default()
+            };
+            let q = quantize_model(&psrc, &opts, &mut |_, _, _| {})?;
+            q.writer.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
+        }
+    }
+    let fout = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let s2 = (sel.ffn[0].len(), sel.heads[0].len(), sel.layers.len());
+    println!("{} -> {} (structured {}, ratio {ratio})", a.input.display(), a.output.display(), what.name());
+    println!(
+        "  FFN channels {} -> {}, heads {} -> {}, blocks {} -> {}",
+        shape.n_ff, s2.0, shape.n_head, s2.1, shape.n_layer, s2.2
+    );
+    if what == Structure::Layers {
+        let removed: Vec<String> = (0..shape.n_layer)
+            .filter(|l| !sel.layers.contains(l))
+            .map(|l| format!("{l} ({:.4})", stats.influence[l]))
+            .collect();
+        println!("  removed blocks (influence): {}", removed.join(", "));
+    }
+    if let Some(s) = then {
+        println!("  then quantized to {s} ({qmethod})");
+    }
+    println!("  file {}  ({:.1} s)", human_bytes(fout), t0.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! - [`gptq`]: GPTQ error-compensating quantization on the same grids.
 //! - [`prune`]: magnitude, Wanda and SparseGPT pruning (unstructured and N:M), sequential
 //!   calibration block by block.
+//! - [`structured`]: structured pruning to a smaller dense model (FFN channels, heads, blocks).
 //! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
 //! Every file written is standard GGUF that llama.cpp loads.
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod prune;
 pub mod quantize;
 pub mod source;
+pub mod structured;
 
 pub use awq::{AwqParams, AwqStats};
 pub use error::CompressError;

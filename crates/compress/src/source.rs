@@ -124,6 +124,23 @@ impl<'a> ModelSource<'a> {
         ModelFacts { n_layer, n_gqa: n_head / n_head_kv }
     }
 
+    /// A writer of this model (metadata and tensors, data borrowed).
+    pub fn to_writer(&self) -> Result<GgufWriter<'_>, CompressError> {
+        let mut w = GgufWriter::new();
+        w.metadata = self.metadata.clone();
+        for t in &self.tensors {
+            w.add_tensor(&t.name, &t.dims, t.dtype, Cow::Borrowed(&*t.data))?;
+        }
+        Ok(w)
+    }
+
+    /// This model as an in-memory GGUF file (to load and run it, e.g. for calibration).
+    pub fn to_file(&self) -> Result<GgufFile, CompressError> {
+        let mut bytes = Vec::new();
+        self.to_writer()?.write_to(&mut bytes)?;
+        Ok(GgufFile::from_vec(bytes)?)
+    }
+
     /// Total bytes of tensor data.
     pub fn tensor_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.data.len() as u64).sum()

@@ -410,6 +410,10 @@ pub mod logits {
     pub const LLAMA_CPP_TOP10_MAX: f64 = 1.0;
     /// Against llama.cpp: the mean over positions of each position's largest top-10 difference.
     pub const LLAMA_CPP_TOP10_MEAN: f64 = 0.4;
+    /// A structured-pruned (smaller) model against the same-shape model with the removed
+    /// channels, heads or blocks zeroed, both with f32 activations: they add the same non-zero
+    /// products, in another order and without the zeros; the largest logit difference.
+    pub const STRUCTURED_VS_MASKED: f64 = 1e-3;
 }
 
 /// Sentence-embedding tolerances, against the golden references of `tests/golden/`.

@@ -50,15 +50,17 @@ impl LlamaConfig {
             Some(_) => u("attention.head_count_kv")?,
             None => n_head,
         };
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || n_embd % n_head != 0 {
+        let key_length = f.get(&format!("{arch}.attention.key_length")).is_some();
+        // Without an explicit key length the heads split the residual width.
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || (!key_length && n_embd % n_head != 0) {
             return Err(ModelError::BadConfig(format!(
                 "{n_head} heads, {n_head_kv} KV heads and width {n_embd} are inconsistent"
             )));
         }
-        let head_dim = match f.get(&format!("{arch}.attention.key_length")) {
-            Some(_) => u("attention.key_length")?,
-            None => n_embd / n_head,
-        };
+        let head_dim = if key_length { u("attention.key_length")? } else { n_embd / n_head };
+        if head_dim == 0 {
+            return Err(ModelError::BadConfig("attention.key_length is 0".into()));
+        }
         let rope_dim = match f.get(&format!("{arch}.rope.dimension_count")) {
             Some(_) => u("rope.dimension_count")?,
             None => head_dim,
