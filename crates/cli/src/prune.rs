@@ -9,7 +9,9 @@ use edgellm_compress::prune::{
     in_memory, prune_decoder, prune_encoder, prune_static, pruned_writer, PruneMethod, PruneOptions,
     PruneProgress, Pruned, Sparsity, DAMP,
 };
-use edgellm_compress::structured::{apply, select, structure_stats, Shape, Structure};
+use edgellm_compress::structured::{
+    apply, select, structure_stats, structure_stats_encoder, Shape, Structure,
+};
 use edgellm_compress::{
     quantize_model, AwqParams, Importance, KeepRule, Method, ModelSource, QuantizeOptions, Scheme,
 };
@@ -103,13 +105,16 @@ fn sentences(text: &str, max: usize) -> Vec<String> {
 /// Run `edgellm prune`.
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
-    if a.structured.is_some() {
-        return structured_main(a);
-    }
-    let method = PruneMethod::parse(a.method.as_deref().unwrap_or_default())?;
+    let structured = a.structured.is_some();
+    let method = match &a.method {
+        Some(m) => PruneMethod::parse(m)?,
+        None if structured => PruneMethod::Wanda,
+        None => anyhow::bail!("give --method magnitude|wanda|sparsegpt"),
+    };
     let sparsity = match (&a.pattern, a.sparsity) {
         (Some(p), _) => Sparsity::parse_pattern(p)?,
         (None, Some(s)) => Sparsity::unstructured(s)?,
+        (None, None) if structured => Sparsity::Unstructured(0.0),
         (None, None) => anyhow::bail!("give --sparsity S or --pattern N:M"),
     };
     anyhow::ensure!(a.damp.is_finite() && a.damp >= 0.0, "--damp must be a fraction >= 0 (default {DAMP})");
@@ -125,7 +130,7 @@ pub fn main(a: Args) -> Result<()> {
         existing(p, "calibration text")?;
     }
     anyhow::ensure!(
-        !method.needs_calibration() || a.calib.is_some(),
+        !(method.needs_calibration() || structured) || a.calib.is_some(),
         "--method {method} needs --calib TEXT (calibration text, e.g. data/wikitext-2/wiki.valid.tokens)"
     );
     anyhow::ensure!(
@@ -158,6 +163,9 @@ pub fn main(a: Args) -> Result<()> {
         matches!(arch.as_str(), "llama" | "gemma3" | "bert"),
         "architecture {arch:?} cannot be pruned (supported: llama, gemma3, bert)"
     );
+    if structured {
+        return structured_main(&a, f.as_ref(), &src, &arch, t0);
+    }
     let opts = PruneOptions { method, sparsity, keep: &a.keep, damp: a.damp };
 
     let bar = ProgressBar::new(0).with_style(
@@ -229,33 +237,36 @@ pub fn main(a: Args) -> Result<()> {
 }
 
 /// `edgellm prune --structured`: rank, remove, write a smaller dense model.
-fn structured_main(a: Args) -> Result<()> {
+fn structured_main(a: &Args, f: Option<&GgufFile>, src: &ModelSource, arch: &str, t0: Instant) -> Result<()> {
     let what = Structure::parse(a.structured.as_deref().unwrap_or_default())?;
     let ratio = a.ratio.context("--structured needs --ratio R")?;
     anyhow::ensure!(
         ratio > 0.0 && ratio < 1.0,
         "--ratio {ratio} is outside (0, 1): give the fraction to remove, e.g. 0.25"
     );
-    let text = a.calib.as_ref().context("--structured ranks by calibration activations: pass --calib TEXT (e.g. data/wikitext-2/wiki.valid.tokens)")?;
-    existing(&a.input, "input model")?;
-    existing(text, "calibration text")?;
-    anyhow::ensure!(!is_safetensors(&a.input), "--structured prunes llama and gemma3 GGUF models");
+    let text = a.calib.as_ref().context("--structured needs --calib TEXT")?;
     let then = a.then_quantize.as_deref().map(Scheme::parse).transpose()?;
     let qmethod = Method::parse(&a.quant_method)?;
     anyhow::ensure!(
         qmethod == Method::Rtn || qmethod == Method::Weighted,
         "--quant-method with --structured must be rtn or weighted"
     );
-    let t0 = Instant::now();
-    let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let src = ModelSource::from_gguf(&f);
-    let shape = Shape::of(&src)?;
-    let chunks = decoder_calibration(&f, text, a.ctx, a.chunks)?;
-    let model = edgellm_models::load_gguf(&f).context("loading the model for calibration")?;
-    let stats = structure_stats(model.as_ref(), &chunks)?;
-    drop(model);
-    let sel = select(&src, &stats, what, ratio)?;
-    let out = apply(&src, &sel, false)?;
+    let shape = Shape::of(src)?;
+    let stats = match (arch, f) {
+        ("bert", _) => {
+            let seqs = encoder_calibration(&a.input, text, a.chunks.max(1) * 8)?;
+            eprintln!("calibrating on {}: {} sentences", text.display(), seqs.len());
+            structure_stats_encoder(src, &seqs)?
+        }
+        (_, Some(f)) => {
+            let chunks = decoder_calibration(f, text, a.ctx, a.chunks)?;
+            let model = edgellm_models::load_gguf(f).context("loading the model for calibration")?;
+            structure_stats(model.as_ref(), &chunks)?
+        }
+        (_, None) => anyhow::bail!("--structured needs a GGUF decoder or a bert encoder"),
+    };
+    let sel = select(src, &stats, what, ratio)?;
+    let out = apply(src, &sel, false)?;
     let mut w = out.to_writer()?;
     w.set("edgellm.pruning.structured", edgellm_formats::Value::String(format!("{} {ratio}", what.name())));
     match then {
@@ -263,7 +274,7 @@ fn structured_main(a: Args) -> Result<()> {
         Some(scheme) => {
             let psrc = ModelSource::from_writer(w)?;
             let mut importance = None;
-            if qmethod == Method::Weighted {
+            if qmethod == Method::Weighted && arch != "bert" {
                 let file = psrc.to_file()?;
                 let cal =
                     run_calibration(&file, text, &ChunkArgs { ctx: a.ctx, chunks: a.chunks }, false, false)?;

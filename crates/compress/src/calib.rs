@@ -91,6 +91,9 @@ pub(crate) struct Collector {
     /// Record only weights whose names start with this (e.g. `blk.3.`); `blk.` by default.
     pub(crate) prefix: String,
     grams: bool,
+    /// Collect one Gram matrix per shared input ([`gram_key`]; llama-style blocks) rather than
+    /// one per weight.
+    pub(crate) share_grams: bool,
     /// AWQ rows to sample per forward (chunk); 0 = none.
     awq_per_chunk: usize,
     stats: Mutex<Stats>,
@@ -109,7 +112,7 @@ impl InputObserver for Collector {
             }
         }
         e.1 += n as u64;
-        if self.grams && gram_key(name) == name {
+        if self.grams && (!self.share_grams || gram_key(name) == name) {
             let g = st.grams.entry(name.to_string()).or_insert_with(|| (vec![0.0; k * k], 0));
             add_gram(&mut g.0, x, n, k);
             g.1 += n as u64;
@@ -205,7 +208,13 @@ impl Collector {
     /// A collector of the inputs of weights named `prefix*`: sums of squares always, Gram
     /// matrices with `grams`, `awq_per_chunk` sampled rows per forward for AWQ.
     pub(crate) fn new(prefix: &str, grams: bool, awq_per_chunk: usize) -> Collector {
-        Collector { prefix: prefix.to_string(), grams, awq_per_chunk, stats: Mutex::new(Stats::default()) }
+        Collector {
+            prefix: prefix.to_string(),
+            grams,
+            share_grams: true,
+            awq_per_chunk,
+            stats: Mutex::new(Stats::default()),
+        }
     }
 
     /// What was collected so far (the collector is left empty), labelled with the chunk

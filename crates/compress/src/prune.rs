@@ -469,7 +469,8 @@ fn prune_tensor(
             prune_by_score(&mut w, k, opts.sparsity, Some(&norms));
         }
         (PruneMethod::SparseGpt, Some(cal)) => {
-            let (g, count) = cal.grams.get(&gram_key(&t.name)).ok_or_else(missing)?;
+            let (g, count) =
+                cal.grams.get(&t.name).or_else(|| cal.grams.get(&gram_key(&t.name))).ok_or_else(missing)?;
             sparsegpt(&t.name, &mut w, k, opts.sparsity, g, *count, opts.damp)?;
         }
         (_, None) => {
@@ -527,11 +528,14 @@ fn f32_linear(name: &str, w: &[f32], k: usize) -> Result<Linear, CompressError> 
 fn observe_block<E>(
     l: usize,
     grams: bool,
+    share_grams: bool,
     chunks: usize,
     ctx: usize,
     f: impl FnOnce() -> Result<(), E>,
 ) -> Result<Calibration, E> {
-    let c = Arc::new(Collector::new(&format!("blk.{l}."), grams, 0));
+    let mut c = Collector::new(&format!("blk.{l}."), grams, 0);
+    c.share_grams = share_grams;
+    let c = Arc::new(c);
     set_input_observer(Some(c.clone()));
     let r = f();
     set_input_observer(None);
@@ -576,7 +580,7 @@ pub fn prune_decoder(
             continue;
         }
         progress(PruneProgress::Block { l, n: n_layer });
-        let cal = observe_block(l, grams, chunks.len(), ctx, || {
+        let cal = observe_block(l, grams, true, chunks.len(), ctx, || {
             for x in &xs {
                 scratch.clear();
                 scratch.extend_from_slice(x);
@@ -638,7 +642,8 @@ pub fn prune_encoder(
         let bert = edgellm_models::bert::Bert::from_gguf(&file)
             .map_err(|e| CompressError::BadPrune(format!("loading the encoder for calibration: {e}")))?;
         let ctx = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
-        let cal = observe_block(l, grams, seqs.len(), ctx, || {
+        // BERT's FFN has no gate: every weight gets its own Gram matrix.
+        let cal = observe_block(l, grams, false, seqs.len(), ctx, || {
             for batch in seqs.chunks(32) {
                 let refs: Vec<&[u32]> = batch.iter().map(|s| s.as_slice()).collect();
                 bert.forward_sequences(&refs)?;

@@ -116,6 +116,36 @@ pub fn structure_stats(
     Ok(StructureStats { calibration: collector.take(chunks.len(), ctx), influence })
 }
 
+/// [`structure_stats`] for a BERT encoder in the `bert` GGUF layout, over token sequences
+/// (`[CLS] … [SEP]`); block influence is not measured (zeros).
+pub fn structure_stats_encoder(
+    src: &ModelSource,
+    seqs: &[Vec<u32>],
+) -> Result<StructureStats, CompressError> {
+    if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
+        return Err(CompressError::NeedsCalibration {
+            method: "structured pruning",
+            what: "calibration sentences: pass --calib TEXT (e.g. data/wikitext-2/wiki.valid.tokens)",
+        });
+    }
+    let file = src.to_file()?;
+    let bert = edgellm_models::bert::Bert::from_gguf(&file)
+        .map_err(|e| CompressError::BadPrune(format!("loading the encoder for calibration: {e}")))?;
+    let collector = Arc::new(Collector::new("blk.", false, 0));
+    set_input_observer(Some(collector.clone()));
+    let res = seqs.chunks(32).try_for_each(|batch| {
+        let refs: Vec<&[u32]> = batch.iter().map(|s| s.as_slice()).collect();
+        bert.forward_sequences(&refs).map(|_| ())
+    });
+    set_input_observer(None);
+    res.map_err(|e| CompressError::BadPrune(format!("calibration forward: {e}")))?;
+    let ctx = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
+    Ok(StructureStats {
+        calibration: collector.take(seqs.len(), ctx),
+        influence: vec![0.0; bert.config.num_hidden_layers],
+    })
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
@@ -164,9 +194,9 @@ impl Shape {
     /// Reads the shape of a llama or gemma3 model.
     pub fn of(src: &ModelSource) -> Result<Shape, CompressError> {
         let arch = src.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        if !matches!(arch.as_str(), "llama" | "gemma3") {
+        if !matches!(arch.as_str(), "llama" | "gemma3" | "bert") {
             return Err(CompressError::BadPrune(format!(
-                "structured pruning supports llama and gemma3 models, not {arch:?}"
+                "structured pruning supports llama, gemma3 and bert models, not {arch:?}"
             )));
         }
         let num = |k: &str| -> Result<usize, CompressError> {
@@ -265,6 +295,12 @@ pub fn select(
                 *kept = top(&score, keep);
             }
         }
+        Structure::Heads | Structure::Layers if s.arch == "bert" => {
+            return Err(CompressError::BadPrune(format!(
+                "--structured {} is not implemented for bert encoders (ffn is)",
+                what.name()
+            )));
+        }
         Structure::Heads => {
             let per_group = s.n_head / s.n_head_kv;
             let keep = per_group - (per_group as f64 * ratio).round() as usize;
@@ -358,10 +394,14 @@ pub fn apply<'a>(
         let a = &s.arch;
         set(&mut out.metadata, format!("{a}.feed_forward_length"), Value::U32(n_ff_new as u32));
         set(&mut out.metadata, format!("{a}.attention.head_count"), Value::U32(n_head_new as u32));
-        set(&mut out.metadata, format!("{a}.attention.head_count_kv"), Value::U32(s.n_head_kv as u32));
-        // The per-head width no longer follows from the residual width.
-        set(&mut out.metadata, format!("{a}.attention.key_length"), Value::U32(hd as u32));
-        set(&mut out.metadata, format!("{a}.attention.value_length"), Value::U32(hd as u32));
+        if src.get(&format!("{a}.attention.head_count_kv")).is_some() {
+            set(&mut out.metadata, format!("{a}.attention.head_count_kv"), Value::U32(s.n_head_kv as u32));
+        }
+        if n_head_new != nh {
+            // The per-head width no longer follows from the residual width.
+            set(&mut out.metadata, format!("{a}.attention.key_length"), Value::U32(hd as u32));
+            set(&mut out.metadata, format!("{a}.attention.value_length"), Value::U32(hd as u32));
+        }
         set(&mut out.metadata, format!("{a}.block_count"), Value::U32(sel.layers.len() as u32));
     }
     for t in &src.tensors {
@@ -389,7 +429,7 @@ pub fn apply<'a>(
             dtype: DType::F32,
             data: Cow::Owned(f32_bytes(&w)),
         };
-        let role = role.trim_end_matches(".weight");
+        let role = role.strip_suffix(".weight").unwrap_or(role);
         let k = t.row_len();
         let new = match role {
             "ffn_gate" | "ffn_up" if !full_ffn => {
@@ -402,6 +442,17 @@ pub fn apply<'a>(
                     changed(w, t.dims.clone())
                 } else {
                     changed(take_rows(&w, k, ffn.iter().copied()), vec![k as u64, ffn.len() as u64])
+                }
+            }
+            "ffn_up.bias" if !full_ffn => {
+                let w = t.to_f32()?;
+                if masked {
+                    let w: Vec<f32> =
+                        w.iter().enumerate().map(|(c, &v)| if ffn.contains(&c) { v } else { 0.0 }).collect();
+                    changed(w, t.dims.clone())
+                } else {
+                    let w: Vec<f32> = ffn.iter().map(|&c| w[c]).collect();
+                    changed(w, vec![ffn.len() as u64])
                 }
             }
             "ffn_down" if !full_ffn || (masked && dropped_block) => {

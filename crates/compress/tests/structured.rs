@@ -66,7 +66,9 @@ fn structured_model_equals_the_masked_dense_model() {
             let masked = apply(&src, &sel, true).unwrap();
             // The smaller model really is smaller, in the dimension asked for.
             match what {
-                Structure::Ffn => assert!(sel.ffn[0].len() < shape.n_ff && sel.ffn[0].len().is_multiple_of(32)),
+                Structure::Ffn => {
+                    assert!(sel.ffn[0].len() < shape.n_ff && sel.ffn[0].len().is_multiple_of(32))
+                }
                 Structure::Heads => assert!(sel.heads[0].len() < shape.n_head),
                 Structure::Layers => assert!(sel.layers.len() < shape.n_layer),
             }

@@ -358,6 +358,7 @@ pub fn dense_forward(w: &Linear, bias: Option<&[f32]>, x: &[f32], n: usize, y: &
     if !usable {
         w.forward(x, n, y);
     } else {
+        w.observe_input(x, n);
         let ab = kernels::activation_row_bytes(w.dtype, k);
         par_rows(y, m, 1, |rows, out| {
             let mut act = vec![0u8; rows.len() * ab]; // [tokens × activation row]
