@@ -53,6 +53,10 @@ pub struct Args {
     /// λ: weight of the squared error of the mean-pooled vectors next to (1 − cosine).
     #[arg(long, default_value_t = DistillOptions::default().mse_weight)]
     mse_weight: f64,
+    /// μ: weight of a token-level term, the squared error of every token's last hidden state
+    /// (0: sentence embeddings alone).
+    #[arg(long, default_value_t = DistillOptions::default().token_weight)]
+    token_weight: f64,
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = DistillOptions::default().weight_decay)]
     weight_decay: f64,
@@ -89,6 +93,7 @@ pub fn main(a: Args) -> Result<()> {
         warmup: a.warmup,
         weight_decay: a.weight_decay,
         mse_weight: a.mse_weight,
+        token_weight: a.token_weight,
         seed: a.seed,
         max_len: a.max_len,
         max_sentences: a.max_sentences,

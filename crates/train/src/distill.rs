@@ -19,7 +19,7 @@ use candle_nn::ParamsAdamW;
 use edgellm_models::bert::Bert;
 
 use crate::data::{epoch_batches, read_sentences, SplitMix64};
-use crate::encoder::{l2_normalize, BertFile, ParamKind, TrainableBert};
+use crate::encoder::{l2_normalize, mean_pool, BertFile, ParamKind, TrainableBert};
 use crate::optim::{LrSchedule, MaskedAdamW};
 use crate::TrainError;
 
@@ -32,6 +32,11 @@ pub struct Targets {
     pub pooled: Vec<f32>,
     /// The same, L2-normalized, `[n × dim]`.
     pub embedding: Vec<f32>,
+    /// The last hidden state of every token, sentences concatenated (`[Σ len × dim]`), when
+    /// kept for a token-level loss; empty otherwise.
+    pub tokens: Vec<f32>,
+    /// Where each sentence's rows of `tokens` start (`n + 1` offsets), when kept.
+    pub token_offsets: Vec<usize>,
 }
 
 impl Targets {
@@ -45,6 +50,22 @@ impl Targets {
         self.len() == 0
     }
 
+    /// The token states of sentences `idx` padded to `seq_len` (zeros past each sentence),
+    /// `[idx.len() × seq_len × dim]` in `dtype`; `None` when not kept.
+    fn token_rows(&self, idx: &[usize], seq_len: usize, dtype: DType) -> Result<Option<Tensor>, TrainError> {
+        if self.token_offsets.is_empty() {
+            return Ok(None);
+        }
+        let d = self.dim;
+        let mut flat = vec![0.0f32; idx.len() * seq_len * d]; // [b × seq_len × d]
+        for (k, &i) in idx.iter().enumerate() {
+            let (a, b) = (self.token_offsets[i], self.token_offsets[i + 1]);
+            let n = (b - a).min(seq_len);
+            flat[k * seq_len * d..(k * seq_len + n) * d].copy_from_slice(&self.tokens[a * d..(a + n) * d]);
+        }
+        Ok(Some(Tensor::from_vec(flat, (idx.len(), seq_len, d), &Device::Cpu)?.to_dtype(dtype)?))
+    }
+
     /// The rows `idx`, as `[idx.len() × dim]` tensors (pooled, embedding) in `dtype`.
     fn rows(&self, idx: &[usize], dtype: DType) -> Result<(Tensor, Tensor), TrainError> {
         let d = self.dim;
@@ -56,13 +77,29 @@ impl Targets {
     }
 }
 
-/// The teacher's vectors of `seqs`, run `batch` sequences at a time through the fast runtime.
-pub fn teacher_targets(teacher: &Bert, seqs: &[Vec<u32>], batch: usize) -> Result<Targets, TrainError> {
+/// The teacher's vectors of `seqs`, run `batch` sequences at a time through the fast runtime;
+/// with `keep_tokens`, every token's last hidden state too.
+pub fn teacher_targets(
+    teacher: &Bert,
+    seqs: &[Vec<u32>],
+    batch: usize,
+    keep_tokens: bool,
+) -> Result<Targets, TrainError> {
     let d = teacher.config.hidden_size;
     let mut pooled = Vec::with_capacity(seqs.len() * d);
+    let (mut tokens, mut token_offsets) = (Vec::new(), Vec::new());
+    if keep_tokens {
+        token_offsets.push(0);
+    }
     for chunk in seqs.chunks(batch.max(1)) {
         let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
         let h = teacher.forward_sequences(&refs)?; // [Σ len × d]
+        if keep_tokens {
+            tokens.extend_from_slice(&h);
+            for s in chunk {
+                token_offsets.push(token_offsets[token_offsets.len() - 1] + s.len());
+            }
+        }
         let mut at = 0;
         for s in chunk {
             let mut sum = vec![0.0f64; d];
@@ -77,7 +114,15 @@ pub fn teacher_targets(teacher: &Bert, seqs: &[Vec<u32>], batch: usize) -> Resul
     for row in embedding.chunks_exact_mut(d) {
         edgellm_runtime::embed::l2_normalize(row);
     }
-    Ok(Targets { dim: d, pooled, embedding })
+    Ok(Targets { dim: d, pooled, embedding, tokens, token_offsets })
+}
+
+/// The token-level term: the mean over real tokens (`mask`, `[b × len]`) and dimensions of
+/// the squared difference of the student's and teacher's last hidden states (`[b × len × d]`).
+pub fn token_loss(student: &Tensor, teacher: &Tensor, mask: &Tensor) -> Result<Tensor, TrainError> {
+    let d = student.dim(2)? as f64;
+    let sq = (student - teacher)?.sqr()?.broadcast_mul(&mask.unsqueeze(2)?)?.sum_all()?;
+    Ok((sq / (mask.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? * d))?)
 }
 
 /// The distillation loss of a batch (a scalar; see the module docs): the student's pooled
@@ -116,6 +161,9 @@ pub struct DistillOptions {
     pub weight_decay: f64,
     /// λ: weight of the squared error of the pooled vectors against the cosine term.
     pub mse_weight: f64,
+    /// μ: weight of a token-level term, the squared error of every real token's last hidden
+    /// state (0: sentence embeddings alone).
+    pub token_weight: f64,
     /// Seed of the shuffles.
     pub seed: u64,
     /// Tokens per sentence at most, `[CLS]` and `[SEP]` included (longer ones are cut, keeping
@@ -144,6 +192,7 @@ impl Default for DistillOptions {
             final_lr_fraction: 0.0,
             weight_decay: 0.01,
             mse_weight: 1.0,
+            token_weight: 0.0,
             seed: 0,
             max_len: 64,
             max_sentences: 4096,
@@ -179,6 +228,9 @@ impl DistillOptions {
         }
         if !(self.mse_weight.is_finite() && self.mse_weight >= 0.0) {
             return bad("--mse-weight must be >= 0");
+        }
+        if !(self.token_weight.is_finite() && self.token_weight >= 0.0) {
+            return bad("--token-weight must be >= 0");
         }
         if self.max_len < 3 {
             return bad("--max-len must leave room for [CLS], one token and [SEP] (at least 3)");
@@ -303,7 +355,13 @@ pub fn train(
         let refs: Vec<&[u32]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
         let b = student.batch(&refs)?;
         let (tp, te) = targets.rows(&idx, student.dtype())?;
-        let loss = distill_loss(&student.pooled(&b)?, &tp, &te, opts.mse_weight)?;
+        let h = student.forward(&b)?;
+        let mut loss = distill_loss(&mean_pool(&h, &b.mask)?, &tp, &te, opts.mse_weight)?;
+        if opts.token_weight > 0.0 {
+            if let Some(th) = targets.token_rows(&idx, b.seq_len, student.dtype())? {
+                loss = (loss + (token_loss(&h, &th, &b.mask)? * opts.token_weight)?)?;
+            }
+        }
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             return Err(TrainError::BadOptions(format!(
@@ -450,8 +508,8 @@ impl DistillJob {
         let data = Split { train, held_out: seqs };
         let start = Instant::now();
         let tm = teacher.embedder.model();
-        let train_targets = teacher_targets(tm, &data.train, 64)?;
-        let held_targets = teacher_targets(tm, &data.held_out, 64)?;
+        let train_targets = teacher_targets(tm, &data.train, 64, opts.token_weight > 0.0)?;
+        let held_targets = teacher_targets(tm, &data.held_out, 64, false)?;
         let teacher_seconds = start.elapsed().as_secs_f64();
         let mut model = student_file.trainable(DType::F32)?;
         model.set_trainable(ParamKind::Embedding, !opts.freeze_embeddings);
@@ -472,8 +530,13 @@ impl DistillJob {
         let n = self.data.train.len().min(PROBE);
         let t = &self.train_targets;
         let d = t.dim;
-        let sub =
-            Targets { dim: d, pooled: t.pooled[..n * d].to_vec(), embedding: t.embedding[..n * d].to_vec() };
+        let sub = Targets {
+            dim: d,
+            pooled: t.pooled[..n * d].to_vec(),
+            embedding: t.embedding[..n * d].to_vec(),
+            tokens: Vec::new(),
+            token_offsets: Vec::new(),
+        };
         evaluate(&self.student, &self.data.train[..n], &sub, self.opts.batch, self.opts.mse_weight)
     }
 

@@ -27,8 +27,10 @@ pub mod data;
 pub mod distill;
 pub mod encoder;
 pub mod optim;
+pub mod synthetic;
 
 pub use candle_core::{DType, Device, Tensor, Var};
+pub use candle_nn::ParamsAdamW;
 pub use data::{read_sentences, sentences, SplitMix64};
 pub use encoder::{l2_normalize, mean_pool, BertFile, Param, ParamKind, TokenBatch, TrainableBert};
 pub use optim::{LrSchedule, MaskedAdamW};
@@ -124,8 +126,7 @@ pub enum TrainError {
 pub fn set_num_threads(n: usize) {
     edgellm_core::parallel::set_num_threads(n);
     if n > 0 {
-        // SAFETY (not an unsafe block in edition 2021, but the same rule): called at start-up,
-        // before any thread that reads the environment exists.
+        // Only at start-up, before any thread that reads the environment exists.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
 }

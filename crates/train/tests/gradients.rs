@@ -20,9 +20,13 @@ fn scalar(t: &Tensor) -> f64 {
 }
 
 fn check_gradients(act: Activation) {
-    let config = common::tiny_config(16, act);
-    let model =
-        TrainableBert::from_weights(config.clone(), &common::RandomWeights::new(3), DType::F64).unwrap();
+    let config = edgellm_train::synthetic::tiny_config(16, act);
+    let model = TrainableBert::from_weights(
+        config.clone(),
+        &edgellm_train::synthetic::RandomWeights::new(3),
+        DType::F64,
+    )
+    .unwrap();
     let seqs: Vec<Vec<u32>> =
         vec![vec![2, 7, 9, 11, 40, 3], vec![2, 5, 3], vec![2, 30, 31, 32, 33, 34, 35, 36, 3]];
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
