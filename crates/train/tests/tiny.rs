@@ -173,3 +173,37 @@ fn bad_requests_are_typed_errors() {
     assert!(matches!(e, TrainError::BadOptions(_)), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn quantized_students_load_dequantized() {
+    use edgellm_core::quant::{dequantize, quantize};
+    use edgellm_core::DType as T;
+    let dir = common::scratch("tiny-quant");
+    let e = tiny_export(&tiny_config(32, Activation::Gelu), 4).unwrap();
+    for dtype in [T::F16, T::Q8_0] {
+        let mut w = GgufWriter::new();
+        for (k, v) in &e.metadata {
+            w.set(k, v.clone());
+        }
+        let mut want = Vec::new();
+        for t in &e.tensors {
+            let q = if common::is_layer_linear(&t.name) || t.name == "token_embd.weight" { dtype } else { T::F32 };
+            let bytes = quantize(q, &t.data).unwrap();
+            want.push(dequantize(q, &bytes, t.data.len()).unwrap());
+            w.add_tensor(&t.name, &t.dims, q, bytes).unwrap();
+        }
+        let p = dir.join(format!("{dtype}.gguf"));
+        w.write_file(&p).unwrap();
+        let model = BertFile::open(&p, "student").unwrap().trainable(DType::F32).unwrap();
+        let got = model.export_tensors().unwrap();
+        assert_eq!(got.len(), e.tensors.len());
+        for ((g, t), w) in got.iter().zip(&e.tensors).zip(&want) {
+            assert_eq!(g.name, t.name);
+            assert_eq!(&g.data, w, "{dtype} {}", t.name);
+        }
+        if dtype == T::Q8_0 {
+            assert!(got.iter().zip(&e.tensors).any(|(g, t)| g.data != t.data), "Q8_0 changed nothing");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
