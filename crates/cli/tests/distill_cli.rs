@@ -1,6 +1,7 @@
 //! End-to-end tests of `edgellm distill` on tiny random encoders: a run writes a GGUF that
 //! `edgellm embed` loads and prints its summary; bad requests fail with a clear message.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,8 +31,8 @@ fn tiny(dir: &Path, name: &str, hidden: usize, prune: bool) -> PathBuf {
 fn distill(args: &[&Path], extra: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_edgellm"))
         .arg("distill")
-        .args(["--teacher".as_ref(), args[0].as_os_str(), "--student".as_ref(), args[1].as_os_str()])
-        .args(["--data".as_ref(), args[2].as_os_str(), "-o".as_ref(), args[3].as_os_str()])
+        .args([OsStr::new("--teacher"), args[0].as_os_str(), OsStr::new("--student"), args[1].as_os_str()])
+        .args([OsStr::new("--data"), args[2].as_os_str(), OsStr::new("-o"), args[3].as_os_str()])
         .args(extra)
         .output()
         .unwrap();
@@ -58,7 +59,7 @@ fn distill_writes_a_model_embed_loads() {
     let input = dir.join("in.txt");
     std::fs::write(&input, "the first one was new .\n").unwrap();
     let e = Command::new(env!("CARGO_BIN_EXE_edgellm"))
-        .args(["embed", "-m".as_ref(), out.as_os_str(), "-i".as_ref(), input.as_os_str()])
+        .args([OsStr::new("embed"), OsStr::new("-m"), out.as_os_str(), OsStr::new("-i"), input.as_os_str()])
         .output()
         .unwrap();
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));

@@ -478,7 +478,8 @@ pub fn check_compatible(teacher: &BertFile, student: &BertFile) -> Result<(), Tr
 impl DistillJob {
     /// Open the teacher and student, check they match, read and tokenize the data (sentences
     /// of at least `opts.min_words` words; the first `opts.held_out` of a seeded shuffle set
-    /// aside), and compute the teacher's targets.
+    /// aside, and of the rest at most `steps × batch` kept when `opts.steps` is given), and
+    /// compute the teacher's targets.
     pub fn prepare(
         teacher: &Path,
         student: &Path,
@@ -504,7 +505,12 @@ impl DistillJob {
         for t in &texts {
             seqs.push(truncate(student_file.embedder.tokenize(t)?, opts.max_len));
         }
-        let train = seqs.split_off(opts.held_out);
+        let mut train = seqs.split_off(opts.held_out);
+        // A run of fewer steps than an epoch sees only steps × batch sentences: the teacher
+        // need not embed the others.
+        if let Some(steps) = opts.steps {
+            train.truncate(steps.saturating_mul(opts.batch).max(1));
+        }
         let data = Split { train, held_out: seqs };
         let start = Instant::now();
         let tm = teacher.embedder.model();

@@ -79,6 +79,7 @@ fn distilling_pruned_minilm_lowers_the_loss_and_keeps_its_zeros() {
         let te = t.embed(text).unwrap();
         let (before, after) = (cosine(&te, &s.embed(text).unwrap()), cosine(&te, &d.embed(text).unwrap()));
         eprintln!("{text:?}: cosine to the teacher {before:.4} -> {after:.4}");
+        assert!(after > before, "{text:?}: cosine to the teacher {before} -> {after}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
     eprintln!("total {:.1} s", t0.elapsed().as_secs_f64());

@@ -187,7 +187,11 @@ fn quantized_students_load_dequantized() {
         }
         let mut want = Vec::new();
         for t in &e.tensors {
-            let q = if common::is_layer_linear(&t.name) || t.name == "token_embd.weight" { dtype } else { T::F32 };
+            let q = if common::is_layer_linear(&t.name) || t.name == "token_embd.weight" {
+                dtype
+            } else {
+                T::F32
+            };
             let bytes = quantize(q, &t.data).unwrap();
             want.push(dequantize(q, &bytes, t.data.len()).unwrap());
             w.add_tensor(&t.name, &t.dims, q, bytes).unwrap();
