@@ -187,7 +187,7 @@ impl Default for DistillOptions {
             steps: None,
             epochs: 1,
             batch: 32,
-            lr: 1e-4,
+            lr: 3e-4,
             warmup: 0.1,
             final_lr_fraction: 0.0,
             weight_decay: 0.01,
