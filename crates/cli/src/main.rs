@@ -3,6 +3,7 @@
 mod bench;
 mod calib_args;
 mod chat;
+mod distill;
 mod embed;
 mod eval;
 mod imatrix;
@@ -47,6 +48,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Prune a model: magnitude, Wanda or SparseGPT, unstructured or N:M (GGUF out).
     Prune(prune::Args),
+    /// Recover a pruned sentence encoder by distillation from its dense original (GGUF out).
+    Distill(distill::Args),
     /// Collect an importance matrix from calibration text (llama.cpp's imatrix layout).
     Imatrix(imatrix::Args),
 }
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => quantize::main(a),
         Command::Imatrix(a) => imatrix::main(a),
         Command::Prune(a) => prune::main(a),
+        Command::Distill(a) => distill::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

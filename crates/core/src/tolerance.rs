@@ -421,6 +421,22 @@ pub mod embeddings {
     /// Cosine similarity between an f32 embedding and the sentence-transformers float32
     /// reference, for every reference sentence.
     pub const MIN_COSINE_VS_REFERENCE: f64 = 0.9999;
+    /// The training crate's candle forward against the runtime's, both f32 on the same
+    /// weights: the same sums in another order (candle's matrix products, a padded batch
+    /// with masked keys), element-wise on L2-normalized embeddings (components ~0.05 for
+    /// MiniLM's 384). Measured 2.3e-7 at most on the golden texts; 10× headroom.
+    pub const TRAIN_FORWARD: super::Tolerance = super::Tolerance { abs: 2e-6, rel: 0.0 };
+}
+
+/// Gradient tolerances: autograd against central finite differences.
+pub mod gradients {
+    use super::Tolerance;
+
+    /// An autograd gradient against the central difference `(L(θ+h) − L(θ−h)) / 2h`, both in
+    /// f64 with `h` = 1e-5: the difference's truncation error is O(h²·L‴) ~ 1e-10 and its
+    /// rounding ~ε/h ~ 1e-11; candle's GELU backward carries 6-digit constants (relative
+    /// ~1e-6), so the relative slack is 1e-5.
+    pub const FINITE_DIFFERENCE_F64: Tolerance = Tolerance { abs: 1e-8, rel: 1e-5 };
 }
 
 /// Kernel tolerances: a SIMD kernel against its scalar oracle, which add the same products in
