@@ -81,3 +81,53 @@ pub fn existing(p: &Path, what: &str) -> Result<()> {
     anyhow::ensure!(p.exists(), "{what} {} does not exist", p.display());
     Ok(())
 }
+
+/// Whether a model path is a sentence-transformers directory (or its `.safetensors` file).
+pub fn is_safetensors(p: &Path) -> bool {
+    p.is_dir() || p.extension().is_some_and(|e| e == "safetensors")
+}
+
+/// A model opened for compression: a GGUF file, or a sentence-transformers directory
+/// converted to llama.cpp's `bert` GGUF layout with F32 tensors.
+pub enum OpenedModel {
+    /// A GGUF file (mapped).
+    Gguf(GgufFile),
+    /// A converted encoder.
+    Converted(edgellm_compress::ModelSource<'static>),
+}
+
+impl OpenedModel {
+    /// Opens `input` (GGUF, or a safetensors directory / `model.safetensors`).
+    pub fn open(input: &Path) -> Result<OpenedModel> {
+        if is_safetensors(input) {
+            let dir = if input.is_dir() {
+                input.to_path_buf()
+            } else {
+                input.parent().unwrap_or(Path::new(".")).to_path_buf()
+            };
+            let export = edgellm_models::bert::gguf_export(&dir)
+                .with_context(|| format!("converting {} to GGUF", dir.display()))?;
+            Ok(OpenedModel::Converted(edgellm_compress::ModelSource::from_writer(export.to_writer_f32()?)?))
+        } else {
+            Ok(OpenedModel::Gguf(
+                GgufFile::open(input).with_context(|| format!("reading {}", input.display()))?,
+            ))
+        }
+    }
+
+    /// The GGUF file, when the input was one.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        match self {
+            OpenedModel::Gguf(f) => Some(f),
+            OpenedModel::Converted(_) => None,
+        }
+    }
+
+    /// The model's metadata and tensors.
+    pub fn source(&self) -> edgellm_compress::ModelSource<'_> {
+        match self {
+            OpenedModel::Gguf(f) => edgellm_compress::ModelSource::from_gguf(f),
+            OpenedModel::Converted(s) => s.clone(),
+        }
+    }
+}

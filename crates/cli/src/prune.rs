@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use edgellm_compress::prune::{
-    in_memory, prune_decoder, prune_encoder, prune_static, pruned_writer, PruneMethod, PruneOptions,
-    PruneProgress, Pruned, Sparsity, DAMP,
+    prune_decoder, prune_encoder, prune_static, pruned_writer, PruneMethod, PruneOptions, PruneProgress,
+    Pruned, Sparsity, DAMP,
 };
 use edgellm_compress::structured::{
     apply, select, structure_stats, structure_stats_encoder, Shape, Structure,
@@ -76,10 +76,6 @@ pub struct Args {
     verbose: bool,
 }
 
-fn is_safetensors(p: &Path) -> bool {
-    p.is_dir() || p.extension().is_some_and(|e| e == "safetensors")
-}
-
 /// Sentences of a calibration text for an encoder: paragraphs split at sentence ends, headings
 /// and short fragments skipped, at most `max`.
 fn sentences(text: &str, max: usize) -> Vec<String> {
@@ -139,32 +135,16 @@ pub fn main(a: Args) -> Result<()> {
     );
     let t0 = Instant::now();
 
-    let safetensors = is_safetensors(&a.input);
-    let (f, converted) = if safetensors {
-        let dir = if a.input.is_dir() {
-            a.input.clone()
-        } else {
-            a.input.parent().unwrap_or(Path::new(".")).to_path_buf()
-        };
-        let export = edgellm_models::bert::gguf_export(&dir)
-            .with_context(|| format!("converting {} to GGUF", dir.display()))?;
-        (None, Some(ModelSource::from_writer(export.to_writer_f32()?)?))
-    } else {
-        let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-        (Some(f), None)
-    };
-    let src = match (&f, converted) {
-        (Some(f), _) => ModelSource::from_gguf(f),
-        (None, Some(s)) => s,
-        (None, None) => unreachable!("one of the two is set"),
-    };
+    let opened = crate::calib_args::OpenedModel::open(&a.input)?;
+    let f = opened.gguf();
+    let src = opened.source();
     let arch = src.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("").to_string();
     anyhow::ensure!(
         matches!(arch.as_str(), "llama" | "gemma3" | "bert"),
         "architecture {arch:?} cannot be pruned (supported: llama, gemma3, bert)"
     );
     if structured {
-        return structured_main(&a, f.as_ref(), &src, &arch, t0);
+        return structured_main(&a, f, &src, &arch, t0);
     }
     let opts = PruneOptions { method, sparsity, keep: &a.keep, damp: a.damp };
 
@@ -203,7 +183,7 @@ pub fn main(a: Args) -> Result<()> {
             prune_encoder(&src, &seqs, &opts, &mut on_progress)?
         }
         (true, _) => {
-            let f = f.as_ref().context("calibration needs a GGUF language model")?;
+            let f = f.context("calibration needs a GGUF language model")?;
             let text = a.calib.as_ref().context("--calib is required")?;
             let chunks = decoder_calibration(f, text, a.ctx, a.chunks)?;
             let mut model = edgellm_models::load_gguf(f).context("loading the model for calibration")?;
@@ -217,7 +197,7 @@ pub fn main(a: Args) -> Result<()> {
 
     match then {
         None => writer.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?,
-        Some(scheme) => quantize_after(&a, &src, &pruned, writer, scheme, qmethod, &arch)?,
+        Some(scheme) => quantize_after(&a, writer, scheme, qmethod, &arch)?,
     }
     let fout = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     println!("{} -> {} ({method}, {sparsity})", a.input.display(), a.output.display());
@@ -247,10 +227,6 @@ fn structured_main(a: &Args, f: Option<&GgufFile>, src: &ModelSource, arch: &str
     let text = a.calib.as_ref().context("--structured needs --calib TEXT")?;
     let then = a.then_quantize.as_deref().map(Scheme::parse).transpose()?;
     let qmethod = Method::parse(&a.quant_method)?;
-    anyhow::ensure!(
-        qmethod == Method::Rtn || qmethod == Method::Weighted,
-        "--quant-method with --structured must be rtn or weighted"
-    );
     let shape = Shape::of(src)?;
     let stats = match (arch, f) {
         ("bert", _) => {
@@ -271,29 +247,11 @@ fn structured_main(a: &Args, f: Option<&GgufFile>, src: &ModelSource, arch: &str
     w.set("edgellm.pruning.structured", edgellm_formats::Value::String(format!("{} {ratio}", what.name())));
     match then {
         None => w.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?,
-        Some(scheme) => {
-            let psrc = ModelSource::from_writer(w)?;
-            let mut importance = None;
-            if qmethod == Method::Weighted && arch != "bert" {
-                let file = psrc.to_file()?;
-                let cal =
-                    run_calibration(&file, text, &ChunkArgs { ctx: a.ctx, chunks: a.chunks }, false, false)?;
-                importance = Some(Importance::from_imatrix(&cal.imatrix));
-            }
-            let keeps: Vec<KeepRule> = Vec::new();
-            let opts = QuantizeOptions {
-                scheme: Some(scheme),
-                keeps: &keeps,
-                method: qmethod,
-                importance: importance.as_ref(),
-                ..Default::default()
-            };
-            let q = quantize_model(&psrc, &opts, &mut |_, _, _| {})?;
-            q.writer.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
-        }
+        Some(scheme) => quantize_after(a, w, scheme, qmethod, arch)?,
     }
     let fout = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    let s2 = (sel.ffn[0].len(), sel.heads[0].len(), sel.layers.len());
+    let s2 =
+        (sel.ffn.first().map_or(0, |v| v.len()), sel.heads.first().map_or(0, |v| v.len()), sel.layers.len());
     println!("{} -> {} (structured {}, ratio {ratio})", a.input.display(), a.output.display(), what.name());
     println!(
         "  FFN channels {} -> {}, heads {} -> {}, blocks {} -> {}",
@@ -316,8 +274,6 @@ fn structured_main(a: &Args, f: Option<&GgufFile>, src: &ModelSource, arch: &str
 /// Quantizes the pruned model to `scheme`, with statistics collected on the pruned model.
 fn quantize_after(
     a: &Args,
-    src: &ModelSource,
-    pruned: &Pruned,
     writer: edgellm_formats::GgufWriter,
     scheme: Scheme,
     qmethod: Method,
@@ -327,7 +283,7 @@ fn quantize_after(
     let mut calibration = None;
     if qmethod != Method::Rtn && arch != "bert" {
         if let Some(text) = &a.calib {
-            let file = in_memory(src, pruned)?;
+            let file = psrc.to_file()?;
             let chunks = ChunkArgs { ctx: a.ctx, chunks: a.chunks };
             calibration = Some(run_calibration(&file, text, &chunks, false, qmethod == Method::Awq)?);
         }

@@ -6,14 +6,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use edgellm_compress::plan::Reason;
-use edgellm_compress::{
-    quantize_model, AwqParams, Importance, KeepRule, Method, ModelSource, QuantizeOptions, Scheme,
-};
-use edgellm_formats::{GgufFile, Imatrix};
+use edgellm_compress::{quantize_model, AwqParams, Importance, KeepRule, Method, QuantizeOptions, Scheme};
+use edgellm_formats::Imatrix;
 use edgellm_runtime::memory::human_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::calib_args::{existing, run_calibration, ChunkArgs};
+use crate::calib_args::{existing, is_safetensors, run_calibration, ChunkArgs, OpenedModel};
 
 /// Arguments of `edgellm quantize`.
 #[derive(clap::Args)]
@@ -66,10 +64,6 @@ fn schemes_help() -> String {
     s
 }
 
-fn is_safetensors(p: &Path) -> bool {
-    p.is_dir() || p.extension().is_some_and(|e| e == "safetensors")
-}
-
 /// Run `edgellm quantize`.
 pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
@@ -100,24 +94,9 @@ pub fn main(a: Args) -> Result<()> {
         "--calib runs a language model; for a safetensors encoder use --method rtn or --method \
          weighted without calibration"
     );
-    let (f, src) = if safetensors {
-        let dir = if a.input.is_dir() {
-            a.input.clone()
-        } else {
-            a.input.parent().unwrap_or(Path::new(".")).to_path_buf()
-        };
-        let export = edgellm_models::bert::gguf_export(&dir)
-            .with_context(|| format!("converting {} to GGUF", dir.display()))?;
-        let w = export.to_writer_f32()?;
-        (None, ModelSource::from_writer(w)?)
-    } else {
-        let f = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-        (Some(f), ModelSource::default())
-    };
-    let src = match &f {
-        Some(f) => ModelSource::from_gguf(f),
-        None => src,
-    };
+    let opened = OpenedModel::open(&a.input)?;
+    let f = opened.gguf();
+    let src = opened.source();
 
     let mut importance = None;
     if let Some(p) = &a.imatrix {
@@ -127,7 +106,7 @@ pub fn main(a: Args) -> Result<()> {
     }
     let mut calibration = None;
     if let (Some(text), Method::Weighted | Method::Gptq | Method::Awq) = (&a.calib, method) {
-        let f = f.as_ref().context("calibration needs a GGUF language model")?;
+        let f = f.context("calibration needs a GGUF language model")?;
         let cal = run_calibration(f, text, &a.chunks, method == Method::Gptq, method == Method::Awq)?;
         if importance.is_none() {
             importance = Some(Importance::from_imatrix(&cal.imatrix));

@@ -247,13 +247,12 @@ pub fn sparsegpt(
             want: k,
         });
     }
-    let Some((u, diag)) = crate::gptq::inverse_factor(g, k, count, damp_frac) else {
+    let Some((u, _)) = crate::gptq::inverse_factor(g, k, count, damp_frac) else {
         // Not factorizable even with heavy damping: Wanda's score from the diagonal instead.
         let norms: Vec<f32> = diag_norms(g, k, count);
         prune_by_score(w, k, sp, Some(&norms));
         return Ok(());
     };
-    drop(diag);
     for_each_rows_mut(w, k, |_, rows| {
         let mut mask = vec![false; k];
         let mut scores = vec![0.0f32; k];
@@ -397,6 +396,16 @@ pub struct Pruned {
 }
 
 impl Pruned {
+    fn add(&mut self, w: Vec<f32>, r: PruneReport) {
+        self.weights.insert(r.name.clone(), w);
+        self.report.push(r);
+    }
+
+    /// Reports in `src`'s tensor order.
+    fn sort_like(&mut self, src: &ModelSource) {
+        self.report.sort_by_key(|r| src.tensors.iter().position(|t| t.name == r.name));
+    }
+
     /// Elements and zeros over every pruned tensor.
     pub fn totals(&self) -> (u64, u64) {
         self.report.iter().fold((0, 0), |a, r| (a.0 + r.elements, a.1 + r.zeros_after))
@@ -440,6 +449,21 @@ fn targets<'s>(
         return Err(CompressError::BadPrune(
             "no tensor to prune: the model has no blk.N attention/feed-forward weights (or --keep matched them all)".into(),
         ));
+    }
+    Ok(t)
+}
+
+/// [`targets`] of a calibrated method, after checking that every calibration sequence
+/// (`what` says what one is) has tokens.
+fn calibrated_targets<'s>(
+    src: &'s ModelSource,
+    opts: &PruneOptions,
+    seqs: &[Vec<u32>],
+    what: &'static str,
+) -> Result<Vec<&'s SourceTensor<'s>>, CompressError> {
+    let t = targets(src, opts)?;
+    if seqs.is_empty() || seqs.iter().any(|c| c.is_empty()) {
+        return Err(CompressError::NeedsCalibration { method: opts.method.name(), what });
     }
     Ok(t)
 }
@@ -511,8 +535,7 @@ pub fn prune_static(
     for t in targets(src, opts)? {
         let (w, r) = prune_tensor(t, opts, None)?;
         progress(PruneProgress::Tensor(&r));
-        out.weights.insert(t.name.clone(), w);
-        out.report.push(r);
+        out.add(w, r);
     }
     Ok(out)
 }
@@ -556,13 +579,7 @@ pub fn prune_decoder(
     if !opts.method.needs_calibration() {
         return prune_static(src, opts, progress);
     }
-    let targets = targets(src, opts)?;
-    if chunks.is_empty() || chunks.iter().any(|c| c.is_empty()) {
-        return Err(CompressError::NeedsCalibration {
-            method: opts.method.name(),
-            what: "at least one non-empty calibration chunk",
-        });
-    }
+    let targets = calibrated_targets(src, opts, chunks, "at least one non-empty calibration chunk")?;
     let fwd = |e: edgellm_models::ModelError| CompressError::BadTensor {
         tensor: "(calibration forward)".into(),
         why: e.to_string(),
@@ -596,8 +613,7 @@ pub fn prune_decoder(
                 .replace_weight(&t.name, f32_linear(&t.name, &w, t.row_len())?)
                 .map_err(|e| CompressError::BadTensor { tensor: t.name.clone(), why: e.to_string() })?;
             progress(PruneProgress::Tensor(&r));
-            out.weights.insert(t.name.clone(), w);
-            out.report.push(r);
+            out.add(w, r);
         }
         // The next block's inputs: this block's outputs with its pruned weights.
         for x in &mut xs {
@@ -605,7 +621,7 @@ pub fn prune_decoder(
             model.forward_block(l, x, &mut cache).map_err(fwd)?;
         }
     }
-    out.report.sort_by_key(|r| src.tensors.iter().position(|t| t.name == r.name));
+    out.sort_like(src);
     Ok(out)
 }
 
@@ -622,13 +638,7 @@ pub fn prune_encoder(
     if !opts.method.needs_calibration() {
         return prune_static(src, opts, progress);
     }
-    let targets = targets(src, opts)?;
-    if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
-        return Err(CompressError::NeedsCalibration {
-            method: opts.method.name(),
-            what: "at least one non-empty calibration sentence",
-        });
-    }
+    let targets = calibrated_targets(src, opts, seqs, "at least one non-empty calibration sentence")?;
     let n_layer = targets.iter().filter_map(|t| block_of(&t.name)).max().map_or(0, |l| l + 1);
     let grams = opts.method == PruneMethod::SparseGpt;
     let mut out = Pruned::default();
@@ -656,11 +666,10 @@ pub fn prune_encoder(
         for t in mine {
             let (w, r) = prune_tensor(t, opts, Some(&cal))?;
             progress(PruneProgress::Tensor(&r));
-            out.weights.insert(t.name.clone(), w);
-            out.report.push(r);
+            out.add(w, r);
         }
     }
-    out.report.sort_by_key(|r| src.tensors.iter().position(|t| t.name == r.name));
+    out.sort_like(src);
     Ok(out)
 }
 

@@ -420,7 +420,12 @@ pub fn apply<'a>(
             t.name.replacen(&format!("blk.{l}."), &format!("blk.{new_l}."), 1)
         };
         let dropped_block = !sel.layers.contains(&l);
-        let (ffn, heads) = (&sel.ffn[l], &sel.heads[l]);
+        let (Some(ffn), Some(heads)) = (sel.ffn.get(l), sel.heads.get(l)) else {
+            return Err(CompressError::BadPrune(format!(
+                "tensor {} names block {l}, but the model has {} blocks",
+                t.name, s.n_layer
+            )));
+        };
         let full_ffn = ffn.len() == s.n_ff;
         let full_heads = heads.len() == nh;
         let changed = |w: Vec<f32>, dims: Vec<u64>| SourceTensor {
