@@ -1,7 +1,6 @@
 //! `edgellm bench`: prompt-processing and generation speed, like llama-bench.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Result;
 use edgellm_runtime::memory::{human_bytes, peak_rss_bytes};
@@ -46,53 +45,17 @@ pub struct Args {
     output_format: BenchFormat,
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, var.sqrt())
-}
-
 /// Run `edgellm bench`.
 pub fn main(a: Args) -> Result<()> {
     anyhow::ensure!(a.reps > 0, "--reps must be at least 1");
     edgellm_core::parallel::set_num_threads(a.threads);
     let threads = edgellm_core::parallel::num_threads();
-    let n_ctx = (a.n_prompt.max(a.n_gen) + 1).max(16);
+    let n_ctx = edgellm_eval::speed::bench_ctx(a.n_prompt, a.n_gen);
     let lm = LoadedModel::load_with(&a.model, n_ctx, &crate::run::load_options(a.exact, a.cache_type))?;
     let info = lm.model.info().clone();
-    let n_vocab = info.n_vocab as u32;
-    // Deterministic token ids spread over the vocabulary (as llama-bench uses random ids).
-    let ids: Vec<u32> =
-        (0..a.n_prompt.max(a.n_gen) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % n_vocab).collect();
-    let mut cache = lm.model.new_cache(n_ctx);
-    // Warm-up: page in the weights and start the workers.
-    let mut logits = Vec::new();
-    lm.model.forward_into(&ids[..ids.len().clamp(1, 8)], &mut cache, false, &mut logits)?;
-
-    let mut rows = Vec::new();
-    if a.n_prompt > 0 {
-        let mut speeds = Vec::new();
-        for _ in 0..a.reps {
-            cache.clear();
-            let t = Instant::now();
-            lm.model.forward_into(&ids[..a.n_prompt], &mut cache, false, &mut logits)?;
-            speeds.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
-        }
-        rows.push((format!("pp{}", a.n_prompt), mean_sd(&speeds)));
-    }
-    if a.n_gen > 0 {
-        let mut speeds = Vec::new();
-        for _ in 0..a.reps {
-            cache.clear();
-            let t = Instant::now();
-            for &id in &ids[..a.n_gen] {
-                lm.model.forward_into(&[id], &mut cache, false, &mut logits)?;
-            }
-            speeds.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
-        }
-        rows.push((format!("tg{}", a.n_gen), mean_sd(&speeds)));
-    }
+    let report = edgellm_eval::speed::bench(lm.model.as_ref(), a.n_prompt, a.n_gen, a.reps, |_, _| {})?;
+    let rows: Vec<(String, (f64, f64))> =
+        report.tests().into_iter().map(|t| (t.test.clone(), (t.tokens_per_s, t.sd))).collect();
     let rss = peak_rss_bytes().unwrap_or(0);
     let tier = edgellm_models::linear::kernel_description();
     let packing = edgellm_models::linear::packing_description();

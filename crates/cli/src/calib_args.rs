@@ -27,26 +27,13 @@ pub fn run_calibration(
     grams: bool,
     awq: bool,
 ) -> Result<Calibration> {
-    anyhow::ensure!(chunks.ctx >= 16, "--ctx must be at least 16 tokens");
-    let raw = std::fs::read_to_string(text)
-        .with_context(|| format!("reading calibration text {}", text.display()))?;
-    let tok = edgellm_text::Tokenizer::from_gguf(f).context("building the tokenizer from the model")?;
-    let add_bos = tok.add_bos_default();
-    let tokens = tok.encode(&raw, add_bos, false);
-    let available = tokens.len() / chunks.ctx;
-    anyhow::ensure!(
-        available > 0,
-        "{}: {} tokens is less than one chunk of {} (use a longer text or a smaller --ctx)",
-        text.display(),
-        tokens.len(),
-        chunks.ctx
-    );
+    let d = edgellm_runtime::calib_text::decoder_chunks(f, text, chunks.ctx, chunks.chunks)?;
     let model = edgellm_models::load_gguf(f).context("loading the model for calibration")?;
-    let n = if chunks.chunks == 0 { available } else { chunks.chunks.min(available) };
+    let n = d.chunks.len();
     eprintln!(
         "calibrating on {}: {} tokens, {n} chunks of {}{}",
         text.display(),
-        tokens.len(),
+        d.text_tokens,
         chunks.ctx,
         if grams {
             " (with Gram matrices for GPTQ)"
@@ -56,6 +43,8 @@ pub fn run_calibration(
             ""
         }
     );
+    // The chunks already start with BOS where the model wants one.
+    let tokens: Vec<u32> = d.chunks.concat();
     let bar = ProgressBar::new(n as u64).with_style(
         ProgressStyle::with_template(
             "{spinner} calibration [{bar:30}] {pos}/{len} chunks, {elapsed} ({eta} left)",
@@ -67,7 +56,7 @@ pub fn run_calibration(
         ctx: chunks.ctx,
         chunks: n,
         grams,
-        bos: if add_bos { tok.bos_id() } else { None },
+        bos: None,
         awq_samples: if awq { edgellm_compress::awq::SAMPLE_TOKENS } else { 0 },
     };
     let mut cal = calibrate(model.as_ref(), &tokens, &opts, &mut |done, _| bar.set_position(done as u64))?;

@@ -10,6 +10,7 @@
 //! - [`prune`]: magnitude, Wanda and SparseGPT pruning (unstructured and N:M), sequential
 //!   calibration block by block.
 //! - [`structured`]: structured pruning to a smaller dense model (FFN channels, heads, blocks).
+//! - [`recipe`]: prune, then quantize, in one call (what `edgellm prune` and `eval sweep` run).
 //! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
 //! Every file written is standard GGUF that llama.cpp loads.
@@ -24,6 +25,7 @@ pub mod grid;
 pub mod plan;
 pub mod prune;
 pub mod quantize;
+pub mod recipe;
 pub mod source;
 pub mod structured;
 

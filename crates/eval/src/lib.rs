@@ -4,8 +4,10 @@
 //!   computes them (non-overlapping chunks, the second half of each scored).
 //! - [`sts`]: semantic textual similarity (STS Benchmark): Spearman correlation of embedding
 //!   cosines with human scores, with throughput and peak memory.
+//! - [`speed`]: prompt and generation tokens/s, as llama-bench measures them.
 //! - [`stats`]: rank statistics shared by the evaluations.
 
 pub mod ppl;
+pub mod speed;
 pub mod stats;
 pub mod sts;

@@ -536,6 +536,59 @@ pub struct KldReport {
     pub seconds: f64,
 }
 
+/// The base of a KL-divergence evaluation: a model run alongside, or its logits computed once
+/// ([`BaseLogits`]) and compared with many models.
+#[derive(Clone, Copy)]
+pub enum KldBase<'a> {
+    /// Run the base model on every chunk.
+    Model(&'a dyn LanguageModel),
+    /// Logits computed before.
+    Cached(&'a BaseLogits),
+}
+
+/// A base model's scored logits over the chunks of one text, kept in memory so that a sweep
+/// compares every model with them without running the base again.
+#[derive(Clone, Debug)]
+pub struct BaseLogits {
+    /// Per chunk, `[scored × n_vocab]` logit rows.
+    chunks: Vec<Vec<f32>>,
+    n_vocab: usize,
+    n_ctx: usize,
+    n_ctx_train: usize,
+}
+
+impl BaseLogits {
+    /// Bytes the logits of `chunks` chunks would take for a model of `n_vocab` tokens.
+    pub fn bytes_needed(n_vocab: usize, opts: &PplOptions, chunks: usize) -> u64 {
+        (chunks * opts.scored_per_chunk() * n_vocab * 4) as u64
+    }
+
+    /// Runs `base` over the chunks of `tokens` that `opts` plans and keeps its scored logits;
+    /// `progress(done, total)` after each chunk.
+    pub fn compute(
+        base: &dyn LanguageModel,
+        tokens: &[u32],
+        bos: Option<u32>,
+        opts: &PplOptions,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<BaseLogits, PplError> {
+        let info = base.info();
+        let n_chunks = opts.plan(tokens.len(), info.n_ctx_train)?;
+        let mut chunks = Vec::with_capacity(n_chunks);
+        for i in 0..n_chunks {
+            let chunk = chunk_tokens(tokens, i, opts.n_ctx, bos);
+            chunks.push(scored_logits(base, &chunk, opts.first())?);
+            progress(i + 1, n_chunks);
+        }
+        Ok(BaseLogits { chunks, n_vocab: info.n_vocab, n_ctx: opts.n_ctx, n_ctx_train: info.n_ctx_train })
+    }
+
+    /// Chunks held.
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
 /// KL divergence of `model` from `base` over the same chunks of `tokens` (from [`tokenize`]
 /// with the base's tokenizer); `progress` is called after each chunk.
 pub fn kl_divergence_eval(
@@ -544,24 +597,56 @@ pub fn kl_divergence_eval(
     tokens: &[u32],
     bos: Option<u32>,
     opts: &PplOptions,
+    progress: impl FnMut(&ChunkProgress),
+) -> Result<KldReport, PplError> {
+    kl_divergence_with(KldBase::Model(base), model, tokens, bos, opts, progress)
+}
+
+/// [`kl_divergence_eval`] against a base model or its cached logits. With cached logits the
+/// chunking (`opts.n_ctx`, chunk count) must be the one they were computed with.
+pub fn kl_divergence_with(
+    base: KldBase,
+    model: &dyn LanguageModel,
+    tokens: &[u32],
+    bos: Option<u32>,
+    opts: &PplOptions,
     mut progress: impl FnMut(&ChunkProgress),
 ) -> Result<KldReport, PplError> {
-    let n_vocab = base.info().n_vocab;
+    let (n_vocab, base_ctx_train) = match base {
+        KldBase::Model(b) => (b.info().n_vocab, b.info().n_ctx_train),
+        KldBase::Cached(c) => (c.n_vocab, c.n_ctx_train),
+    };
     if model.info().n_vocab != n_vocab {
         return Err(PplError::VocabMismatch { base: n_vocab, model: model.info().n_vocab });
     }
-    let n_ctx_train = match (base.info().n_ctx_train, model.info().n_ctx_train) {
+    let n_ctx_train = match (base_ctx_train, model.info().n_ctx_train) {
         (0, m) => m,
         (b, 0) => b,
         (b, m) => b.min(m),
     };
-    let n_chunks = opts.plan(tokens.len(), n_ctx_train)?;
+    let mut n_chunks = opts.plan(tokens.len(), n_ctx_train)?;
+    if let KldBase::Cached(c) = base {
+        if c.n_ctx != opts.n_ctx {
+            return Err(PplError::BadContext {
+                n_ctx: opts.n_ctx,
+                why: format!("the cached base logits were computed with chunks of {} tokens", c.n_ctx),
+            });
+        }
+        n_chunks = n_chunks.min(c.chunks.len());
+    }
     let (n_ctx, first) = (opts.n_ctx, opts.first());
     let t0 = Instant::now();
     let mut stats = KldStats::default();
     for i in 0..n_chunks {
         let chunk = chunk_tokens(tokens, i, n_ctx, bos);
-        let lb = scored_logits(base, &chunk, first)?;
+        let computed;
+        let lb: &[f32] = match base {
+            KldBase::Model(b) => {
+                computed = scored_logits(b, &chunk, first)?;
+                &computed
+            }
+            KldBase::Cached(c) => &c.chunks[i],
+        };
         let lm = scored_logits(model, &chunk, first)?;
         let scores = par_map(opts.scored_per_chunk(), |j| {
             let r = j * n_vocab..(j + 1) * n_vocab;

@@ -1,6 +1,7 @@
 //! edgellm-runtime: from a model file to tokens — loading with a memory check, the
 //! prefill/decode loop, and the sampler chain.
 
+pub mod calib_text;
 pub mod embed;
 pub mod memory;
 pub mod sampler;
