@@ -30,6 +30,58 @@ enum Task {
     /// KL divergence of a model's next-token distributions from a base model's over the same
     /// chunks of a text (mean, 99th percentile, same-top-token rate, perplexity ratio).
     Kld(KldArgs),
+    /// Run a grid of compression recipes on one model (pruning method × sparsity or pattern ×
+    /// quantization type, structured ratios, dense quantization types), measure each (KLD, PPL,
+    /// tokens/s; STS for encoders) and write DIR/sweep.md, DIR/sweep.json and charts (PNG, SVG).
+    #[command(after_help = presets_help())]
+    Sweep(SweepArgs),
+}
+
+fn presets_help() -> String {
+    let mut s = String::from("Presets:\n");
+    for (n, d) in edgellm_eval::sweep::PRESETS {
+        s.push_str(&format!("  {n:<11} {d}\n"));
+    }
+    s.push_str(
+        "A grid file (TOML) has sections [eval] text/ctx/chunks, [calib] text/ctx/chunks, [speed] \
+         n_prompt/n_gen/reps, [grid] prune/sparsity/quant/quant_method/dense/structured and [[point]] \
+         entries; see docs/sweep.md.",
+    );
+    s
+}
+
+/// Arguments of `edgellm eval sweep`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("points").required(true).args(["grid", "preset"])))]
+struct SweepArgs {
+    /// The model to compress: a llama or gemma3 GGUF (ideally full precision, e.g. F32), a bert
+    /// GGUF or a sentence-transformers directory.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Grid file (TOML).
+    #[arg(long, conflicts_with = "preset")]
+    grid: Option<PathBuf>,
+    /// A built-in grid (see below).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Output directory.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Evaluation chunks (decoders) or STS pairs (encoders), overriding the grid.
+    #[arg(long)]
+    eval_chunks: Option<usize>,
+    /// Calibration chunks, overriding the grid.
+    #[arg(long)]
+    calib_chunks: Option<usize>,
+    /// Keep every point's model in DIR/models/ (deleted after measuring otherwise).
+    #[arg(long)]
+    keep_models: bool,
+    /// Measure every point again even where DIR/sweep.json holds it from an earlier run.
+    #[arg(long)]
+    fresh: bool,
+    /// Worker threads (0 = all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// Chunking and compute options shared by `eval ppl` and `eval kld`.
@@ -106,6 +158,7 @@ pub fn main(a: Args) -> Result<()> {
         Task::Sts(a) => run_sts(a),
         Task::Ppl(a) => run_ppl(a),
         Task::Kld(a) => run_kld(a),
+        Task::Sweep(a) => run_sweep(a),
     }
 }
 
@@ -227,6 +280,105 @@ fn run_sts(a: StsArgs) -> Result<()> {
                 None => println!("peak RSS: unknown on this system"),
             }
         }
+    }
+    Ok(())
+}
+
+fn run_sweep(a: SweepArgs) -> Result<()> {
+    use edgellm_eval::sweep::{run_sweep, write_reports, GridFile, Kind, SweepEvent, SweepOptions};
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    edgellm_core::parallel::set_num_threads(a.threads);
+    let mut grid = match (&a.grid, &a.preset) {
+        (Some(g), _) => GridFile::read(g)?,
+        (None, Some(p)) => GridFile::preset(p)?,
+        (None, None) => anyhow::bail!("give --grid FILE or --preset NAME"),
+    };
+    if let Some(n) = a.eval_chunks {
+        grid.eval.chunks = Some(n);
+    }
+    if let Some(n) = a.calib_chunks {
+        grid.calib.chunks = Some(n);
+    }
+    let n_points = grid.points()?.len();
+    std::fs::create_dir_all(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    let opts = SweepOptions {
+        model: a.model.clone(),
+        dir: a.output.clone(),
+        keep_models: a.keep_models,
+        fresh: a.fresh,
+    };
+    eprintln!("sweep of {}: {n_points} points and the base, into {}", a.model.display(), a.output.display());
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>32} [{bar:24}] {pos}/{len} {wide_msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut bar: Option<ProgressBar> = None;
+    let t0 = std::time::Instant::now();
+    let result = run_sweep(&grid, &opts, &mut |e| match e {
+        SweepEvent::Prepare { what, done, total } => {
+            let b = bar.get_or_insert_with(|| multi.add(ProgressBar::new(0).with_style(style.clone())));
+            b.set_prefix("preparing");
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+            b.set_message(what.to_string());
+        }
+        SweepEvent::Start { point, index, total } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let b = multi.add(ProgressBar::new(0).with_style(style.clone()));
+            b.set_prefix(format!("[{index}/{total}] {}", point.name));
+            bar = Some(b);
+        }
+        SweepEvent::Stage { stage, done, total, .. } => {
+            if let Some(b) = &bar {
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+                b.set_message(stage.to_string());
+            }
+        }
+        SweepEvent::Done { point, result, resumed } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let q = match (result.kld, result.ppl, result.spearman) {
+                (_, _, Some(s)) => format!("Spearman {s:.2}"),
+                (Some(k), Some(p), _) => format!("KLD {k:.4}  PPL {p:.2}"),
+                (Some(k), None, _) => format!("KLD {k:.4}"),
+                _ => String::new(),
+            };
+            let speed = match (result.gen_tps, result.sentences_per_s) {
+                (Some(t), _) => format!("  tg {t:.1} t/s"),
+                (None, Some(s)) => format!("  {s:.0} sentences/s"),
+                _ => String::new(),
+            };
+            let line = format!(
+                "{:<36} {:>6.2} bpw  {q}{speed}{}",
+                point.name,
+                result.bpw,
+                if resumed { "  (from the earlier run)" } else { "" }
+            );
+            if multi.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                let _ = multi.println(line);
+            }
+        }
+    });
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let result = result?;
+    let files = write_reports(&result, &a.output)?;
+    println!(
+        "sweep of {} ({}): {} points in {:.0} s",
+        a.model.display(),
+        if result.kind == Kind::Decoder { "decoder" } else { "encoder" },
+        result.points.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    for f in files {
+        println!("  {}", f.display());
     }
     Ok(())
 }

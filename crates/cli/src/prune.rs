@@ -107,7 +107,8 @@ pub fn main(a: Args) -> Result<()> {
     );
     let t0 = Instant::now();
 
-    let opened = crate::calib_args::OpenedModel::open(&a.input)?;
+    let opened = crate::calib_args::OpenedModel::open(&a.input)
+        .with_context(|| format!("reading {}", a.input.display()))?;
     let f = opened.gguf();
     let src = opened.source();
     let arch = src.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("").to_string();

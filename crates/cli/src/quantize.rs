@@ -94,7 +94,7 @@ pub fn main(a: Args) -> Result<()> {
         "--calib runs a language model; for a safetensors encoder use --method rtn or --method \
          weighted without calibration"
     );
-    let opened = OpenedModel::open(&a.input)?;
+    let opened = OpenedModel::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let f = opened.gguf();
     let src = opened.source();
 

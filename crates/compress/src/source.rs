@@ -146,3 +146,57 @@ impl<'a> ModelSource<'a> {
         self.tensors.iter().map(|t| t.data.len() as u64).sum()
     }
 }
+
+/// Whether a model path is a sentence-transformers directory (or its `.safetensors` file).
+pub fn is_safetensors(p: &std::path::Path) -> bool {
+    p.is_dir() || p.extension().is_some_and(|e| e == "safetensors")
+}
+
+/// A model opened for compression: a GGUF file, or a sentence-transformers directory
+/// converted to llama.cpp's `bert` GGUF layout with F32 tensors.
+pub enum OpenedModel {
+    /// A GGUF file (mapped).
+    Gguf(GgufFile),
+    /// A converted encoder.
+    Converted(ModelSource<'static>),
+}
+
+impl OpenedModel {
+    /// Opens `input` (GGUF, or a safetensors directory / `model.safetensors`).
+    pub fn open(input: &std::path::Path) -> Result<OpenedModel, CompressError> {
+        if !input.exists() {
+            return Err(CompressError::BadPrune(format!("model {} does not exist", input.display())));
+        }
+        if is_safetensors(input) {
+            let dir = if input.is_dir() {
+                input.to_path_buf()
+            } else {
+                input.parent().unwrap_or(std::path::Path::new(".")).to_path_buf()
+            };
+            let convert = |e: edgellm_models::ModelError| CompressError::BadTensor {
+                tensor: format!("(converting {} to GGUF)", dir.display()),
+                why: e.to_string(),
+            };
+            let export = edgellm_models::bert::gguf_export(&dir).map_err(convert)?;
+            Ok(OpenedModel::Converted(ModelSource::from_writer(export.to_writer_f32().map_err(convert)?)?))
+        } else {
+            Ok(OpenedModel::Gguf(GgufFile::open(input)?))
+        }
+    }
+
+    /// The GGUF file, when the input was one.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        match self {
+            OpenedModel::Gguf(f) => Some(f),
+            OpenedModel::Converted(_) => None,
+        }
+    }
+
+    /// The model's metadata and tensors.
+    pub fn source(&self) -> ModelSource<'_> {
+        match self {
+            OpenedModel::Gguf(f) => ModelSource::from_gguf(f),
+            OpenedModel::Converted(s) => s.clone(),
+        }
+    }
+}

@@ -5,9 +5,13 @@
 //! - [`sts`]: semantic textual similarity (STS Benchmark): Spearman correlation of embedding
 //!   cosines with human scores, with throughput and peak memory.
 //! - [`speed`]: prompt and generation tokens/s, as llama-bench measures them.
+//! - [`sweep`]: a grid of compression recipes on one model, measured and charted.
+//! - [`chart`]: quality-against-size/speed scatter charts (PNG and SVG).
 //! - [`stats`]: rank statistics shared by the evaluations.
 
+pub mod chart;
 pub mod ppl;
 pub mod speed;
 pub mod stats;
 pub mod sts;
+pub mod sweep;

@@ -555,6 +555,7 @@ pub struct BaseLogits {
     n_vocab: usize,
     n_ctx: usize,
     n_ctx_train: usize,
+    nll: NllStats,
 }
 
 impl BaseLogits {
@@ -574,13 +575,25 @@ impl BaseLogits {
     ) -> Result<BaseLogits, PplError> {
         let info = base.info();
         let n_chunks = opts.plan(tokens.len(), info.n_ctx_train)?;
+        let (first, n_vocab) = (opts.first(), info.n_vocab);
         let mut chunks = Vec::with_capacity(n_chunks);
+        let mut nll = NllStats::default();
         for i in 0..n_chunks {
             let chunk = chunk_tokens(tokens, i, opts.n_ctx, bos);
-            chunks.push(scored_logits(base, &chunk, opts.first())?);
+            let logits = scored_logits(base, &chunk, first)?;
+            let v = par_map(opts.scored_per_chunk(), |j| {
+                token_nll(&logits[j * n_vocab..(j + 1) * n_vocab], chunk[first + j + 1])
+            });
+            v.into_iter().for_each(|x| nll.push(x));
+            chunks.push(logits);
             progress(i + 1, n_chunks);
         }
-        Ok(BaseLogits { chunks, n_vocab: info.n_vocab, n_ctx: opts.n_ctx, n_ctx_train: info.n_ctx_train })
+        Ok(BaseLogits { chunks, n_vocab, n_ctx: opts.n_ctx, n_ctx_train: info.n_ctx_train, nll })
+    }
+
+    /// The base's perplexity over the chunks and its uncertainty.
+    pub fn ppl(&self) -> (f64, f64) {
+        (self.nll.ppl(), self.nll.ppl_err())
     }
 
     /// Chunks held.

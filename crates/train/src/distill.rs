@@ -453,15 +453,14 @@ fn compare<T: std::fmt::Debug + PartialEq>(what: &str, t: T, s: T) -> Result<(),
     Ok(())
 }
 
-/// Check that `student` is the same network as `teacher` (hyper-parameters, tokenizer,
-/// normalization), so it can be distilled from it.
+/// Check that `student` can be distilled from `teacher`: the same vocabulary, tokenization,
+/// hidden size (the sentence vectors the loss compares), positions, activation and
+/// normalization. Depth, heads and FFN width may differ: a structured-pruned student (fewer FFN
+/// channels or heads) trains with its own shapes.
 pub fn check_compatible(teacher: &BertFile, student: &BertFile) -> Result<(), TrainError> {
     let (t, s) = (teacher.config(), student.config());
     compare("vocab_size", t.vocab_size, s.vocab_size)?;
     compare("hidden_size", t.hidden_size, s.hidden_size)?;
-    compare("num_hidden_layers", t.num_hidden_layers, s.num_hidden_layers)?;
-    compare("num_attention_heads", t.num_attention_heads, s.num_attention_heads)?;
-    compare("intermediate_size", t.intermediate_size, s.intermediate_size)?;
     compare("max_position_embeddings", t.max_position_embeddings, s.max_position_embeddings)?;
     compare("type_vocab_size", t.type_vocab_size, s.type_vocab_size)?;
     compare("hidden_act", t.hidden_act, s.hidden_act)?;

@@ -122,6 +122,30 @@ fn masked_adamw_keeps_zeros_and_masks_gradients() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A structured-pruned student (half the FFN channels) trains with its own shapes and is
+/// written with them.
+#[test]
+fn a_narrower_ffn_student_distills() {
+    let dir = common::scratch("tiny-narrow");
+    let teacher = tiny(&dir, "teacher.gguf", 16, 1, 0.0);
+    let mut c = tiny_config(16, Activation::Gelu);
+    c.intermediate_size = 16;
+    let student = dir.join("narrow.gguf");
+    tiny_export(&c, 2).unwrap().write_f32(&student).unwrap();
+    let data = dir.join("data.txt");
+    std::fs::write(&data, tiny_text(200, 5)).unwrap();
+    let mut job = DistillJob::prepare(&teacher, &student, &data, opts()).unwrap();
+    assert_eq!(job.student.masked_fraction().unwrap().0, 0, "a dense student has no mask");
+    let r = job.run(&mut |_| {}).unwrap();
+    assert!(r.train_after.loss < 0.5 * r.train_before.loss, "{:?} -> {:?}", r.train_before, r.train_after);
+    let out = dir.join("out.gguf");
+    job.write(&out).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(f.tensor("blk.0.ffn_up.weight").unwrap().dims, vec![16, 16]);
+    assert_eq!(f.get("bert.feed_forward_length"), Some(&Value::U32(16)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_requests_are_typed_errors() {
     let dir = common::scratch("tiny-errors");
