@@ -134,8 +134,8 @@ impl Decoder {
 }
 
 pub(crate) enum Model {
-    Decoder(Decoder),
-    Encoder(Embedder),
+    Decoder(Box<Decoder>),
+    Encoder(Box<Embedder>),
 }
 
 /// A loaded model: a text generator (llama, gemma3) or a sentence encoder (bert), from a GGUF
@@ -144,7 +144,8 @@ pub(crate) enum Model {
 /// `Engine` is `Send + Sync`: load it once and share it (e.g. in an `Arc`) between threads.
 /// Each generation runs in a [`Session`](crate::Session), which owns a KV cache and is used by
 /// one thread at a time; [`Engine::generate`] and [`Engine::chat`] open a fresh session per
-/// call, [`Engine::session`] gives one to keep (a conversation reuses its cached prefix).
+/// call (a KV cache of [`EngineInfo::n_ctx`] positions each time), [`Engine::session`] gives
+/// one to keep (a conversation reuses its cached prefix).
 pub struct Engine {
     pub(crate) model: Model,
     info: EngineInfo,
@@ -294,15 +295,15 @@ fn load_file(path: &Path, options: &EngineOptions) -> Result<Engine> {
             magic: String::from_utf8_lossy(&head).into_owned(),
         });
     }
-    let arch = GgufFile::open(path)?.architecture()?.to_string();
+    // A first look at the metadata (the file is mapped, not read); each loader opens it again.
+    let (arch, name, file_bytes) = {
+        let f = GgufFile::open(path)?;
+        let name = f.get("general.name").and_then(|v| v.as_str()).map(str::to_string);
+        (f.architecture()?.to_string(), name, f.file_len())
+    };
     match arch.as_str() {
         "llama" | "gemma3" => load_decoder(path, options),
-        "bert" => {
-            let embedder = Embedder::load_gguf(path)?;
-            let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            let name = GgufFile::open(path)?.get("general.name").and_then(|v| v.as_str()).map(str::to_string);
-            Ok(encoder(path, embedder, name, file_bytes))
-        }
+        "bert" => Ok(encoder(path, Embedder::load_gguf(path)?, name, file_bytes)),
         _ => Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), arch }),
     }
 }
@@ -336,7 +337,7 @@ fn load_decoder(path: &Path, options: &EngineOptions) -> Result<Engine> {
         chat_template: source,
         load_ms: 0.0,
     };
-    Ok(Engine { model: Model::Decoder(Decoder { lm, template }), info })
+    Ok(Engine { model: Model::Decoder(Box::new(Decoder { lm, template })), info })
 }
 
 /// Architectures whose Hugging Face directories hold decoders edgellm runs from GGUF only.
@@ -398,5 +399,5 @@ fn encoder(path: &Path, e: Embedder, name: Option<String>, file_bytes: u64) -> E
         chat_template: TemplateSource::None,
         load_ms: 0.0,
     };
-    Engine { model: Model::Encoder(e), info }
+    Engine { model: Model::Encoder(Box::new(e)), info }
 }
