@@ -275,7 +275,8 @@ impl Engine {
         self.session()?.generate(prompt, params, on_chunk)
     }
 
-    /// [`Engine::generate`] from prompt token ids.
+    /// [`Engine::generate`] from prompt token ids ([`Error::TokenOutOfRange`] for an id outside
+    /// the vocabulary).
     pub fn generate_ids<F>(&self, prompt: &[u32], params: &GenerateParams, on_chunk: F) -> Result<Completion>
     where
         F: FnMut(Chunk<'_>) -> ControlFlow<()>,
@@ -379,6 +380,10 @@ impl<'e> Session<'e> {
         F: FnMut(Chunk<'_>) -> ControlFlow<()>,
     {
         let tok = &self.dec.lm.tokenizer;
+        let vocab_size = tok.vocab_size();
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(Error::TokenOutOfRange { id, vocab_size });
+        }
         let stops = &params.stop;
         let t0 = Instant::now();
         let (mut logits, n_eval) = self.inner.prefill(prompt)?;
@@ -499,7 +504,7 @@ mod tests {
     #[test]
     fn holds_back_possible_starts() {
         let s = stops(&["</end>", "##"]);
-        assert_eq!(stop_prefix_len("text </e", &s), 4);
+        assert_eq!(stop_prefix_len("text </e", &s), "</e".len());
         assert_eq!(stop_prefix_len("text #", &s), 1);
         assert_eq!(stop_prefix_len("text", &s), 0);
         // A complete stop string is find_stop's business, not held back as a prefix.

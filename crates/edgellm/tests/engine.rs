@@ -441,6 +441,10 @@ fn context_limits_are_typed_errors_or_finish_reasons() {
     assert!(e.to_string().contains("context holds 32"), "{e}");
     let e = engine.generate_ids(&[], &GenerateParams::greedy(4), |_| ControlFlow::Continue(())).unwrap_err();
     assert!(matches!(e, Error::Runtime(RuntimeError::EmptyPrompt)), "{e}");
+    let n = engine.info().n_vocab as u32;
+    let e =
+        engine.generate_ids(&[1, n], &GenerateParams::greedy(4), |_| ControlFlow::Continue(())).unwrap_err();
+    assert!(matches!(e, Error::TokenOutOfRange { id, .. } if id == n), "{e}");
     // Generation fills the context and stops there.
     let prompt = engine.tokenize(STORY, true).unwrap();
     let params = GenerateParams { ignore_eos: true, ..GenerateParams::greedy(100) };
