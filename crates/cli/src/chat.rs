@@ -1,11 +1,11 @@
 //! `edgellm chat`: interactive chat with the model's own chat template.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use edgellm_runtime::{GenerateOptions, LoadedModel};
-use edgellm_text::{ChatMessage, ChatTemplate};
+use edgellm::{Engine, EngineOptions, GenerateParams, Message, TemplateSource};
 
 use crate::run::SamplingArgs;
 
@@ -30,7 +30,7 @@ pub struct Args {
     /// KV cache type: f16 (default, as llama.cpp), q8_0 (half the memory) or f32 (the
     /// default with --exact).
     #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
-    cache_type: Option<edgellm_models::KvType>,
+    cache_type: Option<edgellm::KvType>,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -40,27 +40,26 @@ pub struct Args {
 
 /// Run `edgellm chat`.
 pub fn main(a: Args) -> Result<()> {
-    edgellm_core::parallel::set_num_threads(a.threads);
     let mut sampler = a.sampling.sampler()?;
-    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact, a.cache_type))?;
-    let fallback;
-    let template = match &lm.chat_template {
-        Some(t) => t,
-        None => {
-            eprintln!("edgellm: the model has no chat template; using the built-in one for its vocabulary");
-            fallback = ChatTemplate::builtin_for(&lm.tokenizer)?;
-            &fallback
-        }
-    };
+    let engine = Engine::load(
+        &a.model,
+        EngineOptions { n_ctx: a.ctx, threads: Some(a.threads), exact: a.exact, cache_type: a.cache_type },
+    )?;
+    if engine.info().chat_template == TemplateSource::Builtin {
+        eprintln!("edgellm: the model has no chat template; using the built-in one for its vocabulary");
+    }
     let interactive = std::io::stdin().is_terminal();
-    let mut messages: Vec<ChatMessage> = Vec::new();
+    let mut messages: Vec<Message> = Vec::new();
     if let Some(s) = &a.system {
-        messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+        messages.push(Message::new("system", s.clone()));
     }
     if interactive {
-        eprintln!("edgellm chat — {} · Ctrl-D to exit", lm.model.info().name.as_deref().unwrap_or("model"));
+        eprintln!("edgellm chat — {} · Ctrl-D to exit", engine.info().name.as_deref().unwrap_or("model"));
     }
-    let mut session = lm.session();
+    // One session for the whole conversation: each turn reuses the cached tokens of the ones
+    // before, and one sampler carries its random state from turn to turn.
+    let mut session = engine.session()?;
+    let params = GenerateParams { max_tokens: a.n, ..Default::default() };
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
@@ -79,20 +78,15 @@ pub fn main(a: Args) -> Result<()> {
         if user.trim().is_empty() {
             continue;
         }
-        messages.push(ChatMessage { role: "user".into(), content: user });
-        let rendered = template.render(&messages, true)?;
-        let bos = lm.tokenizer.add_bos_default()
-            && !lm
-                .tokenizer
-                .bos_id()
-                .and_then(|b| lm.tokenizer.token_str(b))
-                .is_some_and(|s| rendered.starts_with(s));
-        let ids = lm.tokenizer.encode(&rendered, bos, true);
-        let opts = GenerateOptions { max_tokens: a.n, ..Default::default() };
+        messages.push(Message::new("user", user));
+        let ids = engine.chat_prompt(&messages)?;
         let stdout = std::io::stdout();
-        let gen = match session.generate(&ids, &opts, &mut sampler, |piece| {
+        let gen = match session.generate_ids_with(&ids, &params, &mut sampler, |chunk| {
             let mut o = stdout.lock();
-            o.write_all(piece.as_bytes()).and_then(|_| o.flush()).is_ok()
+            match o.write_all(chunk.text.as_bytes()).and_then(|_| o.flush()) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
         }) {
             Ok(g) => g,
             Err(e) => {
@@ -103,6 +97,6 @@ pub fn main(a: Args) -> Result<()> {
             }
         };
         println!();
-        messages.push(ChatMessage { role: "assistant".into(), content: gen.text.trim().to_string() });
+        messages.push(Message::new("assistant", gen.text.trim()));
     }
 }

@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use edgellm_runtime::embed::{read_lines, Embedder, DEFAULT_BATCH};
+use edgellm::{Engine, EngineOptions, DEFAULT_BATCH};
+use edgellm_runtime::embed::read_lines;
 
 /// Output formats of `edgellm embed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +43,6 @@ pub struct Args {
 /// Run `edgellm embed`.
 pub fn main(a: Args) -> Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
-    edgellm_core::parallel::set_num_threads(a.threads);
     let lines = match a.input.as_deref() {
         None => read_lines(std::io::stdin().lock())?,
         Some(p) if p.as_os_str() == "-" => read_lines(std::io::stdin().lock())?,
@@ -56,8 +56,8 @@ pub fn main(a: Args) -> Result<()> {
         !(a.format == EmbedFormat::Npy && to_terminal),
         "npy output is binary: redirect standard output or pass -o FILE"
     );
-    let embedder = Embedder::load(&a.model)?;
-    let emb = embedder.embed_batch(&lines, a.batch)?;
+    let engine = Engine::load(&a.model, EngineOptions { threads: Some(a.threads), ..Default::default() })?;
+    let emb = engine.embed_batched(&lines, a.batch)?;
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -71,7 +71,7 @@ pub fn main(a: Args) -> Result<()> {
                 writeln!(out, "{{\"index\":{i},\"embedding\":{}}}", serde_json::to_string(e)?)?;
             }
         }
-        EmbedFormat::Npy => write_npy(&mut out, &emb, embedder.dim())?,
+        EmbedFormat::Npy => write_npy(&mut out, &emb, engine.info().embedding_dim.unwrap_or_default())?,
     }
     out.flush()?;
     Ok(())

@@ -1,11 +1,11 @@
 //! `edgellm run`: generate text from a prompt.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use edgellm_models::KvType;
-use edgellm_runtime::{GenerateOptions, LoadedModel, Sampler, SamplerConfig};
+use edgellm::{Engine, EngineOptions, FinishReason, GenerateParams, KvType, Sampler, SamplerConfig};
 
 use crate::OutputFormat;
 
@@ -36,8 +36,8 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// The sampler these flags describe.
-    pub fn sampler(&self) -> Result<Sampler> {
+    /// The sampling settings these flags describe, checked with the flags' names.
+    pub fn config(&self) -> Result<SamplerConfig> {
         anyhow::ensure!(self.temp.is_finite() && self.temp >= 0.0, "--temp must be a number >= 0");
         anyhow::ensure!((0.0..=1.0).contains(&self.top_p), "--top-p must be in [0, 1]");
         anyhow::ensure!((0.0..=1.0).contains(&self.min_p), "--min-p must be in [0, 1]");
@@ -46,7 +46,7 @@ impl SamplingArgs {
             let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
         });
-        Ok(Sampler::new(SamplerConfig {
+        Ok(SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -54,19 +54,32 @@ impl SamplingArgs {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             seed,
-        }))
+        })
+    }
+
+    /// The sampler these flags describe.
+    pub fn sampler(&self) -> Result<Sampler> {
+        Ok(Sampler::new(self.config()?))
     }
 }
 
 /// Model options from the `--exact` and `--cache-type` flags.
 pub fn load_options(exact: bool, cache_type: Option<KvType>) -> edgellm_models::LoadOptions {
-    let precision = if exact { edgellm_models::Precision::Exact } else { edgellm_models::Precision::Fast };
-    edgellm_models::LoadOptions { precision, kv_type: cache_type }
+    EngineOptions { exact, cache_type, ..Default::default() }.load_options()
 }
 
 /// Parse a `--cache-type` value.
 pub fn parse_cache_type(s: &str) -> Result<KvType, String> {
-    KvType::parse(s).ok_or_else(|| format!("unknown KV cache type '{s}': use f16, q8_0 or f32"))
+    edgellm::parse_cache_type(s).map_err(|e| e.to_string())
+}
+
+/// The name `edgellm run --output-format json` gives a finish reason (`eog` for an
+/// end-of-generation token, as before the Engine).
+pub fn stop_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Eos => "eog",
+        other => other.as_str(),
+    }
 }
 
 /// Arguments of `edgellm run`.
@@ -106,31 +119,35 @@ pub struct Args {
 
 /// Run `edgellm run`.
 pub fn main(a: Args) -> Result<()> {
-    edgellm_core::parallel::set_num_threads(a.threads);
-    let mut sampler = a.sampling.sampler()?;
-    let lm = LoadedModel::load_with(&a.model, a.ctx, &crate::run::load_options(a.exact, a.cache_type))?;
-    let prompt_ids = lm.tokenize_prompt(&a.prompt);
-    let mut session = lm.session();
-    let opts = GenerateOptions { max_tokens: a.n, ..Default::default() };
+    let sampling = a.sampling.config()?;
+    let engine = Engine::load(
+        &a.model,
+        EngineOptions { n_ctx: a.ctx, threads: Some(a.threads), exact: a.exact, cache_type: a.cache_type },
+    )?;
+    let prompt_ids = engine.tokenize(&a.prompt, true)?;
+    let params = GenerateParams { max_tokens: a.n, sampling, ..Default::default() };
     let json = a.output_format == OutputFormat::Json;
     let stdout = std::io::stdout();
-    let gen = session.generate(&prompt_ids, &opts, &mut sampler, |piece| {
-        if !json {
+    let gen = engine.generate_ids(&prompt_ids, &params, |chunk| {
+        if !json && !chunk.text.is_empty() {
             let mut out = stdout.lock();
             // A closed pipe (e.g. `| head`) ends generation quietly.
-            return out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok();
+            if out.write_all(chunk.text.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return ControlFlow::Break(());
+            }
         }
-        true
+        ControlFlow::Continue(())
     })?;
     let t = &gen.timings;
+    let load_ms = engine.info().load_ms;
     if json {
         let obj = serde_json::json!({
             "prompt_ids": prompt_ids,
             "ids": gen.ids,
             "text": gen.text,
-            "stop": gen.stop.as_str(),
+            "stop": stop_name(gen.finish),
             "timings": {
-                "load_ms": lm.load_ms,
+                "load_ms": load_ms,
                 "prompt_tokens_per_s": t.prompt_tokens_per_s(),
                 "gen_tokens_per_s": t.gen_tokens_per_s(),
                 "prompt_tokens": t.prompt_tokens,
@@ -144,12 +161,12 @@ pub fn main(a: Args) -> Result<()> {
     if a.verbose {
         eprintln!(
             "load {:.0} ms | prompt {} tokens, {:.1} tok/s | generation {} tokens, {:.1} tok/s | stop: {} | threads {}",
-            lm.load_ms,
+            load_ms,
             t.prompt_tokens,
             t.prompt_tokens_per_s(),
             t.gen_tokens,
             t.gen_tokens_per_s(),
-            gen.stop.as_str(),
+            stop_name(gen.finish),
             edgellm_core::parallel::num_threads()
         );
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use edgellm_runtime::embed::{cosine, Embedder};
+use edgellm::{cosine, Engine, EngineOptions};
 
 /// Arguments of `edgellm similarity`.
 #[derive(clap::Args)]
@@ -19,8 +19,8 @@ pub struct Args {
 
 /// Run `edgellm similarity`: print the cosine similarity.
 pub fn main(a: Args) -> Result<()> {
-    let embedder = Embedder::load(&a.model)?;
-    let e = embedder.embed_batch(&[a.text_a.as_str(), a.text_b.as_str()], 2)?;
+    let engine = Engine::load(&a.model, EngineOptions::default())?;
+    let e = engine.embed_batched(&[a.text_a.as_str(), a.text_b.as_str()], 2)?;
     println!("{:.6}", cosine(&e[0], &e[1]));
     Ok(())
 }

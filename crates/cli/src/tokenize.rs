@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use edgellm_formats::GgufFile;
-use edgellm_text::Tokenizer;
+use anyhow::Result;
+use edgellm::{Engine, EngineOptions};
 
 /// Arguments of `edgellm tokenize`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF).
+    /// Model: a GGUF file, or a sentence-transformers directory.
     #[arg(short, long)]
     model: PathBuf,
     /// Add the BOS token.
@@ -24,10 +23,8 @@ pub struct Args {
 
 /// Run `edgellm tokenize`.
 pub fn main(a: Args) -> Result<()> {
-    anyhow::ensure!(a.model.exists(), "model file {} does not exist", a.model.display());
-    let f = GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
-    let tok = Tokenizer::from_gguf(&f)?;
-    let ids = tok.encode(&a.text, a.bos, a.special);
+    let engine = Engine::load(&a.model, EngineOptions::default())?;
+    let ids = engine.tokenize_with(&a.text, a.bos, a.special)?;
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }

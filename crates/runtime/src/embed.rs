@@ -421,6 +421,41 @@ impl Embedder {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text`, with `[CLS]`/`[SEP]` (as the tokenizer's post-processor adds them)
+    /// only when `add_special`; truncated to [`Self::max_seq_length`] tokens.
+    pub fn tokenize_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EmbedError> {
+        if add_special {
+            return self.tokenize(text);
+        }
+        let lowered;
+        let text = if self.lower_case {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let enc = self.tokenizer.encode(text, false).map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Number of tokens in the tokenizer's vocabulary (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Token ids back to text, special tokens included (WordPiece joins `##` continuations).
+    /// Ids must be below [`Self::vocab_size`]; an id out of range is a
+    /// [`EmbedError::Tokenizer`] error.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, EmbedError> {
+        let n = self.vocab_size();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= n) {
+            return Err(EmbedError::Tokenizer(format!(
+                "token id {bad} is out of range: the vocabulary has {n} tokens"
+            )));
+        }
+        self.tokenizer.decode(ids, false).map_err(|e| EmbedError::Tokenizer(e.to_string()))
+    }
+
     /// The embedding of one text.
     pub fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let ids = self.tokenize(text)?;

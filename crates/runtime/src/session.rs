@@ -54,6 +54,12 @@ pub enum RuntimeError {
         /// Training context of the model.
         n_ctx_train: usize,
     },
+    /// A token was to be run with every position of the context already filled.
+    #[error("the context of {n_ctx} positions is full: start a new session or raise the context size (-c)")]
+    ContextFull {
+        /// Context size.
+        n_ctx: usize,
+    },
     /// An empty prompt where the model needs at least one token.
     #[error("the prompt is empty and the model adds no BOS token: give at least one token of prompt")]
     EmptyPrompt,
@@ -228,8 +234,27 @@ impl Session<'_> {
         &self.tokens
     }
 
-    /// Run `prompt` (reusing the longest cached prefix) and return the logits of its last token.
-    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), RuntimeError> {
+    /// Context size of this session's KV cache.
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &LoadedModel {
+        self.lm
+    }
+
+    /// Whether the cache is full: no further token can be run.
+    pub fn is_full(&self) -> bool {
+        self.tokens.len() >= self.cache.n_ctx
+    }
+
+    /// Run `prompt` (reusing the longest cached prefix) and return the logits of its last token
+    /// with the number of prompt tokens evaluated (the rest came from the cache).
+    ///
+    /// Errors: [`RuntimeError::PromptTooLong`] when it exceeds the context,
+    /// [`RuntimeError::EmptyPrompt`] when it is empty.
+    pub fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize), RuntimeError> {
         let n_ctx = self.cache.n_ctx;
         if prompt.len() > n_ctx {
             return Err(RuntimeError::PromptTooLong {
@@ -254,6 +279,18 @@ impl Session<'_> {
         }
         self.tokens.extend_from_slice(rest);
         Ok((last, rest.len()))
+    }
+
+    /// Run one generated token `id` after the cached ones and write the logits of the next
+    /// position into `logits` (reused: a decoding step allocates nothing). Refuses with
+    /// [`RuntimeError::ContextFull`] when the cache is full (see [`Session::is_full`]).
+    pub fn decode(&mut self, id: u32, logits: &mut Vec<f32>) -> Result<(), RuntimeError> {
+        if self.is_full() {
+            return Err(RuntimeError::ContextFull { n_ctx: self.cache.n_ctx });
+        }
+        self.lm.model.forward_into(&[id], &mut self.cache, false, logits)?;
+        self.tokens.push(id);
+        Ok(())
     }
 
     /// Generate after `prompt`: `on_text` receives each new piece of valid UTF-8 text and

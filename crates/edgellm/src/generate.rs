@@ -1,0 +1,537 @@
+//! Text generation: parameters, the streaming callback, stop strings, cancellation, and
+//! [`Session`], the per-conversation state.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgellm_runtime::{Sampler, SamplerConfig};
+use edgellm_text::{ChatMessage, StreamDecoder};
+
+use crate::engine::{Decoder, Engine};
+use crate::error::{Error, Result};
+
+/// A flag another thread can raise to stop a generation; it is checked before every token.
+///
+/// Clones share the flag.
+///
+/// ```
+/// let cancel = edgellm::CancelToken::new();
+/// let seen_by_worker = cancel.clone();
+/// cancel.cancel();
+/// assert!(seen_by_worker.is_cancelled());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Ask the generations holding this token to stop before their next token.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Settings of one generation.
+///
+/// The sampling chain is the runtime's: repetition penalty → top-k → top-p → min-p →
+/// temperature (0 = greedy), drawn from a generator seeded with `sampling.seed`, so the same
+/// seed gives the same text.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling settings (temperature, top-k, top-p, min-p, repetition penalty, seed).
+    pub sampling: SamplerConfig,
+    /// Stop strings: the text ends just before the first occurrence of any of them (which may
+    /// span several tokens), and nothing from it on reaches the callback. Text that could be
+    /// the start of a stop string is held back until it is decided.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (EOS, end-of-turn).
+    pub ignore_eos: bool,
+    /// Checked before each token; when cancelled, generation ends with
+    /// [`FinishReason::Cancelled`].
+    pub cancel: Option<CancelToken>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 128,
+            sampling: SamplerConfig::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            cancel: None,
+        }
+    }
+}
+
+impl GenerateParams {
+    /// Greedy decoding (temperature 0) of at most `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> GenerateParams {
+        GenerateParams {
+            max_tokens,
+            sampling: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() },
+            ..GenerateParams::default()
+        }
+    }
+
+    /// These parameters with a sampling temperature.
+    pub fn with_temperature(mut self, temperature: f32) -> GenerateParams {
+        self.sampling.temperature = temperature;
+        self
+    }
+
+    /// These parameters with a seed.
+    pub fn with_seed(mut self, seed: u64) -> GenerateParams {
+        self.sampling.seed = seed;
+        self
+    }
+
+    /// These parameters with stop strings.
+    pub fn with_stop<S: Into<String>>(mut self, stop: impl IntoIterator<Item = S>) -> GenerateParams {
+        self.stop = stop.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// These parameters with a cancellation token.
+    pub fn with_cancel(mut self, cancel: CancelToken) -> GenerateParams {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Check the ranges: temperature finite and ≥ 0, top-p and min-p in [0, 1], repetition
+    /// penalty finite and > 0, no empty stop string.
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.sampling;
+        let bad = |m: String| Err(Error::InvalidParams(m));
+        if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+            return bad(format!("temperature {} must be a number >= 0 (0 = greedy)", s.temperature));
+        }
+        if !(0.0..=1.0).contains(&s.top_p) {
+            return bad(format!("top_p {} must be in [0, 1]", s.top_p));
+        }
+        if !(0.0..=1.0).contains(&s.min_p) {
+            return bad(format!("min_p {} must be in [0, 1]", s.min_p));
+        }
+        if !(s.repeat_penalty.is_finite() && s.repeat_penalty > 0.0) {
+            return bad(format!("repeat_penalty {} must be a number > 0 (1 = off)", s.repeat_penalty));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return bad("a stop string is empty".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// One step of a streamed generation, as the callback sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// The token generated at this step; `None` for the last call, which hands out text that
+    /// was held back (an unfinished character, or the possible start of a stop string) when
+    /// generation ended by length, end-of-generation or a full context.
+    pub id: Option<u32>,
+    /// Text released by this step: whole characters only, possibly empty (held back while a
+    /// character or a stop string is incomplete). The texts of all calls, joined, are
+    /// [`Completion::text`].
+    pub text: &'a str,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// [`GenerateParams::max_tokens`] reached.
+    Length,
+    /// A stop string was generated.
+    Stop,
+    /// An end-of-generation token (EOS, end-of-turn).
+    Eos,
+    /// The callback returned [`ControlFlow::Break`] or the [`CancelToken`] was cancelled.
+    Cancelled,
+    /// Every position of the context is filled.
+    ContextFull,
+}
+
+impl FinishReason {
+    /// Lower-case name: `length`, `stop`, `eos`, `cancelled`, `context`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::Stop => "stop",
+            FinishReason::Eos => "eos",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::ContextFull => "context",
+        }
+    }
+}
+
+/// Timings of one generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Prompt tokens evaluated (the prompt less its prefix already in the session's cache).
+    pub prompt_tokens: usize,
+    /// Milliseconds spent on the prompt.
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    pub gen_tokens: usize,
+    /// Milliseconds spent generating (after the prompt).
+    pub gen_ms: f64,
+    /// Milliseconds from the call to the first generated token (0 when none was).
+    pub ttft_ms: f64,
+}
+
+impl Timings {
+    /// Prompt tokens per second.
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        per_s(self.prompt_tokens, self.prompt_ms)
+    }
+
+    /// Generated tokens per second.
+    pub fn gen_tokens_per_s(&self) -> f64 {
+        per_s(self.gen_tokens, self.gen_ms)
+    }
+}
+
+fn per_s(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 {
+        n as f64 * 1e3 / ms
+    } else {
+        0.0
+    }
+}
+
+/// The result of one generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// Generated token ids: every sampled token, the end-of-generation token that stopped it
+    /// and the one that completed a stop string included.
+    pub ids: Vec<u32>,
+    /// Generated text: what the callback received, joined (cut before a stop string;
+    /// end-of-generation tokens not rendered).
+    pub text: String,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Length of the prompt in tokens.
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the session's cache instead of being evaluated.
+    pub cached_tokens: usize,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// A conversation with a decoder: its KV cache and the tokens it holds. A new prompt that
+/// starts with the cached tokens (a growing chat) evaluates only the rest.
+///
+/// One thread at a time uses a session (`&mut self`); open one per concurrent conversation
+/// from a shared [`Engine`] (it is `Send`, so it may move to the thread that runs it).
+pub struct Session<'e> {
+    dec: &'e Decoder,
+    inner: edgellm_runtime::Session<'e>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("n_ctx", &self.inner.n_ctx())
+            .field("cached_tokens", &self.inner.tokens().len())
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Session<'static>>();
+};
+
+impl Engine {
+    /// A new session with an empty KV cache of [`EngineInfo::n_ctx`](crate::EngineInfo)
+    /// positions. [`Error::NotADecoder`] for an encoder.
+    pub fn session(&self) -> Result<Session<'_>> {
+        let dec = self.decoder("generate text")?;
+        Ok(Session { dec, inner: dec.lm.session() })
+    }
+
+    /// Generate after `prompt` (tokenized as [`Engine::tokenize`] with `add_special`: BOS where
+    /// the model asks, special tokens as plain text) in a fresh session; `on_chunk` receives
+    /// every step and returns [`ControlFlow::Break`] to stop.
+    ///
+    /// Errors: [`Error::NotADecoder`], [`Error::InvalidParams`],
+    /// [`RuntimeError::PromptTooLong`](crate::RuntimeError::PromptTooLong),
+    /// [`RuntimeError::EmptyPrompt`](crate::RuntimeError::EmptyPrompt).
+    pub fn generate<F>(&self, prompt: &str, params: &GenerateParams, on_chunk: F) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        self.session()?.generate(prompt, params, on_chunk)
+    }
+
+    /// [`Engine::generate`] from prompt token ids ([`Error::TokenOutOfRange`] for an id outside
+    /// the vocabulary).
+    pub fn generate_ids<F>(&self, prompt: &[u32], params: &GenerateParams, on_chunk: F) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        self.session()?.generate_ids(prompt, params, on_chunk)
+    }
+
+    /// Answer a conversation: the messages rendered with the model's chat template and the
+    /// assistant's turn opened ([`Engine::chat_prompt`]), then [`Engine::generate_ids`].
+    pub fn chat<F>(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_chunk: F,
+    ) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        self.session()?.chat(messages, params, on_chunk)
+    }
+}
+
+impl<'e> Session<'e> {
+    /// Tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        self.inner.tokens()
+    }
+
+    /// Context size in positions.
+    pub fn n_ctx(&self) -> usize {
+        self.inner.n_ctx()
+    }
+
+    /// [`Engine::generate`] in this session.
+    pub fn generate<F>(&mut self, prompt: &str, params: &GenerateParams, on_chunk: F) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        let tok = &self.dec.lm.tokenizer;
+        let ids = tok.encode(prompt, tok.add_bos_default(), false);
+        self.generate_ids(&ids, params, on_chunk)
+    }
+
+    /// [`Engine::chat`] in this session: a conversation that grows by a turn reuses the cached
+    /// tokens of the turns before.
+    pub fn chat<F>(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_chunk: F,
+    ) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        let ids = self.dec.chat_prompt(messages)?;
+        self.generate_ids(&ids, params, on_chunk)
+    }
+
+    /// [`Engine::generate_ids`] in this session, with a sampler made from `params.sampling`.
+    pub fn generate_ids<F>(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_chunk: F,
+    ) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        params.validate()?;
+        let mut sampler = Sampler::new(params.sampling.clone());
+        self.run(prompt, params, &mut sampler, on_chunk)
+    }
+
+    /// Generate with a sampler of the caller's (`params.sampling` is not used): its random
+    /// state and history carry over from call to call, as in an interactive chat with one
+    /// seed for the whole conversation.
+    pub fn generate_ids_with<F>(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        sampler: &mut Sampler,
+        on_chunk: F,
+    ) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        params.validate()?;
+        self.run(prompt, params, sampler, on_chunk)
+    }
+
+    /// The decoding loop: prefill, then sample → stream-decode → stop-string check → callback
+    /// → one forward step, until a finish reason.
+    fn run<F>(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        sampler: &mut Sampler,
+        mut on_chunk: F,
+    ) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        let tok = &self.dec.lm.tokenizer;
+        let vocab_size = tok.vocab_size();
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(Error::TokenOutOfRange { id, vocab_size });
+        }
+        let stops = &params.stop;
+        let t0 = Instant::now();
+        let (mut logits, n_eval) = self.inner.prefill(prompt)?;
+        for &id in prompt {
+            sampler.accept(id);
+        }
+        let mut timings = Timings {
+            prompt_tokens: n_eval,
+            prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
+            ..Timings::default()
+        };
+        let t1 = Instant::now();
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        // Decoded text not yet handed out: the possible start of a stop string.
+        let mut held = String::new();
+        let mut dec = StreamDecoder::new();
+        let finish = loop {
+            if ids.len() >= params.max_tokens {
+                break FinishReason::Length;
+            }
+            if params.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                break FinishReason::Cancelled;
+            }
+            let id = sampler.sample(&logits);
+            ids.push(id);
+            if ids.len() == 1 {
+                timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
+            }
+            if !params.ignore_eos && tok.is_eog(id) {
+                break FinishReason::Eos;
+            }
+            dec.push_into(tok.piece(id), &mut held);
+            if let Some(cut) = find_stop(&held, stops) {
+                held.truncate(cut);
+                text.push_str(&held);
+                // Generation ends here whatever the callback answers.
+                let _ = on_chunk(Chunk { id: Some(id), text: &held });
+                held.clear();
+                break FinishReason::Stop;
+            }
+            let release = held.len() - stop_prefix_len(&held, stops);
+            text.push_str(&held[..release]);
+            let flow = on_chunk(Chunk { id: Some(id), text: &held[..release] });
+            held.drain(..release);
+            if flow.is_break() {
+                break FinishReason::Cancelled;
+            }
+            if ids.len() >= params.max_tokens {
+                break FinishReason::Length;
+            }
+            if self.inner.is_full() {
+                break FinishReason::ContextFull;
+            }
+            self.inner.decode(id, &mut logits)?;
+        };
+        let mut finish = finish;
+        if matches!(finish, FinishReason::Length | FinishReason::Eos | FinishReason::ContextFull) {
+            // What was held back is output after all (a broken character as U+FFFD).
+            held.push_str(&dec.flush());
+            if let Some(cut) = find_stop(&held, stops) {
+                held.truncate(cut);
+                finish = FinishReason::Stop;
+            }
+            if !held.is_empty() {
+                text.push_str(&held);
+                let _ = on_chunk(Chunk { id: None, text: &held });
+            }
+        }
+        timings.gen_tokens = ids.len();
+        timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(Completion {
+            ids,
+            text,
+            finish,
+            prompt_tokens: prompt.len(),
+            cached_tokens: prompt.len() - n_eval,
+            timings,
+        })
+    }
+}
+
+/// Start of the earliest stop string in `held`.
+///
+/// Only `held` needs searching: text is handed out only once no stop string can start in it
+/// (see [`stop_prefix_len`]), so a stop string never begins in text already released.
+fn find_stop(held: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter_map(|s| held.find(s.as_str())).min()
+}
+
+/// Length of the longest end of `held` that is a proper beginning of a stop string: the text to
+/// hold back. It starts on a character boundary of `held` (a stop string's beginning is valid
+/// UTF-8, which starts with a leading byte).
+fn stop_prefix_len(held: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .map(|s| (1..s.len()).rev().find(|&j| s.is_char_boundary(j) && held.ends_with(&s[..j])).unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stops(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn earliest_stop_wins() {
+        let s = stops(&["world", "lo"]);
+        assert_eq!(find_stop("hello world", &s), Some(3));
+        assert_eq!(find_stop("nothing", &s), None);
+        assert_eq!(find_stop("x", &[]), None);
+    }
+
+    #[test]
+    fn holds_back_possible_starts() {
+        let s = stops(&["</end>", "##"]);
+        assert_eq!(stop_prefix_len("text </e", &s), "</e".len());
+        assert_eq!(stop_prefix_len("text #", &s), 1);
+        assert_eq!(stop_prefix_len("text", &s), 0);
+        // A complete stop string is find_stop's business, not held back as a prefix.
+        assert_eq!(stop_prefix_len("a</end>", &stops(&["</end>"])), 0);
+        // Multi-byte stop strings are cut on character boundaries.
+        let s = stops(&["🙂!"]);
+        assert_eq!(stop_prefix_len("ok 🙂", &s), "🙂".len());
+        assert_eq!(stop_prefix_len("ok", &s), 0);
+    }
+
+    #[test]
+    fn params_are_checked() {
+        assert!(GenerateParams::default().validate().is_ok());
+        assert!(GenerateParams::greedy(4).with_temperature(f32::NAN).validate().is_err());
+        assert!(GenerateParams::greedy(4).with_temperature(-1.0).validate().is_err());
+        let mut p = GenerateParams::greedy(4);
+        p.sampling.top_p = 1.5;
+        assert!(matches!(p.validate(), Err(Error::InvalidParams(m)) if m.contains("top_p")));
+        assert!(GenerateParams::greedy(4).with_stop([""]).validate().is_err());
+    }
+
+    #[test]
+    fn cancel_token_is_shared() {
+        let t = CancelToken::new();
+        let u = t.clone();
+        assert!(!u.is_cancelled());
+        t.cancel();
+        assert!(u.is_cancelled());
+    }
+}
