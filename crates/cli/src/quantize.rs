@@ -160,7 +160,7 @@ pub fn main(a: Args) -> Result<()> {
     q.writer.write_file(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
 
     let (bin, bout, params) = q.totals();
-    let fin = input_bytes(&a.input);
+    let fin = edgellm_eval::sweep::model_bytes(&a.input);
     let fout = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
     for r in &q.report {
@@ -215,26 +215,6 @@ pub fn main(a: Args) -> Result<()> {
     }
     println!("  {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// Bytes of the input: the file, or for a sentence-transformers directory the sum of its
-/// `*.safetensors` files (the directory entry itself is a few KiB).
-fn input_bytes(p: &Path) -> u64 {
-    if !p.is_dir() {
-        return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    }
-    std::fs::read_dir(p)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
-                .filter_map(|f| std::fs::metadata(f).ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn reason_text(r: &Reason) -> String {
