@@ -1,7 +1,7 @@
 //! `edgellm quantize`: rewrite a model's weights in another type or mix, as standard GGUF.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
