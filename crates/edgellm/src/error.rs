@@ -105,6 +105,23 @@ pub enum Error {
     /// A generation parameter is out of its range.
     #[error("invalid generation parameter: {0}")]
     InvalidParams(String),
+    /// The batch scheduler's queue is full: try again later.
+    #[error("{queued} requests are already waiting for one of {slots} slots (the queue holds {limit}): try again shortly, or raise --parallel")]
+    QueueFull {
+        /// Requests waiting.
+        queued: usize,
+        /// Generation slots.
+        slots: usize,
+        /// Most requests that may wait.
+        limit: usize,
+    },
+    /// The batch scheduler has stopped (it was dropped, or its worker failed).
+    #[error("the batch scheduler has stopped")]
+    Stopped,
+    /// The model failed in the middle of a batched step (a bug: every sequence is checked
+    /// before it is scheduled).
+    #[error("the model failed during a batched step: {0}")]
+    StepFailed(String),
     /// A KV cache type name that is not one of the supported ones.
     #[error("unknown KV cache type '{0}': use f16, q8_0 or f32")]
     UnknownCacheType(String),

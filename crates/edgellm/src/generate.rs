@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgellm_runtime::{Sampler, SamplerConfig};
-use edgellm_text::{ChatMessage, StreamDecoder};
+use edgellm_text::{ChatMessage, StreamDecoder, Tokenizer};
 
 use crate::engine::{Decoder, Engine};
 use crate::error::{Error, Result};
@@ -367,8 +367,8 @@ impl<'e> Session<'e> {
         self.run(prompt, params, sampler, on_chunk)
     }
 
-    /// The decoding loop: prefill, then sample → stream-decode → stop-string check → callback
-    /// → one forward step, until a finish reason.
+    /// The decoding loop: prefill, then [`Decoding::step`] and one forward step per token,
+    /// until a finish reason.
     fn run<F>(
         &mut self,
         prompt: &[u32],
@@ -380,89 +380,170 @@ impl<'e> Session<'e> {
         F: FnMut(Chunk<'_>) -> ControlFlow<()>,
     {
         let tok = &self.dec.lm.tokenizer;
-        let vocab_size = tok.vocab_size();
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
-            return Err(Error::TokenOutOfRange { id, vocab_size });
-        }
-        let stops = &params.stop;
+        check_prompt_ids(prompt, tok.vocab_size())?;
         let t0 = Instant::now();
         let (mut logits, n_eval) = self.inner.prefill(prompt)?;
         for &id in prompt {
             sampler.accept(id);
         }
-        let mut timings = Timings {
-            prompt_tokens: n_eval,
-            prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
-            ..Timings::default()
-        };
-        let t1 = Instant::now();
-        let mut ids = Vec::new();
-        let mut text = String::new();
-        // Decoded text not yet handed out: the possible start of a stop string.
-        let mut held = String::new();
-        let mut dec = StreamDecoder::new();
+        let mut d = Decoding::new(t0, prompt.len(), n_eval);
         let finish = loop {
-            if ids.len() >= params.max_tokens {
-                break FinishReason::Length;
+            match d.step(tok, params, sampler, &logits, &mut on_chunk) {
+                Step::Finished(f) => break f,
+                Step::Next(id) => {
+                    if self.inner.is_full() {
+                        break FinishReason::ContextFull;
+                    }
+                    self.inner.decode(id, &mut logits)?;
+                }
             }
-            if params.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
-                break FinishReason::Cancelled;
-            }
-            let id = sampler.sample(&logits);
-            ids.push(id);
-            if ids.len() == 1 {
-                timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
-            }
-            if !params.ignore_eos && tok.is_eog(id) {
-                break FinishReason::Eos;
-            }
-            dec.push_into(tok.piece(id), &mut held);
-            if let Some(cut) = find_stop(&held, stops) {
-                held.truncate(cut);
-                text.push_str(&held);
-                // Generation ends here whatever the callback answers.
-                let _ = on_chunk(Chunk { id: Some(id), text: &held });
-                held.clear();
-                break FinishReason::Stop;
-            }
-            let release = held.len() - stop_prefix_len(&held, stops);
-            text.push_str(&held[..release]);
-            let flow = on_chunk(Chunk { id: Some(id), text: &held[..release] });
-            held.drain(..release);
-            if flow.is_break() {
-                break FinishReason::Cancelled;
-            }
-            if ids.len() >= params.max_tokens {
-                break FinishReason::Length;
-            }
-            if self.inner.is_full() {
-                break FinishReason::ContextFull;
-            }
-            self.inner.decode(id, &mut logits)?;
         };
+        Ok(d.finish(finish, params, &mut on_chunk))
+    }
+}
+
+/// [`Error::TokenOutOfRange`] for the first prompt id outside the vocabulary.
+pub(crate) fn check_prompt_ids(prompt: &[u32], vocab_size: usize) -> Result<()> {
+    match prompt.iter().find(|&&id| id as usize >= vocab_size) {
+        Some(&id) => Err(Error::TokenOutOfRange { id, vocab_size }),
+        None => Ok(()),
+    }
+}
+
+/// What [`Decoding::step`] decided.
+pub(crate) enum Step {
+    /// Run this token through the model, then step again with the logits it gives.
+    Next(u32),
+    /// Generation is over (call [`Decoding::finish`]).
+    Finished(FinishReason),
+}
+
+/// The per-token half of a generation, shared by [`Session`] and the batch scheduler so that
+/// both give the same text for the same logits: sample → stream-decode → stop strings →
+/// callback → limits.
+pub(crate) struct Decoding {
+    ids: Vec<u32>,
+    text: String,
+    /// Decoded text not yet handed out: the possible start of a stop string.
+    held: String,
+    dec: StreamDecoder,
+    t0: Instant,
+    /// When the prompt was done (generation time counts from here).
+    t1: Instant,
+    timings: Timings,
+    prompt_tokens: usize,
+}
+
+impl Decoding {
+    /// A generation whose call started at `t0`, after a prompt of `prompt_tokens` tokens of
+    /// which `n_eval` were evaluated (the rest came from a cache), the prompt done now.
+    pub(crate) fn new(t0: Instant, prompt_tokens: usize, n_eval: usize) -> Decoding {
+        let t1 = Instant::now();
+        Decoding {
+            ids: Vec::new(),
+            text: String::new(),
+            held: String::new(),
+            dec: StreamDecoder::new(),
+            t0,
+            t1,
+            timings: Timings {
+                prompt_tokens: n_eval,
+                prompt_ms: (t1 - t0).as_secs_f64() * 1e3,
+                ..Timings::default()
+            },
+            prompt_tokens,
+        }
+    }
+
+    /// Tokens generated so far.
+    pub(crate) fn n_generated(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// One token: the limits and cancellation checked, a token drawn from `logits`, its text
+    /// released to `on_chunk` (less what may start a stop string).
+    pub(crate) fn step<F>(
+        &mut self,
+        tok: &Tokenizer,
+        params: &GenerateParams,
+        sampler: &mut Sampler,
+        logits: &[f32],
+        on_chunk: &mut F,
+    ) -> Step
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        if self.ids.len() >= params.max_tokens {
+            return Step::Finished(FinishReason::Length);
+        }
+        if params.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Step::Finished(FinishReason::Cancelled);
+        }
+        let id = sampler.sample(logits);
+        self.ids.push(id);
+        if self.ids.len() == 1 {
+            self.timings.ttft_ms = self.t0.elapsed().as_secs_f64() * 1e3;
+        }
+        if !params.ignore_eos && tok.is_eog(id) {
+            return Step::Finished(FinishReason::Eos);
+        }
+        let stops = &params.stop;
+        self.dec.push_into(tok.piece(id), &mut self.held);
+        if let Some(cut) = find_stop(&self.held, stops) {
+            self.held.truncate(cut);
+            self.text.push_str(&self.held);
+            // Generation ends here whatever the callback answers.
+            let _ = on_chunk(Chunk { id: Some(id), text: &self.held });
+            self.held.clear();
+            return Step::Finished(FinishReason::Stop);
+        }
+        let release = self.held.len() - stop_prefix_len(&self.held, stops);
+        self.text.push_str(&self.held[..release]);
+        let flow = on_chunk(Chunk { id: Some(id), text: &self.held[..release] });
+        self.held.drain(..release);
+        if flow.is_break() {
+            return Step::Finished(FinishReason::Cancelled);
+        }
+        if self.ids.len() >= params.max_tokens {
+            return Step::Finished(FinishReason::Length);
+        }
+        Step::Next(id)
+    }
+
+    /// The end: text held back is released where the generation ended by itself, and the
+    /// [`Completion`] made.
+    pub(crate) fn finish<F>(
+        mut self,
+        finish: FinishReason,
+        params: &GenerateParams,
+        on_chunk: &mut F,
+    ) -> Completion
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
         let mut finish = finish;
         if matches!(finish, FinishReason::Length | FinishReason::Eos | FinishReason::ContextFull) {
             // What was held back is output after all (a broken character as U+FFFD).
-            held.push_str(&dec.flush());
-            if let Some(cut) = find_stop(&held, stops) {
-                held.truncate(cut);
+            self.held.push_str(&self.dec.flush());
+            if let Some(cut) = find_stop(&self.held, &params.stop) {
+                self.held.truncate(cut);
                 finish = FinishReason::Stop;
             }
-            if !held.is_empty() {
-                text.push_str(&held);
-                let _ = on_chunk(Chunk { id: None, text: &held });
+            if !self.held.is_empty() {
+                self.text.push_str(&self.held);
+                let _ = on_chunk(Chunk { id: None, text: &self.held });
             }
         }
-        timings.gen_tokens = ids.len();
-        timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(Completion {
-            ids,
-            text,
+        self.timings.gen_tokens = self.ids.len();
+        self.timings.gen_ms = self.t1.elapsed().as_secs_f64() * 1e3;
+        Completion {
+            ids: self.ids,
+            text: self.text,
             finish,
-            prompt_tokens: prompt.len(),
-            cached_tokens: prompt.len() - n_eval,
-            timings,
-        })
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.prompt_tokens - self.timings.prompt_tokens,
+            timings: self.timings,
+        }
     }
 }
 

@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 mod engine;
 mod error;
 mod generate;

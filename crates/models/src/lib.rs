@@ -13,7 +13,7 @@ pub mod llama;
 pub mod nn;
 
 pub use error::ModelError;
-pub use kv_cache::{KvCache, KvType};
+pub use kv_cache::{Buffers, KvCache, KvType};
 pub use linear::{Linear, Precision, TensorBytes};
 
 use edgellm_formats::GgufFile;
@@ -62,6 +62,30 @@ pub trait LanguageModel: Send + Sync {
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError>;
 
+    /// One step of several sequences at once (continuous batching): each sequence's `tokens`
+    /// at positions `cache.len..` of its own cache, whose keys/values are appended; the
+    /// logits of each sequence's last token into `logits[i]` (`[n_vocab]`, resized).
+    /// `bufs` holds the step's activations (reused from step to step).
+    ///
+    /// The result is what [`LanguageModel::forward_into`] gives each sequence alone, bit for
+    /// bit: every row of a product is accumulated in the same order whatever the other rows
+    /// (see `tests/batch_invariance.rs`). Architectures that do not batch run the sequences
+    /// one after another. Every sequence is checked (tokens in the vocabulary, room in its
+    /// context, at least one token) before any runs.
+    fn forward_many(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        bufs: &mut Buffers,
+        logits: &mut [Vec<f32>],
+    ) -> Result<(), ModelError> {
+        let _ = bufs;
+        check_steps(seqs, logits, self.info().n_vocab)?;
+        for (s, l) in seqs.iter_mut().zip(logits.iter_mut()) {
+            self.forward_into(s.tokens, s.cache, false, l)?;
+        }
+        Ok(())
+    }
+
     /// The residual stream entering block 0 for `tokens`, `[n × n_embd]` (layer-wise execution,
     /// for compression that calibrates one block at a time, such as SparseGPT's sequential
     /// pruning).
@@ -93,6 +117,39 @@ pub trait LanguageModel: Send + Sync {
         self.forward_into(tokens, cache, all_logits, &mut logits)?;
         Ok(logits)
     }
+}
+
+/// One sequence of a [`LanguageModel::forward_many`] step.
+pub struct SeqStep<'a> {
+    /// Tokens to run, at positions `cache.len..`.
+    pub tokens: &'a [u32],
+    /// The sequence's KV cache.
+    pub cache: &'a mut KvCache,
+}
+
+/// The checks of [`LanguageModel::forward_many`]: one logits vector per sequence, and every
+/// sequence non-empty, in the vocabulary and within its context.
+pub fn check_steps(seqs: &[SeqStep<'_>], logits: &[Vec<f32>], n_vocab: usize) -> Result<(), ModelError> {
+    if logits.len() != seqs.len() {
+        return Err(ModelError::BadConfig(format!(
+            "forward_many: {} sequences but {} logits vectors",
+            seqs.len(),
+            logits.len()
+        )));
+    }
+    for s in seqs {
+        if s.tokens.is_empty() {
+            return Err(ModelError::BadConfig("forward_many: a sequence with no tokens".into()));
+        }
+        let needed = s.cache.len + s.tokens.len();
+        if needed > s.cache.n_ctx {
+            return Err(ModelError::ContextOverflow { needed, n_ctx: s.cache.n_ctx });
+        }
+        if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab });
+        }
+    }
+    Ok(())
 }
 
 /// `blk.{l}.{role}.weight` → `(l, role)`.
