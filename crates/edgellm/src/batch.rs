@@ -566,9 +566,10 @@ impl<'e> Worker<'e> {
         let Some(mut a) = slot.active.take() else { return };
         self.clock += 1;
         slot.last_used = self.clock;
-        // A cache holding an unfinished prompt is still a valid prefix of it.
-        let _ = (a.job.sink)(Event::Done(result));
+        // The counters first: whoever hears `Done` sees them up to date. (A cache holding an
+        // unfinished prompt is still a valid prefix of it: it stays.)
         self.shared.busy.fetch_sub(1, Ordering::Relaxed);
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let _ = (a.job.sink)(Event::Done(result));
     }
 }

@@ -8,10 +8,10 @@ use edgellm_core::parallel::for_each_rows_mut;
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
-use crate::kv_cache::{BufferSlices, KvCache, KvShape};
+use crate::kv_cache::{BufferSlices, Buffers, KvCache, KvShape};
 use crate::linear::{check_shape, gguf_vector, Linear};
 use crate::nn::{add_assign, rms_norm, swiglu, Rope};
-use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
+use crate::{check_steps, LanguageModel, LoadOptions, ModelError, ModelInfo, SeqStep};
 
 /// Hyper-parameters from the `llama.*` metadata.
 #[derive(Clone, Debug)]
@@ -214,10 +214,12 @@ impl Llama {
         Ok(())
     }
 
-    /// Block `l` over the residual stream `x` (`[n × n_embd]`, updated in place) of the tokens
-    /// at positions `pos0..`, with scratch `s` sized for them; stores their keys and values in
-    /// layer `l` of `cache`.
-    fn block(&self, l: usize, x: &mut [f32], s: &mut BufferSlices<'_>, cache: &mut KvCache, pos0: usize) {
+    /// Block `l` over the residual stream `x` (`[n × n_embd]`, updated in place) of the
+    /// sequences `segs` (each its rows of `x`, its positions and its cache), with scratch `s`
+    /// sized for all the rows; stores each sequence's keys and values in layer `l` of its
+    /// cache. The products run over all the rows at once (one read of the weights); rotary
+    /// embedding and attention per sequence.
+    fn block(&self, l: usize, x: &mut [f32], s: &mut BufferSlices<'_>, segs: &mut [Seg<'_>]) {
         let c = &self.cfg;
         let b = &self.blocks[l];
         let n = x.len() / c.n_embd;
@@ -226,15 +228,26 @@ impl Llama {
         h.copy_from_slice(x);
         rms_norm(h, &b.attn_norm, c.eps);
         Linear::forward_shared(&[&b.wq, &b.wk, &b.wv], h, n, &mut [&mut **q, &mut **k, &mut **v]);
+        let segs_ro: &[Seg<'_>] = segs;
         for (x, w) in [(&mut **q, qd), (&mut **k, kvd)] {
             for_each_rows_mut(x, w, |t0, rows| {
                 for (i, row) in rows.chunks_exact_mut(w).enumerate() {
-                    self.rope.apply_adjacent(row, c.head_dim, pos0 + t0 + i);
+                    self.rope.apply_adjacent(row, c.head_dim, position(segs_ro, t0 + i));
                 }
             });
         }
-        cache.layers[l].store(pos0, k, v);
-        attention(&self.attn, q, &cache.layers[l], pos0, n, att);
+        for sg in segs.iter_mut() {
+            let r = sg.start..sg.start + sg.n;
+            sg.cache.layers[l].store(sg.pos0, &k[r.start * kvd..r.end * kvd], &v[r.start * kvd..r.end * kvd]);
+            attention(
+                &self.attn,
+                &q[r.start * qd..r.end * qd],
+                &sg.cache.layers[l],
+                sg.pos0,
+                sg.n,
+                &mut att[r.start * qd..r.end * qd],
+            );
+        }
         b.wo.forward(att, n, o);
         add_assign(x, o);
 
@@ -299,13 +312,60 @@ impl LanguageModel for Llama {
         let mut bufs = std::mem::take(&mut cache.buffers);
         let mut s = bufs.sized(n, c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
         let pos0 = cache.len;
-        self.block(l, x, &mut s, cache, pos0);
+        self.block(l, x, &mut s, &mut [Seg { start: 0, n, pos0, cache: &mut *cache }]);
         cache.buffers = bufs;
         Ok(())
     }
 
     fn replace_weight(&mut self, name: &str, w: Linear) -> Result<(), ModelError> {
         crate::replace_checked(self.block_linear_mut(name), name, w)
+    }
+
+    fn forward_many(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        bufs: &mut Buffers,
+        logits: &mut [Vec<f32>],
+    ) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        check_steps(seqs, logits, c.n_vocab)?;
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        let mut s = bufs.sized(total, d, qd, kvd, ff);
+        let x = std::mem::take(&mut s.x);
+        let mut segs = Vec::with_capacity(seqs.len());
+        let mut start = 0;
+        for sq in seqs.iter_mut() {
+            let n = sq.tokens.len();
+            self.embed_into(sq.tokens, &mut x[start * d..(start + n) * d])?;
+            segs.push(Seg { start, n, pos0: sq.cache.len, cache: &mut *sq.cache });
+            start += n;
+        }
+        for l in 0..self.blocks.len() {
+            self.block(l, x, &mut s, &mut segs);
+        }
+        // The last row of each sequence, normalized, through the output projection together.
+        let m = segs.len();
+        let h = &mut s.h[..m * d];
+        for (j, sg) in segs.iter_mut().enumerate() {
+            sg.cache.len = sg.pos0 + sg.n;
+            let last = sg.start + sg.n - 1;
+            h[j * d..(j + 1) * d].copy_from_slice(&x[last * d..(last + 1) * d]);
+        }
+        rms_norm(h, &self.output_norm, c.eps);
+        let nv = c.n_vocab;
+        let (first, rest) = logits.split_first_mut().expect("one logits vector per sequence");
+        first.resize(m * nv, 0.0);
+        self.output.forward(h, m, first);
+        for (j, l) in rest.iter_mut().enumerate() {
+            l.clear();
+            l.extend_from_slice(&first[(j + 1) * nv..(j + 2) * nv]);
+        }
+        first.truncate(nv);
+        Ok(())
     }
 
     fn forward_into(
@@ -337,8 +397,11 @@ impl LanguageModel for Llama {
         let x = std::mem::take(&mut s.x);
         self.embed_into(tokens, x)?;
 
-        for l in 0..self.blocks.len() {
-            self.block(l, x, &mut s, cache, pos0);
+        {
+            let mut segs = [Seg { start: 0, n, pos0, cache: &mut *cache }];
+            for l in 0..self.blocks.len() {
+                self.block(l, x, &mut s, &mut segs);
+            }
         }
         cache.len = pos0 + n;
 
@@ -350,4 +413,23 @@ impl LanguageModel for Llama {
         cache.buffers = bufs;
         Ok(())
     }
+}
+
+/// One sequence's part of a step: rows `start..start + n` of the activations, at positions
+/// `pos0..` of `cache`.
+pub(crate) struct Seg<'c> {
+    pub(crate) start: usize,
+    pub(crate) n: usize,
+    pub(crate) pos0: usize,
+    pub(crate) cache: &'c mut KvCache,
+}
+
+/// Position of activation row `t` among the sequences `segs`.
+pub(crate) fn position(segs: &[Seg<'_>], t: usize) -> usize {
+    for sg in segs {
+        if t < sg.start + sg.n {
+            return sg.pos0 + (t - sg.start);
+        }
+    }
+    unreachable!("row {t} beyond the step's sequences")
 }
