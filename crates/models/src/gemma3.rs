@@ -10,10 +10,11 @@ use edgellm_core::parallel::for_each_rows_mut;
 use edgellm_formats::GgufFile;
 
 use crate::attention::{attention, AttnShape};
-use crate::kv_cache::{BufferSlices, KvCache, KvShape};
+use crate::kv_cache::{BufferSlices, Buffers, KvCache, KvShape};
 use crate::linear::{check_shape, gguf_vector, Linear, Precision};
+use crate::llama::{begin_step, end_step, position, Seg};
 use crate::nn::{add_assign, gate, gelu_tanh, gelu_tanh_table, rms_norm, Rope};
-use crate::{LanguageModel, LoadOptions, ModelError, ModelInfo};
+use crate::{check_steps, LanguageModel, LoadOptions, ModelError, ModelInfo, SeqStep};
 
 /// Local layers per global layer plus one: layer `l` is global when `(l + 1) % 6 == 0`.
 const SWA_PATTERN: usize = 6;
@@ -225,10 +226,12 @@ impl Gemma3 {
         Ok(())
     }
 
-    /// Block `l` over the residual stream `x` (`[n × n_embd]`, in place) of at most one batch
-    /// of tokens at positions `pos0..`, with scratch `s` sized for them; stores their keys and
-    /// values in layer `l` of `cache`.
-    fn block(&self, l: usize, x: &mut [f32], s: &mut BufferSlices<'_>, cache: &mut KvCache, pos0: usize) {
+    /// Block `l` over the residual stream `x` (`[n × n_embd]`, in place) of the sequences
+    /// `segs` (each its rows of `x`, at most one batch of its cache, its positions), with
+    /// scratch `s` sized for all the rows; stores each sequence's keys and values in layer
+    /// `l` of its cache. Products over all the rows at once; rotary embedding and attention
+    /// per sequence.
+    fn block(&self, l: usize, x: &mut [f32], s: &mut BufferSlices<'_>, segs: &mut [Seg<'_>]) {
         let c = &self.cfg;
         let b = &self.blocks[l];
         let n = x.len() / c.n_embd;
@@ -240,15 +243,26 @@ impl Gemma3 {
         Linear::forward_shared(&[&b.wq, &b.wk, &b.wv], h, n, &mut [&mut **q, &mut **k, &mut **v]);
         rms_norm(q, &b.q_norm, c.eps); // per head: rows of head_dim
         rms_norm(k, &b.k_norm, c.eps);
+        let segs_ro: &[Seg<'_>] = segs;
         for (x, w) in [(&mut **q, qd), (&mut **k, kvd)] {
             for_each_rows_mut(x, w, |t0, rows| {
                 for (i, row) in rows.chunks_exact_mut(w).enumerate() {
-                    rope.apply_halves(row, hd, pos0 + t0 + i);
+                    rope.apply_halves(row, hd, position(segs_ro, t0 + i));
                 }
             });
         }
-        cache.layers[l].store(pos0, k, v);
-        attention(&self.attn, q, &cache.layers[l], pos0, n, att);
+        for sg in segs.iter_mut() {
+            let r = sg.start..sg.start + sg.n;
+            sg.cache.layers[l].store(sg.pos0, &k[r.start * kvd..r.end * kvd], &v[r.start * kvd..r.end * kvd]);
+            attention(
+                &self.attn,
+                &q[r.start * qd..r.end * qd],
+                &sg.cache.layers[l],
+                sg.pos0,
+                sg.n,
+                &mut att[r.start * qd..r.end * qd],
+            );
+        }
         b.wo.forward(att, n, o);
         rms_norm(o, &b.post_attn_norm, c.eps);
         add_assign(x, o);
@@ -295,8 +309,11 @@ impl Gemma3 {
         let x = std::mem::take(&mut s.x);
         self.embed_into(tokens, x)?;
 
-        for l in 0..self.blocks.len() {
-            self.block(l, x, &mut s, cache, pos0);
+        {
+            let mut segs = [Seg { start: 0, n, pos0, cache: &mut *cache }];
+            for l in 0..self.blocks.len() {
+                self.block(l, x, &mut s, &mut segs);
+            }
         }
         cache.len = pos0 + n;
 
@@ -361,7 +378,8 @@ impl LanguageModel for Gemma3 {
         for (i, xs) in x.chunks_mut(batch * d).enumerate() {
             let m = xs.len() / d;
             let mut s = bufs.sized(m, d, c.q_dim(), c.kv_dim(), c.n_ff);
-            self.block(l, xs, &mut s, cache, cache.len + i * batch);
+            let pos0 = cache.len + i * batch;
+            self.block(l, xs, &mut s, &mut [Seg { start: 0, n: m, pos0, cache: &mut *cache }]);
         }
         cache.buffers = bufs;
         Ok(())
@@ -369,6 +387,36 @@ impl LanguageModel for Gemma3 {
 
     fn replace_weight(&mut self, name: &str, w: Linear) -> Result<(), ModelError> {
         crate::replace_checked(self.block_linear_mut(name), name, w)
+    }
+
+    fn forward_many(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        bufs: &mut Buffers,
+        logits: &mut [Vec<f32>],
+    ) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        check_steps(seqs, logits, c.n_vocab)?;
+        // Local layers' rings hold window + one batch: longer parts go alone, in batches.
+        if seqs.iter().any(|s| s.tokens.len() > s.cache.max_batch.min(MAX_BATCH)) {
+            for (s, l) in seqs.iter_mut().zip(logits.iter_mut()) {
+                self.forward_into(s.tokens, s.cache, false, l)?;
+            }
+            return Ok(());
+        }
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let (d, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        let mut s = bufs.sized(total, d, qd, kvd, ff);
+        let x = std::mem::take(&mut s.x);
+        let mut segs = begin_step(seqs, x, d, |t, x| self.embed_into(t, x))?;
+        for l in 0..self.blocks.len() {
+            self.block(l, x, &mut s, &mut segs);
+        }
+        end_step(&mut segs, x, s.h, &self.output_norm, c.eps, &self.output, logits);
+        Ok(())
     }
 
     fn forward_into(

@@ -336,35 +336,11 @@ impl LanguageModel for Llama {
         let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         let mut s = bufs.sized(total, d, qd, kvd, ff);
         let x = std::mem::take(&mut s.x);
-        let mut segs = Vec::with_capacity(seqs.len());
-        let mut start = 0;
-        for sq in seqs.iter_mut() {
-            let n = sq.tokens.len();
-            self.embed_into(sq.tokens, &mut x[start * d..(start + n) * d])?;
-            segs.push(Seg { start, n, pos0: sq.cache.len, cache: &mut *sq.cache });
-            start += n;
-        }
+        let mut segs = begin_step(seqs, x, d, |t, x| self.embed_into(t, x))?;
         for l in 0..self.blocks.len() {
             self.block(l, x, &mut s, &mut segs);
         }
-        // The last row of each sequence, normalized, through the output projection together.
-        let m = segs.len();
-        let h = &mut s.h[..m * d];
-        for (j, sg) in segs.iter_mut().enumerate() {
-            sg.cache.len = sg.pos0 + sg.n;
-            let last = sg.start + sg.n - 1;
-            h[j * d..(j + 1) * d].copy_from_slice(&x[last * d..(last + 1) * d]);
-        }
-        rms_norm(h, &self.output_norm, c.eps);
-        let nv = c.n_vocab;
-        let (first, rest) = logits.split_first_mut().expect("one logits vector per sequence");
-        first.resize(m * nv, 0.0);
-        self.output.forward(h, m, first);
-        for (j, l) in rest.iter_mut().enumerate() {
-            l.clear();
-            l.extend_from_slice(&first[(j + 1) * nv..(j + 2) * nv]);
-        }
-        first.truncate(nv);
+        end_step(&mut segs, x, s.h, &self.output_norm, c.eps, &self.output, logits);
         Ok(())
     }
 
@@ -432,4 +408,52 @@ pub(crate) fn position(segs: &[Seg<'_>], t: usize) -> usize {
         }
     }
     unreachable!("row {t} beyond the step's sequences")
+}
+
+/// The sequences of a step as [`Seg`]s over the activations `x` (`[Σn × d]`), their tokens
+/// embedded by `embed`.
+pub(crate) fn begin_step<'c>(
+    seqs: &'c mut [SeqStep<'_>],
+    x: &mut [f32],
+    d: usize,
+    embed: impl Fn(&[u32], &mut [f32]) -> Result<(), ModelError>,
+) -> Result<Vec<Seg<'c>>, ModelError> {
+    let mut segs = Vec::with_capacity(seqs.len());
+    let mut start = 0;
+    for sq in seqs.iter_mut() {
+        let n = sq.tokens.len();
+        embed(sq.tokens, &mut x[start * d..(start + n) * d])?;
+        segs.push(Seg { start, n, pos0: sq.cache.len, cache: &mut *sq.cache });
+        start += n;
+    }
+    Ok(segs)
+}
+
+/// The end of a step: each cache advanced, and the last row of each sequence normalized and
+/// through the output projection together (one read of its weights), into `logits[i]`.
+pub(crate) fn end_step(
+    segs: &mut [Seg<'_>],
+    x: &[f32],
+    h: &mut [f32],
+    norm: &[f32],
+    eps: f32,
+    output: &Linear,
+    logits: &mut [Vec<f32>],
+) {
+    let (d, m, nv) = (norm.len(), segs.len(), output.out_features);
+    let h = &mut h[..m * d];
+    for (j, sg) in segs.iter_mut().enumerate() {
+        sg.cache.len = sg.pos0 + sg.n;
+        let last = sg.start + sg.n - 1;
+        h[j * d..(j + 1) * d].copy_from_slice(&x[last * d..(last + 1) * d]);
+    }
+    rms_norm(h, norm, eps);
+    let (first, rest) = logits.split_first_mut().expect("one logits vector per sequence");
+    first.resize(m * nv, 0.0);
+    output.forward(h, m, first);
+    for (j, l) in rest.iter_mut().enumerate() {
+        l.clear();
+        l.extend_from_slice(&first[(j + 1) * nv..(j + 2) * nv]);
+    }
+    first.truncate(nv);
 }
