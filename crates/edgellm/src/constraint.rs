@@ -42,8 +42,11 @@ use crate::error::{Error, Result};
 /// still applies: a generation cut by it ([`FinishReason::Length`](crate::FinishReason)) can
 /// hold incomplete JSON; so can one cut by a stop string, which still applies too.
 ///
-/// The JSON may hold whitespace between its tokens (llguidance's flexible JSON whitespace),
-/// and [`GenerateParams::ignore_eos`](crate::GenerateParams::ignore_eos) does not outlast a
+/// Between two JSON tokens the output may hold a space or a tab, or a line break and up to 20
+/// spaces or tabs of indentation (bounded, so that a model cannot fill its token limit with
+/// blank lines; a schema's own llguidance `x-guidance` options replace this). An
+/// end-of-generation token is allowed only once the value is complete, and
+/// [`GenerateParams::ignore_eos`](crate::GenerateParams::ignore_eos) does not outlast a
 /// complete value.
 ///
 /// ```
@@ -95,17 +98,27 @@ impl OutputFormat {
         }
     }
 
-    /// The grammar, for a constrained format.
+    /// The grammar, for a constrained format: the schema with [`WHITESPACE`] as its JSON
+    /// whitespace (unless the schema sets llguidance's own `x-guidance` options).
     fn grammar(&self) -> Option<TopLevelGrammar> {
-        match self {
-            OutputFormat::Text => None,
-            OutputFormat::JsonObject => {
-                Some(TopLevelGrammar::from_json_schema(serde_json::json!({ "type": "object" })))
-            }
-            OutputFormat::JsonSchema(schema) => Some(TopLevelGrammar::from_json_schema(schema.clone())),
+        let mut schema = match self {
+            OutputFormat::Text => return None,
+            OutputFormat::JsonObject => serde_json::json!({ "type": "object" }),
+            OutputFormat::JsonSchema(schema) => schema.clone(),
+        };
+        if let Some(obj) = schema.as_object_mut() {
+            obj.entry("x-guidance")
+                .or_insert_with(|| serde_json::json!({ "whitespace_pattern": WHITESPACE }));
         }
+        Some(TopLevelGrammar::from_json_schema(schema))
     }
 }
+
+/// The whitespace allowed between two JSON tokens (llama.cpp's JSON grammar allows the same): a
+/// space or a tab, or a line break and up to 20 spaces or tabs of indentation. Unbounded
+/// whitespace lets a model that wants to end where the schema does not allow it (a required
+/// property still missing) emit blank lines until its token limit.
+const WHITESPACE: &str = r"[\x20\x09]|\x0D?\x0A[\x20\x09]{0,20}";
 
 /// A decoder's constrained-decoding state: the token trie and parser factory of its
 /// vocabulary, built on first use ([`Grammars::factory`]) and shared by every request.
@@ -329,6 +342,48 @@ mod tests {
         }
         assert_eq!(best_allowed(&logits, &mask, n), Some(69));
         assert_eq!(best_allowed(&logits, &SimpleVob::alloc(n), n), None);
+    }
+
+    /// A matcher for `format` over llguidance's test vocabulary of the 256 bytes (and a few
+    /// special tokens, the last one its EOS).
+    fn byte_matcher(format: &OutputFormat) -> Matcher {
+        let env = ApproximateTokEnv::single_byte_env();
+        let mut factory = ParserFactory::new_simple(&env).unwrap();
+        factory.quiet();
+        Matcher::new(factory.create_parser(format.grammar().unwrap()))
+    }
+
+    /// Feed `text` a byte at a time: how many bytes the grammar took before refusing one.
+    fn accepted(m: &mut Matcher, text: &str) -> usize {
+        text.bytes()
+            .take_while(|&b| {
+                m.compute_mask().unwrap().is_allowed(b as u32) && m.consume_token(b as u32).is_ok()
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_grammar_takes_valid_json_and_ends_with_it() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": { "n": { "type": "integer", "minimum": 1, "maximum": 9 }, "s": { "enum": ["a", "b"] } },
+            "required": ["n", "s"],
+            "additionalProperties": false
+        });
+        let f = OutputFormat::JsonSchema(schema);
+        let text = "{\"n\": 7,\n  \"s\": \"b\"}";
+        let mut m = byte_matcher(&f);
+        assert_eq!(accepted(&mut m, text), text.len());
+        assert!(m.is_stopped(), "nothing may follow a complete object");
+        // Out of range, not in the enum, a property missing.
+        for (bad, at) in [("{\"n\": 12", 7), ("{\"n\": 3, \"s\": \"c", 15), ("{\"n\": 3}", 7)] {
+            assert_eq!(accepted(&mut byte_matcher(&f), bad), at, "{bad}");
+        }
+        // Whitespace between tokens is bounded: a line break and 20 spaces, not 21.
+        let indent = |k: usize| format!("{{\n{}\"", " ".repeat(k));
+        assert_eq!(accepted(&mut byte_matcher(&OutputFormat::JsonObject), &indent(20)), 23);
+        assert_eq!(accepted(&mut byte_matcher(&OutputFormat::JsonObject), &indent(21)), 22);
+        assert_eq!(accepted(&mut byte_matcher(&OutputFormat::JsonObject), "[1]"), 0, "an object only");
     }
 
     #[test]
