@@ -487,6 +487,8 @@ pub(crate) struct Decoding {
     prompt_tokens: usize,
     /// One per id of `ids`, when the parameters ask for log-probabilities.
     logprobs: Vec<TokenLogprob>,
+    /// Scratch of the log-probabilities: a row's exponentials (vocabulary-sized once).
+    exps: Vec<f32>,
     constraint: Constraint,
     /// The grammar of the output format is complete (the generation ended by itself).
     grammar_done: bool,
@@ -513,6 +515,7 @@ impl Decoding {
             },
             prompt_tokens,
             logprobs: Vec::new(),
+            exps: Vec::new(),
             constraint: Constraint::Pending,
             grammar_done: false,
             failure: None,
@@ -590,7 +593,7 @@ impl Decoding {
             self.timings.ttft_ms = self.t0.elapsed().as_secs_f64() * 1e3;
         }
         if let Some(k) = params.logprobs {
-            self.logprobs.push(token_logprob(logits, id, k, tok.piece(id)));
+            self.logprobs.push(token_logprob(logits, id, k, tok.piece(id), &mut self.exps));
         }
         let constrained = matches!(self.constraint, Constraint::On(_));
         // A constraint lets an end-of-generation token through only where its JSON is

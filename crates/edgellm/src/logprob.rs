@@ -29,9 +29,15 @@ pub struct TokenLogprob {
 }
 
 /// The log-probability of token `id` of `logits`, and the `k` most likely tokens; `bytes` is
-/// the token's text.
-pub(crate) fn token_logprob(logits: &[f32], id: u32, k: usize, bytes: &[u8]) -> TokenLogprob {
-    let lse = log_sum_exp(logits);
+/// the token's text. `scratch` holds the exponentials (sized to the row once, reused).
+pub(crate) fn token_logprob(
+    logits: &[f32],
+    id: u32,
+    k: usize,
+    bytes: &[u8],
+    scratch: &mut Vec<f32>,
+) -> TokenLogprob {
+    let lse = log_sum_exp(logits, scratch);
     let logprob = |l: f32| (l as f64 - lse) as f32;
     let top = top_k(logits, k).into_iter().map(|(i, l)| (i, logprob(l))).collect();
     TokenLogprob {
@@ -43,15 +49,16 @@ pub(crate) fn token_logprob(logits: &[f32], id: u32, k: usize, bytes: &[u8]) -> 
     }
 }
 
-/// `ln Σ exp(l)`, in f64 around the maximum (−∞ for an empty or all −∞ row).
-fn log_sum_exp(logits: &[f32]) -> f64 {
+/// `ln Σ exp(l)` around the maximum (−∞ for an empty or all −∞ row): the exponentials by the
+/// kernels' softmax (SIMD, about one ulp each, summed in f64), in `scratch`.
+fn log_sum_exp(logits: &[f32], scratch: &mut Vec<f32>) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return f64::NEG_INFINITY;
     }
-    let max = max as f64;
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    max + sum.ln()
+    scratch.clear();
+    scratch.extend_from_slice(logits);
+    max as f64 + edgellm_core::kernels::softmax_exp(scratch, max).ln()
 }
 
 /// The `k` largest logits as `(id, logit)`, largest first, the lower id first among equals (NaN
@@ -81,14 +88,18 @@ mod tests {
     fn logprobs_are_the_log_softmax() {
         let logits = [1.0f32, 3.0, 2.5, -1.0, 3.0, f32::NEG_INFINITY];
         let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
-        let lp = token_logprob(&logits, 2, 3, b"x");
+        let lp = token_logprob(&logits, 2, 3, b"x", &mut Vec::new());
         assert!((lp.logprob as f64 - (2.5 - z.ln())).abs() < 1e-6);
         // Ties: the lower id first.
         assert_eq!(lp.top.iter().map(|&(i, _)| i).collect::<Vec<_>>(), vec![1, 4, 2]);
         assert_eq!(lp.top[0].1, lp.top[1].1);
-        assert_eq!(token_logprob(&logits, 5, 0, b"").logprob, f32::NEG_INFINITY);
-        assert!(token_logprob(&logits, 0, 0, b"").top.is_empty());
-        let probs: f64 = token_logprob(&logits, 0, 6, b"").top.iter().map(|&(_, l)| (l as f64).exp()).sum();
+        assert_eq!(token_logprob(&logits, 5, 0, b"", &mut Vec::new()).logprob, f32::NEG_INFINITY);
+        assert!(token_logprob(&logits, 0, 0, b"", &mut Vec::new()).top.is_empty());
+        let probs: f64 = token_logprob(&logits, 0, 6, b"", &mut Vec::new())
+            .top
+            .iter()
+            .map(|&(_, l)| (l as f64).exp())
+            .sum();
         assert!((probs - 1.0).abs() < 1e-6);
     }
 
