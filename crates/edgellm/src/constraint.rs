@@ -38,9 +38,10 @@ use crate::error::{Error, Result};
 /// from those the grammar allows next, and generation ends as soon as the JSON value is
 /// complete ([`FinishReason::Stop`](crate::FinishReason::Stop); or
 /// [`FinishReason::Eos`](crate::FinishReason::Eos) when the model ends it with an
-/// end-of-generation token where the grammar allows one). [`GenerateParams::max_tokens`]
-/// still applies: a generation cut by it ([`FinishReason::Length`](crate::FinishReason)) can
-/// hold incomplete JSON; so can one cut by a stop string, which still applies too.
+/// end-of-generation token where the grammar allows one).
+/// [`GenerateParams::max_tokens`](crate::GenerateParams::max_tokens) still applies: a
+/// generation cut by it ([`FinishReason::Length`](crate::FinishReason)) can hold incomplete
+/// JSON; so can one cut by a stop string, which still applies too.
 ///
 /// Between two JSON tokens the output may hold a space or a tab, or a line break and up to 20
 /// spaces or tabs of indentation (bounded, so that a model cannot fill its token limit with
