@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use edgellm_formats::{GgufFile, HfConfig};
@@ -11,6 +12,7 @@ use edgellm_runtime::embed::{Embedder, DEFAULT_BATCH};
 use edgellm_runtime::{LoadedModel, RuntimeError};
 use edgellm_text::{ChatMessage, ChatTemplate};
 
+use crate::constraint::Grammars;
 use crate::error::{Error, Result};
 
 /// How to load a model.
@@ -120,6 +122,9 @@ pub(crate) struct Decoder {
     pub(crate) lm: LoadedModel,
     /// The file's template, or the built-in one for its vocabulary.
     pub(crate) template: ChatTemplate,
+    /// Constrained decoding over `lm.tokenizer`'s vocabulary (built on first use), registered
+    /// by the tokenizer's address: the decoder stays in its box.
+    pub(crate) grammars: Arc<Grammars>,
 }
 
 impl Decoder {
@@ -237,6 +242,17 @@ impl Engine {
         }
     }
 
+    /// The bytes of token `id` as generation renders them (a control token gives its name), e.g.
+    /// for the alternatives of [`TokenLogprob::top`](crate::TokenLogprob). An id outside the
+    /// vocabulary is [`Error::TokenOutOfRange`]; [`Error::NotADecoder`] for an encoder.
+    pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>> {
+        let tok = &self.decoder("give token bytes")?.lm.tokenizer;
+        if id as usize >= tok.vocab_size() {
+            return Err(Error::TokenOutOfRange { id, vocab_size: tok.vocab_size() });
+        }
+        Ok(tok.piece(id).to_vec())
+    }
+
     /// Sentence embeddings of `texts`, in their order, in batches of
     /// [`DEFAULT_BATCH`](edgellm_runtime::embed::DEFAULT_BATCH) (texts sorted by length, each
     /// batch padded to its longest). [`Error::NotAnEncoder`] for a text generator.
@@ -337,7 +353,9 @@ fn load_decoder(path: &Path, options: &EngineOptions) -> Result<Engine> {
         chat_template: source,
         load_ms: 0.0,
     };
-    Ok(Engine { model: Model::Decoder(Box::new(Decoder { lm, template })), info })
+    let mut dec = Box::new(Decoder { lm, template, grammars: Grammars::detached() });
+    dec.grammars = Grammars::register(&dec.lm.tokenizer);
+    Ok(Engine { model: Model::Decoder(dec), info })
 }
 
 /// Architectures whose Hugging Face directories hold decoders edgellm runs from GGUF only.

@@ -105,6 +105,15 @@ pub enum Error {
     /// A generation parameter is out of its range.
     #[error("invalid generation parameter: {0}")]
     InvalidParams(String),
+    /// The JSON schema of [`OutputFormat::JsonSchema`](crate::OutputFormat) cannot be compiled
+    /// (a malformed or unsatisfiable schema, a `$ref` to nothing, a feature llguidance does not
+    /// support): the message says what and where. Checked before any generation.
+    #[error("invalid JSON schema for the output format: {0}")]
+    InvalidSchema(String),
+    /// Constrained decoding failed during a generation (the grammar matcher hit one of its
+    /// limits, or allowed no token of the vocabulary), or the vocabulary cannot serve it.
+    #[error("constrained decoding failed: {0}")]
+    Constraint(String),
     /// The batch scheduler's queue is full: try again later.
     #[error("{queued} requests are already waiting for one of {slots} slots (the queue holds {limit}): try again shortly, or raise --parallel")]
     QueueFull {

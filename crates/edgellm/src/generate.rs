@@ -9,8 +9,10 @@ use std::time::Instant;
 use edgellm_runtime::{Sampler, SamplerConfig};
 use edgellm_text::{ChatMessage, StreamDecoder, Tokenizer};
 
+use crate::constraint::{Constrained, Grammars, OutputFormat};
 use crate::engine::{Decoder, Engine};
 use crate::error::{Error, Result};
+use crate::logprob::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
 
 /// A flag another thread can raise to stop a generation; it is checked before every token.
 ///
@@ -62,6 +64,14 @@ pub struct GenerateParams {
     /// Checked before each token; when cancelled, generation ends with
     /// [`FinishReason::Cancelled`].
     pub cancel: Option<CancelToken>,
+    /// What the output must be: free text (the default), any JSON object, or JSON following a
+    /// schema (see [`OutputFormat`]).
+    pub format: OutputFormat,
+    /// Token log-probabilities: `None` (the default) computes none; `Some(k)` gives each
+    /// generated token's log-probability and the `k` most likely tokens of its position
+    /// (`k` ≤ [`MAX_TOP_LOGPROBS`]), in [`Chunk::logprob`] and [`Completion::logprobs`]. See
+    /// [`TokenLogprob`] for what they are computed from.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -72,6 +82,8 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             ignore_eos: false,
             cancel: None,
+            format: OutputFormat::Text,
+            logprobs: None,
         }
     }
 }
@@ -110,8 +122,23 @@ impl GenerateParams {
         self
     }
 
+    /// These parameters with an output format (JSON object or schema).
+    pub fn with_format(mut self, format: OutputFormat) -> GenerateParams {
+        self.format = format;
+        self
+    }
+
+    /// These parameters with token log-probabilities: each token's and the `top` most likely
+    /// at its position.
+    pub fn with_logprobs(mut self, top: usize) -> GenerateParams {
+        self.logprobs = Some(top);
+        self
+    }
+
     /// Check the ranges: temperature finite and ≥ 0, top-p and min-p in [0, 1], repetition
-    /// penalty finite and > 0, no empty stop string.
+    /// penalty finite and > 0, no empty stop string, at most [`MAX_TOP_LOGPROBS`] top
+    /// log-probabilities ([`Error::InvalidParams`]); and that the output format's schema
+    /// compiles ([`Error::InvalidSchema`]).
     pub fn validate(&self) -> Result<()> {
         let s = &self.sampling;
         let bad = |m: String| Err(Error::InvalidParams(m));
@@ -130,12 +157,15 @@ impl GenerateParams {
         if self.stop.iter().any(String::is_empty) {
             return bad("a stop string is empty".to_string());
         }
-        Ok(())
+        if let Some(k) = self.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return bad(format!("logprobs {k}: at most {MAX_TOP_LOGPROBS} top log-probabilities per token"));
+        }
+        self.format.validate()
     }
 }
 
 /// One step of a streamed generation, as the callback sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Chunk<'a> {
     /// The token generated at this step; `None` for the last call, which hands out text that
     /// was held back (an unfinished character, or the possible start of a stop string) when
@@ -145,6 +175,10 @@ pub struct Chunk<'a> {
     /// character or a stop string is incomplete). The texts of all calls, joined, are
     /// [`Completion::text`].
     pub text: &'a str,
+    /// The token's log-probability and the most likely alternatives, when
+    /// [`GenerateParams::logprobs`] asks for them (`None` otherwise, and for the last call
+    /// without a token).
+    pub logprob: Option<&'a TokenLogprob>,
 }
 
 /// Why a generation ended.
@@ -152,7 +186,8 @@ pub struct Chunk<'a> {
 pub enum FinishReason {
     /// [`GenerateParams::max_tokens`] reached.
     Length,
-    /// A stop string was generated.
+    /// A stop string was generated, or the JSON of an [`OutputFormat`] is complete (nothing
+    /// may follow it).
     Stop,
     /// An end-of-generation token (EOS, end-of-turn).
     Eos,
@@ -221,6 +256,10 @@ pub struct Completion {
     pub text: String,
     /// Why it ended.
     pub finish: FinishReason,
+    /// With [`GenerateParams::logprobs`]: one per token of [`Completion::ids`], in order (the
+    /// end-of-generation token that stopped it included, which no [`Chunk`] carries). Empty
+    /// otherwise.
+    pub logprobs: Vec<TokenLogprob>,
     /// Length of the prompt in tokens.
     pub prompt_tokens: usize,
     /// Prompt tokens taken from the session's cache instead of being evaluated.
@@ -382,11 +421,15 @@ impl<'e> Session<'e> {
         let tok = &self.dec.lm.tokenizer;
         check_prompt_ids(prompt, tok.vocab_size())?;
         let t0 = Instant::now();
+        // The grammar is built before the prompt runs: a schema this vocabulary cannot serve
+        // fails before any work.
+        let constraint = self.dec.grammars.matcher(tok, &params.format)?;
         let (mut logits, n_eval) = self.inner.prefill(prompt)?;
         for &id in prompt {
             sampler.accept(id);
         }
         let mut d = Decoding::new(t0, prompt.len(), n_eval);
+        d.constrain(constraint);
         let finish = loop {
             match d.step(tok, params, sampler, &logits, &mut on_chunk) {
                 Step::Finished(f) => break f,
@@ -398,7 +441,7 @@ impl<'e> Session<'e> {
                 }
             }
         };
-        Ok(d.finish(finish, params, &mut on_chunk))
+        d.finish_checked(finish, params, &mut on_chunk)
     }
 }
 
@@ -418,9 +461,19 @@ pub(crate) enum Step {
     Finished(FinishReason),
 }
 
+/// The constraint of a [`Decoding`].
+enum Constraint {
+    /// Not decided yet: made from the parameters at the first step.
+    Pending,
+    /// Free text.
+    Off,
+    /// The output follows this matcher.
+    On(Box<Constrained>),
+}
+
 /// The per-token half of a generation, shared by [`Session`] and the batch scheduler so that
-/// both give the same text for the same logits: sample → stream-decode → stop strings →
-/// callback → limits.
+/// both give the same text for the same logits: (constraint mask →) sample (→ commit to the
+/// grammar) → log-probabilities → stream-decode → stop strings → callback → limits.
 pub(crate) struct Decoding {
     ids: Vec<u32>,
     text: String,
@@ -432,6 +485,15 @@ pub(crate) struct Decoding {
     t1: Instant,
     timings: Timings,
     prompt_tokens: usize,
+    /// One per id of `ids`, when the parameters ask for log-probabilities.
+    logprobs: Vec<TokenLogprob>,
+    /// Scratch of the log-probabilities: a row's exponentials (vocabulary-sized once).
+    exps: Vec<f32>,
+    constraint: Constraint,
+    /// The grammar of the output format is complete (the generation ended by itself).
+    grammar_done: bool,
+    /// The constraint failed (the message): the generation ended there.
+    failure: Option<String>,
 }
 
 impl Decoding {
@@ -452,6 +514,39 @@ impl Decoding {
                 ..Timings::default()
             },
             prompt_tokens,
+            logprobs: Vec::new(),
+            exps: Vec::new(),
+            constraint: Constraint::Pending,
+            grammar_done: false,
+            failure: None,
+        }
+    }
+
+    /// Follow `constraint` (`None`: free text) instead of making one from the parameters at the
+    /// first step (which reports a failure to make it only when the generation ends).
+    pub(crate) fn constrain(&mut self, constraint: Option<Constrained>) {
+        self.constraint = match constraint {
+            Some(c) => Constraint::On(Box::new(c)),
+            None => Constraint::Off,
+        };
+    }
+
+    /// Draw the next token: under the constraint (made now from `params` if still pending),
+    /// or straight from the sampler.
+    fn draw(
+        &mut self,
+        tok: &Tokenizer,
+        params: &GenerateParams,
+        sampler: &mut Sampler,
+        logits: &[f32],
+    ) -> std::result::Result<u32, String> {
+        if let Constraint::Pending = self.constraint {
+            let c = Grammars::matcher_for(tok, &params.format).map_err(|e| e.to_string())?;
+            self.constrain(c);
+        }
+        match &mut self.constraint {
+            Constraint::On(c) => c.sample(sampler, logits),
+            _ => Ok(sampler.sample(logits)),
         }
     }
 
@@ -460,8 +555,12 @@ impl Decoding {
         self.ids.len()
     }
 
-    /// One token: the limits and cancellation checked, a token drawn from `logits`, its text
-    /// released to `on_chunk` (less what may start a stop string).
+    /// One token: the limits and cancellation checked, a token drawn from `logits` (among those
+    /// the output format allows), its log-probability computed if asked, its text released to
+    /// `on_chunk` (less what may start a stop string).
+    ///
+    /// A constraint that fails (see [`Decoding::finish_checked`]) ends the generation with
+    /// [`FinishReason::Stop`].
     pub(crate) fn step<F>(
         &mut self,
         tok: &Tokenizer,
@@ -479,30 +578,52 @@ impl Decoding {
         if params.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return Step::Finished(FinishReason::Cancelled);
         }
-        let id = sampler.sample(logits);
+        let id = match self.draw(tok, params, sampler, logits) {
+            Ok(id) => id,
+            Err(e) => {
+                let n = self.ids.len();
+                self.failure = Some(format!(
+                    "after {n} generated tokens: {e} (simplify the schema, or generate without an output format)"
+                ));
+                return Step::Finished(FinishReason::Stop);
+            }
+        };
         self.ids.push(id);
         if self.ids.len() == 1 {
             self.timings.ttft_ms = self.t0.elapsed().as_secs_f64() * 1e3;
         }
-        if !params.ignore_eos && tok.is_eog(id) {
+        if let Some(k) = params.logprobs {
+            self.logprobs.push(token_logprob(logits, id, k, tok.piece(id), &mut self.exps));
+        }
+        let constrained = matches!(self.constraint, Constraint::On(_));
+        // A constraint lets an end-of-generation token through only where its JSON is
+        // complete: it ends the output even with `ignore_eos`.
+        if (!params.ignore_eos || constrained) && tok.is_eog(id) {
             return Step::Finished(FinishReason::Eos);
         }
+        let logprob = self.logprobs.last().filter(|_| params.logprobs.is_some());
         let stops = &params.stop;
         self.dec.push_into(tok.piece(id), &mut self.held);
         if let Some(cut) = find_stop(&self.held, stops) {
             self.held.truncate(cut);
             self.text.push_str(&self.held);
             // Generation ends here whatever the callback answers.
-            let _ = on_chunk(Chunk { id: Some(id), text: &self.held });
+            let _ = on_chunk(Chunk { id: Some(id), text: &self.held, logprob });
             self.held.clear();
             return Step::Finished(FinishReason::Stop);
         }
         let release = self.held.len() - stop_prefix_len(&self.held, stops);
         self.text.push_str(&self.held[..release]);
-        let flow = on_chunk(Chunk { id: Some(id), text: &self.held[..release] });
+        let flow = on_chunk(Chunk { id: Some(id), text: &self.held[..release], logprob });
         self.held.drain(..release);
         if flow.is_break() {
             return Step::Finished(FinishReason::Cancelled);
+        }
+        if let Constraint::On(c) = &self.constraint {
+            if c.is_done() {
+                self.grammar_done = true;
+                return Step::Finished(FinishReason::Stop);
+            }
         }
         if self.ids.len() >= params.max_tokens {
             return Step::Finished(FinishReason::Length);
@@ -510,8 +631,28 @@ impl Decoding {
         Step::Next(id)
     }
 
-    /// The end: text held back is released where the generation ended by itself, and the
-    /// [`Completion`] made.
+    /// [`Decoding::finish`], or [`Error::Constraint`] when the output format's constraint failed
+    /// (its grammar could not be built for the vocabulary, or its matcher failed: the text
+    /// streamed so far ends where it did).
+    pub(crate) fn finish_checked<F>(
+        mut self,
+        finish: FinishReason,
+        params: &GenerateParams,
+        on_chunk: &mut F,
+    ) -> Result<Completion>
+    where
+        F: FnMut(Chunk<'_>) -> ControlFlow<()>,
+    {
+        match self.failure.take() {
+            Some(e) => Err(Error::Constraint(e)),
+            None => Ok(self.finish(finish, params, on_chunk)),
+        }
+    }
+
+    /// The end: text held back is released where the generation ended by itself (its length,
+    /// an end-of-generation token, a full context, a complete JSON value), and the
+    /// [`Completion`] made. A failed constraint gives the completion of the text so far (see
+    /// [`Decoding::finish_checked`], which reports it).
     pub(crate) fn finish<F>(
         mut self,
         finish: FinishReason,
@@ -522,7 +663,9 @@ impl Decoding {
         F: FnMut(Chunk<'_>) -> ControlFlow<()>,
     {
         let mut finish = finish;
-        if matches!(finish, FinishReason::Length | FinishReason::Eos | FinishReason::ContextFull) {
+        let by_itself =
+            matches!(finish, FinishReason::Length | FinishReason::Eos | FinishReason::ContextFull);
+        if by_itself || self.grammar_done {
             // What was held back is output after all (a broken character as U+FFFD).
             self.held.push_str(&self.dec.flush());
             if let Some(cut) = find_stop(&self.held, &params.stop) {
@@ -531,7 +674,7 @@ impl Decoding {
             }
             if !self.held.is_empty() {
                 self.text.push_str(&self.held);
-                let _ = on_chunk(Chunk { id: None, text: &self.held });
+                let _ = on_chunk(Chunk { id: None, text: &self.held, logprob: None });
             }
         }
         self.timings.gen_tokens = self.ids.len();
@@ -540,6 +683,7 @@ impl Decoding {
             ids: self.ids,
             text: self.text,
             finish,
+            logprobs: self.logprobs,
             prompt_tokens: self.prompt_tokens,
             cached_tokens: self.prompt_tokens - self.timings.prompt_tokens,
             timings: self.timings,

@@ -11,6 +11,9 @@
 //!   cancellation (the callback returns [`ControlFlow::Break`](std::ops::ControlFlow), or a
 //!   [`CancelToken`] is cancelled from another thread); the [`Completion`] says why it ended
 //!   ([`FinishReason`]) and how fast it went;
+//! - output constrained to JSON ([`OutputFormat`]: any JSON object, or JSON following a
+//!   schema, in [`GenerateParams::format`]), and token log-probabilities
+//!   ([`GenerateParams::logprobs`], [`TokenLogprob`]);
 //! - [`Engine::embed`]: sentence embeddings, batched;
 //! - [`Engine::tokenize`] / [`Engine::detokenize`], and [`Engine::info`].
 //!
@@ -46,13 +49,17 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+mod constraint;
 mod engine;
 mod error;
 mod generate;
+mod logprob;
 
+pub use constraint::OutputFormat;
 pub use engine::{parse_cache_type, Engine, EngineInfo, EngineOptions, ModelKind, TemplateSource};
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, Completion, FinishReason, GenerateParams, Session, Timings};
+pub use logprob::{TokenLogprob, MAX_TOP_LOGPROBS};
 
 /// Element type of the KV cache, for [`EngineOptions::cache_type`].
 pub use edgellm_models::KvType;
