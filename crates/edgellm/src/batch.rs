@@ -548,7 +548,9 @@ impl<'e> Worker<'e> {
             Some(d) => {
                 let sink = &mut a.job.sink;
                 let mut on_chunk = |c: Chunk<'_>| sink(Event::Chunk(c));
-                d.finish(finish, &a.job.params, &mut on_chunk)
+                // A constraint that failed mid-generation is the request's error.
+                let result = d.finish_checked(finish, &a.job.params, &mut on_chunk);
+                return self.end(i, result);
             }
             // Cancelled before its first token.
             None => Decoding::new(a.job.submitted, a.job.prompt.len(), a.fed - a.cached).finish(
