@@ -11,6 +11,7 @@ mod inspect;
 mod prune;
 mod quantize;
 mod run;
+mod serve;
 mod similarity;
 mod tokenize;
 
@@ -50,6 +51,8 @@ enum Command {
     Prune(prune::Args),
     /// Recover a pruned sentence encoder by distillation from its dense original (GGUF out).
     Distill(distill::Args),
+    /// Serve the model over HTTP: an OpenAI-compatible API (chat, completions, embeddings).
+    Serve(serve::Args),
     /// Collect an importance matrix from calibration text (llama.cpp's imatrix layout).
     Imatrix(imatrix::Args),
 }
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Imatrix(a) => imatrix::main(a),
         Command::Prune(a) => prune::main(a),
         Command::Distill(a) => distill::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
