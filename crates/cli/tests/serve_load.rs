@@ -33,13 +33,13 @@ fn spec(c: usize, i: usize) -> (Vec<Message>, usize, f32, u64) {
     let k = c * PER_CLIENT + i;
     let q = QUESTIONS[k % QUESTIONS.len()];
     // Every fifth request carries a long system prompt (about 300 tokens), prefilled in chunks.
-    let system = if k % 5 == 0 {
+    let system = if k.is_multiple_of(5) {
         format!("You are a careful home assistant. {}", "Keep every answer short and exact. ".repeat(40))
     } else {
         "You are a helpful assistant.".to_string()
     };
     let max_tokens = [4, 8, 12, 24][(k / 3) % 4];
-    let temperature = if k % 2 == 0 { 0.0 } else { 0.8 };
+    let temperature = if k.is_multiple_of(2) { 0.0 } else { 0.8 };
     (vec![Message::new("system", system), Message::new("user", q)], max_tokens, temperature, 1000 + k as u64)
 }
 
