@@ -7,30 +7,11 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::ops::ControlFlow;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{minilm, request, smollm2, Server};
-use edgellm::{Engine, EngineOptions, GenerateParams, Message, SamplerConfig};
+use common::{embed_cli, minilm, openai_params, request, smollm2, Server};
+use edgellm::{Engine, EngineOptions, Message};
 use serde_json::{json, Value};
-
-/// The sampling settings the server uses for `temperature` and `seed` with nothing else set
-/// (OpenAI's defaults: no top-k, top-p 1, no min-p, no penalty).
-fn openai_params(max_tokens: usize, temperature: f32, seed: u64) -> GenerateParams {
-    GenerateParams {
-        max_tokens,
-        sampling: SamplerConfig {
-            temperature,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            seed,
-            ..SamplerConfig::default()
-        },
-        ..GenerateParams::default()
-    }
-}
 
 fn chat_body(content: &str, max_tokens: usize, temperature: f32, seed: u64) -> Value {
     json!({
@@ -205,26 +186,6 @@ fn json_schema_output_parses_and_validates() {
     } else {
         assert!(text.trim_start().starts_with('{'), "{text}");
     }
-}
-
-fn embed_cli(texts: &[&str]) -> Vec<Vec<f32>> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
-        .args(["embed", "-m", minilm().to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(texts.join("\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-        })
-        .collect()
 }
 
 fn floats(v: &Value) -> Vec<Vec<f32>> {
@@ -504,7 +465,12 @@ fn a_client_that_goes_away_frees_its_slot_at_once() {
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     let mut buf = [0u8; 2048];
     let _ = r.read(&mut buf).unwrap();
-    assert_eq!(server.get("/health").json()["slots_processing"], 1);
+    // The first event (the role) may come before the scheduler has taken the request.
+    let t0 = Instant::now();
+    while server.get("/health").json()["slots_processing"] != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the request never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(r);
     drop(s);
     let took = wait_idle(&server, Duration::from_secs(3));

@@ -10,8 +10,8 @@ mod common;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use common::{smollm2, Server};
-use edgellm::{Engine, EngineOptions, GenerateParams, Message, SamplerConfig};
+use common::{openai_params, smollm2, Server};
+use edgellm::{Engine, EngineOptions, Message};
 use serde_json::json;
 
 const CLIENTS: usize = 16;
@@ -56,18 +56,7 @@ fn sixteen_clients_get_exactly_their_solo_answers() {
     for (c, answers) in solo.iter_mut().enumerate() {
         for (i, answer) in answers.iter_mut().enumerate() {
             let (messages, max_tokens, temperature, seed) = spec(c, i);
-            let params = GenerateParams {
-                max_tokens,
-                sampling: SamplerConfig {
-                    temperature,
-                    top_k: 0,
-                    top_p: 1.0,
-                    min_p: 0.0,
-                    seed,
-                    ..SamplerConfig::default()
-                },
-                ..GenerateParams::default()
-            };
+            let params = openai_params(max_tokens, temperature, seed);
             *answer = engine.chat(&messages, &params, |_| ControlFlow::Continue(())).unwrap().text;
         }
     }

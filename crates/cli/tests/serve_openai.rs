@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{minilm, root, smollm2, Server};
-use serde_json::{json, Value};
+use common::{embed_cli, minilm, root, smollm2, Server};
+use serde_json::json;
 
 fn have_openai() -> bool {
     Command::new("python3").args(["-c", "import openai"]).status().is_ok_and(|s| s.success())
@@ -28,20 +27,7 @@ fn the_openai_python_client_works_against_the_server() {
     }
     // The embeddings `edgellm embed` gives, for the client to compare with.
     let texts = ["Turn on the kitchen lights.", "Is the front door locked?", "Play some jazz."];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
-        .args(["embed", "-m", minilm().to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(texts.join("\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let embeddings: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["embedding"].clone())
-        .collect();
+    let embeddings = embed_cli(&texts);
     let expected = std::env::temp_dir().join(format!("edgellm-openai-expected-{}.json", std::process::id()));
     std::fs::write(&expected, json!({"texts": texts, "embeddings": embeddings}).to_string()).unwrap();
 

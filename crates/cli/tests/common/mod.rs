@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgellm::{GenerateParams, SamplerConfig};
 use serde_json::Value;
 
 pub fn root() -> PathBuf {
@@ -241,4 +242,43 @@ pub fn stream(addr: SocketAddr, path: &str, body: &Value) -> Streamed {
         }
     }
     Streamed { ttft: ttft.unwrap_or_else(|| t0.elapsed().as_secs_f64()), events, text }
+}
+
+/// The sampling settings the server uses for `temperature` and `seed` with nothing else set
+/// (OpenAI's defaults: no top-k, top-p 1, no min-p, no penalty).
+pub fn openai_params(max_tokens: usize, temperature: f32, seed: u64) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampling: SamplerConfig {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            seed,
+            ..SamplerConfig::default()
+        },
+        ..GenerateParams::default()
+    }
+}
+
+/// The embeddings `edgellm embed` prints for `texts` (one per line).
+pub fn embed_cli(texts: &[&str]) -> Vec<Vec<f32>> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+        .args(["embed", "-m", minilm().to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(texts.join("\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        })
+        .collect()
 }
