@@ -7,6 +7,11 @@
 use std::fmt;
 
 /// A GGML element type, as stored in a GGUF tensor-info record.
+///
+/// Ids 1024 and above are edgellm's sparse extension (outside ggml's range):
+/// [`DType::Q4_S24`], [`DType::Q4_S48`], [`DType::Q8_S24`], [`DType::Q8_S48`] (N:M sparse
+/// blocks of 64 inputs) and [`DType::Q8_SB`] (bitmap metadata whose kept values live in a
+/// companion `I8` tensor). See [`crate::quant::sparse`] for their layouts.
 #[allow(non_camel_case_types, missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
@@ -43,6 +48,17 @@ pub enum DType {
     TQ1_0 = 34,
     TQ2_0 = 35,
     MXFP4 = 39,
+    /// edgellm sparse extension: 2:4 sparse, 4-bit kept values (see [`crate::quant::sparse`]).
+    Q4_S24 = 1024,
+    /// edgellm sparse extension: 4:8 sparse, 4-bit kept values.
+    Q4_S48 = 1025,
+    /// edgellm sparse extension: 2:4 sparse, 8-bit kept values.
+    Q8_S24 = 1026,
+    /// edgellm sparse extension: 4:8 sparse, 8-bit kept values.
+    Q8_S48 = 1027,
+    /// edgellm sparse extension: unstructured (bitmap) sparsity, 8-bit kept values stored in a
+    /// companion `I8` tensor; this type's rows hold only the per-block scale and mask.
+    Q8_SB = 1028,
 }
 
 /// Static facts about one element type.
@@ -100,6 +116,15 @@ pub const TYPES: &[TypeInfo] = &[
     info!(TQ1_0, 256, 54, false),
     info!(TQ2_0, 256, 66, false),
     info!(MXFP4, 32, 17, false),
+    // edgellm's sparse extension (ids outside ggml's range; see `quant::sparse`).
+    info!(Q4_S24, 64, 24, true),
+    info!(Q4_S48, 64, 25, true),
+    info!(Q8_S24, 64, 40, true),
+    info!(Q8_S48, 64, 41, true),
+    // Not convertible on its own: the kept values live in a companion I8 tensor, so
+    // `quant::{quantize,dequantize}_row` refuse it; `quant::sparse` has the bitmap functions.
+    // Its sizes are those of the metadata rows (10 bytes per 64 inputs).
+    info!(Q8_SB, 64, 10, false),
 ];
 
 impl DType {
@@ -184,6 +209,9 @@ mod tests {
         }
         assert_eq!(DType::from_id(4), None);
         assert_eq!(DType::from_id(1000), None);
+        assert_eq!(DType::from_id(1024), Some(DType::Q4_S24));
+        assert_eq!(DType::from_id(1028), Some(DType::Q8_SB));
+        assert_eq!(DType::from_id(1029), None);
     }
 
     #[test]
@@ -192,5 +220,10 @@ mod tests {
         assert_eq!(DType::Q4_K.bytes_for(100), None);
         assert_eq!(DType::F16.bytes_for(3), Some(6));
         assert!((DType::Q4_0.bits_per_weight() - 4.5).abs() < 1e-12);
+        assert!((DType::Q4_S24.bits_per_weight() - 3.0).abs() < 1e-12);
+        assert!((DType::Q4_S48.bits_per_weight() - 3.125).abs() < 1e-12);
+        assert!((DType::Q8_S24.bits_per_weight() - 5.0).abs() < 1e-12);
+        assert!((DType::Q8_S48.bits_per_weight() - 5.125).abs() < 1e-12);
+        assert!((DType::Q8_SB.bits_per_weight() - 1.25).abs() < 1e-12);
     }
 }

@@ -11,6 +11,8 @@
 //! | Q4_1, Q5_1                   | Q8_1                                                |
 //! | Q2_K, Q3_K, Q4_K, Q5_K, Q6_K | Q8_K                                                |
 //! | F32, F16, BF16               | F32 (the activations are not quantized)             |
+//! | Q4_S24, Q4_S48, Q8_S24, Q8_S48 (N:M sparse) | Q8_0 (a 64-input block meets two blocks) |
+//! | Q8_SB (bitmap sparse)        | Q8_0, through [`matmul_bitmap`] / [`vec_dot_bitmap`] |
 //!
 //! The activation quantizers reproduce llama.cpp's run-time ones (the SIMD quantizers its CPU
 //! backend uses, not ggml's reference weight quantizers), so that whole-model logits follow the
@@ -227,7 +229,7 @@ const fn weight(dtype: DType, act: Act, block: usize, bytes: usize) -> Weight {
 }
 
 /// Weight types with kernels; the index is the type's slot in a [`Kernels`] table.
-const WEIGHTS: [Weight; 13] = [
+const WEIGHTS: [Weight; 17] = [
     weight(DType::F32, Act::F32, 1, 4),
     weight(DType::F16, Act::F32, 1, 2),
     weight(DType::BF16, Act::F32, 1, 2),
@@ -241,14 +243,39 @@ const WEIGHTS: [Weight; 13] = [
     weight(DType::Q4_K, Act::Q8_K, 256, 144),
     weight(DType::Q5_K, Act::Q8_K, 256, 176),
     weight(DType::Q6_K, Act::Q8_K, 256, 210),
+    // The N:M sparse types (`quant::sparse`): one 64-input block against two Q8_0 blocks.
+    weight(DType::Q4_S24, Act::Q8_0, 64, 24),
+    weight(DType::Q4_S48, Act::Q8_0, 64, 25),
+    weight(DType::Q8_S24, Act::Q8_0, 64, 40),
+    weight(DType::Q8_S48, Act::Q8_0, 64, 41),
 ];
 
-/// The slot of every type id (`u8::MAX`: no kernels).
-const SLOTS: [u8; 64] = {
-    let mut s = [u8::MAX; 64];
+/// First type id of edgellm's extension range (the sparse types).
+const EXT_BASE: usize = 1024;
+/// Ids below this are ggml's; `EXT_BASE..EXT_BASE + EXT_IDS` are the extension's.
+const GGML_IDS: usize = 64;
+const EXT_IDS: usize = 16;
+
+/// Index of a type id in [`SLOTS`]: ggml ids as they are, extension ids after them.
+const fn slot_index(id: usize) -> Option<usize> {
+    if id < GGML_IDS {
+        Some(id)
+    } else if id >= EXT_BASE && id < EXT_BASE + EXT_IDS {
+        Some(GGML_IDS + id - EXT_BASE)
+    } else {
+        None
+    }
+}
+
+/// The slot of every type id (`u8::MAX`: no kernels), indexed by [`slot_index`].
+const SLOTS: [u8; GGML_IDS + EXT_IDS] = {
+    let mut s = [u8::MAX; GGML_IDS + EXT_IDS];
     let mut i = 0;
     while i < WEIGHTS.len() {
-        s[WEIGHTS[i].dtype as usize] = i as u8;
+        match slot_index(WEIGHTS[i].dtype as usize) {
+            Some(j) => s[j] = i as u8,
+            None => panic!("a weight type id outside the slot table"),
+        }
         i += 1;
     }
     s
@@ -256,8 +283,8 @@ const SLOTS: [u8; 64] = {
 
 #[inline]
 fn slot(weight: DType) -> Option<usize> {
-    match SLOTS.get(weight as usize) {
-        Some(&s) if s != u8::MAX => Some(s as usize),
+    match slot_index(weight as usize).map(|j| SLOTS[j]) {
+        Some(s) if s != u8::MAX => Some(s as usize),
         _ => None,
     }
 }
@@ -359,6 +386,64 @@ pub fn matmul(
     out_stride: usize,
 ) {
     active().matmul(weight, w, k, rows, act, n, out, out_stride)
+}
+
+/// Dot product of one `Q8_SB` (bitmap sparse) row with one Q8_0 activation row (quantized by
+/// [`quantize_activations`] for any of the Q8_0 weight types, e.g. `DType::Q8_0`), with the
+/// tier in use: `meta_row` the row's `k/64` 10-byte metadata blocks, `values_row` its
+/// companion row (all `c` bytes; see [`crate::quant::sparse`]).
+///
+/// # Panics
+/// If `k` is not a multiple of 64 or a row has the wrong length.
+pub fn vec_dot_bitmap(meta_row: &[u8], values_row: &[u8], act_row: &[u8], k: usize) -> f32 {
+    active().vec_dot_bitmap(meta_row, values_row, act_row, k)
+}
+
+/// Matrix product of `Q8_SB` (bitmap sparse) weight rows `rows` with `n` Q8_0 activation rows,
+/// with the tier in use; as [`matmul`], with the weight given as its metadata tensor `meta`
+/// (`k/64` 10-byte blocks per row) and its companion values tensor `values` (`c` bytes per
+/// row, at least up to row `rows.end`).
+///
+/// Data checked by [`crate::quant::sparse::validate`] gives the exact product (the kept
+/// values in order, the rest zero). Unvalidated data never reads outside `values`, but a
+/// row keeping more than `c` values gives unspecified results.
+///
+/// # Panics
+/// If `k` is not a multiple of 64 or a buffer is too short for the rows, tokens or outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bitmap(
+    meta: &[u8],
+    values: &[u8],
+    c: usize,
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    active().matmul_bitmap(meta, values, c, k, rows, act, n, out, out_stride)
+}
+
+/// [`matmul_bitmap`] writing through a raw pointer, as [`matmul_to`].
+///
+/// # Safety
+/// As [`matmul_to`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_bitmap_to(
+    meta: &[u8],
+    values: &[u8],
+    c: usize,
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: *mut f32,
+    out_len: usize,
+    out_stride: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { active().matmul_bitmap_to(meta, values, c, k, rows, act, n, out, out_len, out_stride) }
 }
 
 /// Whether the tier in use has a kernel for packed `weight` matrices ([`pack`]), which is then
@@ -540,6 +625,15 @@ impl MatmulCall<'_> {
     /// the elements the product writes; `f` reads `w` within `w_need` bytes and is code this
     /// CPU runs.
     unsafe fn run(self, f: MatmulFn, out: *mut f32, out_len: usize) {
+        // SAFETY: the caller's promise.
+        unsafe { self.run_with(|m| f(m), out, out_len) }
+    }
+
+    /// [`Self::run`] with a closure over the checked arguments.
+    ///
+    /// # Safety
+    /// As [`Self::run`], `f` in place of the kernel.
+    unsafe fn run_with(self, f: impl FnOnce(&mut MatmulArgs<'_>), out: *mut f32, out_len: usize) {
         let MatmulCall { weight, k, rows, w, w_need, row_bytes, act, act_bytes, n, out_stride } = self;
         assert!(
             w.len() >= w_need,
@@ -569,8 +663,7 @@ impl MatmulCall<'_> {
         // SAFETY: the caller's promise on `out`.
         let out = unsafe { Out::from_raw(out, out_len) };
         let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
-        // SAFETY: `args` satisfies the bounds documented on `MatmulArgs` (checked above).
-        unsafe { f(&mut args) }
+        f(&mut args)
     }
 }
 
@@ -655,6 +748,9 @@ pub(crate) type QuantizeFn = unsafe fn(x: &[f32], out: &mut [u8]);
 pub(crate) type VecDotFn = unsafe fn(w: &[u8], a: &[u8], k: usize) -> f32;
 /// Matrix product over a checked [`MatmulArgs`].
 pub(crate) type MatmulFn = unsafe fn(m: &mut MatmulArgs<'_>);
+/// `Q8_SB` product over a checked [`MatmulArgs`] (`w`: the metadata rows) and its companion
+/// `values`, `c` bytes per row, at least `rows.end · c` bytes.
+pub(crate) type BitmapFn = unsafe fn(m: &mut MatmulArgs<'_>, values: &[u8], c: usize);
 
 /// The arguments of a matrix product, checked by [`Kernels::matmul`]: `w` holds at least
 /// `rows.end` rows of `row_bytes`, `act` at least `n` rows of `act_bytes`, `out` at least
@@ -730,6 +826,8 @@ pub struct Kernels {
     types: [TypeKernels; WEIGHTS.len()],
     /// Products of packed matrices (see `packed`), for the types with a packed layout.
     packed: [Option<(MatmulFn, Tier)>; WEIGHTS.len()],
+    /// The `Q8_SB` (bitmap sparse) product.
+    bitmap: (BitmapFn, Tier),
 }
 
 impl Kernels {
@@ -803,6 +901,84 @@ impl Kernels {
         let i = slot(weight).expect("a weight type with kernels");
         self.types[i].matmul = matmul;
         self.types[i].tier = tier;
+    }
+
+    /// Sets the `Q8_SB` product.
+    #[allow(dead_code)]
+    pub(crate) fn set_bitmap(&mut self, f: BitmapFn, tier: Tier) {
+        self.bitmap = (f, tier);
+    }
+
+    /// The tier whose code runs the `Q8_SB` products ([`matmul_bitmap`]).
+    pub fn bitmap_tier(&self) -> Tier {
+        self.bitmap.1
+    }
+
+    /// [`vec_dot_bitmap`] with this table.
+    pub fn vec_dot_bitmap(&self, meta_row: &[u8], values_row: &[u8], act_row: &[u8], k: usize) -> f32 {
+        let mut out = [0.0f32];
+        self.matmul_bitmap(meta_row, values_row, values_row.len(), k, 0..1, act_row, 1, &mut out, 1);
+        out[0]
+    }
+
+    /// [`matmul_bitmap`] with this table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_bitmap(
+        &self,
+        meta: &[u8],
+        values: &[u8],
+        c: usize,
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        // SAFETY: `out` is an exclusive slice of `out.len()` values.
+        unsafe {
+            self.matmul_bitmap_to(meta, values, c, k, rows, act, n, out.as_mut_ptr(), out.len(), out_stride)
+        }
+    }
+
+    /// [`matmul_bitmap_to`] with this table.
+    ///
+    /// # Safety
+    /// As [`matmul_to`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_bitmap_to(
+        &self,
+        meta: &[u8],
+        values: &[u8],
+        c: usize,
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: *mut f32,
+        out_len: usize,
+        out_stride: usize,
+    ) {
+        let weight = DType::Q8_SB;
+        assert!(
+            k.is_multiple_of(64),
+            "edgellm kernels: matmul_bitmap: {k} values is not a whole number of 64-value Q8_SB blocks"
+        );
+        assert!(rows.start <= rows.end, "edgellm kernels: matmul_bitmap: empty-reversed row range {rows:?}");
+        let row_bytes = k / 64 * crate::quant::sparse::Q8_SB_BYTES;
+        let v_need = rows.end.checked_mul(c).expect("values size overflows");
+        assert!(
+            values.len() >= v_need,
+            "edgellm kernels: matmul_bitmap: rows {rows:?} of {c} companion values need {v_need} bytes, got {}",
+            values.len()
+        );
+        let w_need = rows.end.checked_mul(row_bytes).expect("weight size overflows");
+        let act_bytes = k / 32 * 34;
+        let f = self.bitmap.0;
+        let m = MatmulCall { weight, k, rows, w: meta, w_need, row_bytes, act, act_bytes, n, out_stride };
+        // SAFETY: the caller's promise on `out`; `values` holds `c` bytes for every row up to
+        // `rows.end` (checked above), which is what the bitmap kernels read.
+        unsafe { m.run_with(|args| f(args, values, c), out, out_len) }
     }
 
     pub(crate) fn set(&mut self, weight: DType, vec_dot: VecDotFn, matmul: MatmulFn, tier: Tier) {
@@ -974,9 +1150,11 @@ mod tests {
             assert_eq!(slot(w.dtype).map(|i| WEIGHTS[i].dtype), Some(w.dtype));
         }
         for t in crate::TYPES {
-            assert!((t.dtype as usize) < SLOTS.len(), "{}", t.name);
+            assert!(slot_index(t.dtype as usize).is_some(), "{}", t.name);
         }
         assert_eq!(slot(DType::Q8_K), None);
+        assert_eq!(slot(DType::Q8_SB), None);
+        assert_eq!(slot(DType::Q8_S48).map(|i| WEIGHTS[i].dtype), Some(DType::Q8_S48));
     }
 
     #[test]

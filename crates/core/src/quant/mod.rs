@@ -15,10 +15,12 @@
 mod float;
 mod kquants;
 mod legacy;
+pub mod sparse;
 
 pub use float::{Bf16, F16, F32};
 pub use kquants::{scale_min_k4, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, QK_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK4_1, QK5_0, QK5_1, QK8_0};
+pub use sparse::{BlockQ4_S24, BlockQ4_S48, BlockQ8_S24, BlockQ8_S48, BlockQ8_SB, SparseError};
 
 use crate::DType;
 
@@ -28,8 +30,9 @@ pub enum QuantError {
     /// The element type has no f32 conversion in edgellm.
     #[error(
         "element type {0} has no f32 conversion in edgellm; supported types are \
-         F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K \
-         (re-quantize the model to one of these)"
+         F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K and \
+         the N:M sparse types Q4_S24, Q4_S48, Q8_S24, Q8_S48 (re-quantize the model to one of \
+         these; Q8_SB converts through quant::sparse with its companion values)"
     )]
     UnsupportedType(DType),
     /// The element count is not a whole number of blocks.
@@ -200,6 +203,10 @@ macro_rules! dispatch {
             DType::Q5_K => $f::<BlockQ5_K>($src, $dst),
             DType::Q6_K => $f::<BlockQ6_K>($src, $dst),
             DType::Q8_K => $f::<BlockQ8_K>($src, $dst),
+            DType::Q4_S24 => $f::<BlockQ4_S24>($src, $dst),
+            DType::Q4_S48 => $f::<BlockQ4_S48>($src, $dst),
+            DType::Q8_S24 => $f::<BlockQ8_S24>($src, $dst),
+            DType::Q8_S48 => $f::<BlockQ8_S48>($src, $dst),
             other => return Err(QuantError::UnsupportedType(other)),
         }
     };
@@ -300,6 +307,10 @@ mod tests {
         check::<BlockQ5_K>();
         check::<BlockQ6_K>();
         check::<BlockQ8_K>();
+        check::<BlockQ4_S24>();
+        check::<BlockQ4_S48>();
+        check::<BlockQ8_S24>();
+        check::<BlockQ8_S48>();
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Q8_K block is then `d·da·Σ sc·Σu·q − dm·da·Σ off·bsum`, all sums exact integers.
 
 use super::{Kernels, MatmulArgs, Tier, TypeKernels, WEIGHTS};
+use crate::quant::sparse::{bitmap_mask, NmLayout, Q8_SB_BYTES};
 use crate::quant::{read_f16, scale_min_k4, BlockFormat, BlockQ8_K, QK_K};
 use crate::DType;
 
@@ -35,6 +36,10 @@ pub(super) fn table() -> Kernels {
         DType::Q4_K => f(vec_dot_q4_k, matmul_q4_k),
         DType::Q5_K => f(vec_dot_q5_k, matmul_q5_k),
         DType::Q6_K => f(vec_dot_q6_k, matmul_q6_k),
+        DType::Q4_S24 => f(vec_dot_q4_s24, matmul_q4_s24),
+        DType::Q4_S48 => f(vec_dot_q4_s48, matmul_q4_s48),
+        DType::Q8_S24 => f(vec_dot_q8_s24, matmul_q8_s24),
+        DType::Q8_S48 => f(vec_dot_q8_s48, matmul_q8_s48),
         other => unreachable!("no oracle for {other}"),
     });
     let s = Tier::Scalar;
@@ -55,6 +60,7 @@ pub(super) fn table() -> Kernels {
         ],
         types,
         packed,
+        bitmap: (matmul_bitmap as super::BitmapFn, s),
     }
 }
 
@@ -423,7 +429,103 @@ matmuls!(
     matmul_q4_k => vec_dot_q4_k,
     matmul_q5_k => vec_dot_q5_k,
     matmul_q6_k => vec_dot_q6_k,
+    matmul_q4_s24 => vec_dot_q4_s24,
+    matmul_q4_s48 => vec_dot_q4_s48,
+    matmul_q8_s24 => vec_dot_q8_s24,
+    matmul_q8_s48 => vec_dot_q8_s48,
 );
+
+// ---------------------------------------------------------------------------------------------
+// The sparse formats (`quant::sparse`).
+
+/// The two integer sums of one N:M block against its two Q8_0 activation blocks `a` (68
+/// bytes): kept value `j` of chunk `c` (`j` in `4c..4c + 4`, in input order) meets the
+/// activation at its input; inputs `0..32` go to sum 0, `32..64` to sum 1. Also the scale.
+pub(crate) fn nm_block_sums(l: NmLayout, w: &[u8], a: &[u8]) -> ([i32; 2], f32) {
+    let (q, d) = l.kept_codes(w);
+    let mask = l.keep_mask(w);
+    let mut s = [0i32; 2];
+    for c in 0..8 {
+        let mut j = 4 * c;
+        for i in 8 * c..8 * c + 8 {
+            if mask >> i & 1 == 1 {
+                s[i / 32] += q[j] * a[2 + 34 * (i / 32) + i % 32] as i8 as i32;
+                j += 1;
+            }
+        }
+    }
+    (s, d)
+}
+
+/// N:M weights against Q8_0 activations: per block, `d·da₀·s₀` then `d·da₁·s₁` added in
+/// order: the same float operations as the dense Q4_0 / Q8_0 oracle on the block's dense
+/// equivalent (two 32-value blocks of scale `d`), so the results are its bits.
+fn vec_dot_nm(weight: DType, w: &[u8], a: &[u8]) -> f32 {
+    let l = NmLayout::of(weight).expect("an N:M type");
+    let mut sum = 0.0f32;
+    for (wb, ab) in w.chunks_exact(l.bytes()).zip(a.chunks_exact(68)) {
+        let (s, d) = nm_block_sums(l, wb, ab);
+        sum += d * read_f16(ab, 0) * s[0] as f32;
+        sum += d * read_f16(ab, 34) * s[1] as f32;
+    }
+    sum
+}
+
+pub(crate) fn vec_dot_q4_s24(w: &[u8], a: &[u8], _k: usize) -> f32 {
+    vec_dot_nm(DType::Q4_S24, w, a)
+}
+pub(crate) fn vec_dot_q4_s48(w: &[u8], a: &[u8], _k: usize) -> f32 {
+    vec_dot_nm(DType::Q4_S48, w, a)
+}
+pub(crate) fn vec_dot_q8_s24(w: &[u8], a: &[u8], _k: usize) -> f32 {
+    vec_dot_nm(DType::Q8_S24, w, a)
+}
+pub(crate) fn vec_dot_q8_s48(w: &[u8], a: &[u8], _k: usize) -> f32 {
+    vec_dot_nm(DType::Q8_S48, w, a)
+}
+
+/// The two integer sums of one `Q8_SB` block (metadata `mb`) whose kept codes start at
+/// `vals[o]`, against its two Q8_0 activation blocks; codes past the end of `vals` count as
+/// zero. Returns the sums and the next block's offset.
+pub(crate) fn bitmap_block_sums(mb: &[u8], vals: &[u8], mut o: usize, a: &[u8]) -> ([i32; 2], usize) {
+    let mask = bitmap_mask(mb);
+    let mut s = [0i32; 2];
+    for i in 0..64 {
+        if mask >> i & 1 == 1 {
+            let q = vals.get(o).map_or(0, |&v| v as i8 as i32);
+            s[i / 32] += q * a[2 + 34 * (i / 32) + i % 32] as i8 as i32;
+            o += 1;
+        }
+    }
+    (s, o)
+}
+
+/// One `Q8_SB` row (metadata and its `c` companion bytes) against one Q8_0 activation row,
+/// in the float order of [`vec_dot_nm`] (that of the dense Q8_0 oracle).
+pub(crate) fn vec_dot_bitmap(meta: &[u8], vals: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    let mut o = 0;
+    for (mb, ab) in meta.chunks_exact(Q8_SB_BYTES).zip(a.chunks_exact(68)) {
+        let (s, next) = bitmap_block_sums(mb, vals, o, ab);
+        o = next;
+        let d = read_f16(mb, 0);
+        sum += d * read_f16(ab, 0) * s[0] as f32;
+        sum += d * read_f16(ab, 34) * s[1] as f32;
+    }
+    sum
+}
+
+/// The `Q8_SB` product over checked arguments: `m.w` the metadata rows, `values` the companion
+/// (`c` bytes per row).
+pub(crate) fn matmul_bitmap(m: &mut MatmulArgs<'_>, values: &[u8], c: usize) {
+    for t in 0..m.n {
+        let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
+        for (i, r) in m.rows.clone().enumerate() {
+            let w = &m.w[r * m.row_bytes..(r + 1) * m.row_bytes];
+            m.out[t * m.out_stride + i] = vec_dot_bitmap(w, &values[r * c..(r + 1) * c], a);
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Rounding-error scale of a dot product.
@@ -455,6 +557,26 @@ pub(crate) fn dot_error_terms(weight: DType, w: &[u8], a: &[u8], k: usize) -> (u
                 if affine {
                     mag += (m as f64 * read_f16(ab, 2) as f64).abs();
                 }
+            }
+            (k / 32, mag)
+        }
+        DType::Q4_S24 | DType::Q4_S48 | DType::Q8_S24 | DType::Q8_S48 => {
+            let l = NmLayout::of(weight).expect("an N:M type");
+            for (wb, ab) in w.chunks_exact(l.bytes()).zip(a.chunks_exact(68)) {
+                let (q, d) = l.kept_codes(wb);
+                let mask = l.keep_mask(wb);
+                let mut s = [0i64; 2];
+                for c in 0..8 {
+                    let mut j = 4 * c;
+                    for i in 8 * c..8 * c + 8 {
+                        if mask >> i & 1 == 1 {
+                            s[i / 32] += (q[j] as i64 * ab[2 + 34 * (i / 32) + i % 32] as i8 as i64).abs();
+                            j += 1;
+                        }
+                    }
+                }
+                mag += (d as f64 * read_f16(ab, 0) as f64).abs() * s[0] as f64;
+                mag += (d as f64 * read_f16(ab, 34) as f64).abs() * s[1] as f64;
             }
             (k / 32, mag)
         }

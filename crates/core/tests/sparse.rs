@@ -1,0 +1,525 @@
+//! The sparse formats (`quant::sparse`) and their kernels:
+//!
+//! - the N:M quantizer keeps the N largest magnitudes of every M and its kept values decode
+//!   exactly as ggml's Q4_0 / Q8_0 of those 32 values; a row that already is N:M keeps
+//!   exactly its non-zeros; the bitmap quantizer keeps exactly the non-zeros;
+//! - the scalar oracles equal the dense Q4_0 / Q8_0 oracles on the dense equivalent rows (the
+//!   kept codes at their inputs, zero codes elsewhere, the block scale in both halves), bit
+//!   for bit, and the dense SIMD kernels within `Tolerance::sum_reorder`;
+//! - every SIMD tier equals the oracle within `Tolerance::sum_reorder` (of the dense
+//!   equivalent's `dot_error_terms`, the same partial products) for 1..=9 tokens, row ranges
+//!   that hit tile edges, k = 64, 576, 1536;
+//! - the validator accepts every row the quantizers write and refuses each corruption with
+//!   the right error.
+
+use edgellm_core::kernels::{self, Kernels};
+use edgellm_core::quant::sparse::{
+    self, nm_keep_mask, quantize_bitmap, validate, NmLayout, NmPattern, SparseError, MASKS_2_4, MASKS_4_8,
+};
+use edgellm_core::quant::{dequantize, quantize};
+use edgellm_core::tolerance::{check_close, Tolerance};
+use edgellm_core::DType;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+    fn normals(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal()).collect()
+    }
+}
+
+const NM: [DType; 4] = [DType::Q4_S24, DType::Q4_S48, DType::Q8_S24, DType::Q8_S48];
+const KS: [usize; 3] = [64, 576, 1536];
+
+fn dense_type(t: DType) -> DType {
+    if NmLayout::of(t).unwrap().value_bits == 4 {
+        DType::Q4_0
+    } else {
+        DType::Q8_0
+    }
+}
+
+/// The dense Q4_0 / Q8_0 row equal to an N:M row: per 64-input block, two 32-value blocks with
+/// the block's scale, the kept codes at their inputs and zero codes (Q4_0: 8) elsewhere.
+fn dense_equivalent(t: DType, row: &[u8]) -> Vec<u8> {
+    let l = NmLayout::of(t).unwrap();
+    let q4 = l.value_bits == 4;
+    let mut out = Vec::new();
+    for b in row.chunks_exact(l.bytes()) {
+        let mask = l.keep_mask(b);
+        let qs = &b[l.qs_offset()..];
+        let kept: Vec<u8> = (0..32)
+            .map(|j| {
+                if q4 {
+                    if j < 16 {
+                        qs[j] & 15
+                    } else {
+                        qs[j - 16] >> 4
+                    }
+                } else {
+                    qs[j]
+                }
+            })
+            .collect();
+        let mut codes = [if q4 { 8u8 } else { 0u8 }; 64];
+        let mut j = 0;
+        for (i, c) in codes.iter_mut().enumerate() {
+            if mask >> i & 1 == 1 {
+                *c = kept[j];
+                j += 1;
+            }
+        }
+        assert_eq!(j, 32, "a valid block keeps 32 values");
+        for h in 0..2 {
+            out.extend_from_slice(&b[0..2]);
+            let c = &codes[32 * h..32 * h + 32];
+            if q4 {
+                out.extend((0..16).map(|i| c[i] | (c[i + 16] << 4)));
+            } else {
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    out
+}
+
+/// The dense Q8_0 matrix equal to a `Q8_SB` matrix.
+fn bitmap_dense_equivalent(meta: &[u8], values: &[u8], c: usize, k: usize, m: usize) -> Vec<u8> {
+    let rb = k / 64 * 10;
+    let mut out = Vec::new();
+    for r in 0..m {
+        let mut o = r * c;
+        for b in meta[r * rb..(r + 1) * rb].chunks_exact(10) {
+            let mask = sparse::bitmap_mask(b);
+            let mut codes = [0u8; 64];
+            for (i, q) in codes.iter_mut().enumerate() {
+                if mask >> i & 1 == 1 {
+                    *q = values[o];
+                    o += 1;
+                }
+            }
+            for h in 0..2 {
+                out.extend_from_slice(&b[0..2]);
+                out.extend_from_slice(&codes[32 * h..32 * h + 32]);
+            }
+        }
+    }
+    out
+}
+
+/// Activations: `n` Q8_0 rows of `k` values.
+fn activations(rng: &mut Rng, k: usize, n: usize) -> Vec<u8> {
+    let x = rng.normals(k * n);
+    let ab = kernels::activation_row_bytes(DType::Q8_0, k);
+    let mut a = vec![0u8; ab * n];
+    for t in 0..n {
+        Kernels::for_tier(kernels::Tier::Scalar).unwrap().quantize_activations(
+            DType::Q8_0,
+            &x[t * k..(t + 1) * k],
+            &mut a[t * ab..(t + 1) * ab],
+        );
+    }
+    a
+}
+
+/// A weight matrix that is `keep` dense, the rest exact zeros (unstructured).
+fn unstructured(rng: &mut Rng, k: usize, m: usize, keep: f64) -> Vec<f32> {
+    (0..k * m).map(|_| if rng.uniform() < keep { rng.normal() } else { 0.0 }).collect()
+}
+
+#[test]
+fn nm_kept_values_are_q4_0_or_q8_0_of_the_kept_values() {
+    let mut rng = Rng(1);
+    for t in NM {
+        let l = NmLayout::of(t).unwrap();
+        let x = rng.normals(1536);
+        let q = quantize(t, &x).unwrap();
+        assert_eq!(q.len(), 1536 / 64 * t.type_size());
+        let y = dequantize(t, &q, 1536).unwrap();
+        for (bi, (xb, yb)) in x.chunks_exact(64).zip(y.chunks_exact(64)).enumerate() {
+            let mask = nm_keep_mask(l.pattern, xb);
+            assert_eq!(mask, l.keep_mask(&q[bi * l.bytes()..]), "{t}: stored mask");
+            let (n, mm) = l.pattern.n_m();
+            for g in 0..64 / mm {
+                let gm = (mask >> (g * mm)) & ((1 << mm) - 1);
+                assert_eq!(gm.count_ones() as usize, n, "{t}: group {g}");
+                // Every kept magnitude is at least every dropped one in its group.
+                let kept_min = (0..mm)
+                    .filter(|i| gm >> i & 1 == 1)
+                    .map(|i| xb[g * mm + i].abs())
+                    .fold(f32::MAX, f32::min);
+                let drop_max =
+                    (0..mm).filter(|i| gm >> i & 1 == 0).map(|i| xb[g * mm + i].abs()).fold(0.0, f32::max);
+                assert!(kept_min >= drop_max, "{t}: group {g} keeps a smaller value");
+            }
+            let kept: Vec<f32> = (0..64).filter(|i| mask >> i & 1 == 1).map(|i| xb[i]).collect();
+            let dt = dense_type(t);
+            let want = dequantize(dt, &quantize(dt, &kept).unwrap(), 32).unwrap();
+            let got: Vec<f32> = (0..64).filter(|i| mask >> i & 1 == 1).map(|i| yb[i]).collect();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{t}: kept values are {dt} of the kept values"
+            );
+            assert!((0..64).filter(|i| mask >> i & 1 == 0).all(|i| yb[i] == 0.0), "{t}: dropped are zero");
+        }
+    }
+}
+
+#[test]
+fn nm_quantizer_is_the_identity_mask_on_nm_rows() {
+    let mut rng = Rng(2);
+    for t in NM {
+        let l = NmLayout::of(t).unwrap();
+        let (n, m) = l.pattern.n_m();
+        for case in 0..3 {
+            // Random N:M rows; case 1 drops one more per group (fewer than N non-zeros: the
+            // zeros are kept at the lowest free positions); case 2 includes tiny values.
+            let mut x = rng.normals(576);
+            let mut want_mask = [0u64; 9];
+            for g in 0..576 / m {
+                let mut idx: Vec<usize> = (0..m).collect();
+                for i in (1..m).rev() {
+                    idx.swap(i, rng.next_u64() as usize % (i + 1));
+                }
+                let keep = if case == 1 { n - 1 } else { n };
+                for &i in &idx[keep..] {
+                    x[g * m + i] = 0.0;
+                }
+                if case == 2 {
+                    x[g * m + idx[0]] = 1e-30;
+                }
+                let mut kept: Vec<usize> = idx[..keep].to_vec();
+                let free: Vec<usize> = (0..m).filter(|i| !kept.contains(i)).collect();
+                kept.extend_from_slice(&free[..n - keep]);
+                for i in kept {
+                    let e = g * m + i;
+                    want_mask[e / 64] |= 1 << (e % 64);
+                }
+            }
+            let q = quantize(t, &x).unwrap();
+            for b in 0..9 {
+                assert_eq!(l.keep_mask(&q[b * l.bytes()..]), want_mask[b], "{t} case {case} block {b}");
+            }
+            validate(t, 576, 1, &q, None).unwrap();
+        }
+    }
+}
+
+#[test]
+fn oracles_equal_the_dense_kernels_on_the_dense_equivalent() {
+    let mut rng = Rng(3);
+    let scalar = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    for t in NM {
+        for k in KS {
+            let m = 5;
+            let w = quantize(t, &rng.normals(k * m)).unwrap();
+            let a = activations(&mut rng, k, 1);
+            let rb = t.type_size() * k / 64;
+            let dt = dense_type(t);
+            for r in 0..m {
+                let row = &w[r * rb..(r + 1) * rb];
+                let dense = dense_equivalent(t, row);
+                assert_eq!(dense.len(), dt.bytes_for(k as u64).unwrap() as usize);
+                // The dense equivalent decodes to the same values.
+                assert_eq!(dequantize(t, row, k).unwrap(), dequantize(dt, &dense, k).unwrap(), "{t} k={k}");
+                let got = scalar.vec_dot(t, row, &a, k);
+                let want = scalar.vec_dot(dt, &dense, &a, k);
+                assert_eq!(got.to_bits(), want.to_bits(), "{t} k={k} row {r}: oracle {got} vs dense {want}");
+                for tier in kernels::available_tiers() {
+                    let kt = Kernels::for_tier(tier).unwrap();
+                    let d = kt.vec_dot(dt, &dense, &a, k);
+                    let (terms, mag) = kernels::dot_error_terms(dt, &dense, &a, k);
+                    let tol = Tolerance::sum_reorder(terms, mag);
+                    assert!(tol.allows(got, d), "{t} k={k}: oracle {got} vs {dt} on {tier:?} {d}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bitmap_oracle_equals_the_dense_q8_0_kernel() {
+    let mut rng = Rng(4);
+    let scalar = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    for k in KS {
+        for keep in [0.0, 0.05, 0.3, 0.7, 1.0] {
+            let m = 6;
+            let x = unstructured(&mut rng, k, m, keep);
+            let bm = quantize_bitmap(&x, k, m).unwrap();
+            validate(DType::Q8_SB, k, m, &bm.meta, Some((&bm.values, bm.c))).unwrap();
+            let max = x.chunks_exact(k).map(sparse::bitmap_row_count).max().unwrap();
+            assert_eq!(bm.c, max.div_ceil(32) * 32);
+            let dense = bitmap_dense_equivalent(&bm.meta, &bm.values, bm.c, k, m);
+            let y = sparse::dequantize_bitmap(&bm.meta, &bm.values, bm.c, k, m).unwrap();
+            assert_eq!(y, dequantize(DType::Q8_0, &dense, k * m).unwrap(), "k={k} keep={keep}");
+            // Exactly the non-zeros are kept, each within Q8_0's rounding of its block.
+            for (xb, yb) in x.chunks_exact(64).zip(y.chunks_exact(64)) {
+                let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                for (&u, &v) in xb.iter().zip(yb) {
+                    assert!(u != 0.0 || v == 0.0, "a zero input decodes to {v}");
+                    assert!((u - v).abs() <= amax / 127.0 * 0.51 + amax * 1e-3, "{u} vs {v}");
+                }
+            }
+            let a = activations(&mut rng, k, 1);
+            let (rb, db) = (k / 64 * 10, k / 32 * 34);
+            for r in 0..m {
+                let vals = &bm.values[r * bm.c..(r + 1) * bm.c];
+                let got = scalar.vec_dot_bitmap(&bm.meta[r * rb..(r + 1) * rb], vals, &a, k);
+                let want = scalar.vec_dot(DType::Q8_0, &dense[r * db..(r + 1) * db], &a, k);
+                assert_eq!(got.to_bits(), want.to_bits(), "k={k} keep={keep} row {r}");
+            }
+        }
+    }
+}
+
+/// Every tier's products against the oracle, through `matmul` (1..=9 tokens, row ranges with
+/// tile edges) and `vec_dot`.
+#[test]
+fn nm_tiers_equal_the_oracle() {
+    let mut rng = Rng(5);
+    let scalar = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    for t in NM {
+        let dt = dense_type(t);
+        for k in KS {
+            let m = 13;
+            let w = quantize(t, &rng.normals(k * m)).unwrap();
+            let rb = t.type_size() * k / 64;
+            let dense: Vec<u8> = w.chunks_exact(rb).flat_map(|r| dense_equivalent(t, r)).collect();
+            let db = dt.bytes_for(k as u64).unwrap() as usize;
+            let a = activations(&mut rng, k, 9);
+            let ab = kernels::activation_row_bytes(t, k);
+            for tier in kernels::available_tiers() {
+                let kt = Kernels::for_tier(tier).unwrap();
+                for n in 1..=9 {
+                    for rows in [0..m, 3..m, 1..6, 5..6] {
+                        let stride = rows.len() + 2;
+                        let mut got = vec![f32::NAN; (n - 1) * stride + rows.len()];
+                        kt.matmul(t, &w, k, rows.clone(), &a, n, &mut got, stride);
+                        for tok in 0..n {
+                            let at = &a[tok * ab..(tok + 1) * ab];
+                            for (i, r) in rows.clone().enumerate() {
+                                let want = scalar.vec_dot(t, &w[r * rb..(r + 1) * rb], at, k);
+                                let (terms, mag) =
+                                    kernels::dot_error_terms(dt, &dense[r * db..(r + 1) * db], at, k);
+                                let g = got[tok * stride + i];
+                                assert!(
+                                    Tolerance::sum_reorder(terms, mag).allows(g, want),
+                                    "{t} {tier:?} k={k} n={n} rows {rows:?} row {r} token {tok}: {g} vs oracle {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+                for r in 0..m {
+                    let want = scalar.vec_dot(t, &w[r * rb..(r + 1) * rb], &a[..ab], k);
+                    let got = kt.vec_dot(t, &w[r * rb..(r + 1) * rb], &a[..ab], k);
+                    let (terms, mag) = kernels::dot_error_terms(t, &w[r * rb..(r + 1) * rb], &a[..ab], k);
+                    check_close(
+                        &format!("{t} {tier:?} vec_dot k={k}"),
+                        &[got],
+                        &[want],
+                        Tolerance::sum_reorder(terms, mag),
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bitmap_tiers_equal_the_oracle() {
+    let mut rng = Rng(6);
+    let scalar = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    for k in KS {
+        for keep in [0.0, 0.1, 0.3, 0.5, 1.0] {
+            let m = 13;
+            let x = unstructured(&mut rng, k, m, keep);
+            let bm = quantize_bitmap(&x, k, m).unwrap();
+            let dense = bitmap_dense_equivalent(&bm.meta, &bm.values, bm.c, k, m);
+            let (rb, db) = (k / 64 * 10, k / 32 * 34);
+            let a = activations(&mut rng, k, 9);
+            let ab = k / 32 * 34;
+            for tier in kernels::available_tiers() {
+                let kt = Kernels::for_tier(tier).unwrap();
+                for n in 1..=9 {
+                    for rows in [0..m, 3..m, 1..6, 12..13] {
+                        let stride = rows.len() + 1;
+                        let mut got = vec![f32::NAN; (n - 1) * stride + rows.len()];
+                        kt.matmul_bitmap(
+                            &bm.meta,
+                            &bm.values,
+                            bm.c,
+                            k,
+                            rows.clone(),
+                            &a,
+                            n,
+                            &mut got,
+                            stride,
+                        );
+                        for tok in 0..n {
+                            let at = &a[tok * ab..(tok + 1) * ab];
+                            for (i, r) in rows.clone().enumerate() {
+                                let vals = &bm.values[r * bm.c..(r + 1) * bm.c];
+                                let want = scalar.vec_dot_bitmap(&bm.meta[r * rb..(r + 1) * rb], vals, at, k);
+                                let (terms, mag) = kernels::dot_error_terms(
+                                    DType::Q8_0,
+                                    &dense[r * db..(r + 1) * db],
+                                    at,
+                                    k,
+                                );
+                                let g = got[tok * stride + i];
+                                assert!(
+                                    Tolerance::sum_reorder(terms, mag).allows(g, want),
+                                    "Q8_SB {tier:?} k={k} keep={keep} n={n} rows {rows:?} row {r} token {tok}: {g} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn validator_accepts_quantizer_output_and_refuses_corruption() {
+    let mut rng = Rng(7);
+    for t in NM {
+        let l = NmLayout::of(t).unwrap();
+        let (k, m) = (576, 3);
+        let w = quantize(t, &rng.normals(k * m)).unwrap();
+        validate(t, k, m, &w, None).unwrap();
+        // Every code field set to each out-of-range value is refused, naming row/block/chunk.
+        let limit = l.pattern.codes();
+        for (row, block, chunk) in [(0, 0, 0), (2, 8, 7), (1, 4, 3)] {
+            for code in [limit, (1 << l.pattern.code_bits()) - 1] {
+                let mut bad = w.clone();
+                let off = row * (k / 64) * l.bytes() + block * l.bytes() + 2;
+                let nbytes = l.pattern.code_bytes();
+                let mut bits = [0u8; 8];
+                bits[..nbytes].copy_from_slice(&bad[off..off + nbytes]);
+                let mut v = u64::from_le_bytes(bits);
+                let b = l.pattern.code_bits() as usize;
+                v &= !(((1u64 << b) - 1) << (b * chunk));
+                v |= (code as u64) << (b * chunk);
+                bad[off..off + nbytes].copy_from_slice(&v.to_le_bytes()[..nbytes]);
+                assert_eq!(
+                    validate(t, k, m, &bad, None),
+                    Err(SparseError::CodeOutOfRange { dtype: t, row, block, chunk, code, limit })
+                );
+                // Decoding it never panics or reads out of bounds.
+                let _ = dequantize(t, &bad, k * m).unwrap();
+            }
+        }
+        let e = validate(t, k, m, &w[..w.len() - 1], None).unwrap_err();
+        assert!(matches!(e, SparseError::WrongByteCount { got, .. } if got == w.len() - 1), "{e}");
+        assert_eq!(validate(t, 100, 1, &w, None), Err(SparseError::NotBlockMultiple { dtype: t, k: 100 }));
+        assert!(matches!(
+            validate(t, k, m, &w, Some((&[], 0))),
+            Err(SparseError::Companion { expected: false, .. })
+        ));
+    }
+    // Bitmap.
+    let (k, m) = (576, 4);
+    let x = unstructured(&mut rng, k, m, 0.3);
+    let bm = quantize_bitmap(&x, k, m).unwrap();
+    validate(DType::Q8_SB, k, m, &bm.meta, Some((&bm.values, bm.c))).unwrap();
+    // A row whose popcount passes c: set every bit of row 2's blocks.
+    let mut bad = bm.meta.clone();
+    let rb = k / 64 * 10;
+    for b in 0..k / 64 {
+        bad[2 * rb + b * 10 + 2..2 * rb + b * 10 + 10].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
+    let block = bm.c / 64; // The running count first passes c at this block.
+    assert_eq!(
+        validate(DType::Q8_SB, k, m, &bad, Some((&bm.values, bm.c))),
+        Err(SparseError::PopcountOverWidth { row: 2, block, count: 64 * (block + 1), c: bm.c })
+    );
+    // Kernels stay in bounds on it.
+    let a = activations(&mut rng, k, 1);
+    for tier in kernels::available_tiers() {
+        let mut out = [0.0f32; 4];
+        Kernels::for_tier(tier).unwrap().matmul_bitmap(&bad, &bm.values, bm.c, k, 0..m, &a, 1, &mut out, m);
+    }
+    assert_eq!(
+        validate(DType::Q8_SB, k, m, &bm.meta, Some((&bm.values[1..], bm.c))),
+        Err(SparseError::CompanionSize { m, c: bm.c, expected: m * bm.c, got: m * bm.c - 1 })
+    );
+    assert!(matches!(
+        validate(DType::Q8_SB, k, m, &bm.meta, Some((&bm.values, bm.c + 1))),
+        Err(SparseError::CompanionSize { .. })
+    ));
+    assert_eq!(
+        validate(DType::Q8_SB, k, m, &bm.meta, None),
+        Err(SparseError::Companion { dtype: DType::Q8_SB, expected: true })
+    );
+    assert!(matches!(
+        validate(DType::Q8_SB, k, m, &bm.meta[..10], Some((&bm.values, bm.c))),
+        Err(SparseError::WrongByteCount { .. })
+    ));
+    assert_eq!(validate(DType::Q4_0, 64, 1, &[0; 18], None), Err(SparseError::NotSparse(DType::Q4_0)));
+    let msg =
+        SparseError::CodeOutOfRange { dtype: DType::Q4_S24, row: 3, block: 1, chunk: 2, code: 40, limit: 36 }
+            .to_string();
+    assert!(msg.contains("row 3") && msg.contains("block 1") && msg.contains("40"), "{msg}");
+}
+
+/// Dense data: within the table's bound (mostly pruning error); N:M data: within the bound of
+/// the dense type of the same value width (only quantization error, 32 values per scale).
+#[test]
+fn roundtrip_error_within_table() {
+    use edgellm_core::tolerance::{quant_roundtrip_bound, rel_rmse};
+    let mut rng = Rng(8);
+    let x = rng.normals(1 << 14);
+    for t in NM {
+        let y = dequantize(t, &quantize(t, &x).unwrap(), x.len()).unwrap();
+        let e = rel_rmse(&y, &x);
+        let b = quant_roundtrip_bound(t).unwrap().gaussian;
+        println!("{t} dense gaussian rel RMSE {e:.4e} (bound {b:.2e})");
+        assert!(e <= b, "{t}: {e} > {b}");
+        // Already N:M: the quantizer keeps the non-zeros, the error is the dense type's.
+        let pruned = dequantize(t, &quantize(t, &x).unwrap(), x.len()).unwrap();
+        let exact: Vec<f32> = x.iter().zip(&pruned).map(|(&v, &p)| if p != 0.0 { v } else { 0.0 }).collect();
+        let y = dequantize(t, &quantize(t, &exact).unwrap(), x.len()).unwrap();
+        let e = rel_rmse(&y, &exact);
+        let b = quant_roundtrip_bound(dense_type(t)).unwrap().gaussian * 1.1;
+        assert!(e <= b, "{t} on N:M data: {e} > {b}");
+    }
+}
+
+#[test]
+fn code_tables_round_trip() {
+    for (c, &m) in MASKS_2_4.iter().enumerate() {
+        assert_eq!(NmPattern::TwoFour.code(m), Some(c as u32));
+    }
+    for (c, &m) in MASKS_4_8.iter().enumerate() {
+        assert_eq!(NmPattern::FourEight.code(m), Some(c as u32));
+    }
+}
+
+#[test]
+fn q8_sb_is_not_convertible_alone() {
+    assert!(!DType::Q8_SB.is_supported());
+    assert!(dequantize(DType::Q8_SB, &[0; 10], 64).is_err());
+    for t in NM {
+        assert!(t.is_supported() && kernels::supports(t));
+        assert_eq!(kernels::activation_type(t), DType::Q8_0);
+    }
+    assert!(!kernels::supports(DType::Q8_SB));
+}
