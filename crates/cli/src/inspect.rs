@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use edgellm_core::DType;
 use edgellm_formats::{GgufFile, Value};
+use edgellm_models::linear::{is_sparse, BITMAP_VALUES_SUFFIX};
 use edgellm_runtime::memory::human_bytes;
 
 /// Arguments of `edgellm inspect`.
@@ -47,12 +49,23 @@ pub fn main(a: Args) -> Result<()> {
         };
         println!("  {k:<w$} = {shown}");
     }
+    // A bitmap-sparse weight's companion values tensor counts toward its weight's type (bytes,
+    // no parameters): bits per weight are then the real ones.
+    let owner = |t: &edgellm_formats::TensorInfo| -> Option<DType> {
+        let w = t.name.strip_suffix(BITMAP_VALUES_SUFFIX)?;
+        (t.dtype == DType::I8).then(|| f.tensor(w)).flatten().map(|w| w.dtype).filter(|&d| d == DType::Q8_SB)
+    };
     let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
     for t in &f.tensors {
-        let e = by_type.entry(t.dtype.name()).or_default();
-        e.0 += 1;
-        e.1 += t.n_elements();
-        e.2 += t.size;
+        match owner(t) {
+            Some(d) => by_type.entry(d.name()).or_default().2 += t.size,
+            None => {
+                let e = by_type.entry(t.dtype.name()).or_default();
+                e.0 += 1;
+                e.1 += t.n_elements();
+                e.2 += t.size;
+            }
+        }
     }
     if !a.no_tensors {
         println!("\ntensors ({}):", f.tensors.len());
@@ -60,8 +73,21 @@ pub fn main(a: Args) -> Result<()> {
         println!("  {:<nw$}  {:<6}  {:<16}  {:>12}", "name", "type", "shape", "bytes");
         for t in &f.tensors {
             let shape = format!("{:?}", t.dims);
-            println!("  {:<nw$}  {:<6}  {:<16}  {:>12}", t.name, t.dtype.name(), shape, t.size);
+            let note = match owner(t) {
+                Some(_) => "  (kept values of the Q8_SB weight above)".to_string(),
+                None if is_sparse(t.dtype) => {
+                    let bytes = t.size + f.tensor(&format!("{}{BITMAP_VALUES_SUFFIX}", t.name)).map_or(0, |v| v.size);
+                    format!("  {:.2} bits/weight", bytes as f64 * 8.0 / t.n_elements().max(1) as f64)
+                }
+                None => String::new(),
+            };
+            println!("  {:<nw$}  {:<6}  {:<16}  {:>12}{note}", t.name, t.dtype.name(), shape, t.size);
         }
+    }
+    if f.tensors.iter().any(|t| is_sparse(t.dtype)) {
+        let version = f.get("edgellm.sparse.version").map_or("missing".to_string(), short);
+        let pattern = f.get("edgellm.sparse.pattern").map_or("not recorded".to_string(), short);
+        println!("\nsparse tensors: edgellm sparse extension version {version}, pattern {pattern} (docs/sparse-gguf.md)");
     }
     let (n, p, b) = by_type.values().fold((0, 0, 0), |a, v| (a.0 + v.0, a.1 + v.1, a.2 + v.2));
     println!("\ntotals by type:");

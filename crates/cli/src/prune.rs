@@ -1,5 +1,6 @@
 //! `edgellm prune`: set weights to zero (magnitude, Wanda, SparseGPT; unstructured or N:M),
-//! write a standard GGUF with the zeros stored densely, optionally quantize it after.
+//! write a standard GGUF with the zeros stored densely (or, with `--format sparse`, in edgellm's
+//! sparse tensor types), optionally quantize it after.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use edgellm_compress::prune::{PruneMethod, PruneProgress, Sparsity, DAMP};
 use edgellm_compress::recipe::{run_recipe, CalibTokens, PruneStep, Recipe, RecipeProgress};
+use edgellm_compress::sparse::StorageFormat;
 use edgellm_compress::structured::Structure;
 use edgellm_compress::{Method, Scheme};
 use edgellm_runtime::calib_text::{decoder_chunks, encoder_sentences};
@@ -58,6 +60,11 @@ pub struct Args {
     /// Quantize the pruned model to this type or mix afterwards (see `edgellm quantize`).
     #[arg(long, value_name = "TYPE")]
     then_quantize: Option<String>,
+    /// How pruned tensors are stored: dense (zeros stored as zeros; a standard GGUF llama.cpp
+    /// loads) or sparse (edgellm's sparse types, docs/sparse-gguf.md: 2:4 / 4:8 with the 4- or
+    /// 8-bit values of --then-quantize, unstructured as an 8-bit bitmap type with Q8_0).
+    #[arg(long, default_value = "dense", value_name = "dense|sparse")]
+    format: String,
     /// Rounding method of --then-quantize: rtn, weighted or awq (statistics from --calib,
     /// collected on the pruned model).
     #[arg(long, default_value = "rtn")]
@@ -116,7 +123,8 @@ pub fn main(a: Args) -> Result<()> {
         matches!(arch.as_str(), "llama" | "gemma3" | "bert"),
         "architecture {arch:?} cannot be pruned (supported: llama, gemma3, bert)"
     );
-    let mut recipe = Recipe { quantize: then.map(|s| (s, qmethod)), ..Recipe::default() };
+    let format = StorageFormat::parse(&a.format)?;
+    let mut recipe = Recipe { quantize: then.map(|s| (s, qmethod)), format, ..Recipe::default() };
     if structured {
         let what = Structure::parse(a.structured.as_deref().unwrap_or_default())?;
         let ratio = a.ratio.context("--structured needs --ratio R")?;
@@ -129,6 +137,12 @@ pub fn main(a: Args) -> Result<()> {
         recipe.prune = Some(PruneStep { method, sparsity, keep: a.keep.clone(), damp: a.damp });
     }
     // Calibration tokens: what pruning (or quantizing after it) calibrates on.
+    // Refuse a bad combination before any calibration work.
+    if format == StorageFormat::Sparse {
+        let mut check = recipe.clone();
+        check.prune = check.prune.map(|p| PruneStep { method: PruneMethod::Magnitude, ..p });
+        check.validate(&CalibTokens::None)?;
+    }
     let wants_calib =
         recipe.needs_calibration() || (qmethod != Method::Rtn && then.is_some() && arch != "bert");
     let calib = match (&a.calib, wants_calib) {
@@ -225,6 +239,23 @@ pub fn main(a: Args) -> Result<()> {
     }
     if let Some(s) = then {
         println!("  then quantized to {s} ({qmethod})");
+    }
+    if !report.sparse.is_empty() {
+        let mut by: std::collections::BTreeMap<String, (usize, u64, u64)> = Default::default();
+        for r in &report.sparse {
+            let e = by.entry(format!("{} -> {}", r.from, r.to)).or_default();
+            e.0 += 1;
+            e.1 += r.bytes_dense;
+            e.2 += r.bytes_sparse;
+        }
+        for (what, (n, d, sp)) in by {
+            println!(
+                "  stored sparse: {n} tensors {what}: {} -> {} ({:.2}x smaller)",
+                human_bytes(d),
+                human_bytes(sp),
+                d as f64 / sp.max(1) as f64
+            );
+        }
     }
     println!("  file {}  ({:.1} s in all)", human_bytes(fout), t0.elapsed().as_secs_f64());
     Ok(())

@@ -201,3 +201,80 @@ fn bad_requests_are_clear_errors() {
     fails(&["prune", &odd, &out, "--method", "magnitude", "--sparsity", "0.5"], "cannot be pruned");
     assert!(!std::path::Path::new(&out).exists(), "a failed run wrote its output");
 }
+
+/// The first ~8 KiB of WikiText-2 test (two chunks of 128 tokens), in a temporary file.
+fn short_text() -> String {
+    let text = std::fs::read_to_string(root().join("data/wikitext-2/wiki.test.raw")).unwrap();
+    let cut = 8192 + text[8192..].find('\n').unwrap();
+    let f = tmp("wiki-short.txt");
+    std::fs::write(&f, &text[..cut + 1]).unwrap();
+    f
+}
+
+#[test]
+fn format_sparse_writes_sparse_types_that_compute_like_the_dense_export() {
+    let text = short_text();
+    for (pattern, quant, want) in [
+        (["--pattern", "2:4"], "Q8_0", DType::Q8_S24),
+        (["--pattern", "4:8"], "Q4_0", DType::Q4_S48),
+        (["--sparsity", "0.7"], "Q8_0", DType::Q8_SB),
+    ] {
+        let tag = format!("{}-{quant}", pattern[1].replace(':', ""));
+        let (dense, sparse) = (tmp(&format!("d-{tag}.gguf")), tmp(&format!("s-{tag}.gguf")));
+        for (out, format) in [(&dense, "dense"), (&sparse, "sparse")] {
+            let args = [&["prune", &smollm2(), out, "--method", "magnitude"][..], &pattern[..]].concat();
+            let text = ok(&edgellm(&[&args[..], &["--then-quantize", quant, "--format", format]].concat()));
+            if format == "sparse" {
+                assert!(text.contains(&format!("stored sparse: 210 tensors {quant} -> {want}")), "{text}");
+            }
+        }
+        let f = GgufFile::open(&sparse).unwrap();
+        assert_eq!(f.get("edgellm.sparse.version").and_then(|v| v.as_u64()), Some(1));
+        for name in ["blk.0.attn_q.weight", "blk.29.ffn_down.weight"] {
+            assert_eq!(f.need_tensor(name).unwrap().dtype, want, "{name}");
+        }
+        assert_eq!(f.need_tensor("token_embd.weight").unwrap().dtype, DType::from_name(quant).unwrap());
+        assert_eq!(f.tensor("blk.0.attn_q.weight.values").is_some(), want == DType::Q8_SB);
+        let (ds, ss) = (std::fs::metadata(&dense).unwrap().len(), std::fs::metadata(&sparse).unwrap().len());
+        assert!(ss < ds * 9 / 10, "{want}: sparse file {ss} bytes vs dense {ds}");
+
+        // The sparse model runs, and computes what the dense export of the same pruning does:
+        // at 8 bits the two differ by rounding only; at 4 bits by a coarser rounding.
+        let r = ok(&edgellm(&["run", "-m", &sparse, "-p", "The capital of France is", "-n", "4", "--temp", "0"]));
+        assert!(!r.trim().is_empty());
+        let o = ok(&edgellm(&[
+            "eval", "kld", "--base", &dense, "-m", &sparse, "-f", &text, "-c", "128", "--chunks", "2",
+            "--output-format", "json",
+        ]));
+        let k: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
+        let kld = k["kld_mean"]["value"].as_f64().unwrap();
+        let bound = if quant == "Q8_0" { 0.01 } else { 0.25 };
+        assert!(kld < bound, "{want}: KLD {kld} against the dense export (bound {bound})\n{o}");
+
+        let i = ok(&edgellm(&["inspect", &sparse, "--no-tensors"]));
+        assert!(i.contains(want.name()) && i.contains("sparse extension version 1"), "{i}");
+        let _ = std::fs::remove_file(&dense);
+        let _ = std::fs::remove_file(&sparse);
+    }
+}
+
+#[test]
+fn format_sparse_refuses_what_it_cannot_store() {
+    let out = tmp("never.gguf");
+    let m = smollm2();
+    for (extra, why) in [
+        (&["--pattern", "2:4"][..], "needs --then-quantize"),
+        (&["--pattern", "2:4", "--then-quantize", "F16"][..], "4- or 8-bit values"),
+        (&["--sparsity", "0.7", "--then-quantize", "Q4_0"][..], "use --then-quantize Q8_0"),
+        (&["--pattern", "1:4", "--then-quantize", "Q4_0"][..], "2:4 and 4:8"),
+        (&["--pattern", "2:4", "--then-quantize", "Q4_0", "--quant-method", "weighted", "--calib", &calib()][..], "round-to-nearest"),
+    ] {
+        let args = [&["prune", &m, &out, "--method", "magnitude", "--format", "sparse"][..], extra].concat();
+        let o = edgellm(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{extra:?}: {err}");
+        assert!(!std::path::Path::new(&out).exists(), "{extra:?} wrote a file");
+    }
+    let o = edgellm(&["prune", &m, &out, "--method", "magnitude", "--pattern", "2:4", "--format", "bogus"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use dense"), "{o:?}");
+}

@@ -11,9 +11,11 @@
 //!   calibration block by block.
 //! - [`structured`]: structured pruning to a smaller dense model (FFN channels, heads, blocks).
 //! - [`recipe`]: prune, then quantize, in one call (what `edgellm prune` and `eval sweep` run).
+//! - [`sparse`]: pruned tensors stored in edgellm's sparse types (`--format sparse`).
 //! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
-//! Every file written is standard GGUF that llama.cpp loads.
+//! Every file written is standard GGUF that llama.cpp loads, except with `--format sparse`
+//! (edgellm's sparse tensor types, `docs/sparse-gguf.md`).
 
 #![warn(missing_docs)]
 
@@ -27,6 +29,7 @@ pub mod prune;
 pub mod quantize;
 pub mod recipe;
 pub mod source;
+pub mod sparse;
 pub mod structured;
 
 pub use awq::{AwqParams, AwqStats};

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use edgellm_formats::{GgufFile, Value};
 
+use crate::sparse::{sparsify, StorageFormat};
 use crate::calib::{calibrate, CalibOptions, Calibration};
 use crate::prune::{
     prune_decoder, prune_encoder, prune_static, pruned_writer, PruneMethod, PruneOptions, PruneProgress,
@@ -64,6 +65,8 @@ pub struct Recipe {
     pub structured: Option<(Structure, f64)>,
     /// Quantization after pruning: the type or mix and the rounding method.
     pub quantize: Option<(Scheme, Method)>,
+    /// How the pruned tensors are stored (dense zeros, or edgellm's sparse types).
+    pub format: StorageFormat,
 }
 
 impl Recipe {
@@ -95,6 +98,38 @@ impl Recipe {
                 )));
             }
         }
+        if self.format == StorageFormat::Sparse {
+            let Some(p) = &self.prune else {
+                return Err(CompressError::BadPrune(
+                    "--format sparse stores unstructured or N:M pruning (give --sparsity or --pattern)".into(),
+                ));
+            };
+            match self.quantize {
+                None => {
+                    return Err(CompressError::BadPrune(
+                        "--format sparse needs --then-quantize TYPE (the sparse types hold 4- or 8-bit values: \
+                         e.g. Q4_0 for 2:4 or 4:8, Q8_0 for unstructured)"
+                            .into(),
+                    ))
+                }
+                Some((scheme, Method::Rtn)) => {
+                    crate::sparse::sparse_type(scheme.base_type(), p.sparsity, "the pruned tensors")?;
+                }
+                Some((_, m)) => {
+                    return Err(CompressError::BadPrune(format!(
+                        "--format sparse quantizes the kept values by round-to-nearest; --quant-method {m} \
+                         is not available with it yet (use rtn, or --format dense)"
+                    )))
+                }
+            }
+            if let Sparsity::NM { n, m } = p.sparsity {
+                if !matches!((n, m), (2, 4) | (4, 8)) {
+                    return Err(CompressError::BadPrune(format!(
+                        "--format sparse stores the 2:4 and 4:8 patterns, not {n}:{m} (use --format dense)"
+                    )));
+                }
+            }
+        }
         if self.needs_calibration() && calib.is_none() {
             return Err(CompressError::NeedsCalibration {
                 method: "this recipe",
@@ -116,6 +151,9 @@ impl fmt::Display for Recipe {
         }
         if let Some((s, m)) = self.quantize {
             parts.push(format!("{s} ({m})"));
+        }
+        if self.format == StorageFormat::Sparse {
+            parts.push("stored sparse".into());
         }
         if parts.is_empty() {
             parts.push("copy".into());
@@ -160,6 +198,8 @@ pub struct RecipeReport {
     pub block_influence: Vec<f64>,
     /// Quantized weights: bytes in, bytes out, elements.
     pub quantized: Option<(u64, u64, u64)>,
+    /// Tensors written in sparse types (`--format sparse`).
+    pub sparse: Vec<crate::sparse::SparseTensorReport>,
     /// Tensors quantized with calibration statistics.
     pub calibrated_tensors: usize,
     /// Seconds spent pruning (with its calibration).
@@ -210,6 +250,7 @@ pub fn run_recipe(
 
     // Step 1: pruning, into a writer that borrows `src` (or a structured copy of it).
     let structured_src;
+    let mut pruned_names: Vec<String> = Vec::new();
     let writer = if let Some(p) = &recipe.prune {
         let opts = PruneOptions { method: p.method, sparsity: p.sparsity, keep: &p.keep, damp: p.damp };
         let mut cb = |e: PruneProgress| progress(RecipeProgress::Prune(e));
@@ -226,6 +267,7 @@ pub fn run_recipe(
         };
         let (elements, zeros) = pruned.totals();
         report.pruned = Some(PrunedTotals { tensors: pruned.report.len(), elements, zeros });
+        pruned_names = pruned.report.iter().map(|r| r.name.clone()).collect();
         pruned_writer(src, &pruned, Some((&opts, elements, zeros)))?
     } else if let Some((what, ratio)) = recipe.structured {
         progress(RecipeProgress::Ranking);
@@ -298,8 +340,26 @@ pub fn run_recipe(
         })?;
         report.quantized = Some(q.totals());
         report.calibrated_tensors = q.report.iter().filter(|r| r.used_importance).count();
+        let mut writer = q.writer;
+        if recipe.format == StorageFormat::Sparse {
+            let sp = recipe.prune.as_ref().map(|p| p.sparsity).expect("validated: sparse needs pruning");
+            let mut weights = Vec::with_capacity(pruned_names.len());
+            for name in &pruned_names {
+                let t = psrc.tensors.iter().find(|t| &t.name == name).ok_or_else(|| CompressError::BadTensor {
+                    tensor: name.clone(),
+                    why: "pruned but missing from the pruned model".into(),
+                })?;
+                weights.push((name.clone(), t.to_f32()?));
+            }
+            report.sparse = sparsify(&mut writer, &weights, sp)?;
+            if let Some((bin, bout, el)) = report.quantized {
+                let (dense, sparse) =
+                    report.sparse.iter().fold((0, 0), |a, r| (a.0 + r.bytes_dense, a.1 + r.bytes_sparse));
+                report.quantized = Some((bin, bout - dense + sparse, el));
+            }
+        }
         progress(RecipeProgress::Writing);
-        q.writer.write_file(out)?;
+        writer.write_file(out)?;
     } else {
         progress(RecipeProgress::Writing);
         writer.write_file(out)?;

@@ -11,7 +11,7 @@ pub mod imatrix;
 pub mod mmap;
 pub mod safetensors;
 
-pub use gguf::{GgufError, GgufFile, GgufWriter, TensorInfo, Value, ValueType};
+pub use gguf::{GgufError, GgufFile, GgufWriter, TensorInfo, Value, ValueType, WriterTensor};
 pub use hf_config::{ConfigError, HfConfig};
 pub use imatrix::{Imatrix, ImatrixEntry, ImatrixError};
 pub use safetensors::{SafetensorsError, SafetensorsFile};

@@ -494,7 +494,7 @@ impl Bert {
         for l in &self.layers {
             linears.extend([&l.query, &l.key, &l.value, &l.attn_out, &l.inter, &l.out].map(|d| &d.linear));
         }
-        linears.iter().map(|l| l.bytes().len() as u64).sum()
+        linears.iter().map(|l| l.storage_bytes() as u64).sum()
     }
 
     /// The last hidden state of a padded batch, `[batch × seq_len × hidden_size]`; rows at

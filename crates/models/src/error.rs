@@ -65,6 +65,14 @@ pub enum ModelError {
     /// A weight name that is not one of the model's block linears.
     #[error("'{0}' is not a block weight of this model (expected blk.N.ROLE.weight)")]
     NoSuchWeight(String),
+    /// A sparse weight tensor is corrupt, or the file does not declare the sparse extension.
+    #[error("tensor '{tensor}': {why}")]
+    Sparse {
+        /// The tensor.
+        tensor: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The model does not implement layer-wise execution.
     #[error("the {0} model does not support layer-wise execution (needed by sequential pruning)")]
     LayerwiseUnsupported(String),

@@ -180,7 +180,7 @@ impl Gemma3 {
             None => tok_embd.clone(),
         };
         let (n_params, weight_bytes) =
-            f.tensors.iter().fold((0u64, 0u64), |(n, b), t| (n + t.n_elements(), b + t.size));
+            crate::linear::file_totals(f);
         let info = ModelInfo {
             arch: "gemma3".into(),
             name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),

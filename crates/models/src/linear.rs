@@ -14,6 +14,12 @@
 //! where the tier in use has a kernel for it (`kernels::pack`): eight rows per integer
 //! instruction, several times faster on prompts. `EDGELLM_PACK=0` keeps the file's layout (for
 //! comparisons).
+//!
+//! Sparse weights (`docs/sparse-gguf.md`) are Linears too: the N:M types (`Q4_S24`, `Q4_S48`,
+//! `Q8_S24`, `Q8_S48`) run through the same kernel table as the dense types, and a bitmap
+//! `Q8_SB` weight carries its companion values tensor (`<name>.values`) and runs the bitmap
+//! kernels. Both read Q8_0 activations. Their data is validated when the Linear is built, so a
+//! corrupt file is an error before the first token.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,6 +28,7 @@ use edgellm_core::parallel::{
     for_each_index, for_each_range, for_each_rows_mut, num_threads, DisjointWriter,
 };
 use edgellm_core::quant::dequantize_row;
+use edgellm_core::quant::sparse::{self, NmLayout};
 use edgellm_core::{kernels, DType};
 use edgellm_formats::mmap::Bytes;
 use edgellm_formats::{GgufFile, TensorInfo};
@@ -85,7 +92,20 @@ pub struct Linear {
     precision: Precision,
     /// Whether `data` is in the kernels' packed layout (`kernels::pack`).
     packed: bool,
+    /// A bitmap (`Q8_SB`) weight's kept values: the companion tensor (`out_features` rows of
+    /// `width` bytes) and `width`.
+    values: Option<(TensorBytes, usize)>,
 }
+
+/// Whether `dtype` is one of edgellm's sparse weight types.
+pub fn is_sparse(dtype: DType) -> bool {
+    NmLayout::of(dtype).is_some() || dtype == DType::Q8_SB
+}
+
+/// The metadata key and version a file with sparse tensors must carry.
+pub const SPARSE_VERSION_KEY: &str = "edgellm.sparse.version";
+/// The version of the sparse extension this build reads (`docs/sparse-gguf.md`).
+pub const SPARSE_VERSION: u32 = 1;
 
 impl Linear {
     /// A Linear over raw weight bytes in `dtype`, `[out × in]`.
@@ -96,8 +116,18 @@ impl Linear {
         out_features: usize,
         data: TensorBytes,
     ) -> Result<Linear, ModelError> {
+        if dtype == DType::Q8_SB {
+            return Err(ModelError::Sparse {
+                tensor: name.into(),
+                why: "a Q8_SB weight needs its companion values (Linear::new_bitmap)".into(),
+            });
+        }
         if !dtype.is_supported() {
             return Err(ModelError::UnsupportedTensorType { tensor: name.into(), dtype });
+        }
+        if NmLayout::of(dtype).is_some() {
+            sparse::validate(dtype, in_features, out_features, data.as_slice(), None)
+                .map_err(|e| ModelError::Sparse { tensor: name.into(), why: e.to_string() })?;
         }
         let row_bytes = dtype.bytes_for(in_features as u64).ok_or_else(|| {
             ModelError::BadConfig(format!(
@@ -120,6 +150,34 @@ impl Linear {
             row_bytes,
             precision: Precision::default(),
             packed: false,
+            values: None,
+        })
+    }
+
+    /// A bitmap-sparse (`Q8_SB`) Linear: `meta` holds `out_features` rows of `in_features/64`
+    /// 10-byte blocks, `values` the companion rows of `width` kept codes each. Both are
+    /// validated ([`sparse::validate`]): a corrupt tensor is a [`ModelError::Sparse`].
+    pub fn new_bitmap(
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        meta: TensorBytes,
+        values: TensorBytes,
+        width: usize,
+    ) -> Result<Linear, ModelError> {
+        let dtype = DType::Q8_SB;
+        sparse::validate(dtype, in_features, out_features, meta.as_slice(), Some((values.as_slice(), width)))
+            .map_err(|e| ModelError::Sparse { tensor: name.into(), why: e.to_string() })?;
+        Ok(Linear {
+            name: name.into(),
+            dtype,
+            in_features,
+            out_features,
+            data: meta,
+            row_bytes: in_features / sparse::QK_SPARSE * sparse::Q8_SB_BYTES,
+            precision: Precision::default(),
+            packed: false,
+            values: Some((values, width)),
         })
     }
 
@@ -132,7 +190,41 @@ impl Linear {
     ) -> Result<Linear, ModelError> {
         let t = f.need_tensor(name)?;
         check_shape(t, &[in_features as u64, out_features as u64])?;
-        Linear::new(name, t.dtype, in_features, out_features, gguf_bytes(f, t))
+        if !is_sparse(t.dtype) {
+            return Linear::new(name, t.dtype, in_features, out_features, gguf_bytes(f, t));
+        }
+        let bad = |why: String| ModelError::Sparse { tensor: name.into(), why };
+        match f.get(SPARSE_VERSION_KEY).and_then(|v| v.as_u64()) {
+            Some(v) if v == SPARSE_VERSION as u64 => {}
+            Some(v) => {
+                return Err(bad(format!(
+                    "the file uses version {v} of edgellm's sparse extension; this build reads version \
+                     {SPARSE_VERSION} (docs/sparse-gguf.md)"
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "type {} is edgellm's sparse extension but the file lacks {SPARSE_VERSION_KEY}; \
+                     the file is corrupt or was not written by edgellm",
+                    t.dtype
+                )))
+            }
+        }
+        if t.dtype != DType::Q8_SB {
+            return Linear::new(name, t.dtype, in_features, out_features, gguf_bytes(f, t));
+        }
+        let vname = format!("{name}{BITMAP_VALUES_SUFFIX}");
+        let v = f.tensor(&vname).ok_or_else(|| {
+            bad(format!("a Q8_SB tensor needs its companion values tensor '{vname}', which the file lacks"))
+        })?;
+        if v.dtype != DType::I8 || v.dims.len() != 2 || v.dims[1] != out_features as u64 {
+            return Err(bad(format!(
+                "its values tensor '{vname}' must be I8 [c, {out_features}], found {} {:?}",
+                v.dtype, v.dims
+            )));
+        }
+        let width = usize::try_from(v.dims[0]).map_err(|_| bad("values width overflows".into()))?;
+        Linear::new_bitmap(name, in_features, out_features, gguf_bytes(f, t), gguf_bytes(f, v), width)
     }
 
     /// This Linear computing with `p`.
@@ -188,8 +280,23 @@ impl Linear {
     /// Whether the forward pass runs the quantized-activation kernels.
     fn uses_kernels(&self) -> bool {
         self.precision == Precision::Fast
-            && kernels::supports(self.dtype)
-            && self.in_features.is_multiple_of(kernels::activation_type(self.dtype).block_size())
+            && (self.dtype == DType::Q8_SB || kernels::supports(self.dtype))
+            && self.in_features.is_multiple_of(kernels::activation_type(self.act_dtype()).block_size())
+    }
+
+    /// The weight type whose activation format the kernel reads: its own, or Q8_0's for a
+    /// bitmap weight (whose products take Q8_0 activations).
+    fn act_dtype(&self) -> DType {
+        if self.dtype == DType::Q8_SB {
+            DType::Q8_0
+        } else {
+            self.dtype
+        }
+    }
+
+    /// Bytes the weight occupies: its data, and a bitmap weight's companion values.
+    pub fn storage_bytes(&self) -> usize {
+        self.data.as_slice().len() + self.values.as_ref().map_or(0, |(v, _)| v.as_slice().len())
     }
 
     /// The raw weight bytes: the file's rows, or the packed layout when [`Linear::is_packed`].
@@ -199,6 +306,12 @@ impl Linear {
 
     /// Dequantize row `r` into `out` (`in_features` values).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        if let Some((values, width)) = &self.values {
+            let meta = &self.data.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes];
+            let vals = &values.as_slice()[r * width..(r + 1) * width];
+            return sparse::dequantize_bitmap_row(meta, vals, out)
+                .map_err(|e| ModelError::Sparse { tensor: self.name.clone(), why: e.to_string() });
+        }
         if !self.packed {
             let b = &self.data.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes];
             dequantize_row(self.dtype, b, out)?;
@@ -290,7 +403,7 @@ impl Linear {
             let f = match formats[..n_formats].iter().position(|&(f, ..)| f == fmt) {
                 Some(f) => f,
                 None => {
-                    formats[n_formats] = (fmt, l.dtype, total, ab);
+                    formats[n_formats] = (fmt, l.act_dtype(), total, ab);
                     total += n * ab;
                     n_formats += 1;
                     n_formats - 1
@@ -344,7 +457,10 @@ impl Linear {
                     // disjoint, and nothing reads the output during the region.
                     unsafe {
                         let (out, out_len) = (ptr.add(rows.start), len - rows.start);
-                        if l.packed {
+                        if let Some((values, width)) = &l.values {
+                            let v = values.as_slice();
+                            kernels::matmul_bitmap_to(data, v, *width, k, rows.clone(), a, n, out, out_len, m);
+                        } else if l.packed {
                             kernels::matmul_packed_to(l.dtype, data, k, rows.clone(), a, n, out, out_len, m);
                         } else {
                             kernels::matmul_to(l.dtype, data, k, rows.clone(), a, n, out, out_len, m);
@@ -362,7 +478,7 @@ impl Linear {
         if self.packed {
             ActFormat::Packed(self.dtype)
         } else {
-            ActFormat::Plain(kernels::activation_type(self.dtype))
+            ActFormat::Plain(kernels::activation_type(self.act_dtype()))
         }
     }
 
@@ -371,7 +487,7 @@ impl Linear {
         if self.packed {
             kernels::packed_activation_row_bytes(self.dtype, self.in_features)
         } else {
-            kernels::activation_row_bytes(self.dtype, self.in_features)
+            kernels::activation_row_bytes(self.act_dtype(), self.in_features)
         }
     }
 }
@@ -406,6 +522,9 @@ pub fn packing_enabled() -> bool {
 pub fn set_packing(on: bool) {
     PACKING.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
+
+/// Suffix of a bitmap (`Q8_SB`) tensor's companion values tensor: `NAME.values`.
+pub const BITMAP_VALUES_SUFFIX: &str = ".values";
 
 /// Bytes of a file's rows packed between two releases of their pages ([`Linear::packed`]).
 const PACK_CHUNK_BYTES: usize = 4 << 20;
@@ -463,6 +582,16 @@ thread_local! {
 /// The bytes of a GGUF tensor, borrowed from the file's map.
 pub fn gguf_bytes(f: &GgufFile, t: &TensorInfo) -> TensorBytes {
     TensorBytes::Mapped { bytes: f.bytes(), start: (f.data_offset + t.offset) as usize, len: t.size as usize }
+}
+
+/// Parameters and bytes of a file's tensors: a bitmap weight's companion values tensor counts
+/// its bytes but no parameters (its weight's dims already count them).
+pub fn file_totals(f: &GgufFile) -> (u64, u64) {
+    f.tensors.iter().fold((0u64, 0u64), |(n, b), t| {
+        let companion = t.dtype == DType::I8
+            && t.name.strip_suffix(BITMAP_VALUES_SUFFIX).and_then(|w| f.tensor(w)).is_some_and(|w| w.dtype == DType::Q8_SB);
+        (if companion { n } else { n + t.n_elements() }, b + t.size)
+    })
 }
 
 /// Check a tensor's dims (GGUF order).
