@@ -47,6 +47,9 @@ unsafe trait Packed {
     const BIAS: i32;
     /// How AVX2 sums the products.
     const AVX2: Avx2Sum;
+    /// Whether the group block has the rows' minimums (eight f16 after the scales), which
+    /// multiply the Q8_1 activation's `d·Σq`.
+    const MIN: bool = false;
     /// The unsigned codes `c + BIAS` of chunks `j` and `j + 4` (values `4j..4j + 4` and
     /// `16 + 4j..16 + 4j + 4` of each row, a row per lane), `j = 0..4`.
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i);
@@ -55,17 +58,39 @@ unsafe trait Packed {
 struct Q4_0;
 struct Q5_0;
 struct Q8_0;
+struct Q4_1;
+struct Q5_1;
 
-// SAFETY (all three): reads within the group block.
+/// The nibbles of chunks `j` and `j + 4` from the words at `q` (`G_j` at `q + 32j`).
+#[inline(always)]
+unsafe fn nibbles(q: *const u8, j: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0f);
+    let w = load(q.add(32 * j));
+    (_mm256_and_si256(w, low), _mm256_and_si256(_mm256_srli_epi16::<4>(w), low))
+}
+
+/// `(lo, hi)` with the fifth bits of chunks `j` and `j + 4` from the `H` word `h` added.
+#[inline(always)]
+unsafe fn fifth(lo: __m256i, hi: __m256i, h: __m256i, j: usize) -> (__m256i, __m256i) {
+    // Bit c of every byte of H is chunk c's fifth bit: move it to bit 4.
+    let bit4 = _mm256_set1_epi8(0x10);
+    let (hj, hj4) = match j {
+        0 => (_mm256_slli_epi16::<4>(h), h),
+        1 => (_mm256_slli_epi16::<3>(h), _mm256_srli_epi16::<1>(h)),
+        2 => (_mm256_slli_epi16::<2>(h), _mm256_srli_epi16::<2>(h)),
+        _ => (_mm256_slli_epi16::<1>(h), _mm256_srli_epi16::<3>(h)),
+    };
+    (_mm256_or_si256(lo, _mm256_and_si256(hj, bit4)), _mm256_or_si256(hi, _mm256_and_si256(hj4, bit4)))
+}
+
+// SAFETY (all): reads within the group block.
 unsafe impl Packed for Q4_0 {
     const GB: usize = 144;
     const BIAS: i32 = 8;
     const AVX2: Avx2Sum = Avx2Sum::I16;
     #[inline(always)]
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
-        let low = _mm256_set1_epi8(0x0f);
-        let w = load(wb.add(16 + 32 * j));
-        (_mm256_and_si256(w, low), _mm256_and_si256(_mm256_srli_epi16::<4>(w), low))
+        nibbles(wb.add(16), j)
     }
 }
 
@@ -75,17 +100,31 @@ unsafe impl Packed for Q5_0 {
     const AVX2: Avx2Sum = Avx2Sum::PerPair;
     #[inline(always)]
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
-        let (lo, hi) = Q4_0::chunks(wb, j);
-        // Bit c of every byte of H is chunk c's fifth bit: move it to bit 4.
-        let h = load(wb.add(144));
-        let bit4 = _mm256_set1_epi8(0x10);
-        let (hj, hj4) = match j {
-            0 => (_mm256_slli_epi16::<4>(h), h),
-            1 => (_mm256_slli_epi16::<3>(h), _mm256_srli_epi16::<1>(h)),
-            2 => (_mm256_slli_epi16::<2>(h), _mm256_srli_epi16::<2>(h)),
-            _ => (_mm256_slli_epi16::<1>(h), _mm256_srli_epi16::<3>(h)),
-        };
-        (_mm256_or_si256(lo, _mm256_and_si256(hj, bit4)), _mm256_or_si256(hi, _mm256_and_si256(hj4, bit4)))
+        let (lo, hi) = nibbles(wb.add(16), j);
+        fifth(lo, hi, load(wb.add(144)), j)
+    }
+}
+
+unsafe impl Packed for Q4_1 {
+    const GB: usize = 160;
+    const BIAS: i32 = 0;
+    const AVX2: Avx2Sum = Avx2Sum::I16;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        nibbles(wb.add(32), j)
+    }
+}
+
+unsafe impl Packed for Q5_1 {
+    const GB: usize = 192;
+    const BIAS: i32 = 0;
+    const AVX2: Avx2Sum = Avx2Sum::PerPair;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (lo, hi) = nibbles(wb.add(32), j);
+        fifth(lo, hi, load(wb.add(160)), j)
     }
 }
 
@@ -154,7 +193,7 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
         let ap = |t: usize| a0.add(t * ab + b * AB);
         // i32 sums (i16 for `Avx2Sum::I16` until the end of the block).
         let mut s = [_mm256_setzero_si256(); N];
-        if VNNI {
+        if VNNI && F::BIAS != 0 {
             for t in 0..N {
                 s[t] = _mm256_set1_epi32(-F::BIAS * act_sum(ap(t)));
             }
@@ -190,19 +229,29 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
             }
         }
         let dw = _mm256_cvtph_ps(load128(wb));
+        let mw = if F::MIN { _mm256_cvtph_ps(load128(wb.add(16))) } else { _mm256_setzero_ps() };
         for t in 0..N {
             let i = match (VNNI, &F::AVX2) {
                 (true, _) | (false, Avx2Sum::Signed) => s[t],
                 (false, Avx2Sum::I16) => {
                     let wide = _mm256_madd_epi16(s[t], ones);
-                    _mm256_add_epi32(wide, _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
+                    if F::BIAS != 0 {
+                        _mm256_add_epi32(wide, _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
+                    } else {
+                        wide
+                    }
                 }
-                (false, Avx2Sum::PerPair) => {
+                (false, Avx2Sum::PerPair) if F::BIAS != 0 => {
                     _mm256_add_epi32(s[t], _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
                 }
+                (false, Avx2Sum::PerPair) => s[t],
             };
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(ap(t))));
             f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, f[t]);
+            if F::MIN {
+                // The Q8_1 activation's `d·Σq` (f16) after its scale.
+                f[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(h2f(ap(t).add(2))), f[t]);
+            }
         }
     }
     f
@@ -277,4 +326,6 @@ entries! {
     Q4_0 => avx2_q4_0, vnni_q4_0;
     Q5_0 => avx2_q5_0, vnni_q5_0;
     Q8_0 => avx2_q8_0, vnni_q8_0;
+    Q4_1 => avx2_q4_1, vnni_q4_1;
+    Q5_1 => avx2_q5_1, vnni_q5_1;
 }
