@@ -25,19 +25,27 @@
 //!   shift and mask of `H` gives chunk `c`'s fifth bits in every lane.
 //! - **Q8_0** (272 bytes): the scales, then eight 32-byte words `W_c`: bytes `4r..4r + 4` of
 //!   `W_c` are codes `4c..4c + 4` of row `r`.
+//! - **Q4_1** (160 bytes): the eight f16 scales `d`, the eight f16 minimums `m` (row order),
+//!   then the four nibble words `G_j` as Q4_0's (at byte 32).
+//! - **Q5_1** (192 bytes): the scales, minimums and nibble words as Q4_1, then the `H` word of
+//!   fifth bits as Q5_0's (at byte 160).
 //!
 //! # Activations
 //!
-//! The packed kernels take the codes as unsigned `u = c + bias` (Q4_0: the nibbles, bias 8;
-//! Q5_0: 16; Q8_0: 128 where the CPU has `vpdpbusd`) and subtract `bias·Σq` per block, so
-//! their activation format is Q8_0 with the exact sum of its codes:
+//! The packed kernels of the symmetric types take the codes as unsigned `u = c + bias` (Q4_0:
+//! the nibbles, bias 8; Q5_0: 16; Q8_0: 128 where the CPU has `vpdpbusd`) and subtract
+//! `bias·Σq` per block, so their activation format is Q8_0 with the exact sum of its codes:
 //! `[d: f16][Σq: i16][q: 32 × i8]`, 36 bytes per 32 values ([`packed_activation_row_bytes`]).
+//! The affine types' codes are unsigned already (Q4_1: 0..=15, Q5_1: 0..=31): they take the
+//! GGUF kernels' Q8_1 activations as they are, `[d: f16][s = d·Σq: f16][q: 32 × i8]`, whose
+//! `s` multiplies the row's minimum.
 //!
 //! # Arithmetic
 //!
 //! Per row and token the result is `acc ← fma(Σ_b c·q as f32, d_w·d_a, acc)` over the blocks
-//! in order, from `acc = 0`, with the exact integer sum of every block: the oracle and every
-//! SIMD tier give the same bits (tested).
+//! in order, from `acc = 0`, with the exact integer sum of every block; the affine types then
+//! add the block's minimum term, `acc ← fma(m_w, s_a, acc)`. The oracle and every SIMD tier
+//! do these operations in this order and give the same bits (tested).
 
 use super::{Act, MatmulArgs};
 use crate::quant::read_f16;
