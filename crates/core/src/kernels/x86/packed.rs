@@ -29,7 +29,8 @@ enum Avx2Sum {
     /// Unsigned codes below 16 by `vpmaddubsw`, all eight chunks summed in i16 (at most
     /// 8·2·15·127 = 30480), widened once per block.
     I16,
-    /// Unsigned codes below 32: widened after every pair of chunks (2·2·31·127 = 15748 each).
+    /// Unsigned codes below 32: widened after every two pairs of chunks (at most
+    /// 4·2·31·127 = 31496).
     PerPair,
     /// Signed codes: `|w|` against the activations with `w`'s sign (`vpsignb`), widened after
     /// every chunk.
@@ -198,34 +199,51 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
                 s[t] = _mm256_set1_epi32(-F::BIAS * act_sum(ap(t)));
             }
         }
-        for j in 0..4 {
-            let (lo, hi) = F::chunks(wb, j);
-            for t in 0..N {
-                let q = ap(t).add(4);
-                let (alo, ahi) = (bcast(q.add(4 * j)), bcast(q.add(16 + 4 * j)));
-                s[t] = if VNNI {
-                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s[t], lo, alo), hi, ahi)
-                } else {
-                    match F::AVX2 {
-                        Avx2Sum::I16 => {
-                            let p = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo, alo),
-                                _mm256_maddubs_epi16(hi, ahi),
-                            );
-                            _mm256_add_epi16(s[t], p)
+        if !VNNI && matches!(F::AVX2, Avx2Sum::PerPair) {
+            // Two pairs of chunks at a time: their four products' i16 sums fit (see
+            // `Avx2Sum::PerPair`), so one widening serves both.
+            for j in [0, 2] {
+                let (lo0, hi0) = F::chunks(wb, j);
+                let (lo1, hi1) = F::chunks(wb, j + 1);
+                for t in 0..N {
+                    let q = ap(t).add(4);
+                    let p0 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo0, bcast(q.add(4 * j))),
+                        _mm256_maddubs_epi16(hi0, bcast(q.add(16 + 4 * j))),
+                    );
+                    let p1 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo1, bcast(q.add(4 * j + 4))),
+                        _mm256_maddubs_epi16(hi1, bcast(q.add(16 + 4 * j + 4))),
+                    );
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones));
+                }
+            }
+        } else {
+            for j in 0..4 {
+                let (lo, hi) = F::chunks(wb, j);
+                for t in 0..N {
+                    let q = ap(t).add(4);
+                    let (alo, ahi) = (bcast(q.add(4 * j)), bcast(q.add(16 + 4 * j)));
+                    s[t] = if VNNI {
+                        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s[t], lo, alo), hi, ahi)
+                    } else {
+                        match F::AVX2 {
+                            Avx2Sum::I16 => {
+                                let p = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(lo, alo),
+                                    _mm256_maddubs_epi16(hi, ahi),
+                                );
+                                _mm256_add_epi16(s[t], p)
+                            }
+                            // Summed above, two pairs of chunks at a time.
+                            Avx2Sum::PerPair => s[t],
+                            Avx2Sum::Signed => _mm256_add_epi32(
+                                s[t],
+                                _mm256_add_epi32(signed_dot(lo, alo), signed_dot(hi, ahi)),
+                            ),
                         }
-                        Avx2Sum::PerPair => {
-                            let p = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo, alo),
-                                _mm256_maddubs_epi16(hi, ahi),
-                            );
-                            _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones))
-                        }
-                        Avx2Sum::Signed => {
-                            _mm256_add_epi32(s[t], _mm256_add_epi32(signed_dot(lo, alo), signed_dot(hi, ahi)))
-                        }
-                    }
-                };
+                    };
+                }
             }
         }
         let dw = _mm256_cvtph_ps(load128(wb));
