@@ -485,13 +485,18 @@ fn packed_activation_quantizers_are_bit_identical_and_carry_the_sum() {
             let ab = kernels::packed_activation_row_bytes(t, k);
             let mut want = vec![0u8; ab];
             oracle().quantize_packed_activations(t, &x, &mut want);
-            // The codes and scale are the Q8_0 activations'; the sum is theirs.
             let plain = quantize_rows(t, &x, k);
-            for (pb, qb) in want.chunks_exact(36).zip(plain.chunks_exact(34)) {
-                assert_eq!(pb[..2], qb[..2], "{t} {kind:?}: scale");
-                assert_eq!(pb[4..], qb[2..], "{t} {kind:?}: codes");
-                let sum: i32 = qb[2..].iter().map(|&c| c as i8 as i32).sum();
-                assert_eq!(i16::from_le_bytes([pb[2], pb[3]]) as i32, sum, "{t} {kind:?}: sum");
+            if kernels::activation_type(t) == DType::Q8_1 {
+                // The affine types' packed kernels take their Q8_1 activations as they are.
+                assert_eq!(want, plain, "{t} {kind:?}: packed activations are the Q8_1 ones");
+            } else {
+                // The codes and scale are the Q8_0 activations'; the sum is theirs.
+                for (pb, qb) in want.chunks_exact(36).zip(plain.chunks_exact(34)) {
+                    assert_eq!(pb[..2], qb[..2], "{t} {kind:?}: scale");
+                    assert_eq!(pb[4..], qb[2..], "{t} {kind:?}: codes");
+                    let sum: i32 = qb[2..].iter().map(|&c| c as i8 as i32).sum();
+                    assert_eq!(i16::from_le_bytes([pb[2], pb[3]]) as i32, sum, "{t} {kind:?}: sum");
+                }
             }
             for tier in simd_tiers() {
                 let mut got = vec![0u8; ab];
@@ -571,8 +576,10 @@ fn packing_is_offered_where_a_simd_kernel_exists() {
     assert_eq!(oracle().packed_tier(DType::Q4_K), None);
     for tier in simd_tiers() {
         if cfg!(target_arch = "x86_64") {
-            assert!(tier.packs(DType::Q4_0), "{:?}", tier.tier());
-            assert_eq!(tier.packed_tier(DType::Q4_0), Some(tier.tier()));
+            for t in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1] {
+                assert!(tier.packs(t), "{:?} {t}", tier.tier());
+                assert_eq!(tier.packed_tier(t), Some(tier.tier()), "{t}");
+            }
         }
     }
 }

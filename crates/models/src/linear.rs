@@ -613,15 +613,16 @@ pub fn gguf_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, Model
     Ok(edgellm_core::quant::dequantize(t.dtype, f.tensor_data(t), n)?)
 }
 
-/// Which weight types [`Linear::packed`] packs here, for reports: `Q4_0/Q5_0/Q8_0`, or `off`
+/// Which weight types [`Linear::packed`] packs here, for reports: `Q4_0/Q5_0/Q8_0/Q4_1/Q5_1`, or `off`
 /// (no packed kernel on this tier, or `EDGELLM_PACK=0`). Weights of other types keep the
 /// file's layout.
 pub fn packing_description() -> String {
-    let types: Vec<&str> = [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q4_K, DType::Q6_K]
-        .into_iter()
-        .filter(|&t| packing_enabled() && kernels::packs(t))
-        .map(|t| t.name())
-        .collect();
+    let types: Vec<&str> =
+        [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q6_K]
+            .into_iter()
+            .filter(|&t| packing_enabled() && kernels::packs(t))
+            .map(|t| t.name())
+            .collect();
     if types.is_empty() {
         "off".to_string()
     } else {
@@ -638,11 +639,11 @@ pub fn kernel_description() -> String {
 mod packed_tests {
     use super::*;
 
-    /// A Q4_0 Linear of `m` rows of `k` values from a smooth deterministic pattern.
-    fn q4_0(k: usize, m: usize) -> Linear {
+    /// A Linear of type `t`, `m` rows of `k` values, from a smooth deterministic pattern.
+    fn linear(t: DType, k: usize, m: usize) -> Linear {
         let x: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        let w = edgellm_core::quant::quantize(DType::Q4_0, &x).unwrap();
-        Linear::new("q4_0.weight", DType::Q4_0, k, m, TensorBytes::Owned(w)).unwrap()
+        let w = edgellm_core::quant::quantize(t, &x).unwrap();
+        Linear::new("packed.weight", t, k, m, TensorBytes::Owned(w)).unwrap()
     }
 
     #[test]
@@ -650,34 +651,36 @@ mod packed_tests {
         // 21 rows: two whole groups and a partial one.
         let (k, m) = (96, 21);
         // One test, as packing is switched process-wide.
-        set_packing(false);
-        let plain = q4_0(k, m).packed();
-        assert!(!plain.is_packed());
-        set_packing(true);
-        let packed = q4_0(k, m).packed();
-        assert_eq!(packed.is_packed(), kernels::packs(DType::Q4_0));
-        let (mut a, mut b) = (vec![0.0f32; k], vec![0.0f32; k]);
-        for r in 0..m {
-            plain.row_f32(r, &mut a).unwrap();
-            packed.row_f32(r, &mut b).unwrap();
-            assert_eq!(a, b, "row {r}");
-        }
-        for n in [1, 3, 9] {
-            let x: Vec<f32> = (0..n * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
-            let (mut y0, mut y1) = (vec![0.0f32; n * m], vec![0.0f32; n * m]);
-            plain.forward(&x, n, &mut y0);
-            packed.forward(&x, n, &mut y1);
-            for (i, (u, v)) in y0.iter().zip(&y1).enumerate() {
-                // Same integer sums, float sums in another order: a few ulps of the largest.
-                assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "n {n} output {i}: {u} vs {v}");
+        for t in [DType::Q4_0, DType::Q4_1, DType::Q5_1] {
+            set_packing(false);
+            let plain = linear(t, k, m).packed();
+            assert!(!plain.is_packed());
+            set_packing(true);
+            let packed = linear(t, k, m).packed();
+            assert_eq!(packed.is_packed(), kernels::packs(t), "{t}");
+            let (mut a, mut b) = (vec![0.0f32; k], vec![0.0f32; k]);
+            for r in 0..m {
+                plain.row_f32(r, &mut a).unwrap();
+                packed.row_f32(r, &mut b).unwrap();
+                assert_eq!(a, b, "{t} row {r}");
             }
-            // And an exact-precision Linear over the packed bytes dequantizes them right.
-            let exact = q4_0(k, m).packed().with_precision(Precision::Exact);
-            let mut y2 = vec![0.0f32; n * m];
-            exact.forward(&x, n, &mut y2);
-            let scale = y0.iter().fold(0.0f32, |s, v| s.max(v.abs()));
-            for (u, v) in y0.iter().zip(&y2) {
-                assert!((u - v).abs() <= 0.05 * scale, "8-bit activations vs exact: {u} vs {v}");
+            for n in [1, 3, 9] {
+                let x: Vec<f32> = (0..n * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+                let (mut y0, mut y1) = (vec![0.0f32; n * m], vec![0.0f32; n * m]);
+                plain.forward(&x, n, &mut y0);
+                packed.forward(&x, n, &mut y1);
+                for (i, (u, v)) in y0.iter().zip(&y1).enumerate() {
+                    // Same integer sums, float sums in another order: a few ulps of the largest.
+                    assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{t} n {n} output {i}: {u} vs {v}");
+                }
+                // And an exact-precision Linear over the packed bytes dequantizes them right.
+                let exact = linear(t, k, m).packed().with_precision(Precision::Exact);
+                let mut y2 = vec![0.0f32; n * m];
+                exact.forward(&x, n, &mut y2);
+                let scale = y0.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+                for (u, v) in y0.iter().zip(&y2) {
+                    assert!((u - v).abs() <= 0.05 * scale, "{t}: 8-bit activations vs exact: {u} vs {v}");
+                }
             }
         }
     }

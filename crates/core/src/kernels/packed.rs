@@ -25,19 +25,27 @@
 //!   shift and mask of `H` gives chunk `c`'s fifth bits in every lane.
 //! - **Q8_0** (272 bytes): the scales, then eight 32-byte words `W_c`: bytes `4r..4r + 4` of
 //!   `W_c` are codes `4c..4c + 4` of row `r`.
+//! - **Q4_1** (160 bytes): the eight f16 scales `d`, the eight f16 minimums `m` (row order),
+//!   then the four nibble words `G_j` as Q4_0's (at byte 32).
+//! - **Q5_1** (192 bytes): the scales, minimums and nibble words as Q4_1, then the `H` word of
+//!   fifth bits as Q5_0's (at byte 160).
 //!
 //! # Activations
 //!
-//! The packed kernels take the codes as unsigned `u = c + bias` (Q4_0: the nibbles, bias 8;
-//! Q5_0: 16; Q8_0: 128 where the CPU has `vpdpbusd`) and subtract `bias·Σq` per block, so
-//! their activation format is Q8_0 with the exact sum of its codes:
+//! The packed kernels of the symmetric types take the codes as unsigned `u = c + bias` (Q4_0:
+//! the nibbles, bias 8; Q5_0: 16; Q8_0: 128 where the CPU has `vpdpbusd`) and subtract
+//! `bias·Σq` per block, so their activation format is Q8_0 with the exact sum of its codes:
 //! `[d: f16][Σq: i16][q: 32 × i8]`, 36 bytes per 32 values ([`packed_activation_row_bytes`]).
+//! The affine types' codes are unsigned already (Q4_1: 0..=15, Q5_1: 0..=31): they take the
+//! GGUF kernels' Q8_1 activations as they are, `[d: f16][s = d·Σq: f16][q: 32 × i8]`, whose
+//! `s` multiplies the row's minimum.
 //!
 //! # Arithmetic
 //!
 //! Per row and token the result is `acc ← fma(Σ_b c·q as f32, d_w·d_a, acc)` over the blocks
-//! in order, from `acc = 0`, with the exact integer sum of every block: the oracle and every
-//! SIMD tier give the same bits (tested).
+//! in order, from `acc = 0`, with the exact integer sum of every block; the affine types then
+//! add the block's minimum term, `acc ← fma(m_w, s_a, acc)`. The oracle and every SIMD tier
+//! do these operations in this order and give the same bits (tested).
 
 use super::{Act, MatmulArgs};
 use crate::quant::read_f16;
@@ -48,7 +56,7 @@ pub const GROUP: usize = 8;
 
 /// Whether `weight` has a packed layout (on some tier).
 pub fn has_packed_layout(weight: DType) -> bool {
-    matches!(weight, DType::Q4_0 | DType::Q5_0 | DType::Q8_0)
+    matches!(weight, DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::Q4_1 | DType::Q5_1)
 }
 
 /// Bytes of the block of one row within a group block, and where each part goes.
@@ -62,6 +70,8 @@ trait Lanes {
 struct Q4_0;
 struct Q5_0;
 struct Q8_0;
+struct Q4_1;
+struct Q5_1;
 
 impl Lanes for Q4_0 {
     fn put(gb: &mut [u8], r: usize, src: &[u8]) {
@@ -78,34 +88,79 @@ impl Lanes for Q4_0 {
     }
 }
 
+/// The fifth bits `qh` (bit `v` of value `v`) of one row as four bytes of an `H` word (bit
+/// `c` of byte `i` is that of value `4c + i`).
+fn put_high(qh: u32, dst: &mut [u8]) {
+    for (i, d) in dst[..4].iter_mut().enumerate() {
+        let mut byte = 0u8;
+        for c in 0..8 {
+            byte |= (((qh >> (4 * c + i)) & 1) as u8) << c;
+        }
+        *d = byte;
+    }
+}
+
+/// [`put_high`] undone.
+fn get_high(src: &[u8]) -> u32 {
+    let mut qh = 0u32;
+    for (i, &byte) in src[..4].iter().enumerate() {
+        for c in 0..8 {
+            qh |= (((byte >> c) & 1) as u32) << (4 * c + i);
+        }
+    }
+    qh
+}
+
 impl Lanes for Q5_0 {
     fn put(gb: &mut [u8], r: usize, src: &[u8]) {
         gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
         for j in 0..4 {
             gb[16 + 32 * j + 4 * r..][..4].copy_from_slice(&src[6 + 4 * j..][..4]);
         }
-        let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
-        for i in 0..4 {
-            let mut byte = 0u8;
-            for c in 0..8 {
-                byte |= (((qh >> (4 * c + i)) & 1) as u8) << c;
-            }
-            gb[144 + 4 * r + i] = byte;
-        }
+        put_high(u32::from_le_bytes([src[2], src[3], src[4], src[5]]), &mut gb[144 + 4 * r..]);
     }
     fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
         dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
         for j in 0..4 {
             dst[6 + 4 * j..][..4].copy_from_slice(&gb[16 + 32 * j + 4 * r..][..4]);
         }
-        let mut qh = 0u32;
-        for i in 0..4 {
-            let byte = gb[144 + 4 * r + i];
-            for c in 0..8 {
-                qh |= (((byte >> c) & 1) as u32) << (4 * c + i);
-            }
+        dst[2..6].copy_from_slice(&get_high(&gb[144 + 4 * r..]).to_le_bytes());
+    }
+}
+
+impl Lanes for Q4_1 {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        gb[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+        for j in 0..4 {
+            gb[32 + 32 * j + 4 * r..][..4].copy_from_slice(&src[4 + 4 * j..][..4]);
         }
-        dst[2..6].copy_from_slice(&qh.to_le_bytes());
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        dst[2..4].copy_from_slice(&gb[16 + 2 * r..16 + 2 * r + 2]);
+        for j in 0..4 {
+            dst[4 + 4 * j..][..4].copy_from_slice(&gb[32 + 32 * j + 4 * r..][..4]);
+        }
+    }
+}
+
+impl Lanes for Q5_1 {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        gb[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+        for j in 0..4 {
+            gb[32 + 32 * j + 4 * r..][..4].copy_from_slice(&src[8 + 4 * j..][..4]);
+        }
+        put_high(u32::from_le_bytes([src[4], src[5], src[6], src[7]]), &mut gb[160 + 4 * r..]);
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        dst[2..4].copy_from_slice(&gb[16 + 2 * r..16 + 2 * r + 2]);
+        for j in 0..4 {
+            dst[8 + 4 * j..][..4].copy_from_slice(&gb[32 + 32 * j + 4 * r..][..4]);
+        }
+        dst[4..8].copy_from_slice(&get_high(&gb[160 + 4 * r..]).to_le_bytes());
     }
 }
 
@@ -134,13 +189,18 @@ fn lanes(weight: DType) -> (Put, Get) {
         DType::Q4_0 => (Q4_0::put, Q4_0::get),
         DType::Q5_0 => (Q5_0::put, Q5_0::get),
         DType::Q8_0 => (Q8_0::put, Q8_0::get),
+        DType::Q4_1 => (Q4_1::put, Q4_1::get),
+        DType::Q5_1 => (Q5_1::put, Q5_1::get),
         other => unreachable!("{other} has no packed layout"),
     }
 }
 
 /// The activation format of the packed kernels of `weight`.
 pub(super) fn packed_act(weight: DType) -> Option<Act> {
-    has_packed_layout(weight).then_some(Act::Q8S)
+    match weight {
+        DType::Q4_1 | DType::Q5_1 => Some(Act::Q8_1),
+        w => has_packed_layout(w).then_some(Act::Q8S),
+    }
 }
 
 /// Bytes of `m` rows of `k` values of `weight` in the packed layout (whole groups).
@@ -201,6 +261,7 @@ pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
     let (_, get) = lanes(weight);
     let (bb, nb) = (weight.type_size(), m.k / 32);
     let gb = GROUP * bb;
+    let affine = matches!(weight, DType::Q4_1 | DType::Q5_1);
     let mut block = [0u8; 34];
     for t in 0..m.n {
         let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
@@ -209,10 +270,13 @@ pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
             let mut acc = 0.0f32;
             for b in 0..nb {
                 get(&m.w[(g * nb + b) * gb..][..gb], lane, &mut block[..bb]);
-                let (c, dw, _) = super::generic::legacy_codes(weight, &block[..bb]);
+                let (c, dw, mw) = super::generic::legacy_codes(weight, &block[..bb]);
                 let ab = &a[b * 36..][..36];
                 let isum: i32 = c.iter().zip(&ab[4..]).map(|(&c, &q)| c * q as i8 as i32).sum();
                 acc = (isum as f32).mul_add(dw * read_f16(ab, 0), acc);
+                if affine {
+                    acc = mw.mul_add(read_f16(ab, 2), acc);
+                }
             }
             m.out[t * m.out_stride + i] = acc;
         }
@@ -227,4 +291,10 @@ pub(crate) fn matmul_q5_0(m: &mut MatmulArgs<'_>) {
 }
 pub(crate) fn matmul_q8_0(m: &mut MatmulArgs<'_>) {
     matmul(DType::Q8_0, m)
+}
+pub(crate) fn matmul_q4_1(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q4_1, m)
+}
+pub(crate) fn matmul_q5_1(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q5_1, m)
 }

@@ -47,6 +47,8 @@ pub(super) fn table() -> Kernels {
         DType::Q4_0 => Some((super::packed::matmul_q4_0 as super::MatmulFn, s)),
         DType::Q5_0 => Some((super::packed::matmul_q5_0 as super::MatmulFn, s)),
         DType::Q8_0 => Some((super::packed::matmul_q8_0 as super::MatmulFn, s)),
+        DType::Q4_1 => Some((super::packed::matmul_q4_1 as super::MatmulFn, s)),
+        DType::Q5_1 => Some((super::packed::matmul_q5_1 as super::MatmulFn, s)),
         _ => None,
     });
     Kernels {

@@ -47,6 +47,8 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set_packed(DType::Q4_0, packed::avx2_q4_0, t);
     k.set_packed(DType::Q5_0, packed::avx2_q5_0, t);
     k.set_packed(DType::Q8_0, packed::avx2_q8_0, t);
+    k.set_packed(DType::Q4_1, packed::avx2_q4_1, t);
+    k.set_packed(DType::Q5_1, packed::avx2_q5_1, t);
     k.set(DType::Q4_0, legacy::vec_dot_q4_0, legacy::matmul_q4_0, t);
     k.set(DType::Q4_1, legacy::vec_dot_q4_1, legacy::matmul_q4_1, t);
     k.set(DType::Q5_0, legacy::vec_dot_q5_0, legacy::matmul_q5_0, t);
@@ -80,6 +82,8 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
     k.set_packed(DType::Q4_0, packed::vnni_q4_0, t);
     k.set_packed(DType::Q5_0, packed::vnni_q5_0, t);
     k.set_packed(DType::Q8_0, packed::vnni_q8_0, t);
+    k.set_packed(DType::Q4_1, packed::vnni_q4_1, t);
+    k.set_packed(DType::Q5_1, packed::vnni_q5_1, t);
 }
 
 /// One weight format's AVX2 building blocks.

@@ -29,7 +29,8 @@ enum Avx2Sum {
     /// Unsigned codes below 16 by `vpmaddubsw`, all eight chunks summed in i16 (at most
     /// 8·2·15·127 = 30480), widened once per block.
     I16,
-    /// Unsigned codes below 32: widened after every pair of chunks (2·2·31·127 = 15748 each).
+    /// Unsigned codes below 32: widened after every two pairs of chunks (at most
+    /// 4·2·31·127 = 31496).
     PerPair,
     /// Signed codes: `|w|` against the activations with `w`'s sign (`vpsignb`), widened after
     /// every chunk.
@@ -47,6 +48,9 @@ unsafe trait Packed {
     const BIAS: i32;
     /// How AVX2 sums the products.
     const AVX2: Avx2Sum;
+    /// Whether the group block has the rows' minimums (eight f16 after the scales), which
+    /// multiply the Q8_1 activation's `d·Σq`.
+    const MIN: bool = false;
     /// The unsigned codes `c + BIAS` of chunks `j` and `j + 4` (values `4j..4j + 4` and
     /// `16 + 4j..16 + 4j + 4` of each row, a row per lane), `j = 0..4`.
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i);
@@ -55,17 +59,39 @@ unsafe trait Packed {
 struct Q4_0;
 struct Q5_0;
 struct Q8_0;
+struct Q4_1;
+struct Q5_1;
 
-// SAFETY (all three): reads within the group block.
+/// The nibbles of chunks `j` and `j + 4` from the words at `q` (`G_j` at `q + 32j`).
+#[inline(always)]
+unsafe fn nibbles(q: *const u8, j: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0f);
+    let w = load(q.add(32 * j));
+    (_mm256_and_si256(w, low), _mm256_and_si256(_mm256_srli_epi16::<4>(w), low))
+}
+
+/// `(lo, hi)` with the fifth bits of chunks `j` and `j + 4` from the `H` word `h` added.
+#[inline(always)]
+unsafe fn fifth(lo: __m256i, hi: __m256i, h: __m256i, j: usize) -> (__m256i, __m256i) {
+    // Bit c of every byte of H is chunk c's fifth bit: move it to bit 4.
+    let bit4 = _mm256_set1_epi8(0x10);
+    let (hj, hj4) = match j {
+        0 => (_mm256_slli_epi16::<4>(h), h),
+        1 => (_mm256_slli_epi16::<3>(h), _mm256_srli_epi16::<1>(h)),
+        2 => (_mm256_slli_epi16::<2>(h), _mm256_srli_epi16::<2>(h)),
+        _ => (_mm256_slli_epi16::<1>(h), _mm256_srli_epi16::<3>(h)),
+    };
+    (_mm256_or_si256(lo, _mm256_and_si256(hj, bit4)), _mm256_or_si256(hi, _mm256_and_si256(hj4, bit4)))
+}
+
+// SAFETY (all): reads within the group block.
 unsafe impl Packed for Q4_0 {
     const GB: usize = 144;
     const BIAS: i32 = 8;
     const AVX2: Avx2Sum = Avx2Sum::I16;
     #[inline(always)]
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
-        let low = _mm256_set1_epi8(0x0f);
-        let w = load(wb.add(16 + 32 * j));
-        (_mm256_and_si256(w, low), _mm256_and_si256(_mm256_srli_epi16::<4>(w), low))
+        nibbles(wb.add(16), j)
     }
 }
 
@@ -75,17 +101,31 @@ unsafe impl Packed for Q5_0 {
     const AVX2: Avx2Sum = Avx2Sum::PerPair;
     #[inline(always)]
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
-        let (lo, hi) = Q4_0::chunks(wb, j);
-        // Bit c of every byte of H is chunk c's fifth bit: move it to bit 4.
-        let h = load(wb.add(144));
-        let bit4 = _mm256_set1_epi8(0x10);
-        let (hj, hj4) = match j {
-            0 => (_mm256_slli_epi16::<4>(h), h),
-            1 => (_mm256_slli_epi16::<3>(h), _mm256_srli_epi16::<1>(h)),
-            2 => (_mm256_slli_epi16::<2>(h), _mm256_srli_epi16::<2>(h)),
-            _ => (_mm256_slli_epi16::<1>(h), _mm256_srli_epi16::<3>(h)),
-        };
-        (_mm256_or_si256(lo, _mm256_and_si256(hj, bit4)), _mm256_or_si256(hi, _mm256_and_si256(hj4, bit4)))
+        let (lo, hi) = nibbles(wb.add(16), j);
+        fifth(lo, hi, load(wb.add(144)), j)
+    }
+}
+
+unsafe impl Packed for Q4_1 {
+    const GB: usize = 160;
+    const BIAS: i32 = 0;
+    const AVX2: Avx2Sum = Avx2Sum::I16;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        nibbles(wb.add(32), j)
+    }
+}
+
+unsafe impl Packed for Q5_1 {
+    const GB: usize = 192;
+    const BIAS: i32 = 0;
+    const AVX2: Avx2Sum = Avx2Sum::PerPair;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (lo, hi) = nibbles(wb.add(32), j);
+        fifth(lo, hi, load(wb.add(160)), j)
     }
 }
 
@@ -154,55 +194,82 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
         let ap = |t: usize| a0.add(t * ab + b * AB);
         // i32 sums (i16 for `Avx2Sum::I16` until the end of the block).
         let mut s = [_mm256_setzero_si256(); N];
-        if VNNI {
+        if VNNI && F::BIAS != 0 {
             for t in 0..N {
                 s[t] = _mm256_set1_epi32(-F::BIAS * act_sum(ap(t)));
             }
         }
-        for j in 0..4 {
-            let (lo, hi) = F::chunks(wb, j);
-            for t in 0..N {
-                let q = ap(t).add(4);
-                let (alo, ahi) = (bcast(q.add(4 * j)), bcast(q.add(16 + 4 * j)));
-                s[t] = if VNNI {
-                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s[t], lo, alo), hi, ahi)
-                } else {
-                    match F::AVX2 {
-                        Avx2Sum::I16 => {
-                            let p = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo, alo),
-                                _mm256_maddubs_epi16(hi, ahi),
-                            );
-                            _mm256_add_epi16(s[t], p)
+        if !VNNI && matches!(F::AVX2, Avx2Sum::PerPair) {
+            // Two pairs of chunks at a time: their four products' i16 sums fit (see
+            // `Avx2Sum::PerPair`), so one widening serves both.
+            for j in [0, 2] {
+                let (lo0, hi0) = F::chunks(wb, j);
+                let (lo1, hi1) = F::chunks(wb, j + 1);
+                for t in 0..N {
+                    let q = ap(t).add(4);
+                    let p0 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo0, bcast(q.add(4 * j))),
+                        _mm256_maddubs_epi16(hi0, bcast(q.add(16 + 4 * j))),
+                    );
+                    let p1 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo1, bcast(q.add(4 * j + 4))),
+                        _mm256_maddubs_epi16(hi1, bcast(q.add(16 + 4 * j + 4))),
+                    );
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones));
+                }
+            }
+        } else {
+            for j in 0..4 {
+                let (lo, hi) = F::chunks(wb, j);
+                for t in 0..N {
+                    let q = ap(t).add(4);
+                    let (alo, ahi) = (bcast(q.add(4 * j)), bcast(q.add(16 + 4 * j)));
+                    s[t] = if VNNI {
+                        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s[t], lo, alo), hi, ahi)
+                    } else {
+                        match F::AVX2 {
+                            Avx2Sum::I16 => {
+                                let p = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(lo, alo),
+                                    _mm256_maddubs_epi16(hi, ahi),
+                                );
+                                _mm256_add_epi16(s[t], p)
+                            }
+                            // Summed above, two pairs of chunks at a time.
+                            Avx2Sum::PerPair => s[t],
+                            Avx2Sum::Signed => _mm256_add_epi32(
+                                s[t],
+                                _mm256_add_epi32(signed_dot(lo, alo), signed_dot(hi, ahi)),
+                            ),
                         }
-                        Avx2Sum::PerPair => {
-                            let p = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo, alo),
-                                _mm256_maddubs_epi16(hi, ahi),
-                            );
-                            _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones))
-                        }
-                        Avx2Sum::Signed => {
-                            _mm256_add_epi32(s[t], _mm256_add_epi32(signed_dot(lo, alo), signed_dot(hi, ahi)))
-                        }
-                    }
-                };
+                    };
+                }
             }
         }
         let dw = _mm256_cvtph_ps(load128(wb));
+        let mw = if F::MIN { _mm256_cvtph_ps(load128(wb.add(16))) } else { _mm256_setzero_ps() };
         for t in 0..N {
             let i = match (VNNI, &F::AVX2) {
                 (true, _) | (false, Avx2Sum::Signed) => s[t],
                 (false, Avx2Sum::I16) => {
                     let wide = _mm256_madd_epi16(s[t], ones);
-                    _mm256_add_epi32(wide, _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
+                    if F::BIAS != 0 {
+                        _mm256_add_epi32(wide, _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
+                    } else {
+                        wide
+                    }
                 }
-                (false, Avx2Sum::PerPair) => {
+                (false, Avx2Sum::PerPair) if F::BIAS != 0 => {
                     _mm256_add_epi32(s[t], _mm256_set1_epi32(-F::BIAS * act_sum(ap(t))))
                 }
+                (false, Avx2Sum::PerPair) => s[t],
             };
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(ap(t))));
             f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, f[t]);
+            if F::MIN {
+                // The Q8_1 activation's `d·Σq` (f16) after its scale.
+                f[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(h2f(ap(t).add(2))), f[t]);
+            }
         }
     }
     f
@@ -277,4 +344,6 @@ entries! {
     Q4_0 => avx2_q4_0, vnni_q4_0;
     Q5_0 => avx2_q5_0, vnni_q5_0;
     Q8_0 => avx2_q8_0, vnni_q8_0;
+    Q4_1 => avx2_q4_1, vnni_q4_1;
+    Q5_1 => avx2_q5_1, vnni_q5_1;
 }
