@@ -904,7 +904,7 @@ impl Kernels {
     }
 
     /// Sets the `Q8_SB` product.
-    #[allow(dead_code)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn set_bitmap(&mut self, f: BitmapFn, tier: Tier) {
         self.bitmap = (f, tier);
     }
