@@ -358,12 +358,12 @@ trait Rows512 {
     unsafe fn next(cur: &mut Self::Cur) -> W512;
 }
 
-/// The 64-bit keep-mask of an N:M block from its code bit string.
+/// The 64-bit keep-mask of the N:M block at `p`: its code bit string, one `vpmultishiftqb`
+/// (byte j: the bits from offset `B·j`) and one table lookup (`vpermb` uses the low 6 bits of
+/// each index byte, `vpermi2b` the low 7).
 #[inline(always)]
 unsafe fn nm_mask512<const B: u64>(p: *const u8) -> __mmask64 {
     let bits = (p.add(2) as *const i64).read_unaligned();
-    // Byte j of the qword: bits 8 apart from offset B·j; the table lookups use only the low
-    // B bits of each byte (vpermb 6, vpermi2b 7).
     let shifts = _mm512_set1_epi64((0..8).fold(0i64, |s, j| s | (((B * j) as i64) << (8 * j))));
     let idx = _mm512_multishift_epi64_epi8(shifts, _mm512_set1_epi64(bits));
     let m = if B == 6 {
@@ -395,6 +395,7 @@ impl<const B: u64, const W: usize, const QS: usize, const Q4: bool> Rows512 for 
         *cur = p.add(W);
         let k = nm_mask512::<B>(p);
         let w = if Q4 {
+            // Kept codes 0..16 are the low nibbles, 16..32 the high ones.
             let x = load128(p.add(QS));
             let m = _mm_set1_epi8(0x0f);
             let lo = _mm_and_si128(x, m);
@@ -498,8 +499,91 @@ unsafe fn tokens512<R: Rows512, const M: usize>(m: &mut MatmulArgs<'_>, ctx: R::
     }
 }
 
+/// Tokens from which [`matmul512`] expands a tile's rows once for all tokens.
+const PROMPT_TOKENS: usize = 4;
+
+/// Rows `r0..r0 + M`, already expanded (`w`: block `b` of row `i` at `w[i·nb + b]`, scales
+/// likewise in `d`), against tokens `t0..t0 + N`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile512_expanded<const M: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    bias: i8,
+    w: &[__m512i],
+    d: &[f32],
+    r0: usize,
+    t0: usize,
+) {
+    let nb = m.k / 64;
+    let a0 = m.act.as_ptr().add(t0 * m.act_bytes);
+    let mut acc = [[_mm512_setzero_ps(); N]; M];
+    for b in 0..nb {
+        for t in 0..N {
+            let a = a512(a0.add(t * m.act_bytes + 68 * b), bias);
+            for r in 0..M {
+                // In bounds: the caller expanded M rows of nb blocks.
+                let wr = *w.get_unchecked(r * nb + b);
+                let dr = _mm512_set1_ps(*d.get_unchecked(r * nb + b));
+                let i = _mm512_dpbusd_epi32(a.neg, wr, a.q);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dr, a.d), acc[r][t]);
+            }
+        }
+    }
+    let col = r0 - m.rows.start;
+    for r in 0..M {
+        for t in 0..N {
+            m.out[(t0 + t) * m.out_stride + col + r] = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+}
+
+/// Several tokens: every 4-row tile is expanded once into a buffer, then meets all tokens in
+/// register tiles of 4 rows × 4 tokens (the weight expansion is paid once per call, not
+/// once per token tile).
+#[inline(always)]
+unsafe fn matmul512_prompt<R: Rows512>(m: &mut MatmulArgs<'_>, ctx: R::Ctx) {
+    let nb = m.k / 64;
+    let mut w = vec![_mm512_setzero_si512(); 4 * nb];
+    let mut d = vec![0.0f32; 4 * nb];
+    let mut r = m.rows.start;
+    while r < m.rows.end {
+        let rows = (m.rows.end - r).min(4);
+        for i in 0..rows {
+            let mut cur = R::cursor(m, ctx, r + i);
+            for b in 0..nb {
+                let x = R::next(&mut cur);
+                w[i * nb + b] = x.w;
+                d[i * nb + b] = _mm_cvtss_f32(_mm512_castps512_ps128(x.d));
+            }
+        }
+        let mut t = 0;
+        macro_rules! run {
+            ($m:literal) => {{
+                while t + 4 <= m.n {
+                    tile512_expanded::<$m, 4>(m, R::BIAS, &w, &d, r, t);
+                    t += 4;
+                }
+                while t < m.n {
+                    tile512_expanded::<$m, 1>(m, R::BIAS, &w, &d, r, t);
+                    t += 1;
+                }
+            }};
+        }
+        match rows {
+            4 => run!(4),
+            3 => run!(3),
+            2 => run!(2),
+            _ => run!(1),
+        }
+        r += rows;
+    }
+}
+
 #[inline(always)]
 unsafe fn matmul512<R: Rows512>(m: &mut MatmulArgs<'_>, ctx: R::Ctx) {
+    if m.n >= PROMPT_TOKENS {
+        return matmul512_prompt::<R>(m, ctx);
+    }
     let mut r = m.rows.start;
     while r + 4 <= m.rows.end {
         tokens512::<R, 4>(m, ctx, r);
