@@ -206,6 +206,77 @@ nm_fmt!(Q4S48, 25, 7, 9, true, CTRL_4_8);
 nm_fmt!(Q8S24, 40, 6, 8, false, CTRL_2_4);
 nm_fmt!(Q8S48, 41, 7, 9, false, CTRL_4_8);
 
+/// Tokens from which the products expand a tile's rows once for all tokens.
+const PROMPT_TOKENS: usize = 4;
+
+/// Rows `r0..r0 + M`, expanded (`w[i·nb + b]`: block `b` of row `i`), against tokens
+/// `t0..t0 + N`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_expanded_avx2<const M: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    w: &[SW],
+    r0: usize,
+    t0: usize,
+) {
+    let nb = m.k / 64;
+    let a0 = m.act.as_ptr().add(t0 * m.act_bytes);
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    for b in 0..nb {
+        for t in 0..N {
+            let a = pa_pair(a0.add(t * m.act_bytes + 68 * b));
+            for r in 0..M {
+                // In bounds: the caller expanded M rows of nb blocks.
+                acc[r][t] = dot_sw(w.get_unchecked(r * nb + b), &a, acc[r][t]);
+            }
+        }
+    }
+    let col = r0 - m.rows.start;
+    for r in 0..M {
+        for t in 0..N {
+            m.out[(t0 + t) * m.out_stride + col + r] = hsum(acc[r][t]);
+        }
+    }
+}
+
+/// Several tokens: every 4-row tile is expanded once into a buffer by `expand(row, out)`
+/// (the row's `nb` blocks), then meets all tokens in register tiles of 4 rows × 2 tokens.
+#[inline(always)]
+unsafe fn matmul_prompt_avx2(
+    m: &mut MatmulArgs<'_>,
+    mut expand: impl FnMut(&MatmulArgs<'_>, usize, &mut [SW]),
+) {
+    let nb = m.k / 64;
+    // SAFETY (of the zeroed value): all-zero is a valid `SW` (plain vectors).
+    let mut w: Vec<SW> = vec![std::mem::zeroed(); 4 * nb];
+    let mut r = m.rows.start;
+    while r < m.rows.end {
+        let rows = (m.rows.end - r).min(4);
+        for i in 0..rows {
+            expand(m, r + i, &mut w[i * nb..(i + 1) * nb]);
+        }
+        let mut t = 0;
+        macro_rules! run {
+            ($m:literal) => {{
+                while t + 2 <= m.n {
+                    tile_expanded_avx2::<$m, 2>(m, &w, r, t);
+                    t += 2;
+                }
+                if t < m.n {
+                    tile_expanded_avx2::<$m, 1>(m, &w, r, t);
+                }
+            }};
+        }
+        match rows {
+            4 => run!(4),
+            3 => run!(3),
+            2 => run!(2),
+            _ => run!(1),
+        }
+        r += rows;
+    }
+}
+
 macro_rules! avx2_entries {
     ($($fmt:ty => $vd:ident, $mm:ident;)*) => {$(
         /// # Safety
@@ -218,7 +289,16 @@ macro_rules! avx2_entries {
         /// `m` satisfies the bounds of [`MatmulArgs`]; AVX2, FMA and F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) unsafe fn $mm(m: &mut MatmulArgs<'_>) {
-            drive::matmul::<$fmt>(m)
+            if m.n >= PROMPT_TOKENS {
+                matmul_prompt_avx2(m, |m, r, out| {
+                    let p = m.w.as_ptr().add(r * m.row_bytes);
+                    for (b, o) in out.iter_mut().enumerate() {
+                        *o = <$fmt as Fmt>::pw(p.add(b * <$fmt as Fmt>::W));
+                    }
+                });
+            } else {
+                drive::matmul::<$fmt>(m)
+            }
         }
     )*};
 }
@@ -300,6 +380,18 @@ unsafe fn bitmap_row_avx2<const N: usize>(
 /// `c` bytes for every row up to `m.rows.end`; AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn avx2_matmul_bitmap(m: &mut MatmulArgs<'_>, values: &[u8], c: usize) {
+    if m.n >= PROMPT_TOKENS {
+        return matmul_prompt_avx2(m, |m, r, out| {
+            let mb = m.w.as_ptr().add(r * m.row_bytes);
+            let vals = values.as_ptr().add(r * c);
+            let mut o = 0;
+            for (b, w) in out.iter_mut().enumerate() {
+                let (x, next) = pw_bitmap_avx2(mb.add(10 * b), vals, o, c);
+                *w = x;
+                o = next;
+            }
+        });
+    }
     for r in m.rows.clone() {
         let mut t = 0;
         while t + 4 <= m.n {
@@ -498,9 +590,6 @@ unsafe fn tokens512<R: Rows512, const M: usize>(m: &mut MatmulArgs<'_>, ctx: R::
         tile512::<R, M, 1>(m, ctx, r, t);
     }
 }
-
-/// Tokens from which [`matmul512`] expands a tile's rows once for all tokens.
-const PROMPT_TOKENS: usize = 4;
 
 /// Rows `r0..r0 + M`, already expanded (`w`: block `b` of row `i` at `w[i·nb + b]`, scales
 /// likewise in `d`), against tokens `t0..t0 + N`.
