@@ -239,13 +239,50 @@ unsafe fn tile_expanded_avx2<const M: usize, const N: usize>(
     }
 }
 
-/// Several tokens: every 4-row tile is expanded once into a buffer by `expand(row, out)`
+/// Expands one row's blocks for [`matmul_prompt_avx2`] (a trait, not a closure: closures are
+/// not compiled with their caller's target features).
+trait ExpandRow {
+    /// Writes the `nb` expanded blocks of row `r` of `m` to `out`.
+    unsafe fn expand(&self, m: &MatmulArgs<'_>, r: usize, out: &mut [SW]);
+}
+
+/// N:M rows of format `F`.
+struct NmRows<F>(std::marker::PhantomData<F>);
+
+impl<F: Fmt<Pw = SW>> ExpandRow for NmRows<F> {
+    #[inline(always)]
+    unsafe fn expand(&self, m: &MatmulArgs<'_>, r: usize, out: &mut [SW]) {
+        let p = m.w.as_ptr().add(r * m.row_bytes);
+        for (b, o) in out.iter_mut().enumerate() {
+            *o = F::pw(p.add(b * F::W));
+        }
+    }
+}
+
+/// `Q8_SB` rows with their companion values (`c` per row).
+struct BitmapRows<'a> {
+    values: &'a [u8],
+    c: usize,
+}
+
+impl ExpandRow for BitmapRows<'_> {
+    #[inline(always)]
+    unsafe fn expand(&self, m: &MatmulArgs<'_>, r: usize, out: &mut [SW]) {
+        let mb = m.w.as_ptr().add(r * m.row_bytes);
+        let vals = self.values.as_ptr().add(r * self.c);
+        let mut o = 0;
+        for (b, w) in out.iter_mut().enumerate() {
+            let (x, next) = pw_bitmap_avx2(mb.add(10 * b), vals, o, self.c);
+            *w = x;
+            o = next;
+        }
+    }
+}
+
+/// Several tokens: every 4-row tile is expanded once into a buffer by `e`
 /// (the row's `nb` blocks), then meets all tokens in register tiles of 4 rows × 2 tokens.
 #[inline(always)]
-unsafe fn matmul_prompt_avx2(
-    m: &mut MatmulArgs<'_>,
-    mut expand: impl FnMut(&MatmulArgs<'_>, usize, &mut [SW]),
-) {
+unsafe fn matmul_prompt_avx2<E: ExpandRow>(m: &mut MatmulArgs<'_>, e: &E) {
     let nb = m.k / 64;
     // SAFETY (of the zeroed value): all-zero is a valid `SW` (plain vectors).
     let mut w: Vec<SW> = vec![std::mem::zeroed(); 4 * nb];
@@ -253,7 +290,7 @@ unsafe fn matmul_prompt_avx2(
     while r < m.rows.end {
         let rows = (m.rows.end - r).min(4);
         for i in 0..rows {
-            expand(m, r + i, &mut w[i * nb..(i + 1) * nb]);
+            e.expand(m, r + i, &mut w[i * nb..(i + 1) * nb]);
         }
         let mut t = 0;
         macro_rules! run {
@@ -290,12 +327,7 @@ macro_rules! avx2_entries {
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) unsafe fn $mm(m: &mut MatmulArgs<'_>) {
             if m.n >= PROMPT_TOKENS {
-                matmul_prompt_avx2(m, |m, r, out| {
-                    let p = m.w.as_ptr().add(r * m.row_bytes);
-                    for (b, o) in out.iter_mut().enumerate() {
-                        *o = <$fmt as Fmt>::pw(p.add(b * <$fmt as Fmt>::W));
-                    }
-                });
+                matmul_prompt_avx2(m, &NmRows::<$fmt>(std::marker::PhantomData));
             } else {
                 drive::matmul::<$fmt>(m)
             }
@@ -381,16 +413,7 @@ unsafe fn bitmap_row_avx2<const N: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn avx2_matmul_bitmap(m: &mut MatmulArgs<'_>, values: &[u8], c: usize) {
     if m.n >= PROMPT_TOKENS {
-        return matmul_prompt_avx2(m, |m, r, out| {
-            let mb = m.w.as_ptr().add(r * m.row_bytes);
-            let vals = values.as_ptr().add(r * c);
-            let mut o = 0;
-            for (b, w) in out.iter_mut().enumerate() {
-                let (x, next) = pw_bitmap_avx2(mb.add(10 * b), vals, o, c);
-                *w = x;
-                o = next;
-            }
-        });
+        return matmul_prompt_avx2(m, &BitmapRows { values, c });
     }
     for r in m.rows.clone() {
         let mut t = 0;
@@ -448,6 +471,10 @@ trait Rows512 {
     unsafe fn cursor(m: &MatmulArgs<'_>, ctx: Self::Ctx, r: usize) -> Self::Cur;
     /// The next block of the row.
     unsafe fn next(cur: &mut Self::Cur) -> W512;
+    /// Prefetch hints for other streams than the rows (block `b` of `nb` of the tile of rows
+    /// `r0..r0 + m`).
+    #[inline(always)]
+    unsafe fn prefetch(_ctx: Self::Ctx, _r0: usize, _m: usize, _b: usize, _nb: usize) {}
 }
 
 /// The 64-bit keep-mask of the N:M block at `p`: its code bit string, one `vpmultishiftqb`
@@ -519,6 +546,17 @@ impl Rows512 for Bitmap512 {
     type Ctx = (*const u8, usize);
     type Cur = BitmapCur;
     #[inline(always)]
+    unsafe fn prefetch((vals, c): (*const u8, usize), r0: usize, m: usize, b: usize, nb: usize) {
+        let span = m * c;
+        let ahead = vals.wrapping_add(r0 * c + (2 * span).max(4096));
+        let per_block = span.div_ceil(nb.max(1));
+        let mut off = 0;
+        while off < per_block {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b * per_block + off) as *const i8);
+            off += 64;
+        }
+    }
+    #[inline(always)]
     unsafe fn cursor(m: &MatmulArgs<'_>, (vals, c): (*const u8, usize), r: usize) -> BitmapCur {
         BitmapCur { meta: m.w.as_ptr().add(r * m.row_bytes), vals: vals.add(r * c), o: 0, c }
     }
@@ -554,11 +592,32 @@ unsafe fn tile512<R: Rows512, const M: usize, const N: usize>(
     t0: usize,
 ) {
     let nb = m.k / 64;
-    let mut cur: [R::Cur; M] = std::array::from_fn(|i| R::cursor(m, ctx, r0 + i));
+    // Plain loops, no closures: a closure is not compiled with its caller's target features
+    // and, when not inlined, turns every intrinsic into a call.
+    let mut cur: [R::Cur; M] = [R::cursor(m, ctx, r0); M];
+    for (i, c) in cur.iter_mut().enumerate().skip(1) {
+        *c = R::cursor(m, ctx, r0 + i);
+    }
     let a0 = m.act.as_ptr().add(t0 * m.act_bytes);
     let mut acc = [[_mm512_setzero_ps(); N]; M];
+    // One token streams every weight once: prefetch the tile after next (at least 4 KiB
+    // ahead), spreading its lines over the blocks. A hint: never faults past the end.
+    let (rb, span) = (m.row_bytes, M * m.row_bytes);
+    let ahead = m.w.as_ptr().wrapping_add(r0 * rb + (2 * span).max(4096));
+    let per_block = span.div_ceil(nb.max(1));
     for b in 0..nb {
-        let w: [W512; M] = std::array::from_fn(|i| R::next(&mut cur[i]));
+        if N == 1 {
+            let mut off = 0;
+            while off < per_block {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b * per_block + off) as *const i8);
+                off += 64;
+            }
+            R::prefetch(ctx, r0, M, b, nb);
+        }
+        let mut w = [W512 { w: _mm512_setzero_si512(), d: _mm512_setzero_ps() }; M];
+        for (w, c) in w.iter_mut().zip(cur.iter_mut()) {
+            *w = R::next(c);
+        }
         for t in 0..N {
             let a = a512(a0.add(t * m.act_bytes + 68 * b), R::BIAS);
             for r in 0..M {
