@@ -575,9 +575,16 @@ impl Rows512 for Bitmap512 {
                 mask &= !(1u64 << (63 - mask.leading_zeros()));
             }
         }
-        // Reads only the popcount(mask) bytes at `vals + o` (masked-off bytes are not
-        // accessed), all within the row's `c` bytes.
-        let v = _mm512_maskz_expandloadu_epi8(_cvtu64_mask64(mask), cur.vals.add(o.min(cur.c)) as *const i8);
+        let k = _cvtu64_mask64(mask);
+        let v = if o + 64 <= cur.c {
+            // A plain 64-byte load within the row and a register expand (faster than the
+            // expanding load from memory).
+            _mm512_maskz_expand_epi8(k, _mm512_loadu_si512(cur.vals.add(o) as *const _))
+        } else {
+            // Near the row's end: reads only the popcount(mask) bytes at `vals + o`
+            // (masked-off bytes are not accessed), all within the row's `c` bytes.
+            _mm512_maskz_expandloadu_epi8(k, cur.vals.add(o.min(cur.c)) as *const i8)
+        };
         W512 { w: _mm512_xor_si512(v, _mm512_set1_epi8(-128)), d: _mm512_set1_ps(*h2f_entry(mb)) }
     }
 }
