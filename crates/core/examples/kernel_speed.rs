@@ -2,7 +2,7 @@
 //! apart from the tests).
 //!
 //! `cargo run --release -p edgellm-core --example kernel_speed [-- [--tiers scalar,avx2]
-//! [--types q4_0,q8_0] [--stream-mb 400] [--threads 2] [--quick]]`
+//! [--types q4_0,q8_0] [--stream-mb 400] [--threads 2] [--quick] [--sparse]]`
 //!
 //! For each tier and type it prints:
 //! - `vec_dot` throughput in GB/s of weight bytes over every row of a 576×1536 and a 1536×576
@@ -19,6 +19,13 @@
 //! - `quant` activation quantization in GB/s of f32 input.
 //!
 //! And, once per tier, the 49152×576 Q8_0 embedding-sized matrix (30 MB) as `dot` and `mv`.
+//!
+//! With `--sparse` it prints instead, per tier, the sparse types next to the dense packed
+//! Q4_0 / Q8_0 kernels (`quant::sparse`; Q8_SB at 70 % and 50 % unstructured sparsity):
+//! bytes read per one-token product of a 1536×576 matrix, one-token products streamed over
+//! `--stream-mb` of dense-Q8_0-sized layers (the same number of layers for every type) with 1
+//! and `--threads` threads, and the 576×1536 product with 512 tokens; all in GFLOP/s counted
+//! as dense-equivalent flops (2·rows·k per token, zeros included).
 //! Times are this thread's CPU time where Linux reports it, so other processes sharing the
 //! cores slow the results less (they still share caches and memory bandwidth).
 
@@ -218,6 +225,198 @@ fn quant_gbs(kern: &Kernels, dtype: DType, min_s: f64) -> f64 {
     (4 * k) as f64 / t / 1e9
 }
 
+/// One sparse-comparison entry: a weight matrix in one of the layouts being compared.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Dense Q4_0 / Q8_0 in the packed layout (with its packed activations).
+    Packed(DType),
+    /// An N:M type through `matmul`.
+    Nm(DType),
+    /// `Q8_SB` at this fraction of zeros.
+    Bitmap(f64),
+}
+
+/// A matrix in a [`Layout`]: `w` the weights (packed bytes, N:M rows or `Q8_SB` metadata),
+/// `values`/`c` the `Q8_SB` companion.
+struct Sparse {
+    layout: Layout,
+    rows: usize,
+    k: usize,
+    w: Vec<u8>,
+    values: Vec<u8>,
+    c: usize,
+}
+
+impl Sparse {
+    fn new(layout: Layout, rows: usize, k: usize, seed: u64) -> Sparse {
+        let x = data(rows * k, seed);
+        let (w, values, c) = match layout {
+            Layout::Packed(t) => (kernels::pack(t, k, rows, &quant::quantize(t, &x).unwrap()), vec![], 0),
+            Layout::Nm(t) => (quant::quantize(t, &x).unwrap(), vec![], 0),
+            Layout::Bitmap(zeros) => {
+                // Zero the `zeros` fraction of smallest magnitudes of each row (unstructured).
+                let mut x = x;
+                for r in x.chunks_exact_mut(k) {
+                    let mut mags: Vec<f32> = r.iter().map(|v| v.abs()).collect();
+                    mags.sort_by(f32::total_cmp);
+                    let cut = mags[((k as f64 * zeros) as usize).min(k - 1)];
+                    r.iter_mut().filter(|v| v.abs() < cut).for_each(|v| *v = 0.0);
+                }
+                let b = quant::sparse::quantize_bitmap(&x, k, rows).unwrap();
+                (b.meta, b.values, b.c)
+            }
+        };
+        Sparse { layout, rows, k, w, values, c }
+    }
+
+    fn name(&self) -> String {
+        match self.layout {
+            Layout::Packed(t) => format!("{t} packed"),
+            Layout::Nm(t) => t.name().to_string(),
+            Layout::Bitmap(z) => format!("Q8_SB {:.0}%", z * 100.0),
+        }
+    }
+
+    /// Weight bytes one product with every row reads.
+    fn bytes(&self) -> usize {
+        self.w.len() + self.values.len()
+    }
+
+    /// Activations for `n` tokens in this layout's format.
+    fn act(&self, kern: &Kernels, n: usize) -> Vec<u8> {
+        match self.layout {
+            Layout::Packed(t) => packed(kern, &Matrix { dtype: t, rows: 0, k: self.k, w: vec![] }, n).1,
+            Layout::Nm(t) => activations(kern, t, self.k, n),
+            Layout::Bitmap(_) => activations(kern, DType::Q8_0, self.k, n),
+        }
+    }
+
+    /// Rows `rows` against `n` tokens into `out` (stride `rows.len()`).
+    fn run(&self, kern: &Kernels, rows: std::ops::Range<usize>, act: &[u8], n: usize, out: &mut [f32]) {
+        let s = rows.len();
+        match self.layout {
+            Layout::Packed(t) => kern.matmul_packed(t, &self.w, self.k, rows, act, n, out, s),
+            Layout::Nm(t) => kern.matmul(t, &self.w, self.k, rows, act, n, out, s),
+            Layout::Bitmap(_) => {
+                kern.matmul_bitmap(&self.w, &self.values, self.c, self.k, rows, act, n, out, s)
+            }
+        }
+    }
+}
+
+/// Seconds per pass of one-token products over every layer with `threads` threads (each a
+/// contiguous share of every layer's rows, multiples of 16), wall time, best of three.
+fn sparse_mv_seconds(kern: &Kernels, layers: &[Sparse], threads: usize, min_s: f64) -> f64 {
+    let (rows, act) = (layers[0].rows, layers[0].act(kern, 1));
+    let per = rows.div_ceil(threads).div_ceil(16) * 16;
+    let run = || {
+        std::thread::scope(|s| {
+            for i in 0..threads {
+                let (start, end) = ((i * per).min(rows), ((i + 1) * per).min(rows));
+                let act = &act;
+                s.spawn(move || {
+                    let mut out = vec![0.0f32; end - start];
+                    for l in layers {
+                        l.run(kern, start..end, act, 1, &mut out);
+                    }
+                    std::hint::black_box(&out);
+                });
+            }
+        })
+    };
+    run();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed().as_secs_f64() < min_s {
+            run();
+            calls += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() / calls as f64);
+    }
+    best
+}
+
+/// The sparse comparison table (see the module docs).
+fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
+    let layouts = || {
+        [
+            Layout::Packed(DType::Q4_0),
+            Layout::Nm(DType::Q4_S24),
+            Layout::Nm(DType::Q4_S48),
+            Layout::Packed(DType::Q8_0),
+            Layout::Nm(DType::Q8_S24),
+            Layout::Nm(DType::Q8_S48),
+            Layout::Bitmap(0.7),
+            Layout::Bitmap(0.5),
+        ]
+    };
+    let (rows, k) = (1536, 576);
+    // The same number of layers for every type: `stream_mb` of dense Q8_0.
+    let copies = ((stream_mb << 20) / (rows * k / 32 * 34)).max(1);
+    let flops = 2.0 * (rows * k) as f64;
+    println!(
+        "sparse vs dense, {rows}x{k} one-token products streamed over {copies} layers, 576x1536 x 512 tokens;          GFLOP/s counted dense-equivalent"
+    );
+    println!(
+        "{:<11} {:<12} {:>11} {:>10} {:>12} {:>12} {:>13}",
+        "tier",
+        "type",
+        "bytes/prod",
+        "bits/w",
+        "mv 1 thread",
+        format!("mv {threads} thr"),
+        "mm512"
+    );
+    for &tier in tiers {
+        let Some(kern) = Kernels::for_tier(tier) else {
+            println!("{:<11} not supported on this CPU", tier.name());
+            continue;
+        };
+        for layout in layouts() {
+            let one = Sparse::new(layout, rows, k, 2);
+            let bytes = one.bytes();
+            let layers: Vec<Sparse> = (0..copies)
+                .map(|_| Sparse {
+                    layout: one.layout,
+                    rows,
+                    k,
+                    w: one.w.clone(),
+                    values: one.values.clone(),
+                    c: one.c,
+                })
+                .collect();
+            // One thread: this thread's CPU time (the machine may be shared).
+            let act1 = one.act(kern, 1);
+            let mut out1 = vec![0.0f32; rows];
+            let t1 = time(min_s, || {
+                for l in &layers {
+                    l.run(kern, 0..rows, &act1, 1, &mut out1);
+                }
+            });
+            let tn = sparse_mv_seconds(kern, &layers, threads, min_s);
+            drop(layers);
+            let wide = Sparse::new(one.layout, 576, 1536, 1);
+            let n = 512;
+            let act = wide.act(kern, n);
+            let mut out = vec![0.0f32; 576 * n];
+            let tm = time(min_s, || wide.run(kern, 0..576, &act, n, &mut out));
+            std::hint::black_box(&out);
+            println!(
+                "{:<11} {:<12} {:>11} {:>10.3} {:>12.1} {:>12.1} {:>13.1}",
+                tier.name(),
+                one.name(),
+                bytes,
+                bytes as f64 * 8.0 / (rows * k) as f64,
+                flops * copies as f64 / t1 / 1e9,
+                flops * copies as f64 / tn / 1e9,
+                2.0 * (576 * 1536 * n) as f64 / tm / 1e9
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
@@ -229,6 +428,10 @@ fn main() {
         Some(list) => list.split(',').map(|n| Tier::from_name(n).expect("a tier name")).collect(),
         None => kernels::available_tiers(),
     };
+    if args.iter().any(|a| a == "--sparse") {
+        sparse_table(&tiers, threads, stream_mb, min_s);
+        return;
+    }
     let types: Vec<DType> = match value("--types") {
         Some(list) => list.split(',').map(|n| DType::from_name(n).expect("a type name")).collect(),
         None => vec![

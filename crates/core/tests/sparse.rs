@@ -523,3 +523,27 @@ fn q8_sb_is_not_convertible_alone() {
     }
     assert!(!kernels::supports(DType::Q8_SB));
 }
+
+/// The SIMD tiers run their own sparse kernels (so the comparisons above test them): AVX2
+/// always; AVX-512 where the CPU has VBMI and VBMI2, else it keeps AVX2's.
+#[test]
+fn simd_tiers_have_sparse_kernels() {
+    for tier in kernels::available_tiers() {
+        let kt = Kernels::for_tier(tier).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        let want = match tier {
+            kernels::Tier::Avx512Vnni
+                if !(is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512vbmi2")) =>
+            {
+                kernels::Tier::Avx2
+            }
+            t => t,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let want = kernels::Tier::Scalar;
+        for t in NM {
+            assert_eq!(kt.implementing_tier(t), Some(want), "{t} on {tier:?}");
+        }
+        assert_eq!(kt.bitmap_tier(), want, "Q8_SB on {tier:?}");
+    }
+}

@@ -25,6 +25,9 @@
 //! instruction-set tier: [`Tier::Avx2`] (`x86/`, AVX2 + FMA + F16C) and [`Tier::Neon`] /
 //! [`Tier::NeonDotprod`] (`arm/`) cover every type above; [`Tier::Avx512Vnni`] adds the
 //! matrix products of several tokens of the quantized types (AVX-512 F/BW + VNNI) over AVX2.
+//! The sparse types (`quant::sparse`) have their own kernels on the AVX2 tier and, where
+//! the CPU also has AVX-512 VBMI and VBMI2 (`vpermb`, `vpexpandb`), on the AVX-512 tier (a
+//! VNNI CPU without them keeps the AVX2 sparse kernels); ARM runs their scalar oracles.
 //! The table of the best tier the CPU supports is chosen once ([`tier`]);
 //! `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod` forces one. A tier without its own
 //! kernel for a type keeps the lower tier's, down to the oracle
@@ -904,7 +907,7 @@ impl Kernels {
     }
 
     /// Sets the `Q8_SB` product.
-    #[allow(dead_code)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn set_bitmap(&mut self, f: BitmapFn, tier: Tier) {
         self.bitmap = (f, tier);
     }

@@ -34,6 +34,14 @@
 //! `round(x/d)` half away from zero), `d = 0` for a block with nothing kept. The reference
 //! quantizer keeps exactly the non-zero inputs.
 //!
+//! Type table: the N:M types are `supported` (they convert through [`super::quantize_row`] /
+//! [`super::dequantize_row`] like any block format, and `kernels::matmul` runs them against
+//! Q8_0 activations). `Q8_SB` is *not* `supported`: its rows alone (10 bytes per 64 inputs,
+//! what `DType::type_size` and `bytes_for` count) cannot be decoded without the companion, so
+//! the generic conversions refuse it with `QuantError::UnsupportedType`; use
+//! [`quantize_bitmap`] / [`dequantize_bitmap`] here and `kernels::matmul_bitmap` /
+//! `kernels::vec_dot_bitmap` (Q8_0 activations, as for `DType::Q8_0` weights).
+//!
 //! Padding contract (what the kernels rely on): the companion holds exactly `m·c` bytes,
 //! every row's total popcount is at most `c` (checked by [`validate`]), and the kernels read
 //! a row's values only within its `c` bytes. The padding's content never changes a result.

@@ -26,6 +26,7 @@ mod kquants;
 mod legacy;
 mod packed;
 mod quantize;
+mod sparse;
 
 /// Whether the CPU has what the AVX2 tier uses.
 pub(super) fn avx2_detected() -> bool {
@@ -62,6 +63,11 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set(DType::F32, float::vec_dot_f32, float::matmul_f32, t);
     k.set(DType::F16, float::vec_dot_f16, float::matmul_f16, t);
     k.set(DType::BF16, float::vec_dot_bf16, float::matmul_bf16, t);
+    k.set(DType::Q4_S24, sparse::avx2_vec_dot_q4_s24, sparse::avx2_matmul_q4_s24, t);
+    k.set(DType::Q4_S48, sparse::avx2_vec_dot_q4_s48, sparse::avx2_matmul_q4_s48, t);
+    k.set(DType::Q8_S24, sparse::avx2_vec_dot_q8_s24, sparse::avx2_matmul_q8_s24, t);
+    k.set(DType::Q8_S48, sparse::avx2_vec_dot_q8_s48, sparse::avx2_matmul_q8_s48, t);
+    k.set_bitmap(sparse::avx2_matmul_bitmap, t);
 }
 
 /// Puts the AVX-512 VNNI kernels into `k` (over the AVX2 ones): matrix products of the
@@ -84,6 +90,15 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
     k.set_packed(DType::Q8_0, packed::vnni_q8_0, t);
     k.set_packed(DType::Q4_1, packed::vnni_q4_1, t);
     k.set_packed(DType::Q5_1, packed::vnni_q5_1, t);
+    // The sparse kernels also need VBMI (vpermb, vpmultishiftqb) and VBMI2 (vpexpandb); a
+    // VNNI CPU without them keeps the AVX2 sparse kernels.
+    if sparse::avx512_detected() {
+        k.set(DType::Q4_S24, sparse::avx512_vec_dot_q4_s24, sparse::avx512_matmul_q4_s24, t);
+        k.set(DType::Q4_S48, sparse::avx512_vec_dot_q4_s48, sparse::avx512_matmul_q4_s48, t);
+        k.set(DType::Q8_S24, sparse::avx512_vec_dot_q8_s24, sparse::avx512_matmul_q8_s24, t);
+        k.set(DType::Q8_S48, sparse::avx512_vec_dot_q8_s48, sparse::avx512_matmul_q8_s48, t);
+        k.set_bitmap(sparse::avx512_matmul_bitmap, t);
+    }
 }
 
 /// One weight format's AVX2 building blocks.
