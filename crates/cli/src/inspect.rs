@@ -76,7 +76,8 @@ pub fn main(a: Args) -> Result<()> {
             let note = match owner(t) {
                 Some(_) => "  (kept values of the Q8_SB weight above)".to_string(),
                 None if is_sparse(t.dtype) => {
-                    let bytes = t.size + f.tensor(&format!("{}{BITMAP_VALUES_SUFFIX}", t.name)).map_or(0, |v| v.size);
+                    let bytes =
+                        t.size + f.tensor(&format!("{}{BITMAP_VALUES_SUFFIX}", t.name)).map_or(0, |v| v.size);
                     format!("  {:.2} bits/weight", bytes as f64 * 8.0 / t.n_elements().max(1) as f64)
                 }
                 None => String::new(),

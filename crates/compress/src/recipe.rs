@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use edgellm_formats::{GgufFile, Value};
 
-use crate::sparse::{sparsify, StorageFormat};
 use crate::calib::{calibrate, CalibOptions, Calibration};
 use crate::prune::{
     prune_decoder, prune_encoder, prune_static, pruned_writer, PruneMethod, PruneOptions, PruneProgress,
     Sparsity,
 };
+use crate::sparse::{sparsify, StorageFormat};
 use crate::structured::{
     apply, select, structure_stats, structure_stats_encoder, Selection, Shape, Structure,
 };
@@ -101,17 +101,16 @@ impl Recipe {
         if self.format == StorageFormat::Sparse {
             let Some(p) = &self.prune else {
                 return Err(CompressError::BadPrune(
-                    "--format sparse stores unstructured or N:M pruning (give --sparsity or --pattern)".into(),
+                    "--format sparse stores unstructured or N:M pruning (give --sparsity or --pattern)"
+                        .into(),
                 ));
             };
             match self.quantize {
-                None => {
-                    return Err(CompressError::BadPrune(
-                        "--format sparse needs --then-quantize TYPE (the sparse types hold 4- or 8-bit values: \
+                None => return Err(CompressError::BadPrune(
+                    "--format sparse needs --then-quantize TYPE (the sparse types hold 4- or 8-bit values: \
                          e.g. Q4_0 for 2:4 or 4:8, Q8_0 for unstructured)"
-                            .into(),
-                    ))
-                }
+                        .into(),
+                )),
                 Some((scheme, Method::Rtn)) => {
                     crate::sparse::sparse_type(scheme.base_type(), p.sparsity, "the pruned tensors")?;
                 }
@@ -345,9 +344,11 @@ pub fn run_recipe(
             let sp = recipe.prune.as_ref().map(|p| p.sparsity).expect("validated: sparse needs pruning");
             let mut weights = Vec::with_capacity(pruned_names.len());
             for name in &pruned_names {
-                let t = psrc.tensors.iter().find(|t| &t.name == name).ok_or_else(|| CompressError::BadTensor {
-                    tensor: name.clone(),
-                    why: "pruned but missing from the pruned model".into(),
+                let t = psrc.tensors.iter().find(|t| &t.name == name).ok_or_else(|| {
+                    CompressError::BadTensor {
+                        tensor: name.clone(),
+                        why: "pruned but missing from the pruned model".into(),
+                    }
                 })?;
                 weights.push((name.clone(), t.to_f32()?));
             }

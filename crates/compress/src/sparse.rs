@@ -55,7 +55,13 @@ impl StorageFormat {
 pub fn sparse_type(dense: DType, sp: Sparsity, tensor: &str) -> Result<DType, CompressError> {
     let bad = |why: String| CompressError::BadTensor { tensor: tensor.into(), why };
     let eight = match dense {
-        DType::Q2_K | DType::Q3_K | DType::Q4_0 | DType::Q4_1 | DType::Q4_K | DType::Q5_0 | DType::Q5_1
+        DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_0
+        | DType::Q4_1
+        | DType::Q4_K
+        | DType::Q5_0
+        | DType::Q5_1
         | DType::Q5_K => false,
         DType::Q6_K | DType::Q8_0 => true,
         other => {
@@ -125,7 +131,8 @@ pub fn sparsify<'a>(
             });
         }
         let to = sparse_type(from, sp, name)?;
-        let sparse_err = |e: sparse::SparseError| CompressError::BadTensor { tensor: name.clone(), why: e.to_string() };
+        let sparse_err =
+            |e: sparse::SparseError| CompressError::BadTensor { tensor: name.clone(), why: e.to_string() };
         let bytes_sparse;
         if to == DType::Q8_SB {
             let b = sparse::quantize_bitmap(x, k, m).map_err(sparse_err)?;
@@ -150,7 +157,8 @@ pub fn sparsify<'a>(
                 },
             );
         } else {
-            let data = quantize_rows(to, x, k, m).map_err(|e| CompressError::Quant { tensor: name.clone(), source: e })?;
+            let data = quantize_rows(to, x, k, m)
+                .map_err(|e| CompressError::Quant { tensor: name.clone(), source: e })?;
             bytes_sparse = data.len() as u64;
             let t = &mut w.tensors[i];
             t.dtype = to;
@@ -219,10 +227,12 @@ mod tests {
     fn sparsify_writes_types_companion_and_marks() {
         let (k, m) = (128usize, 5usize);
         // A 2:4 row pattern and an unstructured one (70 % zeros, uneven per block).
-        let nm: Vec<f32> =
-            (0..k * m).map(|i| if i % 4 < 2 { ((i * 7 % 13) as f32 - 6.0) / 3.0 + 0.1 } else { 0.0 }).collect();
-        let un: Vec<f32> =
-            (0..k * m).map(|i| if (i * 31 + i / 7) % 10 < 3 { ((i % 11) as f32 - 5.0) / 2.0 + 0.25 } else { 0.0 }).collect();
+        let nm: Vec<f32> = (0..k * m)
+            .map(|i| if i % 4 < 2 { ((i * 7 % 13) as f32 - 6.0) / 3.0 + 0.1 } else { 0.0 })
+            .collect();
+        let un: Vec<f32> = (0..k * m)
+            .map(|i| if (i * 31 + i / 7) % 10 < 3 { ((i % 11) as f32 - 5.0) / 2.0 + 0.25 } else { 0.0 })
+            .collect();
         for (x, sp, dense, want) in [
             (&nm, Sparsity::NM { n: 2, m: 4 }, DType::Q4_0, DType::Q4_S24),
             (&un, Sparsity::Unstructured(0.7), DType::Q8_0, DType::Q8_SB),
@@ -252,7 +262,10 @@ mod tests {
                     assert!((a - b).abs() <= amax / 7.0, "{want}: {a} vs {b}");
                 }
             }
-            assert!(w.metadata.iter().any(|(k, v)| k == SPARSE_VERSION_KEY && *v == Value::U32(SPARSE_VERSION)));
+            assert!(w
+                .metadata
+                .iter()
+                .any(|(k, v)| k == SPARSE_VERSION_KEY && *v == Value::U32(SPARSE_VERSION)));
             assert_eq!(w.tensors.last().unwrap().name, "other");
             // The writer accepts what it holds (sizes checked on write).
             let mut bytes = Vec::new();

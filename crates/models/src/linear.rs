@@ -459,7 +459,18 @@ impl Linear {
                         let (out, out_len) = (ptr.add(rows.start), len - rows.start);
                         if let Some((values, width)) = &l.values {
                             let v = values.as_slice();
-                            kernels::matmul_bitmap_to(data, v, *width, k, rows.clone(), a, n, out, out_len, m);
+                            kernels::matmul_bitmap_to(
+                                data,
+                                v,
+                                *width,
+                                k,
+                                rows.clone(),
+                                a,
+                                n,
+                                out,
+                                out_len,
+                                m,
+                            );
                         } else if l.packed {
                             kernels::matmul_packed_to(l.dtype, data, k, rows.clone(), a, n, out, out_len, m);
                         } else {
@@ -589,7 +600,10 @@ pub fn gguf_bytes(f: &GgufFile, t: &TensorInfo) -> TensorBytes {
 pub fn file_totals(f: &GgufFile) -> (u64, u64) {
     f.tensors.iter().fold((0u64, 0u64), |(n, b), t| {
         let companion = t.dtype == DType::I8
-            && t.name.strip_suffix(BITMAP_VALUES_SUFFIX).and_then(|w| f.tensor(w)).is_some_and(|w| w.dtype == DType::Q8_SB);
+            && t.name
+                .strip_suffix(BITMAP_VALUES_SUFFIX)
+                .and_then(|w| f.tensor(w))
+                .is_some_and(|w| w.dtype == DType::Q8_SB);
         (if companion { n } else { n + t.n_elements() }, b + t.size)
     })
 }

@@ -168,8 +168,7 @@ impl Llama {
             }
             None => tok_embd.clone(),
         };
-        let (n_params, weight_bytes) =
-            crate::linear::file_totals(f);
+        let (n_params, weight_bytes) = crate::linear::file_totals(f);
         let info = ModelInfo {
             arch,
             name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),

@@ -66,7 +66,10 @@ fn check_fast_vs_exact(fast: &Linear, exact: &Linear) {
 fn nm_and_bitmap_linears_compute_their_weights() {
     let (k, m) = (192, 37);
     for dtype in [DType::Q4_S24, DType::Q4_S48, DType::Q8_S24, DType::Q8_S48] {
-        check_fast_vs_exact(&nm_linear(dtype, k, m), &nm_linear(dtype, k, m).with_precision(Precision::Exact));
+        check_fast_vs_exact(
+            &nm_linear(dtype, k, m),
+            &nm_linear(dtype, k, m).with_precision(Precision::Exact),
+        );
     }
     check_fast_vs_exact(&bitmap_linear(k, m), &bitmap_linear(k, m).with_precision(Precision::Exact));
     // The bitmap Linear's rows are the quantized weights.
@@ -109,7 +112,14 @@ fn shared_activations_change_nothing() {
 }
 
 /// A GGUF holding one weight `w` (and what `extra` adds), with or without the version key.
-fn gguf(dtype: DType, data: Vec<u8>, k: usize, m: usize, version: Option<u32>, extra: Option<(Vec<u64>, Vec<u8>)>) -> GgufFile {
+fn gguf(
+    dtype: DType,
+    data: Vec<u8>,
+    k: usize,
+    m: usize,
+    version: Option<u32>,
+    extra: Option<(Vec<u64>, Vec<u8>)>,
+) -> GgufFile {
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("llama".into()));
     if let Some(v) = version {
@@ -142,28 +152,54 @@ fn loading_checks_the_sparse_tensors() {
     let f = gguf(DType::Q4_S24, good.clone(), k, m, Some(SPARSE_VERSION), None);
     assert_eq!(Linear::from_gguf(&f, "w", k, m).unwrap().dtype, DType::Q4_S24);
 
-    let why = sparse_error(Linear::from_gguf(&gguf(DType::Q4_S24, good.clone(), k, m, None, None), "w", k, m));
+    let why =
+        sparse_error(Linear::from_gguf(&gguf(DType::Q4_S24, good.clone(), k, m, None, None), "w", k, m));
     assert!(why.contains(SPARSE_VERSION_KEY), "{why}");
-    let why = sparse_error(Linear::from_gguf(&gguf(DType::Q4_S24, good.clone(), k, m, Some(9), None), "w", k, m));
+    let why =
+        sparse_error(Linear::from_gguf(&gguf(DType::Q4_S24, good.clone(), k, m, Some(9), None), "w", k, m));
     assert!(why.contains("version 9"), "{why}");
 
     // A code of 63 (all six bits set) in row 2, block 1, chunk 0.
     let mut bad = good;
     let at = 2 * (k / 64) * 24 + 24 + 2;
     bad[at] |= 0x3f;
-    let why = sparse_error(Linear::from_gguf(&gguf(DType::Q4_S24, bad, k, m, Some(SPARSE_VERSION), None), "w", k, m));
+    let why = sparse_error(Linear::from_gguf(
+        &gguf(DType::Q4_S24, bad, k, m, Some(SPARSE_VERSION), None),
+        "w",
+        k,
+        m,
+    ));
     assert!(why.contains("row 2") && why.contains("block 1") && why.contains("out of range"), "{why}");
 
     // Bitmap: good, missing values, values of the wrong shape, a row keeping more than c.
     let b = sparse::quantize_bitmap(&weights(k, m, false, 9), k, m).unwrap();
     let vdims = vec![b.c as u64, m as u64];
-    let f = gguf(DType::Q8_SB, b.meta.clone(), k, m, Some(SPARSE_VERSION), Some((vdims.clone(), b.values.clone())));
+    let f = gguf(
+        DType::Q8_SB,
+        b.meta.clone(),
+        k,
+        m,
+        Some(SPARSE_VERSION),
+        Some((vdims.clone(), b.values.clone())),
+    );
     let lin = Linear::from_gguf(&f, "w", k, m).unwrap();
     assert_eq!(lin.dtype, DType::Q8_SB);
-    let why = sparse_error(Linear::from_gguf(&gguf(DType::Q8_SB, b.meta.clone(), k, m, Some(SPARSE_VERSION), None), "w", k, m));
+    let why = sparse_error(Linear::from_gguf(
+        &gguf(DType::Q8_SB, b.meta.clone(), k, m, Some(SPARSE_VERSION), None),
+        "w",
+        k,
+        m,
+    ));
     assert!(why.contains("w.values"), "{why}");
     let why = sparse_error(Linear::from_gguf(
-        &gguf(DType::Q8_SB, b.meta.clone(), k, m, Some(SPARSE_VERSION), Some((vec![(b.c * m) as u64], b.values.clone()))),
+        &gguf(
+            DType::Q8_SB,
+            b.meta.clone(),
+            k,
+            m,
+            Some(SPARSE_VERSION),
+            Some((vec![(b.c * m) as u64], b.values.clone())),
+        ),
         "w",
         k,
         m,
