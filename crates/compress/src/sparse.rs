@@ -121,7 +121,7 @@ pub fn sparsify<'a>(
             (t.dims.clone(), t.dtype, t.data.len() as u64)
         };
         let k = dims.first().copied().unwrap_or(0) as usize;
-        let m = if k == 0 { 0 } else { x.len() / k };
+        let m = x.len().checked_div(k).unwrap_or(0);
         if dims.len() != 2 || k * m != x.len() || !k.is_multiple_of(QK_SPARSE) {
             return Err(CompressError::BadTensor {
                 tensor: name.clone(),
