@@ -11,12 +11,14 @@
 //!   calibration block by block.
 //! - [`structured`]: structured pruning to a smaller dense model (FFN channels, heads, blocks).
 //! - [`recipe`]: prune, then quantize, in one call (what `edgellm prune` and `eval sweep` run).
+//! - [`act_sparsity`]: activation-sparsity (TEAL) thresholds from calibration text, into GGUF metadata.
 //! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
 //! Every file written is standard GGUF that llama.cpp loads.
 
 #![warn(missing_docs)]
 
+pub mod act_sparsity;
 pub mod awq;
 pub mod calib;
 mod error;

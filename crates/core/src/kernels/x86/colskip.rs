@@ -10,8 +10,58 @@
 
 use std::arch::x86_64::*;
 
-use super::super::colskip::{simd_block_bytes, simd_params, ColArgs};
+use super::super::colskip::{simd_block_bytes, simd_params, ActiveBlock, ColArgs};
 use crate::DType;
+
+/// Blocks ahead (in the active list) whose lines a tile prefetches.
+const AHEAD: usize = 2;
+
+/// Prefetches the lines of block `blk` at `bb` (a tile of `h` rows) that a product reads: its
+/// scales and its active columns' runs. Skipped columns break the hardware prefetchers'
+/// streams, so the kernel names the lines itself.
+///
+/// # Safety
+/// `bb` is a block of the layout (prefetches do not fault, but the address must be computed
+/// within the allocation).
+#[inline(always)]
+unsafe fn prefetch_block(a: &ColArgs<'_>, bb: *const u8, h: usize, q5: bool, blk: &ActiveBlock) {
+    for l in (0..2 * h).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(bb.add(l) as *const i8);
+    }
+    let (s0, len) = (blk.start as usize, blk.len as usize);
+    for &j in &a.act.cols[s0..s0 + len] {
+        let j = j as usize;
+        _mm_prefetch::<_MM_HINT_T0>(bb.add(2 * h + j * (h / 2)) as *const i8);
+        if q5 {
+            _mm_prefetch::<_MM_HINT_T0>(bb.add(2 * h + 32 * (h / 2) + j * (h / 8)) as *const i8);
+        }
+    }
+}
+
+/// Prefetches the block `AHEAD` places after active block `i` of the tile at `tile`, or the
+/// one it falls on in the next tile (`next`: its start and height).
+#[inline(always)]
+unsafe fn prefetch_ahead(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    bbytes: usize,
+    q5: bool,
+    i: usize,
+    next: Option<(*const u8, usize)>,
+) {
+    let blocks = &a.act.blocks;
+    let w = if q5 { DType::Q5_0 } else { DType::Q4_0 };
+    if i + AHEAD < blocks.len() {
+        let b = &blocks[i + AHEAD];
+        prefetch_block(a, tile.add(b.index as usize * bbytes), h, q5, b);
+    } else if let Some((nt, nh)) = next {
+        let b = &blocks[i + AHEAD - blocks.len()];
+        if i + AHEAD - blocks.len() < blocks.len() {
+            prefetch_block(a, nt.add(b.index as usize * simd_block_bytes(w, nh)), nh, q5, b);
+        }
+    }
+}
 
 /// One tile of `64·U` rows on AVX-512: `bb0` is the tile's first block, `out` its rows.
 ///
@@ -19,7 +69,12 @@ use crate::DType;
 /// `tile` holds the tile's `k/32` blocks of [`simd_block_bytes`]`(weight, 64·U)` bytes,
 /// `out` is valid for `64·U` writes; AVX-512 F/BW, AVX2, F16C.
 #[inline(always)]
-unsafe fn tile512<const U: usize, const Q5: bool>(a: &ColArgs<'_>, tile: *const u8, out: *mut f32) {
+unsafe fn tile512<const U: usize, const Q5: bool>(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
     let weight = if Q5 { DType::Q5_0 } else { DType::Q4_0 };
     let h = 64 * U;
     let (bias, chunk) = simd_params(weight);
@@ -28,7 +83,8 @@ unsafe fn tile512<const U: usize, const Q5: bool>(a: &ColArgs<'_>, tile: *const 
     let m0f = _mm512_set1_epi16(0x0f);
     let sixteen = _mm512_set1_epi16(16);
     let mut acc = [[_mm512_setzero_ps(); 4]; U];
-    for blk in &a.act.blocks {
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        prefetch_ahead(a, tile, h, bbytes, Q5, bi, next);
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [[_mm512_setzero_si512(); 4]; U];
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -88,7 +144,14 @@ unsafe fn tile512<const U: usize, const Q5: bool>(a: &ColArgs<'_>, tile: *const 
 /// # Safety
 /// `tile` holds the tile's blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
 #[inline(always)]
-unsafe fn unit256<const Q5: bool>(a: &ColArgs<'_>, tile: *const u8, h: usize, u: usize, out: *mut f32) {
+unsafe fn unit256<const Q5: bool>(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
     let weight = if Q5 { DType::Q5_0 } else { DType::Q4_0 };
     let (bias, chunk) = simd_params(weight);
     let bbytes = simd_block_bytes(weight, h);
@@ -114,7 +177,10 @@ unsafe fn unit256<const Q5: bool>(a: &ColArgs<'_>, tile: *const u8, h: usize, u:
         i16::MIN,
     );
     let mut acc = [_mm256_setzero_ps(); 8];
-    for blk in &a.act.blocks {
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, bbytes, Q5, bi, next);
+        }
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [_mm256_setzero_si256(); 8];
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -184,12 +250,14 @@ macro_rules! entries {
             let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
             for t in 0..a.heights.0 {
                 let h = a.tile(t);
+                let end = pos + nb * simd_block_bytes($w, h);
+                let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
                 if h == 128 {
-                    tile512::<2, $q5>(a, w.add(pos), out.add(r0));
+                    tile512::<2, $q5>(a, w.add(pos), out.add(r0), next);
                 } else {
-                    tile512::<1, $q5>(a, w.add(pos), out.add(r0));
+                    tile512::<1, $q5>(a, w.add(pos), out.add(r0), next);
                 }
-                pos += nb * simd_block_bytes($w, h);
+                pos = end;
                 r0 += h;
             }
         }
@@ -204,10 +272,12 @@ macro_rules! entries {
             let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
             for t in 0..a.heights.0 {
                 let h = a.tile(t);
+                let end = pos + nb * simd_block_bytes($w, h);
+                let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
                 for u in 0..h / 64 {
-                    unit256::<$q5>(a, w.add(pos), h, u, out.add(r0 + 64 * u));
+                    unit256::<$q5>(a, w.add(pos), h, u, out.add(r0 + 64 * u), next);
                 }
-                pos += nb * simd_block_bytes($w, h);
+                pos = end;
                 r0 += h;
             }
         }
