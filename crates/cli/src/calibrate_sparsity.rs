@@ -51,7 +51,10 @@ pub fn main(a: Args) -> Result<()> {
     existing(&a.model, "model file")?;
     existing(&a.calib, "calibration text")?;
     for &s in &a.sparsity {
-        anyhow::ensure!(s > 0.0 && s < 1.0, "--sparsity {s}: each level must be a fraction in (0, 1), e.g. 0.4");
+        anyhow::ensure!(
+            s > 0.0 && s < 1.0,
+            "--sparsity {s}: each level must be a fraction in (0, 1), e.g. 0.4"
+        );
     }
     let mut levels = a.sparsity.clone();
     levels.sort_by(|x, y| x.total_cmp(y));
@@ -66,7 +69,8 @@ pub fn main(a: Args) -> Result<()> {
     eprintln!();
     let th = h.thresholds(&levels);
     let desc = format!("{} ({} chunks of {} tokens)", a.calib.display(), d.chunks.len(), a.ctx);
-    write_with_thresholds(&f, &th, &desc, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    write_with_thresholds(&f, &th, &desc, &a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
     println!(
         "wrote {}: thresholds for {} tensors at sparsity {} ({:.1} s)",
         a.output.display(),
@@ -76,7 +80,12 @@ pub fn main(a: Args) -> Result<()> {
     );
     for (i, l) in th.levels.iter().enumerate() {
         let (m, lo, hi) = h.measured(&th, i);
-        println!("  level {l}: calibration text {:.2} % below (sites {:.2} … {:.2} %)", 100.0 * m, 100.0 * lo, 100.0 * hi);
+        println!(
+            "  level {l}: calibration text {:.2} % below (sites {:.2} … {:.2} %)",
+            100.0 * m,
+            100.0 * lo,
+            100.0 * hi
+        );
     }
     if let Some(p) = &a.heldout {
         existing(p, "held-out text")?;
@@ -105,7 +114,10 @@ pub fn enable(model: &std::path::Path, level: Option<f32>, all_tokens: bool) -> 
         set_act_sparsity(None);
         return Ok(());
     };
-    anyhow::ensure!(level > 0.0 && level < 1.0, "--act-sparsity {level}: must be a fraction in (0, 1), e.g. 0.4");
+    anyhow::ensure!(
+        level > 0.0 && level < 1.0,
+        "--act-sparsity {level}: must be a fraction in (0, 1), e.g. 0.4"
+    );
     let f = GgufFile::open(model).with_context(|| format!("reading {}", model.display()))?;
     match Thresholds::from_gguf(&f)? {
         None => anyhow::bail!(

@@ -29,7 +29,8 @@ const BINS: usize = 0x7f80;
 /// The tensor whose histogram counts `name`'s input: the first of the Linears sharing it.
 pub fn site_of(name: &str) -> String {
     for (shared, first) in [("attn_k", "attn_q"), ("attn_v", "attn_q"), ("ffn_up", "ffn_gate")] {
-        if let Some(l) = name.strip_prefix("blk.").and_then(|r| r.strip_suffix(&format!(".{shared}.weight"))) {
+        if let Some(l) = name.strip_prefix("blk.").and_then(|r| r.strip_suffix(&format!(".{shared}.weight")))
+        {
             return format!("blk.{l}.{first}.weight");
         }
     }
@@ -169,7 +170,8 @@ pub fn collect(
     let h = std::mem::take(&mut *obs.0.lock().unwrap_or_else(|e| e.into_inner()));
     if h.tensors.is_empty() {
         return Err(CompressError::BadPrune(
-            "activation-sparsity calibration saw no attention or FFN projection inputs (not a decoder?)".into(),
+            "activation-sparsity calibration saw no attention or FFN projection inputs (not a decoder?)"
+                .into(),
         ));
     }
     Ok(h)
@@ -186,9 +188,15 @@ pub fn write_with_thresholds(
     let mut w = f.to_writer();
     w.metadata.retain(|(k, _)| !k.starts_with("edgellm.act_sparsity."));
     w.set(KEY_LEVELS, Value::Array(ValueType::F32, th.levels.iter().map(|&l| Value::F32(l)).collect()));
-    w.set(KEY_TENSORS, Value::Array(ValueType::String, th.tensors.iter().map(|t| Value::String(t.clone())).collect()));
+    w.set(
+        KEY_TENSORS,
+        Value::Array(ValueType::String, th.tensors.iter().map(|t| Value::String(t.clone())).collect()),
+    );
     for (i, v) in th.values.iter().enumerate() {
-        w.set(&format!("{KEY_THRESHOLDS}.{i}"), Value::Array(ValueType::F32, v.iter().map(|&t| Value::F32(t)).collect()));
+        w.set(
+            &format!("{KEY_THRESHOLDS}.{i}"),
+            Value::Array(ValueType::F32, v.iter().map(|&t| Value::F32(t)).collect()),
+        );
     }
     w.set(KEY_CALIBRATION, Value::String(calibration.to_string()));
     w.write_file(out)?;

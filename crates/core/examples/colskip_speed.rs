@@ -56,7 +56,11 @@ fn main() {
             let mut pa = vec![0u8; kernels::packed_activation_row_bytes(dtype, k)];
             kernels::quantize_packed_activations(dtype, &x, &mut pa);
             let us = time(15, || kernels::matmul_packed(dtype, &p, k, 0..m, &pa, 1, &mut out, m));
-            println!("| {dtype} | packed rows | 0 | {us:.1} | {:.1} | {} |", p.len() as f64 / us / 1e3, p.len());
+            println!(
+                "| {dtype} | packed rows | 0 | {us:.1} | {:.1} | {} |",
+                p.len() as f64 / us / 1e3,
+                p.len()
+            );
         }
         let c = ColPacked::pack(dtype, k, m, &w).unwrap();
         let mut cols = ActiveColumns::new();

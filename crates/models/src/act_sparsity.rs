@@ -82,7 +82,8 @@ impl Thresholds {
         let floats = |v: &edgellm_formats::gguf::Value| -> Option<Vec<f32>> {
             v.as_array()?.iter().map(|x| x.as_f64().map(|x| x as f32)).collect()
         };
-        let levels = floats(levels).ok_or_else(|| bad(&format!("{KEY_LEVELS} is not an array of numbers")))?;
+        let levels =
+            floats(levels).ok_or_else(|| bad(&format!("{KEY_LEVELS} is not an array of numbers")))?;
         let tensors: Vec<String> = f
             .get_str_array(KEY_TENSORS)
             .map_err(|_| bad(&format!("{KEY_TENSORS} missing or not strings")))?

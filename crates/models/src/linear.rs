@@ -26,10 +26,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use edgellm_core::kernels::colskip::{colskip_matmul, ActiveColumns, ColPacked};
 use edgellm_core::parallel::{
     for_each_index, for_each_range, for_each_rows_mut, num_threads, DisjointWriter,
 };
-use edgellm_core::kernels::colskip::{colskip_matmul, ActiveColumns, ColPacked};
 use edgellm_core::quant::dequantize_row;
 use edgellm_core::{kernels, DType};
 use edgellm_formats::mmap::Bytes;
@@ -169,8 +169,9 @@ impl Linear {
         self.all_tokens = all_tokens;
         self.cols = None;
         if threshold.is_some() && !self.packed {
-            self.cols = ColPacked::pack(self.dtype, self.in_features, self.out_features, self.data.as_slice())
-                .map(Arc::new);
+            self.cols =
+                ColPacked::pack(self.dtype, self.in_features, self.out_features, self.data.as_slice())
+                    .map(Arc::new);
         }
         self
     }

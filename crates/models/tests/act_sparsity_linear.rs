@@ -47,7 +47,10 @@ fn one_token_products_are_dense_products_on_the_thresholded_input() {
         dense.forward(&threshold(&x, t), 1, &mut want);
         dense.forward(&x, 1, &mut raw);
         assert_close(&format!("{dtype} one token"), &got, &want, reorder(&want));
-        assert!(got.iter().zip(&raw).any(|(a, b)| (a - b).abs() > 1e-3), "{dtype}: thresholding changed nothing");
+        assert!(
+            got.iter().zip(&raw).any(|(a, b)| (a - b).abs() > 1e-3),
+            "{dtype}: thresholding changed nothing"
+        );
 
         // A prompt (several tokens) is dense and unthresholded: the same bits as no threshold.
         let n = 3;
@@ -69,8 +72,9 @@ fn one_token_products_are_dense_products_on_the_thresholded_input() {
 fn shared_inputs_give_what_each_layer_gives_alone() {
     let k = 320;
     let t = 0.3;
-    let layers: Vec<Linear> =
-        [(DType::Q4_0, 128), (DType::Q5_0, 64), (DType::Q4_0, 320)].map(|(d, m)| linear(d, k, m).with_threshold(Some(t), false)).into();
+    let layers: Vec<Linear> = [(DType::Q4_0, 128), (DType::Q5_0, 64), (DType::Q4_0, 320)]
+        .map(|(d, m)| linear(d, k, m).with_threshold(Some(t), false))
+        .into();
     let x = values(k, 9);
     let mut shared: Vec<Vec<f32>> = layers.iter().map(|l| vec![0.0; l.out_features]).collect();
     {

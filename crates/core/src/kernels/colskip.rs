@@ -332,14 +332,23 @@ pub fn colskip_matmul_for_tier(
     act: &ActiveColumns,
     out: &mut [f32],
 ) {
-    assert_eq!(act.k, w.k, "edgellm kernels: colskip: activations of {} values for a {}-wide weight", act.k, w.k);
+    assert_eq!(
+        act.k, w.k,
+        "edgellm kernels: colskip: activations of {} values for a {}-wide weight",
+        act.k, w.k
+    );
     assert!(
         tiles.start <= tiles.end && tiles.end <= w.tiles(),
         "edgellm kernels: colskip: tiles {tiles:?} of {}",
         w.tiles()
     );
     let rows = w.tile_row_range(tiles.clone());
-    assert_eq!(out.len(), rows.len(), "edgellm kernels: colskip: output of {} rows for rows {rows:?}", out.len());
+    assert_eq!(
+        out.len(),
+        rows.len(),
+        "edgellm kernels: colskip: output of {} rows for rows {rows:?}",
+        out.len()
+    );
     if tiles.is_empty() {
         return;
     }

@@ -100,7 +100,9 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
                 s += q as i32;
                 let vq = _mm512_set1_epi16(q);
                 for (u, su) in s16.iter_mut().enumerate() {
-                    let v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(bb.add(nib_off + j * col + 32 * u) as *const __m256i));
+                    let v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                        bb.add(nib_off + j * col + 32 * u) as *const __m256i
+                    ));
                     let mut lo = _mm512_and_si512(v, m0f);
                     let mut hi = _mm512_srli_epi16::<4>(v);
                     if Q5 {
@@ -117,8 +119,10 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
                 for (p, &x) in su.iter().enumerate() {
                     let x = _mm512_sub_epi16(x, corr);
                     iu[2 * p] = _mm512_add_epi32(iu[2 * p], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(x)));
-                    iu[2 * p + 1] =
-                        _mm512_add_epi32(iu[2 * p + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64::<1>(x)));
+                    iu[2 * p + 1] = _mm512_add_epi32(
+                        iu[2 * p + 1],
+                        _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64::<1>(x)),
+                    );
                 }
             }
             c0 = c1;
@@ -158,24 +162,8 @@ unsafe fn unit256<const Q5: bool>(
     let (nib_off, col, high_off, hcol) = (2 * h, h / 2, 2 * h + 32 * (h / 2), h / 8);
     let m0f = _mm256_set1_epi16(0x0f);
     let sixteen = _mm256_set1_epi16(16);
-    let bitsel = _mm256_setr_epi16(
-        1,
-        2,
-        4,
-        8,
-        16,
-        32,
-        64,
-        128,
-        256,
-        512,
-        1024,
-        2048,
-        4096,
-        8192,
-        16384,
-        i16::MIN,
-    );
+    let bitsel =
+        _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, i16::MIN);
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
@@ -219,8 +207,10 @@ unsafe fn unit256<const Q5: bool>(
             for (p, &x) in s16.iter().enumerate() {
                 let x = _mm256_sub_epi16(x, corr);
                 isum[2 * p] = _mm256_add_epi32(isum[2 * p], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
-                isum[2 * p + 1] =
-                    _mm256_add_epi32(isum[2 * p + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)));
+                isum[2 * p + 1] = _mm256_add_epi32(
+                    isum[2 * p + 1],
+                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)),
+                );
             }
             c0 = c1;
         }
