@@ -47,7 +47,8 @@ fn supported_types_are_the_tested_ones() {
 #[test]
 fn column_skipping_equals_dense_oracle_on_thresholded_input() {
     let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
-    // (k, m): one 64-row tile, a 128-row tile, tiles of 128 and a 64-row tail, wide rows.
+    // (k, m): one 64-row tile, a 128-row tile, tiles of 128 and a 64-row tail, wide rows;
+    // 99.9 % zeros leaves one or two active blocks (the prefetch runs past the list's end).
     let shapes = [(32, 64), (96, 128), (160, 192), (576, 576), (1536, 320)];
     let mut checked = 0;
     for (ti, &weight) in TYPES.iter().enumerate() {
@@ -55,7 +56,7 @@ fn column_skipping_equals_dense_oracle_on_thresholded_input() {
             let w = quantize(weight, &values(k * m, 7 + si as u64 + 100 * ti as u64)).unwrap();
             let packed = ColPacked::pack(weight, k, m, &w).expect("packable shape");
             assert_eq!(packed.tiles(), m.div_ceil(TILE));
-            for (fi, frac) in [0.0, 0.4, 0.5, 0.9, 0.99, 1.0].into_iter().enumerate() {
+            for (fi, frac) in [0.0, 0.4, 0.5, 0.9, 0.99, 0.999, 1.0].into_iter().enumerate() {
                 let x = threshold(&values(k, 1000 + fi as u64 + 10 * si as u64), frac);
                 let mut act = vec![0u8; k / 32 * 34];
                 scalar.quantize_activations(weight, &x, &mut act);
@@ -85,7 +86,7 @@ fn column_skipping_equals_dense_oracle_on_thresholded_input() {
             }
         }
     }
-    assert!(checked >= TYPES.len() * shapes.len() * 6);
+    assert!(checked >= TYPES.len() * shapes.len() * 7);
 }
 
 #[test]

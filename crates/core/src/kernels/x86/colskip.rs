@@ -55,11 +55,8 @@ unsafe fn prefetch_ahead(
     if i + AHEAD < blocks.len() {
         let b = &blocks[i + AHEAD];
         prefetch_block(a, tile.add(b.index as usize * bbytes), h, q5, b);
-    } else if let Some((nt, nh)) = next {
-        let b = &blocks[i + AHEAD - blocks.len()];
-        if i + AHEAD - blocks.len() < blocks.len() {
-            prefetch_block(a, nt.add(b.index as usize * simd_block_bytes(w, nh)), nh, q5, b);
-        }
+    } else if let (Some((nt, nh)), Some(b)) = (next, blocks.get(i + AHEAD - blocks.len())) {
+        prefetch_block(a, nt.add(b.index as usize * simd_block_bytes(w, nh)), nh, q5, b);
     }
 }
 
