@@ -27,6 +27,11 @@ pub struct Args {
     /// Tokens generated one at a time (0 = skip).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
+    /// Activation sparsity: zero the inputs of the attention and FFN projections below the
+    /// file's thresholds for this level (`edgellm calibrate-sparsity`), e.g. 0.4; decode
+    /// tokens then skip the weight columns of the zeros (prompts stay dense).
+    #[arg(long = "act-sparsity", value_name = "S")]
+    act_sparsity: Option<f32>,
     /// Threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -51,11 +56,13 @@ pub fn main(a: Args) -> Result<()> {
     edgellm_core::parallel::set_num_threads(a.threads);
     let threads = edgellm_core::parallel::num_threads();
     let n_ctx = edgellm_eval::speed::bench_ctx(a.n_prompt, a.n_gen);
+    crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
     let lm = LoadedModel::load_with(&a.model, n_ctx, &crate::run::load_options(a.exact, a.cache_type))?;
     let info = lm.model.info().clone();
     let report = edgellm_eval::speed::bench(lm.model.as_ref(), a.n_prompt, a.n_gen, a.reps, |_, _| {})?;
     let rows: Vec<(String, (f64, f64))> =
         report.tests().into_iter().map(|t| (t.test.clone(), (t.tokens_per_s, t.sd))).collect();
+    let bytes_per_token = if a.n_gen > 0 { Some(decode_bytes_per_token(lm.model.as_ref())?) } else { None };
     let rss = peak_rss_bytes().unwrap_or(0);
     let tier = edgellm_models::linear::kernel_description();
     let packing = edgellm_models::linear::packing_description();
@@ -73,6 +80,7 @@ pub fn main(a: Args) -> Result<()> {
                     "model": name, "size_bytes": lm.gguf.file_len(), "params": info.n_params,
                     "threads": threads, "kernels": tier, "cache_type": cache_type, "reps": a.reps,
                     "load_ms": lm.load_ms, "peak_rss_bytes": rss, "packing": packing, "tests": tests,
+                    "act_sparsity": a.act_sparsity, "weight_bytes_per_token": bytes_per_token,
                 })
             );
         }
@@ -92,7 +100,27 @@ pub fn main(a: Args) -> Result<()> {
                 human_bytes(rss),
                 a.reps
             );
+            if let Some(b) = bytes_per_token {
+                let sp = a.act_sparsity.map_or("off".to_string(), |s| s.to_string());
+                println!("weight bytes read per decode token: {} · activation sparsity {sp}", human_bytes(b));
+            }
         }
     }
     Ok(())
+}
+
+/// Weight bytes the Linear products read per decode token, over 16 greedy tokens after one
+/// (as `tg` runs them: one token per call).
+fn decode_bytes_per_token(model: &dyn edgellm_models::LanguageModel) -> Result<u64> {
+    const STEPS: u64 = 16;
+    let mut cache = model.new_cache(STEPS as usize + 2);
+    let mut logits = Vec::new();
+    let mut tok = 1u32;
+    model.forward_into(&[tok], &mut cache, false, &mut logits)?;
+    edgellm_models::linear::reset_weight_bytes_read();
+    for _ in 0..STEPS {
+        tok = logits.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map_or(0, |(i, _)| i as u32);
+        model.forward_into(&[tok], &mut cache, false, &mut logits)?;
+    }
+    Ok(edgellm_models::linear::weight_bytes_read() / STEPS)
 }

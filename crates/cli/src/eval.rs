@@ -106,6 +106,10 @@ struct ChunkArgs {
     /// Output format.
     #[arg(long = "output-format", value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
+    /// Activation sparsity at this level (`edgellm calibrate-sparsity`), applied to every
+    /// token of the model (for `kld`, the model, not the base).
+    #[arg(long = "act-sparsity", value_name = "S")]
+    act_sparsity: Option<f32>,
 }
 
 /// Arguments of `edgellm eval ppl`.
@@ -185,6 +189,7 @@ fn run_ppl(a: PplArgs) -> Result<()> {
     let c = &a.chunk;
     edgellm_core::parallel::set_num_threads(c.threads);
     let text = ppl::read_text(&c.file)?;
+    crate::calibrate_sparsity::enable(&a.model, c.act_sparsity, true)?;
     let lm = load(&a.model, c)?;
     let (tokens, bos) = ppl::tokenize(&lm.tokenizer, &text);
     let opts = PplOptions { n_ctx: c.n_ctx, max_chunks: c.chunks };
@@ -221,7 +226,9 @@ fn run_kld(a: KldArgs) -> Result<()> {
     let c = &a.chunk;
     edgellm_core::parallel::set_num_threads(c.threads);
     let text = ppl::read_text(&c.file)?;
+    crate::calibrate_sparsity::enable(&a.base, None, true)?;
     let base = load(&a.base, c)?;
+    crate::calibrate_sparsity::enable(&a.model, c.act_sparsity, true)?;
     let model = load(&a.model, c)?;
     let (tokens, bos) = ppl::tokenize(&base.tokenizer, &text);
     let opts = PplOptions { n_ctx: c.n_ctx, max_chunks: c.chunks };

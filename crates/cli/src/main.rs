@@ -2,6 +2,7 @@
 
 mod bench;
 mod calib_args;
+mod calibrate_sparsity;
 mod chat;
 mod distill;
 mod embed;
@@ -55,6 +56,8 @@ enum Command {
     Serve(serve::Args),
     /// Collect an importance matrix from calibration text (llama.cpp's imatrix layout).
     Imatrix(imatrix::Args),
+    /// Calibrate activation-sparsity thresholds (TEAL) into a copy of the model (GGUF out).
+    CalibrateSparsity(calibrate_sparsity::Args),
 }
 
 /// Output formats shared by subcommands.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::main(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Imatrix(a) => imatrix::main(a),
+        Command::CalibrateSparsity(a) => calibrate_sparsity::main(a),
         Command::Prune(a) => prune::main(a),
         Command::Distill(a) => distill::main(a),
         Command::Serve(a) => serve::main(a),

@@ -104,6 +104,11 @@ pub struct Args {
     /// default with --exact).
     #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
     cache_type: Option<KvType>,
+    /// Activation sparsity: zero the inputs of the attention and FFN projections below the
+    /// file's thresholds for this level (`edgellm calibrate-sparsity`), e.g. 0.4; decode
+    /// tokens then skip the weight columns of the zeros (prompts stay dense).
+    #[arg(long = "act-sparsity", value_name = "S")]
+    act_sparsity: Option<f32>,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -120,6 +125,7 @@ pub struct Args {
 /// Run `edgellm run`.
 pub fn main(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
+    crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
     let engine = Engine::load(
         &a.model,
         EngineOptions { n_ctx: a.ctx, threads: Some(a.threads), exact: a.exact, cache_type: a.cache_type },

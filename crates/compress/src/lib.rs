@@ -12,6 +12,7 @@
 //! - [`structured`]: structured pruning to a smaller dense model (FFN channels, heads, blocks).
 //! - [`recipe`]: prune, then quantize, in one call (what `edgellm prune` and `eval sweep` run).
 //! - [`sparse`]: pruned tensors stored in edgellm's sparse types (`--format sparse`).
+//! - [`act_sparsity`]: activation-sparsity (TEAL) thresholds from calibration text, into GGUF metadata.
 //! - [`awq`]: AWQ-style activation-aware input scaling, folded into norms and preceding rows.
 //!
 //! Every file written is standard GGUF that llama.cpp loads, except with `--format sparse`
@@ -19,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod act_sparsity;
 pub mod awq;
 pub mod calib;
 mod error;

@@ -3,6 +3,7 @@
 //! Models see weights only through [`Linear`]: how a weight is stored (dense, quantized, later
 //! sparse) is the Linear's business, so compression never edits model code.
 
+pub mod act_sparsity;
 pub mod attention;
 pub mod bert;
 pub mod error;

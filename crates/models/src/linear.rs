@@ -20,10 +20,19 @@
 //! `Q8_SB` weight carries its companion values tensor (`<name>.values`) and runs the bitmap
 //! kernels. Both read Q8_0 activations. Their data is validated when the Linear is built, so a
 //! corrupt file is an error before the first token.
+//!
+//! Activation sparsity (`crate::act_sparsity`): a Linear loaded with a threshold zeroes the
+//! input values of smaller magnitude before its product, on decode steps (one token per call;
+//! prompts keep the dense, unthresholded path) or on every token when the setting says so.
+//! A one-token product of a Q4_0/Q5_0 weight then runs the column-skipping kernel
+//! (`kernels::colskip`) over a column-blocked copy of the weight made at load time, which
+//! reads only the columns of the non-zero inputs; other types run the dense kernel on the
+//! thresholded input (the same math).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use edgellm_core::kernels::colskip::{colskip_matmul, ActiveColumns, ColPacked};
 use edgellm_core::parallel::{
     for_each_index, for_each_range, for_each_rows_mut, num_threads, DisjointWriter,
 };
@@ -95,6 +104,12 @@ pub struct Linear {
     /// A bitmap (`Q8_SB`) weight's kept values: the companion tensor (`out_features` rows of
     /// `width` bytes) and `width`.
     values: Option<(TensorBytes, usize)>,
+    /// Activation-sparsity threshold of the input (`crate::act_sparsity`).
+    threshold: Option<f32>,
+    /// Whether the threshold applies to every token (else to one-token calls only).
+    all_tokens: bool,
+    /// The weight in the column-blocked layout, for one-token products with a threshold.
+    cols: Option<Arc<ColPacked>>,
 }
 
 /// Whether `dtype` is one of edgellm's sparse weight types.
@@ -151,6 +166,9 @@ impl Linear {
             precision: Precision::default(),
             packed: false,
             values: None,
+            threshold: None,
+            all_tokens: false,
+            cols: None,
         })
     }
 
@@ -178,6 +196,9 @@ impl Linear {
             precision: Precision::default(),
             packed: false,
             values: Some((values, width)),
+            threshold: None,
+            all_tokens: false,
+            cols: None,
         })
     }
 
@@ -190,6 +211,25 @@ impl Linear {
     ) -> Result<Linear, ModelError> {
         let t = f.need_tensor(name)?;
         check_shape(t, &[in_features as u64, out_features as u64])?;
+        let lin = Linear::weight_from_gguf(f, t, name, in_features, out_features)?;
+        match crate::act_sparsity::threshold_for(f, name)? {
+            Some(th) => {
+                let all = crate::act_sparsity::act_sparsity().is_some_and(|s| s.all_tokens);
+                Ok(lin.with_threshold(Some(th), all))
+            }
+            None => Ok(lin),
+        }
+    }
+
+    /// The weight of tensor `t` (`name`, checked to be `[in, out]`): dense, N:M sparse, or a
+    /// bitmap weight with its companion values tensor.
+    fn weight_from_gguf(
+        f: &GgufFile,
+        t: &TensorInfo,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+    ) -> Result<Linear, ModelError> {
         if !is_sparse(t.dtype) {
             return Linear::new(name, t.dtype, in_features, out_features, gguf_bytes(f, t));
         }
@@ -225,6 +265,37 @@ impl Linear {
         }
         let width = usize::try_from(v.dims[0]).map_err(|_| bad("values width overflows".into()))?;
         Linear::new_bitmap(name, in_features, out_features, gguf_bytes(f, t), gguf_bytes(f, v), width)
+    }
+
+    /// This Linear thresholding its input at `threshold` (values of smaller magnitude become
+    /// zero) on one-token calls, or on every call when `all_tokens`; `None` turns it off.
+    /// With a threshold, a Q4_0/Q5_0 weight of a multiple of 64 rows also gets its
+    /// column-blocked copy (`kernels::colskip`), for the column-skipping one-token product.
+    pub fn with_threshold(mut self, threshold: Option<f32>, all_tokens: bool) -> Linear {
+        self.threshold = threshold;
+        self.all_tokens = all_tokens;
+        self.cols = None;
+        if threshold.is_some() && !self.packed {
+            self.cols =
+                ColPacked::pack(self.dtype, self.in_features, self.out_features, self.data.as_slice())
+                    .map(Arc::new);
+        }
+        self
+    }
+
+    /// The activation-sparsity threshold of the input, if any.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    /// Whether one-token products skip the columns of zero inputs (column-blocked copy made).
+    pub fn skips_columns(&self) -> bool {
+        self.cols.is_some() && self.uses_kernels()
+    }
+
+    /// The threshold in force for a call of `n` tokens.
+    fn active_threshold(&self, n: usize) -> Option<f32> {
+        self.threshold.filter(|_| n == 1 || self.all_tokens)
     }
 
     /// This Linear computing with `p`.
@@ -328,15 +399,18 @@ impl Linear {
 
     /// `y[t] = W x[t]` for `n` tokens: `x` is `[n × in]`, `y` is `[n × out]`.
     pub fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) {
-        if self.uses_kernels() {
-            return Linear::forward_shared(&[self], x, n, &mut [y]);
-        }
+        Linear::forward_shared(&[self], x, n, &mut [y]);
+    }
+
+    /// The product without the kernels (exact precision, or a type without kernels).
+    fn forward_exact(&self, x: &[f32], n: usize, y: &mut [f32]) {
         let (k, m) = (self.in_features, self.out_features);
         assert_eq!(x.len(), n * k, "{}: input length", self.name);
         assert_eq!(y.len(), n * m, "{}: output length", self.name);
         if OBSERVING.load(Ordering::Relaxed) {
             notify_observer(&self.name, x, n, k);
         }
+        count_bytes(self.data.as_slice().len());
         let out = DisjointWriter::new(y);
         for_each_range(m, 16, |rows| {
             SCRATCH.with(|cell| {
@@ -374,9 +448,94 @@ impl Linear {
             layers.len(),
             ys.len()
         );
+        let Some(first) = layers.first() else { return };
+        let th = first.active_threshold(n);
+        if layers.iter().any(|l| l.active_threshold(n) != th) {
+            // Layers thresholded differently: each on its own.
+            for (l, y) in layers.iter().zip(ys.iter_mut()) {
+                Linear::forward_shared(&[l], x, n, &mut [y]);
+            }
+            return;
+        }
+        let Some(t) = th else { return Linear::forward_plain(layers, x, n, ys) };
+        for l in layers {
+            assert_eq!(x.len(), n * l.in_features, "{}: input length", l.name);
+        }
+        let mut xt = THRESHOLDED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        xt.clear();
+        xt.extend(x.iter().map(|&v| if v.abs() < t { 0.0 } else { v }));
+        if n == 1 && layers.iter().all(|l| l.skips_columns()) {
+            Linear::forward_columns(layers, &xt, ys);
+        } else {
+            Linear::forward_plain(layers, &xt, n, ys);
+        }
+        THRESHOLDED.with(|c| *c.borrow_mut() = xt);
+    }
+
+    /// One token through the column-skipping kernels: `x` (thresholded) is quantized once,
+    /// its non-zero codes gathered, and the layers' row tiles split over the threads.
+    fn forward_columns(layers: &[&Linear], x: &[f32], ys: &mut [&mut [f32]]) {
+        for (l, y) in layers.iter().zip(ys.iter()) {
+            assert_eq!(y.len(), l.out_features, "{}: output length", l.name);
+            if OBSERVING.load(Ordering::Relaxed) {
+                notify_observer(&l.name, x, 1, l.in_features);
+            }
+        }
+        let k = layers[0].in_features;
+        let mut cols = COLUMNS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        ACT.with(|cell| {
+            let mut act = cell.borrow_mut();
+            let ab = kernels::activation_row_bytes(layers[0].dtype, k);
+            act.resize(ab, 0);
+            kernels::quantize_activations(layers[0].dtype, x, &mut act[..ab]);
+            cols.gather(&act[..ab], k);
+        });
+        let mut read = 0;
+        let mut tiles = [0usize; MAX_SHARED];
+        for (i, l) in layers.iter().enumerate() {
+            let c = l.cols.as_ref().expect("skips_columns checked");
+            read += c.bytes_read(&cols);
+            tiles[i] = c.tiles();
+        }
+        count_bytes(read);
+        let mut outs: [Option<DisjointWriter<'_, f32>>; MAX_SHARED] = Default::default();
+        for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
+            *o = Some(DisjointWriter::new(y));
+        }
+        let total: usize = tiles.iter().sum();
+        let parts = num_threads().min(total).max(1);
+        let per = total.div_ceil(parts);
+        let cols_ref = &cols;
+        for_each_index(total.div_ceil(per), |part| {
+            let range = part * per..((part + 1) * per).min(total);
+            let mut base = 0;
+            for (i, l) in layers.iter().enumerate() {
+                let nt = tiles[i];
+                let (lo, hi) = (range.start.max(base), range.end.min(base + nt));
+                base += nt;
+                if lo >= hi {
+                    continue;
+                }
+                let c = l.cols.as_ref().expect("skips_columns checked");
+                let t = lo - (base - nt)..hi - (base - nt);
+                let rows = c.tile_row_range(t.clone());
+                let (ptr, len) = outs[i].as_ref().expect("one writer per layer").raw_parts();
+                assert!(rows.end <= len);
+                // SAFETY: the output of layer i has `len` values at `ptr`; this part alone
+                // writes its rows `rows` (the parts' tile ranges are disjoint), and nothing
+                // reads the output during the region.
+                let out = unsafe { std::slice::from_raw_parts_mut(ptr.add(rows.start), rows.len()) };
+                colskip_matmul(c, t, cols_ref, out);
+            }
+        });
+        COLUMNS.with(|c| *c.borrow_mut() = cols);
+    }
+
+    /// [`Linear::forward_shared`] on an input already thresholded (or not to be).
+    fn forward_plain(layers: &[&Linear], x: &[f32], n: usize, ys: &mut [&mut [f32]]) {
         if layers.iter().any(|l| !l.uses_kernels()) {
             for (l, y) in layers.iter().zip(ys.iter_mut()) {
-                l.forward(x, n, y);
+                l.forward_exact(x, n, y);
             }
             return;
         }
@@ -386,6 +545,7 @@ impl Linear {
             if OBSERVING.load(Ordering::Relaxed) {
                 notify_observer(&l.name, x, n, l.in_features);
             }
+            count_bytes(l.data.as_slice().len());
         }
         let Some(first) = layers.first() else { return };
         if n == 0 {
@@ -588,6 +748,29 @@ thread_local! {
     static ROW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Quantized activations of the calling thread.
     static ACT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The thresholded input of the calling thread.
+    static THRESHOLDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The non-zero activation codes of a one-token column-skipping product.
+    static COLUMNS: std::cell::RefCell<ActiveColumns> = std::cell::RefCell::new(ActiveColumns::new());
+}
+
+/// Weight bytes the Linear products have read since the last [`reset_weight_bytes_read`]:
+/// all of a weight for a dense product, the scales and active columns for a column-skipping
+/// one (per call, not per token: a call of `n` tokens reads its weight once).
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_bytes(b: usize) {
+    BYTES_READ.fetch_add(b as u64, Ordering::Relaxed);
+}
+
+/// Weight bytes read by Linear products since the last reset (process-wide).
+pub fn weight_bytes_read() -> u64 {
+    BYTES_READ.load(Ordering::Relaxed)
+}
+
+/// Resets [`weight_bytes_read`].
+pub fn reset_weight_bytes_read() {
+    BYTES_READ.store(0, Ordering::Relaxed);
 }
 
 /// The bytes of a GGUF tensor, borrowed from the file's map.

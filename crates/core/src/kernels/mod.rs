@@ -38,6 +38,7 @@
 //! ([`matmul`] takes a row range). For one token, prefer [`matmul`] with `n = 1` to a
 //! [`vec_dot`] per row: it shares each activation block over several rows.
 
+pub mod colskip;
 mod generic;
 mod packed;
 mod vector;

@@ -20,6 +20,7 @@ use super::{Act, Kernels, MatmulArgs, Tier};
 use crate::DType;
 
 mod avx512;
+pub(crate) mod colskip;
 mod drive;
 mod float;
 mod kquants;

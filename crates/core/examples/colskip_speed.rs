@@ -1,0 +1,79 @@
+//! One-token product speed: the column-skipping kernel (`kernels::colskip`) at several input
+//! sparsities against the dense kernels (GGUF rows and the row-interleaved packed layout) on
+//! the same matrix, with the tier in use (`EDGELLM_KERNELS` forces one).
+//!
+//! `cargo run --release -p edgellm-core --example colskip_speed [-- K M]` (default 576 1536,
+//! SmolLM2's FFN gate/up).
+
+use std::time::Instant;
+
+use edgellm_core::kernels::colskip::{colskip_matmul, ActiveColumns, ColPacked};
+use edgellm_core::kernels::{self, tier_name};
+use edgellm_core::quant::quantize;
+use edgellm_core::DType;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Median of `reps` timings of `f` in microseconds.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            for _ in 0..20 {
+                f();
+            }
+            s.elapsed().as_secs_f64() * 1e6 / 20.0
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (k, m) = (args.first().copied().unwrap_or(576), args.get(1).copied().unwrap_or(1536));
+    println!("tier {} · one token · [{m} × {k}] · median of 15 × 20 calls, single thread", tier_name());
+    println!("| type | layout | sparsity | µs | GB/s of bytes read | bytes read |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for dtype in [DType::Q4_0, DType::Q5_0] {
+        let w = quantize(dtype, &values(k * m, 1)).unwrap();
+        let x = values(k, 2);
+        let mut act = vec![0u8; kernels::activation_row_bytes(dtype, k)];
+        kernels::quantize_activations(dtype, &x, &mut act);
+        let mut out = vec![0.0f32; m];
+        let us = time(15, || kernels::matmul(dtype, &w, k, 0..m, &act, 1, &mut out, m));
+        println!("| {dtype} | GGUF rows | 0 | {us:.1} | {:.1} | {} |", w.len() as f64 / us / 1e3, w.len());
+        if kernels::packs(dtype) {
+            let p = kernels::pack(dtype, k, m, &w);
+            let mut pa = vec![0u8; kernels::packed_activation_row_bytes(dtype, k)];
+            kernels::quantize_packed_activations(dtype, &x, &mut pa);
+            let us = time(15, || kernels::matmul_packed(dtype, &p, k, 0..m, &pa, 1, &mut out, m));
+            println!(
+                "| {dtype} | packed rows | 0 | {us:.1} | {:.1} | {} |",
+                p.len() as f64 / us / 1e3,
+                p.len()
+            );
+        }
+        let c = ColPacked::pack(dtype, k, m, &w).unwrap();
+        let mut cols = ActiveColumns::new();
+        for s in [0.0, 0.25, 0.4, 0.5, 0.7] {
+            let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            mags.sort_by(|a, b| a.total_cmp(b));
+            let t = mags[((s * k as f64) as usize).min(k - 1)];
+            let xt: Vec<f32> = x.iter().map(|&v| if v.abs() < t && s > 0.0 { 0.0 } else { v }).collect();
+            kernels::quantize_activations(dtype, &xt, &mut act);
+            cols.gather(&act, k);
+            let us = time(15, || colskip_matmul(&c, 0..c.tiles(), &cols, &mut out));
+            let b = c.bytes_read(&cols);
+            println!("| {dtype} | column-blocked | {s} | {us:.1} | {:.1} | {b} |", b as f64 / us / 1e3);
+        }
+    }
+}

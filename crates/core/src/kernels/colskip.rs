@@ -1,0 +1,447 @@
+//! Column-skipping products for sparse activations (TEAL-style activation sparsity).
+//!
+//! When most of a token's input values are zero (thresholded hidden states), the weight
+//! columns they multiply need not be read at all. The GGUF layout stores each *row*
+//! contiguously, so a zero input saves nothing; this module repacks a weight at load time into
+//! a *column-blocked* layout in which every input column of a tile of rows is one contiguous,
+//! cache-line-aligned run of codes, and the product reads only the runs of the non-zero inputs.
+//!
+//! The arithmetic is exactly that of the dense kernels on the same (thresholded) input: the
+//! activation row is quantized to Q8_0 as for the dense product, the active columns are its
+//! non-zero codes ([`ActiveColumns`]), every block's integer sum `Σ c·q` is exact (zeros
+//! contribute nothing), and the float work per row and block is the scalar oracle's
+//! `acc += (d_w·d_a)·Σ` in block order. So every tier gives the bits of the scalar dense
+//! oracle on the thresholded input (tested), and blocks whose codes are all zero are skipped
+//! whole (they would add `±0`).
+//!
+//! # Layout
+//!
+//! Rows form tiles of [`TILE`] (128) rows; the last tile may have 64 (the row count must be a
+//! multiple of [`UNIT`] = 64). A tile holds the `k/32` input blocks in order; a block of a tile
+//! of `h` rows is, for Q4_0 and Q5_0:
+//!
+//! - the `h` weight scales (f16, row order): `2h` bytes;
+//! - the nibble plane: 32 columns of `h/2` bytes each. Column `j`'s run has one 32-byte word
+//!   per 64-row unit `u`, whose byte `i` holds the low four bits of the code of row `64u + i`
+//!   (low nibble) and of row `64u + 32 + i` (high nibble);
+//! - Q5_0 only: the fifth-bit plane: 32 columns of `h/8` bytes, one little-endian u64 per
+//!   unit whose bit `i` is the fifth bit of row `64u + i`.
+//!
+//! Codes are kept unsigned (`u = c + 8` for Q4_0, `c + 16` for Q5_0); the kernels subtract
+//! `bias·Σq` over the active columns. Every part is a multiple of 64 bytes, so with the buffer
+//! 64-byte aligned ([`ColPacked`] sees to it) one column of a 128-row tile is one cache line.
+//! Only Q4_0 and Q5_0 have this layout ([`colskip_supports`]); other types keep the dense
+//! kernels (on the thresholded input, the same math).
+
+use std::ops::Range;
+
+use crate::quant::read_f16;
+use crate::DType;
+
+use super::Tier;
+
+/// Rows per tile of the column-blocked layout (the last tile may have [`UNIT`]).
+pub const TILE: usize = 128;
+/// Rows per unit: the row count must be a multiple of it.
+pub const UNIT: usize = 64;
+
+/// Whether `weight` has a column-blocked layout and column-skipping kernels.
+pub fn colskip_supports(weight: DType) -> bool {
+    matches!(weight, DType::Q4_0 | DType::Q5_0)
+}
+
+/// (code bias, active columns per 16-bit partial sum) of a supported type: the partial sums
+/// `Σ (u − bias)·q` of that many columns fit in an i16 (`|u − bias| ≤ bias`, `|q| ≤ 127`).
+fn bias_and_chunk(weight: DType) -> (i32, usize) {
+    match weight {
+        DType::Q4_0 => (8, 32),
+        DType::Q5_0 => (16, 16),
+        other => unreachable!("{other} has no column-blocked layout"),
+    }
+}
+
+/// Bytes of one block (32 input columns) of a tile of `h` rows.
+fn block_bytes(weight: DType, h: usize) -> usize {
+    match weight {
+        DType::Q4_0 => 2 * h + 32 * (h / 2),
+        DType::Q5_0 => 2 * h + 32 * (h / 2) + 32 * (h / 8),
+        other => unreachable!("{other} has no column-blocked layout"),
+    }
+}
+
+/// Rows of tile `t` of an `m`-row matrix.
+fn tile_rows(m: usize, t: usize) -> usize {
+    TILE.min(m - t * TILE)
+}
+
+/// A weight matrix in the column-blocked layout (see the module docs), 64-byte aligned.
+#[derive(Clone)]
+pub struct ColPacked {
+    weight: DType,
+    k: usize,
+    m: usize,
+    buf: Vec<u8>,
+    /// Where the aligned layout starts in `buf`.
+    off: usize,
+    len: usize,
+}
+
+impl ColPacked {
+    /// Repacks `m` GGUF rows of `k` values of `weight` (`plain`), or `None` when the type has
+    /// no column-blocked layout, `k` is not a whole number of 32-value blocks, `m` is not a
+    /// multiple of [`UNIT`], or `plain` is not exactly `m` rows.
+    pub fn pack(weight: DType, k: usize, m: usize, plain: &[u8]) -> Option<ColPacked> {
+        if !colskip_supports(weight) || k == 0 || !k.is_multiple_of(32) || m == 0 || !m.is_multiple_of(UNIT) {
+            return None;
+        }
+        let row_bytes = k / 32 * weight.type_size();
+        if plain.len() != m * row_bytes {
+            return None;
+        }
+        let len: usize = (0..m.div_ceil(TILE)).map(|t| k / 32 * block_bytes(weight, tile_rows(m, t))).sum();
+        let mut buf = vec![0u8; len + 64];
+        let off = buf.as_ptr().align_offset(64).min(64);
+        let out = &mut buf[off..off + len];
+        let mut pos = 0;
+        for t in 0..m.div_ceil(TILE) {
+            let h = tile_rows(m, t);
+            for b in 0..k / 32 {
+                let bb = &mut out[pos..pos + block_bytes(weight, h)];
+                pack_block(weight, plain, row_bytes, t * TILE, h, b, bb);
+                pos += bb.len();
+            }
+        }
+        Some(ColPacked { weight, k, m, buf, off, len })
+    }
+
+    /// The weight type.
+    pub fn dtype(&self) -> DType {
+        self.weight
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Rows.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Number of row tiles.
+    pub fn tiles(&self) -> usize {
+        self.m.div_ceil(TILE)
+    }
+
+    /// Rows `tiles` cover.
+    pub fn tile_row_range(&self, tiles: Range<usize>) -> Range<usize> {
+        (tiles.start * TILE).min(self.m)..(tiles.end * TILE).min(self.m)
+    }
+
+    /// The layout's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+
+    /// Bytes of weight data a product with `act` reads: the scales of every block with an
+    /// active column and the code runs of the active columns.
+    pub fn bytes_read(&self, act: &ActiveColumns) -> usize {
+        let (scales, col) = match self.weight {
+            DType::Q4_0 => (2, 1.0 / 2.0),
+            _ => (2, 1.0 / 2.0 + 1.0 / 8.0),
+        };
+        let blocks = act.blocks.len();
+        let cols = act.cols.len();
+        ((blocks * scales) as f64 * self.m as f64 + cols as f64 * col * self.m as f64) as usize
+    }
+
+    /// Byte offset of tile `t`.
+    fn tile_offset(&self, t: usize) -> usize {
+        let full = self.k / 32 * block_bytes(self.weight, TILE);
+        t * full
+    }
+}
+
+/// Writes block `b` of the tile of rows `r0..r0 + h` into `out` (zeroed).
+fn pack_block(weight: DType, plain: &[u8], row_bytes: usize, r0: usize, h: usize, b: usize, out: &mut [u8]) {
+    let tb = weight.type_size();
+    let (scales, rest) = out.split_at_mut(2 * h);
+    let (nib, high) = rest.split_at_mut(32 * (h / 2));
+    for i in 0..h {
+        let row = &plain[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+        let blk = &row[b * tb..(b + 1) * tb];
+        scales[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
+        let codes = unsigned_codes(weight, blk);
+        let (u, ii) = (i / UNIT, i % UNIT);
+        for (j, &c) in codes.iter().enumerate() {
+            let byte = &mut nib[j * (h / 2) + 32 * u + ii % 32];
+            *byte |= if ii < 32 { c & 0x0f } else { (c & 0x0f) << 4 };
+            if weight == DType::Q5_0 && c & 0x10 != 0 {
+                high[j * (h / 8) + 8 * u + ii / 8] |= 1 << (ii % 8);
+            }
+        }
+    }
+}
+
+/// The 32 unsigned codes of a Q4_0 (0..16) or Q5_0 (0..32) GGUF block.
+fn unsigned_codes(weight: DType, blk: &[u8]) -> [u8; 32] {
+    let mut u = [0u8; 32];
+    let qs = match weight {
+        DType::Q4_0 => &blk[2..18],
+        _ => &blk[6..22],
+    };
+    for j in 0..16 {
+        u[j] = qs[j] & 0x0f;
+        u[j + 16] = qs[j] >> 4;
+    }
+    if weight == DType::Q5_0 {
+        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+        for (j, v) in u.iter_mut().enumerate() {
+            *v |= (((qh >> j) & 1) << 4) as u8;
+        }
+    }
+    u
+}
+
+/// The non-zero codes of one Q8_0 activation row, block by block: what a column-skipping
+/// product reads. Reused from token to token (no allocation once grown).
+#[derive(Clone, Debug, Default)]
+pub struct ActiveColumns {
+    k: usize,
+    /// Blocks with at least one non-zero code, in order.
+    pub(crate) blocks: Vec<ActiveBlock>,
+    /// Column (within its block) of every active code, block after block.
+    pub(crate) cols: Vec<u32>,
+    /// The active codes, as `cols`.
+    pub(crate) codes: Vec<i16>,
+}
+
+/// One block of [`ActiveColumns`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ActiveBlock {
+    /// Block index (input columns `32·index..`).
+    pub index: u32,
+    /// The activation block's scale.
+    pub d: f32,
+    /// Its entries: `cols[start..start + len]`.
+    pub start: u32,
+    pub len: u32,
+}
+
+impl ActiveColumns {
+    /// An empty set.
+    pub fn new() -> ActiveColumns {
+        ActiveColumns::default()
+    }
+
+    /// Gathers the non-zero codes of a Q8_0 activation row of `k` values
+    /// (`kernels::quantize_activations` for a Q4_0/Q5_0 weight: 34 bytes per 32 values).
+    ///
+    /// # Panics
+    /// If `act_row` is not `k/32` Q8_0 blocks.
+    pub fn gather(&mut self, act_row: &[u8], k: usize) {
+        assert!(
+            k.is_multiple_of(32) && act_row.len() == k / 32 * 34,
+            "edgellm kernels: ActiveColumns::gather: {k} values need {} bytes of Q8_0, got {}",
+            k / 32 * 34,
+            act_row.len()
+        );
+        self.k = k;
+        self.blocks.clear();
+        self.cols.clear();
+        self.codes.clear();
+        for (b, blk) in act_row.chunks_exact(34).enumerate() {
+            let start = self.cols.len();
+            for (j, &q) in blk[2..].iter().enumerate() {
+                if q != 0 {
+                    self.cols.push(j as u32);
+                    self.codes.push(q as i8 as i16);
+                }
+            }
+            let len = self.cols.len() - start;
+            if len > 0 {
+                self.blocks.push(ActiveBlock {
+                    index: b as u32,
+                    d: read_f16(blk, 0),
+                    start: start as u32,
+                    len: len as u32,
+                });
+            }
+        }
+    }
+
+    /// Input width of the gathered row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Number of non-zero codes.
+    pub fn active(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// Number of blocks with a non-zero code.
+    pub fn active_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+/// A column-skipping product over a checked [`ColArgs`].
+pub(crate) type ColFn = unsafe fn(a: &mut ColArgs<'_>);
+
+/// The arguments of a column-skipping product, checked by [`colskip_matmul_for_tier`]:
+/// `w` is the tile range's bytes, `out` holds exactly its rows.
+pub(crate) struct ColArgs<'a> {
+    pub weight: DType,
+    pub k: usize,
+    /// Rows of each tile in the range, in order (all [`TILE`] but possibly the last).
+    pub heights: (usize, usize, usize),
+    pub w: &'a [u8],
+    pub act: &'a ActiveColumns,
+    pub out: &'a mut [f32],
+}
+
+impl ColArgs<'_> {
+    /// Number of tiles and height of tile `i` of the range.
+    pub fn tile(&self, i: usize) -> usize {
+        if i + 1 == self.heights.0 {
+            self.heights.2
+        } else {
+            self.heights.1
+        }
+    }
+}
+
+/// `out[r − rows.start] = Σ_b (d_w·d_a)·Σ_j c·q` for the rows of `tiles` of `w` and the
+/// activation row gathered in `act`, with the tier in use ([`super::tier`]).
+///
+/// # Panics
+/// If `act` was gathered for another width, `tiles` is out of range, or `out` does not hold
+/// exactly the tiles' rows.
+pub fn colskip_matmul(w: &ColPacked, tiles: Range<usize>, act: &ActiveColumns, out: &mut [f32]) {
+    colskip_matmul_for_tier(super::tier(), w, tiles, act, out)
+}
+
+/// [`colskip_matmul`] with the kernels of `tier` (a tier without its own falls back to a
+/// lower one, down to the scalar oracle; an unsupported tier runs the oracle).
+pub fn colskip_matmul_for_tier(
+    tier: Tier,
+    w: &ColPacked,
+    tiles: Range<usize>,
+    act: &ActiveColumns,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        act.k, w.k,
+        "edgellm kernels: colskip: activations of {} values for a {}-wide weight",
+        act.k, w.k
+    );
+    assert!(
+        tiles.start <= tiles.end && tiles.end <= w.tiles(),
+        "edgellm kernels: colskip: tiles {tiles:?} of {}",
+        w.tiles()
+    );
+    let rows = w.tile_row_range(tiles.clone());
+    assert_eq!(
+        out.len(),
+        rows.len(),
+        "edgellm kernels: colskip: output of {} rows for rows {rows:?}",
+        out.len()
+    );
+    if tiles.is_empty() {
+        return;
+    }
+    let (start, end) = (w.tile_offset(tiles.start), w.tile_offset(tiles.end - 1));
+    let last_h = tile_rows(w.m, tiles.end - 1);
+    let end = end + w.k / 32 * block_bytes(w.weight, last_h);
+    let mut a = ColArgs {
+        weight: w.weight,
+        k: w.k,
+        heights: (tiles.len(), TILE, last_h),
+        w: &w.bytes()[start..end],
+        act,
+        out,
+    };
+    let f = kernel_for(tier, w.weight);
+    // SAFETY: the arguments are checked above (the byte range is exactly the tiles', `out`
+    // exactly their rows, `act` gathered for this width) and `kernel_for` only returns SIMD
+    // code of a tier this CPU supports.
+    unsafe { f(&mut a) }
+}
+
+/// The tier whose code [`colskip_matmul_for_tier`] runs for `tier` and `weight`.
+pub fn colskip_implementing_tier(tier: Tier, weight: DType) -> Tier {
+    if !colskip_supports(weight) || !tier.is_supported() {
+        return Tier::Scalar;
+    }
+    match tier {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 | Tier::Avx512Vnni => tier,
+        _ => Tier::Scalar,
+    }
+}
+
+fn kernel_for(tier: Tier, weight: DType) -> ColFn {
+    match colskip_implementing_tier(tier, weight) {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512Vnni => match weight {
+            DType::Q4_0 => super::x86::colskip::avx512_q4_0,
+            _ => super::x86::colskip::avx512_q5_0,
+        },
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 => match weight {
+            DType::Q4_0 => super::x86::colskip::avx2_q4_0,
+            _ => super::x86::colskip::avx2_q5_0,
+        },
+        _ => oracle,
+    }
+}
+
+/// The scalar oracle: per row, the exact integer sum of each active block, then
+/// `acc += (d_w·d_a)·Σ` in block order.
+fn oracle(a: &mut ColArgs<'_>) {
+    let (bias, _) = bias_and_chunk(a.weight);
+    let nb = a.k / 32;
+    let (mut pos, mut r0) = (0, 0);
+    for t in 0..a.heights.0 {
+        let h = a.tile(t);
+        let bbytes = block_bytes(a.weight, h);
+        let tile = &a.w[pos..pos + nb * bbytes];
+        for i in 0..h {
+            let (u, ii) = (i / UNIT, i % UNIT);
+            let mut acc = 0.0f32;
+            for blk in &a.act.blocks {
+                let bb = &tile[blk.index as usize * bbytes..(blk.index as usize + 1) * bbytes];
+                let (nib, high) = bb[2 * h..].split_at(32 * (h / 2));
+                let mut isum = 0i32;
+                let range = blk.start as usize..(blk.start + blk.len) as usize;
+                for (&j, &q) in a.act.cols[range.clone()].iter().zip(&a.act.codes[range]) {
+                    let j = j as usize;
+                    let byte = nib[j * (h / 2) + 32 * u + ii % 32];
+                    let mut c = if ii < 32 { byte & 0x0f } else { byte >> 4 } as i32;
+                    if a.weight == DType::Q5_0 {
+                        c |= (((high[j * (h / 8) + 8 * u + ii / 8] >> (ii % 8)) & 1) as i32) << 4;
+                    }
+                    isum += (c - bias) * q as i32;
+                }
+                acc += read_f16(bb, 2 * i) * blk.d * isum as f32;
+            }
+            a.out[r0 + i] = acc;
+        }
+        pos += nb * bbytes;
+        r0 += h;
+    }
+}
+
+/// Code bias and active columns per i16 partial sum, for the SIMD kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn simd_params(weight: DType) -> (i32, usize) {
+    bias_and_chunk(weight)
+}
+
+/// Bytes of a block of a tile of `h` rows (for the SIMD kernels).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn simd_block_bytes(weight: DType, h: usize) -> usize {
+    block_bytes(weight, h)
+}

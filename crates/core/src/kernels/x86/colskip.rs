@@ -1,0 +1,279 @@
+//! Column-skipping products (`kernels::colskip`) on AVX2 and AVX-512.
+//!
+//! Per active column (a non-zero activation code `q`), the column's run of unsigned codes for
+//! 64 rows (32 bytes, two nibbles a byte) is widened to 16-bit lanes, one row per lane, and
+//! `u·q` is added into 16-bit partial sums (wrapping). After a chunk of columns (32 for Q4_0,
+//! 16 for Q5_0) `bias·Σq` is subtracted: the true sum `Σ (u − bias)·q` fits an i16, so the
+//! wrapped result is exact; it is widened into i32 block sums. Per block the float work is the
+//! oracle's `acc += (d_w·d_a)·Σ` (two multiplies and an add, no FMA), so the bits are the
+//! oracle's.
+
+use std::arch::x86_64::*;
+
+use super::super::colskip::{simd_block_bytes, simd_params, ActiveBlock, ColArgs};
+use crate::DType;
+
+/// Blocks ahead (in the active list) whose lines a tile prefetches.
+const AHEAD: usize = 2;
+
+/// Prefetches the lines of block `blk` at `bb` (a tile of `h` rows) that a product reads: its
+/// scales and its active columns' runs. Skipped columns break the hardware prefetchers'
+/// streams, so the kernel names the lines itself.
+///
+/// # Safety
+/// `bb` is a block of the layout (prefetches do not fault, but the address must be computed
+/// within the allocation).
+#[inline(always)]
+unsafe fn prefetch_block(a: &ColArgs<'_>, bb: *const u8, h: usize, q5: bool, blk: &ActiveBlock) {
+    for l in (0..2 * h).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(bb.add(l) as *const i8);
+    }
+    let (s0, len) = (blk.start as usize, blk.len as usize);
+    for &j in &a.act.cols[s0..s0 + len] {
+        let j = j as usize;
+        _mm_prefetch::<_MM_HINT_T0>(bb.add(2 * h + j * (h / 2)) as *const i8);
+        if q5 {
+            _mm_prefetch::<_MM_HINT_T0>(bb.add(2 * h + 32 * (h / 2) + j * (h / 8)) as *const i8);
+        }
+    }
+}
+
+/// Prefetches the block `AHEAD` places after active block `i` of the tile at `tile`, or the
+/// one it falls on in the next tile (`next`: its start and height).
+#[inline(always)]
+unsafe fn prefetch_ahead(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    bbytes: usize,
+    q5: bool,
+    i: usize,
+    next: Option<(*const u8, usize)>,
+) {
+    let blocks = &a.act.blocks;
+    let w = if q5 { DType::Q5_0 } else { DType::Q4_0 };
+    if i + AHEAD < blocks.len() {
+        let b = &blocks[i + AHEAD];
+        prefetch_block(a, tile.add(b.index as usize * bbytes), h, q5, b);
+    } else if let (Some((nt, nh)), Some(b)) = (next, blocks.get(i + AHEAD - blocks.len())) {
+        prefetch_block(a, nt.add(b.index as usize * simd_block_bytes(w, nh)), nh, q5, b);
+    }
+}
+
+/// One tile of `64·U` rows on AVX-512: `bb0` is the tile's first block, `out` its rows.
+///
+/// # Safety
+/// `tile` holds the tile's `k/32` blocks of [`simd_block_bytes`]`(weight, 64·U)` bytes,
+/// `out` is valid for `64·U` writes; AVX-512 F/BW, AVX2, F16C.
+#[inline(always)]
+unsafe fn tile512<const U: usize, const Q5: bool>(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let weight = if Q5 { DType::Q5_0 } else { DType::Q4_0 };
+    let h = 64 * U;
+    let (bias, chunk) = simd_params(weight);
+    let bbytes = simd_block_bytes(weight, h);
+    let (nib_off, col, high_off, hcol) = (2 * h, h / 2, 2 * h + 32 * (h / 2), h / 8);
+    let m0f = _mm512_set1_epi16(0x0f);
+    let sixteen = _mm512_set1_epi16(16);
+    let mut acc = [[_mm512_setzero_ps(); 4]; U];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        prefetch_ahead(a, tile, h, bbytes, Q5, bi, next);
+        let bb = tile.add(blk.index as usize * bbytes);
+        let mut isum = [[_mm512_setzero_si512(); 4]; U];
+        let (s0, len) = (blk.start as usize, blk.len as usize);
+        let cols = &a.act.cols[s0..s0 + len];
+        let codes = &a.act.codes[s0..s0 + len];
+        let mut c0 = 0;
+        while c0 < len {
+            let c1 = (c0 + chunk).min(len);
+            let mut s16 = [[_mm512_setzero_si512(); 2]; U];
+            let mut s = 0i32;
+            for e in c0..c1 {
+                let (j, q) = (cols[e] as usize, codes[e]);
+                s += q as i32;
+                let vq = _mm512_set1_epi16(q);
+                for (u, su) in s16.iter_mut().enumerate() {
+                    let v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                        bb.add(nib_off + j * col + 32 * u) as *const __m256i
+                    ));
+                    let mut lo = _mm512_and_si512(v, m0f);
+                    let mut hi = _mm512_srli_epi16::<4>(v);
+                    if Q5 {
+                        let bits = (bb.add(high_off + j * hcol + 8 * u) as *const u64).read_unaligned();
+                        lo = _mm512_mask_add_epi16(lo, bits as u32, lo, sixteen);
+                        hi = _mm512_mask_add_epi16(hi, (bits >> 32) as u32, hi, sixteen);
+                    }
+                    su[0] = _mm512_add_epi16(su[0], _mm512_mullo_epi16(lo, vq));
+                    su[1] = _mm512_add_epi16(su[1], _mm512_mullo_epi16(hi, vq));
+                }
+            }
+            let corr = _mm512_set1_epi16((bias * s) as i16);
+            for (iu, su) in isum.iter_mut().zip(&s16) {
+                for (p, &x) in su.iter().enumerate() {
+                    let x = _mm512_sub_epi16(x, corr);
+                    iu[2 * p] = _mm512_add_epi32(iu[2 * p], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(x)));
+                    iu[2 * p + 1] = _mm512_add_epi32(
+                        iu[2 * p + 1],
+                        _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64::<1>(x)),
+                    );
+                }
+            }
+            c0 = c1;
+        }
+        let vda = _mm512_set1_ps(blk.d);
+        for u in 0..U {
+            for q in 0..4 {
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * (64 * u + 16 * q)) as *const __m256i));
+                let f = _mm512_mul_ps(_mm512_mul_ps(dw, vda), _mm512_cvtepi32_ps(isum[u][q]));
+                acc[u][q] = _mm512_add_ps(acc[u][q], f);
+            }
+        }
+    }
+    for (u, au) in acc.iter().enumerate() {
+        for (q, &v) in au.iter().enumerate() {
+            _mm512_storeu_ps(out.add(64 * u + 16 * q), v);
+        }
+    }
+}
+
+/// One 64-row unit of a tile of `h` rows on AVX2.
+///
+/// # Safety
+/// `tile` holds the tile's blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
+#[inline(always)]
+unsafe fn unit256<const Q5: bool>(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let weight = if Q5 { DType::Q5_0 } else { DType::Q4_0 };
+    let (bias, chunk) = simd_params(weight);
+    let bbytes = simd_block_bytes(weight, h);
+    let (nib_off, col, high_off, hcol) = (2 * h, h / 2, 2 * h + 32 * (h / 2), h / 8);
+    let m0f = _mm256_set1_epi16(0x0f);
+    let sixteen = _mm256_set1_epi16(16);
+    let bitsel =
+        _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, i16::MIN);
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, bbytes, Q5, bi, next);
+        }
+        let bb = tile.add(blk.index as usize * bbytes);
+        let mut isum = [_mm256_setzero_si256(); 8];
+        let (s0, len) = (blk.start as usize, blk.len as usize);
+        let cols = &a.act.cols[s0..s0 + len];
+        let codes = &a.act.codes[s0..s0 + len];
+        let mut c0 = 0;
+        while c0 < len {
+            let c1 = (c0 + chunk).min(len);
+            let mut s16 = [_mm256_setzero_si256(); 4];
+            let mut s = 0i32;
+            for e in c0..c1 {
+                let (j, q) = (cols[e] as usize, codes[e]);
+                s += q as i32;
+                let vq = _mm256_set1_epi16(q);
+                let p = bb.add(nib_off + j * col + 32 * u);
+                let v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
+                let v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i));
+                let mut r = [
+                    _mm256_and_si256(v0, m0f),
+                    _mm256_and_si256(v1, m0f),
+                    _mm256_srli_epi16::<4>(v0),
+                    _mm256_srli_epi16::<4>(v1),
+                ];
+                if Q5 {
+                    let bits = (bb.add(high_off + j * hcol + 8 * u) as *const u64).read_unaligned();
+                    for (g, x) in r.iter_mut().enumerate() {
+                        let b = _mm256_and_si256(_mm256_set1_epi16((bits >> (16 * g)) as u16 as i16), bitsel);
+                        *x = _mm256_or_si256(*x, _mm256_and_si256(_mm256_cmpeq_epi16(b, bitsel), sixteen));
+                    }
+                }
+                for (sp, &x) in s16.iter_mut().zip(&r) {
+                    *sp = _mm256_add_epi16(*sp, _mm256_mullo_epi16(x, vq));
+                }
+            }
+            let corr = _mm256_set1_epi16((bias * s) as i16);
+            for (p, &x) in s16.iter().enumerate() {
+                let x = _mm256_sub_epi16(x, corr);
+                isum[2 * p] = _mm256_add_epi32(isum[2 * p], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
+                isum[2 * p + 1] = _mm256_add_epi32(
+                    isum[2 * p + 1],
+                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)),
+                );
+            }
+            c0 = c1;
+        }
+        let vda = _mm256_set1_ps(blk.d);
+        for (q, aq) in acc.iter_mut().enumerate() {
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * (64 * u + 8 * q)) as *const __m128i));
+            let f = _mm256_mul_ps(_mm256_mul_ps(dw, vda), _mm256_cvtepi32_ps(isum[q]));
+            *aq = _mm256_add_ps(*aq, f);
+        }
+    }
+    for (q, &v) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * q), v);
+    }
+}
+
+macro_rules! entries {
+    ($($name:ident, $q5:literal, $w:expr, $tier:ident;)*) => {$(
+        entries!(@one $name, $q5, $w, $tier);
+    )*};
+    (@one $name:ident, $q5:literal, $w:expr, avx512) => {
+        /// # Safety
+        /// `a` is checked by `colskip_matmul_for_tier`; AVX-512 F/BW, AVX2, FMA, F16C.
+        #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+        pub(crate) unsafe fn $name(a: &mut ColArgs<'_>) {
+            let nb = a.k / 32;
+            let (mut pos, mut r0) = (0usize, 0usize);
+            let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
+            for t in 0..a.heights.0 {
+                let h = a.tile(t);
+                let end = pos + nb * simd_block_bytes($w, h);
+                let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
+                if h == 128 {
+                    tile512::<2, $q5>(a, w.add(pos), out.add(r0), next);
+                } else {
+                    tile512::<1, $q5>(a, w.add(pos), out.add(r0), next);
+                }
+                pos = end;
+                r0 += h;
+            }
+        }
+    };
+    (@one $name:ident, $q5:literal, $w:expr, avx2) => {
+        /// # Safety
+        /// `a` is checked by `colskip_matmul_for_tier`; AVX2, FMA, F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) unsafe fn $name(a: &mut ColArgs<'_>) {
+            let nb = a.k / 32;
+            let (mut pos, mut r0) = (0usize, 0usize);
+            let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
+            for t in 0..a.heights.0 {
+                let h = a.tile(t);
+                let end = pos + nb * simd_block_bytes($w, h);
+                let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
+                for u in 0..h / 64 {
+                    unit256::<$q5>(a, w.add(pos), h, u, out.add(r0 + 64 * u), next);
+                }
+                pos = end;
+                r0 += h;
+            }
+        }
+    };
+}
+
+entries! {
+    avx512_q4_0, false, DType::Q4_0, avx512;
+    avx512_q5_0, true, DType::Q5_0, avx512;
+    avx2_q4_0, false, DType::Q4_0, avx2;
+    avx2_q5_0, true, DType::Q5_0, avx2;
+}

@@ -1,0 +1,132 @@
+//! The column-skipping product (`kernels::colskip`) equals the dense product on the
+//! thresholded input: bit for bit against the scalar dense oracle, on every tier, for every
+//! type with a column-blocked layout, at tile edges and at several sparsities.
+
+use edgellm_core::kernels::colskip::{
+    colskip_implementing_tier, colskip_matmul_for_tier, colskip_supports, ActiveColumns, ColPacked, TILE,
+};
+use edgellm_core::kernels::{available_tiers, Kernels, Tier};
+use edgellm_core::quant::quantize;
+use edgellm_core::tolerance::assert_ulps;
+use edgellm_core::DType;
+
+/// Deterministic values in about [-1, 1) (a 64-bit LCG), with a few large ones.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if (s >> 20) & 63 == 0 {
+                v * 8.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// `x` with the values of magnitude below its `frac` quantile set to zero.
+fn threshold(x: &[f32], frac: f64) -> Vec<f32> {
+    let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    mags.sort_by(|a, b| a.total_cmp(b));
+    let i = ((frac * x.len() as f64) as usize).min(x.len());
+    let t = if i == x.len() { f32::INFINITY } else { mags[i] };
+    x.iter().map(|&v| if v.abs() < t { 0.0 } else { v }).collect()
+}
+
+const TYPES: [DType; 2] = [DType::Q4_0, DType::Q5_0];
+
+#[test]
+fn supported_types_are_the_tested_ones() {
+    for t in edgellm_core::TYPES {
+        assert_eq!(colskip_supports(t.dtype), TYPES.contains(&t.dtype), "{}", t.name);
+    }
+}
+
+#[test]
+fn column_skipping_equals_dense_oracle_on_thresholded_input() {
+    let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
+    // (k, m): one 64-row tile, a 128-row tile, tiles of 128 and a 64-row tail, wide rows;
+    // 99.9 % zeros leaves one or two active blocks (the prefetch runs past the list's end).
+    let shapes = [(32, 64), (96, 128), (160, 192), (576, 576), (1536, 320)];
+    let mut checked = 0;
+    for (ti, &weight) in TYPES.iter().enumerate() {
+        for (si, &(k, m)) in shapes.iter().enumerate() {
+            let w = quantize(weight, &values(k * m, 7 + si as u64 + 100 * ti as u64)).unwrap();
+            let packed = ColPacked::pack(weight, k, m, &w).expect("packable shape");
+            assert_eq!(packed.tiles(), m.div_ceil(TILE));
+            for (fi, frac) in [0.0, 0.4, 0.5, 0.9, 0.99, 0.999, 1.0].into_iter().enumerate() {
+                let x = threshold(&values(k, 1000 + fi as u64 + 10 * si as u64), frac);
+                let mut act = vec![0u8; k / 32 * 34];
+                scalar.quantize_activations(weight, &x, &mut act);
+                let mut want = vec![0.0f32; m];
+                scalar.matmul(weight, &w, k, 0..m, &act, 1, &mut want, m);
+                let mut cols = ActiveColumns::new();
+                cols.gather(&act, k);
+                let nonzero = act.chunks_exact(34).flat_map(|b| &b[2..]).filter(|&&q| q != 0).count();
+                assert_eq!(cols.active(), nonzero);
+                for tier in available_tiers() {
+                    let name = format!("{weight} k={k} m={m} frac={frac} tier={}", tier.name());
+                    let mut got = vec![f32::NAN; m];
+                    colskip_matmul_for_tier(tier, &packed, 0..packed.tiles(), &cols, &mut got);
+                    assert_ulps(&name, &got, &want, 0);
+                    // Every split into tile ranges (what threads get) writes the same rows.
+                    for split in 1..packed.tiles() {
+                        let r = packed.tile_row_range(0..split).end;
+                        let (a, b) = got.split_at_mut(r);
+                        a.fill(f32::NAN);
+                        b.fill(f32::NAN);
+                        colskip_matmul_for_tier(tier, &packed, 0..split, &cols, a);
+                        colskip_matmul_for_tier(tier, &packed, split..packed.tiles(), &cols, b);
+                        assert_ulps(&format!("{name} split {split}"), &got, &want, 0);
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= TYPES.len() * shapes.len() * 7);
+}
+
+#[test]
+fn simd_tiers_have_their_own_kernels() {
+    for tier in available_tiers() {
+        for weight in TYPES {
+            let t = colskip_implementing_tier(tier, weight);
+            if matches!(tier, Tier::Avx2 | Tier::Avx512Vnni) {
+                assert_eq!(t, tier, "{weight}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unpackable_shapes_and_types_are_refused() {
+    let w = quantize(DType::Q4_0, &values(32 * 96, 1)).unwrap();
+    assert!(ColPacked::pack(DType::Q4_0, 32, 96, &w).is_none(), "96 rows is not a multiple of 64");
+    let w = quantize(DType::Q8_0, &values(32 * 64, 1)).unwrap();
+    assert!(ColPacked::pack(DType::Q8_0, 32, 64, &w).is_none());
+    let w = quantize(DType::Q4_0, &values(32 * 64, 1)).unwrap();
+    assert!(ColPacked::pack(DType::Q4_0, 32, 64, &w[1..]).is_none());
+}
+
+#[test]
+fn bytes_read_shrink_with_the_active_columns() {
+    let (k, m) = (256, 128);
+    let w = quantize(DType::Q4_0, &values(k * m, 3)).unwrap();
+    let p = ColPacked::pack(DType::Q4_0, k, m, &w).unwrap();
+    let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
+    let mut act = vec![0u8; k / 32 * 34];
+    let mut cols = ActiveColumns::new();
+    // Magnitudes within a factor 3 of each other: no code rounds to zero.
+    let x: Vec<f32> = values(k, 5).iter().map(|v| v.signum() * (0.5 + v.abs().min(1.0))).collect();
+    scalar.quantize_activations(DType::Q4_0, &x, &mut act);
+    cols.gather(&act, k);
+    assert_eq!(cols.active(), k);
+    let dense = p.bytes_read(&cols);
+    assert_eq!(dense, p.bytes().len(), "all columns active reads the whole layout");
+    scalar.quantize_activations(DType::Q4_0, &threshold(&x, 0.5), &mut act);
+    cols.gather(&act, k);
+    assert!(p.bytes_read(&cols) < dense * 6 / 10, "{} of {dense}", p.bytes_read(&cols));
+}
