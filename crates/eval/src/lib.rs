@@ -7,9 +7,11 @@
 //! - [`speed`]: prompt and generation tokens/s, as llama-bench measures them.
 //! - [`sweep`]: a grid of compression recipes on one model, measured and charted.
 //! - [`chart`]: quality-against-size/speed scatter charts (PNG and SVG).
+//! - [`intent`]: intent classification data (TSV) and scores: accuracy, macro-F1, confusions.
 //! - [`stats`]: rank statistics shared by the evaluations.
 
 pub mod chart;
+pub mod intent;
 pub mod ppl;
 pub mod speed;
 pub mod stats;

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod bert;
 pub mod error;
 pub mod gemma3;
+pub mod intent;
 pub mod kv_cache;
 pub mod linear;
 pub mod llama;

@@ -347,9 +347,13 @@ impl Embedder {
     /// [`GgufPooling`]), and a WordPiece tokenizer from its vocabulary.
     pub fn load_gguf(path: impl AsRef<Path>) -> Result<Embedder, EmbedError> {
         let path = path.as_ref();
-        let f = GgufFile::open(path)?;
-        let model = Bert::from_gguf(&f)?;
-        let gp = GgufPooling::from_gguf(&f)?;
+        Embedder::from_gguf_file(&GgufFile::open(path)?, path)
+    }
+
+    /// [`Embedder::load_gguf`] of a file already opened (`path` names it in errors).
+    pub fn from_gguf_file(f: &GgufFile, path: &Path) -> Result<Embedder, EmbedError> {
+        let model = Bert::from_gguf(f)?;
+        let gp = GgufPooling::from_gguf(f)?;
         let pooling = match gp.pooling_type {
             1 => Pooling::MEAN,
             2 => Pooling { cls: true, ..Pooling::default() },
@@ -366,7 +370,7 @@ impl Embedder {
                 gp.max_seq_length
             )));
         }
-        let mut tokenizer = wordpiece_from_gguf(&f)?;
+        let mut tokenizer = wordpiece_from_gguf(f)?;
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: gp.max_seq_length,

@@ -3,6 +3,7 @@
 
 pub mod calib_text;
 pub mod embed;
+pub mod intent;
 pub mod memory;
 pub mod sampler;
 pub mod session;
