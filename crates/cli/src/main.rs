@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod imatrix;
 mod inspect;
+mod intent;
 mod prune;
 mod quantize;
 mod run;
@@ -58,6 +59,9 @@ enum Command {
     Imatrix(imatrix::Args),
     /// Calibrate activation-sparsity thresholds (TEAL) into a copy of the model (GGUF out).
     CalibrateSparsity(calibrate_sparsity::Args),
+    /// Intent classification: train a classifier over a sentence encoder, evaluate it, and
+    /// classify utterances.
+    Intent(intent::Args),
 }
 
 /// Output formats shared by subcommands.
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => prune::main(a),
         Command::Distill(a) => distill::main(a),
         Command::Serve(a) => serve::main(a),
+        Command::Intent(a) => intent::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

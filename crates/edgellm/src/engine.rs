@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use edgellm_formats::{GgufFile, HfConfig};
 use edgellm_models::bert::BertConfig;
+use edgellm_models::intent::{has_intent_head, IntentHead};
 use edgellm_models::{KvType, LoadOptions, Precision};
-use edgellm_runtime::embed::{Embedder, DEFAULT_BATCH};
+use edgellm_runtime::embed::{EmbedError, Embedder, DEFAULT_BATCH};
 use edgellm_runtime::{LoadedModel, RuntimeError};
 use edgellm_text::{ChatMessage, ChatTemplate};
 
@@ -64,6 +65,15 @@ pub enum ModelKind {
     Encoder,
 }
 
+/// A label of an intent model with its probability, from [`Engine::classify`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelScore {
+    /// The label.
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+}
+
 /// Where a decoder's chat template comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TemplateSource {
@@ -102,6 +112,8 @@ pub struct EngineInfo {
     pub n_embd: usize,
     /// Length of an embedding (encoders).
     pub embedding_dim: Option<usize>,
+    /// The labels of an intent model (an encoder with an intent head), in its order.
+    pub labels: Option<Vec<String>>,
     /// Size of the weight file on disk in bytes (`model.safetensors` for a directory).
     pub file_bytes: u64,
     /// Bytes of weight data in memory.
@@ -140,7 +152,8 @@ impl Decoder {
 
 pub(crate) enum Model {
     Decoder(Box<Decoder>),
-    Encoder(Box<Embedder>),
+    /// A sentence encoder, with its intent head where the file has one.
+    Encoder(Box<Embedder>, Option<Box<IntentHead>>),
 }
 
 /// A loaded model: a text generator (llama, gemma3) or a sentence encoder (bert), from a GGUF
@@ -214,7 +227,7 @@ impl Engine {
                 let tok = &d.lm.tokenizer;
                 Ok(tok.encode(text, add_special && tok.add_bos_default(), false))
             }
-            Model::Encoder(e) => Ok(e.tokenize_with(text, add_special)?),
+            Model::Encoder(e, _) => Ok(e.tokenize_with(text, add_special)?),
         }
     }
 
@@ -225,7 +238,7 @@ impl Engine {
     pub fn tokenize_with(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
         match &self.model {
             Model::Decoder(d) => Ok(d.lm.tokenizer.encode(text, add_bos, parse_special)),
-            Model::Encoder(e) => Ok(e.tokenize_with(text, add_bos)?),
+            Model::Encoder(e, _) => Ok(e.tokenize_with(text, add_bos)?),
         }
     }
 
@@ -238,7 +251,7 @@ impl Engine {
         }
         match &self.model {
             Model::Decoder(d) => Ok(d.lm.tokenizer.decode_with(ids, true)),
-            Model::Encoder(e) => Ok(e.decode(ids)?),
+            Model::Encoder(e, _) => Ok(e.decode(ids)?),
         }
     }
 
@@ -263,9 +276,35 @@ impl Engine {
     /// [`Engine::embed`] with `batch_size` texts per forward pass (0 = the default).
     pub fn embed_batched<S: AsRef<str>>(&self, texts: &[S], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         match &self.model {
-            Model::Encoder(e) => Ok(e.embed_batch(texts, batch_size)?),
+            Model::Encoder(e, _) => Ok(e.embed_batch(texts, batch_size)?),
             Model::Decoder(_) => Err(Error::NotAnEncoder { arch: self.info.architecture.clone() }),
         }
+    }
+
+    /// The intents of `texts`, in their order: for each, the `top_k` most probable labels
+    /// (0: all), most probable first, with their probabilities (softmax of the intent head's
+    /// logits). Texts are embedded in batches of [`DEFAULT_BATCH`]; a batch gives each text
+    /// what it gets alone, up to float rounding of the padded batch. [`Error::NotAClassifier`]
+    /// for an encoder without an intent head, [`Error::NotAnEncoder`] for a text generator.
+    pub fn classify<S: AsRef<str>>(&self, texts: &[S], top_k: usize) -> Result<Vec<Vec<LabelScore>>> {
+        let (e, head) = match &self.model {
+            Model::Encoder(e, Some(head)) => (e, head),
+            Model::Encoder(_, None) => return Err(Error::NotAClassifier { path: self.info.path.clone() }),
+            Model::Decoder(_) => return Err(Error::NotAnEncoder { arch: self.info.architecture.clone() }),
+        };
+        let k = if top_k == 0 { head.n_labels() } else { top_k.min(head.n_labels()) };
+        Ok(e.embed_batch(texts, DEFAULT_BATCH)?
+            .iter()
+            .map(|emb| {
+                let p = head.probabilities(emb);
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+                order[..k]
+                    .iter()
+                    .map(|&i| LabelScore { label: head.labels[i].clone(), score: p[i] })
+                    .collect()
+            })
+            .collect())
     }
 
     /// Render a conversation with the model's chat template. With `add_generation_prompt` the
@@ -290,7 +329,7 @@ impl Engine {
     pub(crate) fn decoder(&self, what: &'static str) -> Result<&Decoder> {
         match &self.model {
             Model::Decoder(d) => Ok(d),
-            Model::Encoder(_) => Err(Error::NotADecoder { arch: self.info.architecture.clone(), what }),
+            Model::Encoder(..) => Err(Error::NotADecoder { arch: self.info.architecture.clone(), what }),
         }
     }
 }
@@ -319,7 +358,16 @@ fn load_file(path: &Path, options: &EngineOptions) -> Result<Engine> {
     };
     match arch.as_str() {
         "llama" | "gemma3" => load_decoder(path, options),
-        "bert" => Ok(encoder(path, Embedder::load_gguf(path)?, name, file_bytes)),
+        "bert" => {
+            let f = GgufFile::open(path)?;
+            let embedder = Embedder::from_gguf_file(&f, path)?;
+            let head = if has_intent_head(&f) {
+                Some(IntentHead::from_gguf(&f, embedder.dim()).map_err(EmbedError::from)?)
+            } else {
+                None
+            };
+            Ok(encoder(path, embedder, head, name, file_bytes))
+        }
         _ => Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), arch }),
     }
 }
@@ -346,6 +394,7 @@ fn load_decoder(path: &Path, options: &EngineOptions) -> Result<Engine> {
         n_layer: mi.n_layer,
         n_embd: mi.n_embd,
         embedding_dim: None,
+        labels: None,
         file_bytes: lm.gguf.file_len(),
         weight_bytes: mi.weight_bytes,
         kernel_tier: edgellm_core::kernels::tier_name(),
@@ -384,7 +433,7 @@ fn load_dir(dir: &Path) -> Result<Engine> {
     let embedder = Embedder::load(dir)?;
     let file_bytes = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    Ok(encoder(dir, embedder, name, file_bytes))
+    Ok(encoder(dir, embedder, None, name, file_bytes))
 }
 
 /// Parameters of a BERT encoder (embeddings, layers; no pooler).
@@ -396,7 +445,13 @@ fn bert_params(c: &BertConfig) -> u64 {
     emb + c.num_hidden_layers as u64 * layer
 }
 
-fn encoder(path: &Path, e: Embedder, name: Option<String>, file_bytes: u64) -> Engine {
+fn encoder(
+    path: &Path,
+    e: Embedder,
+    head: Option<IntentHead>,
+    name: Option<String>,
+    file_bytes: u64,
+) -> Engine {
     let c = &e.model().config;
     let info = EngineInfo {
         path: path.to_path_buf(),
@@ -410,6 +465,7 @@ fn encoder(path: &Path, e: Embedder, name: Option<String>, file_bytes: u64) -> E
         n_layer: c.num_hidden_layers,
         n_embd: c.hidden_size,
         embedding_dim: Some(e.dim()),
+        labels: head.as_ref().map(|h| h.labels.clone()),
         file_bytes,
         weight_bytes: e.model().weight_bytes(),
         kernel_tier: edgellm_core::kernels::tier_name(),
@@ -417,5 +473,5 @@ fn encoder(path: &Path, e: Embedder, name: Option<String>, file_bytes: u64) -> E
         chat_template: TemplateSource::None,
         load_ms: 0.0,
     };
-    Engine { model: Model::Encoder(Box::new(e)), info }
+    Engine { model: Model::Encoder(Box::new(e), head.map(Box::new)), info }
 }

@@ -94,6 +94,12 @@ pub enum Error {
         /// The model's architecture.
         arch: String,
     },
+    /// A classification call on a model without an intent head.
+    #[error("{} has no intent head: classify with an intent model made by `edgellm intent train`", path.display())]
+    NotAClassifier {
+        /// The model loaded.
+        path: std::path::PathBuf,
+    },
     /// A token id outside the vocabulary.
     #[error("token id {id} is out of range: the vocabulary has {vocab_size} tokens (ids 0..{vocab_size})")]
     TokenOutOfRange {

@@ -14,7 +14,8 @@
 //! - output constrained to JSON ([`OutputFormat`]: any JSON object, or JSON following a
 //!   schema, in [`GenerateParams::format`]), and token log-probabilities
 //!   ([`GenerateParams::logprobs`], [`TokenLogprob`]);
-//! - [`Engine::embed`]: sentence embeddings, batched;
+//! - [`Engine::embed`]: sentence embeddings, batched; [`Engine::classify`]: intents, for an
+//!   intent model (an encoder with an intent head, made by `edgellm intent train`);
 //! - [`Engine::tokenize`] / [`Engine::detokenize`], and [`Engine::info`].
 //!
 //! Every failure is an [`Error`] value with a message a user can act on; bad input never
@@ -56,7 +57,9 @@ mod generate;
 mod logprob;
 
 pub use constraint::OutputFormat;
-pub use engine::{parse_cache_type, Engine, EngineInfo, EngineOptions, ModelKind, TemplateSource};
+pub use engine::{
+    parse_cache_type, Engine, EngineInfo, EngineOptions, LabelScore, ModelKind, TemplateSource,
+};
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, Completion, FinishReason, GenerateParams, Session, Timings};
 pub use logprob::{TokenLogprob, MAX_TOP_LOGPROBS};

@@ -91,9 +91,11 @@ impl IntentHead {
     /// without the version key and labels is an error naming what is missing.
     pub fn from_gguf(f: &GgufFile, dim: usize) -> Result<IntentHead, ModelError> {
         match f.get(KEY_VERSION).map(|v| v.as_u64()) {
-            None => return Err(bad(format!(
+            None => {
+                return Err(bad(format!(
                 "no '{KEY_VERSION}' key: this is not an intent model (make one with `edgellm intent train`)"
-            ))),
+            )))
+            }
             Some(Some(v)) if v == VERSION as u64 => {}
             Some(v) => {
                 return Err(bad(format!("'{KEY_VERSION}' is {v:?}; this edgellm reads version {VERSION}")))
@@ -136,7 +138,10 @@ impl IntentHead {
     pub fn write_into(&self, w: &mut GgufWriter<'_>) -> Result<(), ModelError> {
         w.tensors.retain(|t| t.name != WEIGHT && t.name != BIAS);
         w.set(KEY_VERSION, Value::U32(VERSION));
-        w.set(KEY_LABELS, Value::Array(ValueType::String, self.labels.iter().map(|l| Value::String(l.clone())).collect()));
+        w.set(
+            KEY_LABELS,
+            Value::Array(ValueType::String, self.labels.iter().map(|l| Value::String(l.clone())).collect()),
+        );
         let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
         w.add_tensor(
             WEIGHT,

@@ -531,17 +531,31 @@ impl BertFile {
     /// `general.file_type` 0, all F32), the model's tensors, and after them any tensor of this
     /// file that is not one of the encoder's, unchanged.
     pub fn write_trained(&self, model: &TrainableBert, path: &Path) -> Result<(), TrainError> {
+        self.trained_writer(model)?.write_file(path)?;
+        Ok(())
+    }
+
+    /// The GGUF writer [`Self::write_trained`] writes (to add tensors or metadata first).
+    pub fn trained_writer(&self, model: &TrainableBert) -> Result<GgufWriter<'_>, TrainError> {
         let export = GgufExport { metadata: self.metadata.clone(), tensors: model.export_tensors()? };
         let mut w: GgufWriter<'_> = export.to_writer_f32()?;
         w.set("general.file_type", Value::U32(0));
         if let Source::Gguf(f) = &self.source {
             for t in &f.tensors {
                 if !export.tensors.iter().any(|e| e.name == t.name) {
-                    w.add_tensor(&t.name, &t.dims, t.dtype, f.tensor_data(t).to_vec())?;
+                    w.add_tensor(&t.name, &t.dims, t.dtype, f.tensor_data(t))?;
                 }
             }
         }
-        w.write_file(path)?;
-        Ok(())
+        Ok(w)
+    }
+
+    /// The file as it is, as a GGUF writer: a GGUF source's metadata and tensors unchanged
+    /// (quantized types kept), or a directory's F32 export.
+    pub fn source_writer(&self) -> Result<GgufWriter<'_>, TrainError> {
+        match &self.source {
+            Source::Gguf(f) => Ok(f.to_writer()),
+            Source::Dir(d) => Ok(gguf_export(d)?.to_writer_f32()?),
+        }
     }
 }

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 pub mod data;
 pub mod distill;
 pub mod encoder;
+pub mod intent;
 pub mod optim;
 pub mod synthetic;
 

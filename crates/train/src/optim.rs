@@ -57,8 +57,14 @@ impl MaskedAdamW {
 
     /// One step from `grads`: masked gradients, the AdamW update, masked parameters.
     pub fn step(&mut self, mut grads: GradStore) -> Result<(), TrainError> {
-        self.mask_grads(&mut grads)?;
-        self.opt.step(&grads)?;
+        self.step_shared(&mut grads)
+    }
+
+    /// [`Self::step`] on a gradient store shared with other optimizers (each updates its own
+    /// variables; this one's masked gradients are left masked in `grads`).
+    pub fn step_shared(&mut self, grads: &mut GradStore) -> Result<(), TrainError> {
+        self.mask_grads(grads)?;
+        self.opt.step(grads)?;
         for (var, mask) in &self.masks {
             var.set(&var.as_tensor().mul(mask)?)?;
         }

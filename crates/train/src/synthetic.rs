@@ -143,3 +143,27 @@ pub fn tiny_text(n: usize, seed: u64) -> String {
     }
     out
 }
+
+/// Labels of [`tiny_intents`], each with the word that marks it.
+pub const TINY_INTENTS: [(&str, &str); 3] =
+    [("he", "about_him"), ("she", "about_her"), ("they", "about_them")];
+
+/// `n` labelled utterances over [`TINY_WORDS`] for a tiny model: 3 to 6 filler words with one
+/// marker word of [`TINY_INTENTS`] at a random place; the marker decides the label (labels
+/// cycle, so each has `n / 3` or one more).
+pub fn tiny_intents(n: usize, seed: u64) -> Vec<edgellm_eval::intent::IntentExample> {
+    let mut r = SplitMix64::new(seed);
+    let filler: Vec<&str> = TINY_WORDS
+        .iter()
+        .copied()
+        .filter(|w| !TINY_INTENTS.iter().any(|(m, _)| m == w) && *w != ".")
+        .collect();
+    (0..n)
+        .map(|i| {
+            let (marker, label) = TINY_INTENTS[i % TINY_INTENTS.len()];
+            let mut words: Vec<&str> = (0..3 + r.below(4)).map(|_| filler[r.below(filler.len())]).collect();
+            words.insert(r.below(words.len() + 1), marker);
+            edgellm_eval::intent::IntentExample { text: words.join(" "), label: label.to_string() }
+        })
+        .collect()
+}
