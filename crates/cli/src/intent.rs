@@ -202,7 +202,7 @@ fn train(a: TrainArgs) -> Result<()> {
             r.seconds
         );
         if r.phase == IntentMode::Full {
-            bar.println(line);
+            bar.suspend(|| eprintln!("{line}"));
         } else {
             spinner.set_message(line);
         }

@@ -1,0 +1,148 @@
+//! End-to-end tests of `edgellm intent` on a tiny random encoder: train writes one GGUF that
+//! `eval` and `predict` load; eval's figures are checked against labels altered by hand; a
+//! model without an intent head is a clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgellm_models::bert::Activation;
+use edgellm_train::synthetic::{tiny_config, tiny_intents, write_tiny_gguf};
+use serde_json::Value;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgellm-intent-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn edgellm(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_edgellm")).args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn write_tsv(path: &Path, rows: &[(String, String)]) {
+    let mut s = String::from("text\tintent\n");
+    for (t, l) in rows {
+        s.push_str(&format!("{t}\t{l}\n"));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_eval_predict_end_to_end() {
+    let dir = scratch("e2e");
+    let enc = dir.join("enc.gguf");
+    write_tiny_gguf(&enc, &tiny_config(32, Activation::Gelu), 3).unwrap();
+    let rows: Vec<(String, String)> = tiny_intents(24, 7).into_iter().map(|e| (e.text, e.label)).collect();
+    let train = dir.join("train.tsv");
+    write_tsv(&train, &rows);
+    let model = dir.join("intents.gguf");
+    let (ok, out, err) = edgellm(&[
+        "intent",
+        "train",
+        "-m",
+        s(&enc),
+        "--data",
+        s(&train),
+        "-o",
+        s(&model),
+        "--head-epochs",
+        "300",
+        "--head-lr",
+        "0.5",
+        "-t",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("trained 3 labels on 24 utterances (head mode)"), "{out}");
+    assert!(out.contains("kept: head epoch") && out.contains("train accuracy 100.00 %"), "{out}");
+
+    // On its own training data the model is right every time.
+    let (ok, out, err) = edgellm(&[
+        "intent",
+        "eval",
+        "-m",
+        s(&model),
+        "--data",
+        s(&train),
+        "--output-format",
+        "json",
+        "-t",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["n"].as_u64(), v["correct"].as_u64()), (Some(24), Some(24)), "{v}");
+    assert!(v["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(v["latency_ms"]["p99"].as_f64().unwrap() >= v["latency_ms"]["p50"].as_f64().unwrap());
+
+    // Three gold labels altered by hand: rows 0 and 3 (about_him -> about_her), row 1
+    // (about_her -> about_them). The model still predicts the true labels, so exactly those
+    // three are wrong: accuracy 21/24; about_her: 8 right of 9 predicted... computed below.
+    let mut altered = rows.clone();
+    assert_eq!(
+        (altered[0].1.as_str(), altered[1].1.as_str(), altered[3].1.as_str()),
+        ("about_him", "about_her", "about_him")
+    );
+    altered[0].1 = "about_her".into();
+    altered[3].1 = "about_her".into();
+    altered[1].1 = "about_them".into();
+    let test = dir.join("altered.tsv");
+    write_tsv(&test, &altered);
+    let (ok, out, err) = edgellm(&[
+        "intent",
+        "eval",
+        "-m",
+        s(&model),
+        "--data",
+        s(&test),
+        "--output-format",
+        "json",
+        "-t",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["correct"].as_u64(), Some(21), "{v}");
+    assert!((v["accuracy"].as_f64().unwrap() - 21.0 / 24.0).abs() < 1e-12);
+    // By hand, gold counts her 8+2-1=9, him 8-2=6, them 8+1=9; predictions her 8, him 8, them 8.
+    // her: right 7 (8 true her minus row 1) -> P 7/8, R 7/9; him: right 6 -> P 6/8, R 6/6;
+    // them: right 8 -> P 8/8, R 8/9.
+    let f1 = |p: f64, r: f64| 2.0 * p * r / (p + r);
+    let want = (f1(7.0 / 8.0, 7.0 / 9.0) + f1(6.0 / 8.0, 1.0) + f1(1.0, 8.0 / 9.0)) / 3.0;
+    assert!((v["macro_f1"].as_f64().unwrap() - want).abs() < 1e-12, "{v}");
+    let c = &v["confusions"];
+    assert_eq!(c[0]["gold"], "about_her");
+    assert_eq!(c[0]["predicted"], "about_him");
+    assert_eq!(c[0]["count"], 2);
+    assert_eq!(
+        (c[1]["gold"].as_str(), c[1]["predicted"].as_str(), c[1]["count"].as_u64()),
+        (Some("about_them"), Some("about_her"), Some(1))
+    );
+
+    // predict: the label of a training utterance, with the runners-up.
+    let (ok, out, err) =
+        edgellm(&["intent", "predict", "-m", s(&model), "-k", "3", "--output-format", "json", &rows[2].0]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["label"].as_str(), Some(rows[2].1.as_str()));
+    assert_eq!(v["top"].as_array().unwrap().len(), 3);
+    let total: f64 = v["top"].as_array().unwrap().iter().map(|t| t["score"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-4, "three labels' probabilities sum to 1: {total}");
+
+    // A plain encoder is not an intent model.
+    let (ok, _, err) = edgellm(&["intent", "predict", "-m", s(&enc), "the one"]);
+    assert!(!ok);
+    assert!(err.contains("not an intent model") || err.contains("no intent head"), "{err}");
+    // A training file without a tab.
+    let bad = dir.join("bad.tsv");
+    std::fs::write(&bad, "text\tintent\nno tab here\n").unwrap();
+    let (ok, _, err) =
+        edgellm(&["intent", "train", "-m", s(&enc), "--data", s(&bad), "-o", s(&dir.join("x.gguf"))]);
+    assert!(!ok);
+    assert!(err.contains("bad.tsv:2") && err.contains("no tab"), "{err}");
+}
