@@ -1,6 +1,7 @@
 //! `edgellm intent`: train an intent classifier over a sentence encoder (`train`), measure it
 //! on a labelled set (`eval`), and classify utterances (`predict`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -207,7 +208,14 @@ fn train(a: TrainArgs) -> Result<()> {
             spinner.set_message(line);
         }
     };
+    let to_terminal = std::io::stderr().is_terminal();
+    let t_steps = Instant::now();
     let mut on_step = |step: usize, total: usize| {
+        if !to_terminal && (step % 25 == 0 || step == total) {
+            // Logs get a line now and then instead of a bar.
+            let s = t_steps.elapsed().as_secs_f64();
+            eprintln!("fine-tuning step {step}/{total}: {s:.0} s, {:.2} s/step", s / step as f64);
+        }
         if bar.is_hidden() {
             spinner.finish_and_clear();
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());

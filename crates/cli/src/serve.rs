@@ -12,13 +12,16 @@ use edgellm_server::{Models, ServeOptions};
 /// `edgellm serve` flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model: a text generator (llama, gemma3 GGUF) for the completion endpoints, or an
-    /// encoder for /v1/embeddings.
-    #[arg(short, long)]
-    pub model: PathBuf,
+    /// Model: a text generator (llama, gemma3 GGUF) for the completion endpoints, an encoder
+    /// for /v1/embeddings, or an intent model for /v1/intents.
+    #[arg(short, long, required_unless_present_any = ["embed_model", "intent_model"])]
+    pub model: Option<PathBuf>,
     /// An encoder (bert GGUF or sentence-transformers directory) for /v1/embeddings.
     #[arg(long)]
     pub embed_model: Option<PathBuf>,
+    /// An intent model (from `edgellm intent train`) for /v1/intents.
+    #[arg(long)]
+    pub intent_model: Option<PathBuf>,
     /// Address to listen on (127.0.0.1 = this machine only; 0.0.0.0 = every interface).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -63,18 +66,27 @@ pub fn main(a: Args) -> Result<()> {
         cache_type: a.cache_type,
         ..Default::default()
     };
-    let engine = Arc::new(
-        Engine::load(&a.model, opts.clone()).with_context(|| format!("loading {}", a.model.display()))?,
-    );
-    let mut models = Models::single(engine);
+    let load = |p: &PathBuf| -> Result<Arc<Engine>> {
+        Ok(Arc::new(Engine::load(p, opts.clone()).with_context(|| format!("loading {}", p.display()))?))
+    };
+    let mut models = match &a.model {
+        Some(m) => Models::single(load(m)?),
+        None => Models::default(),
+    };
+    let model_name = a.model.as_ref().map(|m| m.display().to_string()).unwrap_or_default();
     if let Some(p) = &a.embed_model {
         anyhow::ensure!(
             models.embedder.is_none(),
-            "-m {} is already an embedding model: give a text generator as -m, or drop --embed-model",
-            a.model.display()
+            "-m {model_name} is already an embedding model: give a text generator as -m, or drop --embed-model",
         );
-        let e = Engine::load(p, opts).with_context(|| format!("loading {}", p.display()))?;
-        models.embedder = Some(Arc::new(e));
+        models.embedder = Some(load(p)?);
+    }
+    if let Some(p) = &a.intent_model {
+        anyhow::ensure!(
+            models.classifier.is_none(),
+            "-m {model_name} is already an intent model: drop --intent-model, or give a text generator as -m",
+        );
+        models.classifier = Some(load(p)?);
     }
     let sopts = ServeOptions {
         host: a.host,
@@ -98,6 +110,13 @@ pub fn main(a: Args) -> Result<()> {
     }
     if let Some(e) = &models.embedder {
         what.push(format!("embedder {}", describe(e)));
+    }
+    if let Some(c) = &models.classifier {
+        what.push(format!(
+            "intent model {} ({} labels)",
+            describe(c),
+            c.info().labels.as_ref().map_or(0, Vec::len)
+        ));
     }
     edgellm_server::serve(models, &sopts, |addr| {
         eprintln!("edgellm serve: {}", what.join("; "));

@@ -2,12 +2,16 @@
 //! `eval` and `predict` load; eval's figures are checked against labels altered by hand; a
 //! model without an intent head is a clear error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::Server;
+
 use edgellm_models::bert::Activation;
 use edgellm_train::synthetic::{tiny_config, tiny_intents, write_tiny_gguf};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("edgellm-intent-cli-{}-{name}", std::process::id()));
@@ -30,6 +34,109 @@ fn write_tsv(path: &Path, rows: &[(String, String)]) {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A tiny encoder and an intent model trained on it (head only), with the training rows.
+fn tiny_intent_model(dir: &Path) -> (PathBuf, PathBuf, Vec<(String, String)>) {
+    let enc = dir.join("enc.gguf");
+    write_tiny_gguf(&enc, &tiny_config(32, Activation::Gelu), 3).unwrap();
+    let rows: Vec<(String, String)> = tiny_intents(24, 7).into_iter().map(|e| (e.text, e.label)).collect();
+    let train = dir.join("train.tsv");
+    write_tsv(&train, &rows);
+    let model = dir.join("intents.gguf");
+    let (ok, _, err) = edgellm(&[
+        "intent",
+        "train",
+        "-m",
+        s(&enc),
+        "--data",
+        s(&train),
+        "-o",
+        s(&model),
+        "--head-epochs",
+        "300",
+        "--head-lr",
+        "0.5",
+        "-t",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    (enc, model, rows)
+}
+
+#[test]
+fn serve_answers_intents_alone_batched_and_concurrently() {
+    let dir = scratch("serve");
+    let (enc, model, rows) = tiny_intent_model(&dir);
+    let server = Server::start(&["--intent-model", s(&model)]);
+    // One utterance: its label and the 3 labels by default.
+    let r = server.post("/v1/intents", &json!({ "input": rows[0].0 }));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["data"][0]["label"].as_str(), Some(rows[0].1.as_str()), "{v}");
+    assert_eq!(v["data"][0]["top"].as_array().unwrap().len(), 3);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    // Every training utterance in one request, then each in a request of its own from
+    // concurrent clients: the same labels and scores (to float rounding of the padded batch).
+    let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let all = server.post("/v1/intents", &json!({ "input": texts, "top_k": 1 })).json();
+    let data = all["data"].as_array().unwrap();
+    assert_eq!(data.len(), rows.len());
+    for (d, (_, label)) in data.iter().zip(&rows) {
+        assert_eq!(d["label"].as_str(), Some(label.as_str()), "{d}");
+        assert_eq!(d["top"].as_array().unwrap().len(), 1);
+    }
+    let addr = server.addr;
+    let alone: Vec<Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                sc.spawn(move || {
+                    common::request(
+                        addr,
+                        "POST",
+                        "/v1/intents",
+                        &[],
+                        json!({ "input": t }).to_string().as_bytes(),
+                    )
+                    .json()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (a, d) in alone.iter().zip(data) {
+        assert_eq!(a["data"][0]["label"], d["label"]);
+        let (x, y) = (a["data"][0]["score"].as_f64().unwrap(), d["score"].as_f64().unwrap());
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+    assert_eq!(server.metric("edgellm_classified_utterances_total"), (1 + 2 * rows.len()) as f64);
+    let m = server.get("/v1/models").json();
+    assert_eq!(m["data"][0]["meta"]["kind"], "classifier", "{m}");
+    assert_eq!(m["data"][0]["meta"]["labels"].as_array().unwrap().len(), 3);
+    // Bad requests.
+    server.post("/v1/intents", &json!({ "input": [] })).error(400);
+    server.post("/v1/intents", &json!({ "input": "" })).error(400);
+    server.post("/v1/intents", &json!({ "input": "the one", "top_k": 0 })).error(400);
+    server.post("/v1/intents", &json!({ "input": 7 })).error(400);
+    let e = server.post("/v1/embeddings", &json!({ "input": "the one" })).error(400);
+    assert!(e["message"].as_str().unwrap().contains("--embed-model"), "{e}");
+    drop(server);
+    // A server without an intent model says how to get one; a plain encoder is refused as one.
+    let plain = Server::start(&["--embed-model", s(&enc)]);
+    let e = plain.post("/v1/intents", &json!({ "input": "the one" })).error(400);
+    assert!(e["message"].as_str().unwrap().contains("--intent-model"), "{e}");
+    drop(plain);
+    let o = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+        .args(["serve", "--port", "0", "--intent-model", s(&enc)])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no intent head"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]

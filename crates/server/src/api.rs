@@ -134,6 +134,27 @@ pub(crate) struct EmbedRequest {
     pub(crate) dimensions: Option<i64>,
 }
 
+/// `input` of an intent request.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum IntentInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `POST /v1/intents`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IntentRequest {
+    pub(crate) input: IntentInput,
+    /// Labels listed per utterance (default 3).
+    #[serde(default)]
+    pub(crate) top_k: Option<i64>,
+    /// The model's name (ignored: the server has one intent model).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) model: Option<String>,
+}
+
 /// `POST /tokenize` (llama-server's shape).
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenizeRequest {

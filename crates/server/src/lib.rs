@@ -26,7 +26,7 @@
 //!
 //! # async fn run() -> Result<(), edgellm_server::ServeError> {
 //! let engine = Arc::new(Engine::load("models/SmolLM2-135M-Instruct.Q4_1.gguf", EngineOptions::default())?);
-//! let models = Models { generator: Some(engine), embedder: None };
+//! let models = Models { generator: Some(engine), ..Models::default() };
 //! let server = Server::bind(models, &ServeOptions { port: 0, ..ServeOptions::default() }).await?;
 //! println!("listening on http://{}", server.local_addr());
 //! server.run(edgellm_server::shutdown_signal()).await?;
@@ -92,14 +92,17 @@ pub struct Models {
     pub generator: Option<Arc<Engine>>,
     /// An encoder, for `/v1/embeddings`.
     pub embedder: Option<Arc<Engine>>,
+    /// An intent model (an encoder with an intent head), for `/v1/intents`.
+    pub classifier: Option<Arc<Engine>>,
 }
 
 impl Models {
     /// One model in the role its kind gives it.
     pub fn single(engine: Arc<Engine>) -> Models {
-        match engine.info().kind {
-            ModelKind::Decoder => Models { generator: Some(engine), embedder: None },
-            ModelKind::Encoder => Models { generator: None, embedder: Some(engine) },
+        match (engine.info().kind, engine.info().labels.is_some()) {
+            (ModelKind::Decoder, _) => Models { generator: Some(engine), ..Models::default() },
+            (ModelKind::Encoder, false) => Models { embedder: Some(engine), ..Models::default() },
+            (ModelKind::Encoder, true) => Models { classifier: Some(engine), ..Models::default() },
         }
     }
 }
@@ -142,10 +145,18 @@ pub(crate) struct Embedder {
     pub(crate) id: String,
 }
 
+/// The intent model's part.
+pub(crate) struct Classifier {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) jobs: std::sync::mpsc::Sender<routes::IntentJob>,
+    pub(crate) id: String,
+}
+
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) generator: Option<Generator>,
     pub(crate) embedder: Option<Embedder>,
+    pub(crate) classifier: Option<Classifier>,
     pub(crate) api_key: Option<String>,
     pub(crate) metrics: metrics::Metrics,
     /// Unix time the server started (`created` of `/v1/models`).
@@ -178,9 +189,9 @@ impl Server {
     /// Start the scheduler and the embedding thread, and listen on `opts.host:opts.port`.
     /// Must be called within a tokio runtime.
     pub async fn bind(models: Models, opts: &ServeOptions) -> Result<Server, ServeError> {
-        if models.generator.is_none() && models.embedder.is_none() {
+        if models.generator.is_none() && models.embedder.is_none() && models.classifier.is_none() {
             return Err(ServeError::Models(
-                "no model to serve: give a text generator (-m) or an encoder".into(),
+                "no model to serve: give a text generator (-m), an encoder or an intent model".into(),
             ));
         }
         let generator = match models.generator {
@@ -211,9 +222,24 @@ impl Server {
                 Some(Embedder { engine, jobs, id })
             }
         };
+        let classifier = match models.classifier {
+            None => None,
+            Some(engine) => {
+                if engine.info().labels.is_none() {
+                    return Err(ServeError::Models(format!(
+                        "{} has no intent head: --intent-model takes a model made by `edgellm intent train`",
+                        engine.info().path.display()
+                    )));
+                }
+                let id = model_id(&engine);
+                let jobs = routes::spawn_classifier(engine.clone())?;
+                Some(Classifier { engine, jobs, id })
+            }
+        };
         let app = Arc::new(App {
             generator,
             embedder,
+            classifier,
             api_key: opts.api_key.clone().filter(|k| !k.is_empty()),
             metrics: metrics::Metrics::new(),
             started: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -223,6 +249,7 @@ impl Server {
             .route("/v1/chat/completions", post(routes::chat))
             .route("/v1/completions", post(routes::completions))
             .route("/v1/embeddings", post(routes::embeddings))
+            .route("/v1/intents", post(routes::intents))
             .route("/v1/models", get(routes::models))
             .route("/health", get(routes::health))
             .route("/metrics", get(routes::metrics))

@@ -58,6 +58,10 @@ pub(crate) struct Metrics {
     pub(crate) embedded: AtomicU64,
     /// Embedding requests waiting or running.
     pub(crate) embed_queued: AtomicU64,
+    /// Utterances classified.
+    pub(crate) classified: AtomicU64,
+    /// Intent requests waiting or running.
+    pub(crate) intent_queued: AtomicU64,
     /// Completions that ended because their client went away.
     pub(crate) disconnects: AtomicU64,
 }
@@ -70,6 +74,8 @@ impl Metrics {
             tps: Mutex::new(Histogram::new(&TPS_BUCKETS)),
             embedded: AtomicU64::new(0),
             embed_queued: AtomicU64::new(0),
+            classified: AtomicU64::new(0),
+            intent_queued: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
         }
     }
@@ -148,6 +154,18 @@ impl Metrics {
             "edgellm_embed_queue_depth",
             "Embedding requests waiting or running.",
             self.embed_queued.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "edgellm_classified_utterances_total",
+            "Utterances classified by the intent model.",
+            self.classified.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "edgellm_intent_queue_depth",
+            "Intent requests waiting or running.",
+            self.intent_queued.load(Ordering::Relaxed),
         );
         self.ttft.lock().unwrap_or_else(|e| e.into_inner()).write(
             &mut out,

@@ -20,9 +20,11 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{self, ChatRequest, CompletionRequest, EmbedInput, EmbedRequest, Prompt};
+use crate::api::{
+    self, ChatRequest, CompletionRequest, EmbedInput, EmbedRequest, IntentInput, IntentRequest, Prompt,
+};
 use crate::error::ApiError;
-use crate::{App, Embedder, Generator};
+use crate::{App, Classifier, Embedder, Generator};
 
 type Shared = State<Arc<App>>;
 type Body = Result<Bytes, BytesRejection>;
@@ -51,6 +53,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/chat/completions" => "/v1/chat/completions",
         "/v1/completions" => "/v1/completions",
         "/v1/embeddings" => "/v1/embeddings",
+        "/v1/intents" => "/v1/intents",
         "/v1/models" => "/v1/models",
         "/health" => "/health",
         "/metrics" => "/metrics",
@@ -100,6 +103,13 @@ impl App {
     fn embedder(&self) -> Result<&Embedder, ApiError> {
         self.embedder.as_ref().ok_or_else(|| {
             ApiError::bad_param("model", "this server has no embedding model (start it with --embed-model)")
+                .with_code("model_not_supported")
+        })
+    }
+
+    fn classifier(&self) -> Result<&Classifier, ApiError> {
+        self.classifier.as_ref().ok_or_else(|| {
+            ApiError::bad_param("model", "this server has no intent model (start it with --intent-model)")
                 .with_code("model_not_supported")
         })
     }
@@ -459,22 +469,37 @@ impl Meta {
     }
 }
 
-/// Texts to embed and where their embeddings go.
-pub(crate) struct EmbedJob {
+/// Texts for the gathering thread and where their results go (`T`: an embedding, a list of
+/// label scores).
+pub(crate) struct TextJob<T> {
     texts: Vec<String>,
-    reply: oneshot::Sender<edgellm::Result<(Vec<Vec<f32>>, usize)>>,
+    reply: oneshot::Sender<edgellm::Result<(Vec<T>, usize)>>,
 }
+
+/// Texts to embed.
+pub(crate) type EmbedJob = TextJob<Vec<f32>>;
+/// Utterances to classify.
+pub(crate) type IntentJob = TextJob<Vec<edgellm::LabelScore>>;
 
 /// Most texts one embedding request may carry (OpenAI's limit).
 const MAX_EMBED_INPUTS: usize = 2048;
-/// Texts the embedding thread gathers from concurrent requests into one call.
+/// Texts the gathering threads take from concurrent requests into one call.
 const EMBED_GATHER: usize = 256;
 
-/// The embedding thread: takes the waiting requests together (up to [`EMBED_GATHER`] texts)
-/// into one batched call, and answers each with its share.
-pub(crate) fn spawn_embedder(engine: Arc<Engine>) -> std::io::Result<std::sync::mpsc::Sender<EmbedJob>> {
-    let (tx, rx) = std::sync::mpsc::channel::<EmbedJob>();
-    std::thread::Builder::new().name("edgellm-embed".into()).spawn(move || {
+/// A thread that runs `run` on the texts of concurrent requests together: it takes the
+/// waiting requests (up to [`EMBED_GATHER`] texts) into one batched call, and answers each
+/// with its share. When the joint call fails, each request runs alone, so only the one with
+/// the bad text fails.
+fn spawn_gatherer<T: Send + 'static>(
+    name: &str,
+    engine: Arc<Engine>,
+    run: fn(&Engine, &[&str]) -> edgellm::Result<Vec<T>>,
+) -> std::io::Result<std::sync::mpsc::Sender<TextJob<T>>> {
+    let (tx, rx) = std::sync::mpsc::channel::<TextJob<T>>();
+    let tokens = |engine: &Engine, texts: &[String]| -> usize {
+        texts.iter().map(|t| engine.tokenize(t, true).map(|v| v.len()).unwrap_or(0)).sum()
+    };
+    std::thread::Builder::new().name(name.into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
             let mut n = jobs[0].texts.len();
@@ -488,30 +513,18 @@ pub(crate) fn spawn_embedder(engine: Arc<Engine>) -> std::io::Result<std::sync::
                 }
             }
             let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
-            match engine.embed(&texts) {
+            match run(&engine, &texts) {
                 Ok(mut all) => {
                     // Split from the back so each job takes its own slice.
                     for j in jobs.into_iter().rev() {
                         let mine = all.split_off(all.len() - j.texts.len());
-                        let tokens: usize = j
-                            .texts
-                            .iter()
-                            .map(|t| engine.tokenize(t, true).map(|v| v.len()).unwrap_or(0))
-                            .sum();
-                        let _ = j.reply.send(Ok((mine, tokens)));
+                        let _ = j.reply.send(Ok((mine, tokens(&engine, &j.texts))));
                     }
                 }
                 Err(_) if jobs.len() > 1 => {
-                    // One request's text failed: answer each on its own, so only it fails.
                     for j in jobs {
-                        let r = engine.embed(&j.texts).map(|e| {
-                            let tokens = j
-                                .texts
-                                .iter()
-                                .map(|t| engine.tokenize(t, true).map(|v| v.len()).unwrap_or(0))
-                                .sum();
-                            (e, tokens)
-                        });
+                        let refs: Vec<&str> = j.texts.iter().map(String::as_str).collect();
+                        let r = run(&engine, &refs).map(|e| (e, tokens(&engine, &j.texts)));
                         let _ = j.reply.send(r);
                     }
                 }
@@ -522,6 +535,16 @@ pub(crate) fn spawn_embedder(engine: Arc<Engine>) -> std::io::Result<std::sync::
         }
     })?;
     Ok(tx)
+}
+
+/// The embedding thread (see [`spawn_gatherer`]).
+pub(crate) fn spawn_embedder(engine: Arc<Engine>) -> std::io::Result<std::sync::mpsc::Sender<EmbedJob>> {
+    spawn_gatherer("edgellm-embed", engine, |e, t| e.embed(t))
+}
+
+/// The intent thread (see [`spawn_gatherer`]): every label's score, most probable first.
+pub(crate) fn spawn_classifier(engine: Arc<Engine>) -> std::io::Result<std::sync::mpsc::Sender<IntentJob>> {
+    spawn_gatherer("edgellm-intent", engine, |e, t| e.classify(t, 0))
 }
 
 /// Little-endian f32 bytes in base64 (`encoding_format: "base64"`, what the `openai` Python
@@ -620,6 +643,64 @@ async fn embeddings_inner(app: Arc<App>, b: Body) -> Result<Response, ApiError> 
     .into_response())
 }
 
+pub(crate) async fn intents(State(app): Shared, b: Body) -> Response {
+    reply(intents_inner(app, b).await)
+}
+
+async fn intents_inner(app: Arc<App>, b: Body) -> Result<Response, ApiError> {
+    let req: IntentRequest = api::parse(&body(b)?)?;
+    let cls = app.classifier()?;
+    let texts = match req.input {
+        IntentInput::One(t) => vec![t],
+        IntentInput::Many(v) => v,
+    };
+    if texts.is_empty() {
+        return Err(ApiError::bad_param("input", "input is empty: send a string or an array of strings"));
+    }
+    if texts.len() > MAX_EMBED_INPUTS {
+        return Err(ApiError::bad_param(
+            "input",
+            format!("{} inputs: at most {MAX_EMBED_INPUTS} per request", texts.len()),
+        ));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::bad_param("input", format!("input {i} is empty: send the utterance's text")));
+    }
+    let n_labels = cls.engine.info().labels.as_ref().map_or(0, Vec::len);
+    let top_k = match req.top_k {
+        None => 3.min(n_labels),
+        Some(k) if k >= 1 => (k as usize).min(n_labels),
+        Some(k) => return Err(ApiError::bad_param("top_k", format!("top_k {k}: ask for at least 1 label"))),
+    };
+    let n = texts.len() as u64;
+    let (reply, rx) = oneshot::channel();
+    app.metrics.intent_queued.fetch_add(1, Ordering::Relaxed);
+    let sent = cls.jobs.send(IntentJob { texts, reply });
+    let got = match sent {
+        Ok(()) => rx.await.map_err(|_| ApiError::internal("the intent thread has stopped")),
+        Err(_) => Err(ApiError::internal("the intent thread has stopped")),
+    };
+    app.metrics.intent_queued.fetch_sub(1, Ordering::Relaxed);
+    let (scores, tokens) = got??;
+    app.metrics.classified.fetch_add(n, Ordering::Relaxed);
+    let data: Vec<Value> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let top: Vec<Value> =
+                s.iter().take(top_k).map(|l| json!({ "label": l.label, "score": l.score })).collect();
+            json!({ "object": "intent", "index": i, "label": s[0].label, "score": s[0].score, "top": top })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": cls.id,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    }))
+    .into_response())
+}
+
 fn model_entry(app: &App, id: &str, engine: &Engine) -> Value {
     let i = engine.info();
     json!({
@@ -629,7 +710,8 @@ fn model_entry(app: &App, id: &str, engine: &Engine) -> Value {
         "owned_by": "edgellm",
         "meta": {
             "architecture": i.architecture,
-            "kind": match i.kind { edgellm::ModelKind::Decoder => "generator", edgellm::ModelKind::Encoder => "embedder" },
+            "kind": match (i.kind, &i.labels) { (edgellm::ModelKind::Decoder, _) => "generator", (edgellm::ModelKind::Encoder, None) => "embedder", (edgellm::ModelKind::Encoder, Some(_)) => "classifier" },
+            "labels": i.labels,
             "n_params": i.n_params,
             "n_ctx": i.n_ctx,
             "n_ctx_train": i.n_ctx_train,
@@ -648,6 +730,9 @@ pub(crate) async fn models(State(app): Shared) -> Response {
     }
     if let Some(e) = &app.embedder {
         data.push(model_entry(&app, &e.id, &e.engine));
+    }
+    if let Some(c) = &app.classifier {
+        data.push(model_entry(&app, &c.id, &c.engine));
     }
     Json(json!({ "object": "list", "data": data })).into_response()
 }
