@@ -211,7 +211,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let to_terminal = std::io::stderr().is_terminal();
     let t_steps = Instant::now();
     let mut on_step = |step: usize, total: usize| {
-        if !to_terminal && (step % 25 == 0 || step == total) {
+        if !to_terminal && (step.is_multiple_of(25) || step == total) {
             // Logs get a line now and then instead of a bar.
             let s = t_steps.elapsed().as_secs_f64();
             eprintln!("fine-tuning step {step}/{total}: {s:.0} s, {:.2} s/step", s / step as f64);
