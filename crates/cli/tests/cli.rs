@@ -173,6 +173,71 @@ fn bad_inputs_give_clear_errors() {
     assert!(err.contains("context holds 32"), "{err}");
 }
 
+/// A directory or a special file given as the model names the path and what to pass instead
+/// (not an OS error such as "No such device"), and a FIFO is refused without blocking on it.
+#[test]
+fn directories_and_special_files_as_model_are_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("edgellm-cli-special-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let err = |o: Output| {
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // Commands that load through the engine: a directory must be a model directory.
+    for cmd in [&["run", "-m", d, "-p", "hi"][..], &["tokenize", "-m", d, "hi"]] {
+        let e = err(edgellm(cmd));
+        assert!(e.contains(d) && e.contains("config.json"), "{cmd:?}: {e}");
+        assert!(!e.contains("os error"), "{cmd:?}: {e}");
+    }
+    // Commands that read a GGUF file only.
+    let text = dir.join("calib.txt");
+    std::fs::write(&text, "some text").unwrap();
+    for cmd in [
+        &["bench", "-m", d][..],
+        &["inspect", d],
+        &["imatrix", "-m", d, "--file", text.to_str().unwrap()],
+        &["eval", "ppl", "-m", d, "-f", text.to_str().unwrap()],
+    ] {
+        let e = err(edgellm(cmd));
+        assert!(e.contains(&format!("{d} is a directory, not a GGUF file")), "{cmd:?}: {e}");
+        assert!(e.contains("pass the path of a .gguf"), "{cmd:?}: {e}");
+        assert!(!e.contains("os error"), "{cmd:?}: {e}");
+    }
+    // A character device.
+    for cmd in [&["run", "-m", "/dev/null", "-p", "hi"][..], &["bench", "-m", "/dev/zero"]] {
+        let e = err(edgellm(cmd));
+        assert!(e.contains("is a character device, not a"), "{cmd:?}: {e}");
+    }
+    // A named pipe nobody writes to: refused at once instead of blocking in open().
+    #[cfg(unix)]
+    {
+        let fifo = dir.join("pipe.gguf");
+        let made = Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
+        if made {
+            let f = fifo.to_str().unwrap();
+            for cmd in [&["run", "-m", f, "-p", "hi"][..], &["inspect", f]] {
+                let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+                    .args(cmd)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let t0 = std::time::Instant::now();
+                while child.try_wait().unwrap().is_none() {
+                    if t0.elapsed() > std::time::Duration::from_secs(30) {
+                        child.kill().ok();
+                        panic!("{cmd:?} blocked on a FIFO");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let e = err(child.wait_with_output().unwrap());
+                assert!(e.contains("is a named pipe (FIFO), not a"), "{cmd:?}: {e}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn eval_ppl_and_kld_json() {
     let m = smollm2();

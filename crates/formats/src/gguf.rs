@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use edgellm_core::DType;
 
-use crate::mmap::Bytes;
+use crate::mmap::{special_file, Bytes, SpecialFile};
 
 /// `GGUF` read as a little-endian `u32`.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -35,6 +35,14 @@ pub enum GgufError {
         path: PathBuf,
         /// The I/O error.
         source: io::Error,
+    },
+    /// The path names a directory, a pipe or a device instead of a file.
+    #[error("{path} is {kind}, not a GGUF file: pass the path of a .gguf model file")]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        kind: SpecialFile,
     },
     /// Writing failed.
     #[error("writing GGUF: {0}")]
@@ -553,6 +561,9 @@ impl GgufFile {
     /// Memory-map and parse the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
+        if let Some(kind) = special_file(path) {
+            return Err(GgufError::NotAFile { path: path.to_path_buf(), kind });
+        }
         let bytes = Bytes::map(path).map_err(|source| GgufError::Io { path: path.to_path_buf(), source })?;
         GgufFile::from_bytes(bytes)
     }
