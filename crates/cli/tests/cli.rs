@@ -238,6 +238,53 @@ fn directories_and_special_files_as_model_are_refused_clearly() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The memory guard (limit injected with EDGELLM_MEMORY_LIMIT): a context that does not fit is
+/// refused with the numbers, the limit's source and the largest context that fits; that
+/// context then loads (a model that fits is never refused) and one more position does not.
+#[test]
+fn memory_guard_refuses_with_numbers_and_names_a_context_that_fits() {
+    let m = smollm2();
+    let file = std::fs::metadata(&m).unwrap().len();
+    let limit = (file + (64 << 20)).to_string();
+    let run = |limit: &str, ctx: usize| {
+        Command::new(env!("CARGO_BIN_EXE_edgellm"))
+            .args(["run", "-m", m.to_str().unwrap(), "-p", "Hi", "-n", "1", "-c", &ctx.to_string()])
+            .env("EDGELLM_MEMORY_LIMIT", limit)
+            .output()
+            .unwrap()
+    };
+    // Less than the weights.
+    let o = run("50M", 256);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("not enough memory") && e.contains("50.0 MiB is available (from EDGELLM_MEMORY_LIMIT)"),
+        "{e}"
+    );
+    assert!(e.contains("the weights alone do not fit"), "{e}");
+
+    // Weights fit, a 8192-position cache does not.
+    let o = run(&limit, 8192);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(e.contains("of KV cache for 8192 positions"), "{e}");
+    let fits: usize = e
+        .split("-c ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no context suggested: {e}"));
+    assert!((1..8192).contains(&fits), "{e}");
+    let o = run(&limit, fits);
+    assert!(o.status.success(), "-c {fits} was said to fit: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&limit, fits + 1);
+    assert!(!o.status.success(), "-c {} should not fit under {limit} bytes", fits + 1);
+
+    let o = run("plenty", 256);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a size"));
+}
+
 #[test]
 fn eval_ppl_and_kld_json() {
     let m = smollm2();
