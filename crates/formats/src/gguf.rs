@@ -553,6 +553,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The element count of `dims`, refusing a product that overflows: also the product of the
+/// non-zero dimensions, so that with a zero dimension (no elements) the row count
+/// ([`TensorInfo::n_rows`]) still fits.
+fn element_count(dims: &[u64]) -> Result<u64, String> {
+    let mut n: u64 = 1;
+    let mut nonzero: u64 = 1;
+    for &d in dims {
+        n = n.checked_mul(d).ok_or("the element count overflows")?;
+        nonzero = nonzero.checked_mul(d.max(1)).ok_or("the product of the dimensions overflows")?;
+    }
+    Ok(n)
+}
+
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -651,10 +664,7 @@ impl GgufFile {
                 .ok_or_else(|| GgufError::UnknownTensorType { tensor: name.clone(), type_id: tid })?;
             let offset = r.u64("tensor offset")?;
             let bad = |why: String| GgufError::BadDims { tensor: name.clone(), dims: dims.clone(), why };
-            let mut n: u64 = 1;
-            for &d in &dims {
-                n = n.checked_mul(d).ok_or_else(|| bad("the element count overflows".into()))?;
-            }
+            let n = element_count(&dims).map_err(bad)?;
             if n > file_len.saturating_mul(8) {
                 return Err(bad(format!("{n} elements cannot fit in a {file_len}-byte file")));
             }
@@ -885,12 +895,20 @@ impl<'a> GgufWriter<'a> {
         data: impl Into<std::borrow::Cow<'a, [u8]>>,
     ) -> Result<(), GgufError> {
         let data = data.into();
-        let n: u64 = dims.iter().product();
-        let want = dtype.bytes_for(n).ok_or_else(|| GgufError::BadDims {
-            tensor: name.into(),
-            dims: dims.to_vec(),
-            why: format!("not a whole number of {dtype} blocks"),
-        })?;
+        let bad = |why: String| GgufError::BadDims { tensor: name.into(), dims: dims.to_vec(), why };
+        if dims.len() > MAX_DIMS {
+            return Err(bad(format!("{} dimensions, at most {MAX_DIMS} are allowed", dims.len())));
+        }
+        let n = element_count(dims).map_err(bad)?;
+        // As the reader requires: whole blocks in every row, not only in the whole tensor.
+        let row = dims.first().copied().unwrap_or(1);
+        if row % dtype.block_size() as u64 != 0 {
+            return Err(bad(format!(
+                "row length {row} is not a multiple of the {dtype} block size {}",
+                dtype.block_size()
+            )));
+        }
+        let want = dtype.bytes_for(n).ok_or_else(|| bad(format!("not a whole number of {dtype} blocks")))?;
         if data.len() as u64 != want {
             return Err(GgufError::WrongDataSize {
                 tensor: name.into(),
