@@ -587,7 +587,14 @@ fn tokenizer_body(tok: &Tokenizer, data: &[u8], roundtrip: bool, strips_space: b
             let text = String::from_utf8_lossy(rest);
             let ids = tok.encode(&text, mode & 4 != 0, mode & 8 != 0);
             assert!(ids.iter().all(|&id| (id as usize) < tok.vocab_size()), "encode gave an id out of range");
-            if roundtrip && mode & 12 == 0 {
+            // A vocabulary may lack tokens for some bytes (SmolLM2's has none for 21 byte
+            // values, e.g. 0x13 and the lead bytes 0xF1, 0xF2): encode drops them, as llama.cpp
+            // does. Text whose every character survives alone must survive whole.
+            let alone = |c: char| {
+                let s = c.to_string();
+                tok.decode(&tok.encode(&s, false, false)) == s
+            };
+            if roundtrip && mode & 12 == 0 && text.chars().all(alone) {
                 assert_eq!(tok.decode(&ids), text, "decode(encode(text)) != text");
             }
         }
@@ -637,15 +644,16 @@ pub fn tokenizer_wordpiece(data: &[u8]) {
         edgellm_runtime::embed::Embedder::load(models_dir().join("all-MiniLM-L6-v2"))
             .unwrap_or_else(|e| panic!("{e}: run scripts/fetch-models first"))
     });
+    // The size is computed from the whole vocabulary on each call: once per input.
+    let n = e.vocab_size() as u32;
     let [mode, rest @ ..] = data else { return };
     if mode % 2 == 0 {
         let text = String::from_utf8_lossy(rest);
         if let Ok(ids) = e.tokenize_with(&text, mode & 2 != 0) {
             assert!(ids.len() <= e.max_seq_length(), "not truncated");
-            assert!(ids.iter().all(|&id| (id as usize) < e.vocab_size()));
+            assert!(ids.iter().all(|&id| id < n));
         }
     } else {
-        let n = e.vocab_size() as u32;
         let ids: Vec<u32> =
             rest.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % (n + 4)).collect();
         let r = e.decode(&ids);
