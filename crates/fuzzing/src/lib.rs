@@ -45,6 +45,14 @@ pub fn target(name: &str) -> Option<Body> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|&(_, f)| f)
 }
 
+/// Runs target `name` once on a small input, so that what it loads once (a tokenizer, the
+/// MiniLM encoder) is loaded before libFuzzer starts timing inputs.
+pub fn warm(name: &str) {
+    if let Some(body) = target(name) {
+        body(b"\0warm");
+    }
+}
+
 /// The model directory: `EDGELLM_MODELS`, or the repository's `models/`.
 pub fn models_dir() -> PathBuf {
     std::env::var_os("EDGELLM_MODELS")
