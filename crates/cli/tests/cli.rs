@@ -173,6 +173,118 @@ fn bad_inputs_give_clear_errors() {
     assert!(err.contains("context holds 32"), "{err}");
 }
 
+/// A directory or a special file given as the model names the path and what to pass instead
+/// (not an OS error such as "No such device"), and a FIFO is refused without blocking on it.
+#[test]
+fn directories_and_special_files_as_model_are_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("edgellm-cli-special-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let err = |o: Output| {
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // Commands that load through the engine: a directory must be a model directory.
+    for cmd in [&["run", "-m", d, "-p", "hi"][..], &["tokenize", "-m", d, "hi"]] {
+        let e = err(edgellm(cmd));
+        assert!(e.contains(d) && e.contains("config.json"), "{cmd:?}: {e}");
+        assert!(!e.contains("os error"), "{cmd:?}: {e}");
+    }
+    // Commands that read a GGUF file only.
+    let text = dir.join("calib.txt");
+    std::fs::write(&text, "some text").unwrap();
+    for cmd in [
+        &["bench", "-m", d][..],
+        &["inspect", d],
+        &["imatrix", "-m", d, "--file", text.to_str().unwrap()],
+        &["eval", "ppl", "-m", d, "-f", text.to_str().unwrap()],
+    ] {
+        let e = err(edgellm(cmd));
+        assert!(e.contains(&format!("{d} is a directory, not a GGUF file")), "{cmd:?}: {e}");
+        assert!(e.contains("pass the path of a .gguf"), "{cmd:?}: {e}");
+        assert!(!e.contains("os error"), "{cmd:?}: {e}");
+    }
+    // A character device.
+    for cmd in [&["run", "-m", "/dev/null", "-p", "hi"][..], &["bench", "-m", "/dev/zero"]] {
+        let e = err(edgellm(cmd));
+        assert!(e.contains("is a character device, not a"), "{cmd:?}: {e}");
+    }
+    // A named pipe nobody writes to: refused at once instead of blocking in open().
+    #[cfg(unix)]
+    {
+        let fifo = dir.join("pipe.gguf");
+        let made = Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
+        if made {
+            let f = fifo.to_str().unwrap();
+            for cmd in [&["run", "-m", f, "-p", "hi"][..], &["inspect", f]] {
+                let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+                    .args(cmd)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let t0 = std::time::Instant::now();
+                while child.try_wait().unwrap().is_none() {
+                    if t0.elapsed() > std::time::Duration::from_secs(30) {
+                        child.kill().ok();
+                        panic!("{cmd:?} blocked on a FIFO");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let e = err(child.wait_with_output().unwrap());
+                assert!(e.contains("is a named pipe (FIFO), not a"), "{cmd:?}: {e}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The memory guard (limit injected with EDGELLM_MEMORY_LIMIT): a context that does not fit is
+/// refused with the numbers, the limit's source and the largest context that fits; that
+/// context then loads (a model that fits is never refused) and one more position does not.
+#[test]
+fn memory_guard_refuses_with_numbers_and_names_a_context_that_fits() {
+    let m = smollm2();
+    let file = std::fs::metadata(&m).unwrap().len();
+    let limit = (file + (64 << 20)).to_string();
+    let run = |limit: &str, ctx: usize| {
+        Command::new(env!("CARGO_BIN_EXE_edgellm"))
+            .args(["run", "-m", m.to_str().unwrap(), "-p", "Hi", "-n", "1", "-c", &ctx.to_string()])
+            .env("EDGELLM_MEMORY_LIMIT", limit)
+            .output()
+            .unwrap()
+    };
+    // Less than the weights.
+    let o = run("50M", 256);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("not enough memory") && e.contains("50.0 MiB is available (from EDGELLM_MEMORY_LIMIT)"),
+        "{e}"
+    );
+    assert!(e.contains("the weights alone do not fit"), "{e}");
+
+    // Weights fit, a 8192-position cache does not.
+    let o = run(&limit, 8192);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(e.contains("of KV cache for 8192 positions"), "{e}");
+    let fits: usize = e
+        .split("-c ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no context suggested: {e}"));
+    assert!((1..8192).contains(&fits), "{e}");
+    let o = run(&limit, fits);
+    assert!(o.status.success(), "-c {fits} was said to fit: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&limit, fits + 1);
+    assert!(!o.status.success(), "-c {} should not fit under {limit} bytes", fits + 1);
+
+    let o = run("plenty", 256);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a size"));
+}
+
 #[test]
 fn eval_ppl_and_kld_json() {
     let m = smollm2();

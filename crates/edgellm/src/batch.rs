@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use edgellm_models::{Buffers, KvCache, SeqStep};
-use edgellm_runtime::memory::available_bytes;
+use edgellm_runtime::memory::memory_limit;
 use edgellm_runtime::{RuntimeError, Sampler};
 
 use crate::engine::{Decoder, Engine};
@@ -192,15 +192,22 @@ impl Batcher {
         // The engine's load checked the weights and one cache; the other slots need theirs.
         let kv = dec.lm.model.cache_bytes(n_ctx);
         let extra = kv * (opts.parallel as u64 - 1);
-        if let Some(available) = available_bytes() {
-            if extra > available {
+        if let Some(l) = memory_limit().map_err(RuntimeError::from)? {
+            if extra > l.bytes {
+                let slots = 1 + l.bytes / kv.max(1);
                 return Err(RuntimeError::OutOfMemory {
                     needed: extra,
                     weights: 0,
                     kv: extra,
                     scratch: 0,
                     n_ctx,
-                    available,
+                    available: l.bytes,
+                    from: l.source.to_string(),
+                    hint: format!(
+                        "{} more KV caches of {} positions do not fit: use fewer slots (--parallel {slots} fits) or a smaller context (-c)",
+                        opts.parallel - 1,
+                        n_ctx
+                    ),
                 }
                 .into());
             }

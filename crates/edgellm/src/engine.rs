@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use edgellm_formats::mmap::{special_file, SpecialFile};
 use edgellm_formats::{GgufFile, HfConfig};
 use edgellm_models::bert::BertConfig;
 use edgellm_models::intent::{has_intent_head, IntentHead};
@@ -193,6 +194,7 @@ impl Engine {
     /// for the vocabulary (see [`EngineInfo::chat_template`]).
     ///
     /// Errors: [`RuntimeError::MissingFile`] when nothing is at `path`;
+    /// [`Error::NotAModel`] for a pipe, a device or a socket;
     /// [`Error::UnknownFormat`] for a file that is not GGUF; [`Error::MissingConfig`] for a
     /// directory without `config.json`; [`Error::UnsupportedArchitecture`];
     /// [`Error::DecoderDirectoryUnsupported`] for llama / gemma3 safetensors directories (not
@@ -207,7 +209,12 @@ impl Engine {
         if !path.exists() {
             return Err(RuntimeError::MissingFile(path.to_path_buf()).into());
         }
-        let mut engine = if path.is_dir() { load_dir(path)? } else { load_file(path, &options)? };
+        let mut engine = match special_file(path) {
+            None => load_file(path, &options)?,
+            Some(SpecialFile::Directory) => load_dir(path)?,
+            // Checked before opening: opening a FIFO would block until something writes to it.
+            Some(kind) => return Err(Error::NotAModel { path: path.to_path_buf(), kind }),
+        };
         engine.info.load_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(engine)
     }

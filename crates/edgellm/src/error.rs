@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use edgellm_formats::hf_config::ConfigError;
+use edgellm_formats::mmap::SpecialFile;
 use edgellm_formats::GgufError;
 use edgellm_runtime::embed::EmbedError;
 use edgellm_runtime::RuntimeError;
@@ -49,6 +50,14 @@ pub enum Error {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The path names a pipe, a device or a socket: neither a model file nor a model directory.
+    #[error("{path} is {kind}, not a model: pass a .gguf file, or a Hugging Face / sentence-transformers directory holding config.json, model.safetensors and tokenizer.json")]
+    NotAModel {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        kind: SpecialFile,
     },
     /// The path is a file but not a GGUF file.
     #[error("{path} is not a GGUF file (it starts with {magic:?}, expected \"GGUF\") nor a model directory: pass a .gguf file, or a Hugging Face / sentence-transformers directory holding config.json, model.safetensors and tokenizer.json")]

@@ -64,6 +64,8 @@ pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, Completion, FinishReason, GenerateParams, Session, Timings};
 pub use logprob::{TokenLogprob, MAX_TOP_LOGPROBS};
 
+/// What a path given as a model is when it is not a regular file, in [`Error::NotAModel`].
+pub use edgellm_formats::mmap::SpecialFile;
 /// Element type of the KV cache, for [`EngineOptions::cache_type`].
 pub use edgellm_models::KvType;
 /// Cosine similarity of two embeddings.

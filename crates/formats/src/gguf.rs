@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use edgellm_core::DType;
 
-use crate::mmap::Bytes;
+use crate::mmap::{special_file, Bytes, SpecialFile};
 
 /// `GGUF` read as a little-endian `u32`.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -35,6 +35,14 @@ pub enum GgufError {
         path: PathBuf,
         /// The I/O error.
         source: io::Error,
+    },
+    /// The path names a directory, a pipe or a device instead of a file.
+    #[error("{path} is {kind}, not a GGUF file: pass the path of a .gguf model file")]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        kind: SpecialFile,
     },
     /// Writing failed.
     #[error("writing GGUF: {0}")]
@@ -545,6 +553,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The element count of `dims`, refusing a product that overflows: also the product of the
+/// non-zero dimensions, so that with a zero dimension (no elements) the row count
+/// ([`TensorInfo::n_rows`]) still fits.
+fn element_count(dims: &[u64]) -> Result<u64, String> {
+    let mut n: u64 = 1;
+    let mut nonzero: u64 = 1;
+    for &d in dims {
+        n = n.checked_mul(d).ok_or("the element count overflows")?;
+        nonzero = nonzero.checked_mul(d.max(1)).ok_or("the product of the dimensions overflows")?;
+    }
+    Ok(n)
+}
+
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -553,6 +574,9 @@ impl GgufFile {
     /// Memory-map and parse the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
+        if let Some(kind) = special_file(path) {
+            return Err(GgufError::NotAFile { path: path.to_path_buf(), kind });
+        }
         let bytes = Bytes::map(path).map_err(|source| GgufError::Io { path: path.to_path_buf(), source })?;
         GgufFile::from_bytes(bytes)
     }
@@ -640,10 +664,7 @@ impl GgufFile {
                 .ok_or_else(|| GgufError::UnknownTensorType { tensor: name.clone(), type_id: tid })?;
             let offset = r.u64("tensor offset")?;
             let bad = |why: String| GgufError::BadDims { tensor: name.clone(), dims: dims.clone(), why };
-            let mut n: u64 = 1;
-            for &d in &dims {
-                n = n.checked_mul(d).ok_or_else(|| bad("the element count overflows".into()))?;
-            }
+            let n = element_count(&dims).map_err(bad)?;
             if n > file_len.saturating_mul(8) {
                 return Err(bad(format!("{n} elements cannot fit in a {file_len}-byte file")));
             }
@@ -874,12 +895,20 @@ impl<'a> GgufWriter<'a> {
         data: impl Into<std::borrow::Cow<'a, [u8]>>,
     ) -> Result<(), GgufError> {
         let data = data.into();
-        let n: u64 = dims.iter().product();
-        let want = dtype.bytes_for(n).ok_or_else(|| GgufError::BadDims {
-            tensor: name.into(),
-            dims: dims.to_vec(),
-            why: format!("not a whole number of {dtype} blocks"),
-        })?;
+        let bad = |why: String| GgufError::BadDims { tensor: name.into(), dims: dims.to_vec(), why };
+        if dims.len() > MAX_DIMS {
+            return Err(bad(format!("{} dimensions, at most {MAX_DIMS} are allowed", dims.len())));
+        }
+        let n = element_count(dims).map_err(bad)?;
+        // As the reader requires: whole blocks in every row, not only in the whole tensor.
+        let row = dims.first().copied().unwrap_or(1);
+        if row % dtype.block_size() as u64 != 0 {
+            return Err(bad(format!(
+                "row length {row} is not a multiple of the {dtype} block size {}",
+                dtype.block_size()
+            )));
+        }
+        let want = dtype.bytes_for(n).ok_or_else(|| bad(format!("not a whole number of {dtype} blocks")))?;
         if data.len() as u64 != want {
             return Err(GgufError::WrongDataSize {
                 tensor: name.into(),

@@ -94,10 +94,16 @@ impl Imatrix {
         let path = path.as_ref();
         let p = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ImatrixError::Io { path: p.clone(), source })?;
+        Self::from_bytes(bytes, &p)
+    }
+
+    /// Parses the bytes of a GGUF or legacy `.dat` importance matrix; `name` (the file's path)
+    /// is what errors name.
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Imatrix, ImatrixError> {
         if bytes.starts_with(b"GGUF") {
-            Self::from_gguf(&GgufFile::from_vec(bytes)?, &p)
+            Self::from_gguf(&GgufFile::from_vec(bytes)?, name)
         } else {
-            Self::from_legacy(&bytes, &p)
+            Self::from_legacy(&bytes, name)
         }
     }
 

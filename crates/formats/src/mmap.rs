@@ -1,9 +1,72 @@
 //! The one memory-mapping site of edgellm.
 
+use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+
+/// What a path names when it is not a regular file: a model must be read from a regular file
+/// (mapping a directory fails with an unhelpful OS error, opening a FIFO blocks until someone
+/// writes to it, a device has no length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecialFile {
+    /// A directory.
+    Directory,
+    /// A named pipe.
+    Fifo,
+    /// A character device (`/dev/zero`, a terminal).
+    CharDevice,
+    /// A block device (a disk).
+    BlockDevice,
+    /// A Unix domain socket.
+    Socket,
+    /// Anything else that is not a regular file.
+    Other,
+}
+
+impl fmt::Display for SpecialFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpecialFile::Directory => "a directory",
+            SpecialFile::Fifo => "a named pipe (FIFO)",
+            SpecialFile::CharDevice => "a character device",
+            SpecialFile::BlockDevice => "a block device",
+            SpecialFile::Socket => "a socket",
+            SpecialFile::Other => "not a regular file",
+        })
+    }
+}
+
+/// What `path` is when it exists and is not a regular file (symbolic links followed), without
+/// opening it; `None` for a regular file, or when the path cannot be examined (opening it then
+/// reports why).
+pub fn special_file(path: &Path) -> Option<SpecialFile> {
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some(SpecialFile::Directory);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some(SpecialFile::Fifo);
+        }
+        if t.is_char_device() {
+            return Some(SpecialFile::CharDevice);
+        }
+        if t.is_block_device() {
+            return Some(SpecialFile::BlockDevice);
+        }
+        if t.is_socket() {
+            return Some(SpecialFile::Socket);
+        }
+    }
+    Some(SpecialFile::Other)
+}
 
 /// Read-only bytes of a file: memory-mapped when possible, or owned (for in-memory buffers).
 #[derive(Clone)]
@@ -17,8 +80,12 @@ enum Inner {
 }
 
 impl Bytes {
-    /// Map the file at `path` read-only.
+    /// Map the file at `path` read-only. A path that is not a regular file (see
+    /// [`special_file`]) is refused with [`io::ErrorKind::InvalidInput`] before it is opened.
     pub fn map(path: &Path) -> io::Result<Bytes> {
+        if let Some(kind) = special_file(path) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{kind}, not a regular file")));
+        }
         let file = File::open(path)?;
         let len = file.metadata()?.len();
         if len == 0 {

@@ -7,7 +7,7 @@ use edgellm_core::DType;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::mmap::Bytes;
+use crate::mmap::{special_file, Bytes, SpecialFile};
 
 /// An error reading a safetensors file.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,14 @@ pub enum SafetensorsError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The path names a directory, a pipe or a device instead of a file.
+    #[error("{path} is {kind}, not a safetensors file: pass the path of a .safetensors file, or the model directory that holds one where a directory is accepted")]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        kind: SpecialFile,
     },
     /// The header is malformed, or offsets do not fit the file.
     #[error("invalid safetensors file: {0}")]
@@ -75,6 +83,9 @@ impl SafetensorsFile {
     /// Map and parse the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsFile, SafetensorsError> {
         let path = path.as_ref();
+        if let Some(kind) = special_file(path) {
+            return Err(SafetensorsError::NotAFile { path: path.to_path_buf(), kind });
+        }
         let bytes =
             Bytes::map(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
         SafetensorsFile::from_bytes(bytes)

@@ -163,3 +163,49 @@ fn missing_file() {
     assert!(matches!(e, GgufError::Io { .. }));
     assert!(e.to_string().contains("/nonexistent/model.gguf"));
 }
+
+/// Found by fuzzing (tests/corpus/gguf_reader/zero-dim-row-count-overflow): a zero dimension
+/// made the element count 0, so huge other dimensions passed and the row count overflowed.
+#[test]
+fn zero_dimension_with_huge_others_is_refused() {
+    let mut w = GgufWriter::new();
+    assert!(matches!(
+        w.add_tensor("z", &[0, 1 << 40, 1 << 40], DType::Q8_0, Vec::new()),
+        Err(GgufError::BadDims { .. })
+    ));
+    // A file declaring [0, 2^40, 2^40] (written by hand: the writer refuses it) is refused.
+    let mut f = b"GGUF".to_vec();
+    f.extend(3u32.to_le_bytes());
+    f.extend(1u64.to_le_bytes());
+    f.extend(0u64.to_le_bytes());
+    f.extend(1u64.to_le_bytes());
+    f.push(b'z');
+    f.extend(3u32.to_le_bytes());
+    for d in [0u64, 1 << 40, 1 << 40] {
+        f.extend(d.to_le_bytes());
+    }
+    f.extend(DType::Q8_0.id().to_le_bytes());
+    f.extend(0u64.to_le_bytes());
+    f.resize(128, 0);
+    match parse(f) {
+        GgufError::BadDims { tensor, why, .. } => {
+            assert!(tensor == "z" && why.contains("overflows"), "{why}")
+        }
+        e => panic!("{e}"),
+    }
+}
+
+/// Found by fuzzing (tests/corpus/gguf_structured/writer-row-not-whole-blocks): the writer
+/// accepted a Q3_K tensor of rows of 96 (the whole tensor a multiple of 256), which the reader
+/// then refused. The writer checks rows as the reader does.
+#[test]
+fn writer_refuses_rows_that_are_not_whole_blocks() {
+    let mut w = GgufWriter::new();
+    let data = vec![0u8; DType::Q3_K.bytes_for(96 * 96).unwrap() as usize];
+    match w.add_tensor("w", &[96, 96], DType::Q3_K, data) {
+        Err(GgufError::BadDims { why, .. }) => assert!(why.contains("row length 96"), "{why}"),
+        other => panic!("accepted: {:?}", other.err()),
+    }
+    let data = vec![0u8; DType::Q3_K.bytes_for(256 * 3).unwrap() as usize];
+    w.add_tensor("ok", &[256, 3], DType::Q3_K, data).unwrap();
+}

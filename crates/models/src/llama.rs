@@ -146,7 +146,8 @@ impl Llama {
         };
         let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
         let tok_embd = lin("token_embd.weight", d, cfg.n_vocab)?;
-        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        // block_count comes from the file: each block needs tensors, so the file bounds it.
+        let mut blocks = Vec::with_capacity(cfg.n_layer.min(f.tensors.len()));
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {

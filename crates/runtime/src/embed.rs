@@ -588,8 +588,13 @@ pub fn wordpiece_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer, EmbedE
     let strip_accents = opt_bool("tokenizer.ggml.normalizer.strip_accents")?;
     tok.with_normalizer(Some(BertNormalizer::new(true, true, strip_accents, lowercase)));
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
-    let specials: Vec<AddedToken> =
-        control.iter().map(|&i| AddedToken::from(by_id[i as usize].clone(), true)).collect();
+    // A control token whose text repeats an earlier token's has no line of its own (the map
+    // keeps the first id): it can be past the end of `by_id`. Such a token is not added.
+    let specials: Vec<AddedToken> = control
+        .iter()
+        .filter_map(|&i| by_id.get(i as usize).filter(|t| vocab.get(t.as_str()) == Some(&i)))
+        .map(|t| AddedToken::from(t.clone(), true))
+        .collect();
     tok.add_special_tokens(&specials);
     let add_bos = opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
     let add_eos = opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(true);
@@ -625,6 +630,31 @@ pub fn wordpiece_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer, EmbedE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (tests/corpus/gguf_structured/wordpiece-duplicate-control-token): a
+    /// control token repeating an earlier token's text indexed past the vocabulary.
+    #[test]
+    fn wordpiece_with_a_duplicate_control_token_builds() {
+        use edgellm_formats::{GgufWriter, Value, ValueType};
+        let mut w = GgufWriter::new();
+        w.set("tokenizer.ggml.model", Value::String("bert".into()));
+        let toks = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "\u{2581}a", "[PAD]"];
+        w.set(
+            "tokenizer.ggml.tokens",
+            Value::Array(ValueType::String, toks.iter().map(|t| Value::String(t.to_string())).collect()),
+        );
+        let types = [3, 3, 3, 3, 1, 3];
+        w.set(
+            "tokenizer.ggml.token_type",
+            Value::Array(ValueType::I32, types.iter().map(|&t| Value::I32(t)).collect()),
+        );
+        let mut b = Vec::new();
+        w.write_to(&mut b).unwrap();
+        let f = GgufFile::from_vec(b).unwrap();
+        let tok = wordpiece_from_gguf(&f).unwrap();
+        let ids = tok.encode("a", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, vec![4]);
+    }
 
     #[test]
     fn lines_are_split_and_checked() {

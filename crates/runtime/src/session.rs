@@ -7,7 +7,7 @@ use edgellm_formats::{GgufError, GgufFile};
 use edgellm_models::{KvCache, LanguageModel, LoadOptions, ModelError};
 use edgellm_text::{ChatTemplate, ChatTemplateError, StreamDecoder, Tokenizer, TokenizerError};
 
-use crate::memory::{available_bytes, human_bytes};
+use crate::memory::{human_bytes, memory_limit, BadLimit};
 use crate::sampler::Sampler;
 
 /// An error of the runtime.
@@ -29,13 +29,13 @@ pub enum RuntimeError {
     #[error(transparent)]
     ChatTemplate(#[from] ChatTemplateError),
     /// The model and its context would not fit in memory.
-    #[error("not enough memory: the model needs {} ({} of weights + {} of KV cache for {n_ctx} positions + {} of buffers) but only {} is available; use a smaller context (-c) or a smaller model", human_bytes(*needed), human_bytes(*weights), human_bytes(*kv), human_bytes(*scratch), human_bytes(*available))]
+    #[error("not enough memory: {} is needed ({} of weights + {} of KV cache for {n_ctx} positions + {} of buffers) but {} is available (from {from}); {hint}", human_bytes(*needed), human_bytes(*weights), human_bytes(*kv), human_bytes(*scratch), human_bytes(*available))]
     OutOfMemory {
         /// Bytes needed in all.
         needed: u64,
-        /// Weight bytes.
+        /// Weight bytes (the file's, or the in-memory copies where larger).
         weights: u64,
-        /// KV cache bytes.
+        /// KV cache bytes (of every slot that needs one).
         kv: u64,
         /// Working buffers.
         scratch: u64,
@@ -43,7 +43,15 @@ pub enum RuntimeError {
         n_ctx: usize,
         /// Bytes available.
         available: u64,
+        /// Where the available figure comes from (`MemAvailable`, a cgroup limit,
+        /// `EDGELLM_MEMORY_LIMIT`).
+        from: String,
+        /// What to do: the largest context that fits, fewer slots, a smaller type.
+        hint: String,
     },
+    /// `EDGELLM_MEMORY_LIMIT` is not a size.
+    #[error(transparent)]
+    BadMemoryLimit(#[from] BadLimit),
     /// The prompt does not fit in the context.
     #[error("the prompt is {n_prompt} tokens long but the context holds {n_ctx}; shorten the prompt or raise the context size (-c, at most {n_ctx_train} for this model)")]
     PromptTooLong {
@@ -100,17 +108,51 @@ impl LoadedModel {
             return Err(RuntimeError::MissingFile(path.to_path_buf()));
         }
         let gguf = GgufFile::open(path)?;
+        let limit = memory_limit()?;
+        // Before building the model (which may copy weights into another layout): the file alone.
+        if let Some(l) = &limit {
+            if gguf.file_len() > l.bytes {
+                let weights = gguf.file_len();
+                return Err(RuntimeError::OutOfMemory {
+                    needed: weights,
+                    weights,
+                    kv: 0,
+                    scratch: 0,
+                    n_ctx,
+                    available: l.bytes,
+                    from: l.source.to_string(),
+                    hint: "the weights alone do not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into(),
+                });
+            }
+        }
         let model = edgellm_models::load_gguf_with(&gguf, opts)?;
         let info = model.info().clone();
         let n_ctx = if n_ctx == 0 { info.n_ctx_train.min(4096) } else { n_ctx };
-        let weights = gguf.file_len();
+        // Mapped weights become resident as they are read; weights copied into another layout
+        // at load take their own memory.
+        let weights = gguf.file_len().max(info.weight_bytes);
         let kv = model.cache_bytes(n_ctx);
-        // Activations of a 512-token prompt batch and a logit row per position, generously.
-        let scratch = (512 * (info.n_embd as u64) * 4 * 16) + (info.n_vocab as u64) * 4 * 4;
+        let scratch = scratch_bytes(info.n_embd, info.n_vocab);
         let needed = weights + kv + scratch;
-        if let Some(available) = available_bytes() {
-            if needed > available {
-                return Err(RuntimeError::OutOfMemory { needed, weights, kv, scratch, n_ctx, available });
+        if let Some(l) = limit {
+            if needed > l.bytes {
+                let fits = largest_fitting_ctx(l.bytes.saturating_sub(weights + scratch), n_ctx, |c| {
+                    model.cache_bytes(c)
+                });
+                let hint = match fits {
+                    Some(c) => format!("use a smaller context (-c {c} fits) or a smaller type (edgellm quantize --type q4_0)"),
+                    None => "even a context of one position does not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into(),
+                };
+                return Err(RuntimeError::OutOfMemory {
+                    needed,
+                    weights,
+                    kv,
+                    scratch,
+                    n_ctx,
+                    available: l.bytes,
+                    from: l.source.to_string(),
+                    hint,
+                });
             }
         }
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -134,6 +176,30 @@ impl LoadedModel {
     pub fn session(&self) -> Session<'_> {
         Session { lm: self, cache: self.model.new_cache(self.n_ctx), tokens: Vec::new() }
     }
+}
+
+/// Working buffers of a model: activations of a 512-token prompt batch and a logit row per
+/// position, generously.
+pub fn scratch_bytes(n_embd: usize, n_vocab: usize) -> u64 {
+    (512 * (n_embd as u64) * 4 * 16) + (n_vocab as u64) * 4 * 4
+}
+
+/// The largest context below `n_ctx` whose KV cache (`kv_bytes(c)`, growing with `c`) fits in
+/// `room` bytes, or `None` when not even one position does.
+pub fn largest_fitting_ctx(room: u64, n_ctx: usize, kv_bytes: impl Fn(usize) -> u64) -> Option<usize> {
+    if n_ctx == 0 || kv_bytes(1) > room {
+        return None;
+    }
+    let (mut lo, mut hi) = (1, n_ctx);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if kv_bytes(mid) <= room {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(lo)
 }
 
 /// Options of one generation.

@@ -38,6 +38,8 @@
 
 mod api;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod routes;
 

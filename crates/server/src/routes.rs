@@ -77,7 +77,7 @@ pub(crate) async fn guard(State(app): Shared, req: Request, next: Next) -> Respo
     resp
 }
 
-fn authorized(key: &str, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(key: &str, headers: &HeaderMap) -> bool {
     let Some(given) = headers.get("authorization").and_then(|v| v.to_str().ok()) else { return false };
     let given = given.strip_prefix("Bearer ").unwrap_or("");
     // Unequal lengths answer at once (the length is no secret); equal ones in constant time.

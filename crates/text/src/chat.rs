@@ -54,6 +54,10 @@ pub enum ChatTemplateError {
     /// The template does not parse.
     #[error("chat template does not parse: {0:#}")]
     Syntax(#[source] minijinja::Error),
+    /// Rendering took more than [`RENDER_FUEL`] template instructions: a hostile or broken
+    /// template (e.g. nested loops over huge ranges) that would otherwise hang the caller.
+    #[error("chat template needs more than {RENDER_FUEL} steps to render this conversation: the template is broken or hostile (e.g. loops over huge ranges); fix tokenizer.chat_template or use a built-in template")]
+    TooExpensive,
     /// Rendering failed: the template raised an exception (e.g. roles that do not alternate) or
     /// used something this renderer lacks.
     #[error("chat template failed to render: {0:#}")]
@@ -77,6 +81,11 @@ impl std::fmt::Debug for ChatTemplate {
             .finish_non_exhaustive()
     }
 }
+
+/// Template instructions one render may run. Real templates take a few dozen per message; a
+/// conversation of 10 000 messages stays well under it, a hostile template stops in well under
+/// a second.
+pub const RENDER_FUEL: u64 = 2_000_000;
 
 /// Name of the template inside the environment.
 const NAME: &str = "chat";
@@ -126,6 +135,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
@@ -159,7 +169,10 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         })
-        .map_err(ChatTemplateError::Render)
+        .map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => ChatTemplateError::TooExpensive,
+            _ => ChatTemplateError::Render(e),
+        })
     }
 }
 
@@ -174,6 +187,28 @@ mod tests {
             ChatMessage::new("assistant", "Hello!"),
             ChatMessage::new("user", "Lights on?"),
         ]
+    }
+
+    /// Found by fuzzing a hostile template (tests/corpus/chat_template/nested-huge-ranges):
+    /// 10^10 loop steps stop with an error instead of hanging.
+    #[test]
+    fn hostile_templates_stop() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(matches!(t.render(&conv(), true), Err(ChatTemplateError::TooExpensive)));
+        assert!(t0.elapsed().as_secs_f64() < 10.0);
+        // A long conversation through a real template is not refused.
+        let long: Vec<ChatMessage> = (0..10_000)
+            .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, "hi"))
+            .collect();
+        assert!(ChatTemplate::chatml().render(&long, true).is_ok());
+        let gemma = ChatTemplate::new(GEMMA_TEMPLATE, "<bos>", "<eos>").unwrap();
+        assert!(gemma.render(&long, true).is_ok());
     }
 
     #[test]
