@@ -37,14 +37,14 @@ fn s(p: &Path) -> &str {
 }
 
 /// A tiny encoder and an intent model trained on it (head only), with the training rows.
-fn tiny_intent_model(dir: &Path) -> (PathBuf, PathBuf, Vec<(String, String)>) {
+fn tiny_intent_model(dir: &Path) -> (PathBuf, PathBuf, Vec<(String, String)>, String) {
     let enc = dir.join("enc.gguf");
     write_tiny_gguf(&enc, &tiny_config(32, Activation::Gelu), 3).unwrap();
     let rows: Vec<(String, String)> = tiny_intents(24, 7).into_iter().map(|e| (e.text, e.label)).collect();
     let train = dir.join("train.tsv");
     write_tsv(&train, &rows);
     let model = dir.join("intents.gguf");
-    let (ok, _, err) = edgellm(&[
+    let (ok, out, err) = edgellm(&[
         "intent",
         "train",
         "-m",
@@ -61,13 +61,13 @@ fn tiny_intent_model(dir: &Path) -> (PathBuf, PathBuf, Vec<(String, String)>) {
         "1",
     ]);
     assert!(ok, "{err}");
-    (enc, model, rows)
+    (enc, model, rows, out)
 }
 
 #[test]
 fn serve_answers_intents_alone_batched_and_concurrently() {
     let dir = scratch("serve");
-    let (enc, model, rows) = tiny_intent_model(&dir);
+    let (enc, model, rows, _) = tiny_intent_model(&dir);
     let server = Server::start(&["--intent-model", s(&model)]);
     // One utterance: its label and the 3 labels by default.
     let r = server.post("/v1/intents", &json!({ "input": rows[0].0 }));
@@ -142,29 +142,8 @@ fn serve_answers_intents_alone_batched_and_concurrently() {
 #[test]
 fn train_eval_predict_end_to_end() {
     let dir = scratch("e2e");
-    let enc = dir.join("enc.gguf");
-    write_tiny_gguf(&enc, &tiny_config(32, Activation::Gelu), 3).unwrap();
-    let rows: Vec<(String, String)> = tiny_intents(24, 7).into_iter().map(|e| (e.text, e.label)).collect();
+    let (enc, model, rows, out) = tiny_intent_model(&dir);
     let train = dir.join("train.tsv");
-    write_tsv(&train, &rows);
-    let model = dir.join("intents.gguf");
-    let (ok, out, err) = edgellm(&[
-        "intent",
-        "train",
-        "-m",
-        s(&enc),
-        "--data",
-        s(&train),
-        "-o",
-        s(&model),
-        "--head-epochs",
-        "300",
-        "--head-lr",
-        "0.5",
-        "-t",
-        "1",
-    ]);
-    assert!(ok, "{err}");
     assert!(out.contains("trained 3 labels on 24 utterances (head mode)"), "{out}");
     assert!(out.contains("kept: head epoch") && out.contains("train accuracy 100.00 %"), "{out}");
 
