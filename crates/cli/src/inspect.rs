@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use edgellm_core::DType;
 use edgellm_formats::{GgufFile, Value};
 use edgellm_models::linear::{is_sparse, BITMAP_VALUES_SUFFIX};
+use edgellm_models::numeric::{check_numerics, NumericOptions, F16_MAX};
 use edgellm_runtime::memory::human_bytes;
 
 /// Arguments of `edgellm inspect`.
@@ -17,6 +18,14 @@ pub struct Args {
     /// Print every tensor (default: all, since the table is the point; use --no-tensors to skip).
     #[arg(long)]
     no_tensors: bool,
+    /// Decode every weight and report NaN, infinite and too-large values (tensor, block, row,
+    /// column); exits with an error when any is found.
+    #[arg(long)]
+    check: bool,
+    /// With --check: finite magnitudes above this are reported too (default: 65504, the
+    /// largest half-precision value; "inf" turns that off).
+    #[arg(long, default_value_t = F16_MAX, requires = "check")]
+    max_abs: f32,
 }
 
 fn short(v: &Value) -> String {
@@ -104,5 +113,45 @@ pub fn main(a: Args) -> Result<()> {
         human_bytes(b),
         b as f64 * 8.0 / p.max(1) as f64
     );
+    if a.check {
+        check(&f, a.max_abs)?;
+    }
+    Ok(())
+}
+
+/// `--check`: the numeric report; an error when a tensor is not clean.
+fn check(f: &GgufFile, max_abs: f32) -> Result<()> {
+    anyhow::ensure!(!max_abs.is_nan() && max_abs > 0.0, "--max-abs must be a positive number, got {max_abs}");
+    let r = check_numerics(f, NumericOptions { max_abs, max_listed: 5 })?;
+    println!("\nnumeric check ({} tensors decoded, limit |w| <= {max_abs}):", r.tensors.len());
+    for t in r.bad() {
+        println!(
+            "  {} ({}): {} NaN, {} infinite, {} too large, in {} of its blocks",
+            t.name, t.dtype, t.nan, t.infinite, t.too_large, t.bad_blocks
+        );
+        for b in &t.first {
+            println!(
+                "    block {} (row {}, column {}): {} ({})",
+                b.block, b.row, b.column, b.value, b.problem
+            );
+        }
+        if t.bad_blocks > t.first.len() as u64 {
+            println!("    ... and {} more blocks", t.bad_blocks - t.first.len() as u64);
+        }
+    }
+    let n_bad = r.bad().count();
+    if let Some(t) = r.tensors.iter().filter(|t| t.is_clean()).max_by(|a, b| a.max_abs.total_cmp(&b.max_abs))
+    {
+        println!("  {} tensors clean; largest |w| {} in {}", r.tensors.len() - n_bad, t.max_abs, t.name);
+    }
+    for s in &r.skipped {
+        println!("  not decoded: {} ({}): {}", s.name, s.dtype, s.reason);
+    }
+    anyhow::ensure!(
+        n_bad == 0,
+        "numeric check failed: {n_bad} tensor(s) hold NaN, infinite or too-large values (listed above); \
+         the file would produce garbage: convert or quantize it again from its source"
+    );
+    println!("  ok: every decoded weight is finite and within the limit");
     Ok(())
 }

@@ -173,6 +173,50 @@ fn bad_inputs_give_clear_errors() {
     assert!(err.contains("context holds 32"), "{err}");
 }
 
+/// A weight block whose scale is NaN: `inspect --check` names the tensor, block, row and column
+/// and fails; generating from the file is refused with a typed error instead of garbage text;
+/// the intact model passes the check.
+#[test]
+fn nan_weights_are_found_by_inspect_check_and_refused_by_run() {
+    let ok = edgellm(&["inspect", "--no-tensors", "--check", smollm2().to_str().unwrap()]);
+    let out = stdout(&ok);
+    assert!(out.contains("272 tensors clean") && out.contains("ok: every decoded weight"), "{out}");
+
+    let f = edgellm_formats::GgufFile::open(smollm2()).unwrap();
+    let t = f.tensor("blk.5.ffn_down.weight").unwrap();
+    assert_eq!((t.dtype, t.dims[0]), (edgellm_core::DType::Q4_1, 1536));
+    // Q4_1 block: f16 scale d, f16 minimum m, 16 bytes of 4-bit codes. Block 7 = row 0, columns 224..256.
+    let at = (f.data_offset + t.offset) as usize + 7 * t.dtype.type_size();
+    let mut bytes = std::fs::read(smollm2()).unwrap();
+    drop(f);
+    bytes[at..at + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    let dir = std::env::temp_dir().join(format!("edgellm-cli-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("nan.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let bad = bad.to_str().unwrap();
+
+    let o = edgellm(&["inspect", "--no-tensors", "--check", bad]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("blk.5.ffn_down.weight (Q4_1): 32 NaN, 0 infinite, 0 too large, in 1 of its blocks"),
+        "{out}"
+    );
+    assert!(out.contains("block 7 (row 0, column 224): NaN"), "{out}");
+    assert!(out.contains("271 tensors clean"), "{out}");
+    assert!(err.contains("numeric check failed: 1 tensor(s)"), "{err}");
+
+    let o = edgellm(&["run", "-m", bad, "-p", "Hello", "-n", "4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "garbage was generated: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        err.contains("NaN or infinite logits after 0 generated tokens") && err.contains("inspect --check"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A directory or a special file given as the model names the path and what to pass instead
 /// (not an OS error such as "No such device"), and a FIFO is refused without blocking on it.
 #[test]

@@ -129,6 +129,13 @@ pub enum Error {
     /// limits, or allowed no token of the vocabulary), or the vocabulary cannot serve it.
     #[error("constrained decoding failed: {0}")]
     Constraint(String),
+    /// The model computed NaN or infinite logits: its weights are corrupt (see
+    /// `edgellm inspect --check`) or its activations overflowed. Nothing is sampled from them.
+    #[error("the model computed NaN or infinite logits after {generated} generated tokens: its weights are probably corrupt (run `edgellm inspect --check MODEL` to find the tensor and block) or its activations overflowed")]
+    NonFiniteLogits {
+        /// Tokens generated before the bad logits.
+        generated: usize,
+    },
     /// The batch scheduler's queue is full: try again later.
     #[error("{queued} requests are already waiting for one of {slots} slots (the queue holds {limit}): try again shortly, or raise --parallel")]
     QueueFull {

@@ -493,7 +493,7 @@ pub(crate) struct Decoding {
     /// The grammar of the output format is complete (the generation ended by itself).
     grammar_done: bool,
     /// The constraint failed (the message): the generation ended there.
-    failure: Option<String>,
+    failure: Option<Error>,
 }
 
 impl Decoding {
@@ -578,13 +578,17 @@ impl Decoding {
         if params.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return Step::Finished(FinishReason::Cancelled);
         }
+        if !all_finite(logits) {
+            self.failure = Some(Error::NonFiniteLogits { generated: self.ids.len() });
+            return Step::Finished(FinishReason::Stop);
+        }
         let id = match self.draw(tok, params, sampler, logits) {
             Ok(id) => id,
             Err(e) => {
                 let n = self.ids.len();
-                self.failure = Some(format!(
+                self.failure = Some(Error::Constraint(format!(
                     "after {n} generated tokens: {e} (simplify the schema, or generate without an output format)"
-                ));
+                )));
                 return Step::Finished(FinishReason::Stop);
             }
         };
@@ -644,7 +648,7 @@ impl Decoding {
         F: FnMut(Chunk<'_>) -> ControlFlow<()>,
     {
         match self.failure.take() {
-            Some(e) => Err(Error::Constraint(e)),
+            Some(e) => Err(e),
             None => Ok(self.finish(finish, params, on_chunk)),
         }
     }
@@ -689,6 +693,14 @@ impl Decoding {
             timings: self.timings,
         }
     }
+}
+
+/// True when no value is NaN or infinite (exponent bits all set), in a form that vectorizes.
+fn all_finite(v: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    let mut chunks = v.chunks_exact(16);
+    let any_bad = chunks.by_ref().any(|c| c.iter().fold(false, |b, x| b | (x.to_bits() & EXP == EXP)));
+    !any_bad && chunks.remainder().iter().all(|x| x.is_finite())
 }
 
 /// Start of the earliest stop string in `held`.
@@ -749,6 +761,19 @@ mod tests {
         p.sampling.top_p = 1.5;
         assert!(matches!(p.validate(), Err(Error::InvalidParams(m)) if m.contains("top_p")));
         assert!(GenerateParams::greedy(4).with_stop([""]).validate().is_err());
+    }
+
+    #[test]
+    fn non_finite_logits_are_found_anywhere() {
+        let mut v = vec![0.5f32; 37];
+        assert!(all_finite(&v));
+        for (i, bad) in [(0, f32::NAN), (15, f32::INFINITY), (16, f32::NEG_INFINITY), (36, f32::NAN)] {
+            let keep = v[i];
+            v[i] = bad;
+            assert!(!all_finite(&v), "{i}");
+            v[i] = keep;
+        }
+        assert!(all_finite(&[f32::MAX, f32::MIN, -0.0]));
     }
 
     #[test]

@@ -95,6 +95,10 @@ fn exercise_gguf(f: &GgufFile) {
         let _ = (f.get_u64(k), f.get_f64(k), f.get_str(k), f.get_bool(k), f.get_str_array(k));
     }
     let _ = f.architecture();
+    // `edgellm inspect --check` decodes every tensor of any file it is given.
+    if let Ok(r) = edgellm_models::numeric::check_numerics(f, Default::default()) {
+        assert!(r.tensors.len() + r.skipped.len() == f.tensors.len(), "the numeric check lost a tensor");
+    }
 }
 
 /// Loads a parsed GGUF file as edgellm would: tokenizer, chat template, language model (and a
@@ -122,6 +126,9 @@ fn load_gguf(f: &GgufFile) {
     }
     if let Ok(c) = BertConfig::from_gguf(f) {
         let _ = c.head_dim();
+        if let Ok(h) = edgellm_models::intent::IntentHead::from_gguf(f, c.hidden_size) {
+            assert!(h.labels.len() >= 2, "an intent head with fewer than 2 labels loaded");
+        }
     }
     let _ = edgellm_runtime::embed::wordpiece_from_gguf(f);
     let _ = edgellm_models::act_sparsity::Thresholds::from_gguf(f);
@@ -167,6 +174,8 @@ const KEYS: &[&str] = &[
     "tokenizer.chat_template",
     "imatrix.datasets",
     "imatrix.chunk_count",
+    "edgellm.intent.version",
+    "edgellm.intent.labels",
 ];
 
 /// Block roles of the architectures' tensor names (`blk.N.ROLE.weight`).
@@ -199,6 +208,8 @@ const GLOBALS: &[&str] = &[
     "token_embd_norm.bias",
     "blk.0.ffn_down.in_sum2",
     "blk.0.ffn_down.counts",
+    "intent.head.weight",
+    "intent.head.bias",
 ];
 
 /// Tensor types the structure-aware target writes.

@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod llama;
 pub mod nn;
+pub mod numeric;
 
 pub use error::ModelError;
 pub use kv_cache::{Buffers, KvCache, KvType};
