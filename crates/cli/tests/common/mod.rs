@@ -59,6 +59,16 @@ impl Server {
         Server { child, addr }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Resp {
         request(self.addr, "POST", path, &[], body.to_string().as_bytes())
     }
@@ -194,6 +204,21 @@ pub struct Streamed {
 
 /// POST a streaming chat or completion request and read its events as they come.
 pub fn stream(addr: SocketAddr, path: &str, body: &Value) -> Streamed {
+    match stream_or_status(addr, path, body, None) {
+        Ok(s) => s,
+        Err(status) => panic!("HTTP {status} instead of a stream"),
+    }
+}
+
+/// [`stream`], but an answer other than 200 is returned as `Err(status)` (its body unread), and
+/// with `stop_after` the connection is dropped after that many events (a client going away
+/// mid-stream).
+pub fn stream_or_status(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
+    stop_after: Option<usize>,
+) -> Result<Streamed, u16> {
     let t0 = Instant::now();
     let mut s = connect(addr);
     let body = body.to_string();
@@ -206,7 +231,11 @@ pub fn stream(addr: SocketAddr, path: &str, body: &Value) -> Streamed {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let status: u16 =
+        line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+    if status != 200 {
+        return Err(status);
+    }
     loop {
         line.clear();
         r.read_line(&mut line).unwrap();
@@ -216,6 +245,9 @@ pub fn stream(addr: SocketAddr, path: &str, body: &Value) -> Streamed {
     }
     let (mut ttft, mut events, mut text, mut pending) = (None, Vec::new(), String::new(), String::new());
     loop {
+        if stop_after.is_some_and(|n| events.len() >= n) {
+            break;
+        }
         line.clear();
         r.read_line(&mut line).unwrap();
         let size = usize::from_str_radix(line.trim(), 16).unwrap();
@@ -241,7 +273,7 @@ pub fn stream(addr: SocketAddr, path: &str, body: &Value) -> Streamed {
             }
         }
     }
-    Streamed { ttft: ttft.unwrap_or_else(|| t0.elapsed().as_secs_f64()), events, text }
+    Ok(Streamed { ttft: ttft.unwrap_or_else(|| t0.elapsed().as_secs_f64()), events, text })
 }
 
 /// The sampling settings the server uses for `temperature` and `seed` with nothing else set
