@@ -49,7 +49,13 @@ pub fn main(a: Args) -> Result<()> {
     crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
     let engine = Engine::load(
         &a.model,
-        EngineOptions { n_ctx: a.ctx, threads: Some(a.threads), exact: a.exact, cache_type: a.cache_type },
+        EngineOptions {
+            n_ctx: a.ctx,
+            threads: Some(a.threads),
+            exact: a.exact,
+            cache_type: a.cache_type,
+            slots: 1,
+        },
     )?;
     if engine.info().chat_template == TemplateSource::Builtin {
         eprintln!("edgellm: the model has no chat template; using the built-in one for its vocabulary");

@@ -128,7 +128,13 @@ pub fn main(a: Args) -> Result<()> {
     crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
     let engine = Engine::load(
         &a.model,
-        EngineOptions { n_ctx: a.ctx, threads: Some(a.threads), exact: a.exact, cache_type: a.cache_type },
+        EngineOptions {
+            n_ctx: a.ctx,
+            threads: Some(a.threads),
+            exact: a.exact,
+            cache_type: a.cache_type,
+            slots: 1,
+        },
     )?;
     let prompt_ids = engine.tokenize(&a.prompt, true)?;
     let params = GenerateParams { max_tokens: a.n, sampling, ..Default::default() };

@@ -64,6 +64,7 @@ pub fn main(a: Args) -> Result<()> {
         n_ctx: a.ctx_size,
         threads: Some(a.threads),
         cache_type: a.cache_type,
+        slots: a.parallel,
         ..Default::default()
     };
     let load = |p: &PathBuf| -> Result<Arc<Engine>> {

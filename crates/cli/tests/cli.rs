@@ -327,6 +327,37 @@ fn memory_guard_refuses_with_numbers_and_names_a_context_that_fits() {
     let o = run("plenty", 256);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a size"));
+
+    // The server's slots are counted before the model is loaded: 8 caches of 4096 positions do
+    // not fit, the suggested number of slots does.
+    let serve = |parallel: usize| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+            .args(["serve", "-m", m.to_str().unwrap(), "--port", "0", "-c", "4096", "-t", "1"])
+            .args(["--parallel", &parallel.to_string()])
+            .env("EDGELLM_MEMORY_LIMIT", "400M")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
+            .unwrap();
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        (first, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (out, e) = serve(8);
+    assert!(out.is_empty(), "8 slots were served under 400M: {out}");
+    assert!(e.contains("720.0 MiB of KV cache for 8 slots × 4096 positions"), "{e}");
+    let slots: usize = e
+        .split("--parallel ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no slot count suggested: {e}"));
+    assert!((1..8).contains(&slots), "{e}");
+    let (out, e) = serve(slots);
+    assert!(out.contains("listening on"), "--parallel {slots} was said to fit: {e}");
 }
 
 #[test]

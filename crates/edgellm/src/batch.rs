@@ -201,6 +201,7 @@ impl Batcher {
                     kv: extra,
                     scratch: 0,
                     n_ctx,
+                    caches: opts.parallel - 1,
                     available: l.bytes,
                     from: l.source.to_string(),
                     hint: format!(

@@ -37,6 +37,10 @@ pub struct EngineOptions {
     pub exact: bool,
     /// Element type of the KV cache; `None` = F16, or F32 with [`EngineOptions::exact`].
     pub cache_type: Option<KvType>,
+    /// Generation sessions that will hold a KV cache at once (a [`crate::Batcher`]'s
+    /// `parallel`; 0 or 1: one). Memory for all their caches is checked before the model is
+    /// built.
+    pub slots: usize,
 }
 
 impl EngineOptions {
@@ -381,7 +385,7 @@ fn load_file(path: &Path, options: &EngineOptions) -> Result<Engine> {
 
 fn load_decoder(path: &Path, options: &EngineOptions) -> Result<Engine> {
     let load = options.load_options();
-    let mut lm = LoadedModel::load_with(path, options.n_ctx, &load)?;
+    let mut lm = LoadedModel::load_for(path, options.n_ctx, options.slots, &load)?;
     let (template, source) = match lm.chat_template.take() {
         Some(t) => (t, TemplateSource::File),
         None => {

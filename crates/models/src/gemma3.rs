@@ -21,7 +21,7 @@ const SWA_PATTERN: usize = 6;
 /// RoPE base of the local (sliding-window) layers.
 const LOCAL_ROPE_BASE: f64 = 10_000.0;
 /// Most positions one forward pass adds (local layers' rings are sized for it).
-const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 
 /// Hyper-parameters from the `gemma3.*` metadata.
 #[derive(Clone, Debug)]
@@ -101,7 +101,7 @@ impl Gemma3Config {
         self.n_head_kv * self.head_dim
     }
 
-    fn windows(&self) -> Vec<Option<usize>> {
+    pub(crate) fn windows(&self) -> Vec<Option<usize>> {
         (0..self.n_layer).map(|l| if self.is_global(l) { None } else { Some(self.window) }).collect()
     }
 }

@@ -196,6 +196,64 @@ impl LoadOptions {
     }
 }
 
+/// What a language model's KV cache and buffers will take, read from the metadata alone (no
+/// tensor is touched): the memory guard's estimate before a model is built.
+#[derive(Clone, Debug)]
+pub struct CachePlan {
+    shape: kv_cache::KvShape,
+    windows: Vec<Option<usize>>,
+    /// Batch rows a windowed layer's ring keeps beyond its window (`None`: the whole context).
+    max_batch: Option<usize>,
+    /// Context the model was trained for.
+    pub n_ctx_train: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Vocabulary size.
+    pub n_vocab: usize,
+}
+
+impl CachePlan {
+    /// Reads the plan of the model in `f` as [`load_gguf_with`] would build it with `opts`.
+    /// `None` when the metadata is incomplete or implausible (more blocks than the file has
+    /// tensors): building the model then reports what is wrong.
+    pub fn from_gguf(f: &GgufFile, opts: &LoadOptions) -> Option<CachePlan> {
+        let kv = |head_dim, n_head_kv| kv_cache::KvShape { kv_type: opts.kv_type(), head_dim, n_head_kv };
+        // Each block needs tensors: a larger block count is refused before anything is sized by it.
+        let plausible = |n_layer: usize| n_layer <= f.tensors.len();
+        match f.architecture().ok()? {
+            "llama" => {
+                let c = llama::LlamaConfig::from_gguf(f, "llama").ok().filter(|c| plausible(c.n_layer))?;
+                Some(CachePlan {
+                    shape: kv(c.head_dim, c.n_head_kv),
+                    windows: vec![None; c.n_layer],
+                    max_batch: None,
+                    n_ctx_train: c.n_ctx_train,
+                    n_embd: c.n_embd,
+                    n_vocab: c.n_vocab,
+                })
+            }
+            "gemma3" => {
+                let c = gemma3::Gemma3Config::from_gguf(f).ok().filter(|c| plausible(c.n_layer))?;
+                Some(CachePlan {
+                    shape: kv(c.head_dim, c.n_head_kv),
+                    windows: c.windows(),
+                    max_batch: Some(gemma3::MAX_BATCH),
+                    n_ctx_train: c.n_ctx_train,
+                    n_embd: c.n_embd,
+                    n_vocab: c.n_vocab,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes of a KV cache of `n_ctx` positions (what [`LanguageModel::cache_bytes`] gives once
+    /// the model is built).
+    pub fn cache_bytes(&self, n_ctx: usize) -> u64 {
+        KvCache::bytes_for(self.shape, n_ctx, &self.windows, self.max_batch.unwrap_or(n_ctx))
+    }
+}
+
 /// Load the language model in a GGUF file, choosing the architecture from its metadata.
 pub fn load_gguf(f: &GgufFile) -> Result<Box<dyn LanguageModel>, ModelError> {
     load_gguf_with(f, &LoadOptions::default())

@@ -171,3 +171,29 @@ fn bad_steps_are_refused_before_any_runs() {
     let mut steps = vec![SeqStep { tokens: &[], cache: &mut a }];
     assert!(m.forward_many(&mut steps, &mut bufs, &mut logits[..1]).is_err());
 }
+
+/// The memory guard's estimate from metadata alone equals what the built model's caches take,
+/// for both architectures and every cache type.
+#[test]
+fn cache_plan_from_metadata_equals_the_built_models() {
+    for name in ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"] {
+        for kv_type in [None, Some(KvType::F32), Some(KvType::Q8_0)] {
+            let Some(m) = load(name, kv_type) else { return };
+            let dir = std::env::var_os("EDGELLM_MODELS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("models"));
+            let f = GgufFile::open(dir.join(name)).unwrap();
+            let plan =
+                edgellm_models::CachePlan::from_gguf(&f, &LoadOptions { kv_type, ..LoadOptions::default() })
+                    .expect("a plan for a supported model");
+            let info = m.info();
+            assert_eq!(
+                (plan.n_ctx_train, plan.n_embd, plan.n_vocab),
+                (info.n_ctx_train, info.n_embd, info.n_vocab)
+            );
+            for n_ctx in [1, 100, 512, 513, 4096, 32768] {
+                assert_eq!(plan.cache_bytes(n_ctx), m.cache_bytes(n_ctx), "{name} {kv_type:?} n_ctx {n_ctx}");
+            }
+        }
+    }
+}

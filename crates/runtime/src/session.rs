@@ -7,7 +7,7 @@ use edgellm_formats::{GgufError, GgufFile};
 use edgellm_models::{KvCache, LanguageModel, LoadOptions, ModelError};
 use edgellm_text::{ChatTemplate, ChatTemplateError, StreamDecoder, Tokenizer, TokenizerError};
 
-use crate::memory::{human_bytes, memory_limit, BadLimit};
+use crate::memory::{human_bytes, memory_limit, BadLimit, MemoryLimit};
 use crate::sampler::Sampler;
 
 /// An error of the runtime.
@@ -29,7 +29,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     ChatTemplate(#[from] ChatTemplateError),
     /// The model and its context would not fit in memory.
-    #[error("not enough memory: {} is needed ({} of weights + {} of KV cache for {n_ctx} positions + {} of buffers) but {} is available (from {from}); {hint}", human_bytes(*needed), human_bytes(*weights), human_bytes(*kv), human_bytes(*scratch), human_bytes(*available))]
+    #[error("not enough memory: {} is needed ({} of weights + {} of KV cache for {} + {} of buffers) but {} is available (from {from}); {hint}", human_bytes(*needed), human_bytes(*weights), human_bytes(*kv), positions(*caches, *n_ctx), human_bytes(*scratch), human_bytes(*available))]
     OutOfMemory {
         /// Bytes needed in all.
         needed: u64,
@@ -41,6 +41,8 @@ pub enum RuntimeError {
         scratch: u64,
         /// Context positions asked for.
         n_ctx: usize,
+        /// KV caches of `n_ctx` positions counted in `kv` (a server's slots).
+        caches: usize,
         /// Bytes available.
         available: u64,
         /// Where the available figure comes from (`MemAvailable`, a cgroup limit,
@@ -102,6 +104,19 @@ impl LoadedModel {
         n_ctx: usize,
         opts: &LoadOptions,
     ) -> Result<LoadedModel, RuntimeError> {
+        LoadedModel::load_for(path, n_ctx, 1, opts)
+    }
+
+    /// [`LoadedModel::load_with`] for a caller that will hold `caches` KV caches of `n_ctx`
+    /// positions at once (a server's slots): memory for all of them is checked before the
+    /// model is built.
+    pub fn load_for(
+        path: impl AsRef<Path>,
+        n_ctx: usize,
+        caches: usize,
+        opts: &LoadOptions,
+    ) -> Result<LoadedModel, RuntimeError> {
+        let caches = caches.max(1) as u64;
         let path = path.as_ref();
         let t0 = Instant::now();
         if !path.exists() {
@@ -109,51 +124,27 @@ impl LoadedModel {
         }
         let gguf = GgufFile::open(path)?;
         let limit = memory_limit()?;
-        // Before building the model (which may copy weights into another layout): the file alone.
+        // Before building the model (which may copy weights into another layout): the file,
+        // with the KV cache and buffers the metadata implies.
         if let Some(l) = &limit {
-            if gguf.file_len() > l.bytes {
-                let weights = gguf.file_len();
-                return Err(RuntimeError::OutOfMemory {
-                    needed: weights,
-                    weights,
-                    kv: 0,
-                    scratch: 0,
-                    n_ctx,
-                    available: l.bytes,
-                    from: l.source.to_string(),
-                    hint: "the weights alone do not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into(),
-                });
+            match edgellm_models::CachePlan::from_gguf(&gguf, opts) {
+                Some(plan) => {
+                    let n_ctx = if n_ctx == 0 { plan.n_ctx_train.min(4096) } else { n_ctx };
+                    let scratch = scratch_bytes(plan.n_embd, plan.n_vocab);
+                    check_fits(l, gguf.file_len(), scratch, n_ctx, caches, |c| plan.cache_bytes(c))?;
+                }
+                None => check_fits(l, gguf.file_len(), 0, 0, 1, |_| 0)?,
             }
         }
         let model = edgellm_models::load_gguf_with(&gguf, opts)?;
         let info = model.info().clone();
         let n_ctx = if n_ctx == 0 { info.n_ctx_train.min(4096) } else { n_ctx };
-        // Mapped weights become resident as they are read; weights copied into another layout
-        // at load take their own memory.
-        let weights = gguf.file_len().max(info.weight_bytes);
-        let kv = model.cache_bytes(n_ctx);
-        let scratch = scratch_bytes(info.n_embd, info.n_vocab);
-        let needed = weights + kv + scratch;
-        if let Some(l) = limit {
-            if needed > l.bytes {
-                let fits = largest_fitting_ctx(l.bytes.saturating_sub(weights + scratch), n_ctx, |c| {
-                    model.cache_bytes(c)
-                });
-                let hint = match fits {
-                    Some(c) => format!("use a smaller context (-c {c} fits) or a smaller type (edgellm quantize --type q4_0)"),
-                    None => "even a context of one position does not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into(),
-                };
-                return Err(RuntimeError::OutOfMemory {
-                    needed,
-                    weights,
-                    kv,
-                    scratch,
-                    n_ctx,
-                    available: l.bytes,
-                    from: l.source.to_string(),
-                    hint,
-                });
-            }
+        // Again once built: mapped weights become resident as they are read, and weights copied
+        // into another layout at load take their own memory.
+        if let Some(l) = &limit {
+            let weights = gguf.file_len().max(info.weight_bytes);
+            let scratch = scratch_bytes(info.n_embd, info.n_vocab);
+            check_fits(l, weights, scratch, n_ctx, caches, |c| model.cache_bytes(c))?;
         }
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let chat_template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
@@ -182,6 +173,59 @@ impl LoadedModel {
 /// position, generously.
 pub fn scratch_bytes(n_embd: usize, n_vocab: usize) -> u64 {
     (512 * (n_embd as u64) * 4 * 16) + (n_vocab as u64) * 4 * 4
+}
+
+/// "4096 positions", or "8 slots × 4096 positions".
+fn positions(caches: usize, n_ctx: usize) -> String {
+    if caches > 1 {
+        format!("{caches} slots × {n_ctx} positions")
+    } else {
+        format!("{n_ctx} positions")
+    }
+}
+
+/// [`RuntimeError::OutOfMemory`] when `weights`, `caches` KV caches of `n_ctx` positions
+/// (`kv_bytes(n_ctx)` each) and `scratch` exceed the limit, with the largest context (and, for
+/// several caches, the most caches) that fits. `n_ctx` 0: the weights alone.
+fn check_fits(
+    limit: &MemoryLimit,
+    weights: u64,
+    scratch: u64,
+    n_ctx: usize,
+    caches: u64,
+    kv_bytes: impl Fn(usize) -> u64,
+) -> Result<(), RuntimeError> {
+    let one = if n_ctx == 0 { 0 } else { kv_bytes(n_ctx) };
+    let kv = one.saturating_mul(caches);
+    let needed = weights.saturating_add(kv).saturating_add(scratch);
+    if needed <= limit.bytes {
+        return Ok(());
+    }
+    let room = limit.bytes.saturating_sub(weights + scratch);
+    let hint = if weights > limit.bytes || n_ctx == 0 {
+        "the weights alone do not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into()
+    } else {
+        let ctx = largest_fitting_ctx(room / caches, n_ctx, kv_bytes);
+        match (ctx, caches) {
+            (Some(c), 1) => format!("use a smaller context (-c {c} fits) or a smaller type (edgellm quantize --type q4_0)"),
+            (Some(c), _) => format!(
+                "use fewer slots (--parallel {} fits with -c {n_ctx}) or a smaller context (-c {c} fits with --parallel {caches})",
+                room / one.max(1)
+            ),
+            (None, _) => "even a context of one position does not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into(),
+        }
+    };
+    Err(RuntimeError::OutOfMemory {
+        needed,
+        weights,
+        kv,
+        scratch,
+        n_ctx,
+        caches: caches as usize,
+        available: limit.bytes,
+        from: limit.source.to_string(),
+        hint,
+    })
 }
 
 /// The largest context below `n_ctx` whose KV cache (`kv_bytes(c)`, growing with `c`) fits in
