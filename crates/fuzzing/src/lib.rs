@@ -115,7 +115,17 @@ fn load_gguf(f: &GgufFile) {
             let _ = t.render(&[ChatMessage::new("user", "hi")], true);
         }
     }
+    // The memory guard sizes caches from the metadata before the model is built.
+    let plan = edgellm_models::CachePlan::from_gguf(f, &Default::default());
+    let planned = plan.as_ref().map(|p| (p.cache_bytes(4), p.cache_bytes(1 << 20)));
     if let Ok(model) = edgellm_models::load_gguf(f) {
+        if let Some((small, _)) = planned {
+            assert_eq!(
+                small,
+                model.cache_bytes(4),
+                "the metadata's cache plan differs from the built model's"
+            );
+        }
         let info = model.info().clone();
         let mut cache = model.new_cache(4);
         let _ = model.cache_bytes(4);
@@ -663,7 +673,6 @@ pub fn tokenizer_wordpiece(data: &[u8]) {
         edgellm_runtime::embed::Embedder::load(models_dir().join("all-MiniLM-L6-v2"))
             .unwrap_or_else(|e| panic!("{e}: run scripts/fetch-models first"))
     });
-    // The size is computed from the whole vocabulary on each call: once per input.
     let n = e.vocab_size() as u32;
     let [mode, rest @ ..] = data else { return };
     if mode % 2 == 0 {

@@ -351,8 +351,23 @@ impl KvCache {
 
     /// Bytes of key/value storage of layers with these windows (what [`KvCache::with_windows`]
     /// allocates), without allocating it.
+    /// Saturates at `u64::MAX` instead of overflowing (a memory estimate from hostile metadata
+    /// must be refused, not wrap to a small number).
     pub fn bytes_for(shape: KvShape, n_ctx: usize, windows: &[Option<usize>], max_batch: usize) -> u64 {
-        windows.iter().map(|w| 2 * (Self::capacity(*w, n_ctx, max_batch) * shape.row_bytes()) as u64).sum()
+        // One position's keys or values, in u64: n_head_kv × bytes(head_dim).
+        let head = match shape.kv_type {
+            KvType::F32 => (shape.head_dim as u64).saturating_mul(4),
+            KvType::F16 => (shape.head_dim as u64).saturating_mul(2),
+            KvType::Q8_0 => (shape.head_dim as u64 / 32).saturating_mul(34),
+        };
+        let row = (shape.n_head_kv as u64).saturating_mul(head);
+        windows.iter().fold(0u64, |sum, w| {
+            let cap = match w {
+                Some(w) => w.saturating_add(max_batch.max(1)).min(n_ctx),
+                None => n_ctx,
+            };
+            sum.saturating_add((cap as u64).saturating_mul(row).saturating_mul(2))
+        })
     }
 
     /// Forget everything (the storage is kept).

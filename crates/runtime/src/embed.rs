@@ -254,6 +254,9 @@ pub struct Embedder {
     normalize: bool,
     lower_case: bool,
     max_seq_length: usize,
+    /// The tokenizer's vocabulary size, added tokens included (the `tokenizers` crate counts it
+    /// by building a map of the whole vocabulary: once, at load).
+    n_vocab: usize,
 }
 
 impl Embedder {
@@ -339,7 +342,16 @@ impl Embedder {
             }))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(Embedder { model, tokenizer, pooling, normalize, lower_case: st.do_lower_case, max_seq_length })
+        let n_vocab = tokenizer.get_vocab_size(true);
+        Ok(Embedder {
+            model,
+            tokenizer,
+            pooling,
+            normalize,
+            lower_case: st.do_lower_case,
+            max_seq_length,
+            n_vocab,
+        })
     }
 
     /// Load a `bert` GGUF file: the encoder (weights in any type), `bert.pooling_type` (mean or
@@ -379,6 +391,7 @@ impl Embedder {
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         Ok(Embedder {
             model,
+            n_vocab: tokenizer.get_vocab_size(true),
             tokenizer,
             pooling,
             normalize: gp.normalize,
@@ -444,7 +457,7 @@ impl Embedder {
 
     /// Number of tokens in the tokenizer's vocabulary (added tokens included).
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.n_vocab
     }
 
     /// Token ids back to text, special tokens included (WordPiece joins `##` continuations).

@@ -172,7 +172,8 @@ impl LoadedModel {
 /// Working buffers of a model: activations of a 512-token prompt batch and a logit row per
 /// position, generously.
 pub fn scratch_bytes(n_embd: usize, n_vocab: usize) -> u64 {
-    (512 * (n_embd as u64) * 4 * 16) + (n_vocab as u64) * 4 * 4
+    // Saturating: the figures may come from hostile metadata.
+    (n_embd as u64).saturating_mul(512 * 4 * 16).saturating_add((n_vocab as u64).saturating_mul(4 * 4))
 }
 
 /// "4096 positions", or "8 slots × 4096 positions".
@@ -201,7 +202,7 @@ fn check_fits(
     if needed <= limit.bytes {
         return Ok(());
     }
-    let room = limit.bytes.saturating_sub(weights + scratch);
+    let room = limit.bytes.saturating_sub(weights.saturating_add(scratch));
     let hint = if weights > limit.bytes || n_ctx == 0 {
         "the weights alone do not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into()
     } else {
