@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -566,6 +566,39 @@ fn base64_f32(v: &[f32]) -> String {
     out
 }
 
+/// An encoder request's texts: at least one, at most [`MAX_EMBED_INPUTS`].
+fn check_text_count(texts: &[String]) -> Result<(), ApiError> {
+    if texts.is_empty() {
+        return Err(ApiError::bad_param("input", "input is empty: send a string or an array of strings"));
+    }
+    if texts.len() > MAX_EMBED_INPUTS {
+        return Err(ApiError::bad_param(
+            "input",
+            format!("{} inputs: at most {MAX_EMBED_INPUTS} per request", texts.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Hands `texts` to an encoder thread (the `what` thread) and awaits its answer, counted in the
+/// `queued` gauge meanwhile.
+async fn on_thread<T>(
+    jobs: &std::sync::mpsc::Sender<TextJob<T>>,
+    texts: Vec<String>,
+    queued: &AtomicU64,
+    what: &str,
+) -> Result<(Vec<T>, usize), ApiError> {
+    let stopped = || ApiError::internal(format!("the {what} thread has stopped"));
+    let (reply, rx) = oneshot::channel();
+    queued.fetch_add(1, Ordering::Relaxed);
+    let got = match jobs.send(TextJob { texts, reply }) {
+        Ok(()) => rx.await.map_err(|_| stopped()),
+        Err(_) => Err(stopped()),
+    };
+    queued.fetch_sub(1, Ordering::Relaxed);
+    Ok(got??)
+}
+
 pub(crate) async fn embeddings(State(app): Shared, b: Body) -> Response {
     reply(embeddings_inner(app, b).await)
 }
@@ -589,15 +622,7 @@ async fn embeddings_inner(app: Arc<App>, b: Body) -> Result<Response, ApiError> 
             ))
         }
     };
-    if texts.is_empty() {
-        return Err(ApiError::bad_param("input", "input is empty: send a string or an array of strings"));
-    }
-    if texts.len() > MAX_EMBED_INPUTS {
-        return Err(ApiError::bad_param(
-            "input",
-            format!("{} inputs: at most {MAX_EMBED_INPUTS} per request", texts.len()),
-        ));
-    }
+    check_text_count(&texts)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -616,15 +641,7 @@ async fn embeddings_inner(app: Arc<App>, b: Body) -> Result<Response, ApiError> 
         ));
     }
     let n = texts.len() as u64;
-    let (reply, rx) = oneshot::channel();
-    app.metrics.embed_queued.fetch_add(1, Ordering::Relaxed);
-    let sent = emb.jobs.send(EmbedJob { texts, reply });
-    let got = match sent {
-        Ok(()) => rx.await.map_err(|_| ApiError::internal("the embedding thread has stopped")),
-        Err(_) => Err(ApiError::internal("the embedding thread has stopped")),
-    };
-    app.metrics.embed_queued.fetch_sub(1, Ordering::Relaxed);
-    let (vectors, tokens) = got??;
+    let (vectors, tokens) = on_thread(&emb.jobs, texts, &app.metrics.embed_queued, "embedding").await?;
     app.metrics.embedded.fetch_add(n, Ordering::Relaxed);
     let data: Vec<Value> = vectors
         .iter()
@@ -654,15 +671,7 @@ async fn intents_inner(app: Arc<App>, b: Body) -> Result<Response, ApiError> {
         IntentInput::One(t) => vec![t],
         IntentInput::Many(v) => v,
     };
-    if texts.is_empty() {
-        return Err(ApiError::bad_param("input", "input is empty: send a string or an array of strings"));
-    }
-    if texts.len() > MAX_EMBED_INPUTS {
-        return Err(ApiError::bad_param(
-            "input",
-            format!("{} inputs: at most {MAX_EMBED_INPUTS} per request", texts.len()),
-        ));
-    }
+    check_text_count(&texts)?;
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         return Err(ApiError::bad_param("input", format!("input {i} is empty: send the utterance's text")));
     }
@@ -673,15 +682,7 @@ async fn intents_inner(app: Arc<App>, b: Body) -> Result<Response, ApiError> {
         Some(k) => return Err(ApiError::bad_param("top_k", format!("top_k {k}: ask for at least 1 label"))),
     };
     let n = texts.len() as u64;
-    let (reply, rx) = oneshot::channel();
-    app.metrics.intent_queued.fetch_add(1, Ordering::Relaxed);
-    let sent = cls.jobs.send(IntentJob { texts, reply });
-    let got = match sent {
-        Ok(()) => rx.await.map_err(|_| ApiError::internal("the intent thread has stopped")),
-        Err(_) => Err(ApiError::internal("the intent thread has stopped")),
-    };
-    app.metrics.intent_queued.fetch_sub(1, Ordering::Relaxed);
-    let (scores, tokens) = got??;
+    let (scores, tokens) = on_thread(&cls.jobs, texts, &app.metrics.intent_queued, "intent").await?;
     app.metrics.classified.fetch_add(n, Ordering::Relaxed);
     let data: Vec<Value> = scores
         .iter()
