@@ -356,7 +356,8 @@ pub struct TensorShape<'a> {
     pub dtype: DType,
 }
 
-/// Whether llama.cpp would quantize this tensor at all.
+/// Whether llama.cpp would quantize this tensor at all; an intent model's classification head
+/// (`intent.*`, a few hundred KB that decide every prediction) stays as it is too.
 pub fn is_quantizable(t: &TensorShape) -> bool {
     // ggml's dimension count: up to the last dimension above one.
     let n_dims = t.dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
@@ -366,6 +367,7 @@ pub fn is_quantizable(t: &TensorShape) -> bool {
         && !t.name.contains("ffn_gate_inp.weight")
         && !t.name.contains("position_embd")
         && !t.name.contains("token_types")
+        && !t.name.starts_with("intent.")
 }
 
 /// llama.cpp's "use more bits" layers: the first and last eighth, and every third in between.
@@ -543,6 +545,15 @@ mod tests {
         }
         assert!(matches!(Scheme::parse("Q4_K_X"), Err(CompressError::UnknownScheme(_))));
         assert_eq!(Scheme::parse("q4_k_m").unwrap(), Scheme::Q4_K_M);
+    }
+
+    #[test]
+    fn norms_and_intent_heads_are_not_quantized() {
+        let t = |name, dims: &'static [u64]| TensorShape { name, dims, dtype: DType::F32 };
+        assert!(is_quantizable(&t("blk.0.ffn_up.weight", &[384, 1536])));
+        assert!(!is_quantizable(&t("intent.head.weight", &[384, 64])));
+        assert!(!is_quantizable(&t("blk.0.attn_norm.weight", &[384])));
+        assert!(!is_quantizable(&t("blk.0.ffn_up.weight", &[384, 1])));
     }
 
     #[test]
