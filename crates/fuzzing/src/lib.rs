@@ -497,15 +497,21 @@ impl ModelDesc {
 /// Structure-aware GGUF: an arbitrary [`ModelDesc`] written by [`GgufWriter`], read back
 /// (it must parse: the writer only writes valid files) and loaded by every loader.
 pub fn gguf_structured(data: &[u8]) {
-    let Ok(desc) = ModelDesc::arbitrary_take_rest(Unstructured::new(data)) else { return };
-    let Some(w) = desc.writer() else { return };
-    let mut bytes = Vec::new();
-    if w.write_to(&mut bytes).is_err() {
-        return;
-    }
+    let Some(bytes) = structured_file(data) else { return };
     let f = GgufFile::from_vec(bytes).expect("a file the GGUF writer wrote parses");
     load_gguf(&f);
     let _ = Imatrix::from_bytes(f.bytes().to_vec(), "fuzz.gguf");
+}
+
+/// The GGUF file `gguf_structured` builds from `data` (`None` where the description does not
+/// decode or the writer refuses it): to look at a failing input with `edgellm inspect`
+/// (`cargo run -p edgellm-fuzzing --example structured_file -- INPUT OUT.gguf`).
+pub fn structured_file(data: &[u8]) -> Option<Vec<u8>> {
+    let desc = ModelDesc::arbitrary_take_rest(Unstructured::new(data)).ok()?;
+    let w = desc.writer()?;
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 // ---------------------------------------------------------------------------------------------

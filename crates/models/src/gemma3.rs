@@ -54,6 +54,11 @@ impl Gemma3Config {
     /// Read the hyper-parameters.
     pub fn from_gguf(f: &GgufFile) -> Result<Gemma3Config, ModelError> {
         let u = |k: &str| -> Result<usize, ModelError> { Ok(f.get_u64(&format!("gemma3.{k}"))? as usize) };
+        // A model without blocks would leave the other sizes unchecked by any tensor (and they
+        // size the working buffers).
+        if u("block_count")? == 0 {
+            return Err(ModelError::BadConfig("block_count is 0: a model needs at least one block".into()));
+        }
         let n_embd = u("embedding_length")?;
         let n_head = u("attention.head_count")?;
         let n_head_kv = u("attention.head_count_kv")?;

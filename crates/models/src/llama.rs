@@ -44,6 +44,11 @@ impl LlamaConfig {
     /// Read the hyper-parameters of architecture `arch` (normally `"llama"`).
     pub fn from_gguf(f: &GgufFile, arch: &str) -> Result<LlamaConfig, ModelError> {
         let u = |k: &str| -> Result<usize, ModelError> { Ok(f.get_u64(&format!("{arch}.{k}"))? as usize) };
+        // A model without blocks would leave the other sizes unchecked by any tensor (and they
+        // size the working buffers).
+        if u("block_count")? == 0 {
+            return Err(ModelError::BadConfig("block_count is 0: a model needs at least one block".into()));
+        }
         let n_embd = u("embedding_length")?;
         let n_head = u("attention.head_count")?;
         let n_head_kv = match f.get(&format!("{arch}.attention.head_count_kv")) {
@@ -456,4 +461,39 @@ pub(crate) fn end_step(
         l.extend_from_slice(&first[(j + 1) * nv..(j + 2) * nv]);
     }
     first.truncate(nv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgellm_formats::{GgufWriter, Value};
+
+    fn config(block_count: u32, n_ff: u32) -> Result<LlamaConfig, ModelError> {
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", Value::String("llama".into()));
+        for (k, v) in [
+            ("block_count", block_count),
+            ("context_length", 64),
+            ("embedding_length", 32),
+            ("feed_forward_length", n_ff),
+            ("attention.head_count", 1),
+            ("attention.head_count_kv", 1),
+            ("vocab_size", 1),
+        ] {
+            w.set(&format!("llama.{k}"), Value::U32(v));
+        }
+        w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).unwrap();
+        LlamaConfig::from_gguf(&GgufFile::from_vec(bytes).unwrap(), "llama")
+    }
+
+    /// Found by fuzzing (`tests/corpus/gguf_structured/zero-blocks-huge-ffn`): with no block, no
+    /// tensor checked a feed-forward width of ~10^9, which then sized 4 GB of buffers.
+    #[test]
+    fn a_model_without_blocks_is_refused() {
+        assert!(config(1, 64).is_ok());
+        let e = config(0, 976_894_522).unwrap_err();
+        assert!(e.to_string().contains("block_count is 0"), "{e}");
+    }
 }
