@@ -63,7 +63,13 @@ impl Gemma3Config {
         let n_head = u("attention.head_count")?;
         let n_head_kv = u("attention.head_count_kv")?;
         let head_dim = u("attention.key_length")?;
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || head_dim % 2 != 0 || head_dim > 1024 {
+        if n_head == 0
+            || n_head_kv == 0
+            || n_head % n_head_kv != 0
+            || head_dim % 2 != 0
+            || head_dim > 1024
+            || n_head.checked_mul(head_dim).is_none()
+        {
             return Err(ModelError::BadConfig(format!(
                 "{n_head} heads, {n_head_kv} KV heads, head dim {head_dim}"
             )));

@@ -66,6 +66,11 @@ impl LlamaConfig {
         if head_dim == 0 {
             return Err(ModelError::BadConfig("attention.key_length is 0".into()));
         }
+        // The query width sizes buffers before any tensor checks it (found by fuzzing:
+        // `tests/corpus/gguf_structured/head-width-overflow`).
+        if head_dim > 1024 || n_head.checked_mul(head_dim).is_none() {
+            return Err(ModelError::BadConfig(format!("{n_head} heads of width {head_dim}: too wide")));
+        }
         let rope_dim = match f.get(&format!("{arch}.rope.dimension_count")) {
             Some(_) => u("rope.dimension_count")?,
             None => head_dim,
@@ -495,5 +500,30 @@ mod tests {
         assert!(config(1, 64).is_ok());
         let e = config(0, 976_894_522).unwrap_err();
         assert!(e.to_string().contains("block_count is 0"), "{e}");
+    }
+
+    /// Found by fuzzing (`tests/corpus/gguf_structured/head-width-overflow`): an explicit key
+    /// length made `n_head × head_dim` overflow.
+    #[test]
+    fn absurd_head_widths_are_refused() {
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", Value::String("llama".into()));
+        for (k, v) in [
+            ("block_count", 1u64),
+            ("context_length", 64),
+            ("embedding_length", 32),
+            ("feed_forward_length", 64),
+            ("attention.head_count", 1 << 40),
+            ("attention.head_count_kv", 1),
+            ("vocab_size", 1),
+            ("attention.key_length", 1 << 30),
+        ] {
+            w.set(&format!("llama.{k}"), Value::U64(v));
+        }
+        w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).unwrap();
+        let e = LlamaConfig::from_gguf(&GgufFile::from_vec(bytes).unwrap(), "llama").unwrap_err();
+        assert!(e.to_string().contains("too wide"), "{e}");
     }
 }
