@@ -54,7 +54,7 @@ use std::sync::OnceLock;
 use crate::DType;
 
 pub use packed::{has_packed_layout, GROUP as PACK_GROUP};
-pub use vector::{axpy, f16_to_f32, gemm_acc, round_to_f16, softmax_exp, swiglu};
+pub use vector::{axpy, f16_to_f32, gelu_erf, gemm_acc, round_to_f16, softmax_exp, swiglu};
 
 /// An instruction-set tier: one set of kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -637,7 +637,7 @@ impl MatmulCall<'_> {
     ///
     /// # Safety
     /// As [`Self::run`], `f` in place of the kernel.
-    unsafe fn run_with(self, f: impl FnOnce(&mut MatmulArgs<'_>), out: *mut f32, out_len: usize) {
+    unsafe fn run_with(self, f: impl Fn(&mut MatmulArgs<'_>), out: *mut f32, out_len: usize) {
         let MatmulCall { weight, k, rows, w, w_need, row_bytes, act, act_bytes, n, out_stride } = self;
         assert!(
             w.len() >= w_need,
@@ -664,11 +664,31 @@ impl MatmulCall<'_> {
             out_len >= o_need,
             "edgellm kernels: matmul: {n} tokens × {m} rows with stride {out_stride} need {o_need} outputs, got {out_len}"
         );
-        // SAFETY: the caller's promise on `out`.
-        let out = unsafe { Out::from_raw(out, out_len) };
-        let mut args = MatmulArgs { w, row_bytes, k, rows, act, act_bytes, n, out, out_stride };
-        f(&mut args)
+        // Tokens in blocks whose activations stay in the L1 cache while every row passes over
+        // them (the kernels take all their tokens for each tile of rows). Each output is the
+        // same dot product whatever the blocking.
+        let block = token_block(act_bytes);
+        let mut t0 = 0;
+        while t0 < n {
+            let nb = block.min(n - t0);
+            let off = t0 * out_stride;
+            // SAFETY: the caller's promise on `out`; `off + (nb − 1)·out_stride + m ≤ o_need ≤
+            // out_len`, so the block's outputs lie within.
+            let out = unsafe { Out::from_raw(out.add(off), out_len - off) };
+            let act = &act[t0 * act_bytes..];
+            let mut args =
+                MatmulArgs { w, row_bytes, k, rows: rows.clone(), act, act_bytes, n: nb, out, out_stride };
+            f(&mut args);
+            t0 += nb;
+        }
     }
+}
+
+/// Tokens per block of a matrix product: a multiple of 24 (whole register tiles of 8, 6 and 3
+/// tokens) whose activation rows take at most 32 KiB (an L1 data cache), at least 24.
+fn token_block(act_bytes: usize) -> usize {
+    const L1: usize = 32 << 10;
+    ((L1 / act_bytes.max(1)) / 24 * 24).max(24)
 }
 
 /// The scale of the f32 rounding error of a dot product of these rows: the longest chain of

@@ -259,6 +259,57 @@ fn swiglu_body<const FUSED: bool>(g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// Exact (erf) GELU in place: `x ← ½x(1 + erf(x/√2))`, the activation of BERT-style encoders.
+///
+/// `erf` is a rational approximation `z·P(z²)/Q(z²)` (degrees 12 and 10 in `z`, fitted by
+/// iterated weighted least squares for edgellm) on `|z| ≤ 3.9`, ±1 beyond (`erf(3.9)` rounds
+/// to 1 within 4e-8): within 4e-7 of the true `erf` in f32, so GELU is within 1e-6 of exact.
+/// Unlike a libm call it vectorizes (about 20× faster on AVX2). NaN stays NaN.
+pub fn gelu_erf(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fused() {
+        // SAFETY: every x86 tier above the scalar one requires AVX2 and FMA.
+        return unsafe { x86::gelu_erf(x) };
+    }
+    if fused() {
+        gelu_erf_body::<true>(x)
+    } else {
+        gelu_erf_body::<false>(x)
+    }
+}
+
+#[inline(always)]
+fn gelu_erf_body<const FUSED: bool>(x: &mut [f32]) {
+    /// Numerator coefficients, of z¹, z³, … z¹³.
+    const P: [f32; 7] = [
+        1.128_379_2,
+        1.833_830_2e-1,
+        5.349_445_3e-2,
+        3.702_441_7e-3,
+        3.527_003e-4,
+        3.982_961_5e-6,
+        -9.288_417e-9,
+    ];
+    /// Denominator coefficients, of z⁰, z², … z¹⁰.
+    const Q: [f32; 6] = [1.0, 4.958_523_8e-1, 1.126_919_6e-1, 1.507_035_9e-2, 1.242_064_2e-3, 5.657_089_8e-5];
+    for v in x.iter_mut() {
+        let u = *v;
+        // z = u/√2, clamped to where the fit holds (`clamp` keeps NaN).
+        let z = (u * std::f32::consts::FRAC_1_SQRT_2).clamp(-3.9, 3.9);
+        let z2 = z * z;
+        let mut p = P[6];
+        for &c in P[..6].iter().rev() {
+            p = madd::<FUSED>(p, z2, c);
+        }
+        let mut q = Q[5];
+        for &c in Q[..5].iter().rev() {
+            q = madd::<FUSED>(q, z2, c);
+        }
+        let erf = (z * p / q).clamp(-1.0, 1.0);
+        *v = 0.5 * u * (1.0 + erf);
+    }
+}
+
 /// `e^x` for `x ≤ 0` (0 below −87, and for −∞); see [`softmax_exp`].
 #[inline(always)]
 fn exp_nonpositive<const FUSED: bool>(x: f32) -> f32 {
@@ -442,6 +493,13 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gelu_erf(x: &mut [f32]) {
+        super::gelu_erf_body::<true>(x)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn softmax_exp(x: &mut [f32], max: f32) -> f64 {
         super::softmax_exp_body::<true>(x, max)
     }
@@ -536,6 +594,24 @@ mod tests {
         // Below −87 the exponential is 0: silu is then below 87·e⁻⁸⁷ ≈ 1.4e-36 in magnitude.
         let mut nan = [f32::NAN];
         swiglu(&mut nan, &[1.0]);
+        assert!(nan[0].is_nan());
+    }
+
+    /// Within 1e-6 of the exact GELU (f64 `erf`) everywhere, including far tails, ±0 and
+    /// NaN.
+    #[test]
+    fn gelu_erf_is_accurate() {
+        let mut x: Vec<f32> = (-400_000..=400_000).map(|i| i as f32 * 2.5e-5).collect();
+        x.extend([-1e30, -100.0, -6.0, 6.0, 100.0, 1e30, 0.0, -0.0, f32::MIN_POSITIVE]);
+        let mut y = x.clone();
+        gelu_erf(&mut y);
+        for (&x, &got) in x.iter().zip(&y) {
+            let want = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2));
+            let tol = 1e-6f64.max(want.abs() * 2.0 * f32::EPSILON as f64);
+            assert!((got as f64 - want).abs() <= tol, "gelu({x}) = {got}, want {want}");
+        }
+        let mut nan = [f32::NAN];
+        gelu_erf(&mut nan);
         assert!(nan[0].is_nan());
     }
 
