@@ -282,7 +282,7 @@ pub fn gelu_erf(x: &mut [f32]) {
 fn gelu_erf_body<const FUSED: bool>(x: &mut [f32]) {
     /// Numerator coefficients, of z¹, z³, … z¹³.
     const P: [f32; 7] = [
-        1.128_379_2,
+        std::f32::consts::FRAC_2_SQRT_PI,
         1.833_830_2e-1,
         5.349_445_3e-2,
         3.702_441_7e-3,
