@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use edgellm::{Engine, EngineOptions};
+use edgellm_eval::energy::EnergyMeter;
 use edgellm_eval::intent::{quantile, read_intent_tsv, score};
 use edgellm_train::intent::{train_intents, EpochReport, IntentMode, IntentOptions};
 use edgellm_train::BertFile;
@@ -115,6 +116,10 @@ struct EvalArgs {
     /// Utterances timed one at a time (0: all; the accuracy always covers all).
     #[arg(long, default_value_t = 0)]
     latency_samples: usize,
+    /// Power of one busy core in watts, for an energy estimate (CPU time × this) where the
+    /// machine has no readable RAPL counters; RAPL, where readable, is used instead.
+    #[arg(long)]
+    watts_per_core: Option<f64>,
     /// Output format.
     #[arg(long = "output-format", value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
@@ -304,13 +309,24 @@ fn eval(a: EvalArgs) -> Result<()> {
     for t in texts.iter().take(8) {
         engine.classify(&[t], 1)?;
     }
+    if let Some(w) = a.watts_per_core {
+        anyhow::ensure!(
+            w.is_finite() && w > 0.0,
+            "--watts-per-core must be a positive number of watts, got {w}"
+        );
+    }
     let mut ms = Vec::with_capacity(n_lat);
+    let meter = EnergyMeter::start();
     for t in texts.iter().take(n_lat) {
         let t0 = Instant::now();
         let p = engine.classify(&[t], 1)?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(p);
     }
+    let reading = meter.stop();
+    let energy = reading.energy(a.watts_per_core);
+    let per_utt = |j: f64| j / ms.len().max(1) as f64;
+    let peak_rss = edgellm_runtime::memory::peak_rss_bytes();
     let (p50, p99) = (quantile(&ms, 0.5), quantile(&ms, 0.99));
     let info = engine.info();
     match a.format {
@@ -324,6 +340,16 @@ fn eval(a: EvalArgs) -> Result<()> {
                 "macro_f1": s.macro_f1,
                 "unknown_labels": unknown,
                 "latency_ms": {"p50": p50, "p99": p99, "mean": ms.iter().sum::<f64>() / ms.len().max(1) as f64, "samples": ms.len(), "batch": 1},
+                "latencies_ms": ms,
+                "energy": energy.as_ref().map(|e| json!({
+                    "joules_per_utterance": per_utt(e.joules),
+                    "source": e.source,
+                    "label": e.source.label(),
+                })),
+                "cpu_seconds": reading.cpu_seconds,
+                "wall_seconds": reading.wall_seconds,
+                "peak_rss_bytes": peak_rss,
+                "threads": edgellm_core::parallel::num_threads(),
                 "batched_utterances_per_s": s.n as f64 / batch_seconds,
                 "file_bytes": info.file_bytes,
                 "kernel_tier": info.kernel_tier,
@@ -347,6 +373,20 @@ fn eval(a: EvalArgs) -> Result<()> {
                 ms.len()
             );
             println!("batched (32 per batch): {:.0} utterances/s", s.n as f64 / batch_seconds);
+            match &energy {
+                Some(e) => println!(
+                    "energy per utterance: {:.2} mJ ({})",
+                    1e3 * per_utt(e.joules),
+                    e.source.label()
+                ),
+                None => println!(
+                    "energy: no RAPL counters readable here; give --watts-per-core for an estimate from CPU time ({:.3} s)",
+                    reading.cpu_seconds.unwrap_or(f64::NAN)
+                ),
+            }
+            if let Some(b) = peak_rss {
+                println!("peak memory (RSS): {}", edgellm_runtime::memory::human_bytes(b));
+            }
             if !s.confusions.is_empty() {
                 println!("most confused (gold -> predicted):");
                 for c in s.confusions.iter().take(a.confusions) {

@@ -12,6 +12,7 @@ mod inspect;
 mod intent;
 mod prune;
 mod quantize;
+mod report;
 mod run;
 mod serve;
 mod similarity;
@@ -62,6 +63,8 @@ enum Command {
     /// Intent classification: train a classifier over a sentence encoder, evaluate it, and
     /// classify utterances.
     Intent(intent::Args),
+    /// End-to-end comparisons written as Markdown reports with charts (`report smart-home`).
+    Report(report::Args),
 }
 
 /// Output formats shared by subcommands.
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Distill(a) => distill::main(a),
         Command::Serve(a) => serve::main(a),
         Command::Intent(a) => intent::main(a),
+        Command::Report(a) => report::main(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,9 +8,11 @@
 //! - [`sweep`]: a grid of compression recipes on one model, measured and charted.
 //! - [`chart`]: quality-against-size/speed scatter charts (PNG and SVG).
 //! - [`intent`]: intent classification data (TSV) and scores: accuracy, macro-F1, confusions.
+//! - [`energy`]: energy of a stretch of work, by RAPL or estimated from CPU time (labelled).
 //! - [`stats`]: rank statistics shared by the evaluations.
 
 pub mod chart;
+pub mod energy;
 pub mod intent;
 pub mod ppl;
 pub mod speed;

@@ -28,6 +28,7 @@ pub mod distill;
 pub mod encoder;
 pub mod intent;
 pub mod optim;
+pub mod smart_home;
 pub mod synthetic;
 
 pub use candle_core::{DType, Device, Tensor, Var};

@@ -1,0 +1,77 @@
+//! `edgellm report smart-home --reduced` end to end on all-MiniLM-L6-v2 and the HWU64 and
+//! SNIPS files in `data/`: every configuration is made and measured on both datasets, and the
+//! report, its JSON and its charts are written and consistent with each other.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const CONFIGS: [&str; 7] = ["f32-scalar", "f32-simd", "fine-tuned", "pruned", "q8_0", "q4_k", "pruned-q8_0"];
+
+#[test]
+fn reduced_smart_home_report_runs_end_to_end() {
+    let root = common::root();
+    let out = std::env::temp_dir().join(format!("edgellm-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_edgellm"))
+        .current_dir(&root)
+        .args(["report", "smart-home", "--reduced", "--watts-per-core", "5", "-o"])
+        .arg(&out)
+        .args(["-m"])
+        .arg(common::minilm())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "report failed: {stderr}");
+
+    let j: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("smart-home.json")).unwrap()).unwrap();
+    let data = j["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    // (name, train, val, test, labels): the reduced caps of 8 training and 2 test utterances
+    // per label, over HWU64's 64 and SNIPS's 7 intents.
+    assert_eq!(data[0], serde_json::json!(["hwu64", 512, 128, 128, 64]));
+    assert_eq!(data[1], serde_json::json!(["snips", 56, 14, 14, 7]));
+    let results = j["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2 * CONFIGS.len());
+    for (i, r) in results.iter().enumerate() {
+        let (ds, config) = (r["dataset"].as_str().unwrap(), r["config"].as_str().unwrap());
+        assert_eq!(ds, if i < CONFIGS.len() { "hwu64" } else { "snips" });
+        assert_eq!(config, CONFIGS[i % CONFIGS.len()]);
+        let m = &r["m"];
+        let acc = m["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{ds} {config}: accuracy {acc}");
+        // Better than chance (1/64, 1/7) even after a reduced training run.
+        assert!(acc > if ds == "hwu64" { 0.2 } else { 0.3 }, "{ds} {config}: accuracy {acc}");
+        assert_eq!(m["latencies_ms"].as_array().unwrap().len(), if ds == "hwu64" { 32 } else { 14 });
+        assert_eq!(m["kernel_tier"].as_str().unwrap() == "scalar", config == "f32-scalar", "{ds} {config}");
+        assert!(m["peak_rss_bytes"].as_u64().unwrap() > 10 << 20);
+        assert!(m["joules_per_utterance"].as_f64().unwrap() > 0.0);
+        let src = m["energy_source"].as_str().unwrap();
+        assert!(src == "RAPL" || src.contains("estimate"), "{src}");
+        assert!(r["file_bytes"].as_u64().unwrap() > 1 << 20);
+    }
+    // Quantized files are smaller than the F32 one they come from; pruning shrinks the file.
+    let bytes = |c: &str| results.iter().find(|r| r["config"] == c).unwrap()["file_bytes"].as_u64().unwrap();
+    assert!(bytes("q8_0") < bytes("fine-tuned") / 3);
+    assert!(bytes("q4_k") < bytes("q8_0"));
+    assert!(bytes("pruned") < bytes("fine-tuned"));
+    assert!(bytes("pruned-q8_0") < bytes("q8_0"));
+
+    let md = std::fs::read_to_string(out.join("smart-home.md")).unwrap();
+    for c in CONFIGS {
+        assert!(md.contains(&format!("| {c} |")), "report lacks {c}");
+    }
+    assert!(md.contains("## Goals"));
+    for chart in ["latency", "accuracy-size", "pareto"] {
+        let png = std::fs::read(out.join(format!("{chart}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{chart}.png");
+        assert!(md.contains(&format!("({chart}.png)")));
+        assert!(out.join(format!("{chart}.svg")).is_file());
+    }
+    // Models are deleted once measured unless --keep-models.
+    assert!(!out.join("models/hwu64/q8_0.gguf").exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}
