@@ -1,5 +1,6 @@
 //! `edgellm report`: end-to-end comparisons written as Markdown reports with charts.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command as Process;
 
@@ -134,18 +135,31 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    // A log (not a terminal) gets plain lines, the training steps now and then.
+    let to_terminal = std::io::stderr().is_terminal();
+    let t0 = std::time::Instant::now();
+    let line = |text: String| {
+        if to_terminal {
+            bar.println(text)
+        } else {
+            eprintln!("[{:>5.0} s] {text}", t0.elapsed().as_secs_f64())
+        }
+    };
     let mut progress = |p: Progress| match p {
         Progress::Step { dataset, what } => {
-            bar.set_prefix(dataset);
+            bar.set_prefix(dataset.clone());
             bar.set_message(what.clone());
             bar.set_length(0);
             bar.set_position(0);
-            bar.println(format!("[{}] {what}", bar.prefix()));
+            line(format!("[{dataset}] {what}"));
         }
-        Progress::Epoch(line) => bar.println(format!("  {line}")),
+        Progress::Epoch(text) => line(format!("  {text}")),
         Progress::TrainStep(s, n) => {
             bar.set_length(n as u64);
             bar.set_position(s as u64);
+            if !to_terminal && (s.is_multiple_of(50) || s == n) {
+                line(format!("  fine-tuning step {s}/{n}"));
+            }
         }
     };
     let result = run_smart_home(&o, &mut measure, &mut progress);

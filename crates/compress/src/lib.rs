@@ -33,6 +33,7 @@ pub mod recipe;
 pub mod source;
 pub mod sparse;
 pub mod structured;
+pub mod vocab;
 
 pub use awq::{AwqParams, AwqStats};
 pub use error::CompressError;

@@ -12,6 +12,7 @@
 //! | `pruned` | the fine-tuned model with a fraction of every FFN's channels removed (structured, ranked on the training utterances), then fine-tuned again to recover |
 //! | `q8_0`, `q4_k` | the fine-tuned model quantized |
 //! | `pruned-q8_0` | the pruned, recovered model quantized to Q8_0 |
+//! | `q8_0-vocab`, `pruned-q8_0-vocab` | those two with the vocabulary trimmed to the tokens of the training utterances (plus control and single-character tokens; [`edgellm_compress::vocab`]) |
 //!
 //! Training chooses on the validation set (SNIPS has none: a fixed tenth of each label's
 //! training utterances is held out for it); the test set is scored once per model. Every model
@@ -199,8 +200,17 @@ pub enum Progress {
 }
 
 /// The configurations, in report order.
-pub const CONFIGS: [&str; 7] =
-    ["f32-scalar", "f32-simd", "fine-tuned", "pruned", "q8_0", "q4_k", "pruned-q8_0"];
+pub const CONFIGS: [&str; 9] = [
+    "f32-scalar",
+    "f32-simd",
+    "fine-tuned",
+    "pruned",
+    "q8_0",
+    "q4_k",
+    "pruned-q8_0",
+    "q8_0-vocab",
+    "pruned-q8_0-vocab",
+];
 
 /// How each configuration is made, for the report.
 fn describe(config: &str, o: &SmartHomeOptions) -> String {
@@ -216,6 +226,10 @@ fn describe(config: &str, o: &SmartHomeOptions) -> String {
         "q8_0" => "fine-tuned, quantized Q8_0".into(),
         "q4_k" => "fine-tuned, quantized Q4_K".into(),
         "pruned-q8_0" => "pruned + recovered, quantized Q8_0".into(),
+        "q8_0-vocab" => "q8_0 with the vocabulary trimmed to the training utterances' tokens".into(),
+        "pruned-q8_0-vocab" => {
+            "pruned-q8_0 with the vocabulary trimmed to the training utterances' tokens".into()
+        }
         _ => config.into(),
     }
 }
@@ -415,7 +429,33 @@ pub fn run_smart_home(
             made.push((name.into(), out, None, t.elapsed().as_secs_f64()));
         }
 
-        // 5. Measured.
+        // 5. Vocabulary trimmed to the training utterances' tokens.
+        let used: std::collections::BTreeSet<u32> = {
+            let f = BertFile::open(&ft_path, "encoder")
+                .map_err(|source| SmartHomeError::Train { what: ft_path.display().to_string(), source })?;
+            let mut used = std::collections::BTreeSet::new();
+            for e in &train {
+                used.extend(
+                    f.embedder
+                        .tokenize(&e.text)
+                        .map_err(|e| SmartHomeError::Train { what: "vocabulary".into(), source: e.into() })?,
+                );
+            }
+            used
+        };
+        for (name, src) in [("q8_0-vocab", "q8_0"), ("pruned-q8_0-vocab", "pruned-q8_0")] {
+            step(progress, format!("trimming the vocabulary of {src}"));
+            let t = Instant::now();
+            let input = dir.join(format!("{src}.gguf"));
+            let out = dir.join(format!("{name}.gguf"));
+            let err = |source| SmartHomeError::Compress { what: name.into(), source };
+            let f = edgellm_formats::GgufFile::open(&input).map_err(|e| err(e.into()))?;
+            let (w, _) = edgellm_compress::vocab::trim_vocab(&f, &used).map_err(err)?;
+            w.write_file(&out).map_err(|e| err(e.into()))?;
+            made.push((name.into(), out, None, t.elapsed().as_secs_f64()));
+        }
+
+        // 6. Measured.
         for config in CONFIGS {
             let (file, scalar) = match config {
                 "f32-scalar" => ("f32", true),
@@ -595,7 +635,7 @@ pub fn markdown(r: &SmartHomeResult, charts: &[String]) -> String {
     s.push_str(&format!("\n## Goals\n\n{GOALS}.\n\n"));
     s.push_str("| compressed model | HWU64 acc | SNIPS acc | p50 | p99 | speed-up vs baseline (p50) | file | energy vs baseline |\n|---|---|---|---|---|---|---|---|\n");
     let mark = |ok: bool| if ok { "✔" } else { "✘" };
-    for c in ["pruned", "q8_0", "q4_k", "pruned-q8_0"] {
+    for c in ["pruned", "q8_0", "q4_k", "pruned-q8_0", "q8_0-vocab", "pruned-q8_0-vocab"] {
         let Some(x) = r.results.iter().find(|x| x.dataset == first && x.config == c) else { continue };
         let a = |ds: &str| r.results.iter().find(|y| y.dataset == ds && y.config == c).map(|y| y.m.accuracy);
         let goal_acc = |ds: &str, goal: f64| match a(ds) {
