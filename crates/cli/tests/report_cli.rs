@@ -8,17 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const CONFIGS: [&str; 9] = [
-    "f32-scalar",
-    "f32-simd",
-    "fine-tuned",
-    "pruned",
-    "q8_0",
-    "q4_k",
-    "pruned-q8_0",
-    "q8_0-vocab",
-    "pruned-q8_0-vocab",
-];
+use edgellm_train::smart_home::CONFIGS;
 
 #[test]
 fn reduced_smart_home_report_runs_end_to_end() {

@@ -100,6 +100,12 @@ pub fn trim_vocab<'a>(
         });
     }
     let data = f.tensor_data(embd);
+    if n == 0 || !data.len().is_multiple_of(n) {
+        return Err(CompressError::BadTensor {
+            tensor: embd.name.clone(),
+            why: format!("{} bytes are not {n} whole rows", data.len()),
+        });
+    }
     let row = data.len() / n;
     let mut rows = Vec::with_capacity(kept * row);
     for i in (0..n).filter(|&i| keep[i]) {

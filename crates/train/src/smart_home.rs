@@ -342,8 +342,7 @@ pub fn run_smart_home(
     std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
     let mut results = Vec::new();
     let mut data = Vec::new();
-    let encoder = BertFile::open(&o.encoder, "encoder")
-        .map_err(|source| SmartHomeError::Train { what: o.encoder.display().to_string(), source })?;
+    let encoder = open_bert(&o.encoder)?;
     for ds in &o.datasets {
         let dir = o.out.join("models").join(&ds.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -390,21 +389,22 @@ pub fn run_smart_home(
         step(progress, format!("pruning {:.0} % of FFN channels", 100.0 * o.ffn_ratio));
         let t = Instant::now();
         let cut_path = dir.join("pruned-unrecovered.gguf");
-        let ft_file = BertFile::open(&ft_path, "encoder")
-            .map_err(|source| SmartHomeError::Train { what: ft_path.display().to_string(), source })?;
-        let calib: Vec<Vec<u32>> = train
-            .iter()
-            .step_by((train.len() / 256).max(1))
-            .map(|e| ft_file.embedder.tokenize(&e.text))
-            .collect::<Result<_, _>>()
-            .map_err(|e| SmartHomeError::Train { what: "calibration".into(), source: e.into() })?;
-        drop(ft_file);
+        // The training utterances' tokens (fine-tuning keeps the encoder's tokenizer): a
+        // sample calibrates the pruning; all of them are the vocabulary the trimming keeps.
+        let train_ids: Vec<Vec<u32>> =
+            train.iter().map(|e| encoder.embedder.tokenize(&e.text)).collect::<Result<_, _>>().map_err(
+                |e| SmartHomeError::Train {
+                    what: "tokenizing the training utterances".into(),
+                    source: e.into(),
+                },
+            )?;
+        let calib: Vec<Vec<u32>> =
+            train_ids.iter().step_by((train_ids.len() / 256).max(1)).cloned().collect();
         let recipe = Recipe { structured: Some((Structure::Ffn, o.ffn_ratio)), ..Recipe::default() };
         compress(&ft_path, &recipe, &CalibTokens::Encoder(calib), &cut_path)?;
         step(progress, "fine-tuning the pruned model to recover".into());
         let pruned_path = dir.join("pruned.gguf");
-        let cut = BertFile::open(&cut_path, "encoder")
-            .map_err(|source| SmartHomeError::Train { what: cut_path.display().to_string(), source })?;
+        let cut = open_bert(&cut_path)?;
         let mut rec_opts = o.train.clone();
         rec_opts.mode = IntentMode::Full;
         rec_opts.epochs = o.recovery_epochs;
@@ -430,19 +430,7 @@ pub fn run_smart_home(
         }
 
         // 5. Vocabulary trimmed to the training utterances' tokens.
-        let used: std::collections::BTreeSet<u32> = {
-            let f = BertFile::open(&ft_path, "encoder")
-                .map_err(|source| SmartHomeError::Train { what: ft_path.display().to_string(), source })?;
-            let mut used = std::collections::BTreeSet::new();
-            for e in &train {
-                used.extend(
-                    f.embedder
-                        .tokenize(&e.text)
-                        .map_err(|e| SmartHomeError::Train { what: "vocabulary".into(), source: e.into() })?,
-                );
-            }
-            used
-        };
+        let used: std::collections::BTreeSet<u32> = train_ids.iter().flatten().copied().collect();
         for (name, src) in [("q8_0-vocab", "q8_0"), ("pruned-q8_0-vocab", "pruned-q8_0")] {
             step(progress, format!("trimming the vocabulary of {src}"));
             let t = Instant::now();
@@ -511,6 +499,11 @@ pub fn run_smart_home(
         settings,
         seconds: t_all.elapsed().as_secs_f64(),
     })
+}
+
+fn open_bert(path: &Path) -> Result<BertFile, SmartHomeError> {
+    BertFile::open(path, "encoder")
+        .map_err(|source| SmartHomeError::Train { what: path.display().to_string(), source })
 }
 
 /// Train one model and write it; returns the validation accuracy kept.

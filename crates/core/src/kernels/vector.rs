@@ -264,7 +264,7 @@ fn swiglu_body<const FUSED: bool>(g: &mut [f32], u: &[f32]) {
 /// `erf` is a rational approximation `z·P(z²)/Q(z²)` (degrees 12 and 10 in `z`, fitted by
 /// iterated weighted least squares for edgellm) on `|z| ≤ 3.9`, ±1 beyond (`erf(3.9)` rounds
 /// to 1 within 4e-8): within 4e-7 of the true `erf` in f32, so GELU is within 1e-6 of exact.
-/// Unlike a libm call it vectorizes (about 20× faster on AVX2). NaN stays NaN.
+/// Unlike a libm call it vectorizes. NaN stays NaN.
 pub fn gelu_erf(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if fused() {
