@@ -20,11 +20,11 @@ use crate::OutputFormat;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    command: Command,
+    command: Sub,
 }
 
 #[derive(clap::Subcommand)]
-enum Command {
+enum Sub {
     /// Train a classifier: a linear head on the encoder's embeddings (`--mode head`, seconds)
     /// or the whole encoder with it (`--mode full`, minutes); one GGUF out.
     Train(TrainArgs),
@@ -33,6 +33,10 @@ enum Command {
     Eval(EvalArgs),
     /// Classify utterances: the label, its probability, and the runners-up.
     Predict(PredictArgs),
+    /// Commands outside the intents: a decoder (e.g. SmolLM2) writes
+    /// `{"device", "action", "value"}` under a JSON schema; with --data, measured on labelled
+    /// utterances (HWU64's iot_*: how often device and action are right, latency per command).
+    Command(crate::home_command::CommandArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -150,9 +154,10 @@ struct PredictArgs {
 /// Run `edgellm intent`.
 pub fn main(a: Args) -> Result<()> {
     match a.command {
-        Command::Train(a) => train(a),
-        Command::Eval(a) => eval(a),
-        Command::Predict(a) => predict(a),
+        Sub::Train(a) => train(a),
+        Sub::Eval(a) => eval(a),
+        Sub::Predict(a) => predict(a),
+        Sub::Command(a) => crate::home_command::command(a),
     }
 }
 

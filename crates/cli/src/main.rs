@@ -7,6 +7,7 @@ mod chat;
 mod distill;
 mod embed;
 mod eval;
+mod home_command;
 mod imatrix;
 mod inspect;
 mod intent;

@@ -232,3 +232,91 @@ fn train_eval_predict_end_to_end() {
     assert!(!ok);
     assert!(err.contains("bad.tsv:2") && err.contains("no tab"), "{err}");
 }
+
+#[test]
+fn hwu64_expectations_use_the_schema_s_devices_and_actions() {
+    for l in [
+        "iot_cleaning",
+        "iot_coffee",
+        "iot_hue_lightchange",
+        "iot_hue_lightdim",
+        "iot_hue_lightoff",
+        "iot_hue_lighton",
+        "iot_hue_lightup",
+        "iot_wemo_off",
+        "iot_wemo_on",
+    ] {
+        let e = edgellm_eval::home::hwu64_expected(l).unwrap();
+        assert!(edgellm::home::DEVICES.contains(&e.device), "{l}: {}", e.device);
+        for a in e.actions {
+            assert!(edgellm::home::ACTIONS.contains(a), "{l}: {a}");
+        }
+    }
+}
+
+/// The LLM path on SmolLM2: complete commands under the schema, scored on the labelled
+/// utterances whose label has an expected command (the others skipped).
+#[test]
+fn command_path_on_smollm2() {
+    let dir = scratch("command");
+    let data = dir.join("iot.tsv");
+    let rows: Vec<(String, String)> = [
+        ("switch off the light in the garage", "iot_hue_lightoff"),
+        ("what is the weather tomorrow", "weather_query"),
+        ("turn the kitchen lights off", "iot_hue_lightoff"),
+        ("set the lights to blue", "iot_hue_lightchange"),
+    ]
+    .iter()
+    .map(|(t, l)| (t.to_string(), l.to_string()))
+    .collect();
+    write_tsv(&data, &rows);
+    let llm = common::smollm2();
+    let (ok, out, err) = edgellm(&[
+        "intent",
+        "command",
+        "-m",
+        s(&llm),
+        "--data",
+        s(&data),
+        "--output-format",
+        "json",
+        "-t",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["scores"]["n"], 3, "the weather query is not scored");
+    assert_eq!(v["scores"]["complete"], 3, "constrained output is always a complete command");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        assert!(edgellm::home::DEVICES.contains(&r["device"].as_str().unwrap()), "{r}");
+        assert!(edgellm::home::ACTIONS.contains(&r["action"].as_str().unwrap()), "{r}");
+    }
+    // The plainest command of all comes out right (greedy, so the same every run).
+    assert_eq!(
+        (results[1]["device"].as_str(), results[1]["action"].as_str()),
+        (Some("light"), Some("turn_off"))
+    );
+    let right = v["scores"]["both_right"].as_u64().unwrap();
+    assert!((v["scores"]["both_accuracy"].as_f64().unwrap() - right as f64 / 3.0).abs() < 1e-12);
+    assert_eq!(v["latencies_ms"].as_array().unwrap().len(), 3);
+
+    // One-off commands, one JSON line each.
+    let (ok, out, err) =
+        edgellm(&["intent", "command", "-m", s(&llm), "--output-format", "json", "turn off the porch light"]);
+    assert!(ok, "{err}");
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["complete"], true);
+    assert_eq!(line["device"], "light");
+
+    // An encoder is not a decoder; a file with nothing to score says so.
+    let (ok, _, err) = edgellm(&["intent", "command", "-m", s(&common::minilm()), "turn on the lamp"]);
+    assert!(!ok);
+    assert!(err.contains("decoder") || err.contains("generate"), "{err}");
+    let none = dir.join("none.tsv");
+    write_tsv(&none, &rows[1..2]);
+    let (ok, _, err) = edgellm(&["intent", "command", "-m", s(&llm), "--data", s(&none)]);
+    assert!(!ok);
+    assert!(err.contains("no utterance has a label"), "{err}");
+}

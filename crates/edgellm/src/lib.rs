@@ -16,6 +16,8 @@
 //!   ([`GenerateParams::logprobs`], [`TokenLogprob`]);
 //! - [`Engine::embed`]: sentence embeddings, batched; [`Engine::classify`]: intents, for an
 //!   intent model (an encoder with an intent head, made by `edgellm intent train`);
+//! - [`home::CommandParser`]: smart-home commands as `{"device", "action", "value"}` JSON
+//!   from a decoder under a schema;
 //! - [`Engine::tokenize`] / [`Engine::detokenize`], and [`Engine::info`].
 //!
 //! Every failure is an [`Error`] value with a message a user can act on; bad input never
@@ -54,6 +56,7 @@ mod constraint;
 mod engine;
 mod error;
 mod generate;
+pub mod home;
 mod logprob;
 
 pub use constraint::OutputFormat;

@@ -13,6 +13,7 @@
 
 pub mod chart;
 pub mod energy;
+pub mod home;
 pub mod intent;
 pub mod ppl;
 pub mod speed;
