@@ -7,7 +7,8 @@ use std::process::Command as Process;
 use anyhow::{Context, Result};
 use edgellm_train::intent::IntentOptions;
 use edgellm_train::smart_home::{
-    run_smart_home, write_report, DatasetSpec, MeasureRequest, Measurement, Progress, SmartHomeOptions,
+    run_smart_home, write_report, DatasetSpec, LlmResult, MeasureRequest, Measurement, Progress,
+    SmartHomeOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -80,6 +81,15 @@ struct SmartHomeArgs {
     /// Seed of the training shuffles.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Decoder for the LLM path (`intent command` on HWU64's iot_* test utterances).
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    llm: PathBuf,
+    /// Leave the LLM path out.
+    #[arg(long)]
+    no_llm: bool,
+    /// iot_* test utterances given to the LLM (0: all; --reduced: 6).
+    #[arg(long, default_value_t = 0)]
+    llm_limit: usize,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -128,6 +138,14 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
             "--watts-per-core must be a positive number of watts, got {w}"
         );
     }
+    if !a.no_llm {
+        anyhow::ensure!(
+            a.llm.is_file(),
+            "{}: missing (the LLM path's decoder; fetch it with scripts/fetch-models, give --llm, or --no-llm)",
+            a.llm.display()
+        );
+    }
+    let llm_limit = if a.reduced && a.llm_limit == 0 { 6 } else { a.llm_limit };
     let exe = std::env::current_exe().context("finding the edgellm executable to measure with")?;
     let mut measure = |r: &MeasureRequest| -> Result<Measurement, String> { measure_in_child(&exe, r) };
     let bar = ProgressBar::new(0).with_style(
@@ -163,8 +181,24 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
         }
     };
     let result = run_smart_home(&o, &mut measure, &mut progress);
+    let mut result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e.into());
+        }
+    };
+    if !a.no_llm {
+        progress(Progress::Step {
+            dataset: "hwu64".into(),
+            what: format!("the LLM path ({})", a.llm.display()),
+        });
+        let test = o.datasets[0].test.clone();
+        let llm = measure_llm_in_child(&exe, &a.llm, &test, llm_limit, o.threads, o.watts_per_core);
+        bar.finish_and_clear();
+        result.llm = Some(llm.map_err(|why| anyhow::anyhow!("measuring the LLM path: {why}"))?);
+    }
     bar.finish_and_clear();
-    let result = result?;
     let files = write_report(&result, &o.out)?;
     for r in result.results.iter().filter(|r| r.dataset == "hwu64") {
         println!(
@@ -180,6 +214,63 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
         println!("wrote {}", f.display());
     }
     Ok(())
+}
+
+/// `edgellm intent command --data TEST --output-format json` in a child process.
+fn measure_llm_in_child(
+    exe: &std::path::Path,
+    model: &std::path::Path,
+    test: &std::path::Path,
+    limit: usize,
+    threads: usize,
+    watts_per_core: Option<f64>,
+) -> Result<LlmResult, String> {
+    let mut cmd = Process::new(exe);
+    cmd.args(["intent", "command", "-m"]).arg(model).arg("--data").arg(test).args([
+        "--output-format",
+        "json",
+        "--limit",
+        &limit.to_string(),
+        "-t",
+        &threads.to_string(),
+    ]);
+    if let Some(w) = watts_per_core {
+        cmd.args(["--watts-per-core", &w.to_string()]);
+    }
+    let out = cmd.output().map_err(|e| format!("running {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "intent command failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("intent command printed no JSON: {e}"))?;
+    let sc = &v["scores"];
+    let f = |x: &serde_json::Value, k: &str| {
+        x[k].as_f64().ok_or_else(|| format!("intent command JSON lacks {k}"))
+    };
+    Ok(LlmResult {
+        model: model.display().to_string(),
+        file_bytes: v["file_bytes"].as_u64().unwrap_or(0),
+        n: sc["n"].as_u64().unwrap_or(0) as usize,
+        complete: sc["complete"].as_u64().unwrap_or(0) as usize,
+        action_accuracy: f(sc, "action_accuracy")?,
+        device_accuracy: f(sc, "device_accuracy")?,
+        both_accuracy: f(sc, "both_accuracy")?,
+        latencies_ms: v["latencies_ms"]
+            .as_array()
+            .ok_or("intent command JSON lacks latencies_ms")?
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect(),
+        generated_tokens_per_command: f(&v, "generated_tokens_per_command")?,
+        peak_rss_bytes: v["peak_rss_bytes"].as_u64(),
+        joules_per_command: v["energy"]["joules_per_command"].as_f64(),
+        energy_source: v["energy"]["label"].as_str().map(String::from),
+        kernel_tier: v["kernel_tier"].as_str().unwrap_or("").to_string(),
+    })
 }
 
 /// `edgellm intent eval --output-format json` on the request, in a child process (so that its

@@ -63,12 +63,29 @@ fn reduced_smart_home_report_runs_end_to_end() {
     // embedding table's 12 MB away.
     assert!(bytes("q8_0-vocab") + (8 << 20) < bytes("q8_0"));
     assert!(bytes("pruned-q8_0-vocab") + (8 << 20) < bytes("pruned-q8_0"));
+    assert!(bytes("pruned-2:4-q8-vocab") + (8 << 20) < bytes("pruned-2:4-q8"));
+    // 2:4 with 8-bit values stored sparse: half the values and their indices, against Q8_0's
+    // all the values (the embedding table, most of the bytes, stays Q8_0 in both).
+    // Zeros stored densely in F32: the same size, give or take metadata.
+    assert!(bytes("pruned-2:4").abs_diff(bytes("fine-tuned")) < 1 << 16);
+    assert!(bytes("pruned-2:4-q8") + (3 << 20) < bytes("q8_0"));
+
+    // The LLM path: 6 iot_* commands under the schema, all complete.
+    let llm = &j["llm"];
+    assert_eq!(llm["n"], 6);
+    assert_eq!(llm["complete"], 6);
+    assert_eq!(llm["latencies_ms"].as_array().unwrap().len(), 6);
+    let both = llm["both_accuracy"].as_f64().unwrap();
+    assert!(
+        both <= llm["action_accuracy"].as_f64().unwrap() && both <= llm["device_accuracy"].as_f64().unwrap()
+    );
 
     let md = std::fs::read_to_string(out.join("smart-home.md")).unwrap();
     for c in CONFIGS {
         assert!(md.contains(&format!("| {c} |")), "report lacks {c}");
     }
     assert!(md.contains("## Goals"));
+    assert!(md.contains("## The LLM path") && md.contains("| SmolLM2-135M-Instruct.Q4_1.gguf |"));
     for chart in ["latency", "accuracy-size", "pareto"] {
         let png = std::fs::read(out.join(format!("{chart}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{chart}.png");

@@ -89,7 +89,7 @@ impl Default for IntentOptions {
             epochs: 4,
             lr: 1e-4,
             joint_head_lr: 2e-3,
-            batch: 32,
+            batch: 16,
             warmup: 0.06,
             weight_decay: 0.01,
             freeze_embeddings: true,

@@ -10,9 +10,11 @@
 //! | `f32-simd` | the same file with the SIMD kernels |
 //! | `fine-tuned` | encoder and head fine-tuned together (F32) |
 //! | `pruned` | the fine-tuned model with a fraction of every FFN's channels removed (structured, ranked on the training utterances), then fine-tuned again to recover |
+//! | `pruned-2:4` | the fine-tuned model pruned 2:4 (Wanda, calibrated on training utterances) in every linear layer, fine-tuned again with the zeros held (F32, zeros stored densely) |
+//! | `pruned-2:4-q8` | that model with its kept values in 8 bits, stored in edgellm's sparse 2:4 type (`Q8_S24`, `docs/sparse-gguf.md`) |
 //! | `q8_0`, `q4_k` | the fine-tuned model quantized |
 //! | `pruned-q8_0` | the pruned, recovered model quantized to Q8_0 |
-//! | `q8_0-vocab`, `pruned-q8_0-vocab` | those two with the vocabulary trimmed to the tokens of the training utterances (plus control and single-character tokens; [`edgellm_compress::vocab`]) |
+//! | `q8_0-vocab`, `pruned-q8_0-vocab`, `pruned-2:4-q8-vocab` | those three with the vocabulary trimmed to the tokens of the training utterances (plus control and single-character tokens; [`edgellm_compress::vocab`]) |
 //!
 //! Training chooses on the validation set (SNIPS has none: a fixed tenth of each label's
 //! training utterances is held out for it); the test set is scored once per model. Every model
@@ -27,8 +29,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use edgellm_compress::recipe::{run_recipe, CalibTokens, Recipe};
+use edgellm_compress::prune::{PruneMethod, Sparsity};
+use edgellm_compress::recipe::{run_recipe, CalibTokens, PruneStep, Recipe};
 use edgellm_compress::source::OpenedModel;
+use edgellm_compress::sparse::StorageFormat;
 use edgellm_compress::structured::Structure;
 use edgellm_compress::{CompressError, Method, Scheme};
 use edgellm_eval::chart::{self, Axis, Chart, ChartPoint, Series};
@@ -200,16 +204,19 @@ pub enum Progress {
 }
 
 /// The configurations, in report order.
-pub const CONFIGS: [&str; 9] = [
+pub const CONFIGS: [&str; 12] = [
     "f32-scalar",
     "f32-simd",
     "fine-tuned",
     "pruned",
+    "pruned-2:4",
+    "pruned-2:4-q8",
     "q8_0",
     "q4_k",
     "pruned-q8_0",
     "q8_0-vocab",
     "pruned-q8_0-vocab",
+    "pruned-2:4-q8-vocab",
 ];
 
 /// How each configuration is made, for the report.
@@ -223,6 +230,14 @@ fn describe(config: &str, o: &SmartHomeOptions) -> String {
             100.0 * o.ffn_ratio,
             o.recovery_epochs
         ),
+        "pruned-2:4" => format!(
+            "fine-tuned, pruned 2:4 (Wanda) in every linear layer, re-fine-tuned with the zeros held ({} epoch(s)), F32",
+            o.recovery_epochs
+        ),
+        "pruned-2:4-q8" => "pruned-2:4 with its kept values in 8 bits, sparse 2:4 storage (Q8_S24)".into(),
+        "pruned-2:4-q8-vocab" => {
+            "pruned-2:4-q8 with the vocabulary trimmed to the training utterances' tokens".into()
+        }
         "q8_0" => "fine-tuned, quantized Q8_0".into(),
         "q4_k" => "fine-tuned, quantized Q4_K".into(),
         "pruned-q8_0" => "pruned + recovered, quantized Q8_0".into(),
@@ -278,6 +293,41 @@ pub struct SmartHomeResult {
     pub settings: serde_json::Value,
     /// Seconds in all.
     pub seconds: f64,
+    /// The LLM path for commands outside the intents, where measured.
+    #[serde(default)]
+    pub llm: Option<LlmResult>,
+}
+
+/// The LLM path: a decoder writing `{"device", "action", "value"}` under a JSON schema
+/// (`edgellm intent command`), measured on HWU64's `iot_*` test utterances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LlmResult {
+    /// The decoder.
+    pub model: String,
+    /// Its file size in bytes.
+    pub file_bytes: u64,
+    /// Utterances scored.
+    pub n: usize,
+    /// Outputs that were a complete command.
+    pub complete: usize,
+    /// Fraction with the action right.
+    pub action_accuracy: f64,
+    /// Fraction with the device right.
+    pub device_accuracy: f64,
+    /// Fraction with both right.
+    pub both_accuracy: f64,
+    /// Latency per command (ms), one at a time, prompt prefix cached.
+    pub latencies_ms: Vec<f64>,
+    /// Tokens generated per command.
+    pub generated_tokens_per_command: f64,
+    /// Peak resident memory of the measuring process.
+    pub peak_rss_bytes: Option<u64>,
+    /// Energy per command (J), where measured or estimated.
+    pub joules_per_command: Option<f64>,
+    /// Where the energy figure comes from (RAPL, or labelled an estimate).
+    pub energy_source: Option<String>,
+    /// Kernel tier it ran on.
+    pub kernel_tier: String,
 }
 
 /// Keep at most `n` examples per label (0: all), in file order.
@@ -401,7 +451,7 @@ pub fn run_smart_home(
         let calib: Vec<Vec<u32>> =
             train_ids.iter().step_by((train_ids.len() / 256).max(1)).cloned().collect();
         let recipe = Recipe { structured: Some((Structure::Ffn, o.ffn_ratio)), ..Recipe::default() };
-        compress(&ft_path, &recipe, &CalibTokens::Encoder(calib), &cut_path)?;
+        compress(&ft_path, &recipe, &CalibTokens::Encoder(calib.clone()), &cut_path)?;
         step(progress, "fine-tuning the pruned model to recover".into());
         let pruned_path = dir.join("pruned.gguf");
         let cut = open_bert(&cut_path)?;
@@ -414,6 +464,40 @@ pub fn run_smart_home(
             let _ = std::fs::remove_file(&cut_path);
         }
         made.push(("pruned".into(), pruned_path.clone(), Some(val_acc), t.elapsed().as_secs_f64()));
+
+        // 3b. 2:4 (Wanda on the training utterances) in every linear layer, recovered with the
+        // zeros held by the masked optimizer; then its kept values in 8 bits, stored sparse.
+        step(progress, "pruning 2:4 (Wanda)".into());
+        let t = Instant::now();
+        let cut24_path = dir.join("pruned-2-4-unrecovered.gguf");
+        let two_four =
+            |method| PruneStep { method, sparsity: Sparsity::NM { n: 2, m: 4 }, keep: vec![], damp: 0.01 };
+        let recipe = Recipe { prune: Some(two_four(PruneMethod::Wanda)), ..Recipe::default() };
+        compress(&ft_path, &recipe, &CalibTokens::Encoder(calib), &cut24_path)?;
+        step(progress, "fine-tuning the 2:4 model to recover".into());
+        let p24_path = dir.join("pruned-2-4.gguf");
+        let cut24 = open_bert(&cut24_path)?;
+        let val_acc = train_one(&cut24, &train, &val, &rec_opts, &p24_path, "pruned-2:4", progress)?;
+        drop(cut24);
+        if !o.keep_models {
+            let _ = std::fs::remove_file(&cut24_path);
+        }
+        made.push(("pruned-2:4".into(), p24_path.clone(), Some(val_acc), t.elapsed().as_secs_f64()));
+        step(progress, "storing pruned-2:4 in 8 bits, sparse".into());
+        let t = Instant::now();
+        let q24_path = dir.join("pruned-2-4-q8.gguf");
+        // Magnitude 2:4 of a 2:4 model keeps exactly its non-zeros (the mask the sparse type
+        // stores); the kept values are quantized to 8 bits.
+        let scheme = Scheme::parse("Q8_0")
+            .map_err(|source| SmartHomeError::Compress { what: "pruned-2:4-q8".into(), source })?;
+        let recipe = Recipe {
+            prune: Some(two_four(PruneMethod::Magnitude)),
+            quantize: Some((scheme, Method::Rtn)),
+            format: StorageFormat::Sparse,
+            ..Recipe::default()
+        };
+        compress(&p24_path, &recipe, &CalibTokens::None, &q24_path)?;
+        made.push(("pruned-2:4-q8".into(), q24_path, None, t.elapsed().as_secs_f64()));
 
         // 4. Quantized.
         for (name, src, ty) in
@@ -431,11 +515,15 @@ pub fn run_smart_home(
 
         // 5. Vocabulary trimmed to the training utterances' tokens.
         let used: std::collections::BTreeSet<u32> = train_ids.iter().flatten().copied().collect();
-        for (name, src) in [("q8_0-vocab", "q8_0"), ("pruned-q8_0-vocab", "pruned-q8_0")] {
+        for (name, src) in [
+            ("q8_0-vocab", "q8_0"),
+            ("pruned-q8_0-vocab", "pruned-q8_0"),
+            ("pruned-2:4-q8-vocab", "pruned-2:4-q8"),
+        ] {
             step(progress, format!("trimming the vocabulary of {src}"));
             let t = Instant::now();
-            let input = dir.join(format!("{src}.gguf"));
-            let out = dir.join(format!("{name}.gguf"));
+            let input = made.iter().find(|m| m.0 == src).expect("made above").1.clone();
+            let out = dir.join(format!("{}.gguf", name.replace(':', "-")));
             let err = |source| SmartHomeError::Compress { what: name.into(), source };
             let f = edgellm_formats::GgufFile::open(&input).map_err(|e| err(e.into()))?;
             let (w, _) = edgellm_compress::vocab::trim_vocab(&f, &used).map_err(err)?;
@@ -498,6 +586,7 @@ pub fn run_smart_home(
         results,
         settings,
         seconds: t_all.elapsed().as_secs_f64(),
+        llm: None,
     })
 }
 
@@ -628,7 +717,7 @@ pub fn markdown(r: &SmartHomeResult, charts: &[String]) -> String {
     s.push_str(&format!("\n## Goals\n\n{GOALS}.\n\n"));
     s.push_str("| compressed model | HWU64 acc | SNIPS acc | p50 | p99 | speed-up vs baseline (p50) | file | energy vs baseline |\n|---|---|---|---|---|---|---|---|\n");
     let mark = |ok: bool| if ok { "✔" } else { "✘" };
-    for c in ["pruned", "q8_0", "q4_k", "pruned-q8_0", "q8_0-vocab", "pruned-q8_0-vocab"] {
+    for &c in CONFIGS.iter().skip(3) {
         let Some(x) = r.results.iter().find(|x| x.dataset == first && x.config == c) else { continue };
         let a = |ds: &str| r.results.iter().find(|y| y.dataset == ds && y.config == c).map(|y| y.m.accuracy);
         let goal_acc = |ds: &str, goal: f64| match a(ds) {
@@ -653,6 +742,12 @@ pub fn markdown(r: &SmartHomeResult, charts: &[String]) -> String {
             mark(x.file_bytes as f64 <= 12e6),
         ));
     }
+    if let Some(l) = &r.llm {
+        s.push_str(&llm_section(
+            l,
+            r.results.iter().find(|x| x.dataset == first && x.config == "pruned-q8_0-vocab"),
+        ));
+    }
     s.push_str("\n## Charts\n\n");
     for c in charts {
         s.push_str(&format!("![{c}]({c})\n\n"));
@@ -660,6 +755,47 @@ pub fn markdown(r: &SmartHomeResult, charts: &[String]) -> String {
     s.push_str("## Settings\n\n```json\n");
     s.push_str(&serde_json::to_string_pretty(&r.settings).unwrap_or_default());
     s.push_str("\n```\n");
+    s
+}
+
+/// The report's section on the LLM path, compared with `classifier` where given.
+fn llm_section(l: &LlmResult, classifier: Option<&ConfigResult>) -> String {
+    let q = |p| edgellm_eval::intent::quantile(&l.latencies_ms, p);
+    let mut s = String::from("\n## The LLM path: commands outside the intents\n\n");
+    s.push_str(&format!(
+        "`edgellm intent command -m {}`: the decoder writes `{{\"device\", \"action\", \"value\"}}` under a JSON \
+         schema (devices and actions as enums, constrained decoding) after a system message and 11 worked \
+         examples of our own (cached: each command evaluates only its own tokens). Scored on the HWU64 \
+         `iot_*` test utterances ({} of them), each label mapped to a device and the actions that count \
+         (`edgellm_eval::home`); `value` is not scored.\n\n",
+        l.model, l.n
+    ));
+    s.push_str("| model | file MiB | peak RSS MiB | p50 ms | p99 ms | tokens / command | action right % | device right % | both right % | complete % | mJ / command |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let rate = |c: usize| if l.n == 0 { 0.0 } else { c as f64 / l.n as f64 };
+    s.push_str(&format!(
+        "| {} | {:.1} | {} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} | {} |\n",
+        Path::new(&l.model).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(l.model.clone()),
+        mib(l.file_bytes),
+        l.peak_rss_bytes.map(|b| format!("{:.1}", mib(b))).unwrap_or("—".into()),
+        q(0.5),
+        q(0.99),
+        l.generated_tokens_per_command,
+        pct(l.action_accuracy),
+        pct(l.device_accuracy),
+        pct(l.both_accuracy),
+        pct(rate(l.complete)),
+        l.joules_per_command.map(|j| format!("{:.0}", 1e3 * j)).unwrap_or("—".into()),
+    ));
+    if let Some(c) = classifier {
+        s.push_str(&format!(
+            "\nFor scale: the `pruned-q8_0-vocab` intent classifier answers in {:.2} ms (p50) with {} % \
+             of all 64 HWU64 intents right; the LLM path is {:.0}× slower per command and is for what the \
+             intents do not cover.\n",
+            c.p50(),
+            pct(c.m.accuracy),
+            q(0.5) / c.p50()
+        ));
+    }
     s
 }
 
