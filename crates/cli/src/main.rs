@@ -18,6 +18,7 @@ mod run;
 mod serve;
 mod similarity;
 mod tokenize;
+mod trim_vocab;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Prune a model: magnitude, Wanda or SparseGPT, unstructured or N:M (GGUF out).
     Prune(prune::Args),
+    /// Trim a WordPiece encoder's vocabulary to the tokens a deployment's texts use (GGUF out).
+    TrimVocab(trim_vocab::Args),
     /// Recover a pruned sentence encoder by distillation from its dense original (GGUF out).
     Distill(distill::Args),
     /// Serve the model over HTTP: an OpenAI-compatible API (chat, completions, embeddings).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::CalibrateSparsity(a) => calibrate_sparsity::main(a),
         Command::Prune(a) => prune::main(a),
         Command::Distill(a) => distill::main(a),
+        Command::TrimVocab(a) => trim_vocab::main(a),
         Command::Serve(a) => serve::main(a),
         Command::Intent(a) => intent::main(a),
         Command::Report(a) => report::main(a),

@@ -81,6 +81,10 @@ struct SmartHomeArgs {
     /// Seed of the training shuffles.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Vocabulary trimming keeps the training utterances' tokens and this many of the
+    /// commonest other tokens (MiniLM's vocabulary lists them most frequent first).
+    #[arg(long, default_value_t = 0)]
+    keep_common_tokens: usize,
     /// Decoder for the LLM path (`intent command` on HWU64's iot_* test utterances).
     #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     llm: PathBuf,
@@ -118,6 +122,7 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
         threads: a.threads,
         watts_per_core: a.watts_per_core,
         keep_models: a.keep_models,
+        keep_common_tokens: a.keep_common_tokens,
     };
     if a.reduced {
         o.max_train_per_label = 8;

@@ -57,6 +57,8 @@ fn reduced_smart_home_report_runs_end_to_end() {
     let bytes = |c: &str| results.iter().find(|r| r["config"] == c).unwrap()["file_bytes"].as_u64().unwrap();
     assert!(bytes("q8_0") < bytes("fine-tuned") / 3);
     assert!(bytes("q4_k") < bytes("q8_0"));
+    assert!(bytes("q5_0") < bytes("q8_0") - (8 << 20), "Q5_0 matrices and Q4_0 word embeddings");
+    assert!(bytes("q5_0-vocab") < bytes("q5_0"));
     assert!(bytes("pruned") < bytes("fine-tuned"));
     assert!(bytes("pruned-q8_0") < bytes("q8_0"));
     // The trimmed vocabulary (a few thousand of MiniLM's 30 522 tokens) takes most of the

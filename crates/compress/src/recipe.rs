@@ -65,6 +65,8 @@ pub struct Recipe {
     pub structured: Option<(Structure, f64)>,
     /// Quantization after pruning: the type or mix and the rounding method.
     pub quantize: Option<(Scheme, Method)>,
+    /// Per-tensor type overrides of the quantization (`PATTERN=TYPE`, first match wins).
+    pub keeps: Vec<KeepRule>,
     /// How the pruned tensors are stored (dense zeros, or edgellm's sparse types).
     pub format: StorageFormat,
 }
@@ -323,10 +325,9 @@ pub fn run_recipe(
         }
         let importance = calibration.as_ref().map(|c| Importance::from_imatrix(&c.imatrix));
         let alphas = crate::awq::default_alphas();
-        let keeps: Vec<KeepRule> = Vec::new();
         let opts = QuantizeOptions {
             scheme: Some(scheme),
-            keeps: &keeps,
+            keeps: &recipe.keeps,
             method,
             importance: importance.as_ref(),
             grams: None,

@@ -23,6 +23,8 @@ use crate::CompressError;
 
 /// GGUF token type of control tokens.
 const TOKEN_CONTROL: i64 = 3;
+/// GGUF token type of normal tokens.
+const TOKEN_NORMAL: i64 = 1;
 
 /// What trimming did.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,10 +40,14 @@ pub struct VocabTrim {
 }
 
 /// Trims `f`'s vocabulary to `used` (token ids the deployment's texts produce) plus control,
-/// special and single-character tokens. Returns the writer of the trimmed model.
+/// special and single-character tokens, plus the first `keep_first` other tokens in vocabulary
+/// order (WordPiece vocabularies made by BERT's tool list their pieces most frequent first —
+/// MiniLM's from id 1996: "the", "of", "and", … — so these are the commonest words, for text
+/// the deployment's own did not cover). Returns the writer of the trimmed model.
 pub fn trim_vocab<'a>(
     f: &'a GgufFile,
     used: &BTreeSet<u32>,
+    keep_first: usize,
 ) -> Result<(GgufWriter<'a>, VocabTrim), CompressError> {
     let bad = |why: String| CompressError::BadTensor { tensor: "tokenizer.ggml.tokens".into(), why };
     let model = f.get_str("tokenizer.ggml.model")?;
@@ -81,6 +87,19 @@ pub fn trim_vocab<'a>(
     for (_, id) in &special_keys {
         if let Some(k) = keep.get_mut(*id as usize) {
             *k = true;
+        }
+    }
+    // The commonest other tokens: normal ones only (not `[unused0]` and the like).
+    let mut extra = keep_first;
+    for (i, t) in tokens.iter().enumerate() {
+        if extra == 0 {
+            break;
+        }
+        let normal = types.as_ref().is_none_or(|ty| ty.get(i) == Some(&TOKEN_NORMAL));
+        let bracketed = t.starts_with('[') && t.ends_with(']');
+        if !keep[i] && normal && !bracketed {
+            keep[i] = true;
+            extra -= 1;
         }
     }
     let mut new_id = vec![u32::MAX; n];

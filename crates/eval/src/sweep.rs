@@ -416,6 +416,7 @@ impl Point {
             }),
             structured: s.structured,
             quantize: s.quant.map(|q| (q, qmethod)),
+            keeps: Vec::new(),
             format: Default::default(),
         };
         Point { name, series, label, recipe }

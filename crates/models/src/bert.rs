@@ -16,7 +16,8 @@
 //!   result does not depend on what else is in its batch (batched and one-at-a-time outputs are
 //!   bit-identical). Masked positions of the output are zero.
 //! - Projections run through [`dense_forward`]: the core's register-tiled matrix kernels on the
-//!   [`Linear`]'s bytes, split over threads by tokens, then the bias.
+//!   [`Linear`]'s bytes, split over threads by weight rows (Q, K and V in one region), then the
+//!   bias.
 
 use std::ops::Range;
 use std::path::Path;
@@ -343,36 +344,21 @@ impl Dense {
 
 /// `y[t] = W x[t] (+ b)` for `n` tokens: `x` is `[n × in]`, `y` is `[n × out]`.
 ///
-/// Each thread takes a contiguous range of tokens and runs the core's register-tiled
-/// [`kernels::matmul`] over all weight rows (SIMD where the CPU has it; quantized weights dot
-/// with activations quantized to their activation format). A weight type without kernels
-/// falls back to [`Linear::forward`].
+/// [`Linear::forward`]: the core's register-tiled kernels (SIMD where the CPU has it;
+/// quantized weights dot with activations quantized to their activation format), the weight
+/// rows split over threads (each thread reads its share of the weights once, for every
+/// token), then the bias.
 pub fn dense_forward(w: &Linear, bias: Option<&[f32]>, x: &[f32], n: usize, y: &mut [f32]) {
-    let (k, m) = (w.in_features, w.out_features);
-    assert_eq!(x.len(), n * k, "{}: input length", w.name);
-    assert_eq!(y.len(), n * m, "{}: output length", w.name);
+    w.forward(x, n, y);
     if let Some(b) = bias {
-        assert_eq!(b.len(), m, "{}: bias length", w.name);
+        add_bias(w, b, y);
     }
-    let usable =
-        kernels::supports(w.dtype) && kernels::activation_type(w.dtype).bytes_for(k as u64).is_some();
-    if !usable {
-        w.forward(x, n, y);
-    } else {
-        w.observe_input(x, n);
-        let ab = kernels::activation_row_bytes(w.dtype, k);
-        par_rows(y, m, 1, |rows, out| {
-            let mut act = vec![0u8; rows.len() * ab]; // [tokens × activation row]
-            for (a, t) in act.chunks_exact_mut(ab).zip(rows.clone()) {
-                kernels::quantize_activations(w.dtype, &x[t * k..(t + 1) * k], a);
-            }
-            kernels::matmul(w.dtype, w.bytes(), k, 0..m, &act, rows.len(), out, m);
-        });
-    }
-    if let Some(b) = bias {
-        for row in y.chunks_exact_mut(m) {
-            row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
-        }
+}
+
+fn add_bias(w: &Linear, b: &[f32], y: &mut [f32]) {
+    assert_eq!(b.len(), w.out_features, "{}: bias length", w.name);
+    for row in y.chunks_exact_mut(w.out_features) {
+        row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
     }
 }
 
@@ -615,9 +601,16 @@ impl Bert {
         let mut ctx = vec![0.0f32; n * d]; // [n × d], attention output before its projection
         let mut h = vec![0.0f32; n * ff]; // [n × ff]
         for l in &self.layers {
-            l.query.forward(&x, n, &mut q);
-            l.key.forward(&x, n, &mut k);
-            l.value.forward(&x, n, &mut v);
+            // Q, K and V in one parallel region, from one quantization of x.
+            Linear::forward_shared(
+                &[&l.query.linear, &l.key.linear, &l.value.linear],
+                &x,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+            );
+            for (dense, y) in [(&l.query, &mut q), (&l.key, &mut k), (&l.value, &mut v)] {
+                add_bias(&dense.linear, &dense.bias, y);
+            }
             self.attention(&q, &k, &v, &p.seqs, &mut ctx);
             // x = LN(x + O·ctx + b), with q as the projection's output buffer.
             l.attn_out.forward(&ctx, n, &mut q);

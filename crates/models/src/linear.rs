@@ -723,16 +723,6 @@ pub fn set_input_observer(obs: Option<Arc<dyn InputObserver>>) {
     *g = obs;
 }
 
-impl Linear {
-    /// Reports `x` (`[n × in_features]`) to the installed input observer, if any: for forward
-    /// paths outside this module that run the kernels themselves (BERT's biased dense layer).
-    pub(crate) fn observe_input(&self, x: &[f32], n: usize) {
-        if OBSERVING.load(Ordering::Relaxed) {
-            notify_observer(&self.name, x, n, self.in_features);
-        }
-    }
-}
-
 #[cold]
 fn notify_observer(name: &str, x: &[f32], n: usize, k: usize) {
     let obs = OBSERVER.read().unwrap_or_else(|e| e.into_inner()).clone();

@@ -13,8 +13,9 @@
 //! | `pruned-2:4` | the fine-tuned model pruned 2:4 (Wanda, calibrated on training utterances) in every linear layer, fine-tuned again with the zeros held (F32, zeros stored densely) |
 //! | `pruned-2:4-q8` | that model with its kept values in 8 bits, stored in edgellm's sparse 2:4 type (`Q8_S24`, `docs/sparse-gguf.md`) |
 //! | `q8_0`, `q4_k` | the fine-tuned model quantized |
+//! | `q5_0` | the fine-tuned model's matrices in Q5_0, its word embeddings in Q4_0 |
 //! | `pruned-q8_0` | the pruned, recovered model quantized to Q8_0 |
-//! | `q8_0-vocab`, `pruned-q8_0-vocab`, `pruned-2:4-q8-vocab` | those three with the vocabulary trimmed to the tokens of the training utterances (plus control and single-character tokens; [`edgellm_compress::vocab`]) |
+//! | `q8_0-vocab`, `q5_0-vocab`, `pruned-q8_0-vocab`, `pruned-2:4-q8-vocab` | those four with the vocabulary trimmed to the tokens of the training utterances (plus control and single-character tokens, and optionally the commonest others; [`edgellm_compress::vocab`]) |
 //!
 //! Training chooses on the validation set (SNIPS has none: a fixed tenth of each label's
 //! training utterances is held out for it); the test set is scored once per model. Every model
@@ -34,7 +35,7 @@ use edgellm_compress::recipe::{run_recipe, CalibTokens, PruneStep, Recipe};
 use edgellm_compress::source::OpenedModel;
 use edgellm_compress::sparse::StorageFormat;
 use edgellm_compress::structured::Structure;
-use edgellm_compress::{CompressError, Method, Scheme};
+use edgellm_compress::{CompressError, KeepRule, Method, Scheme};
 use edgellm_eval::chart::{self, Axis, Chart, ChartPoint, Series};
 use edgellm_eval::intent::{label_set, read_intent_tsv, IntentDataError, IntentExample};
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,9 @@ pub struct SmartHomeOptions {
     pub watts_per_core: Option<f64>,
     /// Keep the model files (else each is deleted once measured).
     pub keep_models: bool,
+    /// Vocabulary trimming also keeps this many of the commonest other tokens
+    /// ([`edgellm_compress::vocab::trim_vocab`]'s `keep_first`).
+    pub keep_common_tokens: usize,
 }
 
 /// One model to measure.
@@ -204,7 +208,7 @@ pub enum Progress {
 }
 
 /// The configurations, in report order.
-pub const CONFIGS: [&str; 12] = [
+pub const CONFIGS: [&str; 14] = [
     "f32-scalar",
     "f32-simd",
     "fine-tuned",
@@ -212,14 +216,24 @@ pub const CONFIGS: [&str; 12] = [
     "pruned-2:4",
     "pruned-2:4-q8",
     "q8_0",
+    "q5_0",
     "q4_k",
     "pruned-q8_0",
     "q8_0-vocab",
+    "q5_0-vocab",
     "pruned-q8_0-vocab",
     "pruned-2:4-q8-vocab",
 ];
 
 /// How each configuration is made, for the report.
+/// What the trimmed vocabularies keep, for [`describe`].
+fn vocab_note(o: &SmartHomeOptions) -> String {
+    match o.keep_common_tokens {
+        0 => " to the training utterances' tokens".into(),
+        k => format!(" to the training utterances' tokens and the {k} commonest others"),
+    }
+}
+
 fn describe(config: &str, o: &SmartHomeOptions) -> String {
     match config {
         "f32-scalar" => "head on the frozen F32 encoder, scalar kernels (baseline)".into(),
@@ -235,16 +249,14 @@ fn describe(config: &str, o: &SmartHomeOptions) -> String {
             o.recovery_epochs
         ),
         "pruned-2:4-q8" => "pruned-2:4 with its kept values in 8 bits, sparse 2:4 storage (Q8_S24)".into(),
-        "pruned-2:4-q8-vocab" => {
-            "pruned-2:4-q8 with the vocabulary trimmed to the training utterances' tokens".into()
-        }
+        "pruned-2:4-q8-vocab" => format!("pruned-2:4-q8 with the vocabulary trimmed{}", vocab_note(o)),
         "q8_0" => "fine-tuned, quantized Q8_0".into(),
+        "q5_0" => "fine-tuned, matrices Q5_0, word embeddings Q4_0".into(),
+        "q5_0-vocab" => format!("q5_0 with the vocabulary trimmed{}", vocab_note(o)),
         "q4_k" => "fine-tuned, quantized Q4_K".into(),
         "pruned-q8_0" => "pruned + recovered, quantized Q8_0".into(),
-        "q8_0-vocab" => "q8_0 with the vocabulary trimmed to the training utterances' tokens".into(),
-        "pruned-q8_0-vocab" => {
-            "pruned-q8_0 with the vocabulary trimmed to the training utterances' tokens".into()
-        }
+        "q8_0-vocab" => format!("q8_0 with the vocabulary trimmed{}", vocab_note(o)),
+        "pruned-q8_0-vocab" => format!("pruned-q8_0 with the vocabulary trimmed{}", vocab_note(o)),
         _ => config.into(),
     }
 }
@@ -500,15 +512,19 @@ pub fn run_smart_home(
         made.push(("pruned-2:4-q8".into(), q24_path, None, t.elapsed().as_secs_f64()));
 
         // 4. Quantized.
-        for (name, src, ty) in
-            [("q8_0", &ft_path, "Q8_0"), ("q4_k", &ft_path, "Q4_K"), ("pruned-q8_0", &pruned_path, "Q8_0")]
-        {
+        for (name, src, ty, keep) in [
+            ("q8_0", &ft_path, "Q8_0", None),
+            ("q5_0", &ft_path, "Q5_0", Some("token_embd.weight=Q4_0")),
+            ("q4_k", &ft_path, "Q4_K", None),
+            ("pruned-q8_0", &pruned_path, "Q8_0", None),
+        ] {
             step(progress, format!("quantizing {name}"));
             let t = Instant::now();
             let out = dir.join(format!("{name}.gguf"));
-            let scheme =
-                Scheme::parse(ty).map_err(|source| SmartHomeError::Compress { what: name.into(), source })?;
-            let recipe = Recipe { quantize: Some((scheme, Method::Rtn)), ..Recipe::default() };
+            let err = |source| SmartHomeError::Compress { what: name.into(), source };
+            let scheme = Scheme::parse(ty).map_err(err)?;
+            let keeps = keep.map(KeepRule::parse).transpose().map_err(err)?.into_iter().collect();
+            let recipe = Recipe { quantize: Some((scheme, Method::Rtn)), keeps, ..Recipe::default() };
             compress(src, &recipe, &CalibTokens::None, &out)?;
             made.push((name.into(), out, None, t.elapsed().as_secs_f64()));
         }
@@ -517,6 +533,7 @@ pub fn run_smart_home(
         let used: std::collections::BTreeSet<u32> = train_ids.iter().flatten().copied().collect();
         for (name, src) in [
             ("q8_0-vocab", "q8_0"),
+            ("q5_0-vocab", "q5_0"),
             ("pruned-q8_0-vocab", "pruned-q8_0"),
             ("pruned-2:4-q8-vocab", "pruned-2:4-q8"),
         ] {
@@ -526,7 +543,7 @@ pub fn run_smart_home(
             let out = dir.join(format!("{}.gguf", name.replace(':', "-")));
             let err = |source| SmartHomeError::Compress { what: name.into(), source };
             let f = edgellm_formats::GgufFile::open(&input).map_err(|e| err(e.into()))?;
-            let (w, _) = edgellm_compress::vocab::trim_vocab(&f, &used).map_err(err)?;
+            let (w, _) = edgellm_compress::vocab::trim_vocab(&f, &used, o.keep_common_tokens).map_err(err)?;
             w.write_file(&out).map_err(|e| err(e.into()))?;
             made.push((name.into(), out, None, t.elapsed().as_secs_f64()));
         }
@@ -579,6 +596,8 @@ pub fn run_smart_home(
         "threads": edgellm_core::parallel::num_threads(),
         "watts_per_core": o.watts_per_core,
         "seed": o.train.seed,
+        "batch": o.train.batch,
+        "keep_common_tokens": o.keep_common_tokens,
     });
     Ok(SmartHomeResult {
         encoder: o.encoder.display().to_string(),

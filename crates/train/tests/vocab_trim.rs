@@ -27,7 +27,7 @@ fn trimmed_vocabulary_embeds_kept_texts_exactly_and_still_spells_new_words() {
         used.extend(full.tokenize(t).unwrap());
     }
     let f = GgufFile::open(&full_path).unwrap();
-    let (w, report) = trim_vocab(&f, &used).unwrap();
+    let (w, report) = trim_vocab(&f, &used, 0).unwrap();
     assert_eq!(report.before, 30_522);
     assert!(report.kept > used.len() && report.kept < 3_000, "{report:?}");
     assert_eq!(report.embd_bytes.0, 30_522 * 384 * 4);
@@ -59,5 +59,19 @@ fn trimmed_vocabulary_embeds_kept_texts_exactly_and_still_spells_new_words() {
         let c = edgellm_runtime::embed::cosine(&full.embed(t).unwrap(), &trimmed.embed(t).unwrap());
         assert!(c.is_finite() && c < 0.9999, "{t}: cosine {c}");
     }
+
+    // Keeping the 5 000 commonest other tokens too (MiniLM's vocabulary lists them most
+    // frequent first): exactly 5 000 more rows, and a sentence of common words none of the
+    // texts used embeds exactly as with the full vocabulary.
+    let f = GgufFile::open(&full_path).unwrap();
+    let (w, wide) = trim_vocab(&f, &used, 5_000).unwrap();
+    assert_eq!(wide.kept, report.kept + 5_000);
+    let wide_path = dir.join("wide.gguf");
+    w.write_file(&wide_path).unwrap();
+    drop(f);
+    let wide = Embedder::load_gguf(&wide_path).unwrap();
+    let common_words = "the door of the house was open";
+    assert!(trimmed.tokenize(common_words).unwrap().len() > full.tokenize(common_words).unwrap().len());
+    assert_eq!(full.embed(common_words).unwrap(), wide.embed(common_words).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 }
