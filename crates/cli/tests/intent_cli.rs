@@ -235,17 +235,7 @@ fn train_eval_predict_end_to_end() {
 
 #[test]
 fn hwu64_expectations_use_the_schema_s_devices_and_actions() {
-    for l in [
-        "iot_cleaning",
-        "iot_coffee",
-        "iot_hue_lightchange",
-        "iot_hue_lightdim",
-        "iot_hue_lightoff",
-        "iot_hue_lighton",
-        "iot_hue_lightup",
-        "iot_wemo_off",
-        "iot_wemo_on",
-    ] {
+    for l in edgellm_eval::home::HWU64_IOT_LABELS {
         let e = edgellm_eval::home::hwu64_expected(l).unwrap();
         assert!(edgellm::home::DEVICES.contains(&e.device), "{l}: {}", e.device);
         for a in e.actions {

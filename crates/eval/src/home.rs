@@ -15,6 +15,19 @@ pub struct Expected {
     pub actions: &'static [&'static str],
 }
 
+/// HWU64's `iot_*` labels: those [`hwu64_expected`] maps.
+pub const HWU64_IOT_LABELS: [&str; 9] = [
+    "iot_cleaning",
+    "iot_coffee",
+    "iot_hue_lightchange",
+    "iot_hue_lightdim",
+    "iot_hue_lightoff",
+    "iot_hue_lighton",
+    "iot_hue_lightup",
+    "iot_wemo_off",
+    "iot_wemo_on",
+];
+
 /// The expected device and actions of an HWU64 `iot_*` label; `None` for a label outside the
 /// mapping (not scored).
 ///
@@ -136,18 +149,9 @@ mod tests {
 
     #[test]
     fn every_iot_label_of_hwu64_is_mapped() {
-        for l in [
-            "iot_cleaning",
-            "iot_coffee",
-            "iot_hue_lightchange",
-            "iot_hue_lightdim",
-            "iot_hue_lightoff",
-            "iot_hue_lighton",
-            "iot_hue_lightup",
-            "iot_wemo_off",
-            "iot_wemo_on",
-        ] {
+        for l in HWU64_IOT_LABELS {
             assert!(hwu64_expected(l).is_some(), "{l}");
         }
+        assert!(hwu64_expected("iot_unknown").is_none());
     }
 }
