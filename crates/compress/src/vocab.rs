@@ -89,14 +89,16 @@ pub fn trim_vocab<'a>(
             *k = true;
         }
     }
-    // The commonest other tokens: normal ones only (not `[unused0]` and the like).
+    // The commonest other tokens: normal ones only, and not placeholders such as `[unused0]`
+    // (stored as `▁[unused0]`, typed normal in MiniLM's GGUF).
     let mut extra = keep_first;
     for (i, t) in tokens.iter().enumerate() {
         if extra == 0 {
             break;
         }
         let normal = types.as_ref().is_none_or(|ty| ty.get(i) == Some(&TOKEN_NORMAL));
-        let bracketed = t.starts_with('[') && t.ends_with(']');
+        let text = t.strip_prefix('\u{2581}').unwrap_or(t);
+        let bracketed = text.starts_with('[') && text.ends_with(']');
         if !keep[i] && normal && !bracketed {
             keep[i] = true;
             extra -= 1;

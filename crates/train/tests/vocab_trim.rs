@@ -70,6 +70,11 @@ fn trimmed_vocabulary_embeds_kept_texts_exactly_and_still_spells_new_words() {
     w.write_file(&wide_path).unwrap();
     drop(f);
     let wide = Embedder::load_gguf(&wide_path).unwrap();
+    // The placeholders `[unused0]`… are not among the common tokens kept.
+    let wide_file = GgufFile::open(&wide_path).unwrap();
+    let tokens = wide_file.get_str_array("tokenizer.ggml.tokens").unwrap();
+    assert!(!tokens.iter().any(|t| t.contains("[unused")), "placeholders kept");
+    drop(wide_file);
     let common_words = "the door of the house was open";
     assert!(trimmed.tokenize(common_words).unwrap().len() > full.tokenize(common_words).unwrap().len());
     assert_eq!(full.embed(common_words).unwrap(), wide.embed(common_words).unwrap());
