@@ -221,6 +221,19 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Run a child `edgellm` that prints one JSON value; `what` names it in errors.
+fn run_json(mut cmd: Process, what: &str) -> Result<serde_json::Value, String> {
+    let out = cmd.output().map_err(|e| format!("running {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{what} printed no JSON: {e}"))
+}
+
 /// `edgellm intent command --data TEST --output-format json` in a child process.
 fn measure_llm_in_child(
     exe: &std::path::Path,
@@ -242,16 +255,7 @@ fn measure_llm_in_child(
     if let Some(w) = watts_per_core {
         cmd.args(["--watts-per-core", &w.to_string()]);
     }
-    let out = cmd.output().map_err(|e| format!("running {}: {e}", exe.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "intent command failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("intent command printed no JSON: {e}"))?;
+    let v = run_json(cmd, "intent command")?;
     let sc = &v["scores"];
     let f = |x: &serde_json::Value, k: &str| {
         x[k].as_f64().ok_or_else(|| format!("intent command JSON lacks {k}"))
@@ -297,16 +301,7 @@ fn measure_in_child(exe: &std::path::Path, r: &MeasureRequest) -> Result<Measure
     if r.scalar_kernels {
         cmd.env("EDGELLM_KERNELS", "scalar");
     }
-    let out = cmd.output().map_err(|e| format!("running {}: {e}", exe.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "intent eval failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("intent eval printed no JSON: {e}"))?;
+    let v = run_json(cmd, "intent eval")?;
     let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("intent eval JSON lacks {k}"));
     Ok(Measurement {
         accuracy: f("accuracy")?,
