@@ -310,3 +310,60 @@ fn command_path_on_smollm2() {
     assert!(!ok);
     assert!(err.contains("no utterance has a label"), "{err}");
 }
+
+/// `trim-vocab` on an intent model: the training utterances are classified exactly as before
+/// (their tokens are all kept); a non-WordPiece model and a file without text are clear errors.
+#[test]
+fn trim_vocab_keeps_the_training_utterances_exact() {
+    let dir = scratch("trim");
+    let (_, model, rows, _) = tiny_intent_model(&dir);
+    let train = dir.join("train.tsv");
+    let trimmed = dir.join("trimmed.gguf");
+    let (ok, out, err) = edgellm(&[
+        "trim-vocab",
+        "-m",
+        s(&model),
+        "--data",
+        s(&train),
+        "--keep-common",
+        "2",
+        "-o",
+        s(&trimmed),
+    ]);
+    assert!(ok, "{err}");
+    let kept: Vec<usize> = out
+        .split("kept ")
+        .nth(1)
+        .and_then(|r| r.split(" tokens").next())
+        .map(|r| r.split(" of ").map(|n| n.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("no 'kept N of M tokens' in {out}"));
+    assert!(kept[0] <= kept[1], "{out}");
+    let texts: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+    let predict = |m: &Path| {
+        let mut args = vec!["intent", "predict", "-m", s(m), "--output-format", "json"];
+        args.extend(&texts);
+        let (ok, out, err) = edgellm(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    assert_eq!(predict(&model), predict(&trimmed), "training utterances classify exactly as before");
+
+    // SmolLM2's byte-level BPE is not a WordPiece vocabulary.
+    let (ok, _, err) = edgellm(&[
+        "trim-vocab",
+        "-m",
+        s(&common::smollm2()),
+        "--data",
+        s(&train),
+        "-o",
+        s(&dir.join("x.gguf")),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("WordPiece"), "{err}");
+    let empty = dir.join("empty.tsv");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let (ok, _, err) =
+        edgellm(&["trim-vocab", "-m", s(&model), "--data", s(&empty), "-o", s(&dir.join("y.gguf"))]);
+    assert!(!ok);
+    assert!(err.contains("no text"), "{err}");
+}
