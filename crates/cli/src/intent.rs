@@ -100,9 +100,26 @@ struct TrainArgs {
     /// Seed of the shuffles.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Quantization-aware fine-tuning (--mode full): the encoder's linear weights are seen
+    /// rounded to this GGUF type (Q8_0, Q5_0, Q4_0, ...) in every forward pass, validation
+    /// included; quantize the output to the same type afterwards.
+    #[arg(long, value_name = "TYPE", value_parser = parse_quant_type)]
+    qat: Option<edgellm_core::DType>,
+    /// With --qat: round the frozen word-embedding table to this type first (the type the
+    /// deployment stores it in).
+    #[arg(long, value_name = "TYPE", value_parser = parse_quant_type)]
+    qat_embeddings: Option<edgellm_core::DType>,
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+}
+
+fn parse_quant_type(s: &str) -> std::result::Result<edgellm_core::DType, String> {
+    match edgellm_core::DType::from_name(&s.to_ascii_uppercase()) {
+        Some(t) if t.is_quantized() && t.id() < 1024 => Ok(t),
+        Some(t) => Err(format!("{t} is not a dense quantized type")),
+        None => Err(format!("unknown type '{s}' (Q8_0, Q5_0, Q4_0, Q4_K, ...)")),
+    }
 }
 
 /// Arguments of `edgellm intent eval`.
@@ -179,6 +196,8 @@ fn train(a: TrainArgs) -> Result<()> {
         freeze_embeddings: !a.train_embeddings,
         max_len: a.max_len,
         seed: a.seed,
+        qat: a.qat,
+        qat_embeddings: a.qat_embeddings,
         ..IntentOptions::default()
     };
     opts.validate()?;

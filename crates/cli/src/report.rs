@@ -85,6 +85,13 @@ struct SmartHomeArgs {
     /// commonest other tokens (MiniLM's vocabulary lists them most frequent first).
     #[arg(long, default_value_t = 0)]
     keep_common_tokens: usize,
+    /// Peak learning rate of the encoder in the quantization-aware fine-tuning (q5_0-qat; on
+    /// HWU64 validation 3e-5 beat 1e-4: 94.98 against 94.42 %).
+    #[arg(long, default_value_t = 3e-5)]
+    qat_lr: f64,
+    /// Peak learning rate of the head in that fine-tuning.
+    #[arg(long, default_value_t = 5e-4)]
+    qat_head_lr: f64,
     /// Decoder for the LLM path (`intent command` on HWU64's iot_* test utterances).
     #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     llm: PathBuf,
@@ -123,6 +130,8 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
         watts_per_core: a.watts_per_core,
         keep_models: a.keep_models,
         keep_common_tokens: a.keep_common_tokens,
+        qat_lr: a.qat_lr,
+        qat_head_lr: a.qat_head_lr,
     };
     if a.reduced {
         o.max_train_per_label = 8;

@@ -52,6 +52,10 @@ fn reduced_smart_home_report_runs_end_to_end() {
         let src = m["energy_source"].as_str().unwrap();
         assert!(src == "RAPL" || src.contains("estimate"), "{src}");
         assert!(r["file_bytes"].as_u64().unwrap() > 1 << 20);
+        // Every configuration is scored on the validation set too (for choosing).
+        let val =
+            r["val_accuracy"].as_f64().unwrap_or_else(|| panic!("{ds} {config}: no validation accuracy"));
+        assert!(val > if ds == "hwu64" { 0.2 } else { 0.3 }, "{ds} {config}: validation accuracy {val}");
     }
     // Quantized files are smaller than the F32 one they come from; pruning shrinks the file.
     let bytes = |c: &str| results.iter().find(|r| r["config"] == c).unwrap()["file_bytes"].as_u64().unwrap();
@@ -59,6 +63,9 @@ fn reduced_smart_home_report_runs_end_to_end() {
     assert!(bytes("q4_k") < bytes("q8_0"));
     assert!(bytes("q5_0") < bytes("q8_0") - (8 << 20), "Q5_0 matrices and Q4_0 word embeddings");
     assert!(bytes("q5_0-vocab") < bytes("q5_0"));
+    // Quantization-aware training changes the values, not the types.
+    assert_eq!(bytes("q5_0-qat"), bytes("q5_0"));
+    assert_eq!(bytes("q5_0-qat-vocab"), bytes("q5_0-vocab"));
     assert!(bytes("pruned") < bytes("fine-tuned"));
     assert!(bytes("pruned-q8_0") < bytes("q8_0"));
     // The trimmed vocabulary (a few thousand of MiniLM's 30 522 tokens) takes most of the
@@ -87,6 +94,7 @@ fn reduced_smart_home_report_runs_end_to_end() {
         assert!(md.contains(&format!("| {c} |")), "report lacks {c}");
     }
     assert!(md.contains("## Goals"));
+    assert!(md.contains("Chosen on validation among the compressed models of at most 12 MB"));
     assert!(md.contains("## The LLM path") && md.contains("| SmolLM2-135M-Instruct.Q4_1.gguf |"));
     for chart in ["latency", "accuracy-size", "pareto"] {
         let png = std::fs::read(out.join(format!("{chart}.png"))).unwrap();

@@ -13,12 +13,17 @@
 //!   and for the six linear weights of each layer a pruning mask, `weight != 0` as loaded.
 //!   [`crate::MaskedAdamW`] keeps masked entries at exactly zero. A frozen parameter enters
 //!   the graph detached, so backward computes no gradient for it.
+//! - Quantization-aware training ([`TrainableBert::set_fake_quant`]): the forward pass sees each
+//!   linear weight rounded to a GGUF type by the reference quantizer the export uses, and
+//!   backward passes the gradient straight through to the F32 weight (`w + (q(w) − w)`
+//!   detached): the network learns weights whose rounded copy classifies well.
 //! - Weights are read through [`BertWeights`] (dequantized row by row with
 //!   [`edgellm_models::Linear::row_f32`]), so any source the runtime loads, trains.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var, D};
+use edgellm_core::DType as CoreDType;
 use edgellm_formats::{GgufFile, GgufWriter, HfConfig, Value};
 use edgellm_models::bert::gguf::gguf_tensor_name;
 use edgellm_models::bert::{
@@ -126,10 +131,37 @@ impl Dense {
         })
     }
 
-    /// `x`: `[n × in]` → `[n × out]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.w.value().t()?)?.broadcast_add(&self.b.value())
+    /// `x`: `[n × in]` → `[n × out]`; with `fake`, the weight as rounded to that type.
+    fn forward(&self, x: &Tensor, fake: Option<CoreDType>) -> Result<Tensor, TrainError> {
+        let w = match fake {
+            None => self.w.value(),
+            Some(ty) => straight_through(&self.w.value(), ty)?,
+        };
+        Ok(x.matmul(&w.t()?)?.broadcast_add(&self.b.value())?)
     }
+}
+
+/// `w` quantized to `ty` and back, row by row (rows are the GGUF rows: `[out × in]`), with
+/// the reference quantizer.
+fn rounded(w: &Tensor, ty: CoreDType) -> Result<Tensor, TrainError> {
+    let (rows, cols) = w.dims2()?;
+    if !cols.is_multiple_of(ty.block_size()) {
+        return Err(TrainError::BadOptions(format!(
+            "fake quantization to {ty}: rows of {cols} values are not whole blocks of {}",
+            ty.block_size()
+        )));
+    }
+    let v = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let bad = |e: edgellm_core::quant::QuantError| TrainError::BadOptions(format!("fake quantization: {e}"));
+    let q = edgellm_core::quant::quantize(ty, &v).map_err(bad)?;
+    let back = edgellm_core::quant::dequantize(ty, &q, v.len()).map_err(bad)?;
+    Ok(Tensor::from_vec(back, (rows, cols), w.device())?.to_dtype(w.dtype())?)
+}
+
+/// The straight-through estimator: the value of `rounded(w)`, the gradient of `w`.
+fn straight_through(w: &Tensor, ty: CoreDType) -> Result<Tensor, TrainError> {
+    let q = rounded(&w.detach(), ty)?;
+    Ok(w.add(&(q - w)?.detach())?)
 }
 
 #[derive(Debug)]
@@ -219,6 +251,8 @@ pub struct TrainableBert {
     token_type: Param,
     emb_norm: Norm,
     layers: Vec<Layer>,
+    /// Straight-through rounding of the linear weights ([`Self::set_fake_quant`]).
+    fake_quant: Option<CoreDType>,
 }
 
 impl TrainableBert {
@@ -256,7 +290,7 @@ impl TrainableBert {
                 out_norm: Norm::load(w, &format!("{p}.output.LayerNorm"), d, dtype)?,
             });
         }
-        Ok(TrainableBert { config, dtype, word, position, token_type, emb_norm, layers })
+        Ok(TrainableBert { config, dtype, word, position, token_type, emb_norm, layers, fake_quant: None })
     }
 
     /// The float type of the parameters and activations.
@@ -298,6 +332,43 @@ impl TrainableBert {
             }
         }
         v
+    }
+
+    /// Quantization-aware training: from now on the forward pass sees every linear weight
+    /// rounded to `matrices` (quantized and dequantized by the reference quantizer, as the
+    /// export to that type will), and the gradient passes straight through to the F32 weight.
+    /// `word_embeddings` rounds the word table once, now, in place: it must be frozen (its
+    /// rounded values are what the export then writes, so quantizing the table to the same
+    /// type afterwards changes little or nothing). `None` for `matrices` turns rounding off.
+    pub fn set_fake_quant(
+        &mut self,
+        matrices: Option<CoreDType>,
+        word_embeddings: Option<CoreDType>,
+    ) -> Result<(), TrainError> {
+        let d = self.config.hidden_size;
+        for ty in matrices.iter().chain(word_embeddings.iter()) {
+            if !ty.is_quantized() || ty.id() >= 1024 || !d.is_multiple_of(ty.block_size()) {
+                return Err(TrainError::BadOptions(format!(
+                    "fake quantization to {ty}: pick a dense quantized type whose blocks divide the hidden size {d}"
+                )));
+            }
+        }
+        if let Some(ty) = word_embeddings {
+            if self.word.trainable {
+                return Err(TrainError::BadOptions(
+                    "rounding the word embeddings needs them frozen (they are rounded once, in place)".into(),
+                ));
+            }
+            let r = rounded(self.word.var.as_tensor(), ty)?;
+            self.word.var.set(&r)?;
+        }
+        self.fake_quant = matrices;
+        Ok(())
+    }
+
+    /// The type the linear weights are rounded to in the forward pass, if any.
+    pub fn fake_quant(&self) -> Option<CoreDType> {
+        self.fake_quant
     }
 
     /// Freeze (or unfreeze) every parameter of `kind`.
@@ -386,16 +457,17 @@ impl TrainableBert {
         let bias = ((1.0 - &b.mask)? * MASKED)?.reshape((n, 1, 1, l))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let heads = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous(); // [n × h × l × hd]
+        let fq = self.fake_quant;
         for layer in &self.layers {
-            let q = heads(layer.query.forward(&x)?)?;
-            let k = heads(layer.key.forward(&x)?)?;
-            let v = heads(layer.value.forward(&x)?)?;
+            let q = heads(layer.query.forward(&x, fq)?)?;
+            let k = heads(layer.key.forward(&x, fq)?)?;
+            let v = heads(layer.value.forward(&x, fq)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?; // [n × h × l × l]
             let probs = softmax_last_dim(&scores)?;
             let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((n * l, d))?;
-            x = layer.attn_norm.forward(&(layer.attn_out.forward(&ctx)? + x)?, eps)?;
-            let mid = activation(&layer.inter.forward(&x)?, c.hidden_act)?; // [n·l × ff]
-            x = layer.out_norm.forward(&(layer.out.forward(&mid)? + x)?, eps)?;
+            x = layer.attn_norm.forward(&(layer.attn_out.forward(&ctx, fq)? + x)?, eps)?;
+            let mid = activation(&layer.inter.forward(&x, fq)?, c.hidden_act)?; // [n·l × ff]
+            x = layer.out_norm.forward(&(layer.out.forward(&mid, fq)? + x)?, eps)?;
         }
         Ok(x.reshape((n, l, d))?)
     }

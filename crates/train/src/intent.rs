@@ -9,7 +9,8 @@
 //! trains encoder and head together from there (linear probing, then fine-tuning: the head
 //! starts trained, so the encoder's first steps are not spent undoing a random head), with a
 //! learning rate for the encoder and another for the head, and again keeps the best epoch on
-//! the validation set. The encoder's pruning masks hold throughout.
+//! the validation set. The encoder's pruning masks hold throughout. With [`IntentOptions::qat`]
+//! the fine-tuning is quantization-aware: it sees the weights as the chosen type will store them.
 
 use std::path::Path;
 use std::time::Instant;
@@ -77,6 +78,12 @@ pub struct IntentOptions {
     pub max_len: usize,
     /// Seed of the shuffles.
     pub seed: u64,
+    /// Quantization-aware fine-tuning ([`IntentMode::Full`]): the encoder's linear weights are
+    /// seen rounded to this type in every forward pass, validation included (straight-through
+    /// gradients; see [`TrainableBert::set_fake_quant`]). Quantize the output to the same type.
+    pub qat: Option<edgellm_core::DType>,
+    /// With [`Self::qat`]: the (frozen) word embeddings rounded to this type first.
+    pub qat_embeddings: Option<edgellm_core::DType>,
 }
 
 impl Default for IntentOptions {
@@ -95,6 +102,8 @@ impl Default for IntentOptions {
             freeze_embeddings: true,
             max_len: 64,
             seed: 0,
+            qat: None,
+            qat_embeddings: None,
         }
     }
 }
@@ -124,6 +133,12 @@ impl IntentOptions {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("--weight-decay must be >= 0");
+        }
+        if self.qat.is_some() && self.mode != IntentMode::Full {
+            return bad("quantization-aware training (--qat) fine-tunes the encoder: use --mode full");
+        }
+        if self.qat_embeddings.is_some() && (self.qat.is_none() || !self.freeze_embeddings) {
+            return bad("--qat-embeddings rounds the frozen word table during --qat fine-tuning");
         }
         if self.max_len < 3 {
             return bad("--max-len must leave room for [CLS], one token and [SEP] (at least 3)");
@@ -377,6 +392,7 @@ pub fn train_intents(
         if opts.freeze_embeddings {
             model.set_trainable(ParamKind::Embedding, false);
         }
+        model.set_fake_quant(opts.qat, opts.qat_embeddings)?;
         let normalize = source.normalizes();
         let forward = |model: &TrainableBert, seqs: &[&[u32]]| -> Result<Tensor, TrainError> {
             let b = model.batch(seqs)?;
@@ -440,8 +456,11 @@ pub fn train_intents(
             };
             on_epoch(&rep);
             epochs.push(rep);
-            // Fine-tuning is kept when it is at least as good as the head alone.
-            if acc >= best.2 {
+            // Fine-tuning is kept when it is at least as good as the head alone. Under
+            // quantization-aware training the head alone was scored on unrounded weights, so
+            // the best rounded epoch is kept whatever it scores.
+            let qat_first = opts.qat.is_some() && best.0 == IntentMode::Head;
+            if acc >= best.2 || qat_first {
                 best = (IntentMode::Full, epoch, acc, head.snapshot()?);
                 best_encoder = Some(model.params().iter().map(|p| p.to_f32_vec()).collect::<Result<_, _>>()?);
             }
