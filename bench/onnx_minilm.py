@@ -110,20 +110,19 @@ def export(model_dir, out_dir):
     ids, mask, types = "input_ids", "attention_mask", "token_type_ids"
     word = node("Gather", [const("embeddings.word_embeddings.weight", w["embeddings.word_embeddings.weight"]), ids])
     seq_len = node("Gather", [node("Shape", [ids]), const("one_i", np.array(1, dtype=np.int64))], axis=0)
-    positions = node(
-        "Unsqueeze",
-        [node("Range", [const("zero_i", np.array(0, dtype=np.int64)), seq_len, "one_i"]), const("axes0", np.array([0], dtype=np.int64))],
-    )
+    arange = node("Range", [const("zero_i", np.array(0, dtype=np.int64)), seq_len, "one_i"])
+    positions = node("Unsqueeze", [arange, const("axes0", np.array([0], dtype=np.int64))])
     pos = node("Gather", [const("embeddings.position_embeddings.weight", w["embeddings.position_embeddings.weight"]), positions])
     typ = node("Gather", [const("embeddings.token_type_embeddings.weight", w["embeddings.token_type_embeddings.weight"]), types])
     x = layer_norm(node("Add", [node("Add", [word, pos]), typ]), "embeddings.LayerNorm")
 
     maskf = node("Cast", [mask], to=TensorProto.FLOAT)
-    bias = node(
-        "Mul",
-        [node("Sub", [const("one_f", np.array(1.0, dtype=np.float32)), node("Unsqueeze", [maskf, const("axes12", np.array([1, 2], dtype=np.int64))])]),
-        const("neg_big", np.array(-10000.0, dtype=np.float32)),
-    )
+    # Additive key mask [B, 1, 1, L]: 0 for a token, -10000 for padding (the subgraph of a
+    # Hugging Face export, which ORT's attention fusion recognises).
+    m1 = node("Unsqueeze", [mask, const("axes1u", np.array([1], dtype=np.int64))])
+    m2 = node("Unsqueeze", [m1, const("axes2u", np.array([2], dtype=np.int64))])
+    inverted = node("Sub", [const("one_f", np.array(1.0, dtype=np.float32)), node("Cast", [m2], to=TensorProto.FLOAT)])
+    bias = node("Mul", [inverted, const("neg_big", np.array(-10000.0, dtype=np.float32))])
     split_shape = const("split_shape", np.array([0, 0, nh, hd], dtype=np.int64))
     merge_shape = const("merge_shape", np.array([0, 0, d], dtype=np.int64))
     scale = const("scale", np.array(math.sqrt(hd), dtype=np.float32))
@@ -137,17 +136,19 @@ def export(model_dir, out_dir):
         ctx = node("Reshape", [node("Transpose", [node("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge_shape])
         x = layer_norm(node("Add", [dense(ctx, f"{p}.attention.output.dense"), x]), f"{p}.attention.output.LayerNorm")
         h = dense(x, f"{p}.intermediate.dense")
-        gelu = node(
-            "Mul",
-            [node("Mul", [h, node("Add", [node("Erf", [node("Div", [h, const(f"sqrt2_{l}", np.array(math.sqrt(2.0), dtype=np.float32))])]), const(f"one_{l}", np.array(1.0, dtype=np.float32))])]), const(f"half_{l}", np.array(0.5, dtype=np.float32))],
-        )
+        # erf GELU: 0.5 · h · (1 + erf(h / √2))
+        root2 = const(f"sqrt2_{l}", np.array(math.sqrt(2.0), dtype=np.float32))
+        one = const(f"one_{l}", np.array(1.0, dtype=np.float32))
+        half = const(f"half_{l}", np.array(0.5, dtype=np.float32))
+        erf1 = node("Add", [node("Erf", [node("Div", [h, root2])]), one])
+        gelu = node("Mul", [node("Mul", [h, erf1]), half])
         x = layer_norm(node("Add", [dense(gelu, f"{p}.output.dense"), x]), f"{p}.output.LayerNorm")
 
     m3 = node("Unsqueeze", [maskf, const("axes2", np.array([2], dtype=np.int64))])
     summed = node("ReduceSum", [node("Mul", [x, m3]), const("axes1", np.array([1], dtype=np.int64))], keepdims=0)
     count = node("ReduceSum", [maskf, "axes1"], keepdims=1)
     mean = node("Div", [summed, count])
-    norm = node("ReduceL2", [mean, const("axesm1", np.array([-1], dtype=np.int64))], keepdims=1)
+    norm = node("ReduceL2", [mean], axes=[-1], keepdims=1)  # axes an attribute before opset 18
     emb = node("Div", [mean, node("Max", [norm, const("tiny", np.array(1e-12, dtype=np.float32))])])
     nodes.append(helper.make_node("Identity", [emb], ["sentence_embedding"], name="out"))
 
@@ -170,12 +171,19 @@ def export(model_dir, out_dir):
     from onnxruntime.transformers.optimizer import optimize_model
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    opt = optimize_model(raw, model_type="bert", num_heads=nh, hidden_size=d, opt_level=1)
+    opt = optimize_model(raw, model_type="bert", num_heads=nh, hidden_size=d, opt_level=0)
     fused = opt.get_fused_operator_statistics()
     fp32 = os.path.join(out_dir, "fp32.onnx")
     opt.save_model_to_file(fp32)
     int8 = os.path.join(out_dir, "int8.onnx")
-    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=False)
+    print(json.dumps({"fused": {k: v for k, v in fused.items() if v}}), file=sys.stderr)
+    quantize_dynamic(
+        fp32,
+        int8,
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
     print(json.dumps({"fp32": fp32, "int8": int8, "fused": {k: v for k, v in fused.items() if v}}))
 
 
