@@ -2,43 +2,23 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 use anyhow::Result;
-use edgellm::{Engine, EngineOptions, GenerateParams, Message, TemplateSource};
+use edgellm::{GenerateParams, Message, TemplateSource};
 
-use crate::run::SamplingArgs;
+use crate::run::{ModelArgs, SamplingArgs};
 
 /// Arguments of `edgellm chat`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (GGUF).
-    #[arg(short, long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// System prompt.
     #[arg(short, long)]
     system: Option<String>,
     /// Most tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     n: usize,
-    /// Context size (0 = the model's, at most 4096).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
-    ctx: usize,
-    /// Exact f32 activations instead of the 8-bit-activation kernels (slower; for checking).
-    #[arg(long)]
-    exact: bool,
-    /// KV cache type: f16 (default, as llama.cpp), q8_0 (half the memory) or f32 (the
-    /// default with --exact).
-    #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
-    cache_type: Option<edgellm::KvType>,
-    /// Activation sparsity: zero the inputs of the attention and FFN projections below the
-    /// file's thresholds for this level (`edgellm calibrate-sparsity`), e.g. 0.4; decode
-    /// tokens then skip the weight columns of the zeros (prompts stay dense).
-    #[arg(long = "act-sparsity", value_name = "S")]
-    act_sparsity: Option<f32>,
-    /// Worker threads (0 = all cores).
-    #[arg(short = 't', long, default_value_t = 0)]
-    threads: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -46,17 +26,7 @@ pub struct Args {
 /// Run `edgellm chat`.
 pub fn main(a: Args) -> Result<()> {
     let mut sampler = a.sampling.sampler()?;
-    crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
-    let engine = Engine::load(
-        &a.model,
-        EngineOptions {
-            n_ctx: a.ctx,
-            threads: Some(a.threads),
-            exact: a.exact,
-            cache_type: a.cache_type,
-            slots: 1,
-        },
-    )?;
+    let engine = a.model.load()?;
     if engine.info().chat_template == TemplateSource::Builtin {
         eprintln!("edgellm: the model has no chat template; using the built-in one for its vocabulary");
     }

@@ -82,18 +82,12 @@ pub fn stop_name(f: FinishReason) -> &'static str {
     }
 }
 
-/// Arguments of `edgellm run`.
+/// The model and how to load it, shared by `run` and `chat`.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct ModelArgs {
     /// Model file (GGUF).
     #[arg(short, long)]
-    model: PathBuf,
-    /// Prompt text.
-    #[arg(short, long)]
-    prompt: String,
-    /// Tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
-    n: usize,
+    pub model: PathBuf,
     /// Context size (0 = the model's, at most 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     ctx: usize,
@@ -112,6 +106,36 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+}
+
+impl ModelArgs {
+    /// Load the engine these flags describe (one slot).
+    pub fn load(&self) -> Result<Engine> {
+        crate::calibrate_sparsity::enable(&self.model, self.act_sparsity, false)?;
+        Ok(Engine::load(
+            &self.model,
+            EngineOptions {
+                n_ctx: self.ctx,
+                threads: Some(self.threads),
+                exact: self.exact,
+                cache_type: self.cache_type,
+                slots: 1,
+            },
+        )?)
+    }
+}
+
+/// Arguments of `edgellm run`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(short, long)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    n: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Output format.
@@ -125,17 +149,7 @@ pub struct Args {
 /// Run `edgellm run`.
 pub fn main(a: Args) -> Result<()> {
     let sampling = a.sampling.config()?;
-    crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
-    let engine = Engine::load(
-        &a.model,
-        EngineOptions {
-            n_ctx: a.ctx,
-            threads: Some(a.threads),
-            exact: a.exact,
-            cache_type: a.cache_type,
-            slots: 1,
-        },
-    )?;
+    let engine = a.model.load()?;
     let prompt_ids = engine.tokenize(&a.prompt, true)?;
     let params = GenerateParams { max_tokens: a.n, sampling, ..Default::default() };
     let json = a.output_format == OutputFormat::Json;
