@@ -269,19 +269,19 @@ fn check_dense(f: &GgufFile, t: &TensorInfo, opts: NumericOptions) -> Result<Ten
 
 fn check_f64(f: &GgufFile, t: &TensorInfo, opts: NumericOptions) -> TensorCheck {
     let mut scan = Scan::new(t, 1, opts);
-    let vals: Vec<f32> = f
-        .tensor_data(t)
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-        .collect();
+    let mut buf = Vec::with_capacity(CHUNK_ELEMENTS);
     // An f64 beyond f32's range becomes infinite here: it is reported as such (edgellm computes
     // in f32).
-    scan.values(0, &vals);
+    for (i, chunk) in f.tensor_data(t).chunks(8 * CHUNK_ELEMENTS).enumerate() {
+        buf.clear();
+        buf.extend(chunk.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32));
+        scan.values((i * CHUNK_ELEMENTS) as u64, &buf);
+    }
     scan.check
 }
 
 fn check_bitmap(f: &GgufFile, t: &TensorInfo, opts: NumericOptions) -> Result<TensorCheck, ModelError> {
-    let bad = |m: String| ModelError::BadConfig(format!("tensor '{}': {m}", t.name));
+    let bad = |why: String| ModelError::Sparse { tensor: t.name.clone(), why };
     let vname = format!("{}{BITMAP_VALUES_SUFFIX}", t.name);
     let v =
         f.tensor(&vname).ok_or_else(|| bad(format!("its companion values tensor '{vname}' is missing")))?;
@@ -362,6 +362,22 @@ mod tests {
         // The limit is an option.
         let loose = check_numerics(&f, NumericOptions { max_abs: f32::INFINITY, max_listed: 1 }).unwrap();
         assert_eq!((loose.tensors[0].too_large, loose.tensors[0].first.len()), (0, 1));
+    }
+
+    #[test]
+    fn f64_tensors_are_scanned_in_chunks_and_located() {
+        // Past the first chunk: a NaN, and a value beyond f32's range (infinite in f32).
+        let n = CHUNK_ELEMENTS + 64; // 656 rows of 100
+        let mut v = vec![0.25f64; n];
+        v[CHUNK_ELEMENTS + 3] = f64::NAN;
+        v[n - 1] = 1e300;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f = file(&[("d", DType::F64, vec![100, n as u64 / 100], bytes)]);
+        let r = check_numerics(&f, NumericOptions::default()).unwrap();
+        let d = &r.tensors[0];
+        assert_eq!((d.elements, d.nan, d.infinite, d.bad_blocks), (n as u64, 1, 1, 2));
+        assert_eq!((d.first[0].block, d.first[0].problem), (CHUNK_ELEMENTS as u64 + 3, Problem::NaN));
+        assert_eq!((d.first[1].row, d.first[1].column), (n as u64 / 100 - 1, 99));
     }
 
     #[test]
