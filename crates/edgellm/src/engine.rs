@@ -307,12 +307,11 @@ impl Engine {
         Ok(e.embed_batch(texts, DEFAULT_BATCH)?
             .iter()
             .map(|emb| {
-                let p = head.probabilities(emb);
-                let mut order: Vec<usize> = (0..p.len()).collect();
-                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-                order[..k]
-                    .iter()
-                    .map(|&i| LabelScore { label: head.labels[i].clone(), score: p[i] })
+                let scores = edgellm_runtime::intent::IntentScores { probs: head.probabilities(emb) };
+                scores
+                    .top(k)
+                    .into_iter()
+                    .map(|s| LabelScore { label: head.labels[s.index].clone(), score: s.score })
                     .collect()
             })
             .collect())
