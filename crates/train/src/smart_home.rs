@@ -440,186 +440,8 @@ pub fn run_smart_home(
         let val_path = dir.join("val.tsv");
         write_tsv(&val_path, &val)?;
         data.push((ds.name.clone(), train.len(), val.len(), test.len(), label_set(&train).len()));
-        let step =
-            |p: &mut dyn FnMut(Progress), what: String| p(Progress::Step { dataset: ds.name.clone(), what });
-        let mut made: Vec<(String, PathBuf, f64)> = Vec::new();
-
-        // 1. Head on the frozen encoder.
-        step(progress, "training a head on the frozen encoder".into());
-        let head_path = dir.join("f32.gguf");
-        let t = Instant::now();
-        let mut head_opts = o.train.clone();
-        head_opts.mode = IntentMode::Head;
-        train_one(&encoder, &train, &val, &head_opts, &head_path, "head", progress)?;
-        made.push(("f32".into(), head_path.clone(), t.elapsed().as_secs_f64()));
-
-        // 2. Fine-tuned.
-        step(progress, "fine-tuning encoder and head".into());
-        let ft_path = dir.join("fine-tuned.gguf");
-        let t = Instant::now();
-        let mut ft_opts = o.train.clone();
-        ft_opts.mode = IntentMode::Full;
-        train_one(&encoder, &train, &val, &ft_opts, &ft_path, "fine-tuned", progress)?;
-        made.push(("fine-tuned".into(), ft_path.clone(), t.elapsed().as_secs_f64()));
-
-        // 3. Pruned (structured FFN, ranked on training utterances), then recovered.
-        step(progress, format!("pruning {:.0} % of FFN channels", 100.0 * o.ffn_ratio));
-        let t = Instant::now();
-        let cut_path = dir.join("pruned-unrecovered.gguf");
-        // The training utterances' tokens (fine-tuning keeps the encoder's tokenizer): a
-        // sample calibrates the pruning; all of them are the vocabulary the trimming keeps.
-        let train_ids: Vec<Vec<u32>> =
-            train.iter().map(|e| encoder.embedder.tokenize(&e.text)).collect::<Result<_, _>>().map_err(
-                |e| SmartHomeError::Train {
-                    what: "tokenizing the training utterances".into(),
-                    source: e.into(),
-                },
-            )?;
-        let calib: Vec<Vec<u32>> =
-            train_ids.iter().step_by((train_ids.len() / 256).max(1)).cloned().collect();
-        let recipe = Recipe { structured: Some((Structure::Ffn, o.ffn_ratio)), ..Recipe::default() };
-        compress(&ft_path, &recipe, &CalibTokens::Encoder(calib.clone()), &cut_path)?;
-        step(progress, "fine-tuning the pruned model to recover".into());
-        let pruned_path = dir.join("pruned.gguf");
-        let cut = open_bert(&cut_path)?;
-        let mut rec_opts = o.train.clone();
-        rec_opts.mode = IntentMode::Full;
-        rec_opts.epochs = o.recovery_epochs;
-        train_one(&cut, &train, &val, &rec_opts, &pruned_path, "pruned", progress)?;
-        drop(cut);
-        if !o.keep_models {
-            let _ = std::fs::remove_file(&cut_path);
-        }
-        made.push(("pruned".into(), pruned_path.clone(), t.elapsed().as_secs_f64()));
-
-        // 3b. 2:4 (Wanda on the training utterances) in every linear layer, recovered with the
-        // zeros held by the masked optimizer; then its kept values in 8 bits, stored sparse.
-        step(progress, "pruning 2:4 (Wanda)".into());
-        let t = Instant::now();
-        let cut24_path = dir.join("pruned-2-4-unrecovered.gguf");
-        let two_four =
-            |method| PruneStep { method, sparsity: Sparsity::NM { n: 2, m: 4 }, keep: vec![], damp: 0.01 };
-        let recipe = Recipe { prune: Some(two_four(PruneMethod::Wanda)), ..Recipe::default() };
-        compress(&ft_path, &recipe, &CalibTokens::Encoder(calib), &cut24_path)?;
-        step(progress, "fine-tuning the 2:4 model to recover".into());
-        let p24_path = dir.join("pruned-2-4.gguf");
-        let cut24 = open_bert(&cut24_path)?;
-        train_one(&cut24, &train, &val, &rec_opts, &p24_path, "pruned-2:4", progress)?;
-        drop(cut24);
-        if !o.keep_models {
-            let _ = std::fs::remove_file(&cut24_path);
-        }
-        made.push(("pruned-2:4".into(), p24_path.clone(), t.elapsed().as_secs_f64()));
-        step(progress, "storing pruned-2:4 in 8 bits, sparse".into());
-        let t = Instant::now();
-        let q24_path = dir.join("pruned-2-4-q8.gguf");
-        // Magnitude 2:4 of a 2:4 model keeps exactly its non-zeros (the mask the sparse type
-        // stores); the kept values are quantized to 8 bits.
-        let scheme = Scheme::parse("Q8_0")
-            .map_err(|source| SmartHomeError::Compress { what: "pruned-2:4-q8".into(), source })?;
-        let recipe = Recipe {
-            prune: Some(two_four(PruneMethod::Magnitude)),
-            quantize: Some((scheme, Method::Rtn)),
-            format: StorageFormat::Sparse,
-            ..Recipe::default()
-        };
-        compress(&p24_path, &recipe, &CalibTokens::None, &q24_path)?;
-        made.push(("pruned-2:4-q8".into(), q24_path, t.elapsed().as_secs_f64()));
-
-        // 4. Quantized.
-        for (name, src, ty, keep) in [
-            ("q8_0", &ft_path, "Q8_0", None),
-            ("q5_0", &ft_path, "Q5_0", Some("token_embd.weight=Q4_0")),
-            ("q4_k", &ft_path, "Q4_K", None),
-            ("pruned-q8_0", &pruned_path, "Q8_0", None),
-        ] {
-            step(progress, format!("quantizing {name}"));
-            let t = Instant::now();
-            let out = dir.join(format!("{name}.gguf"));
-            quantize_file(src, ty, keep, &out, name)?;
-            made.push((name.into(), out, t.elapsed().as_secs_f64()));
-        }
-
-        // 4b. Quantization-aware: the fine-tuned model re-fine-tuned while its forward pass sees
-        // the weights rounded as `q5_0` stores them, then stored so.
-        step(progress, "quantization-aware fine-tuning for Q5_0".into());
-        let t = Instant::now();
-        let qat_f32 = dir.join("q5_0-qat-f32.gguf");
-        let ft = open_bert(&ft_path)?;
-        let mut qat_opts = o.train.clone();
-        qat_opts.mode = IntentMode::Full;
-        qat_opts.epochs = o.recovery_epochs;
-        qat_opts.lr = o.qat_lr;
-        qat_opts.joint_head_lr = o.qat_head_lr;
-        qat_opts.freeze_embeddings = true;
-        qat_opts.qat = Some(edgellm_core::DType::Q5_0);
-        qat_opts.qat_embeddings = Some(edgellm_core::DType::Q4_0);
-        train_one(&ft, &train, &val, &qat_opts, &qat_f32, "q5_0-qat", progress)?;
-        drop(ft);
-        let out = dir.join("q5_0-qat.gguf");
-        quantize_file(&qat_f32, "Q5_0", Some("token_embd.weight=Q4_0"), &out, "q5_0-qat")?;
-        if !o.keep_models {
-            let _ = std::fs::remove_file(&qat_f32);
-        }
-        made.push(("q5_0-qat".into(), out, t.elapsed().as_secs_f64()));
-
-        // 5. Vocabulary trimmed to the training utterances' tokens.
-        let used: std::collections::BTreeSet<u32> = train_ids.iter().flatten().copied().collect();
-        for (name, src) in [
-            ("q8_0-vocab", "q8_0"),
-            ("q5_0-vocab", "q5_0"),
-            ("q5_0-qat-vocab", "q5_0-qat"),
-            ("pruned-q8_0-vocab", "pruned-q8_0"),
-            ("pruned-2:4-q8-vocab", "pruned-2:4-q8"),
-        ] {
-            step(progress, format!("trimming the vocabulary of {src}"));
-            let t = Instant::now();
-            let input = made.iter().find(|m| m.0 == src).expect("made above").1.clone();
-            let out = dir.join(format!("{}.gguf", name.replace(':', "-")));
-            let err = |source| SmartHomeError::Compress { what: name.into(), source };
-            let f = edgellm_formats::GgufFile::open(&input).map_err(|e| err(e.into()))?;
-            let (w, _) = edgellm_compress::vocab::trim_vocab(&f, &used, o.keep_common_tokens).map_err(err)?;
-            w.write_file(&out).map_err(|e| err(e.into()))?;
-            made.push((name.into(), out, t.elapsed().as_secs_f64()));
-        }
-
-        // 6. Measured.
-        for config in CONFIGS {
-            let (file, scalar) = match config {
-                "f32-scalar" => ("f32", true),
-                "f32-simd" => ("f32", false),
-                c => (c, false),
-            };
-            let (_, path, secs) =
-                made.iter().find(|m| m.0 == file).expect("every configuration's file was made").clone();
-            step(progress, format!("measuring {config}"));
-            let req = MeasureRequest {
-                model: path.clone(),
-                data: test_path.clone(),
-                scalar_kernels: scalar,
-                latency_samples: o.latency_samples,
-                threads: o.threads,
-                watts_per_core: o.watts_per_core,
-            };
-            let m = measure(&req).map_err(|why| SmartHomeError::Measure { model: path.clone(), why })?;
-            // Validation accuracy, for choosing (one timed utterance: the rest is batched).
-            let val_req =
-                MeasureRequest { data: val_path.clone(), scalar_kernels: false, latency_samples: 1, ..req };
-            let val_accuracy = Some(
-                measure(&val_req)
-                    .map_err(|why| SmartHomeError::Measure { model: path.clone(), why })?
-                    .accuracy,
-            );
-            results.push(ConfigResult {
-                dataset: ds.name.clone(),
-                config: config.into(),
-                how: describe(config, o),
-                file_bytes: file_bytes(&path),
-                val_accuracy,
-                make_seconds: secs,
-                m,
-            });
-        }
+        let made = make_models(o, &encoder, ds, &dir, &train, &val, progress)?;
+        results.extend(measure_models(o, ds, &made, &test_path, &val_path, measure, progress)?);
         if !o.keep_models {
             for (_, p, _) in &made {
                 let _ = std::fs::remove_file(p);
@@ -652,6 +474,211 @@ pub fn run_smart_home(
         seconds: t_all.elapsed().as_secs_f64(),
         llm: None,
     })
+}
+
+/// A model made for the report: configuration name, file, seconds spent making it.
+type Made = (String, PathBuf, f64);
+
+/// Stages 1–5 for one dataset: train, prune, quantize and trim every model into `dir`.
+#[allow(clippy::too_many_arguments)]
+fn make_models(
+    o: &SmartHomeOptions,
+    encoder: &BertFile,
+    ds: &DatasetSpec,
+    dir: &Path,
+    train: &[IntentExample],
+    val: &[IntentExample],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Made>, SmartHomeError> {
+    let step =
+        |p: &mut dyn FnMut(Progress), what: String| p(Progress::Step { dataset: ds.name.clone(), what });
+    let mut made: Vec<Made> = Vec::new();
+
+    // 1. Head on the frozen encoder.
+    step(progress, "training a head on the frozen encoder".into());
+    let head_path = dir.join("f32.gguf");
+    let t = Instant::now();
+    let mut head_opts = o.train.clone();
+    head_opts.mode = IntentMode::Head;
+    train_one(encoder, train, val, &head_opts, &head_path, "head", progress)?;
+    made.push(("f32".into(), head_path.clone(), t.elapsed().as_secs_f64()));
+
+    // 2. Fine-tuned.
+    step(progress, "fine-tuning encoder and head".into());
+    let ft_path = dir.join("fine-tuned.gguf");
+    let t = Instant::now();
+    let mut ft_opts = o.train.clone();
+    ft_opts.mode = IntentMode::Full;
+    train_one(encoder, train, val, &ft_opts, &ft_path, "fine-tuned", progress)?;
+    made.push(("fine-tuned".into(), ft_path.clone(), t.elapsed().as_secs_f64()));
+
+    // 3. Pruned (structured FFN, ranked on training utterances), then recovered.
+    step(progress, format!("pruning {:.0} % of FFN channels", 100.0 * o.ffn_ratio));
+    let t = Instant::now();
+    let cut_path = dir.join("pruned-unrecovered.gguf");
+    // The training utterances' tokens (fine-tuning keeps the encoder's tokenizer): a
+    // sample calibrates the pruning; all of them are the vocabulary the trimming keeps.
+    let train_ids: Vec<Vec<u32>> =
+        train.iter().map(|e| encoder.embedder.tokenize(&e.text)).collect::<Result<_, _>>().map_err(|e| {
+            SmartHomeError::Train { what: "tokenizing the training utterances".into(), source: e.into() }
+        })?;
+    let calib: Vec<Vec<u32>> = train_ids.iter().step_by((train_ids.len() / 256).max(1)).cloned().collect();
+    let recipe = Recipe { structured: Some((Structure::Ffn, o.ffn_ratio)), ..Recipe::default() };
+    compress(&ft_path, &recipe, &CalibTokens::Encoder(calib.clone()), &cut_path)?;
+    step(progress, "fine-tuning the pruned model to recover".into());
+    let pruned_path = dir.join("pruned.gguf");
+    let cut = open_bert(&cut_path)?;
+    let mut rec_opts = o.train.clone();
+    rec_opts.mode = IntentMode::Full;
+    rec_opts.epochs = o.recovery_epochs;
+    train_one(&cut, train, val, &rec_opts, &pruned_path, "pruned", progress)?;
+    drop(cut);
+    if !o.keep_models {
+        let _ = std::fs::remove_file(&cut_path);
+    }
+    made.push(("pruned".into(), pruned_path.clone(), t.elapsed().as_secs_f64()));
+
+    // 3b. 2:4 (Wanda on the training utterances) in every linear layer, recovered with the
+    // zeros held by the masked optimizer; then its kept values in 8 bits, stored sparse.
+    step(progress, "pruning 2:4 (Wanda)".into());
+    let t = Instant::now();
+    let cut24_path = dir.join("pruned-2-4-unrecovered.gguf");
+    let two_four =
+        |method| PruneStep { method, sparsity: Sparsity::NM { n: 2, m: 4 }, keep: vec![], damp: 0.01 };
+    let recipe = Recipe { prune: Some(two_four(PruneMethod::Wanda)), ..Recipe::default() };
+    compress(&ft_path, &recipe, &CalibTokens::Encoder(calib), &cut24_path)?;
+    step(progress, "fine-tuning the 2:4 model to recover".into());
+    let p24_path = dir.join("pruned-2-4.gguf");
+    let cut24 = open_bert(&cut24_path)?;
+    train_one(&cut24, train, val, &rec_opts, &p24_path, "pruned-2:4", progress)?;
+    drop(cut24);
+    if !o.keep_models {
+        let _ = std::fs::remove_file(&cut24_path);
+    }
+    made.push(("pruned-2:4".into(), p24_path.clone(), t.elapsed().as_secs_f64()));
+    step(progress, "storing pruned-2:4 in 8 bits, sparse".into());
+    let t = Instant::now();
+    let q24_path = dir.join("pruned-2-4-q8.gguf");
+    // Magnitude 2:4 of a 2:4 model keeps exactly its non-zeros (the mask the sparse type
+    // stores); the kept values are quantized to 8 bits.
+    let scheme = Scheme::parse("Q8_0")
+        .map_err(|source| SmartHomeError::Compress { what: "pruned-2:4-q8".into(), source })?;
+    let recipe = Recipe {
+        prune: Some(two_four(PruneMethod::Magnitude)),
+        quantize: Some((scheme, Method::Rtn)),
+        format: StorageFormat::Sparse,
+        ..Recipe::default()
+    };
+    compress(&p24_path, &recipe, &CalibTokens::None, &q24_path)?;
+    made.push(("pruned-2:4-q8".into(), q24_path, t.elapsed().as_secs_f64()));
+
+    // 4. Quantized.
+    for (name, src, ty, keep) in [
+        ("q8_0", &ft_path, "Q8_0", None),
+        ("q5_0", &ft_path, "Q5_0", Some("token_embd.weight=Q4_0")),
+        ("q4_k", &ft_path, "Q4_K", None),
+        ("pruned-q8_0", &pruned_path, "Q8_0", None),
+    ] {
+        step(progress, format!("quantizing {name}"));
+        let t = Instant::now();
+        let out = dir.join(format!("{name}.gguf"));
+        quantize_file(src, ty, keep, &out, name)?;
+        made.push((name.into(), out, t.elapsed().as_secs_f64()));
+    }
+
+    // 4b. Quantization-aware: the fine-tuned model re-fine-tuned while its forward pass sees
+    // the weights rounded as `q5_0` stores them, then stored so.
+    step(progress, "quantization-aware fine-tuning for Q5_0".into());
+    let t = Instant::now();
+    let qat_f32 = dir.join("q5_0-qat-f32.gguf");
+    let ft = open_bert(&ft_path)?;
+    let mut qat_opts = o.train.clone();
+    qat_opts.mode = IntentMode::Full;
+    qat_opts.epochs = o.recovery_epochs;
+    qat_opts.lr = o.qat_lr;
+    qat_opts.joint_head_lr = o.qat_head_lr;
+    qat_opts.freeze_embeddings = true;
+    qat_opts.qat = Some(edgellm_core::DType::Q5_0);
+    qat_opts.qat_embeddings = Some(edgellm_core::DType::Q4_0);
+    train_one(&ft, train, val, &qat_opts, &qat_f32, "q5_0-qat", progress)?;
+    drop(ft);
+    let out = dir.join("q5_0-qat.gguf");
+    quantize_file(&qat_f32, "Q5_0", Some("token_embd.weight=Q4_0"), &out, "q5_0-qat")?;
+    if !o.keep_models {
+        let _ = std::fs::remove_file(&qat_f32);
+    }
+    made.push(("q5_0-qat".into(), out, t.elapsed().as_secs_f64()));
+
+    // 5. Vocabulary trimmed to the training utterances' tokens.
+    let used: std::collections::BTreeSet<u32> = train_ids.iter().flatten().copied().collect();
+    for (name, src) in [
+        ("q8_0-vocab", "q8_0"),
+        ("q5_0-vocab", "q5_0"),
+        ("q5_0-qat-vocab", "q5_0-qat"),
+        ("pruned-q8_0-vocab", "pruned-q8_0"),
+        ("pruned-2:4-q8-vocab", "pruned-2:4-q8"),
+    ] {
+        step(progress, format!("trimming the vocabulary of {src}"));
+        let t = Instant::now();
+        let input = made.iter().find(|m| m.0 == src).expect("made above").1.clone();
+        let out = dir.join(format!("{}.gguf", name.replace(':', "-")));
+        let err = |source| SmartHomeError::Compress { what: name.into(), source };
+        let f = edgellm_formats::GgufFile::open(&input).map_err(|e| err(e.into()))?;
+        let (w, _) = edgellm_compress::vocab::trim_vocab(&f, &used, o.keep_common_tokens).map_err(err)?;
+        w.write_file(&out).map_err(|e| err(e.into()))?;
+        made.push((name.into(), out, t.elapsed().as_secs_f64()));
+    }
+
+    Ok(made)
+}
+
+/// Stage 6 for one dataset: every configuration measured on the test set, and its accuracy on
+/// the validation set.
+fn measure_models(
+    o: &SmartHomeOptions,
+    ds: &DatasetSpec,
+    made: &[Made],
+    test_path: &Path,
+    val_path: &Path,
+    measure: &mut Measure<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<ConfigResult>, SmartHomeError> {
+    let mut results = Vec::new();
+    for config in CONFIGS {
+        let (file, scalar) = match config {
+            "f32-scalar" => ("f32", true),
+            "f32-simd" => ("f32", false),
+            c => (c, false),
+        };
+        let (_, path, secs) =
+            made.iter().find(|m| m.0 == file).expect("every configuration's file was made").clone();
+        progress(Progress::Step { dataset: ds.name.clone(), what: format!("measuring {config}") });
+        let req = MeasureRequest {
+            model: path.clone(),
+            data: test_path.to_path_buf(),
+            scalar_kernels: scalar,
+            latency_samples: o.latency_samples,
+            threads: o.threads,
+            watts_per_core: o.watts_per_core,
+        };
+        let m = measure(&req).map_err(|why| SmartHomeError::Measure { model: path.clone(), why })?;
+        // Validation accuracy, for choosing (one timed utterance: the rest is batched).
+        let val_req =
+            MeasureRequest { data: val_path.to_path_buf(), scalar_kernels: false, latency_samples: 1, ..req };
+        let val_accuracy = Some(
+            measure(&val_req).map_err(|why| SmartHomeError::Measure { model: path.clone(), why })?.accuracy,
+        );
+        results.push(ConfigResult {
+            dataset: ds.name.clone(),
+            config: config.into(),
+            how: describe(config, o),
+            file_bytes: file_bytes(&path),
+            val_accuracy,
+            make_seconds: secs,
+            m,
+        });
+    }
+    Ok(results)
 }
 
 fn open_bert(path: &Path) -> Result<BertFile, SmartHomeError> {
