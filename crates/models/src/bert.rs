@@ -308,14 +308,30 @@ impl LayerNorm {
 
     /// Normalize each row of `x` (`[n × d]`) in place.
     fn forward(&self, x: &mut [f32]) {
+        self.add_forward(x, None);
+    }
+
+    /// `x = LN(x + r)` row by row (`r` the residual branch, `[n × d]`, or nothing), rows split
+    /// over the threads in blocks of 16 (each row computed as alone: the split changes no bit).
+    fn add_forward(&self, x: &mut [f32], r: Option<&[f32]>) {
         let d = self.gamma.len();
-        for row in x.chunks_exact_mut(d) {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / d as f64;
-            let inv = 1.0 / (var + self.eps as f64).sqrt();
-            for ((v, &g), &b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
-                *v = ((*v as f64 - mean) * inv) as f32 * g + b;
+        par_rows(x, d, 16, |rows, part| {
+            for (i, row) in rows.zip(part.chunks_exact_mut(d)) {
+                if let Some(r) = r {
+                    row.iter_mut().zip(&r[i * d..(i + 1) * d]).for_each(|(a, b)| *a += b);
+                }
+                self.normalize_row(row);
             }
+        });
+    }
+
+    fn normalize_row(&self, row: &mut [f32]) {
+        let d = row.len();
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + self.eps as f64).sqrt();
+        for ((v, &g), &b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+            *v = ((*v as f64 - mean) * inv) as f32 * g + b;
         }
     }
 }
@@ -616,14 +632,12 @@ impl Bert {
             self.attention(&q, &k, &v, &p.seqs, &mut ctx);
             // x = LN(x + O·ctx + b), with q as the projection's output buffer.
             l.attn_out.forward(&ctx, n, &mut q);
-            x.iter_mut().zip(&q).for_each(|(a, b)| *a += b);
-            l.attn_norm.forward(&mut x);
+            l.attn_norm.add_forward(&mut x, Some(&q));
             // x = LN(x + W₂·act(W₁x + b₁) + b₂)
             l.inter.forward(&x, n, &mut h);
             par_rows(&mut h, ff, 1, |_, part| c.hidden_act.apply(part));
             l.out.forward(&h, n, &mut q);
-            x.iter_mut().zip(&q).for_each(|(a, b)| *a += b);
-            l.out_norm.forward(&mut x);
+            l.out_norm.add_forward(&mut x, Some(&q));
         }
         Ok(x)
     }
