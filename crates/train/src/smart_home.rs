@@ -476,6 +476,9 @@ pub fn run_smart_home(
     })
 }
 
+/// The `q5_0` configurations' word table: Q4_0 (the matrices are Q5_0).
+const Q5_0_WORD_TABLE: &str = "token_embd.weight=Q4_0";
+
 /// A model made for the report: configuration name, file, seconds spent making it.
 type Made = (String, PathBuf, f64);
 
@@ -527,15 +530,11 @@ fn make_models(
     compress(&ft_path, &recipe, &CalibTokens::Encoder(calib.clone()), &cut_path)?;
     step(progress, "fine-tuning the pruned model to recover".into());
     let pruned_path = dir.join("pruned.gguf");
-    let cut = open_bert(&cut_path)?;
     let mut rec_opts = o.train.clone();
     rec_opts.mode = IntentMode::Full;
     rec_opts.epochs = o.recovery_epochs;
-    train_one(&cut, train, val, &rec_opts, &pruned_path, "pruned", progress)?;
-    drop(cut);
-    if !o.keep_models {
-        let _ = std::fs::remove_file(&cut_path);
-    }
+    let cut = Cut { path: &cut_path, delete: !o.keep_models };
+    train_from(cut, train, val, &rec_opts, &pruned_path, "pruned", progress)?;
     made.push(("pruned".into(), pruned_path.clone(), t.elapsed().as_secs_f64()));
 
     // 3b. 2:4 (Wanda on the training utterances) in every linear layer, recovered with the
@@ -549,12 +548,8 @@ fn make_models(
     compress(&ft_path, &recipe, &CalibTokens::Encoder(calib), &cut24_path)?;
     step(progress, "fine-tuning the 2:4 model to recover".into());
     let p24_path = dir.join("pruned-2-4.gguf");
-    let cut24 = open_bert(&cut24_path)?;
-    train_one(&cut24, train, val, &rec_opts, &p24_path, "pruned-2:4", progress)?;
-    drop(cut24);
-    if !o.keep_models {
-        let _ = std::fs::remove_file(&cut24_path);
-    }
+    let cut24 = Cut { path: &cut24_path, delete: !o.keep_models };
+    train_from(cut24, train, val, &rec_opts, &p24_path, "pruned-2:4", progress)?;
     made.push(("pruned-2:4".into(), p24_path.clone(), t.elapsed().as_secs_f64()));
     step(progress, "storing pruned-2:4 in 8 bits, sparse".into());
     let t = Instant::now();
@@ -575,7 +570,7 @@ fn make_models(
     // 4. Quantized.
     for (name, src, ty, keep) in [
         ("q8_0", &ft_path, "Q8_0", None),
-        ("q5_0", &ft_path, "Q5_0", Some("token_embd.weight=Q4_0")),
+        ("q5_0", &ft_path, "Q5_0", Some(Q5_0_WORD_TABLE)),
         ("q4_k", &ft_path, "Q4_K", None),
         ("pruned-q8_0", &pruned_path, "Q8_0", None),
     ] {
@@ -591,7 +586,6 @@ fn make_models(
     step(progress, "quantization-aware fine-tuning for Q5_0".into());
     let t = Instant::now();
     let qat_f32 = dir.join("q5_0-qat-f32.gguf");
-    let ft = open_bert(&ft_path)?;
     let mut qat_opts = o.train.clone();
     qat_opts.mode = IntentMode::Full;
     qat_opts.epochs = o.recovery_epochs;
@@ -600,10 +594,10 @@ fn make_models(
     qat_opts.freeze_embeddings = true;
     qat_opts.qat = Some(edgellm_core::DType::Q5_0);
     qat_opts.qat_embeddings = Some(edgellm_core::DType::Q4_0);
-    train_one(&ft, train, val, &qat_opts, &qat_f32, "q5_0-qat", progress)?;
-    drop(ft);
+    let ft = Cut { path: &ft_path, delete: false };
+    train_from(ft, train, val, &qat_opts, &qat_f32, "q5_0-qat", progress)?;
     let out = dir.join("q5_0-qat.gguf");
-    quantize_file(&qat_f32, "Q5_0", Some("token_embd.weight=Q4_0"), &out, "q5_0-qat")?;
+    quantize_file(&qat_f32, "Q5_0", Some(Q5_0_WORD_TABLE), &out, "q5_0-qat")?;
     if !o.keep_models {
         let _ = std::fs::remove_file(&qat_f32);
     }
@@ -699,6 +693,32 @@ fn quantize_file(
     let keeps = keep.map(KeepRule::parse).transpose().map_err(err)?.into_iter().collect();
     let recipe = Recipe { quantize: Some((scheme, Method::Rtn)), keeps, ..Recipe::default() };
     compress(input, &recipe, &CalibTokens::None, out)
+}
+
+/// A model file to start training from, and whether to delete it afterwards (an intermediate
+/// file, such as a pruned model before its recovery).
+struct Cut<'a> {
+    path: &'a Path,
+    delete: bool,
+}
+
+/// [`train_one`] from the model in `start`, which is deleted afterwards when asked.
+fn train_from(
+    start: Cut<'_>,
+    train: &[IntentExample],
+    val: &[IntentExample],
+    opts: &IntentOptions,
+    out: &Path,
+    what: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), SmartHomeError> {
+    let source = open_bert(start.path)?;
+    train_one(&source, train, val, opts, out, what, progress)?;
+    drop(source);
+    if start.delete {
+        let _ = std::fs::remove_file(start.path);
+    }
+    Ok(())
 }
 
 /// Train one model and write it.

@@ -20,20 +20,6 @@ fn tiny_encoder(dir: &Path) -> PathBuf {
     p
 }
 
-fn opts(mode: IntentMode) -> IntentOptions {
-    IntentOptions {
-        mode,
-        head_epochs: 300,
-        head_lr: 0.5,
-        head_batch: 8,
-        epochs: 15,
-        lr: 3e-3,
-        joint_head_lr: 1e-2,
-        batch: 8,
-        ..IntentOptions::default()
-    }
-}
-
 fn predictions(c: &IntentClassifier, texts: &[&str]) -> Vec<String> {
     c.classify_batch(texts, 0).unwrap().iter().map(|s| c.labels()[s.best().index].clone()).collect()
 }
@@ -49,7 +35,15 @@ fn both_modes_learn_a_synthetic_set_and_the_file_predicts_the_same() {
         let data = tiny_intents(n, 7);
         let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
         let gold: Vec<&str> = data.iter().map(|e| e.label.as_str()).collect();
-        let trained = train_intents(&source, &data, &[], &opts(mode), &mut |_| {}, &mut |_, _| {}).unwrap();
+        let trained = train_intents(
+            &source,
+            &data,
+            &[],
+            &common::tiny_intent_options(mode),
+            &mut |_| {},
+            &mut |_, _| {},
+        )
+        .unwrap();
         let r = &trained.report;
         assert_eq!(r.labels, vec!["about_her", "about_him", "about_them"]);
         assert_eq!(r.best_val_accuracy, 1.0, "{mode:?}: {:?}", r.epochs);
@@ -78,7 +72,7 @@ fn training_is_deterministic() {
     let dir = common::scratch("intent-determinism");
     let source = BertFile::open(&tiny_encoder(&dir), "encoder").unwrap();
     let data = tiny_intents(24, 1);
-    let o = IntentOptions { head_epochs: 5, ..opts(IntentMode::Full) };
+    let o = IntentOptions { head_epochs: 5, ..common::tiny_intent_options(IntentMode::Full) };
     let o = IntentOptions { epochs: 2, ..o };
     let a = train_intents(&source, &data, &[], &o, &mut |_| {}, &mut |_, _| {}).unwrap();
     let b = train_intents(&source, &data, &[], &o, &mut |_| {}, &mut |_, _| {}).unwrap();

@@ -102,17 +102,9 @@ fn quantization_aware_intent_training_learns_and_its_quantized_file_agrees() {
     let source = BertFile::open(&enc, "encoder").unwrap();
     let data = tiny_intents(36, 7);
     let o = IntentOptions {
-        mode: IntentMode::Full,
-        head_epochs: 300,
-        head_lr: 0.5,
-        head_batch: 8,
-        epochs: 15,
-        lr: 3e-3,
-        joint_head_lr: 1e-2,
-        batch: 8,
         qat: Some(CoreDType::Q8_0),
         qat_embeddings: Some(CoreDType::Q8_0),
-        ..IntentOptions::default()
+        ..common::tiny_intent_options(IntentMode::Full)
     };
     let trained = train_intents(&source, &data, &[], &o, &mut |_| {}, &mut |_, _| {}).unwrap();
     assert_eq!(trained.report.best.0, IntentMode::Full, "QAT keeps a rounded epoch");

@@ -63,3 +63,18 @@ pub fn zeros(tensors: &[ExportTensor]) -> (usize, usize) {
         .filter(|t| is_layer_linear(&t.name))
         .fold((0, 0), |(z, n), t| (z + t.data.iter().filter(|v| **v == 0.0).count(), n + t.data.len()))
 }
+
+/// Intent training options that learn the tiny synthetic sets quickly (high rates, many epochs).
+pub fn tiny_intent_options(mode: edgellm_train::intent::IntentMode) -> edgellm_train::intent::IntentOptions {
+    edgellm_train::intent::IntentOptions {
+        mode,
+        head_epochs: 300,
+        head_lr: 0.5,
+        head_batch: 8,
+        epochs: 15,
+        lr: 3e-3,
+        joint_head_lr: 1e-2,
+        batch: 8,
+        ..Default::default()
+    }
+}
