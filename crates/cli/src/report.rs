@@ -54,6 +54,9 @@ struct SmartHomeArgs {
     /// Fraction of every FFN's channels pruned.
     #[arg(long, default_value_t = 0.5)]
     ffn_ratio: f64,
+    /// Fraction of every layer's attention heads pruned before the FFN channels (0: none).
+    #[arg(long, default_value_t = 0.25)]
+    head_ratio: f64,
     /// Training utterances kept per label (0: all).
     #[arg(long, default_value_t = 0)]
     max_train_per_label: usize,
@@ -123,6 +126,7 @@ fn smart_home(a: SmartHomeArgs) -> Result<()> {
         },
         recovery_epochs: a.recovery_epochs,
         ffn_ratio: a.ffn_ratio,
+        head_ratio: a.head_ratio,
         max_train_per_label: a.max_train_per_label,
         max_eval_per_label: a.max_eval_per_label,
         latency_samples: a.latency_samples,

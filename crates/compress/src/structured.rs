@@ -16,7 +16,8 @@
 //! block's tensors with layer 0's value (`LLAMA_LOAD_LOCALS` in `llama-model.h`), so a file
 //! with per-layer counts would not load there. FFN widths are kept at multiples of 32 (the
 //! quantization block of the 32-value types); heads are removed evenly from every key/value
-//! group so grouped-query attention keeps its shape. Blocks cannot be removed from Gemma 3,
+//! group so grouped-query attention keeps its shape (a BERT head, which has its own keys and
+//! values, is removed with them; its file then carries `bert.attention.key_length`). Blocks cannot be removed from Gemma 3,
 //! whose local/global attention pattern is fixed by block index.
 
 use std::borrow::Cow;
@@ -34,7 +35,8 @@ use crate::CompressError;
 /// What structured pruning removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Structure {
-    /// Query heads (with their slices of `attn_q` and `attn_output`).
+    /// Query heads (with their slices of `attn_q` and `attn_output`; a BERT's with their keys
+    /// and values too).
     Heads,
     /// Feed-forward channels (rows of `ffn_gate`/`ffn_up`, columns of `ffn_down`).
     Ffn,
@@ -295,19 +297,20 @@ pub fn select(
                 *kept = top(&score, keep);
             }
         }
-        Structure::Heads | Structure::Layers if s.arch == "bert" => {
-            return Err(CompressError::BadPrune(format!(
-                "--structured {} is not implemented for bert encoders (ffn is)",
-                what.name()
-            )));
+        Structure::Layers if s.arch == "bert" => {
+            return Err(CompressError::BadPrune(
+                "--structured layers is not implemented for bert encoders (ffn and heads are)".into(),
+            ));
         }
         Structure::Heads => {
-            let per_group = s.n_head / s.n_head_kv;
+            // A BERT head has its own keys and values (removed with it): one group of every
+            // head. Grouped-query models lose the same number of query heads from every group.
+            let (groups, per_group) =
+                if s.arch == "bert" { (1, s.n_head) } else { (s.n_head_kv, s.n_head / s.n_head_kv) };
             let keep = per_group - (per_group as f64 * ratio).round() as usize;
             if keep == 0 {
                 return Err(CompressError::BadPrune(format!(
-                    "--ratio {ratio} removes every query head ({} per key/value head)",
-                    per_group
+                    "--ratio {ratio} removes every query head ({per_group} per key/value group)"
                 )));
             }
             for (l, kept) in sel.heads.iter_mut().enumerate() {
@@ -322,9 +325,9 @@ pub fn select(
                         (xs * ws).sqrt()
                     })
                     .collect();
-                // The same number from every group (query head h belongs to group h / per_group).
+                // Query head h belongs to group h / per_group.
                 let mut k = Vec::new();
-                for g in 0..s.n_head_kv {
+                for g in 0..groups {
                     let heads = g * per_group..(g + 1) * per_group;
                     k.extend(top(&score[heads.clone()], keep).into_iter().map(|i| i + heads.start));
                 }
@@ -377,6 +380,7 @@ pub fn apply<'a>(
 ) -> Result<ModelSource<'a>, CompressError> {
     let s = Shape::of(src)?;
     let (hd, nh) = (s.head_dim, s.n_head);
+    let bert = s.arch == "bert";
     let n_ff_new = sel.ffn.first().map_or(s.n_ff, |v| v.len());
     let n_head_new = sel.heads.first().map_or(nh, |v| v.len());
     if sel.ffn.iter().any(|v| v.len() != n_ff_new) || sel.heads.iter().any(|v| v.len() != n_head_new) {
@@ -479,6 +483,19 @@ pub fn apply<'a>(
                 let w = t.to_f32()?;
                 let rows = head_rows(heads, hd);
                 changed(take_rows(&w, k, rows.iter().copied()), vec![k as u64, rows.len() as u64])
+            }
+            // A BERT head's keys and values go with it (grouped-query models keep theirs).
+            "attn_k" | "attn_v" if bert && !full_heads && !masked => {
+                let w = t.to_f32()?;
+                let rows = head_rows(heads, hd);
+                changed(take_rows(&w, k, rows.iter().copied()), vec![k as u64, rows.len() as u64])
+            }
+            "attn_q.bias" | "attn_k.bias" | "attn_v.bias"
+                if !full_heads && !masked && (bert || role == "attn_q.bias") =>
+            {
+                let w = t.to_f32()?;
+                let rows = head_rows(heads, hd);
+                changed(rows.iter().map(|&r| w[r]).collect(), vec![rows.len() as u64])
             }
             "attn_output" if !full_heads || (masked && dropped_block) => {
                 let mut w = t.to_f32()?;

@@ -1,4 +1,4 @@
-//! Structured pruning on SmolLM2 and Gemma 3: the smaller model computes what the full-size
+//! Structured pruning on SmolLM2, Gemma 3 and MiniLM: the smaller model computes what the full-size
 //! model with the removed parts zeroed computes, and bad requests are clear errors.
 
 use std::path::PathBuf;
@@ -84,6 +84,77 @@ fn structured_model_equals_the_masked_dense_model() {
             assert!(moved > 1e-2, "{name} {what:?}: pruning changed nothing ({moved})");
         }
     }
+}
+
+/// MiniLM (a BERT): removing a quarter of the heads (with their keys and values) and then half
+/// of the FFN channels gives the model that computes what the full-size model with those parts
+/// zeroed computes.
+#[test]
+fn bert_heads_and_ffn_pruned_equal_the_masked_encoder() {
+    use edgellm_compress::source::OpenedModel;
+    use edgellm_compress::structured::structure_stats_encoder;
+    use edgellm_models::bert::Bert;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opened = OpenedModel::open(&model("all-MiniLM-L6-v2")).unwrap();
+    let src = opened.source();
+    // [CLS] random word pieces [SEP]
+    let seqs: Vec<Vec<u32>> = (0..6)
+        .map(|i| {
+            let mut s = vec![101];
+            s.extend(tokens(10 + i, 30 + i as u64, 28000).into_iter().map(|t| t + 1000));
+            s.push(102);
+            s
+        })
+        .collect();
+    let hidden = |s: &ModelSource| -> Vec<f32> {
+        let f = s.to_file().unwrap();
+        let bert = Bert::from_gguf(&f).unwrap();
+        let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        bert.forward_sequences(&refs).unwrap()
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
+    };
+    let orig = hidden(&src);
+
+    // Heads: 12 -> 9 per layer; q, k, v lose the removed heads' rows, attn_output their columns.
+    let stats = structure_stats_encoder(&src, &seqs).unwrap();
+    let sel = select(&src, &stats, Structure::Heads, 0.25).unwrap();
+    assert!(sel.heads.iter().all(|h| h.len() == 9), "{:?}", sel.heads);
+    let small = apply(&src, &sel, false).unwrap();
+    let masked = apply(&src, &sel, true).unwrap();
+    let dims = |s: &ModelSource, n: &str| s.tensors.iter().find(|t| t.name == n).unwrap().dims.clone();
+    for t in ["attn_q", "attn_k", "attn_v"] {
+        assert_eq!(dims(&small, &format!("blk.2.{t}.weight")), vec![384, 288], "{t}");
+        assert_eq!(dims(&small, &format!("blk.2.{t}.bias")), vec![288], "{t}");
+    }
+    assert_eq!(dims(&small, "blk.2.attn_output.weight"), vec![288, 384]);
+    assert_eq!(small.get("bert.attention.head_count").and_then(|v| v.as_u64()), Some(9));
+    assert_eq!(small.get("bert.attention.key_length").and_then(|v| v.as_u64()), Some(32));
+    let (a, b) = (hidden(&small), hidden(&masked));
+    let d = max_diff(&a, &b);
+    println!("MiniLM heads 0.25: max hidden-state difference {d:.2e}");
+    assert!(d <= STRUCTURED_VS_MASKED, "heads: {d} > {STRUCTURED_VS_MASKED}");
+    assert!(max_diff(&orig, &b) > 1e-2, "removing heads changed nothing");
+
+    // Then FFN channels of the head-pruned model (the file records its head width).
+    let f = small.to_file().unwrap();
+    let small_src = ModelSource::from_gguf(&f);
+    let stats = structure_stats_encoder(&small_src, &seqs).unwrap();
+    let sel = select(&small_src, &stats, Structure::Ffn, 0.5).unwrap();
+    let smaller = apply(&small_src, &sel, false).unwrap();
+    let masked = apply(&small_src, &sel, true).unwrap();
+    assert_eq!(dims(&smaller, "blk.0.ffn_up.weight"), vec![384, 768]);
+    let d = max_diff(&hidden(&smaller), &hidden(&masked));
+    assert!(d <= STRUCTURED_VS_MASKED, "heads then ffn: {d} > {STRUCTURED_VS_MASKED}");
+
+    // A ratio that would remove every head, and block removal, are refused.
+    let stats = structure_stats_encoder(&src, &seqs).unwrap();
+    let e = select(&src, &stats, Structure::Heads, 0.99).unwrap_err().to_string();
+    assert!(e.contains("removes every query head"), "{e}");
+    let e = select(&src, &stats, Structure::Layers, 0.2).unwrap_err().to_string();
+    assert!(e.contains("not implemented for bert"), "{e}");
 }
 
 #[test]

@@ -419,7 +419,8 @@ pub mod logits {
     pub const LLAMA_CPP_TOP10_MEAN: f64 = 0.4;
     /// A structured-pruned (smaller) model against the same-shape model with the removed
     /// channels, heads or blocks zeroed, both with f32 activations: they add the same non-zero
-    /// products, in another order and without the zeros; the largest logit difference.
+    /// products, in another order and without the zeros; the largest logit difference (an
+    /// encoder's: the largest difference of its last hidden state, LayerNorm-scaled like logits).
     pub const STRUCTURED_VS_MASKED: f64 = 1e-3;
 }
 

@@ -125,6 +125,10 @@ pub struct BertConfig {
     pub num_hidden_layers: usize,
     /// Attention heads per layer.
     pub num_attention_heads: usize,
+    /// Width of one attention head when it is not `hidden_size / num_attention_heads`: a model
+    /// whose heads were pruned keeps the width of the heads it kept (GGUF
+    /// `bert.attention.key_length`). `None`: the division.
+    pub attention_head_size: Option<usize>,
     /// Width of the feed-forward layer.
     pub intermediate_size: usize,
     /// Rows of the absolute-position table: the longest sequence the model takes.
@@ -163,6 +167,7 @@ impl BertConfig {
             hidden_size: HfConfig::need(c.hidden_size, "hidden_size")?,
             num_hidden_layers: HfConfig::need(c.num_hidden_layers, "num_hidden_layers")?,
             num_attention_heads: HfConfig::need(c.num_attention_heads, "num_attention_heads")?,
+            attention_head_size: None,
             intermediate_size: HfConfig::need(c.intermediate_size, "intermediate_size")?,
             max_position_embeddings: c.max_position_embeddings.unwrap_or(512),
             type_vocab_size: c.type_vocab_size.unwrap_or(2),
@@ -190,11 +195,20 @@ impl BertConfig {
                 return Err(bad(format!("{name} is 0")));
             }
         }
-        if self.head_dim() * self.num_attention_heads != self.hidden_size {
-            return Err(bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            )));
+        match self.attention_head_size {
+            None if self.head_dim() * self.num_attention_heads != self.hidden_size => {
+                return Err(bad(format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                )));
+            }
+            Some(hd) if hd == 0 || hd.checked_mul(self.num_attention_heads).is_none_or(|w| w > 1 << 20) => {
+                return Err(bad(format!(
+                    "attention head size {hd} with {} heads is not usable",
+                    self.num_attention_heads
+                )));
+            }
+            _ => {}
         }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
             return Err(bad(format!("layer_norm_eps {} is not a number >= 0", self.layer_norm_eps)));
@@ -204,7 +218,13 @@ impl BertConfig {
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.attention_head_size.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Width of the queries, keys and values of all heads together: `hidden_size` unless
+    /// heads were pruned.
+    pub fn attention_width(&self) -> usize {
+        self.num_attention_heads * self.head_dim()
     }
 }
 
@@ -471,6 +491,7 @@ impl Bert {
     pub fn load(config: BertConfig, w: &dyn BertWeights) -> Result<Bert, BertError> {
         config.validate()?;
         let (d, ff, eps) = (config.hidden_size, config.intermediate_size, config.layer_norm_eps);
+        let aw = config.attention_width();
         let word = w.matrix("embeddings.word_embeddings.weight", config.vocab_size, d)?;
         let position =
             w.matrix("embeddings.position_embeddings.weight", config.max_position_embeddings, d)?;
@@ -480,10 +501,10 @@ impl Bert {
         for il in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{il}");
             layers.push(Layer {
-                query: Dense::load(w, &format!("{p}.attention.self.query"), d, d)?,
-                key: Dense::load(w, &format!("{p}.attention.self.key"), d, d)?,
-                value: Dense::load(w, &format!("{p}.attention.self.value"), d, d)?,
-                attn_out: Dense::load(w, &format!("{p}.attention.output.dense"), d, d)?,
+                query: Dense::load(w, &format!("{p}.attention.self.query"), d, aw)?,
+                key: Dense::load(w, &format!("{p}.attention.self.key"), d, aw)?,
+                value: Dense::load(w, &format!("{p}.attention.self.value"), d, aw)?,
+                attn_out: Dense::load(w, &format!("{p}.attention.output.dense"), aw, d)?,
                 attn_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
                 inter: Dense::load(w, &format!("{p}.intermediate.dense"), d, ff)?,
                 out: Dense::load(w, &format!("{p}.output.dense"), ff, d)?,
@@ -613,10 +634,12 @@ impl Bert {
         }
         self.emb_norm.forward(&mut x);
 
-        let mut q = vec![0.0f32; n * d]; // [n × d]
-        let mut k = vec![0.0f32; n * d]; // [n × d]
-        let mut v = vec![0.0f32; n * d]; // [n × d]
-        let mut ctx = vec![0.0f32; n * d]; // [n × d], attention output before its projection
+        let aw = c.attention_width();
+        let mut q = vec![0.0f32; n * aw]; // [n × aw]
+        let mut k = vec![0.0f32; n * aw]; // [n × aw]
+        let mut v = vec![0.0f32; n * aw]; // [n × aw]
+        let mut ctx = vec![0.0f32; n * aw]; // [n × aw], attention output before its projection
+        let mut o = vec![0.0f32; n * d]; // [n × d], a projection back to the residual width
         let mut h = vec![0.0f32; n * ff]; // [n × ff]
         for l in &self.layers {
             // Q, K and V in one parallel region, from one quantization of x.
@@ -630,14 +653,14 @@ impl Bert {
                 add_bias(&dense.linear, &dense.bias, y);
             }
             self.attention(&q, &k, &v, &p.seqs, &mut ctx);
-            // x = LN(x + O·ctx + b), with q as the projection's output buffer.
-            l.attn_out.forward(&ctx, n, &mut q);
-            l.attn_norm.add_forward(&mut x, Some(&q));
+            // x = LN(x + O·ctx + b)
+            l.attn_out.forward(&ctx, n, &mut o);
+            l.attn_norm.add_forward(&mut x, Some(&o));
             // x = LN(x + W₂·act(W₁x + b₁) + b₂)
             l.inter.forward(&x, n, &mut h);
             par_rows(&mut h, ff, 1, |_, part| c.hidden_act.apply(part));
-            l.out.forward(&h, n, &mut q);
-            l.out_norm.add_forward(&mut x, Some(&q));
+            l.out.forward(&h, n, &mut o);
+            l.out_norm.add_forward(&mut x, Some(&o));
         }
         Ok(x)
     }
@@ -645,8 +668,9 @@ impl Bert {
     /// Scaled dot-product attention of every head within each sequence:
     /// `ctx_i = Σ_j softmax_j(q_i·k_j / √d_h) v_j` over the tokens `j` of `i`'s sequence.
     fn attention(&self, q: &[f32], k: &[f32], v: &[f32], seqs: &[Range<usize>], ctx: &mut [f32]) {
+        // Row stride of q, k, v and ctx: the width of all heads.
         let (d, n_head, hd) =
-            (self.config.hidden_size, self.config.num_attention_heads, self.config.head_dim());
+            (self.config.attention_width(), self.config.num_attention_heads, self.config.head_dim());
         let scale = 1.0 / (hd as f32).sqrt();
         // One task per (sequence, head); each returns its [len × hd] block.
         let n_tasks = seqs.len() * n_head;

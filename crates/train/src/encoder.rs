@@ -269,6 +269,7 @@ impl TrainableBert {
             return Err(TrainError::BadOptions(format!("the encoder trains in f32 or f64, not {dtype:?}")));
         }
         let (d, ff, c) = (config.hidden_size, config.intermediate_size, &config);
+        let aw = c.attention_width();
         let e = ParamKind::Embedding;
         let word = matrix(w, "embeddings.word_embeddings.weight", e, c.vocab_size, d, dtype)?;
         let position =
@@ -280,10 +281,10 @@ impl TrainableBert {
         for il in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{il}");
             layers.push(Layer {
-                query: Dense::load(w, &format!("{p}.attention.self.query"), d, d, dtype)?,
-                key: Dense::load(w, &format!("{p}.attention.self.key"), d, d, dtype)?,
-                value: Dense::load(w, &format!("{p}.attention.self.value"), d, d, dtype)?,
-                attn_out: Dense::load(w, &format!("{p}.attention.output.dense"), d, d, dtype)?,
+                query: Dense::load(w, &format!("{p}.attention.self.query"), d, aw, dtype)?,
+                key: Dense::load(w, &format!("{p}.attention.self.key"), d, aw, dtype)?,
+                value: Dense::load(w, &format!("{p}.attention.self.value"), d, aw, dtype)?,
+                attn_out: Dense::load(w, &format!("{p}.attention.output.dense"), aw, d, dtype)?,
                 attn_norm: Norm::load(w, &format!("{p}.attention.output.LayerNorm"), d, dtype)?,
                 inter: Dense::load(w, &format!("{p}.intermediate.dense"), d, ff, dtype)?,
                 out: Dense::load(w, &format!("{p}.output.dense"), ff, d, dtype)?,
@@ -464,7 +465,7 @@ impl TrainableBert {
             let v = heads(layer.value.forward(&x, fq)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?; // [n × h × l × l]
             let probs = softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((n * l, d))?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((n * l, h * hd))?;
             x = layer.attn_norm.forward(&(layer.attn_out.forward(&ctx, fq)? + x)?, eps)?;
             let mid = activation(&layer.inter.forward(&x, fq)?, c.hidden_act)?; // [n·l × ff]
             x = layer.out_norm.forward(&(layer.out.forward(&mid, fq)? + x)?, eps)?;

@@ -9,7 +9,7 @@
 //! | `f32-scalar` | a linear head on the frozen F32 encoder, run with the scalar kernels (the unoptimised baseline) |
 //! | `f32-simd` | the same file with the SIMD kernels |
 //! | `fine-tuned` | encoder and head fine-tuned together (F32) |
-//! | `pruned` | the fine-tuned model with a fraction of every FFN's channels removed (structured, ranked on the training utterances), then fine-tuned again to recover |
+//! | `pruned` | the fine-tuned model with a fraction of every layer's attention heads removed (with their keys and values), then a fraction of every FFN's channels (structured, both ranked on the training utterances), then fine-tuned again to recover |
 //! | `pruned-2:4` | the fine-tuned model pruned 2:4 (Wanda, calibrated on training utterances) in every linear layer, fine-tuned again with the zeros held (F32, zeros stored densely) |
 //! | `pruned-2:4-q8` | that model with its kept values in 8 bits, stored in edgellm's sparse 2:4 type (`Q8_S24`, `docs/sparse-gguf.md`) |
 //! | `q8_0`, `q4_k` | the fine-tuned model quantized |
@@ -131,6 +131,8 @@ pub struct SmartHomeOptions {
     pub recovery_epochs: usize,
     /// Fraction of every FFN's channels pruned.
     pub ffn_ratio: f64,
+    /// Fraction of every layer's attention heads pruned (0: none), before the FFN channels.
+    pub head_ratio: f64,
     /// Training utterances kept per label (0: all): a reduced run.
     pub max_train_per_label: usize,
     /// Validation and test utterances kept per label (0: all): a reduced run.
@@ -241,13 +243,23 @@ fn vocab_note(o: &SmartHomeOptions) -> String {
     }
 }
 
+/// "25 % of attention heads and " when heads are pruned.
+fn heads_note(o: &SmartHomeOptions) -> String {
+    if o.head_ratio > 0.0 {
+        format!("{:.0} % of attention heads and ", 100.0 * o.head_ratio)
+    } else {
+        String::new()
+    }
+}
+
 fn describe(config: &str, o: &SmartHomeOptions) -> String {
     match config {
         "f32-scalar" => "head on the frozen F32 encoder, scalar kernels (baseline)".into(),
         "f32-simd" => "the same file, SIMD kernels".into(),
         "fine-tuned" => format!("encoder + head fine-tuned ({} epoch(s)), F32", o.train.epochs),
         "pruned" => format!(
-            "fine-tuned, {:.0} % of FFN channels pruned, re-fine-tuned ({} epoch(s)), F32",
+            "fine-tuned, {}{:.0} % of FFN channels pruned, re-fine-tuned ({} epoch(s)), F32",
+            heads_note(o),
             100.0 * o.ffn_ratio,
             o.recovery_epochs
         ),
@@ -413,6 +425,9 @@ pub fn run_smart_home(
     if !(o.ffn_ratio > 0.0 && o.ffn_ratio < 1.0) {
         return Err(SmartHomeError::BadOptions(format!("FFN ratio {} is outside (0, 1)", o.ffn_ratio)));
     }
+    if !(0.0..1.0).contains(&o.head_ratio) {
+        return Err(SmartHomeError::BadOptions(format!("head ratio {} is outside [0, 1)", o.head_ratio)));
+    }
     let t_all = Instant::now();
     std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
     let mut results = Vec::new();
@@ -454,6 +469,7 @@ pub fn run_smart_home(
         "epochs": o.train.epochs,
         "recovery_epochs": o.recovery_epochs,
         "ffn_ratio": o.ffn_ratio,
+        "head_ratio": o.head_ratio,
         "lr": o.train.lr,
         "max_train_per_label": o.max_train_per_label,
         "max_eval_per_label": o.max_eval_per_label,
@@ -515,8 +531,8 @@ fn make_models(
     train_one(encoder, train, val, &ft_opts, &ft_path, "fine-tuned", progress)?;
     made.push(("fine-tuned".into(), ft_path.clone(), t.elapsed().as_secs_f64()));
 
-    // 3. Pruned (structured FFN, ranked on training utterances), then recovered.
-    step(progress, format!("pruning {:.0} % of FFN channels", 100.0 * o.ffn_ratio));
+    // 3. Pruned (structured heads, then FFN, ranked on training utterances), then recovered.
+    step(progress, format!("pruning {}{:.0} % of FFN channels", heads_note(o), 100.0 * o.ffn_ratio));
     let t = Instant::now();
     let cut_path = dir.join("pruned-unrecovered.gguf");
     // The training utterances' tokens (fine-tuning keeps the encoder's tokenizer): a
@@ -526,8 +542,25 @@ fn make_models(
             SmartHomeError::Train { what: "tokenizing the training utterances".into(), source: e.into() }
         })?;
     let calib: Vec<Vec<u32>> = train_ids.iter().step_by((train_ids.len() / 256).max(1)).cloned().collect();
+    let ffn_from = if o.head_ratio > 0.0 {
+        // Heads first; the FFN channels are then ranked on the head-pruned model.
+        let heads_path = dir.join("pruned-heads-unrecovered.gguf");
+        let recipe = Recipe { structured: Some((Structure::Heads, o.head_ratio)), ..Recipe::default() };
+        compress(&ft_path, &recipe, &CalibTokens::Encoder(calib.clone()), &heads_path)?;
+        Some(heads_path)
+    } else {
+        None
+    };
     let recipe = Recipe { structured: Some((Structure::Ffn, o.ffn_ratio)), ..Recipe::default() };
-    compress(&ft_path, &recipe, &CalibTokens::Encoder(calib.clone()), &cut_path)?;
+    compress(
+        ffn_from.as_ref().unwrap_or(&ft_path),
+        &recipe,
+        &CalibTokens::Encoder(calib.clone()),
+        &cut_path,
+    )?;
+    if let Some(p) = ffn_from.filter(|_| !o.keep_models) {
+        let _ = std::fs::remove_file(p);
+    }
     step(progress, "fine-tuning the pruned model to recover".into());
     let pruned_path = dir.join("pruned.gguf");
     let mut rec_opts = o.train.clone();

@@ -27,6 +27,7 @@ pub fn tiny_config(hidden: usize, act: Activation) -> BertConfig {
         hidden_size: hidden,
         num_hidden_layers: 2,
         num_attention_heads: 2,
+        attention_head_size: None,
         intermediate_size: 2 * hidden,
         max_position_embeddings: 16,
         type_vocab_size: 2,
@@ -113,6 +114,10 @@ pub fn tiny_export(config: &BertConfig, seed: u64) -> Result<GgufExport, TrainEr
         ("tokenizer.ggml.mask_token_id".into(), Value::U32(4)),
         ("edgellm.embedding.normalize".into(), Value::Bool(true)),
     ];
+    if let Some(hd) = config.attention_head_size {
+        metadata.push(("bert.attention.key_length".into(), u(hd)));
+        metadata.push(("bert.attention.value_length".into(), u(hd)));
+    }
     if config.hidden_act != Activation::Gelu {
         let name = match config.hidden_act {
             Activation::GeluTanh => "gelu_new",

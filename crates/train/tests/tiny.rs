@@ -122,14 +122,16 @@ fn masked_adamw_keeps_zeros_and_masks_gradients() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A structured-pruned student (half the FFN channels) trains with its own shapes and is
-/// written with them.
+/// A structured-pruned student (half the FFN channels, one of its two heads) trains with its
+/// own shapes and is written with them.
 #[test]
 fn a_narrower_ffn_student_distills() {
     let dir = common::scratch("tiny-narrow");
     let teacher = tiny(&dir, "teacher.gguf", 16, 1, 0.0);
     let mut c = tiny_config(16, Activation::Gelu);
     c.intermediate_size = 16;
+    c.attention_head_size = Some(c.head_dim());
+    c.num_attention_heads = 1;
     let student = dir.join("narrow.gguf");
     tiny_export(&c, 2).unwrap().write_f32(&student).unwrap();
     let data = dir.join("data.txt");
@@ -143,6 +145,14 @@ fn a_narrower_ffn_student_distills() {
     let f = GgufFile::open(&out).unwrap();
     assert_eq!(f.tensor("blk.0.ffn_up.weight").unwrap().dims, vec![16, 16]);
     assert_eq!(f.get("bert.feed_forward_length"), Some(&Value::U32(16)));
+    assert_eq!(f.tensor("blk.0.attn_k.weight").unwrap().dims, vec![16, 8]);
+    assert_eq!(f.tensor("blk.0.attn_output.weight").unwrap().dims, vec![8, 16]);
+    assert_eq!(f.get("bert.attention.head_count"), Some(&Value::U32(1)));
+    assert_eq!(f.get("bert.attention.key_length"), Some(&Value::U32(8)));
+    // The fast runtime runs the written model.
+    let bert = edgellm_models::bert::Bert::from_gguf(&f).unwrap();
+    assert_eq!(bert.config.attention_width(), 8);
+    assert_eq!(bert.forward_sequences(&[&[2, 7, 9, 3]]).unwrap().len(), 4 * 16);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

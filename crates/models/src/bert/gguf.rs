@@ -537,11 +537,25 @@ impl BertConfig {
             Some(_) => f.get_u64("tokenizer.ggml.padding_token_id")? as u32,
             None => 0,
         };
+        if let (Some(_), Some(_)) = (f.get("bert.attention.key_length"), f.get("bert.attention.value_length"))
+        {
+            let (k, v) = (u("bert.attention.key_length")?, u("bert.attention.value_length")?);
+            if k != v {
+                return Err(ModelError::BadConfig(format!(
+                    "bert.attention.key_length {k} differs from value_length {v}"
+                ))
+                .into());
+            }
+        }
         let cfg = BertConfig {
             vocab_size,
             hidden_size: u("bert.embedding_length")?,
             num_hidden_layers: u("bert.block_count")?,
             num_attention_heads: u("bert.attention.head_count")?,
+            attention_head_size: match f.get("bert.attention.key_length") {
+                Some(_) => Some(u("bert.attention.key_length")?),
+                None => None,
+            },
             intermediate_size: u("bert.feed_forward_length")?,
             max_position_embeddings: u("bert.context_length")?,
             type_vocab_size,
