@@ -35,7 +35,11 @@ pub fn main(a: Args) -> Result<()> {
     let mut lines = 0usize;
     for path in &a.data {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        for line in text.lines() {
+        for (i, line) in text.lines().enumerate() {
+            // A TSV's header line (`text<TAB>intent`, as `intent train` reads it) is not text.
+            if i == 0 && line.rsplit_once('\t').is_some_and(|(_, l)| matches!(l.trim(), "intent" | "label")) {
+                continue;
+            }
             let t = line.split('\t').next().unwrap_or("").trim();
             if t.is_empty() {
                 continue;

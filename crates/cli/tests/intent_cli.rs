@@ -331,6 +331,8 @@ fn trim_vocab_keeps_the_training_utterances_exact() {
         s(&trimmed),
     ]);
     assert!(ok, "{err}");
+    // The TSV's header line is not counted as text.
+    assert!(out.starts_with(&format!("{} lines,", rows.len())), "{out}");
     let kept: Vec<usize> = out
         .split("kept ")
         .nth(1)

@@ -354,10 +354,13 @@ pub fn train_intents(
     let lengths = vec![1usize; train.len()];
     let mut best = (IntentMode::Head, 0usize, f64::NEG_INFINITY, head.snapshot()?);
     let mut step = 0;
-    for epoch in 1..=opts.head_epochs {
-        let mut loss_sum = 0.0;
-        let batches = epoch_batches(&lengths, opts.head_batch, &mut rng);
-        for idx in &batches {
+    let phase = Phase { mode: IntentMode::Head, epochs: opts.head_epochs, batch: opts.head_batch, start };
+    phase.run(
+        &lengths,
+        &mut rng,
+        &mut epochs,
+        on_epoch,
+        &mut |idx| {
             opt.set_learning_rate(schedule.at(step));
             step += 1;
             let rows =
@@ -365,24 +368,17 @@ pub fn train_intents(
             let x = x_train.index_select(&rows, 0)?;
             let y = one_hot(&idx.iter().map(|&i| train_labels[i]).collect::<Vec<_>>(), n)?;
             let loss = cross_entropy(&head.logits(&x)?, &y)?;
-            loss_sum += check_loss(&loss, epoch)?;
             opt.backward_step(&loss)?;
-        }
-        let acc = accuracy(&argmax_rows(&head.logits(vx)?)?, &vy);
-        let rep = EpochReport {
-            phase: IntentMode::Head,
-            epoch,
-            epochs: opts.head_epochs,
-            loss: loss_sum / batches.len() as f64,
-            val_accuracy: acc,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        on_epoch(&rep);
-        epochs.push(rep);
-        if acc > best.2 {
-            best = (IntentMode::Head, epoch, acc, head.snapshot()?);
-        }
-    }
+            Ok(loss)
+        },
+        &mut |epoch| {
+            let acc = accuracy(&argmax_rows(&head.logits(vx)?)?, &vy);
+            if acc > best.2 {
+                best = (IntentMode::Head, epoch, acc, head.snapshot()?);
+            }
+            Ok(acc)
+        },
+    )?;
     head.restore(&best.3)?;
 
     // Phase 2: encoder and head together.
@@ -426,45 +422,42 @@ pub fn train_intents(
         let lengths: Vec<usize> = tr.ids.iter().map(Vec::len).collect();
         let mut best_encoder: Option<Vec<Vec<f32>>> = None;
         let mut step = 0;
-        for epoch in 1..=opts.epochs {
-            let mut loss_sum = 0.0;
-            let batches = epoch_batches(&lengths, opts.batch, &mut rng);
-            for idx in &batches {
+        let phase = Phase { mode: IntentMode::Full, epochs: opts.epochs, batch: opts.batch, start };
+        phase.run(
+            &lengths,
+            &mut rng,
+            &mut epochs,
+            on_epoch,
+            &mut |idx| {
                 enc_opt.set_learning_rate(enc_schedule.at(step));
                 head_opt.set_learning_rate(head_schedule.at(step));
                 step += 1;
                 let seqs: Vec<&[u32]> = idx.iter().map(|&i| tr.ids[i].as_slice()).collect();
                 let y = one_hot(&idx.iter().map(|&i| train_labels[i]).collect::<Vec<_>>(), n)?;
                 let loss = cross_entropy(&forward(&model, &seqs)?, &y)?;
-                loss_sum += check_loss(&loss, epoch)?;
                 let mut grads = loss.backward()?;
                 enc_opt.step_shared(&mut grads)?;
                 head_opt.step_shared(&mut grads)?;
                 on_step(step, total);
-            }
-            let acc = match &va {
-                Some(v) => accuracy(&predict(&model, v)?, &v.labels),
-                None => accuracy(&predict(&model, &tr)?, &tr.labels),
-            };
-            let rep = EpochReport {
-                phase: IntentMode::Full,
-                epoch,
-                epochs: opts.epochs,
-                loss: loss_sum / batches.len() as f64,
-                val_accuracy: acc,
-                seconds: start.elapsed().as_secs_f64(),
-            };
-            on_epoch(&rep);
-            epochs.push(rep);
-            // Fine-tuning is kept when it is at least as good as the head alone. Under
-            // quantization-aware training the head alone was scored on unrounded weights, so
-            // the best rounded epoch is kept whatever it scores.
-            let qat_first = opts.qat.is_some() && best.0 == IntentMode::Head;
-            if acc >= best.2 || qat_first {
-                best = (IntentMode::Full, epoch, acc, head.snapshot()?);
-                best_encoder = Some(model.params().iter().map(|p| p.to_f32_vec()).collect::<Result<_, _>>()?);
-            }
-        }
+                Ok(loss)
+            },
+            &mut |epoch| {
+                let acc = match &va {
+                    Some(v) => accuracy(&predict(&model, v)?, &v.labels),
+                    None => accuracy(&predict(&model, &tr)?, &tr.labels),
+                };
+                // Fine-tuning is kept when it is at least as good as the head alone. Under
+                // quantization-aware training the head alone was scored on unrounded weights,
+                // so the best rounded epoch is kept whatever it scores.
+                let qat_first = opts.qat.is_some() && best.0 == IntentMode::Head;
+                if acc >= best.2 || qat_first {
+                    best = (IntentMode::Full, epoch, acc, head.snapshot()?);
+                    best_encoder =
+                        Some(model.params().iter().map(|p| p.to_f32_vec()).collect::<Result<_, _>>()?);
+                }
+                Ok(acc)
+            },
+        )?;
         head.restore(&best.3)?;
         if let Some(values) = best_encoder {
             for (p, v) in model.params().iter().zip(&values) {
@@ -491,6 +484,50 @@ pub fn train_intents(
             seconds: start.elapsed().as_secs_f64(),
         },
     })
+}
+
+/// One training phase: its epochs, batch size and the run's start (for the reports' times).
+struct Phase {
+    mode: IntentMode,
+    epochs: usize,
+    batch: usize,
+    start: Instant,
+}
+
+impl Phase {
+    /// Every epoch: the examples (of token lengths `lengths`) shuffled into batches, `step` on
+    /// each batch's indices (it returns the batch's loss, already stepped), then `score` of the
+    /// epoch (its validation accuracy; it keeps the best epoch), reported to `on_epoch` and
+    /// appended to `log`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        lengths: &[usize],
+        rng: &mut SplitMix64,
+        log: &mut Vec<EpochReport>,
+        on_epoch: &mut dyn FnMut(&EpochReport),
+        step: &mut dyn FnMut(&[usize]) -> Result<Tensor, TrainError>,
+        score: &mut dyn FnMut(usize) -> Result<f64, TrainError>,
+    ) -> Result<(), TrainError> {
+        for epoch in 1..=self.epochs {
+            let mut loss_sum = 0.0;
+            let batches = epoch_batches(lengths, self.batch, rng);
+            for idx in &batches {
+                loss_sum += check_loss(&step(idx)?, epoch)?;
+            }
+            let rep = EpochReport {
+                phase: self.mode,
+                epoch,
+                epochs: self.epochs,
+                loss: loss_sum / batches.len() as f64,
+                val_accuracy: score(epoch)?,
+                seconds: self.start.elapsed().as_secs_f64(),
+            };
+            on_epoch(&rep);
+            log.push(rep);
+        }
+        Ok(())
+    }
 }
 
 fn check_loss(loss: &Tensor, epoch: usize) -> Result<f64, TrainError> {
