@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "structured")]
     pattern: Option<String>,
     /// Structured pruning to a smaller dense model: remove FFN channels, query heads or whole
-    /// blocks, the least important on --calib first (needs --ratio).
+    /// blocks, the least important on --calib first (needs --ratio). BERT encoders: ffn and
+    /// heads (a head-pruned BERT runs in edgellm; llama.cpp's loader does not take it).
     #[arg(long, value_name = "heads|ffn|layers", requires = "ratio")]
     structured: Option<String>,
     /// Fraction of the FFN channels, heads (per key/value group) or blocks to remove.
