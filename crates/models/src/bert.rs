@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use edgellm_core::kernels;
-use edgellm_core::parallel::{for_each_range, num_threads};
+use edgellm_core::parallel::{for_each_range, num_threads, DisjointWriter};
 use edgellm_core::DType;
 use edgellm_formats::mmap::Bytes;
 use edgellm_formats::{ConfigError, HfConfig, SafetensorsError, SafetensorsFile};
@@ -672,37 +672,33 @@ impl Bert {
         let (d, n_head, hd) =
             (self.config.attention_width(), self.config.num_attention_heads, self.config.head_dim());
         let scale = 1.0 / (hd as f32).sqrt();
-        // One task per (sequence, head); each returns its [len × hd] block.
+        // One task per (sequence, head); each writes its sequence's rows of its head's columns
+        // of ctx, straight through the writer (no per-task block, lock or copy).
         let n_tasks = seqs.len() * n_head;
-        let results = Mutex::new(Vec::with_capacity(n_tasks));
+        let w = DisjointWriter::new(ctx);
         for_each_range(n_tasks, 1, |tasks| {
             let mut scores = Vec::new();
+            let mut out = vec![0.0f32; hd];
             for task in tasks {
                 let (s, head) = (task / n_head, task % n_head);
                 let r = seqs[s].clone();
                 let off = head * hd;
-                let mut block = vec![0.0f32; r.len() * hd];
-                for (bi, i) in r.clone().enumerate() {
+                for i in r.clone() {
                     let qi = &q[i * d + off..i * d + off + hd];
                     scores.clear();
                     scores.extend(r.clone().map(|j| dot(qi, &k[j * d + off..j * d + off + hd]) * scale));
                     softmax(&mut scores);
-                    let out = &mut block[bi * hd..(bi + 1) * hd];
+                    out.fill(0.0);
                     for (j, &pj) in r.clone().zip(&scores) {
                         let vj = &v[j * d + off..j * d + off + hd];
                         out.iter_mut().zip(vj).for_each(|(o, &vv)| *o += pj * vv);
                     }
+                    // SAFETY: row i's columns off..off + hd belong to this task alone: one task
+                    // per (sequence, head), and sequences' token ranges are disjoint.
+                    unsafe { w.write_slice(i * d + off, &out) };
                 }
-                results.lock().unwrap_or_else(|e| e.into_inner()).push((task, block));
             }
         });
-        for (task, block) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            let (s, head) = (task / n_head, task % n_head);
-            let off = head * hd;
-            for (bi, i) in seqs[s].clone().enumerate() {
-                ctx[i * d + off..i * d + off + hd].copy_from_slice(&block[bi * hd..(bi + 1) * hd]);
-            }
-        }
     }
 }
 
