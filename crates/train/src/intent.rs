@@ -340,8 +340,8 @@ pub fn train_intents(
     };
 
     // Phase 1: the head on frozen embeddings.
-    let steps_per_epoch = train.len().div_ceil(opts.head_batch);
-    let total = opts.head_epochs * steps_per_epoch;
+    let phase = Phase { mode: IntentMode::Head, epochs: opts.head_epochs, batch: opts.head_batch, start };
+    let total = phase.steps(train.len());
     let schedule = LrSchedule {
         peak: opts.head_lr,
         warmup: (opts.warmup * total as f64).round() as usize,
@@ -353,16 +353,13 @@ pub fn train_intents(
     let mut opt = MaskedAdamW::new(vec![head.w.clone(), head.b.clone()], std::iter::empty(), params)?;
     let lengths = vec![1usize; train.len()];
     let mut best = (IntentMode::Head, 0usize, f64::NEG_INFINITY, head.snapshot()?);
-    let mut step = 0;
-    let phase = Phase { mode: IntentMode::Head, epochs: opts.head_epochs, batch: opts.head_batch, start };
     phase.run(
         &lengths,
         &mut rng,
         &mut epochs,
         on_epoch,
-        &mut |idx| {
+        &mut |step, idx| {
             opt.set_learning_rate(schedule.at(step));
-            step += 1;
             let rows =
                 Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &Device::Cpu)?;
             let x = x_train.index_select(&rows, 0)?;
@@ -407,8 +404,8 @@ pub fn train_intents(
             }
             Ok(out)
         };
-        let steps_per_epoch = train.len().div_ceil(opts.batch);
-        let total = opts.epochs * steps_per_epoch;
+        let phase = Phase { mode: IntentMode::Full, epochs: opts.epochs, batch: opts.batch, start };
+        let total = phase.steps(train.len());
         let warmup = (opts.warmup * total as f64).round() as usize;
         let enc_schedule = LrSchedule { peak: opts.lr, warmup, total, final_fraction: 0.0 };
         let head_schedule = LrSchedule { peak: opts.joint_head_lr, warmup, total, final_fraction: 0.0 };
@@ -421,24 +418,21 @@ pub fn train_intents(
         )?;
         let lengths: Vec<usize> = tr.ids.iter().map(Vec::len).collect();
         let mut best_encoder: Option<Vec<Vec<f32>>> = None;
-        let mut step = 0;
-        let phase = Phase { mode: IntentMode::Full, epochs: opts.epochs, batch: opts.batch, start };
         phase.run(
             &lengths,
             &mut rng,
             &mut epochs,
             on_epoch,
-            &mut |idx| {
+            &mut |step, idx| {
                 enc_opt.set_learning_rate(enc_schedule.at(step));
                 head_opt.set_learning_rate(head_schedule.at(step));
-                step += 1;
                 let seqs: Vec<&[u32]> = idx.iter().map(|&i| tr.ids[i].as_slice()).collect();
                 let y = one_hot(&idx.iter().map(|&i| train_labels[i]).collect::<Vec<_>>(), n)?;
                 let loss = cross_entropy(&forward(&model, &seqs)?, &y)?;
                 let mut grads = loss.backward()?;
                 enc_opt.step_shared(&mut grads)?;
                 head_opt.step_shared(&mut grads)?;
-                on_step(step, total);
+                on_step(step + 1, total);
                 Ok(loss)
             },
             &mut |epoch| {
@@ -486,6 +480,9 @@ pub fn train_intents(
     })
 }
 
+/// One optimizer step of a phase: `(step number from 0, batch indices) → the batch's loss`.
+type BatchStep<'a> = dyn FnMut(usize, &[usize]) -> Result<Tensor, TrainError> + 'a;
+
 /// One training phase: its epochs, batch size and the run's start (for the reports' times).
 struct Phase {
     mode: IntentMode,
@@ -495,10 +492,15 @@ struct Phase {
 }
 
 impl Phase {
+    /// Optimizer steps of the whole phase over `n` examples.
+    fn steps(&self, n: usize) -> usize {
+        self.epochs * n.div_ceil(self.batch)
+    }
+
     /// Every epoch: the examples (of token lengths `lengths`) shuffled into batches, `step` on
-    /// each batch's indices (it returns the batch's loss, already stepped), then `score` of the
-    /// epoch (its validation accuracy; it keeps the best epoch), reported to `on_epoch` and
-    /// appended to `log`.
+    /// each batch (the phase's step number from 0 and the batch's indices; it returns the
+    /// batch's loss, already stepped), then `score` of the epoch (its validation accuracy; it
+    /// keeps the best epoch), reported to `on_epoch` and appended to `log`.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -506,14 +508,16 @@ impl Phase {
         rng: &mut SplitMix64,
         log: &mut Vec<EpochReport>,
         on_epoch: &mut dyn FnMut(&EpochReport),
-        step: &mut dyn FnMut(&[usize]) -> Result<Tensor, TrainError>,
+        step: &mut BatchStep<'_>,
         score: &mut dyn FnMut(usize) -> Result<f64, TrainError>,
     ) -> Result<(), TrainError> {
+        let mut n = 0;
         for epoch in 1..=self.epochs {
             let mut loss_sum = 0.0;
             let batches = epoch_batches(lengths, self.batch, rng);
             for idx in &batches {
-                loss_sum += check_loss(&step(idx)?, epoch)?;
+                loss_sum += check_loss(&step(n, idx)?, epoch)?;
+                n += 1;
             }
             let rep = EpochReport {
                 phase: self.mode,

@@ -372,7 +372,7 @@ unsafe fn store_pair<const N: usize>(m: &mut MatmulArgs<'_>, g: usize, t0: usize
 
 /// Every group that meets the row range, two at a time in 512-bit registers against tokens in
 /// tiles of `N` (then 4) as [`tile_pair`]; the tokens left over, and a last unpaired group, as
-/// [`matmul`] does them.
+/// [`group`] does them.
 #[inline(always)]
 unsafe fn matmul_pairs<F: Packed, const N: usize>(m: &mut MatmulArgs<'_>) {
     let (g_start, g_end) = (m.rows.start / GROUP, m.rows.end.div_ceil(GROUP));
@@ -380,13 +380,7 @@ unsafe fn matmul_pairs<F: Packed, const N: usize>(m: &mut MatmulArgs<'_>) {
     while g < g_end {
         if g + 1 == g_end {
             // One group left: the 256-bit tiles.
-            let mut t = 0;
-            while t + N <= m.n {
-                let f = tile::<F, true, N>(m, g, t);
-                store(m, g, t, &f);
-                t += N;
-            }
-            singles::<F, N>(m, g, t);
+            group::<F, true, N>(m, g, 0);
             break;
         }
         let mut t = 0;
@@ -400,28 +394,10 @@ unsafe fn matmul_pairs<F: Packed, const N: usize>(m: &mut MatmulArgs<'_>) {
             store_pair(m, g, t, &f);
             t += 4;
         }
-        singles::<F, N>(m, g, t);
-        singles::<F, N>(m, g + 1, t);
+        // Fewer than 4 tokens left: the 256-bit tiles of 2 and 1.
+        group::<F, true, N>(m, g, t);
+        group::<F, true, N>(m, g + 1, t);
         g += 2;
-    }
-}
-
-/// Tokens `t..` of group `g` in 256-bit tiles of 4, 2 and 1 (VNNI).
-#[inline(always)]
-unsafe fn singles<F: Packed, const N: usize>(m: &mut MatmulArgs<'_>, g: usize, mut t: usize) {
-    if t + 4 <= m.n {
-        let f = tile::<F, true, 4>(m, g, t);
-        store(m, g, t, &f);
-        t += 4;
-    }
-    while t + 2 <= m.n {
-        let f = tile::<F, true, 2>(m, g, t);
-        store(m, g, t, &f);
-        t += 2;
-    }
-    if t < m.n {
-        let f = tile::<F, true, 1>(m, g, t);
-        store(m, g, t, &f);
     }
 }
 
@@ -445,30 +421,35 @@ unsafe fn store(m: &mut MatmulArgs<'_>, g: usize, t0: usize, f: &[__m256]) {
     }
 }
 
-/// Every group that meets the row range, against the tokens in tiles of `N`, then 4, 2, 1.
+/// Every group that meets the row range, each as [`group`].
 #[inline(always)]
 unsafe fn matmul<F: Packed, const VNNI: bool, const N: usize>(m: &mut MatmulArgs<'_>) {
     for g in m.rows.start / GROUP..m.rows.end.div_ceil(GROUP) {
-        let mut t = 0;
-        while t + N <= m.n {
-            let f = tile::<F, VNNI, N>(m, g, t);
-            store(m, g, t, &f);
-            t += N;
-        }
-        if N > 4 && t + 4 <= m.n {
-            let f = tile::<F, VNNI, 4>(m, g, t);
-            store(m, g, t, &f);
-            t += 4;
-        }
-        while t + 2 <= m.n {
-            let f = tile::<F, VNNI, 2>(m, g, t);
-            store(m, g, t, &f);
-            t += 2;
-        }
-        if t < m.n {
-            let f = tile::<F, VNNI, 1>(m, g, t);
-            store(m, g, t, &f);
-        }
+        group::<F, VNNI, N>(m, g, 0);
+    }
+}
+
+/// Group `g` against tokens `t..` in 256-bit tiles of `N`, then 4, 2, 1.
+#[inline(always)]
+unsafe fn group<F: Packed, const VNNI: bool, const N: usize>(m: &mut MatmulArgs<'_>, g: usize, mut t: usize) {
+    while t + N <= m.n {
+        let f = tile::<F, VNNI, N>(m, g, t);
+        store(m, g, t, &f);
+        t += N;
+    }
+    if N > 4 && t + 4 <= m.n {
+        let f = tile::<F, VNNI, 4>(m, g, t);
+        store(m, g, t, &f);
+        t += 4;
+    }
+    while t + 2 <= m.n {
+        let f = tile::<F, VNNI, 2>(m, g, t);
+        store(m, g, t, &f);
+        t += 2;
+    }
+    if t < m.n {
+        let f = tile::<F, VNNI, 1>(m, g, t);
+        store(m, g, t, &f);
     }
 }
 
