@@ -29,7 +29,6 @@ use edgellm_core::DType;
 use edgellm_formats::mmap::Bytes;
 use edgellm_formats::{ConfigError, HfConfig, SafetensorsError, SafetensorsFile};
 
-use crate::nn::{dot, softmax};
 use crate::{Linear, ModelError, TensorBytes};
 
 pub mod gguf;
@@ -677,25 +676,49 @@ impl Bert {
         let n_tasks = seqs.len() * n_head;
         let w = DisjointWriter::new(ctx);
         for_each_range(n_tasks, 1, |tasks| {
-            let mut scores = Vec::new();
-            let mut out = vec![0.0f32; hd];
+            // Per task: Kᵀ of the head (hd × len), the scores (len × len), the head's context
+            // (len × hd). Q and V are read in place (rows d apart).
+            let (mut kt, mut s, mut out) = (Vec::new(), Vec::new(), Vec::new());
             for task in tasks {
-                let (s, head) = (task / n_head, task % n_head);
-                let r = seqs[s].clone();
-                let off = head * hd;
-                for i in r.clone() {
-                    let qi = &q[i * d + off..i * d + off + hd];
-                    scores.clear();
-                    scores.extend(r.clone().map(|j| dot(qi, &k[j * d + off..j * d + off + hd]) * scale));
-                    softmax(&mut scores);
-                    out.fill(0.0);
-                    for (j, &pj) in r.clone().zip(&scores) {
-                        let vj = &v[j * d + off..j * d + off + hd];
-                        out.iter_mut().zip(vj).for_each(|(o, &vv)| *o += pj * vv);
+                let (si, head) = (task / n_head, task % n_head);
+                let r = seqs[si].clone();
+                let (len, off) = (r.len(), head * hd);
+                if len == 0 {
+                    continue;
+                }
+                // Kᵀ with its columns padded to a multiple of 16 (zeros), so that the scores'
+                // product runs in whole register tiles; the padding's scores are not used.
+                let lp = len.next_multiple_of(16);
+                kt.clear();
+                kt.resize(hd * lp, 0.0);
+                for (t, i) in r.clone().enumerate() {
+                    for (c, &kv) in k[i * d + off..i * d + off + hd].iter().enumerate() {
+                        kt[c * lp + t] = kv;
                     }
+                }
+                // Scores S = Q·Kᵀ as one small product, then each row's softmax (scaled).
+                s.clear();
+                s.resize(len * lp, 0.0);
+                let base = r.start * d + off;
+                kernels::gemm_acc(len, hd, lp, &q[base..], d, &kt, lp, &mut s, lp);
+                for row in s.chunks_exact_mut(lp) {
+                    let row = &mut row[..len];
+                    let mut max = f32::NEG_INFINITY;
+                    for v in row.iter_mut() {
+                        *v *= scale;
+                        max = max.max(*v);
+                    }
+                    let inv = (1.0 / kernels::softmax_exp(row, max)) as f32;
+                    row.iter_mut().for_each(|v| *v *= inv);
+                }
+                // Context = P·V.
+                out.clear();
+                out.resize(len * hd, 0.0);
+                kernels::gemm_acc(len, len, hd, &s, lp, &v[base..], d, &mut out, hd);
+                for (t, i) in r.clone().enumerate() {
                     // SAFETY: row i's columns off..off + hd belong to this task alone: one task
                     // per (sequence, head), and sequences' token ranges are disjoint.
-                    unsafe { w.write_slice(i * d + off, &out) };
+                    unsafe { w.write_slice(i * d + off, &out[t * hd..(t + 1) * hd]) };
                 }
             }
         });
