@@ -397,6 +397,81 @@ fn bitmap_tiers_equal_the_oracle() {
     }
 }
 
+/// Packed activations of `dt` for `n` rows of `x` with the tier `kt`.
+fn packed_activations(kt: &Kernels, dt: DType, x: &[f32], k: usize, n: usize) -> Vec<u8> {
+    let ab = kernels::packed_activation_row_bytes(dt, k);
+    let mut a = vec![0u8; ab * n];
+    for t in 0..n {
+        kt.quantize_packed_activations(dt, &x[t * k..(t + 1) * k], &mut a[t * ab..(t + 1) * ab]);
+    }
+    a
+}
+
+/// The products of many tokens through the dense packed kernels (each group of eight sparse
+/// rows expanded into the packed layout) equal, bit for bit, the packed kernel of the dense
+/// type on the dense-equivalent matrix, on every tier that packs it; row ranges start and end
+/// inside groups (a group shared by two ranges), token counts cross the tiles.
+#[test]
+fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
+    let mut rng = Rng(9);
+    let m = 21;
+    let cases: Vec<(DType, Vec<u8>, Option<(Vec<u8>, usize)>, Vec<u8>)> = {
+        let mut v = Vec::new();
+        for t in NM {
+            let k = 576;
+            let w = quantize(t, &rng.normals(k * m)).unwrap();
+            let rb = t.type_size() * k / 64;
+            let dense: Vec<u8> = w.chunks_exact(rb).flat_map(|row| dense_equivalent(t, row)).collect();
+            v.push((t, w, None, dense));
+        }
+        for keep in [0.0, 0.3, 1.0] {
+            let k = 576;
+            let bm = quantize_bitmap(&unstructured(&mut rng, k, m, keep), k, m).unwrap();
+            let dense = bitmap_dense_equivalent(&bm.meta, &bm.values, bm.c, k, m);
+            v.push((DType::Q8_SB, bm.meta, Some((bm.values, bm.c)), dense));
+        }
+        v
+    };
+    let k = 576;
+    let mut covered = 0;
+    for tier in kernels::available_tiers() {
+        let kt = Kernels::for_tier(tier).unwrap();
+        for (t, w, values, dense) in &cases {
+            let Some(dt) = kt.sparse_packed_type(*t) else {
+                assert!(!kt.packs(if *t == DType::Q8_SB { DType::Q8_0 } else { dense_type(*t) }));
+                continue;
+            };
+            covered += 1;
+            let packed = kernels::pack(dt, k, m, dense);
+            let values = values.as_ref().map(|(v, c)| (v.as_slice(), *c));
+            for n in [1, 3, 16, 37] {
+                let x = rng.normals(k * n);
+                let a = packed_activations(kt, dt, &x, k, n);
+                for rows in [0..m, 3..m, 5..17, 8..16, 20..21, 0..0] {
+                    let stride = rows.len() + 2;
+                    let len = (n - 1) * stride + rows.len();
+                    let mut want = vec![f32::NAN; len];
+                    kt.matmul_packed(dt, &packed, k, rows.clone(), &a, n, &mut want, stride);
+                    let mut got = vec![f32::NAN; len];
+                    kt.matmul_sparse_packed(*t, w, values, k, rows.clone(), &a, n, &mut got, stride);
+                    for tok in 0..n {
+                        for i in 0..rows.len() {
+                            let (g, e) = (got[tok * stride + i], want[tok * stride + i]);
+                            assert_eq!(
+                                g.to_bits(),
+                                e.to_bits(),
+                                "{t} on {tier:?}: n={n} rows {rows:?} row {i} token {tok}: {g} vs {e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Every SIMD tier of this CPU packs Q4_0 and Q8_0.
+    assert!(covered > 0 || kernels::available_tiers().iter().all(|&t| t == kernels::Tier::Scalar));
+}
+
 #[test]
 fn validator_accepts_quantizer_output_and_refuses_corruption() {
     let mut rng = Rng(7);

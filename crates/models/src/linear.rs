@@ -558,12 +558,16 @@ impl Linear {
         let mut formats = [(ActFormat::Plain(DType::F32), DType::F32, 0usize, 0usize); MAX_SHARED];
         let (mut n_formats, mut total) = (0, 0);
         for (i, l) in layers.iter().enumerate() {
-            let fmt = l.act_format();
-            let ab = l.activation_row_bytes();
+            let fmt = l.act_format(n);
+            let ab = l.activation_row_bytes(n);
             let f = match formats[..n_formats].iter().position(|&(f, ..)| f == fmt) {
                 Some(f) => f,
                 None => {
-                    formats[n_formats] = (fmt, l.act_dtype(), total, ab);
+                    let w = match fmt {
+                        ActFormat::Packed(d) => d,
+                        ActFormat::Plain(_) => l.act_dtype(),
+                    };
+                    formats[n_formats] = (fmt, w, total, ab);
                     total += n * ab;
                     n_formats += 1;
                     n_formats - 1
@@ -617,7 +621,22 @@ impl Linear {
                     // disjoint, and nothing reads the output during the region.
                     unsafe {
                         let (out, out_len) = (ptr.add(rows.start), len - rows.start);
-                        if let Some((values, width)) = &l.values {
+                        if let Some(dense) = l.sparse_packed(n) {
+                            let values = l.values.as_ref().map(|(v, c)| (v.as_slice(), *c));
+                            debug_assert_eq!(ActFormat::Packed(dense), l.act_format(n));
+                            kernels::matmul_sparse_packed_to(
+                                l.dtype,
+                                data,
+                                values,
+                                k,
+                                rows.clone(),
+                                a,
+                                n,
+                                out,
+                                out_len,
+                                m,
+                            );
+                        } else if let Some((values, width)) = &l.values {
                             let v = values.as_slice();
                             kernels::matmul_bitmap_to(
                                 data,
@@ -644,19 +663,33 @@ impl Linear {
 }
 
 impl Linear {
-    /// The activation format its kernel reads.
-    fn act_format(&self) -> ActFormat {
+    /// The dense type whose packed kernel runs this sparse weight's product of `n` tokens
+    /// (`kernels::matmul_sparse_packed_to`: a prompt's), if it does.
+    fn sparse_packed(&self, n: usize) -> Option<DType> {
+        if n >= kernels::SPARSE_PACKED_MIN_TOKENS && is_sparse(self.dtype) {
+            kernels::sparse_packed_type(self.dtype)
+        } else {
+            None
+        }
+    }
+
+    /// The activation format its kernel reads for a product of `n` tokens.
+    fn act_format(&self, n: usize) -> ActFormat {
         if self.packed {
             ActFormat::Packed(self.dtype)
+        } else if let Some(dense) = self.sparse_packed(n) {
+            ActFormat::Packed(dense)
         } else {
             ActFormat::Plain(kernels::activation_type(self.act_dtype()))
         }
     }
 
-    /// Bytes of one quantized activation row for its kernel.
-    fn activation_row_bytes(&self) -> usize {
+    /// Bytes of one quantized activation row for its kernel, for a product of `n` tokens.
+    fn activation_row_bytes(&self, n: usize) -> usize {
         if self.packed {
             kernels::packed_activation_row_bytes(self.dtype, self.in_features)
+        } else if let Some(dense) = self.sparse_packed(n) {
+            kernels::packed_activation_row_bytes(dense, self.in_features)
         } else {
             kernels::activation_row_bytes(self.act_dtype(), self.in_features)
         }
@@ -665,7 +698,7 @@ impl Linear {
 
 /// The activation format of a Linear's kernel: that of the GGUF-layout kernels (named by its
 /// type), or that of the packed kernel of a weight type.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ActFormat {
     Plain(DType),
     Packed(DType),

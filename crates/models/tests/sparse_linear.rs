@@ -45,11 +45,12 @@ fn bitmap_linear(k: usize, m: usize) -> Linear {
         .unwrap()
 }
 
-/// The fast path (8-bit activations, sparse kernels) against the exact path (each row
-/// dequantized, f32 products) of the same Linear: within the activations' 8-bit rounding.
+/// The fast path (8-bit activations, sparse kernels; from `SPARSE_PACKED_MIN_TOKENS` tokens
+/// the dense packed kernels on expanded groups) against the exact path (each row dequantized,
+/// f32 products) of the same Linear: within the activations' 8-bit rounding.
 fn check_fast_vs_exact(fast: &Linear, exact: &Linear) {
     let (k, m) = (fast.in_features, fast.out_features);
-    for n in [1, 2, 5, 9] {
+    for n in [1, 2, 5, 9, 16, 37] {
         let x = input(k, n);
         let (mut y0, mut y1) = (vec![0.0f32; n * m], vec![0.0f32; n * m]);
         fast.forward(&x, n, &mut y0);
@@ -95,8 +96,16 @@ fn nm_and_bitmap_linears_compute_their_weights() {
 
 #[test]
 fn shared_activations_change_nothing() {
-    // A 2:4 layer, a bitmap layer and a dense Q8_0 layer read one quantized Q8_0 input.
-    let (k, n) = (256, 3);
+    // A 2:4 layer, a bitmap layer and a dense Q8_0 layer read one quantized Q8_0 input (three
+    // tokens), or each the input of its kernel (twenty: the sparse ones through the packed
+    // kernels).
+    for n in [3, 20] {
+        shared_activations_change_nothing_for(n);
+    }
+}
+
+fn shared_activations_change_nothing_for(n: usize) {
+    let k = 256;
     let a = nm_linear(DType::Q4_S24, k, 40);
     let b = bitmap_linear(k, 24);
     let dense = quantize(DType::Q8_0, &weights(k, 16, false, 3)).unwrap();

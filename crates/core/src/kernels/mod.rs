@@ -595,6 +595,53 @@ pub unsafe fn matmul_packed_to(
     unsafe { active().matmul_packed_to(weight, packed, k, rows, act, n, out, out_len, out_stride) }
 }
 
+/// Products of a sparse weight with this many tokens or more are best run through
+/// [`matmul_sparse_packed_to`] (where [`sparse_packed_type`] has a type): expanding a group
+/// of rows costs about what a few tokens' products of it do.
+pub const SPARSE_PACKED_MIN_TOKENS: usize = 16;
+
+/// The dense type whose packed kernel runs a sparse `weight`'s products of many tokens
+/// ([`matmul_sparse_packed_to`]) on the tier in use: Q4_0 for `Q4_S24` / `Q4_S48`, Q8_0 for
+/// `Q8_S24` / `Q8_S48` / `Q8_SB`; `None` for other types or where the tier has no packed
+/// kernel for it. Such products take that type's packed activations
+/// ([`quantize_packed_activations`]).
+pub fn sparse_packed_type(weight: DType) -> Option<DType> {
+    active().sparse_packed_type(weight)
+}
+
+/// The product of sparse weight rows `rows` with `n` tokens through the dense packed kernel
+/// of [`sparse_packed_type`], with the tier in use: each group of [`PACK_GROUP`] rows is
+/// expanded once into that type's packed layout (a scratch buffer of one group; the sparse
+/// matrix is untouched), then meets every token as a packed matrix would. The result is the
+/// packed product of the dense equivalent of the weights, bit for bit: the sparse oracle's
+/// integer sums (the dense zeros add nothing) in the packed kernels' float order. `w` is the
+/// sparse tensor (for `Q8_SB` its metadata, with `values` its companion tensor and width
+/// `c`), `act` `n` rows of [`packed_activation_row_bytes`] of the dense type; otherwise as
+/// [`matmul_to`].
+///
+/// # Safety
+/// As [`matmul_to`].
+///
+/// # Panics
+/// If `weight` has no [`sparse_packed_type`], `k` is not a multiple of 64, or a buffer is too
+/// short for the rows, tokens or outputs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_sparse_packed_to(
+    weight: DType,
+    w: &[u8],
+    values: Option<(&[u8], usize)>,
+    k: usize,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: *mut f32,
+    out_len: usize,
+    out_stride: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { active().matmul_sparse_packed_to(weight, w, values, k, rows, act, n, out, out_len, out_stride) }
+}
+
 /// Slot, GGUF row bytes and packed activation row bytes of `weight`, which must have a packed
 /// layout, for rows of `k` values.
 fn check_packable(weight: DType, k: usize) -> (usize, usize, usize) {
@@ -1156,6 +1203,101 @@ impl Kernels {
         // SAFETY: the caller's promise on `out`; `w_need` is what the groups up to `rows.end`
         // take in the packed layout.
         unsafe { m.run(f, out, out_len) }
+    }
+}
+
+impl Kernels {
+    /// [`sparse_packed_type`] with this table.
+    pub fn sparse_packed_type(&self, weight: DType) -> Option<DType> {
+        packed::sparse_dense(weight).filter(|&d| self.packs(d))
+    }
+
+    /// [`matmul_sparse_packed_to`] on slices, with this table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_sparse_packed(
+        &self,
+        weight: DType,
+        w: &[u8],
+        values: Option<(&[u8], usize)>,
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        // SAFETY: `out` is an exclusive slice of `out.len()` values.
+        unsafe {
+            self.matmul_sparse_packed_to(
+                weight,
+                w,
+                values,
+                k,
+                rows,
+                act,
+                n,
+                out.as_mut_ptr(),
+                out.len(),
+                out_stride,
+            )
+        }
+    }
+
+    /// [`matmul_sparse_packed_to`] with this table.
+    ///
+    /// # Safety
+    /// As [`matmul_to`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_sparse_packed_to(
+        &self,
+        weight: DType,
+        w: &[u8],
+        values: Option<(&[u8], usize)>,
+        k: usize,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: *mut f32,
+        out_len: usize,
+        out_stride: usize,
+    ) {
+        use std::cell::RefCell;
+        thread_local! {
+            static GROUP_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let Some(dense) = self.sparse_packed_type(weight) else {
+            panic!("edgellm kernels: {weight} has no packed product on this tier (check sparse_packed_type)")
+        };
+        assert!(rows.start <= rows.end, "edgellm kernels: matmul_sparse_packed: reversed row range {rows:?}");
+        let gbytes = packed::packed_bytes(dense, k, PACK_GROUP);
+        GROUP_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(gbytes, 0);
+            let mut r = rows.start;
+            while r < rows.end {
+                let g0 = r / PACK_GROUP * PACK_GROUP;
+                let hi = (g0 + PACK_GROUP).min(rows.end);
+                packed::pack_sparse_group(weight, w, values, k, g0, r - g0..hi - g0, &mut buf);
+                let skip = r - rows.start;
+                assert!(out_len >= skip, "edgellm kernels: matmul_sparse_packed: output too short");
+                // SAFETY: the caller's promise covers rows r..hi of every token, which start
+                // `skip` values into `out` (output column r − rows.start).
+                unsafe {
+                    self.matmul_packed_to(
+                        dense,
+                        &buf,
+                        k,
+                        r - g0..hi - g0,
+                        act,
+                        n,
+                        out.add(skip),
+                        out_len - skip,
+                        out_stride,
+                    )
+                };
+                r = hi;
+            }
+        });
     }
 }
 

@@ -230,6 +230,114 @@ pub(super) fn pack_into(weight: DType, k: usize, m: usize, plain: &[u8], out: &m
     });
 }
 
+/// The dense type whose packed layout holds a sparse type's weights exactly: Q4_0 for the
+/// 4-bit N:M types (a kept value's nibble is the same, a dropped one is nibble 8, i.e. zero),
+/// Q8_0 for the 8-bit N:M types and `Q8_SB` (a dropped value is code 0). Each 64-input sparse
+/// block becomes two 32-value blocks with the sparse block's scale.
+pub(super) fn sparse_dense(weight: DType) -> Option<DType> {
+    match weight {
+        DType::Q4_S24 | DType::Q4_S48 => Some(DType::Q4_0),
+        DType::Q8_S24 | DType::Q8_S48 | DType::Q8_SB => Some(DType::Q8_0),
+        _ => None,
+    }
+}
+
+/// Rows `g0 + lanes.start..g0 + lanes.end` of a sparse matrix `w` (`values`: a `Q8_SB`
+/// matrix's companion tensor and its width `c`) expanded into one packed group of their dense
+/// type ([`sparse_dense`]) in `out`, exactly one group of `k` values
+/// (`packed_bytes(dense, k, GROUP)`); the other lanes are zero. The codes are those the sparse
+/// oracle multiplies (`generic::nm_block_sums` / `bitmap_block_sums`): invalid N:M codes keep
+/// nothing, a bitmap row's values past its `c` bytes are zero.
+///
+/// # Panics
+/// If `weight` is not sparse, `k` is not a multiple of 64, or a row lies outside `w` (or
+/// `values`).
+pub(super) fn pack_sparse_group(
+    weight: DType,
+    w: &[u8],
+    values: Option<(&[u8], usize)>,
+    k: usize,
+    g0: usize,
+    lanes: std::ops::Range<usize>,
+    out: &mut [u8],
+) {
+    use crate::quant::sparse::{bitmap_mask, NmLayout, Q8_SB_BYTES, QK_SPARSE};
+    let dense = sparse_dense(weight).unwrap_or_else(|| panic!("{weight} is not a sparse type"));
+    assert!(k.is_multiple_of(QK_SPARSE), "sparse rows of {k} values");
+    let bb = dense.type_size();
+    let gb = GROUP * bb;
+    let nb = k / QK_SPARSE;
+    assert_eq!(out.len(), 2 * nb * gb, "one packed group of {k} {dense} values");
+    assert!(lanes.end <= GROUP);
+    out.fill(0);
+    let mut codes = [0i8; QK_SPARSE];
+    // The 64 codes of block `b` of lane `r` (scale bytes `d`) into group blocks `2b`, `2b + 1`:
+    // Q8_0: code `4c + i` of a half at byte `16 + 32c + 4r + i`; Q4_0: nibble byte `4j + i`
+    // (values `4j + i` and `16 + 4j + i`) at byte `16 + 32j + 4r + i`.
+    let emit = |out: &mut [u8], b: usize, r: usize, d: [u8; 2], codes: &[i8; QK_SPARSE]| {
+        for h in 0..2 {
+            let q = &codes[32 * h..32 * h + 32];
+            let gbk = &mut out[(2 * b + h) * gb..][..gb];
+            gbk[2 * r..2 * r + 2].copy_from_slice(&d);
+            if dense == DType::Q4_0 {
+                for j in 0..4 {
+                    for i in 0..4 {
+                        let (lo, hi) = (q[4 * j + i] + 8, q[16 + 4 * j + i] + 8);
+                        gbk[16 + 32 * j + 4 * r + i] = (lo as u8 & 0x0f) | ((hi as u8) << 4);
+                    }
+                }
+            } else {
+                for c in 0..8 {
+                    for i in 0..4 {
+                        gbk[16 + 32 * c + 4 * r + i] = q[4 * c + i] as u8;
+                    }
+                }
+            }
+        }
+    };
+    for r in lanes {
+        let row = g0 + r;
+        if weight == DType::Q8_SB {
+            let (vals, c) = values.expect("a Q8_SB matrix comes with its values");
+            let rb = nb * Q8_SB_BYTES;
+            let meta = &w[row * rb..(row + 1) * rb];
+            let vrow = &vals[row * c..(row + 1) * c];
+            let mut o = 0;
+            for b in 0..nb {
+                let mb = &meta[b * Q8_SB_BYTES..(b + 1) * Q8_SB_BYTES];
+                codes.fill(0);
+                // The kept inputs in order, each taking the row's next value.
+                let mut mask = bitmap_mask(mb);
+                while mask != 0 {
+                    codes[mask.trailing_zeros() as usize] = vrow.get(o).map_or(0, |&v| v as i8);
+                    o += 1;
+                    mask &= mask - 1;
+                }
+                emit(out, b, r, [mb[0], mb[1]], &codes);
+            }
+        } else {
+            let l = NmLayout::of(weight).expect("an N:M type");
+            let (lb, rb) = (l.bytes(), nb * l.bytes());
+            for b in 0..nb {
+                let wb = &w[row * rb + b * lb..row * rb + (b + 1) * lb];
+                let mask = l.keep_mask(wb);
+                let (q, _) = l.kept_codes(wb);
+                codes.fill(0);
+                for c in 0..8 {
+                    // Chunk c's kept values are kept values 4c.. in input order.
+                    let (mut m, mut j) = ((mask >> (8 * c)) & 0xff, 4 * c);
+                    while m != 0 {
+                        codes[8 * c + m.trailing_zeros() as usize] = q[j] as i8;
+                        j += 1;
+                        m &= m - 1;
+                    }
+                }
+                emit(out, b, r, [wb[0], wb[1]], &codes);
+            }
+        }
+    }
+}
+
 /// Row `r` of a packed matrix (`packed` from row 0) back in the GGUF layout, into `out`
 /// (exactly one row's bytes).
 pub(super) fn unpack_row_into(weight: DType, k: usize, packed: &[u8], r: usize, out: &mut [u8]) {
