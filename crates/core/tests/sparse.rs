@@ -397,6 +397,9 @@ fn bitmap_tiers_equal_the_oracle() {
     }
 }
 
+/// A sparse matrix (type, tensor, a bitmap's values and width) and its dense equivalent.
+type SparseCase = (DType, Vec<u8>, Option<(Vec<u8>, usize)>, Vec<u8>);
+
 /// Packed activations of `dt` for `n` rows of `x` with the tier `kt`.
 fn packed_activations(kt: &Kernels, dt: DType, x: &[f32], k: usize, n: usize) -> Vec<u8> {
     let ab = kernels::packed_activation_row_bytes(dt, k);
@@ -415,7 +418,7 @@ fn packed_activations(kt: &Kernels, dt: DType, x: &[f32], k: usize, n: usize) ->
 fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
     let mut rng = Rng(9);
     let m = 21;
-    let cases: Vec<(DType, Vec<u8>, Option<(Vec<u8>, usize)>, Vec<u8>)> = {
+    let cases: Vec<SparseCase> = {
         let mut v = Vec::new();
         for t in NM {
             let k = 576;
