@@ -267,8 +267,14 @@ fn format_sparse_writes_sparse_types_that_compute_like_the_dense_export() {
         let kld = k["kld_mean"]["value"].as_f64().unwrap();
         let ratio = k["ppl_ratio"]["value"].as_f64().unwrap();
         if quant == "Q8_0" {
-            // 8-bit values: the same model to within rounding.
-            assert!(kld < 0.01, "{want}: KLD {kld} against the dense export\n{o}");
+            // 8-bit values: the same model to within rounding — one scale per 64 inputs in the
+            // sparse file, per 32 in the dense one. On this damaged model (PPL ~940) that
+            // rounding alone is a KLD of about 0.0098 for 2:4 (measured with the scalar oracle
+            // on both files, EDGELLM_KERNELS=scalar), and the SIMD kernels' summation order
+            // moves it by about ±5 % (0.0095 with the sparse kernels, 0.0100 through the
+            // packed ones): the bound leaves room for that; a kernel computing anything else
+            // lands far above it.
+            assert!(kld < 0.015, "{want}: KLD {kld} against the dense export\n{o}");
         } else {
             // 4-bit values with one scale per 32 kept values instead of per 32 inputs: another
             // rounding of a model magnitude pruning has damaged (PPL in the hundreds), so only
