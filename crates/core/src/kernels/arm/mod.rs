@@ -22,6 +22,7 @@ mod drive;
 mod float;
 mod kquants;
 mod legacy;
+mod packed;
 mod quantize;
 
 /// Whether the CPU has the dot-product extension.
@@ -60,6 +61,10 @@ pub(super) fn fill_neon(k: &mut Kernels) {
 /// Puts the dot-product kernels into `k` (over the NEON ones).
 pub(super) fn fill_dotprod(k: &mut Kernels) {
     fill!(k, Tier::NeonDotprod, sdot);
+    // Packed (row-interleaved) products: one `sdot` serves four rows (`packed`).
+    k.set_packed(DType::Q4_0, packed::sdot_q4_0, Tier::NeonDotprod);
+    k.set_packed(DType::Q8_0, packed::sdot_q8_0, Tier::NeonDotprod);
+    k.set_packed(DType::Q4_1, packed::sdot_q4_1, Tier::NeonDotprod);
 }
 
 /// One weight format's NEON building blocks (`DP`: `sdot` may be used).
