@@ -617,15 +617,11 @@ fn packing_is_offered_where_a_simd_kernel_exists() {
                 assert_eq!(tier.packed_tier(t), Some(tier.tier()), "{t}");
             }
         } else if tier.tier() == Tier::NeonDotprod {
-            // The dot-product tier packs Q4_0, Q8_0 and Q4_1 (arm/packed.rs); Q5_0 / Q5_1
-            // keep the oracle's packed product, so models do not pack them there.
-            for t in [DType::Q4_0, DType::Q8_0, DType::Q4_1] {
+            // The dot-product tier packs what x86 packs (arm/packed.rs).
+            for t in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1] {
                 assert!(tier.packs(t), "{t}");
                 assert_eq!(tier.packed_tier(t), Some(Tier::NeonDotprod), "{t}");
                 arm_packed += 1;
-            }
-            for t in [DType::Q5_0, DType::Q5_1] {
-                assert!(!tier.packs(t), "{t}");
             }
         } else {
             assert!(!tier.packs(DType::Q4_0), "plain NEON has no packed kernels");
@@ -634,7 +630,7 @@ fn packing_is_offered_where_a_simd_kernel_exists() {
     // Under QEMU (scripts/test-aarch64) the dot-product tier is there: the packed NEON
     // kernels are among the tiers `packed_matmul_is_the_oracle_on_every_tier` checks.
     if cfg!(target_arch = "aarch64") && simd_tiers().iter().any(|t| t.tier() == Tier::NeonDotprod) {
-        assert_eq!(arm_packed, 3);
+        assert_eq!(arm_packed, 5);
     }
 }
 

@@ -63,8 +63,10 @@ pub(super) fn fill_dotprod(k: &mut Kernels) {
     fill!(k, Tier::NeonDotprod, sdot);
     // Packed (row-interleaved) products: one `sdot` serves four rows (`packed`).
     k.set_packed(DType::Q4_0, packed::sdot_q4_0, Tier::NeonDotprod);
+    k.set_packed(DType::Q5_0, packed::sdot_q5_0, Tier::NeonDotprod);
     k.set_packed(DType::Q8_0, packed::sdot_q8_0, Tier::NeonDotprod);
     k.set_packed(DType::Q4_1, packed::sdot_q4_1, Tier::NeonDotprod);
+    k.set_packed(DType::Q5_1, packed::sdot_q5_1, Tier::NeonDotprod);
 }
 
 /// One weight format's NEON building blocks (`DP`: `sdot` may be used).

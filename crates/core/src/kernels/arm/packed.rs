@@ -5,14 +5,14 @@
 //! word (32 bytes: codes `4c..4c + 4` of rows 0–7) is two registers, rows 0–3 and 4–7; one
 //! `sdot` against the token's four activation codes broadcast to every lane adds four
 //! products to each of four rows. Codes are used signed, as they are (Q8_0), less their bias
-//! (Q4_0: nibble − 8) or as the unsigned nibbles (Q4_1, whose minimum is added per block
+//! (Q4_0: nibble − 8, Q5_0: − 16) or unsigned (Q4_1, Q5_1, whose minimum is added per block
 //! from the Q8_1 activation's `d·Σq`), so no bias correction is needed. Per block, row and
 //! token the float work is the oracle's, in its order: `acc ← fma(Σ c·q, d_w·d_a, acc)`, then
 //! for Q4_1 `acc ← fma(m_w, s_a, acc)`; the integer sums are exact, so the bits are the
 //! oracle's (tested in `crates/core/tests/kernels.rs`, under QEMU on x86 machines).
 //!
-//! Types: Q4_0, Q8_0, Q4_1 (the shipped default model). Q5_0 / Q5_1 keep the oracle's packed
-//! product on ARM (and are not packed by `Linear`, which packs only where a tier has a kernel).
+//! Types: Q4_0, Q5_0, Q8_0, Q4_1 (the shipped default model), Q5_1 — those x86 packs; the
+//! fifth bits of Q5_0 / Q5_1 come from the group block's `H` word, one shift per chunk.
 
 use std::arch::aarch64::*;
 
@@ -38,8 +38,10 @@ unsafe trait Packed {
 }
 
 struct Q4_0;
+struct Q5_0;
 struct Q8_0;
 struct Q4_1;
+struct Q5_1;
 
 /// The nibbles of chunk `c` from the words at `q` (`G_j` at `q + 32j`: low nibbles are
 /// chunk `j`, high nibbles chunk `j + 4`), less `bias`.
@@ -60,6 +62,36 @@ unsafe impl Packed for Q4_0 {
     #[inline(always)]
     unsafe fn chunk(wb: *const u8, c: usize) -> (int8x16_t, int8x16_t) {
         nibbles(wb.add(16), c, 8)
+    }
+}
+
+/// [`nibbles`] of chunk `c` with the fifth bits of the `H` word at `h` (bit `c` of every byte
+/// is chunk `c`'s fifth bit) at bit 4, less `bias`.
+#[inline(always)]
+unsafe fn fives(q: *const u8, h: *const u8, c: usize, bias: i8) -> (int8x16_t, int8x16_t) {
+    let (lo, hi) = nibbles(q, c, 0);
+    let shift = vdupq_n_s8(4 - c as i8); // left by 4 − c (right where negative)
+    let five = |n: int8x16_t, hw: uint8x16_t| {
+        let bit = vandq_u8(vshlq_u8(hw, shift), vdupq_n_u8(0x10));
+        vsubq_s8(vorrq_s8(n, vreinterpretq_s8_u8(bit)), vdupq_n_s8(bias))
+    };
+    (five(lo, vld1q_u8(h)), five(hi, vld1q_u8(h.add(16))))
+}
+
+unsafe impl Packed for Q5_0 {
+    const GB: usize = 176;
+    #[inline(always)]
+    unsafe fn chunk(wb: *const u8, c: usize) -> (int8x16_t, int8x16_t) {
+        fives(wb.add(16), wb.add(144), c, 16)
+    }
+}
+
+unsafe impl Packed for Q5_1 {
+    const GB: usize = 192;
+    const MIN: bool = true;
+    #[inline(always)]
+    unsafe fn chunk(wb: *const u8, c: usize) -> (int8x16_t, int8x16_t) {
+        fives(wb.add(32), wb.add(160), c, 0)
     }
 }
 
@@ -188,6 +220,8 @@ macro_rules! entries {
 
 entries! {
     Q4_0 => sdot_q4_0;
+    Q5_0 => sdot_q5_0;
     Q8_0 => sdot_q8_0;
     Q4_1 => sdot_q4_1;
+    Q5_1 => sdot_q5_1;
 }
