@@ -270,29 +270,25 @@ pub(super) fn pack_sparse_group(
     assert_eq!(out.len(), 2 * nb * gb, "one packed group of {k} {dense} values");
     assert!(lanes.end <= GROUP);
     out.fill(0);
+    let (put, _) = self::lanes(dense);
     let mut codes = [0i8; QK_SPARSE];
-    // The 64 codes of block `b` of lane `r` (scale bytes `d`) into group blocks `2b`, `2b + 1`:
-    // Q8_0: code `4c + i` of a half at byte `16 + 32c + 4r + i`; Q4_0: nibble byte `4j + i`
-    // (values `4j + i` and `16 + 4j + i`) at byte `16 + 32j + 4r + i`.
-    let emit = |out: &mut [u8], b: usize, r: usize, d: [u8; 2], codes: &[i8; QK_SPARSE]| {
+    let mut blk = [0u8; 34];
+    // The 64 codes of block `b` of lane `r` (scale bytes `d`) as the two dense GGUF blocks they
+    // equal, put into lane `r` of group blocks `2b` and `2b + 1` by the layout's own `put`.
+    let mut emit = |out: &mut [u8], b: usize, r: usize, d: [u8; 2], codes: &[i8; QK_SPARSE]| {
         for h in 0..2 {
             let q = &codes[32 * h..32 * h + 32];
-            let gbk = &mut out[(2 * b + h) * gb..][..gb];
-            gbk[2 * r..2 * r + 2].copy_from_slice(&d);
+            blk[..2].copy_from_slice(&d);
             if dense == DType::Q4_0 {
-                for j in 0..4 {
-                    for i in 0..4 {
-                        let (lo, hi) = (q[4 * j + i] + 8, q[16 + 4 * j + i] + 8);
-                        gbk[16 + 32 * j + 4 * r + i] = (lo as u8 & 0x0f) | ((hi as u8) << 4);
-                    }
+                for j in 0..16 {
+                    blk[2 + j] = ((q[j] + 8) as u8 & 0x0f) | (((q[j + 16] + 8) as u8) << 4);
                 }
             } else {
-                for c in 0..8 {
-                    for i in 0..4 {
-                        gbk[16 + 32 * c + 4 * r + i] = q[4 * c + i] as u8;
-                    }
+                for (o, &c) in blk[2..34].iter_mut().zip(q) {
+                    *o = c as u8;
                 }
             }
+            put(&mut out[(2 * b + h) * gb..][..gb], r, &blk[..bb]);
         }
     };
     for r in lanes {

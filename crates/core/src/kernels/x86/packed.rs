@@ -56,12 +56,6 @@ unsafe trait Packed {
     /// The unsigned codes `c + BIAS` of chunks `j` and `j + 4` (values `4j..4j + 4` and
     /// `16 + 4j..16 + 4j + 4` of each row, a row per lane), `j = 0..4`.
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i);
-    /// The signed codes `4c..4c + 4` of every row (a row per lane), `c = 0..8`: only for
-    /// [`Avx2Sum::Signed`] formats.
-    #[inline(always)]
-    unsafe fn signed_word(_wb: *const u8, _c: usize) -> __m256i {
-        unreachable!("only the signed formats have signed words")
-    }
 
     /// [`Packed::chunks`] of two group blocks at once, `w0`'s in the low halves (AVX-512F).
     #[inline(always)]
@@ -172,10 +166,6 @@ unsafe impl Packed for Q8_0 {
     const BIAS: i32 = 128;
     const AVX2: Avx2Sum = Avx2Sum::Signed;
     #[inline(always)]
-    unsafe fn signed_word(wb: *const u8, c: usize) -> __m256i {
-        load(wb.add(16 + 32 * c))
-    }
-    #[inline(always)]
     unsafe fn chunks(wb: *const u8, j: usize) -> (__m256i, __m256i) {
         let flip = _mm256_set1_epi8(-128);
         (
@@ -221,9 +211,6 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
     g: usize,
     t0: usize,
 ) -> [__m256; N] {
-    if !VNNI && N > 1 && matches!(F::AVX2, Avx2Sum::Signed) {
-        return tile_signed::<F, N>(m, g, t0);
-    }
     let nb = m.k / 32;
     let ab = m.act_bytes;
     let wg = m.w.as_ptr().add(g * nb * F::GB);
@@ -250,7 +237,24 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
                 s[t] = _mm256_set1_epi32(-F::BIAS * act_sum(ap(t)));
             }
         }
-        if !VNNI && matches!(F::AVX2, Avx2Sum::PerPair) {
+        if !VNNI && N > 1 && matches!(F::AVX2, Avx2Sum::Signed) {
+            // Several tokens, signed codes: one chunk word at a time (its signed codes and
+            // magnitudes once for the token tile) in a loop the compiler does not unroll (an
+            // opaque count): unrolled, it loaded all eight words and their magnitudes up front
+            // and spilled the tile's sums to the stack (AVX2 has sixteen registers).
+            let flip = _mm256_set1_epi8(-128);
+            for j in 0..std::hint::black_box(4usize) {
+                let (lo, hi) = F::chunks(wb, j);
+                for (word, off) in [(lo, 4 * j), (hi, 16 + 4 * j)] {
+                    let w = _mm256_xor_si256(word, flip);
+                    let aw = _mm256_abs_epi8(w);
+                    for t in 0..N {
+                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast(ap(t).add(4 + off)), w));
+                        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+        } else if !VNNI && matches!(F::AVX2, Avx2Sum::PerPair) {
             // Two pairs of chunks at a time: their four products' i16 sums fit (see
             // `Avx2Sum::PerPair`), so one widening serves both.
             for j in [0, 2] {
@@ -321,47 +325,6 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
                 // The Q8_1 activation's `d·Σq` (f16) after its scale.
                 f[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(h2f(ap(t).add(2))), f[t]);
             }
-        }
-    }
-    f
-}
-
-/// [`tile`] for the signed codes on AVX2 (`Avx2Sum::Signed`, Q8_0) and several tokens: the same
-/// integer sums and float operations, so the same bits, with fewer registers live: one chunk
-/// word (its codes and their magnitudes) at a time against every token, so that the token
-/// tile's sums and results stay in registers (the generic loop keeps a pair of chunks and
-/// spilled on AVX2's sixteen registers).
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-unsafe fn tile_signed<F: Packed, const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [__m256; N] {
-    let nb = m.k / 32;
-    let ab = m.act_bytes;
-    let wg = m.w.as_ptr().add(g * nb * F::GB);
-    let a0 = m.act.as_ptr().add(t0 * ab);
-    let ones = _mm256_set1_epi16(1);
-    let mut f = [_mm256_setzero_ps(); N];
-    for b in 0..nb {
-        let wb = wg.add(b * F::GB);
-        let ap = |t: usize| a0.add(t * ab + b * AB);
-        let mut s = [_mm256_setzero_si256(); N];
-        // A loop the compiler does not unroll (its count is opaque): unrolled, it loads and
-        // takes the magnitudes of all eight words up front and spills the token tile.
-        let words = std::hint::black_box(8usize);
-        for c in 0..words {
-            // Chunk c: the signed codes 4c..4c + 4 of each row, and their magnitudes, once
-            // for every token.
-            let w = F::signed_word(wb, c);
-            let aw = _mm256_abs_epi8(w);
-            for t in 0..N {
-                let a = bcast(ap(t).add(4 + 4 * c));
-                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w));
-                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones));
-            }
-        }
-        let dw = _mm256_cvtph_ps(load128(wb));
-        for t in 0..N {
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(ap(t))));
-            f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), d, f[t]);
         }
     }
     f
