@@ -515,15 +515,16 @@ fn packed_activation_quantizers_are_bit_identical_and_carry_the_sum() {
     let mut rng = Rng(22);
     for t in packed_types() {
         for kind in KINDS {
-            let k = 576;
+            let k = if t.block_size() == 256 { 768 } else { 576 };
             let x = activations(&mut rng, 1, k, kind);
             let ab = kernels::packed_activation_row_bytes(t, k);
             let mut want = vec![0u8; ab];
             oracle().quantize_packed_activations(t, &x, &mut want);
             let plain = quantize_rows(t, &x, k);
-            if kernels::activation_type(t) == DType::Q8_1 {
-                // The affine types' packed kernels take their Q8_1 activations as they are.
-                assert_eq!(want, plain, "{t} {kind:?}: packed activations are the Q8_1 ones");
+            if matches!(kernels::activation_type(t), DType::Q8_1 | DType::Q8_K) {
+                // The affine types' and k-quants' packed kernels take their Q8_1 / Q8_K
+                // activations as they are.
+                assert_eq!(want, plain, "{t} {kind:?}: packed activations are the plain ones");
             } else {
                 // The codes and scale are the Q8_0 activations'; the sum is theirs.
                 for (pb, qb) in want.chunks_exact(36).zip(plain.chunks_exact(34)) {
@@ -608,13 +609,19 @@ fn packed_matmul_is_the_oracle_on_every_tier() {
 fn packing_is_offered_where_a_simd_kernel_exists() {
     assert!(!oracle().packs(DType::Q4_0), "the oracle tier gains nothing from packing");
     assert_eq!(oracle().packed_tier(DType::Q4_0), Some(Tier::Scalar));
-    assert_eq!(oracle().packed_tier(DType::Q4_K), None);
+    assert_eq!(oracle().packed_tier(DType::Q4_K), Some(Tier::Scalar));
+    assert_eq!(oracle().packed_tier(DType::Q5_K), None);
     let mut arm_packed = 0;
     for tier in simd_tiers() {
         if cfg!(target_arch = "x86_64") {
             for t in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1] {
                 assert!(tier.packs(t), "{:?} {t}", tier.tier());
                 assert_eq!(tier.packed_tier(t), Some(tier.tier()), "{t}");
+            }
+            // The k-quants' packed kernels are AVX2 code on both x86 tiers.
+            for t in [DType::Q4_K, DType::Q6_K] {
+                assert!(tier.packs(t), "{:?} {t}", tier.tier());
+                assert_eq!(tier.packed_tier(t), Some(Tier::Avx2), "{:?} {t}", tier.tier());
             }
         } else if tier.tier() == Tier::NeonDotprod {
             // The dot-product tier packs what x86 packs (arm/packed.rs).

@@ -30,6 +30,22 @@
 //! - **Q5_1** (192 bytes): the scales, minimums and nibble words as Q4_1, then the `H` word of
 //!   fifth bits as Q5_0's (at byte 160).
 //!
+//! The k-quants' group blocks hold eight rows' 256-value super-blocks, their bytes rearranged
+//! the same way, four bytes of a row per 32-bit lane (the scales stay in the file's encoding
+//! and are decoded in registers):
+//!
+//! - **Q4_K** (1152 bytes): the eight f16 `d`, the eight f16 `dmin`, then three 32-byte words
+//!   `S_w` (bytes `4r..4r + 4` are row `r`'s scale bytes `4w..4w + 4`), then 32 nibble words
+//!   `G_{p,c}` (at `128 + 32·(8p + c)`, `p = 0..4`, `c = 0..8`): bytes `4r..4r + 4` are row
+//!   `r`'s code bytes `32p + 4c..32p + 4c + 4`, so `G_{p,c} & 0x0f` holds values
+//!   `64p + 4c..+4` of every row and `G_{p,c} >> 4` values `64p + 32 + 4c..+4`.
+//! - **Q6_K** (1680 bytes): the eight f16 `d`, four scale words (at `16 + 32w`: row `r`'s
+//!   scales `4w..4w + 4`), 32 words of low nibbles `L_{n,h,c}` (at `144 + 32·(16n + 8h + c)`:
+//!   row `r`'s `ql` bytes `64n + 32h + 4c..+4`), then 16 words of high bits `H_{n,c}` (at
+//!   `1168 + 32·(8n + c)`: row `r`'s `qh` bytes `32n + 4c..+4`). Values
+//!   `128n + 32x + 4c..+4` (`x = 0..4`) are the nibbles of `L_{n,x%2,c}` (low for `x < 2`)
+//!   with bits `2x, 2x + 1` of `H_{n,c}` above them.
+//!
 //! # Activations
 //!
 //! The packed kernels of the symmetric types take the codes as unsigned `u = c + bias` (Q4_0:
@@ -38,14 +54,19 @@
 //! `[d: f16][Σq: i16][q: 32 × i8]`, 36 bytes per 32 values ([`packed_activation_row_bytes`]).
 //! The affine types' codes are unsigned already (Q4_1: 0..=15, Q5_1: 0..=31): they take the
 //! GGUF kernels' Q8_1 activations as they are, `[d: f16][s = d·Σq: f16][q: 32 × i8]`, whose
-//! `s` multiplies the row's minimum.
+//! `s` multiplies the row's minimum. The k-quants take the Q8_K activations as they are
+//! (`[d: f32][q: 256 × i8][bsums: 16 × i16]`), whose 16-value sums meet the minimums (Q4_K)
+//! and the code bias 32 (Q6_K).
 //!
 //! # Arithmetic
 //!
 //! Per row and token the result is `acc ← fma(Σ_b c·q as f32, d_w·d_a, acc)` over the blocks
 //! in order, from `acc = 0`, with the exact integer sum of every block; the affine types then
-//! add the block's minimum term, `acc ← fma(m_w, s_a, acc)`. The oracle and every SIMD tier
-//! do these operations in this order and give the same bits (tested).
+//! add the block's minimum term, `acc ← fma(m_w, s_a, acc)`. The k-quants do the same per
+//! super-block with their canonical form (`generic::KBlock`): `S = Σ sc·Σu·q` and
+//! `M = Σ off·bsum`, exact integers; Q4_K `acc ← fma(S, d_w·d_a, acc)` then
+//! `acc ← fma(M, −(dmin_w·d_a), acc)`, Q6_K `acc ← fma(S − M, d_w·d_a, acc)`. The oracle and
+//! every SIMD tier do these operations in this order and give the same bits (tested).
 
 use super::{Act, MatmulArgs};
 use crate::quant::read_f16;
@@ -56,7 +77,10 @@ pub const GROUP: usize = 8;
 
 /// Whether `weight` has a packed layout (on some tier).
 pub fn has_packed_layout(weight: DType) -> bool {
-    matches!(weight, DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::Q4_1 | DType::Q5_1)
+    matches!(
+        weight,
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q6_K
+    )
 }
 
 /// Bytes of the block of one row within a group block, and where each part goes.
@@ -72,6 +96,57 @@ struct Q5_0;
 struct Q8_0;
 struct Q4_1;
 struct Q5_1;
+struct Q4K;
+struct Q6K;
+
+/// Copies the `(group block offset, GGUF block offset)` runs of four bytes of lane `r`:
+/// `runs` lists `(word start in the group block, first GGUF byte, words)`, each word taking
+/// the next four bytes of the block.
+fn put_words(gb: &mut [u8], r: usize, src: &[u8], runs: &[(usize, usize, usize)]) {
+    for &(at, from, words) in runs {
+        for w in 0..words {
+            gb[at + 32 * w + 4 * r..][..4].copy_from_slice(&src[from + 4 * w..][..4]);
+        }
+    }
+}
+
+/// [`put_words`] undone.
+fn get_words(gb: &[u8], r: usize, dst: &mut [u8], runs: &[(usize, usize, usize)]) {
+    for &(at, from, words) in runs {
+        for w in 0..words {
+            dst[from + 4 * w..][..4].copy_from_slice(&gb[at + 32 * w + 4 * r..][..4]);
+        }
+    }
+}
+
+/// Q4_K: `d`, `dmin`, three scale words, 32 nibble words (module docs).
+const Q4K_WORDS: [(usize, usize, usize); 2] = [(32, 4, 3), (128, 16, 32)];
+/// Q6_K: `d`, four scale words, 32 `ql` words, 16 `qh` words (module docs).
+const Q6K_WORDS: [(usize, usize, usize); 3] = [(16, 192, 4), (144, 0, 32), (1168, 128, 16)];
+
+impl Lanes for Q4K {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        gb[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+        put_words(gb, r, src, &Q4K_WORDS);
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        dst[2..4].copy_from_slice(&gb[16 + 2 * r..16 + 2 * r + 2]);
+        get_words(gb, r, dst, &Q4K_WORDS);
+    }
+}
+
+impl Lanes for Q6K {
+    fn put(gb: &mut [u8], r: usize, src: &[u8]) {
+        gb[2 * r..2 * r + 2].copy_from_slice(&src[208..210]);
+        put_words(gb, r, src, &Q6K_WORDS);
+    }
+    fn get(gb: &[u8], r: usize, dst: &mut [u8]) {
+        dst[208..210].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        get_words(gb, r, dst, &Q6K_WORDS);
+    }
+}
 
 impl Lanes for Q4_0 {
     fn put(gb: &mut [u8], r: usize, src: &[u8]) {
@@ -191,6 +266,8 @@ fn lanes(weight: DType) -> (Put, Get) {
         DType::Q8_0 => (Q8_0::put, Q8_0::get),
         DType::Q4_1 => (Q4_1::put, Q4_1::get),
         DType::Q5_1 => (Q5_1::put, Q5_1::get),
+        DType::Q4_K => (Q4K::put, Q4K::get),
+        DType::Q6_K => (Q6K::put, Q6K::get),
         other => unreachable!("{other} has no packed layout"),
     }
 }
@@ -199,6 +276,7 @@ fn lanes(weight: DType) -> (Put, Get) {
 pub(super) fn packed_act(weight: DType) -> Option<Act> {
     match weight {
         DType::Q4_1 | DType::Q5_1 => Some(Act::Q8_1),
+        DType::Q4_K | DType::Q6_K => Some(Act::Q8_K),
         w => has_packed_layout(w).then_some(Act::Q8S),
     }
 }
@@ -362,6 +440,9 @@ pub(crate) fn quantize_q8s(x: &[f32], out: &mut [u8]) {
 /// The oracle of the packed products: for every row of the range and token, the blocks'
 /// exact integer sums accumulated with one fused multiply-add each.
 pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
+    if weight.block_size() == crate::quant::QK_K {
+        return matmul_k(weight, m);
+    }
     let (_, get) = lanes(weight);
     let (bb, nb) = (weight.type_size(), m.k / 32);
     let gb = GROUP * bb;
@@ -387,6 +468,44 @@ pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
     }
 }
 
+/// [`matmul`] of the k-quants: per super-block `S = Σ sc·Σu·q` and `M = Σ off·bsum` of the
+/// canonical form, then the float steps of the module docs.
+fn matmul_k(weight: DType, m: &mut MatmulArgs<'_>) {
+    let (_, get) = lanes(weight);
+    let (bb, nb) = (weight.type_size(), m.k / crate::quant::QK_K);
+    let gb = GROUP * bb;
+    let mut block = [0u8; 210];
+    for t in 0..m.n {
+        let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
+        for (i, r) in m.rows.clone().enumerate() {
+            let (g, lane) = (r / GROUP, r % GROUP);
+            let mut acc = 0.0f32;
+            for b in 0..nb {
+                get(&m.w[(g * nb + b) * gb..][..gb], lane, &mut block[..bb]);
+                let kb = super::generic::kblock(weight, &block[..bb]);
+                let ab = &a[b * 292..][..292];
+                let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+                let (mut s, mut mm) = (0i32, 0i32);
+                for grp in 0..16 {
+                    let q = &ab[4 + 16 * grp..][..16];
+                    let u = &kb.u[16 * grp..][..16];
+                    let gs: i32 = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i8 as i32).sum();
+                    s += kb.sc[grp] as i32 * gs;
+                    mm += kb.off[grp] as i32
+                        * i16::from_le_bytes([ab[260 + 2 * grp], ab[261 + 2 * grp]]) as i32;
+                }
+                if kb.affine {
+                    acc = (s as f32).mul_add(kb.d * da, acc);
+                    acc = (mm as f32).mul_add(-(kb.dm * da), acc);
+                } else {
+                    acc = ((s - mm) as f32).mul_add(kb.d * da, acc);
+                }
+            }
+            m.out[t * m.out_stride + i] = acc;
+        }
+    }
+}
+
 pub(crate) fn matmul_q4_0(m: &mut MatmulArgs<'_>) {
     matmul(DType::Q4_0, m)
 }
@@ -401,4 +520,10 @@ pub(crate) fn matmul_q4_1(m: &mut MatmulArgs<'_>) {
 }
 pub(crate) fn matmul_q5_1(m: &mut MatmulArgs<'_>) {
     matmul(DType::Q5_1, m)
+}
+pub(crate) fn matmul_q4_k(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q4_K, m)
+}
+pub(crate) fn matmul_q6_k(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q6_K, m)
 }

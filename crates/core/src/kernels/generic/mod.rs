@@ -49,6 +49,8 @@ pub(super) fn table() -> Kernels {
         DType::Q8_0 => Some((super::packed::matmul_q8_0 as super::MatmulFn, s)),
         DType::Q4_1 => Some((super::packed::matmul_q4_1 as super::MatmulFn, s)),
         DType::Q5_1 => Some((super::packed::matmul_q5_1 as super::MatmulFn, s)),
+        DType::Q4_K => Some((super::packed::matmul_q4_k as super::MatmulFn, s)),
+        DType::Q6_K => Some((super::packed::matmul_q6_k as super::MatmulFn, s)),
         _ => None,
     });
     Kernels {

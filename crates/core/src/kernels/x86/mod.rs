@@ -51,6 +51,9 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set_packed(DType::Q8_0, packed::avx2_q8_0, t);
     k.set_packed(DType::Q4_1, packed::avx2_q4_1, t);
     k.set_packed(DType::Q5_1, packed::avx2_q5_1, t);
+    // The AVX-512 tier keeps these (AVX2 code).
+    k.set_packed(DType::Q4_K, packed::avx2_q4_k, t);
+    k.set_packed(DType::Q6_K, packed::avx2_q6_k, t);
     k.set(DType::Q4_0, legacy::vec_dot_q4_0, legacy::matmul_q4_0, t);
     k.set(DType::Q4_1, legacy::vec_dot_q4_1, legacy::matmul_q4_1, t);
     k.set(DType::Q5_0, legacy::vec_dot_q5_0, legacy::matmul_q5_0, t);

@@ -397,7 +397,7 @@ unsafe fn matmul_pairs<F: Packed, const N: usize>(m: &mut MatmulArgs<'_>) {
     while g < g_end {
         if g + 1 == g_end {
             // One group left: the 256-bit tiles.
-            group::<F, true, N>(m, g, 0);
+            group::<Legacy<F, true>, N>(m, g, 0);
             break;
         }
         let mut t = 0;
@@ -412,9 +412,29 @@ unsafe fn matmul_pairs<F: Packed, const N: usize>(m: &mut MatmulArgs<'_>) {
             t += 4;
         }
         // Fewer than 4 tokens left: the 256-bit tiles of 2 and 1.
-        group::<F, true, N>(m, g, t);
-        group::<F, true, N>(m, g + 1, t);
+        group::<Legacy<F, true>, N>(m, g, t);
+        group::<Legacy<F, true>, N>(m, g + 1, t);
         g += 2;
+    }
+}
+
+/// The register tile of one packed format: a group against `N` tokens.
+trait Tile {
+    /// The eight rows' sums of group `g` for tokens `t0..t0 + N`.
+    ///
+    /// # Safety
+    /// `m` holds a packed matrix of the format reaching group `g` and activations of tokens
+    /// `t0..t0 + N`; the CPU features of the entry point that inlines it.
+    unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [__m256; N];
+}
+
+/// The legacy types' [`tile`].
+struct Legacy<F, const VNNI: bool>(std::marker::PhantomData<F>);
+
+impl<F: Packed, const VNNI: bool> Tile for Legacy<F, VNNI> {
+    #[inline(always)]
+    unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [__m256; N] {
+        tile::<F, VNNI, N>(m, g, t0)
     }
 }
 
@@ -440,32 +460,32 @@ unsafe fn store(m: &mut MatmulArgs<'_>, g: usize, t0: usize, f: &[__m256]) {
 
 /// Every group that meets the row range, each as [`group`].
 #[inline(always)]
-unsafe fn matmul<F: Packed, const VNNI: bool, const N: usize>(m: &mut MatmulArgs<'_>) {
+unsafe fn matmul<T: Tile, const N: usize>(m: &mut MatmulArgs<'_>) {
     for g in m.rows.start / GROUP..m.rows.end.div_ceil(GROUP) {
-        group::<F, VNNI, N>(m, g, 0);
+        group::<T, N>(m, g, 0);
     }
 }
 
 /// Group `g` against tokens `t..` in 256-bit tiles of `N`, then 4, 2, 1.
 #[inline(always)]
-unsafe fn group<F: Packed, const VNNI: bool, const N: usize>(m: &mut MatmulArgs<'_>, g: usize, mut t: usize) {
+unsafe fn group<T: Tile, const N: usize>(m: &mut MatmulArgs<'_>, g: usize, mut t: usize) {
     while t + N <= m.n {
-        let f = tile::<F, VNNI, N>(m, g, t);
+        let f = T::tile::<N>(m, g, t);
         store(m, g, t, &f);
         t += N;
     }
     if N > 4 && t + 4 <= m.n {
-        let f = tile::<F, VNNI, 4>(m, g, t);
+        let f = T::tile::<4>(m, g, t);
         store(m, g, t, &f);
         t += 4;
     }
     while t + 2 <= m.n {
-        let f = tile::<F, VNNI, 2>(m, g, t);
+        let f = T::tile::<2>(m, g, t);
         store(m, g, t, &f);
         t += 2;
     }
     if t < m.n {
-        let f = tile::<F, VNNI, 1>(m, g, t);
+        let f = T::tile::<1>(m, g, t);
         store(m, g, t, &f);
     }
 }
@@ -477,7 +497,7 @@ macro_rules! entries {
         /// activations, with the bounds of [`MatmulArgs`]; AVX2, FMA, F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) unsafe fn $avx2(m: &mut MatmulArgs<'_>) {
-            matmul::<$fmt, false, 4>(m)
+            matmul::<Legacy<$fmt, false>, 4>(m)
         }
         /// # Safety
         /// As the AVX2 entry; AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C.
@@ -485,7 +505,7 @@ macro_rules! entries {
         pub(super) unsafe fn $vnni(m: &mut MatmulArgs<'_>) {
             if m.n == 1 {
                 // One token is bound by memory: the 256-bit tile, which prefetches.
-                matmul::<$fmt, true, 8>(m)
+                matmul::<Legacy<$fmt, true>, 8>(m)
             } else {
                 matmul_pairs::<$fmt, 8>(m)
             }
@@ -499,4 +519,254 @@ entries! {
     Q8_0 => avx2_q8_0, vnni_q8_0;
     Q4_1 => avx2_q4_1, vnni_q4_1;
     Q5_1 => avx2_q5_1, vnni_q5_1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The k-quants (layouts in `kernels::packed`): per 16- or 32-value group of a super-block the
+// `vpmaddubsw` products of its chunks are summed in i16 and widened by one `vpmaddwd` with the
+// eight rows' integer scales (an i16 pair `(sc, sc)` per lane), so a super-block's integer sum
+// `Σ sc·Σu·q` is exact in i32; its offsets meet the activation's 16-value sums the same way.
+// AVX2 instructions only: the AVX-512 tier runs these too.
+
+/// Bytes of a Q8_K activation block.
+const AK: usize = 292;
+
+/// The i16 pair `(b, b)` in every 32-bit lane, `b` byte `i` (`0..4`) of that lane of `x`
+/// (zero-extended).
+#[inline(always)]
+unsafe fn byte_pair(x: __m256i, i: usize) -> __m256i {
+    // Byte 4l + i of each lane in both bytes' low halves, 0x80 + i (zero) in the high ones.
+    let base = _mm256_set1_epi64x(0x8004_8004_8000_8000u64 as i64);
+    let lanes = _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808);
+    let ctrl = _mm256_add_epi8(_mm256_add_epi8(base, lanes), _mm256_set1_epi8(i as i8));
+    _mm256_shuffle_epi8(x, ctrl)
+}
+
+/// The i16 pair `(b_i, b_j)` in every 32-bit lane, `b_i` and `b_j` bytes `i` and `j` (`0..4`)
+/// of that lane of `x`, sign-extended.
+#[inline(always)]
+unsafe fn signed_pair(x: __m256i, i: usize, j: usize) -> __m256i {
+    // Byte 4l + i (4l + j) of each lane in the high byte of its low (high) i16, 0x80 (zero)
+    // in the low bytes; the arithmetic shift then sign-extends.
+    let base = _mm256_set1_epi64x(0x0480_0480_0080_0080u64 as i64);
+    let lanes = _mm256_setr_epi64x(0, 0x0800_0800_0800_0800, 0, 0x0800_0800_0800_0800);
+    let pick = _mm256_set1_epi32(((i as i32) << 8) | ((j as i32) << 24));
+    let ctrl = _mm256_add_epi8(_mm256_add_epi8(base, lanes), pick);
+    _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(x, ctrl))
+}
+
+/// Prefetches the group block at `wb` (`gb` bytes) [`PREFETCH`] bytes ahead, as [`tile`] does
+/// for one token.
+#[inline(always)]
+unsafe fn prefetch(wb: *const u8, gb: usize) {
+    let mut off = 0;
+    while off < gb {
+        _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH + off) as *const i8);
+        off += 64;
+    }
+}
+
+/// The f32 scale of the Q8_K activation block at `p`.
+#[inline(always)]
+unsafe fn act_d(p: *const u8) -> __m256 {
+    _mm256_set1_ps((p as *const f32).read_unaligned())
+}
+
+/// Packed Q4_K.
+struct Q4K;
+
+impl Tile for Q4K {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [__m256; N] {
+        const GB: usize = 1152;
+        let nb = m.k / 256;
+        let ab = m.act_bytes;
+        let wg = m.w.as_ptr().add(g * nb * GB);
+        let a0 = m.act.as_ptr().add(t0 * ab);
+        let low = _mm256_set1_epi8(0x0f);
+        let six = _mm256_set1_epi8(0x3f);
+        let top = _mm256_set1_epi8(0x30);
+        let mut f = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let wb = wg.add(b * GB);
+            if N == 1 {
+                prefetch(wb, GB);
+            }
+            let ap = |t: usize| a0.add(t * ab + b * AK);
+            // The six-bit scales and minimums: lane r of `sc[0]` holds row r's scales 0..4,
+            // `sc[1]` its scales 4..8 (the top two bits of the first eight bytes above the
+            // nibbles of the last four), `mn` the minimums alike.
+            let (w0, w1, w2) = (load(wb.add(32)), load(wb.add(64)), load(wb.add(96)));
+            let sc = [
+                _mm256_and_si256(w0, six),
+                _mm256_or_si256(_mm256_and_si256(w2, low), _mm256_and_si256(_mm256_srli_epi16::<2>(w0), top)),
+            ];
+            let mn = [
+                _mm256_and_si256(w1, six),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(w2), low),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(w1), top),
+                ),
+            ];
+            let mut s = [_mm256_setzero_si256(); N];
+            // Sub-block j: the low (even j) or high nibbles of words G_{j/2, c}. A loop the
+            // compiler keeps rolled (an opaque count), so that each iteration's token tile
+            // stays in registers (unrolled whole, it spilled them).
+            for j in 0..std::hint::black_box(8usize) {
+                let q = wb.add(128 + 256 * (j / 2));
+                let shift = _mm_cvtsi32_si128(4 * (j % 2) as i32);
+                let mut p = [_mm256_setzero_si256(); N];
+                for c in 0..8 {
+                    let u = _mm256_and_si256(_mm256_srl_epi16(load(q.add(32 * c)), shift), low);
+                    for t in 0..N {
+                        // At most 8·2·15·128 = 30720: the i16 sums do not saturate.
+                        let a = bcast(ap(t).add(4 + 32 * j + 4 * c));
+                        p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(u, a));
+                    }
+                }
+                let scp = byte_pair(if j < 4 { sc[0] } else { sc[1] }, j % 4);
+                for t in 0..N {
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p[t], scp));
+                }
+            }
+            let mut ms = [_mm256_setzero_si256(); N];
+            for j in 0..8 {
+                // The minimum of sub-block j against its two 16-value sums.
+                let mp = byte_pair(if j < 4 { mn[0] } else { mn[1] }, j % 4);
+                for t in 0..N {
+                    ms[t] = _mm256_add_epi32(ms[t], _mm256_madd_epi16(mp, bcast(ap(t).add(260 + 4 * j))));
+                }
+            }
+            let dw = _mm256_cvtph_ps(load128(wb));
+            let mw = _mm256_cvtph_ps(load128(wb.add(16)));
+            for t in 0..N {
+                let da = act_d(ap(t));
+                f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, da), f[t]);
+                f[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms[t]), _mm256_mul_ps(mw, da), f[t]);
+            }
+        }
+        f
+    }
+}
+
+/// The six-bit codes of quarter `X` (values `32X..32X + 32` of a 128-value half) of a chunk
+/// of a Q6_K group block, whose low-nibble word of quarters 0 and 2 is at `ql` (quarters 1 and
+/// 3: `ql + 256`) and high-bits word at `qh`.
+#[inline(always)]
+unsafe fn q6_code<const X: usize>(ql: *const u8, qh: *const u8) -> __m256i {
+    let (low, top) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    let l = load(ql.add(256 * (X % 2)));
+    let lo = if X < 2 { l } else { _mm256_srli_epi16::<4>(l) };
+    let h = load(qh);
+    let hi = match X {
+        0 => _mm256_slli_epi16::<4>(h),
+        1 => _mm256_slli_epi16::<2>(h),
+        2 => h,
+        _ => _mm256_srli_epi16::<2>(h),
+    };
+    _mm256_or_si256(_mm256_and_si256(lo, low), _mm256_and_si256(hi, top))
+}
+
+/// Packed Q6_K.
+struct Q6K;
+
+impl Tile for Q6K {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [__m256; N] {
+        const GB: usize = 1680;
+        let nb = m.k / 256;
+        let ab = m.act_bytes;
+        let wg = m.w.as_ptr().add(g * nb * GB);
+        let a0 = m.act.as_ptr().add(t0 * ab);
+        let mut f = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let wb = wg.add(b * GB);
+            if N == 1 {
+                prefetch(wb, GB);
+            }
+            let ap = |t: usize| a0.add(t * ab + b * AK);
+            // Lane r of `sw[w]`: row r's scales 4w..4w + 4.
+            let sw = [load(wb.add(16)), load(wb.add(48)), load(wb.add(80)), load(wb.add(112))];
+            // The scale pair `(sc, sc)` of each 16-value group, once per super-block.
+            let scp: [__m256i; 16] = [
+                signed_pair(sw[0], 0, 0),
+                signed_pair(sw[0], 1, 1),
+                signed_pair(sw[0], 2, 2),
+                signed_pair(sw[0], 3, 3),
+                signed_pair(sw[1], 0, 0),
+                signed_pair(sw[1], 1, 1),
+                signed_pair(sw[1], 2, 2),
+                signed_pair(sw[1], 3, 3),
+                signed_pair(sw[2], 0, 0),
+                signed_pair(sw[2], 1, 1),
+                signed_pair(sw[2], 2, 2),
+                signed_pair(sw[2], 3, 3),
+                signed_pair(sw[3], 0, 0),
+                signed_pair(sw[3], 1, 1),
+                signed_pair(sw[3], 2, 2),
+                signed_pair(sw[3], 3, 3),
+            ];
+            let mut s = [_mm256_setzero_si256(); N];
+            // Chunks c, c + 1 (c = 2·(it % 4)) of the four quarters x of half n = it / 4: their
+            // words are read once for the four quarters, whose 16-value groups are
+            // 8n + 2x + c / 4. A rolled loop (an opaque count), as Q4_K's; a pair of chunks'
+            // i16 sum is at most 2·2·63·128 = 32256.
+            for it in 0..std::hint::black_box(8usize) {
+                let (n, c) = (it / 4, 2 * (it % 4));
+                let ql = wb.add(144 + 32 * (16 * n + c));
+                let qh = wb.add(1168 + 32 * (8 * n + c));
+                let a = ap(0).add(4 + 128 * n + 4 * c);
+                macro_rules! quarter {
+                    ($x:literal) => {{
+                        let (u0, u1) = (q6_code::<$x>(ql, qh), q6_code::<$x>(ql.add(32), qh.add(32)));
+                        let sc = scp[8 * n + 2 * $x + c / 4];
+                        for t in 0..N {
+                            let a = a.add(t * ab + 32 * $x);
+                            let p = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(u0, bcast(a)),
+                                _mm256_maddubs_epi16(u1, bcast(a.add(4))),
+                            );
+                            s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, sc));
+                        }
+                    }};
+                }
+                quarter!(0);
+                quarter!(1);
+                quarter!(2);
+                quarter!(3);
+            }
+            // The code bias: 32·Σ sc·bsum, the scales of groups 2i and 2i + 1 against the
+            // activation's sums of those groups.
+            let mut bs = [_mm256_setzero_si256(); N];
+            for i in 0..8 {
+                let pair = signed_pair(sw[i / 2], 2 * i % 4, 2 * i % 4 + 1);
+                for t in 0..N {
+                    bs[t] = _mm256_add_epi32(bs[t], _mm256_madd_epi16(pair, bcast(ap(t).add(260 + 4 * i))));
+                }
+            }
+            let dw = _mm256_cvtph_ps(load128(wb));
+            for t in 0..N {
+                let i = _mm256_sub_epi32(s[t], _mm256_slli_epi32::<5>(bs[t]));
+                f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(dw, act_d(ap(t))), f[t]);
+            }
+        }
+        f
+    }
+}
+
+/// # Safety
+/// `m` holds a packed Q4_K matrix reaching `rows.end` and Q8_K activations, with the bounds of
+/// [`MatmulArgs`]; AVX2, FMA, F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2_q4_k(m: &mut MatmulArgs<'_>) {
+    matmul::<Q4K, 4>(m)
+}
+
+/// # Safety
+/// As [`avx2_q4_k`], for Q6_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2_q6_k(m: &mut MatmulArgs<'_>) {
+    matmul::<Q6K, 4>(m)
 }
