@@ -555,12 +555,13 @@ unsafe fn signed_pair(x: __m256i, i: usize, j: usize) -> __m256i {
     _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(x, ctrl))
 }
 
-/// Prefetches the group block at `wb` (`gb` bytes) [`PREFETCH`] bytes ahead, as [`tile`] does
-/// for one token.
+/// Prefetches part `i` of `parts` of the group block at `wb` (`gb` bytes) [`PREFETCH`] bytes
+/// ahead, as [`tile`] does for one token: spread over a large block's iterations, so that a
+/// block's cache-line requests do not come in one burst.
 #[inline(always)]
-unsafe fn prefetch(wb: *const u8, gb: usize) {
-    let mut off = 0;
-    while off < gb {
+unsafe fn prefetch(wb: *const u8, gb: usize, i: usize, parts: usize) {
+    let mut off = (i * gb / parts) & !63;
+    while off < (i + 1) * gb / parts {
         _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH + off) as *const i8);
         off += 64;
     }
@@ -590,9 +591,6 @@ impl Tile for Q4K {
         let mut f = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let wb = wg.add(b * GB);
-            if N == 1 {
-                prefetch(wb, GB);
-            }
             let ap = |t: usize| a0.add(t * ab + b * AK);
             // The six-bit scales and minimums: lane r of `sc[0]` holds row r's scales 0..4,
             // `sc[1]` its scales 4..8 (the top two bits of the first eight bytes above the
@@ -614,6 +612,9 @@ impl Tile for Q4K {
             // compiler keeps rolled (an opaque count), so that each iteration's token tile
             // stays in registers (unrolled whole, it spilled them).
             for j in 0..std::hint::black_box(8usize) {
+                if N == 1 {
+                    prefetch(wb, GB, j, 8);
+                }
                 let q = wb.add(128 + 256 * (j / 2));
                 let shift = _mm_cvtsi32_si128(4 * (j % 2) as i32);
                 let mut p = [_mm256_setzero_si256(); N];
@@ -683,9 +684,6 @@ impl Tile for Q6K {
         let mut f = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let wb = wg.add(b * GB);
-            if N == 1 {
-                prefetch(wb, GB);
-            }
             let ap = |t: usize| a0.add(t * ab + b * AK);
             // Lane r of `sw[w]`: row r's scales 4w..4w + 4.
             let sw = [load(wb.add(16)), load(wb.add(48)), load(wb.add(80)), load(wb.add(112))];
@@ -714,6 +712,9 @@ impl Tile for Q6K {
             // 8n + 2x + c / 4. A rolled loop (an opaque count), as Q4_K's; a pair of chunks'
             // i16 sum is at most 2·2·63·128 = 32256.
             for it in 0..std::hint::black_box(8usize) {
+                if N == 1 {
+                    prefetch(wb, GB, it, 8);
+                }
                 let (n, c) = (it / 4, 2 * (it % 4));
                 let ql = wb.add(144 + 32 * (16 * n + c));
                 let qh = wb.add(1168 + 32 * (8 * n + c));
