@@ -421,7 +421,7 @@ fn bench_reports_speed_tier_layout_and_memory() {
     assert_eq!((r["threads"].as_u64(), r["reps"].as_u64()), (Some(2), Some(2)));
     assert!(r["peak_rss_bytes"].as_u64().unwrap() > r["size_bytes"].as_u64().unwrap() / 2);
     assert!(r["load_ms"].as_f64().unwrap() > 0.0);
-    // The types this tier packs at load (Q4_0/Q5_0/Q8_0/Q4_1/Q5_1 on x86), or off.
+    // The types this tier packs at load (Q4_0/Q5_0/Q8_0/Q4_1/Q5_1/Q4_K/Q6_K on x86), or off.
     let packing = r["packing"].as_str().unwrap();
     assert!(
         packing == "off" || packing.split('/').all(|t| edgellm_core::DType::from_name(t).is_some()),

@@ -625,7 +625,9 @@ fn packing_is_offered_where_a_simd_kernel_exists() {
             }
         } else if tier.tier() == Tier::NeonDotprod {
             // The dot-product tier packs what x86 packs (arm/packed.rs).
-            for t in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1] {
+            for t in
+                [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q6_K]
+            {
                 assert!(tier.packs(t), "{t}");
                 assert_eq!(tier.packed_tier(t), Some(Tier::NeonDotprod), "{t}");
                 arm_packed += 1;
@@ -637,7 +639,7 @@ fn packing_is_offered_where_a_simd_kernel_exists() {
     // Under QEMU (scripts/test-aarch64) the dot-product tier is there: the packed NEON
     // kernels are among the tiers `packed_matmul_is_the_oracle_on_every_tier` checks.
     if cfg!(target_arch = "aarch64") && simd_tiers().iter().any(|t| t.tier() == Tier::NeonDotprod) {
-        assert_eq!(arm_packed, 5);
+        assert_eq!(arm_packed, 7);
     }
 }
 

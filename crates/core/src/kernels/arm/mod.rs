@@ -67,6 +67,8 @@ pub(super) fn fill_dotprod(k: &mut Kernels) {
     k.set_packed(DType::Q8_0, packed::sdot_q8_0, Tier::NeonDotprod);
     k.set_packed(DType::Q4_1, packed::sdot_q4_1, Tier::NeonDotprod);
     k.set_packed(DType::Q5_1, packed::sdot_q5_1, Tier::NeonDotprod);
+    k.set_packed(DType::Q4_K, packed::sdot_q4_k, Tier::NeonDotprod);
+    k.set_packed(DType::Q6_K, packed::sdot_q6_k, Tier::NeonDotprod);
 }
 
 /// One weight format's NEON building blocks (`DP`: `sdot` may be used).

@@ -223,11 +223,7 @@ unsafe fn tile<F: Packed, const VNNI: bool, const N: usize>(
             // One token streams the matrix once, bound by memory: fetch 4 KiB ahead, which the
             // hardware prefetcher alone does not keep up with (`kernel_speed` mv streamed).
             // Past the matrix end the addresses are never read (a prefetch does not fault).
-            let mut off = 0;
-            while off < F::GB {
-                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH + off) as *const i8);
-                off += 64;
-            }
+            prefetch(wb, F::GB, 0, 1);
         }
         let ap = |t: usize| a0.add(t * ab + b * AB);
         // i32 sums (i16 for `Avx2Sum::I16` until the end of the block).
