@@ -415,6 +415,14 @@ pub mod logits {
     pub const LLAMA_CPP_TOP1_GAP: f64 = 0.25;
     /// Against llama.cpp: the largest top-10 logit difference over all positions.
     pub const LLAMA_CPP_TOP10_MAX: f64 = 1.0;
+    /// The same for Gemma 3, whose sharp attention amplifies float summation order: on its
+    /// worst position ("def fibonacci(n):", 5) equally valid orders land between 0.85 and 1.11
+    /// (x86, 2026-12-07: file-layout kernels, `EDGELLM_PACK=0`, 0.868; the scalar oracle's
+    /// exact per-block sums 1.043; packed Q4_K/Q6_K 1.109; packed legacy types only, earlier,
+    /// 0.690), and llama.cpp's reference itself sits 1.14 from exact math. The bound is set
+    /// above that spread for every tier; the mean bound and top-1 agreement stay the sharp
+    /// checks.
+    pub const LLAMA_CPP_TOP10_MAX_GEMMA: f64 = 1.2;
     /// Against llama.cpp: the mean over positions of each position's largest top-10 difference.
     pub const LLAMA_CPP_TOP10_MEAN: f64 = 0.4;
     /// A structured-pruned (smaller) model against the same-shape model with the removed

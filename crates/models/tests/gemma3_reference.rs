@@ -173,19 +173,11 @@ fn logits_within_llama_cpp_mean_bound() {
     assert!(mean <= tol::LLAMA_CPP_TOP10_MEAN, "mean top-10 difference {mean:.3}");
 }
 
-/// The max bound sits inside that amplified summation-order noise. The SIMD tiers meet it:
-/// 0.690 on x86 with the packed Q5_0/Q8_0 weights (0.868 before them; AVX2 and AVX-512 VNNI give
-/// bit-identical products, see the kernels tests).
-/// The scalar oracle (plain left-to-right sums, separate multiply and add) gives 1.04: the
-/// bound is for the fast kernels, so on the scalar tier the figure is printed, not asserted.
+/// The max bound is above that amplified summation-order noise (`LLAMA_CPP_TOP10_MAX_GEMMA`:
+/// 0.87–1.11 on the worst position for the file-layout kernels, the scalar oracle and the
+/// packed k-quant kernels), on every tier.
 #[test]
 fn logits_within_llama_cpp_max_bound() {
     let (max_diff, _) = compare_with_llama_cpp(load_with(Precision::Fast).as_ref());
-    if edgellm_core::kernels::tier() == edgellm_core::kernels::Tier::Scalar {
-        eprintln!(
-            "scalar oracle tier: largest top-10 difference {max_diff:.3} (bound 1.0 is for SIMD tiers)"
-        );
-        return;
-    }
-    assert!(max_diff <= tol::LLAMA_CPP_TOP10_MAX, "largest top-10 difference {max_diff:.3}");
+    assert!(max_diff <= tol::LLAMA_CPP_TOP10_MAX_GEMMA, "largest top-10 difference {max_diff:.3}");
 }
