@@ -26,8 +26,8 @@
 //! `--stream-mb` of dense-Q8_0-sized layers (the same number of layers for every type) with 1
 //! and `--threads` threads, and the 576×1536 product with 512 tokens; all in GFLOP/s counted
 //! as dense-equivalent flops (2·rows·k per token, zeros included).
-//! Times are this thread's CPU time where Linux reports it, so other processes sharing the
-//! cores slow the results less (they still share caches and memory bandwidth).
+//! Times are this thread's CPU time on Linux (`CLOCK_THREAD_CPUTIME_ID`), so other processes
+//! sharing the cores slow the results less (they still share caches and memory bandwidth).
 
 use std::time::Instant;
 
@@ -52,11 +52,31 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Seconds this thread has run on a CPU (Linux's schedstat), or `None` elsewhere. On a busy
-/// machine this excludes the time other processes had the core.
+/// Seconds this thread has run on a CPU (`CLOCK_THREAD_CPUTIME_ID`), or `None` off Linux. On
+/// a busy machine this excludes the time other processes had the core. (`/proc/thread-self/
+/// schedstat`, read from the running thread, only advances at scheduler ticks — 4 ms steps,
+/// which made short timings jump between a few values.)
+#[cfg(target_os = "linux")]
 fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(s.split_whitespace().next()?.parse::<f64>().ok()? * 1e-9)
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec (64-bit `time_t` and `long` on the 64-bit Linux targets
+    // this builds for) that the call writes.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    (rc == 0).then(|| t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cpu_seconds() -> Option<f64> {
+    None
 }
 
 /// Best time per call in seconds of `f` over a few rounds of at least `min_s` each: CPU time
