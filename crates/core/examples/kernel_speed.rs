@@ -71,7 +71,7 @@ fn cpu_seconds() -> Option<f64> {
     // SAFETY: `t` is a valid timespec (64-bit `time_t` and `long` on the 64-bit Linux targets
     // this builds for) that the call writes.
     let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    (rc == 0).then(|| t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
+    (rc == 0).then_some(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
 }
 
 #[cfg(not(target_os = "linux"))]
