@@ -474,7 +474,7 @@ fn matmul_k(weight: DType, m: &mut MatmulArgs<'_>) {
     let (_, get) = lanes(weight);
     let (bb, nb) = (weight.type_size(), m.k / crate::quant::QK_K);
     let gb = GROUP * bb;
-    let mut block = [0u8; 210];
+    let mut block = [0u8; 210]; // the largest k-quant block with a packed layout (Q6_K)
     for t in 0..m.n {
         let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
         for (i, r) in m.rows.clone().enumerate() {
