@@ -438,16 +438,16 @@ pub(crate) fn quantize_q8s(x: &[f32], out: &mut [u8]) {
 }
 
 /// The oracle of the packed products: for every row of the range and token, the blocks'
-/// exact integer sums accumulated with one fused multiply-add each.
+/// exact integer sums accumulated with one fused multiply-add each (the k-quants: per
+/// super-block, [`k_block_step`]).
 pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
-    if weight.block_size() == crate::quant::QK_K {
-        return matmul_k(weight, m);
-    }
     let (_, get) = lanes(weight);
-    let (bb, nb) = (weight.type_size(), m.k / 32);
+    let (block_values, ab_bytes) = packed_act(weight).expect("a packed type").geometry();
+    let (bb, nb) = (weight.type_size(), m.k / weight.block_size());
+    debug_assert_eq!(block_values, weight.block_size());
     let gb = GROUP * bb;
-    let affine = matches!(weight, DType::Q4_1 | DType::Q5_1);
-    let mut block = [0u8; 34];
+    let step = if weight.block_size() == crate::quant::QK_K { k_block_step } else { legacy_block_step };
+    let mut block = [0u8; 210]; // the largest block with a packed layout (Q6_K)
     for t in 0..m.n {
         let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
         for (i, r) in m.rows.clone().enumerate() {
@@ -455,54 +455,45 @@ pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
             let mut acc = 0.0f32;
             for b in 0..nb {
                 get(&m.w[(g * nb + b) * gb..][..gb], lane, &mut block[..bb]);
-                let (c, dw, mw) = super::generic::legacy_codes(weight, &block[..bb]);
-                let ab = &a[b * 36..][..36];
-                let isum: i32 = c.iter().zip(&ab[4..]).map(|(&c, &q)| c * q as i8 as i32).sum();
-                acc = (isum as f32).mul_add(dw * read_f16(ab, 0), acc);
-                if affine {
-                    acc = mw.mul_add(read_f16(ab, 2), acc);
-                }
+                acc = step(weight, &block[..bb], &a[b * ab_bytes..][..ab_bytes], acc);
             }
             m.out[t * m.out_stride + i] = acc;
         }
     }
 }
 
-/// [`matmul`] of the k-quants: per super-block `S = Σ sc·Σu·q` and `M = Σ off·bsum` of the
-/// canonical form, then the float steps of the module docs.
-fn matmul_k(weight: DType, m: &mut MatmulArgs<'_>) {
-    let (_, get) = lanes(weight);
-    let (bb, nb) = (weight.type_size(), m.k / crate::quant::QK_K);
-    let gb = GROUP * bb;
-    let mut block = [0u8; 210]; // the largest k-quant block with a packed layout (Q6_K)
-    for t in 0..m.n {
-        let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
-        for (i, r) in m.rows.clone().enumerate() {
-            let (g, lane) = (r / GROUP, r % GROUP);
-            let mut acc = 0.0f32;
-            for b in 0..nb {
-                get(&m.w[(g * nb + b) * gb..][..gb], lane, &mut block[..bb]);
-                let kb = super::generic::kblock(weight, &block[..bb]);
-                let ab = &a[b * 292..][..292];
-                let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-                let (mut s, mut mm) = (0i32, 0i32);
-                for grp in 0..16 {
-                    let q = &ab[4 + 16 * grp..][..16];
-                    let u = &kb.u[16 * grp..][..16];
-                    let gs: i32 = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i8 as i32).sum();
-                    s += kb.sc[grp] as i32 * gs;
-                    mm += kb.off[grp] as i32
-                        * i16::from_le_bytes([ab[260 + 2 * grp], ab[261 + 2 * grp]]) as i32;
-                }
-                if kb.affine {
-                    acc = (s as f32).mul_add(kb.d * da, acc);
-                    acc = (mm as f32).mul_add(-(kb.dm * da), acc);
-                } else {
-                    acc = ((s - mm) as f32).mul_add(kb.d * da, acc);
-                }
-            }
-            m.out[t * m.out_stride + i] = acc;
-        }
+/// One legacy block (GGUF bytes `w`) against its activation block `ab` (Q8S or Q8_1) added to
+/// `acc`: `fma(Σc·q, d_w·d_a, acc)`, then for the affine types `fma(m_w, s_a, ·)`.
+fn legacy_block_step(weight: DType, w: &[u8], ab: &[u8], acc: f32) -> f32 {
+    let (c, dw, mw) = super::generic::legacy_codes(weight, w);
+    let isum: i32 = c.iter().zip(&ab[4..]).map(|(&c, &q)| c * q as i8 as i32).sum();
+    let acc = (isum as f32).mul_add(dw * read_f16(ab, 0), acc);
+    if matches!(weight, DType::Q4_1 | DType::Q5_1) {
+        mw.mul_add(read_f16(ab, 2), acc)
+    } else {
+        acc
+    }
+}
+
+/// One k-quant super-block (GGUF bytes `w`) against its Q8_K block `ab` added to `acc`: the
+/// canonical form's `S = Σ sc·Σu·q` and `M = Σ off·bsum`, then the float steps of the module
+/// docs.
+fn k_block_step(weight: DType, w: &[u8], ab: &[u8], acc: f32) -> f32 {
+    let kb = super::generic::kblock(weight, w);
+    let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+    let (mut s, mut mm) = (0i32, 0i32);
+    for grp in 0..16 {
+        let q = &ab[4 + 16 * grp..][..16];
+        let u = &kb.u[16 * grp..][..16];
+        let gs: i32 = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i8 as i32).sum();
+        s += kb.sc[grp] as i32 * gs;
+        mm += kb.off[grp] as i32 * i16::from_le_bytes([ab[260 + 2 * grp], ab[261 + 2 * grp]]) as i32;
+    }
+    if kb.affine {
+        let acc = (s as f32).mul_add(kb.d * da, acc);
+        (mm as f32).mul_add(-(kb.dm * da), acc)
+    } else {
+        ((s - mm) as f32).mul_add(kb.d * da, acc)
     }
 }
 
