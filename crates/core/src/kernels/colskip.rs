@@ -215,6 +215,12 @@ pub struct ActiveColumns {
     pub(crate) cols: Vec<u32>,
     /// The active codes, as `cols`.
     pub(crate) codes: Vec<i16>,
+    /// The active columns two at a time, block after block: `[a, b]` (a block with an odd
+    /// count pairs its last column with itself, its code then counted once).
+    pub(crate) pair_cols: Vec<[u16; 2]>,
+    /// The codes of `pair_cols`: `q_a` in the low byte, `q_b` (0 for a column paired with
+    /// itself) in the high byte, as `vpmaddubsw` takes a broadcast pair.
+    pub(crate) pair_codes: Vec<i16>,
 }
 
 /// One block of [`ActiveColumns`].
@@ -227,6 +233,12 @@ pub(crate) struct ActiveBlock {
     /// Its entries: `cols[start..start + len]`.
     pub start: u32,
     pub len: u32,
+    /// Its pairs: `pair_cols[pstart..pstart + (len + 1) / 2]` (read by the x86 kernels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub pstart: u32,
+    /// The sum of its codes (read by the x86 kernels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub qsum: i32,
 }
 
 impl ActiveColumns {
@@ -251,6 +263,8 @@ impl ActiveColumns {
         self.blocks.clear();
         self.cols.clear();
         self.codes.clear();
+        self.pair_cols.clear();
+        self.pair_codes.clear();
         for (b, blk) in act_row.chunks_exact(34).enumerate() {
             let start = self.cols.len();
             for (j, &q) in blk[2..].iter().enumerate() {
@@ -261,11 +275,21 @@ impl ActiveColumns {
             }
             let len = self.cols.len() - start;
             if len > 0 {
+                let pstart = self.pair_cols.len();
+                let (cols, codes) = (&self.cols[start..], &self.codes[start..]);
+                for i in (0..len).step_by(2) {
+                    // The last column of an odd count meets itself with code 0: same line.
+                    let (jb, qb) = if i + 1 < len { (cols[i + 1], codes[i + 1]) } else { (cols[i], 0) };
+                    self.pair_cols.push([cols[i] as u16, jb as u16]);
+                    self.pair_codes.push(((codes[i] as u8 as u16) | ((qb as u8 as u16) << 8)) as i16);
+                }
                 self.blocks.push(ActiveBlock {
                     index: b as u32,
                     d: read_f16(blk, 0),
                     start: start as u32,
                     len: len as u32,
+                    pstart: pstart as u32,
+                    qsum: codes.iter().map(|&q| q as i32).sum(),
                 });
             }
         }
