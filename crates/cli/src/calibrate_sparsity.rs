@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use edgellm_compress::act_sparsity::{collect, write_with_thresholds};
+use edgellm_compress::act_sparsity::{calibrate_file, collect};
 use edgellm_formats::GgufFile;
 use edgellm_models::act_sparsity::{set_act_sparsity, ActSparsity, Thresholds};
 
@@ -56,21 +56,16 @@ pub fn main(a: Args) -> Result<()> {
             "--sparsity {s}: each level must be a fraction in (0, 1), e.g. 0.4"
         );
     }
-    let mut levels = a.sparsity.clone();
-    levels.sort_by(|x, y| x.total_cmp(y));
-    levels.dedup();
     let t0 = Instant::now();
     let f = GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
-    set_act_sparsity(None);
-    let model = edgellm_models::load_gguf(&f).context("loading the model for calibration")?;
     let d = edgellm_runtime::calib_text::decoder_chunks(&f, &a.calib, a.ctx, a.chunks)?;
     eprintln!("calibrating on {}: {} chunks of {} tokens", a.calib.display(), d.chunks.len(), a.ctx);
-    let h = collect(model.as_ref(), &d.chunks, &mut |done, total| eprint!("\r  chunk {done}/{total}"))?;
-    eprintln!();
-    let th = h.thresholds(&levels);
     let desc = format!("{} ({} chunks of {} tokens)", a.calib.display(), d.chunks.len(), a.ctx);
-    write_with_thresholds(&f, &th, &desc, &a.output)
-        .with_context(|| format!("writing {}", a.output.display()))?;
+    let (th, h) = calibrate_file(&f, &d.chunks, &a.sparsity, &desc, &a.output, &mut |done, total| {
+        eprint!("\r  chunk {done}/{total}")
+    })
+    .with_context(|| format!("calibrating and writing {}", a.output.display()))?;
+    eprintln!();
     println!(
         "wrote {}: thresholds for {} tensors at sparsity {} ({:.1} s)",
         a.output.display(),
@@ -90,6 +85,8 @@ pub fn main(a: Args) -> Result<()> {
     if let Some(p) = &a.heldout {
         existing(p, "held-out text")?;
         let d = edgellm_runtime::calib_text::decoder_chunks(&f, p, a.ctx, a.heldout_chunks)?;
+        // Dense: `calibrate_file` turned activation sparsity off.
+        let model = edgellm_models::load_gguf(&f).context("loading the model for the held-out text")?;
         let h = collect(model.as_ref(), &d.chunks, &mut |_, _| {})?;
         for (i, l) in th.levels.iter().enumerate() {
             let (m, lo, hi) = h.measured(&th, i);

@@ -203,6 +203,38 @@ pub fn write_with_thresholds(
     Ok(())
 }
 
+/// Calibrates thresholds for `levels` on the model file `f` over the tokenized `chunks` and
+/// writes the model with them to `out` (as [`write_with_thresholds`], `calibration` describing
+/// the text). The model runs dense: activation sparsity is turned off for the models loaded
+/// from now on (`edgellm_models::act_sparsity::set_act_sparsity(None)`). Returns the
+/// thresholds and the calibration histograms (for [`Histograms::measured`]).
+pub fn calibrate_file(
+    f: &GgufFile,
+    chunks: &[Vec<u32>],
+    levels: &[f32],
+    calibration: &str,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Thresholds, Histograms), CompressError> {
+    if let Some(&l) = levels.iter().find(|&&l| !(l > 0.0 && l < 1.0)) {
+        return Err(CompressError::BadPrune(format!(
+            "activation sparsity {l}: each level must be a fraction in (0, 1), e.g. 0.4"
+        )));
+    }
+    let mut levels = levels.to_vec();
+    levels.sort_by(|x, y| x.total_cmp(y));
+    levels.dedup();
+    edgellm_models::act_sparsity::set_act_sparsity(None);
+    let model = edgellm_models::load_gguf(f).map_err(|e| CompressError::BadTensor {
+        tensor: "(loading the model for activation-sparsity calibration)".into(),
+        why: e.to_string(),
+    })?;
+    let h = collect(model.as_ref(), chunks, progress)?;
+    let th = h.thresholds(&levels);
+    write_with_thresholds(f, &th, calibration, out)?;
+    Ok((th, h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

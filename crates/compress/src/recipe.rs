@@ -81,6 +81,19 @@ impl Recipe {
 
     /// Checks the combination before any work is done.
     pub fn validate(&self, calib: &CalibTokens) -> Result<(), CompressError> {
+        self.validate_steps()?;
+        if self.needs_calibration() && calib.is_none() {
+            return Err(CompressError::NeedsCalibration {
+                method: "this recipe",
+                what: "calibration text (e.g. data/wikitext-2/wiki.valid.tokens)",
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Recipe::validate`] without the calibration input: whether the steps go together
+    /// (a sweep checks its points before it has tokenized the calibration text).
+    pub fn validate_steps(&self) -> Result<(), CompressError> {
         if self.prune.is_some() && self.structured.is_some() {
             return Err(CompressError::BadPrune(
                 "a recipe prunes either unstructured/N:M or structured, not both".into(),
@@ -130,12 +143,6 @@ impl Recipe {
                     )));
                 }
             }
-        }
-        if self.needs_calibration() && calib.is_none() {
-            return Err(CompressError::NeedsCalibration {
-                method: "this recipe",
-                what: "calibration text (e.g. data/wikitext-2/wiki.valid.tokens)",
-            });
         }
         Ok(())
     }

@@ -20,8 +20,10 @@ use std::time::Instant;
 use edgellm_compress::prune::{PruneMethod, Sparsity, DAMP};
 use edgellm_compress::recipe::{run_recipe, CalibTokens, PruneStep, Recipe, RecipeProgress};
 use edgellm_compress::source::OpenedModel;
+use edgellm_compress::sparse::StorageFormat;
 use edgellm_compress::structured::Structure;
 use edgellm_compress::{CompressError, Method, Scheme};
+use edgellm_models::act_sparsity::{set_act_sparsity, ActSparsity};
 use edgellm_runtime::calib_text::{decoder_chunks, encoder_sentences, CalibTextError};
 use edgellm_runtime::embed::{EmbedError, Embedder, DEFAULT_BATCH};
 use edgellm_runtime::{LoadedModel, RuntimeError};
@@ -153,6 +155,18 @@ pub struct GridSection {
     /// Structured pruning, `KIND RATIO` (`ffn 0.25`, `heads 0.5`, `layers 0.1`), crossed with `quant`.
     #[serde(default)]
     pub structured: Vec<String>,
+    /// How the pruned points are stored: `dense` (zeros in the usual types; the default) and/or
+    /// `sparse` (edgellm's sparse types, docs/sparse-gguf.md), crossed with the pruning product.
+    /// `sparse` applies to the points a sparse type can hold (2:4 and 4:8 with a 4-, 5- or
+    /// 8-bit legacy type, unstructured with Q8_0; round-to-nearest); the others stay dense only.
+    #[serde(default)]
+    pub format: Vec<String>,
+    /// Activation-sparsity levels (fractions in (0, 1); decoders), crossed with `quant`: the
+    /// input model (`none`) or its quantization with TEAL thresholds calibrated on the
+    /// calibration text, measured with every token thresholded (KLD, perplexity) and decoding
+    /// through the column-skipping kernels (speed), as `--act-sparsity` does.
+    #[serde(default)]
+    pub act_sparsity: Vec<f64>,
 }
 
 /// One point given explicitly.
@@ -167,6 +181,10 @@ pub struct PointSection {
     pub structured: Option<String>,
     /// Quantization type after pruning.
     pub quant: Option<String>,
+    /// `dense` (default) or `sparse` storage of the pruning.
+    pub format: Option<String>,
+    /// Activation-sparsity level (with `quant` or alone; not with pruning).
+    pub act_sparsity: Option<f64>,
 }
 
 /// A grid file (TOML).
@@ -194,15 +212,40 @@ pub struct GridFile {
 pub const PRESETS: [(&str, &str); 4] = [
     (
         "pruning",
-        "decoders: magnitude/wanda/sparsegpt × 50 %/4:8/2:4 × (none, Q4_K_M), dense Q8_0…Q2_K; KLD over 40×512",
+        "decoders: magnitude/wanda/sparsegpt × 50 %/4:8/2:4 × (none, Q4_K_M), N:M + Q4_K_M also stored sparse, \
+         activation sparsity 25/40/50 % on Q4_0, dense Q8_0…Q2_K and Q4_0; KLD over 40×512",
     ),
     ("structured", "decoders: FFN channels 10/25/50 % × (none, Q4_K_M), dense Q8_0…Q3_K_M; KLD over 40×512"),
-    ("encoder", "bert encoders: magnitude/wanda/sparsegpt × 50 %/2:4 × (none, Q8_0), FFN 50 %, dense F16…Q4_0"),
-    ("quick", "a minute's smoke run: wanda 50 % and 2:4 + Q4_K_M, dense Q8_0 and Q4_K_M, small chunks"),
+    (
+        "encoder",
+        "bert encoders: magnitude/wanda/sparsegpt × 50 %/2:4 × (none, Q8_0), + Q8_0 also stored sparse, \
+         wanda 70 % + Q8_0 dense and sparse, FFN 50 %, dense F16…Q4_0",
+    ),
+    (
+        "quick",
+        "a minute's smoke run: wanda 50 % and 2:4 + Q4_K_M, 2:4 + Q4_0 sparse, activation sparsity 40 % on \
+         Q4_0, dense Q8_0, Q4_K_M and Q4_0, small chunks",
+    ),
 ];
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
+}
+
+/// A preset's pruning point stored in `format`.
+fn prune_point(method: &str, sparsity: &str, quant: &str, format: &str) -> PointSection {
+    PointSection {
+        prune: Some(method.into()),
+        sparsity: Some(sparsity.into()),
+        quant: Some(quant.into()),
+        format: Some(format.into()),
+        ..PointSection::default()
+    }
+}
+
+/// A preset's activation-sparsity point on `quant`.
+fn act_point(level: f64, quant: &str) -> PointSection {
+    PointSection { quant: Some(quant.into()), act_sparsity: Some(level), ..PointSection::default() }
 }
 
 impl GridFile {
@@ -225,7 +268,9 @@ impl GridFile {
                 g.grid.prune = strings(&["magnitude", "wanda", "sparsegpt"]);
                 g.grid.sparsity = strings(&["50%", "4:8", "2:4"]);
                 g.grid.quant = strings(&["none", "Q4_K_M"]);
-                g.grid.dense = strings(&["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]);
+                g.grid.format = strings(&["dense", "sparse"]);
+                g.grid.dense = strings(&["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]);
+                g.point = [0.25, 0.4, 0.5].iter().map(|&a| act_point(a, "Q4_0")).collect();
             }
             "structured" => {
                 g.grid.structured = strings(&["ffn 0.1", "ffn 0.25", "ffn 0.5"]);
@@ -236,14 +281,18 @@ impl GridFile {
                 g.grid.prune = strings(&["magnitude", "wanda", "sparsegpt"]);
                 g.grid.sparsity = strings(&["50%", "2:4"]);
                 g.grid.quant = strings(&["none", "Q8_0"]);
+                g.grid.format = strings(&["dense", "sparse"]);
                 g.grid.structured = strings(&["ffn 0.5"]);
                 g.grid.dense = strings(&["F16", "Q8_0", "Q5_0", "Q4_0"]);
+                g.point =
+                    ["dense", "sparse"].iter().map(|&f| prune_point("wanda", "70%", "Q8_0", f)).collect();
             }
             "quick" => {
                 g.grid.prune = strings(&["wanda"]);
                 g.grid.sparsity = strings(&["50%", "2:4"]);
                 g.grid.quant = strings(&["none", "Q4_K_M"]);
-                g.grid.dense = strings(&["Q8_0", "Q4_K_M"]);
+                g.grid.dense = strings(&["Q8_0", "Q4_K_M", "Q4_0"]);
+                g.point = vec![prune_point("wanda", "2:4", "Q4_0", "sparse"), act_point(0.4, "Q4_0")];
                 g.eval = EvalSection { text: None, ctx: Some(128), chunks: Some(4) };
                 g.calib = CalibSection { text: None, ctx: Some(128), chunks: Some(4) };
                 g.speed = SpeedSection { n_prompt: Some(32), n_gen: Some(16), reps: Some(1) };
@@ -283,6 +332,23 @@ impl GridFile {
         if !g.prune.is_empty() && g.sparsity.is_empty() {
             return Err(SweepError::Grid("grid.prune needs grid.sparsity (e.g. [\"50%\", \"2:4\"])".into()));
         }
+        let mut formats = Vec::new();
+        for f in &g.format {
+            let f = StorageFormat::parse(f).map_err(bad)?;
+            if !formats.contains(&f) {
+                formats.push(f);
+            }
+        }
+        if formats.is_empty() {
+            formats.push(StorageFormat::Dense);
+        }
+        let level = |v: f64| -> Result<f32, SweepError> {
+            if v > 0.0 && v < 1.0 {
+                Ok(v as f32)
+            } else {
+                Err(SweepError::Grid(format!("act_sparsity {v}: give a fraction in (0, 1), e.g. 0.4")))
+            }
+        };
         let mut specs = Vec::new();
         for d in &g.dense {
             let s = quant(d)?.ok_or_else(|| SweepError::Grid("grid.dense cannot hold \"none\"".into()))?;
@@ -293,7 +359,13 @@ impl GridFile {
             for sp in &g.sparsity {
                 let sparsity = parse_sparsity(sp)?;
                 for &q in &quants {
-                    specs.push(Spec { prune: Some((method, sparsity)), quant: q, ..Spec::default() });
+                    for &format in &formats {
+                        let s = Spec { prune: Some((method, sparsity)), quant: q, format, ..Spec::default() };
+                        // Sparse storage only where a sparse type holds the point.
+                        if format == StorageFormat::Dense || s.recipe(qmethod).validate_steps().is_ok() {
+                            specs.push(s);
+                        }
+                    }
                 }
             }
         }
@@ -301,6 +373,12 @@ impl GridFile {
             let s = parse_structured(st)?;
             for &q in &quants {
                 specs.push(Spec { structured: Some(s), quant: q, ..Spec::default() });
+            }
+        }
+        for &a in &g.act_sparsity {
+            let a = level(a)?;
+            for &q in &quants {
+                specs.push(Spec { quant: q, act: Some(a), ..Spec::default() });
             }
         }
         for p in &self.point {
@@ -311,13 +389,25 @@ impl GridFile {
             };
             let structured = p.structured.as_deref().map(parse_structured).transpose()?;
             let q = p.quant.as_deref().map(quant).transpose()?.flatten();
+            let format =
+                p.format.as_deref().map(StorageFormat::parse).transpose().map_err(bad)?.unwrap_or_default();
+            let act = p.act_sparsity.map(level).transpose()?;
             if prune.is_some() && structured.is_some() {
                 return Err(SweepError::Grid("a point prunes either unstructured/N:M or structured".into()));
             }
-            if prune.is_none() && structured.is_none() && q.is_none() {
-                return Err(SweepError::Grid("a point needs prune, structured or quant".into()));
+            if act.is_some() && (prune.is_some() || structured.is_some()) {
+                return Err(SweepError::Grid(
+                    "a point's act_sparsity goes with quant or alone, not with pruning".into(),
+                ));
             }
-            specs.push(Spec { prune, structured, quant: q });
+            if prune.is_none() && structured.is_none() && q.is_none() && act.is_none() {
+                return Err(SweepError::Grid(
+                    "a point needs prune, structured, quant or act_sparsity".into(),
+                ));
+            }
+            let s = Spec { prune, structured, quant: q, format, act };
+            s.recipe(qmethod).validate_steps().map_err(bad)?;
+            specs.push(s);
         }
         let mut out: Vec<Point> = Vec::new();
         for s in specs {
@@ -371,12 +461,37 @@ fn short_sparsity(sp: Sparsity) -> String {
     }
 }
 
+/// `40%` for an activation-sparsity level.
+fn short_sparsity_level(a: f32) -> String {
+    format!("{}%", (a as f64 * 1000.0).round() / 10.0)
+}
+
 /// What one point does.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Spec {
     prune: Option<(PruneMethod, Sparsity)>,
     structured: Option<(Structure, f64)>,
     quant: Option<Scheme>,
+    format: StorageFormat,
+    act: Option<f32>,
+}
+
+impl Spec {
+    /// The compression recipe (activation sparsity is calibrated after it).
+    fn recipe(&self, qmethod: Method) -> Recipe {
+        Recipe {
+            prune: self.prune.map(|(method, sparsity)| PruneStep {
+                method,
+                sparsity,
+                keep: Vec::new(),
+                damp: DAMP,
+            }),
+            structured: self.structured,
+            quantize: self.quant.map(|q| (q, qmethod)),
+            keeps: Vec::new(),
+            format: self.format,
+        }
+    }
 }
 
 /// One point of a sweep.
@@ -390,15 +505,24 @@ pub struct Point {
     pub label: String,
     /// The recipe.
     pub recipe: Recipe,
+    /// Activation sparsity at this level after the recipe (TEAL thresholds calibrated on the
+    /// calibration text).
+    pub act_sparsity: Option<f32>,
 }
 
 impl Point {
     fn new(s: Spec, qmethod: Method) -> Point {
         let q = s.quant.map(|q| q.name().to_string());
-        let (series, what) = match (s.prune, s.structured) {
-            (Some((m, sp)), _) => (m.name().to_string(), Some(short_sparsity(sp))),
-            (None, Some((k, r))) => (format!("structured {}", k.name()), Some(format!("{:.0}%", r * 100.0))),
-            (None, None) => ("dense".to_string(), None),
+        let (series, what) = match (s.prune, s.structured, s.act) {
+            (Some((m, sp)), _, _) if s.format == StorageFormat::Sparse => {
+                (format!("{} sparse", m.name()), Some(short_sparsity(sp)))
+            }
+            (Some((m, sp)), _, _) => (m.name().to_string(), Some(short_sparsity(sp))),
+            (None, Some((k, r)), _) => {
+                (format!("structured {}", k.name()), Some(format!("{:.0}%", r * 100.0)))
+            }
+            (None, None, Some(a)) => ("activation sparsity".to_string(), Some(short_sparsity_level(a))),
+            (None, None, None) => ("dense".to_string(), None),
         };
         let label = [what.clone(), q.clone()].into_iter().flatten().collect::<Vec<_>>().join(" ");
         let name = match (&what, &q, series.as_str()) {
@@ -407,19 +531,7 @@ impl Point {
             (Some(w), Some(q), s) => format!("{s} {w} + {q}"),
             (None, None, _) => "copy".to_string(),
         };
-        let recipe = Recipe {
-            prune: s.prune.map(|(method, sparsity)| PruneStep {
-                method,
-                sparsity,
-                keep: Vec::new(),
-                damp: DAMP,
-            }),
-            structured: s.structured,
-            quantize: s.quant.map(|q| (q, qmethod)),
-            keeps: Vec::new(),
-            format: Default::default(),
-        };
-        Point { name, series, label, recipe }
+        Point { name, series, label, recipe: s.recipe(qmethod), act_sparsity: s.act }
     }
 
     /// A file-name-safe form of the name.
@@ -525,6 +637,9 @@ pub struct PointResult {
     pub bpw: f64,
     /// Fraction of the pruned matrices' weights that are zero (unstructured/N:M points).
     pub zero_fraction: Option<f64>,
+    /// Activation-sparsity level the point runs at (its KLD and perplexity with every token
+    /// thresholded, its decoding through the column-skipping kernels).
+    pub act_sparsity: Option<f64>,
     /// Mean KL divergence from the base (decoders).
     pub kld: Option<f64>,
     /// Its standard error.
@@ -650,6 +765,14 @@ pub fn run_sweep(
         _ => return Err(SweepError::Architecture(arch)),
     };
     let settings = Settings::resolve(grid, kind);
+    if kind == Kind::Encoder {
+        if let Some(p) = points.iter().find(|p| p.act_sparsity.is_some()) {
+            return Err(SweepError::Grid(format!(
+                "{}: activation sparsity applies to decoders (llama, gemma3), not to a bert encoder",
+                p.name
+            )));
+        }
+    }
     for (p, what) in [(&settings.eval_text, "evaluation text"), (&settings.calib_text, "calibration text")] {
         if !p.is_file() {
             return Err(SweepError::Io {
@@ -676,6 +799,7 @@ pub fn run_sweep(
     let needs_calib = points.iter().any(|p| {
         p.recipe.needs_calibration()
             || p.recipe.quantize.is_some_and(|(_, m)| m != Method::Rtn) && kind == Kind::Decoder
+            || p.act_sparsity.is_some()
     });
     let calib = if !needs_calib {
         CalibTokens::None
@@ -709,6 +833,7 @@ pub fn run_sweep(
         series: "base".into(),
         label: base_type.clone(),
         recipe: Recipe::default(),
+        act_sparsity: None,
     };
     progress(SweepEvent::Start { point: &base_point, index: 0, total: points.len() });
     result.base = measure.measure(&base_point, &opts.model, None, progress)?;
@@ -742,6 +867,37 @@ pub fn run_sweep(
             progress(SweepEvent::Stage { point: p, stage, done, total });
         })
         .map_err(|source| SweepError::Compress { point: p.name.clone(), source })?;
+        let out = match p.act_sparsity {
+            None => out,
+            Some(level) => {
+                // TEAL thresholds on the calibration text, into a copy of the compressed model.
+                let CalibTokens::Decoder(chunks) = &calib else {
+                    return Err(SweepError::Grid(format!("{}: no decoder calibration text", p.name)));
+                };
+                let teal = models_dir.join(format!("{}.teal.gguf", p.slug()));
+                let f = edgellm_formats::GgufFile::open(&out).map_err(RuntimeError::from)?;
+                let desc = format!(
+                    "{} ({} chunks of {} tokens)",
+                    settings.calib_text.display(),
+                    chunks.len(),
+                    settings.calib_ctx
+                );
+                edgellm_compress::act_sparsity::calibrate_file(
+                    &f,
+                    chunks,
+                    &[level],
+                    &desc,
+                    &teal,
+                    &mut |d, t| {
+                        progress(SweepEvent::Stage { point: p, stage: "thresholds", done: d, total: t })
+                    },
+                )
+                .map_err(|source| SweepError::Compress { point: p.name.clone(), source })?;
+                drop(f);
+                let _ = std::fs::remove_file(&out);
+                teal
+            }
+        };
         let compress_s = t0.elapsed().as_secs_f64();
         let measured = measure.measure(p, &out, Some(&rep), progress);
         if !opts.keep_models {
@@ -776,9 +932,17 @@ fn same_settings(a: &Settings, b: &Settings) -> bool {
         == Settings { threads: 0, kernels: String::new(), ..b.clone() }
 }
 
-/// Parameters and bits per weight (tensor bytes × 8 / parameters, over every tensor).
+/// Parameters and bits per weight (tensor bytes × 8 / parameters, over every tensor; a
+/// bitmap-sparse weight's companion values count as bytes, not parameters).
 fn tensor_totals(src: &edgellm_compress::ModelSource) -> (u64, f64) {
-    let params: u64 = src.tensors.iter().map(|t| t.n_elements()).sum();
+    use edgellm_core::DType;
+    let companion = |t: &&edgellm_compress::source::SourceTensor<'_>| {
+        t.dtype == DType::I8
+            && t.name
+                .strip_suffix(edgellm_models::linear::BITMAP_VALUES_SUFFIX)
+                .is_some_and(|w| src.tensors.iter().any(|o| o.name == w && o.dtype == DType::Q8_SB))
+    };
+    let params: u64 = src.tensors.iter().filter(|t| !companion(t)).map(|t| t.n_elements()).sum();
     (params, src.tensor_bytes() as f64 * 8.0 / params.max(1) as f64)
 }
 
@@ -880,8 +1044,11 @@ impl Measurer {
             recipe: p.recipe.to_string(),
             file_bytes: model_bytes(path),
             zero_fraction: rep.and_then(|r| r.pruned).map(|t| t.zeros as f64 / t.elements.max(1) as f64),
+            act_sparsity: p.act_sparsity.map(f64::from),
             ..PointResult::default()
         };
+        // Models load with the point's activation sparsity (process-wide; off again on return).
+        let _act = ActGuard::set(p.act_sparsity, true);
         match self {
             Measurer::Encoder { pairs } => {
                 progress(SweepEvent::Stage { point: p, stage: "STS", done: 0, total: 0 });
@@ -921,6 +1088,16 @@ impl Measurer {
                     r.ppl_err = Some(s.ppl.err);
                     *base_ppl = Some((s.ppl_base.value, s.ppl_base.err));
                 }
+                // Speed as `bench --act-sparsity` measures it: prompts dense, decoding thresholded.
+                let speed_model;
+                let lm = match p.act_sparsity {
+                    Some(level) if !is_base => {
+                        set_act_sparsity(Some(ActSparsity { level, all_tokens: false }));
+                        speed_model = LoadedModel::load(path, n_ctx)?;
+                        &speed_model
+                    }
+                    _ => lm,
+                };
                 let sp = crate::speed::bench(
                     lm.model.as_ref(),
                     settings.n_prompt,
@@ -949,6 +1126,23 @@ impl Measurer {
             Measurer::Decoder { base_ppl, cached, .. } => base_ppl.or(cached.as_ref().map(|c| c.ppl())),
             Measurer::Encoder { .. } => None,
         }
+    }
+}
+
+/// Sets the process-wide activation sparsity for the models loaded next and turns it off
+/// when dropped.
+struct ActGuard;
+
+impl ActGuard {
+    fn set(level: Option<f32>, all_tokens: bool) -> ActGuard {
+        set_act_sparsity(level.map(|level| ActSparsity { level, all_tokens }));
+        ActGuard
+    }
+}
+
+impl Drop for ActGuard {
+    fn drop(&mut self) {
+        set_act_sparsity(None);
     }
 }
 
@@ -1049,8 +1243,10 @@ pub fn markdown(r: &SweepResult, charts: &[PathBuf]) -> String {
     m.push_str(
         "\nBits per weight are the file's tensor bytes × 8 / parameters: zeros are stored densely (F32, or the \
          quantized type) and count in full, so unstructured and N:M pruning save nothing on disk or in \
-         bandwidth until a sparse format stores them. Structured pruning removes parameters and shrinks the \
-         file. Speed is one measurement per point, in sequence, on whatever else the machine was doing: a \
+         bandwidth until a sparse format stores them (the `sparse` series: edgellm's sparse types, \
+         docs/sparse-gguf.md). Structured pruning removes parameters and shrinks the file. Activation \
+         sparsity changes no byte of the file: its points sit at their file's size, with every token \
+         thresholded for KLD and perplexity and decoding through the column-skipping kernels. Speed is one measurement per point, in sequence, on whatever else the machine was doing: a \
          guide, not a benchmark (use `edgellm bench` and `bench/` for speed claims).\n\n",
     );
     for c in charts.iter().filter(|c| c.extension().is_some_and(|e| e == "png")) {
@@ -1171,9 +1367,28 @@ mod tests {
     fn presets_expand_to_their_points() {
         let g = GridFile::preset("pruning").unwrap();
         let pts = g.points().unwrap();
-        assert_eq!(pts.len(), 6 + 3 * 3 * 2);
+        // 7 dense types, 3 methods × 3 sparsities × 2 quants, the 3 × 2 N:M + Q4_K_M points
+        // stored sparse (4-bit unstructured and unquantized points have no sparse type), 3 levels
+        // of activation sparsity.
+        assert_eq!(pts.len(), 7 + 3 * 3 * 2 + 3 * 2 + 3);
         assert_eq!(pts[0].name, "Q8_0");
         assert!(pts.iter().any(|p| p.name == "sparsegpt 2:4 + Q4_K_M" && p.series == "sparsegpt"));
+        let sparse: Vec<&str> =
+            pts.iter().filter(|p| p.series.ends_with(" sparse")).map(|p| p.name.as_str()).collect();
+        assert_eq!(sparse.len(), 6, "{sparse:?}");
+        assert!(
+            sparse.contains(&"wanda sparse 2:4 + Q4_K_M")
+                && sparse.contains(&"magnitude sparse 4:8 + Q4_K_M")
+        );
+        assert!(pts
+            .iter()
+            .filter(|p| p.series.ends_with(" sparse"))
+            .all(|p| p.recipe.format == StorageFormat::Sparse));
+        let act: Vec<&Point> = pts.iter().filter(|p| p.act_sparsity.is_some()).collect();
+        assert_eq!(act.len(), 3);
+        assert!(act.iter().all(|p| p.series == "activation sparsity" && p.recipe.prune.is_none()));
+        assert_eq!(act[1].name, "activation sparsity 40% + Q4_0");
+        assert_eq!(act[1].act_sparsity, Some(0.4));
         assert!(pts.iter().any(|p| p.name == "wanda 50%" && p.label == "50%"));
         assert!(pts.iter().any(|p| p.name == "magnitude 4:8 + Q4_K_M" && p.label == "4:8 Q4_K_M"));
         let names: Vec<&String> = pts.iter().map(|p| &p.name).collect();
@@ -1215,6 +1430,36 @@ mod tests {
         bad("[grid]\ndenze = [\"Q8_0\"]\n", "denze");
         bad("[grid]\n", "no points");
         bad("[[point]]\nprune = \"wanda\"\n", "come together");
+        bad("[grid]\nprune = [\"wanda\"]\nsparsity = [\"50%\"]\nformat = [\"packed\"]\n", "packed");
+        bad("[grid]\nact_sparsity = [1.5]\n", "(0, 1)");
+        bad("[[point]]\nact_sparsity = 0.4\nprune = \"wanda\"\nsparsity = \"2:4\"\n", "not with pruning");
+        // A point stored sparse must be one a sparse type holds.
+        bad("[[point]]\nprune = \"wanda\"\nsparsity = \"2:4\"\nformat = \"sparse\"\n", "--then-quantize");
+        bad(
+            "[[point]]\nprune = \"wanda\"\nsparsity = \"50%\"\nquant = \"Q4_0\"\nformat = \"sparse\"\n",
+            "Q8_SB",
+        );
+        // In the grid, sparse storage applies where it can: 2:4 + Q8_0 and 60 % + Q8_0, not
+        // 2:4 unquantized.
+        let g = GridFile::parse(
+            "[grid]\nprune = [\"magnitude\"]\nsparsity = [\"60%\", \"2:4\"]\nquant = [\"none\", \"Q8_0\"]\n\
+             format = [\"dense\", \"sparse\"]\nact_sparsity = [0.25]\n",
+        )
+        .unwrap();
+        let names: Vec<String> = g.points().unwrap().into_iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "magnitude 60%",
+                "magnitude 60% + Q8_0",
+                "magnitude sparse 60% + Q8_0",
+                "magnitude 2:4",
+                "magnitude 2:4 + Q8_0",
+                "magnitude sparse 2:4 + Q8_0",
+                "activation sparsity 25%",
+                "activation sparsity 25% + Q8_0",
+            ]
+        );
     }
 
     #[test]

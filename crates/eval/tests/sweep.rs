@@ -132,6 +132,65 @@ fn decoder_sweep_measures_charts_and_resumes() {
 }
 
 #[test]
+fn decoder_sweep_stores_sparse_and_thresholds_activations() {
+    let _serial = serial();
+    let g = grid(
+        "[eval]\nctx = 64\nchunks = 2\n[calib]\nctx = 64\nchunks = 2\n[speed]\nn_prompt = 8\nn_gen = 4\nreps = 1\n\
+         [grid]\ndense = [\"Q4_0\"]\nprune = [\"magnitude\"]\nsparsity = [\"2:4\"]\nquant = [\"Q4_0\"]\n\
+         format = [\"dense\", \"sparse\"]\n[[point]]\nquant = \"Q4_0\"\nact_sparsity = 0.4\n",
+    );
+    let dir = tmp("sparse");
+    let opts = SweepOptions {
+        model: model("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        dir: dir.clone(),
+        keep_models: false,
+        fresh: true,
+    };
+    let mut stages = Vec::new();
+    let r = run_sweep(&g, &opts, &mut |e| {
+        if let SweepEvent::Stage { stage, .. } = e {
+            if !stages.contains(&stage.to_string()) {
+                stages.push(stage.to_string());
+            }
+        }
+    })
+    .unwrap();
+    // Activation sparsity is off again for whatever loads next.
+    assert_eq!(edgellm_models::act_sparsity::act_sparsity(), None);
+    let names: Vec<&str> = r.points.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["Q4_0", "magnitude 2:4 + Q4_0", "magnitude sparse 2:4 + Q4_0", "activation sparsity 40% + Q4_0"]
+    );
+    assert!(stages.iter().any(|s| s == "thresholds"), "{stages:?}");
+    let (q4, dense, sparse, act) = (&r.points[0], &r.points[1], &r.points[2], &r.points[3]);
+    for p in &r.points {
+        assert!(p.kld.is_some_and(|k| k.is_finite() && k > 0.0), "{p:?}");
+        assert!(p.gen_tps.is_some_and(|t| t > 0.0) && p.params > 100_000_000, "{p:?}");
+    }
+    // The sparse file holds the same pruning in fewer bytes (3 bits per pruned weight against
+    // Q4_0's 4.5) and the same parameter count; its model is the pruned one (its kept values
+    // are quantized as one block per 32 kept values, so the two are close, not equal).
+    assert_eq!(sparse.params, dense.params);
+    assert!(sparse.bpw < 0.85 * dense.bpw, "sparse {} vs dense {} bpw", sparse.bpw, dense.bpw);
+    assert_eq!(sparse.series, "magnitude sparse");
+    assert!(sparse.zero_fraction.is_some_and(|z| (0.5..0.5001).contains(&z)), "{sparse:?}");
+    let (ks, kd) = (sparse.kld.unwrap(), dense.kld.unwrap());
+    assert!(ks < 1.5 * kd && kd < 1.5 * ks, "KLD sparse {ks} vs dense {kd}");
+    // Activation sparsity changes no tensor byte, and thresholding 40 % of every projection's
+    // input adds to Q4_0's loss (unthresholded it would be the Q4_0 point exactly; on these two
+    // 64-token chunks: 0.50 against 0.32).
+    assert_eq!(act.act_sparsity, Some(0.4f32 as f64));
+    assert_eq!((act.bpw, act.params), (q4.bpw, q4.params));
+    assert!(act.kld.unwrap() > 1.2 * q4.kld.unwrap(), "act {:?} vs Q4_0 {:?}", act.kld, q4.kld);
+    assert_eq!(act.series, "activation sparsity");
+    write_reports(&r, &dir).unwrap();
+    let svg = std::fs::read_to_string(dir.join("kld-vs-bpw.svg")).unwrap();
+    assert!(svg.contains("magnitude sparse") && svg.contains("activation sparsity"), "series on the chart");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn cached_base_logits_give_the_same_kl_divergence() {
     let base = LoadedModel::load(model("SmolLM2-135M-Instruct.Q4_1.gguf"), 64).unwrap();
     let text = ppl::read_text(root().join("data/wikitext-2/wiki.test.raw")).unwrap();
@@ -174,7 +233,8 @@ fn cached_base_logits_give_the_same_kl_divergence() {
 fn encoder_sweep_scores_sts() {
     let _serial = serial();
     let mut g = grid(
-        "[eval]\nchunks = 200\n[calib]\nchunks = 4\n[grid]\ndense = [\"Q8_0\"]\nprune = [\"wanda\"]\nsparsity = [\"50%\"]\n",
+        "[eval]\nchunks = 200\n[calib]\nchunks = 4\n[grid]\ndense = [\"Q8_0\"]\nprune = [\"wanda\"]\nsparsity = [\"50%\"]\n\
+         [[point]]\nprune = \"wanda\"\nsparsity = \"2:4\"\nquant = \"Q8_0\"\nformat = \"sparse\"\n",
     );
     g.eval.text = Some(root().join("data/stsb/sts-test.tsv"));
     let dir = tmp("encoder");
@@ -187,6 +247,12 @@ fn encoder_sweep_scores_sts() {
     let wanda = r.points[1].spearman.unwrap();
     assert!(base > 70.0 && (q8 - base).abs() < 1.0, "base {base}, Q8_0 {q8}");
     assert!(wanda.is_finite() && wanda < base + 1.0, "wanda {wanda}");
+    // 2:4 stored in Q8_S24 (5 bits per pruned weight; the embeddings stay Q8_0): 7.1 against
+    // 8.7 bits per weight, and still an encoder.
+    let s24 = &r.points[2];
+    assert_eq!(s24.name, "wanda sparse 2:4 + Q8_0");
+    assert!(s24.bpw < 0.9 * r.points[0].bpw, "{} vs {}", s24.bpw, r.points[0].bpw);
+    assert!(s24.spearman.is_some_and(|s| s > 40.0 && s < base + 1.0), "{s24:?}");
     assert!(r.points.iter().all(|p| p.sentences_per_s.is_some_and(|s| s > 0.0)));
     assert!(dir.join("models/Q8_0.gguf").exists(), "--keep-models keeps the files");
     write_reports(&r, &dir).unwrap();
