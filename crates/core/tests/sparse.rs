@@ -603,7 +603,8 @@ fn q8_sb_is_not_convertible_alone() {
 }
 
 /// The SIMD tiers run their own sparse kernels (so the comparisons above test them): AVX2
-/// always; AVX-512 where the CPU has VBMI and VBMI2, else it keeps AVX2's.
+/// always; AVX-512 where the CPU has VBMI and VBMI2, else it keeps AVX2's; NEON and NEON
+/// dot-product each their own.
 #[test]
 fn simd_tiers_have_sparse_kernels() {
     for tier in kernels::available_tiers() {
@@ -617,7 +618,9 @@ fn simd_tiers_have_sparse_kernels() {
             }
             t => t,
         };
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        let want = tier;
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let want = kernels::Tier::Scalar;
         for t in NM {
             assert_eq!(kt.implementing_tier(t), Some(want), "{t} on {tier:?}");

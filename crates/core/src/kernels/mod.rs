@@ -27,7 +27,8 @@
 //! matrix products of several tokens of the quantized types (AVX-512 F/BW + VNNI) over AVX2.
 //! The sparse types (`quant::sparse`) have their own kernels on the AVX2 tier and, where
 //! the CPU also has AVX-512 VBMI and VBMI2 (`vpermb`, `vpexpandb`), on the AVX-512 tier (a
-//! VNNI CPU without them keeps the AVX2 sparse kernels); ARM runs their scalar oracles.
+//! VNNI CPU without them keeps the AVX2 sparse kernels), and on NEON and NEON dot-product
+//! (`arm/sparse.rs`: one `tbl` expansion per two chunks).
 //! The table of the best tier the CPU supports is chosen once ([`tier`]);
 //! `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod` forces one. A tier without its own
 //! kernel for a type keeps the lower tier's, down to the oracle
@@ -975,7 +976,7 @@ impl Kernels {
     }
 
     /// Sets the `Q8_SB` product.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
     pub(crate) fn set_bitmap(&mut self, f: BitmapFn, tier: Tier) {
         self.bitmap = (f, tier);
     }

@@ -103,6 +103,48 @@ pub(crate) const MASK_OF_CODE_2_4: [u8; 64] = pad(&MASKS_2_4);
 /// As [`MASK_OF_CODE_2_4`], for 4:8 (7-bit codes).
 pub(crate) const MASK_OF_CODE_4_8: [u8; 128] = pad(&MASKS_4_8);
 
+/// Byte-shuffle control (`vpshufb`, NEON `tbl`) of one 8-input chunk per keep-mask: byte `i`
+/// is the rank of input `i` among the chunk's kept inputs, or `0x80` (zero) where it is dropped.
+const fn chunk_control(mask: u8) -> u64 {
+    let (mut ctl, mut rank, mut i) = (0u64, 0u64, 0);
+    while i < 8 {
+        let b = if mask >> i & 1 == 1 {
+            rank += 1;
+            rank - 1
+        } else {
+            0x80
+        };
+        ctl |= b << (8 * i);
+        i += 1;
+    }
+    ctl
+}
+
+const fn controls<const N: usize>(masks: &[u8; N]) -> [u64; N] {
+    let mut t = [0u64; N];
+    let mut i = 0;
+    while i < N {
+        t[i] = chunk_control(masks[i]);
+        i += 1;
+    }
+    t
+}
+
+/// Chunk control per 2:4 code (64 entries: every 6-bit value).
+pub(crate) static CTRL_2_4: [u64; 64] = controls(&MASK_OF_CODE_2_4);
+/// Chunk control per 4:8 code (128 entries: every 7-bit value).
+pub(crate) static CTRL_4_8: [u64; 128] = controls(&MASK_OF_CODE_4_8);
+/// Chunk control per keep-mask byte (`Q8_SB`).
+pub(crate) static CTRL_BYTE: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = chunk_control(i as u8);
+        i += 1;
+    }
+    t
+};
+
 const fn pad<const N: usize>(masks: &[u8]) -> [u8; N] {
     let mut t = [0u8; N];
     let mut c = 0;

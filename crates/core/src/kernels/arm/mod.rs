@@ -24,6 +24,7 @@ mod kquants;
 mod legacy;
 mod packed;
 mod quantize;
+mod sparse;
 
 /// Whether the CPU has the dot-product extension.
 pub(super) fn dotprod_detected() -> bool {
@@ -33,6 +34,11 @@ pub(super) fn dotprod_detected() -> bool {
 macro_rules! fill {
     ($k:expr, $t:expr, $set:ident) => {{
         let (k, t): (&mut Kernels, Tier) = (&mut *$k, $t);
+        k.set(DType::Q4_S24, sparse::$set::vec_dot_q4_s24, sparse::$set::matmul_q4_s24, t);
+        k.set(DType::Q4_S48, sparse::$set::vec_dot_q4_s48, sparse::$set::matmul_q4_s48, t);
+        k.set(DType::Q8_S24, sparse::$set::vec_dot_q8_s24, sparse::$set::matmul_q8_s24, t);
+        k.set(DType::Q8_S48, sparse::$set::vec_dot_q8_s48, sparse::$set::matmul_q8_s48, t);
+        k.set_bitmap(sparse::$set::matmul_bitmap, t);
         k.set(DType::Q4_0, $set::vec_dot_q4_0, $set::matmul_q4_0, t);
         k.set(DType::Q4_1, $set::vec_dot_q4_1, $set::matmul_q4_1, t);
         k.set(DType::Q5_0, $set::vec_dot_q5_0, $set::matmul_q5_0, t);

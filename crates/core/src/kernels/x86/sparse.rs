@@ -32,7 +32,7 @@ use std::arch::x86_64::*;
 
 use super::{dot_u8i8, drive, h2f_entry, h2f_splat, hsum, load128, Fmt};
 use crate::kernels::{MatmulArgs, Out};
-use crate::quant::sparse::{MASK_OF_CODE_2_4, MASK_OF_CODE_4_8};
+use crate::quant::sparse::{CTRL_2_4, CTRL_4_8, CTRL_BYTE, MASK_OF_CODE_2_4, MASK_OF_CODE_4_8};
 
 /// Whether the CPU has what the AVX-512 sparse kernels use (over the AVX-512 VNNI tier).
 pub(super) fn avx512_detected() -> bool {
@@ -40,48 +40,6 @@ pub(super) fn avx512_detected() -> bool {
         && is_x86_feature_detected!("avx512vbmi")
         && is_x86_feature_detected!("avx512vbmi2")
 }
-
-/// `vpshufb` control of one 8-input chunk per keep-mask: byte `i` is the rank of input `i`
-/// among the chunk's kept inputs, or `0x80` (zero) where it is dropped.
-const fn chunk_control(mask: u8) -> u64 {
-    let (mut ctl, mut rank, mut i) = (0u64, 0u64, 0);
-    while i < 8 {
-        let b = if mask >> i & 1 == 1 {
-            rank += 1;
-            rank - 1
-        } else {
-            0x80
-        };
-        ctl |= b << (8 * i);
-        i += 1;
-    }
-    ctl
-}
-
-const fn controls<const N: usize>(masks: &[u8; N]) -> [u64; N] {
-    let mut t = [0u64; N];
-    let mut i = 0;
-    while i < N {
-        t[i] = chunk_control(masks[i]);
-        i += 1;
-    }
-    t
-}
-
-/// Chunk control per 2:4 code (64 entries: every 6-bit value).
-static CTRL_2_4: [u64; 64] = controls(&MASK_OF_CODE_2_4);
-/// Chunk control per 4:8 code (128 entries: every 7-bit value).
-static CTRL_4_8: [u64; 128] = controls(&MASK_OF_CODE_4_8);
-/// Chunk control per keep-mask byte (`Q8_SB`).
-static CTRL_BYTE: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = chunk_control(i as u8);
-        i += 1;
-    }
-    t
-};
 
 /// 64-byte aligned table for one `vpermb` register.
 #[repr(C, align(64))]
