@@ -1,0 +1,107 @@
+//! The GPU matrix products against the CPU's scalar oracle: the same quantized weights and
+//! activations, every output within `Tolerance::sum_reorder` of the oracle's (the integer
+//! block sums are exact on both; only the float order and fused multiply-adds differ).
+//!
+//! Runs on whatever adapter `Gpu::new` finds — in CI, Mesa's software Vulkan driver
+//! (lavapipe). Without one the tests say so and pass, unless `EDGELLM_REQUIRE_GPU` is set
+//! (as `.ci/run` sets it), where a missing adapter fails them.
+
+use edgellm_core::kernels::{self, Kernels, Tier};
+use edgellm_core::quant::quantize;
+use edgellm_core::tolerance::Tolerance;
+use edgellm_core::DType;
+use edgellm_gpu::{Gpu, GpuError};
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::new() {
+        Ok(g) => {
+            eprintln!("GPU: {}", g.adapter());
+            Some(g)
+        }
+        Err(e @ GpuError::NoAdapter { .. }) => {
+            assert!(std::env::var_os("EDGELLM_REQUIRE_GPU").is_none(), "EDGELLM_REQUIRE_GPU is set: {e}");
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Deterministic values in about [-1, 1) (a 64-bit LCG), with a few large ones.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if (s >> 20) & 63 == 0 {
+                v * 8.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn quantized_products_equal_the_scalar_oracle() {
+    let Some(gpu) = gpu() else { return };
+    let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
+    // (k, m, n): one block; rows that do not fill a workgroup; wide rows; SmolLM2's shapes.
+    let shapes = [(32, 1, 1), (64, 7, 3), (96, 70, 2), (576, 130, 5), (1536, 65, 4), (576, 1536, 1)];
+    let mut checked = 0;
+    for (ti, dtype) in [DType::Q8_0, DType::Q4_0].into_iter().enumerate() {
+        for (si, &(k, m, n)) in shapes.iter().enumerate() {
+            let seed = 10 * si as u64 + 1000 * ti as u64;
+            let w = quantize(dtype, &values(k * m, seed)).unwrap();
+            let x = values(k * n, seed + 1);
+            let row = kernels::activation_row_bytes(dtype, k);
+            let mut act = vec![0u8; n * row];
+            for t in 0..n {
+                scalar.quantize_activations(dtype, &x[t * k..(t + 1) * k], &mut act[t * row..(t + 1) * row]);
+            }
+            let mut want = vec![0.0f32; m * n];
+            scalar.matmul(dtype, &w, k, 0..m, &act, n, &mut want, m);
+            let gw = gpu.upload(dtype, k, m, &w).unwrap();
+            assert_eq!((gw.dtype(), gw.k(), gw.m()), (dtype, k, m));
+            let got = gpu.matmul(&gw, &act, n).unwrap();
+            assert_eq!(got.len(), m * n);
+            let wb = w.len() / m;
+            for t in 0..n {
+                for r in 0..m {
+                    let (terms, mag) = kernels::dot_error_terms(
+                        dtype,
+                        &w[r * wb..(r + 1) * wb],
+                        &act[t * row..(t + 1) * row],
+                        k,
+                    );
+                    let tol = Tolerance::sum_reorder(terms, mag);
+                    let (g, o) = (got[t * m + r], want[t * m + r]);
+                    assert!(
+                        tol.allows(g, o),
+                        "{dtype} k={k} m={m} n={n}: row {r} token {t}: GPU {g} vs oracle {o}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 2000);
+}
+
+#[test]
+fn bad_uploads_and_products_are_typed_errors() {
+    let Some(gpu) = gpu() else { return };
+    let w = quantize(DType::Q8_0, &values(64 * 3, 5)).unwrap();
+    assert!(matches!(gpu.upload(DType::Q4_K, 256, 1, &[0; 144]), Err(GpuError::Unsupported(DType::Q4_K))));
+    assert!(matches!(gpu.upload(DType::Q8_0, 64, 3, &w[..w.len() - 1]), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.upload(DType::Q8_0, 48, 4, &w), Err(GpuError::Shape(_))));
+    let gw = gpu.upload(DType::Q8_0, 64, 3, &w).unwrap();
+    let row = kernels::activation_row_bytes(DType::Q8_0, 64);
+    for (act, n) in [(vec![0u8; row], 2), (vec![0u8; row - 1], 1), (Vec::new(), 0)] {
+        let e = gpu.matmul(&gw, &act, n).unwrap_err();
+        assert!(matches!(e, GpuError::Shape(_)), "{e}");
+    }
+    // A zero activation row gives zeros.
+    assert_eq!(gpu.matmul(&gw, &vec![0u8; row], 1).unwrap(), [0.0; 3]);
+}
