@@ -5,8 +5,9 @@
 //!
 //! What exists: adapter selection with a typed error when there is none ([`Gpu::new`]), the
 //! adapter's description ([`AdapterSummary`]), weights uploaded once ([`Gpu::upload`]), and
-//! the matrix product of Q8_0 and Q4_0 weights against Q8_0 activations ([`Gpu::matmul`]),
-//! dequantizing in registers (`matmul.wgsl`). Every product is tested against the CPU's
+//! the matrix product of the 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against
+//! their Q8_0 / Q8_1 activations and of F32 / F16 weights against f32 activations
+//! ([`Gpu::matmul`]), dequantizing in registers (`matmul.wgsl`). Every product is tested against the CPU's
 //! scalar oracle within `Tolerance::sum_reorder` (`tests/matmul.rs`), on Mesa's software
 //! Vulkan driver (lavapipe) in CI. Not yet: the other types, norms, RoPE, attention, a whole
 //! forward on the GPU, `--device` (docs/gpu.md).
@@ -38,7 +39,7 @@ pub enum GpuError {
         why: String,
     },
     /// The weight type has no GPU kernel yet.
-    #[error("the GPU backend has no kernel for {0} weights yet (Q8_0 and Q4_0 have one)")]
+    #[error("the GPU backend has no kernel for {0} weights yet (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F32 and F16 have one)")]
     Unsupported(DType),
     /// Arguments that do not fit together (sizes, widths).
     #[error("GPU matmul: {0}")]
@@ -73,9 +74,13 @@ pub struct Gpu {
     queue: wgpu::Queue,
     summary: AdapterSummary,
     layout: wgpu::BindGroupLayout,
-    q8_0: wgpu::ComputePipeline,
-    q4_0: wgpu::ComputePipeline,
+    /// One pipeline per weight type, in [`KINDS`] order.
+    pipelines: Vec<wgpu::ComputePipeline>,
 }
+
+/// The weight types with a kernel, in the order of `KIND` in `matmul.wgsl`.
+const KINDS: [DType; 7] =
+    [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::F32, DType::F16];
 
 /// A weight matrix on the device: `m` rows of `k` values of `dtype`.
 pub struct GpuWeight {
@@ -83,6 +88,7 @@ pub struct GpuWeight {
     k: usize,
     m: usize,
     scales: wgpu::Buffer,
+    mins: wgpu::Buffer,
     codes: wgpu::Buffer,
 }
 
@@ -103,7 +109,7 @@ impl GpuWeight {
     }
 }
 
-/// Values per block of the supported types.
+/// Values per block of the quantized types.
 const QK: usize = 32;
 /// Invocations per workgroup along the rows (`@workgroup_size` in `matmul.wgsl`).
 const WORKGROUP: u32 = 64;
@@ -175,9 +181,11 @@ impl Gpu {
                 storage(1, true),
                 storage(2, true),
                 storage(3, true),
-                storage(4, false),
+                storage(4, true),
+                storage(5, true),
+                storage(6, false),
                 wgpu::BindGroupLayoutEntry {
-                    binding: 5,
+                    binding: 7,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
@@ -193,18 +201,25 @@ impl Gpu {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = |entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
+        let pipelines = KINDS
+            .iter()
+            .enumerate()
+            .map(|(kind, t)| {
+                let entry = if t.is_quantized() { "quantized" } else { "float" };
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(t.name()),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("KIND", kind as f64)],
+                        ..Default::default()
+                    },
+                    cache: None,
+                })
             })
-        };
-        let (q8_0, q4_0) = (pipeline("q8_0"), pipeline("q4_0"));
-        Ok(Gpu { device, queue, summary, layout, q8_0, q4_0 })
+            .collect();
+        Ok(Gpu { device, queue, summary, layout, pipelines })
     }
 
     /// The adapter in use.
@@ -214,7 +229,7 @@ impl Gpu {
 
     /// Whether [`Gpu::upload`] takes `dtype`.
     pub fn supports(dtype: DType) -> bool {
-        matches!(dtype, DType::Q8_0 | DType::Q4_0)
+        KINDS.contains(&dtype)
     }
 
     /// Uploads `m` rows of `k` values of `dtype` in their GGUF layout (`data`), re-laid out for
@@ -223,42 +238,45 @@ impl Gpu {
         if !Gpu::supports(dtype) {
             return Err(GpuError::Unsupported(dtype));
         }
-        if k == 0 || !k.is_multiple_of(QK) || m == 0 {
+        let block = if dtype.is_quantized() { QK } else { 1 };
+        if k == 0 || !k.is_multiple_of(block) || m == 0 {
             return Err(GpuError::Shape(format!(
-                "{m} rows of {k} values: k must be a positive multiple of {QK}"
+                "{m} rows of {k} {dtype} values: k must be a positive multiple of {block}"
             )));
         }
-        let bs = dtype.type_size();
-        let blocks = m * k / QK;
-        if data.len() != blocks * bs {
+        let bytes = m * k / block * dtype.type_size();
+        if data.len() != bytes {
             return Err(GpuError::Shape(format!(
-                "{m} × {k} {dtype} weights are {} bytes, got {}",
-                blocks * bs,
+                "{m} × {k} {dtype} weights are {bytes} bytes, got {}",
                 data.len()
             )));
         }
-        let (scales, codes) = split_blocks(data, bs);
+        let (scales, mins, codes) = relayout(dtype, data);
         Ok(GpuWeight {
             dtype,
             k,
             m,
             scales: self.storage("weight scales", &f32_bytes(&scales)),
+            mins: self.storage("weight minimums", &f32_bytes(&mins)),
             codes: self.storage("weight codes", &codes),
         })
     }
 
+    /// A storage buffer holding `bytes` (at least one word: bindings cannot be empty).
     fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let pad = [0u8; 4];
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytes,
+            contents: if bytes.is_empty() { &pad } else { bytes },
             usage: wgpu::BufferUsages::STORAGE,
         })
     }
 
-    /// `out[t·m + r] = Σ_b (d_w·d_a)·Σ q_w·q_a` for every row `r` of `w` and each of the `n`
-    /// activation rows in `act`, which are Q8_0 blocks as
-    /// `edgellm_core::kernels::quantize_activations` writes them for `w`'s type (34 bytes per
-    /// 32 values). One submission, one read back.
+    /// The product of every row `r` of `w` with each of the `n` activation rows in `act`, into
+    /// `out[t·m + r]`: `Σ_b (d_w·d_a)·Σ q_w·q_a` (+ `m_w·s_a` for the affine types) for the
+    /// quantized types, `Σ w·x` for the float ones. `act` holds the rows as
+    /// `edgellm_core::kernels::quantize_activations` writes them for `w`'s type (Q8_0, Q8_1
+    /// or f32). One submission, one read back.
     pub fn matmul(&self, w: &GpuWeight, act: &[u8], n: usize) -> Result<Vec<f32>, GpuError> {
         let row = kernels::activation_row_bytes(w.dtype, w.k);
         if n == 0 || act.len() != n * row {
@@ -272,8 +290,9 @@ impl Gpu {
         if n > u16::MAX as usize || w.m.div_ceil(WORKGROUP as usize) > u16::MAX as usize {
             return Err(GpuError::Shape(format!("{n} tokens × {} rows exceeds one dispatch", w.m)));
         }
-        let (ad, aq) = split_blocks(act, 34);
+        let (ad, as_, aq) = relayout_activations(w.dtype, act);
         let ad = self.storage("activation scales", &f32_bytes(&ad));
+        let as_ = self.storage("activation sums", &f32_bytes(&as_));
         let aq = self.storage("activation codes", &aq);
         let out_bytes = (w.m * n * 4) as u64;
         let out = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -288,10 +307,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let dims: Vec<u8> = [(w.k / QK) as u32, w.m as u32, n as u32, w.m as u32]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let per_row = if w.dtype.is_quantized() { w.k / QK } else { w.k };
+        let dims: Vec<u8> =
+            [per_row as u32, w.m as u32, n as u32, w.m as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
         let dims = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("dims"),
             contents: &dims,
@@ -302,17 +320,17 @@ impl Gpu {
             layout: &self.layout,
             entries: &[
                 entry(0, &w.scales),
-                entry(1, &w.codes),
-                entry(2, &ad),
-                entry(3, &aq),
-                entry(4, &out),
-                entry(5, &dims),
+                entry(1, &w.mins),
+                entry(2, &w.codes),
+                entry(3, &ad),
+                entry(4, &as_),
+                entry(5, &aq),
+                entry(6, &out),
+                entry(7, &dims),
             ],
         });
-        let pipeline = match w.dtype {
-            DType::Q8_0 => &self.q8_0,
-            _ => &self.q4_0,
-        };
+        let kind = KINDS.iter().position(|&t| t == w.dtype).ok_or(GpuError::Unsupported(w.dtype))?;
+        let pipeline = &self.pipelines[kind];
         let errors = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
@@ -347,18 +365,57 @@ fn entry(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
 }
 
-/// Splits blocks of `bs` bytes that start with an f16 scale into the scales (as f32) and the
-/// rest of each block, padded to whole 32-bit words.
-fn split_blocks(data: &[u8], bs: usize) -> (Vec<f32>, Vec<u8>) {
-    let words = (bs - 2).div_ceil(4) * 4;
-    let mut scales = Vec::with_capacity(data.len() / bs);
-    let mut codes = Vec::with_capacity(data.len() / bs * words);
-    for b in data.chunks_exact(bs) {
-        scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-        codes.extend_from_slice(&b[2..]);
-        codes.resize(codes.len() + words - (bs - 2), 0);
+/// A weight matrix in the kernels' layout (`matmul.wgsl`): the blocks' scales and minimums
+/// (f32; minimums of the affine types only) and their codes in 32-bit words — the Q8_0 and
+/// nibble bytes as they are, the Q5 types' fifth-bit word first; the float types' values as
+/// they are (padded to a whole word).
+fn relayout(dtype: DType, data: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
+    let (mut d, mut m, mut q) = (Vec::new(), Vec::new(), Vec::with_capacity(data.len()));
+    if !dtype.is_quantized() {
+        q.extend_from_slice(data);
+        q.resize(data.len().div_ceil(4) * 4, 0);
+        return (d, m, q);
     }
-    (scales, codes)
+    for b in data.chunks_exact(dtype.type_size()) {
+        d.push(f16_at(b, 0));
+        let codes = match dtype {
+            DType::Q4_1 | DType::Q5_1 => {
+                m.push(f16_at(b, 2));
+                &b[4..]
+            }
+            _ => &b[2..],
+        };
+        q.extend_from_slice(codes);
+    }
+    (d, m, q)
+}
+
+/// Activation rows (Q8_0 or Q8_1 blocks, or f32 values) in the kernels' layout: scales,
+/// Q8_1's `s` (f32) and the codes (or values).
+fn relayout_activations(weight: DType, act: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
+    let (mut d, mut s, mut q) = (Vec::new(), Vec::new(), Vec::with_capacity(act.len()));
+    match weight {
+        DType::Q4_1 | DType::Q5_1 => {
+            for b in act.chunks_exact(36) {
+                d.push(f16_at(b, 0));
+                s.push(f16_at(b, 2));
+                q.extend_from_slice(&b[4..]);
+            }
+        }
+        t if t.is_quantized() => {
+            for b in act.chunks_exact(34) {
+                d.push(f16_at(b, 0));
+                q.extend_from_slice(&b[2..]);
+            }
+        }
+        _ => q.extend_from_slice(act),
+    }
+    (d, s, q)
+}
+
+/// The little-endian half at `b[o..]`, widened.
+fn f16_at(b: &[u8], o: usize) -> f32 {
+    half::f16::from_le_bytes([b[o], b[o + 1]]).to_f32()
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
