@@ -6,7 +6,8 @@
 //! What exists: adapter selection with a typed error when there is none ([`Gpu::new`]), the
 //! adapter's description ([`AdapterSummary`]), weights uploaded once ([`Gpu::upload`]), and
 //! the matrix product of the 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against
-//! their Q8_0 / Q8_1 activations and of F32 / F16 weights against f32 activations
+//! their Q8_0 / Q8_1 activations, of Q4_K / Q6_K against Q8_K activations and of F32 / F16
+//! weights against f32 activations
 //! ([`Gpu::matmul`]), dequantizing in registers (`matmul.wgsl`). Every product is tested against the CPU's
 //! scalar oracle within `Tolerance::sum_reorder` (`tests/matmul.rs`), on Mesa's software
 //! Vulkan driver (lavapipe) in CI. Not yet: the other types, norms, RoPE, attention, a whole
@@ -15,6 +16,7 @@
 use std::sync::mpsc;
 
 use edgellm_core::kernels;
+use edgellm_core::quant::{scale_min_k4, QK_K};
 use edgellm_core::DType;
 use wgpu::util::DeviceExt;
 
@@ -39,7 +41,7 @@ pub enum GpuError {
         why: String,
     },
     /// The weight type has no GPU kernel yet.
-    #[error("the GPU backend has no kernel for {0} weights yet (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F32 and F16 have one)")]
+    #[error("the GPU backend has no kernel for {0} weights yet (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K, F32 and F16 have one)")]
     Unsupported(DType),
     /// Arguments that do not fit together (sizes, widths).
     #[error("GPU matmul: {0}")]
@@ -79,8 +81,17 @@ pub struct Gpu {
 }
 
 /// The weight types with a kernel, in the order of `KIND` in `matmul.wgsl`.
-const KINDS: [DType; 7] =
-    [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::F32, DType::F16];
+const KINDS: [DType; 9] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::F32,
+    DType::F16,
+    DType::Q4_K,
+    DType::Q6_K,
+];
 
 /// A weight matrix on the device: `m` rows of `k` values of `dtype`.
 pub struct GpuWeight {
@@ -205,7 +216,11 @@ impl Gpu {
             .iter()
             .enumerate()
             .map(|(kind, t)| {
-                let entry = if t.is_quantized() { "quantized" } else { "float" };
+                let entry = match t {
+                    DType::Q4_K | DType::Q6_K => "kquant",
+                    t if t.is_quantized() => "quantized",
+                    _ => "float",
+                };
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(t.name()),
                     layout: Some(&pipeline_layout),
@@ -238,7 +253,7 @@ impl Gpu {
         if !Gpu::supports(dtype) {
             return Err(GpuError::Unsupported(dtype));
         }
-        let block = if dtype.is_quantized() { QK } else { 1 };
+        let block = block_values(dtype);
         if k == 0 || !k.is_multiple_of(block) || m == 0 {
             return Err(GpuError::Shape(format!(
                 "{m} rows of {k} {dtype} values: k must be a positive multiple of {block}"
@@ -307,7 +322,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let per_row = if w.dtype.is_quantized() { w.k / QK } else { w.k };
+        let per_row = w.k / block_values(w.dtype);
         let dims: Vec<u8> =
             [per_row as u32, w.m as u32, n as u32, w.m as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
         let dims = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -377,7 +392,24 @@ fn relayout(dtype: DType, data: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
         return (d, m, q);
     }
     for b in data.chunks_exact(dtype.type_size()) {
-        d.push(f16_at(b, 0));
+        match dtype {
+            DType::Q4_K => {
+                d.push(f16_at(b, 0));
+                m.push(f16_at(b, 2));
+                let scales: &[u8; 12] = b[4..16].try_into().expect("a Q4_K block has 12 scale bytes");
+                let (sc, mn): (Vec<u8>, Vec<u8>) = (0..8).map(|j| scale_min_k4(j, scales)).unzip();
+                q.extend_from_slice(&sc);
+                q.extend_from_slice(&mn);
+                q.extend_from_slice(&b[16..144]);
+                continue;
+            }
+            DType::Q6_K => {
+                d.push(f16_at(b, 208));
+                q.extend_from_slice(&b[..208]);
+                continue;
+            }
+            _ => d.push(f16_at(b, 0)),
+        }
         let codes = match dtype {
             DType::Q4_1 | DType::Q5_1 => {
                 m.push(f16_at(b, 2));
@@ -402,6 +434,18 @@ fn relayout_activations(weight: DType, act: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<u
                 q.extend_from_slice(&b[4..]);
             }
         }
+        DType::Q4_K | DType::Q6_K => {
+            for b in act.chunks_exact(292) {
+                d.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                q.extend_from_slice(&b[4..260]);
+                // The 16 sums as i32 bits (the shader bitcasts them back).
+                s.extend(
+                    b[260..292]
+                        .chunks_exact(2)
+                        .map(|x| f32::from_bits(i16::from_le_bytes([x[0], x[1]]) as i32 as u32)),
+                );
+            }
+        }
         t if t.is_quantized() => {
             for b in act.chunks_exact(34) {
                 d.push(f16_at(b, 0));
@@ -411,6 +455,15 @@ fn relayout_activations(weight: DType, act: &[u8]) -> (Vec<f32>, Vec<f32>, Vec<u
         _ => q.extend_from_slice(act),
     }
     (d, s, q)
+}
+
+/// Values per block of `dtype` as the kernels count them (1 for the float types).
+fn block_values(dtype: DType) -> usize {
+    match dtype {
+        DType::Q4_K | DType::Q6_K => QK_K,
+        t if t.is_quantized() => QK,
+        _ => 1,
+    }
 }
 
 /// The little-endian half at `b[o..]`, widened.

@@ -49,11 +49,25 @@ fn quantized_products_equal_the_scalar_oracle() {
     let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
     // (k, m, n): one block; rows that do not fill a workgroup; wide rows; SmolLM2's shapes.
     let shapes = [(32, 1, 1), (64, 7, 3), (96, 70, 2), (576, 130, 5), (1536, 65, 4), (576, 1536, 1)];
+    // The k-quants' super-blocks hold 256 values.
+    let kshapes = [(256, 1, 1), (256, 7, 3), (768, 70, 2), (1536, 130, 5), (2048, 65, 4)];
     let mut checked = 0;
-    let types = [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::F32, DType::F16];
+    let types = [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::F32,
+        DType::F16,
+        DType::Q4_K,
+        DType::Q6_K,
+    ];
     for (ti, dtype) in types.into_iter().enumerate() {
         assert!(Gpu::supports(dtype));
-        for (si, &(k, m, n)) in shapes.iter().enumerate() {
+        let sh: &[(usize, usize, usize)] =
+            if matches!(dtype, DType::Q4_K | DType::Q6_K) { &kshapes } else { &shapes };
+        for (si, &(k, m, n)) in sh.iter().enumerate() {
             let seed = 10 * si as u64 + 1000 * ti as u64;
             let w = quantize(dtype, &values(k * m, seed)).unwrap();
             let x = values(k * n, seed + 1);
@@ -88,14 +102,15 @@ fn quantized_products_equal_the_scalar_oracle() {
             }
         }
     }
-    assert!(checked > 7000, "{checked}");
+    assert!(checked > 8000, "{checked}");
 }
 
 #[test]
 fn bad_uploads_and_products_are_typed_errors() {
     let Some(gpu) = gpu() else { return };
     let w = quantize(DType::Q8_0, &values(64 * 3, 5)).unwrap();
-    assert!(matches!(gpu.upload(DType::Q4_K, 256, 1, &[0; 144]), Err(GpuError::Unsupported(DType::Q4_K))));
+    assert!(matches!(gpu.upload(DType::Q3_K, 256, 1, &[0; 110]), Err(GpuError::Unsupported(DType::Q3_K))));
+    assert!(matches!(gpu.upload(DType::Q4_K, 128, 1, &[0; 72]), Err(GpuError::Shape(_))));
     assert!(matches!(gpu.upload(DType::Q8_0, 64, 3, &w[..w.len() - 1]), Err(GpuError::Shape(_))));
     assert!(matches!(gpu.upload(DType::Q8_0, 48, 4, &w), Err(GpuError::Shape(_))));
     let gw = gpu.upload(DType::Q8_0, 64, 3, &w).unwrap();
