@@ -5,13 +5,13 @@
 //!
 //! What exists: adapter selection with a typed error when there is none ([`Gpu::new`]), the
 //! adapter's description ([`AdapterSummary`]), weights uploaded once ([`Gpu::upload`]), and
-//! the matrix product of the 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against
-//! their Q8_0 / Q8_1 activations, of Q4_K / Q6_K against Q8_K activations and of F32 / F16
-//! weights against f32 activations
-//! ([`Gpu::matmul`]), dequantizing in registers (`matmul.wgsl`). Every product is tested against the CPU's
-//! scalar oracle within `Tolerance::sum_reorder` (`tests/matmul.rs`), on Mesa's software
-//! Vulkan driver (lavapipe) in CI. Not yet: the other types, norms, RoPE, attention, a whole
-//! forward on the GPU, `--device` (docs/gpu.md).
+//! the matrix products ([`Gpu::matmul`], `matmul.wgsl`, dequantizing in registers) of the
+//! 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against their Q8_0 / Q8_1
+//! activations, of Q4_K / Q6_K against Q8_K activations and of F32 / F16 weights against f32
+//! activations. Every product is tested against the CPU's scalar oracle within
+//! `Tolerance::sum_reorder` (`tests/matmul.rs`), on Mesa's software Vulkan driver (lavapipe)
+//! in CI. Not yet: the remaining types, norms, RoPE, attention, activations quantized on the
+//! device, a whole forward on the GPU, `--device` (docs/gpu.md).
 
 use std::sync::mpsc;
 
@@ -267,6 +267,7 @@ impl Gpu {
             )));
         }
         let (scales, mins, codes) = relayout(dtype, data);
+        self.fits("the weight's codes", codes.len())?;
         Ok(GpuWeight {
             dtype,
             k,
@@ -275,6 +276,19 @@ impl Gpu {
             mins: self.storage("weight minimums", &f32_bytes(&mins)),
             codes: self.storage("weight codes", &codes),
         })
+    }
+
+    /// Whether a storage buffer of `bytes` can be bound on this device (a typed error naming
+    /// the limit, instead of the device's validation error).
+    fn fits(&self, what: &str, bytes: usize) -> Result<(), GpuError> {
+        let limits = self.device.limits();
+        let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        if bytes as u64 > max {
+            return Err(GpuError::Shape(format!(
+                "{what} take {bytes} bytes, more than this adapter binds in one buffer ({max} bytes)"
+            )));
+        }
+        Ok(())
     }
 
     /// A storage buffer holding `bytes` (at least one word: bindings cannot be empty).
@@ -306,6 +320,8 @@ impl Gpu {
             return Err(GpuError::Shape(format!("{n} tokens × {} rows exceeds one dispatch", w.m)));
         }
         let (ad, as_, aq) = relayout_activations(w.dtype, act);
+        self.fits("the activations", aq.len())?;
+        self.fits("the output", w.m * n * 4)?;
         let ad = self.storage("activation scales", &f32_bytes(&ad));
         let as_ = self.storage("activation sums", &f32_bytes(&as_));
         let aq = self.storage("activation codes", &aq);
