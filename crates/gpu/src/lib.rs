@@ -8,10 +8,12 @@
 //! the matrix products ([`Gpu::matmul`], `matmul.wgsl`, dequantizing in registers) of the
 //! 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against their Q8_0 / Q8_1
 //! activations, of Q4_K / Q6_K against Q8_K activations and of F32 / F16 weights against f32
-//! activations. Every product is tested against the CPU's scalar oracle within
+//! activations; [`Gpu::matmul_f32`] quantizes f32 activation rows on the device first
+//! (`quant.wgsl`, Q8_0 / Q8_1, in the same submission). Every product is tested against the
+//! CPU's scalar oracle within
 //! `Tolerance::sum_reorder` (`tests/matmul.rs`), on Mesa's software Vulkan driver (lavapipe)
-//! in CI. Not yet: the remaining types, norms, RoPE, attention, activations quantized on the
-//! device, a whole forward on the GPU, `--device` (docs/gpu.md).
+//! in CI. Not yet: the remaining types, Q8_K on the device, norms, RoPE, attention, a whole
+//! forward on the GPU, `--device` (docs/gpu.md).
 
 use std::sync::mpsc;
 
@@ -78,6 +80,9 @@ pub struct Gpu {
     layout: wgpu::BindGroupLayout,
     /// One pipeline per weight type, in [`KINDS`] order.
     pipelines: Vec<wgpu::ComputePipeline>,
+    quant_layout: wgpu::BindGroupLayout,
+    /// Activation quantization to Q8_0 and Q8_1 (`quant.wgsl`).
+    quant: [wgpu::ComputePipeline; 2],
 }
 
 /// The weight types with a kernel, in the order of `KIND` in `matmul.wgsl`.
@@ -234,7 +239,48 @@ impl Gpu {
                 })
             })
             .collect();
-        Ok(Gpu { device, queue, summary, layout, pipelines })
+        let quant_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("quant.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("quant.wgsl").into()),
+        });
+        let quant_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("quantize"),
+            entries: &[
+                storage(0, true),
+                storage(1, false),
+                storage(2, false),
+                storage(3, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 4,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let quant_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("quantize"),
+            bind_group_layouts: &[Some(&quant_layout)],
+            immediate_size: 0,
+        });
+        let quant = [false, true].map(|affine| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(if affine { "quantize Q8_1" } else { "quantize Q8_0" }),
+                layout: Some(&quant_pipeline_layout),
+                module: &quant_module,
+                entry_point: Some("q8"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("AFFINE", if affine { 1.0 } else { 0.0 })],
+                    ..Default::default()
+                },
+                cache: None,
+            })
+        });
+        Ok(Gpu { device, queue, summary, layout, pipelines, quant_layout, quant })
     }
 
     /// The adapter in use.
@@ -304,8 +350,8 @@ impl Gpu {
     /// The product of every row `r` of `w` with each of the `n` activation rows in `act`, into
     /// `out[t·m + r]`: `Σ_b (d_w·d_a)·Σ q_w·q_a` (+ `m_w·s_a` for the affine types) for the
     /// quantized types, `Σ w·x` for the float ones. `act` holds the rows as
-    /// `edgellm_core::kernels::quantize_activations` writes them for `w`'s type (Q8_0, Q8_1
-    /// or f32). One submission, one read back.
+    /// `edgellm_core::kernels::quantize_activations` writes them for `w`'s type (Q8_0, Q8_1,
+    /// Q8_K or f32). One submission, one read back.
     pub fn matmul(&self, w: &GpuWeight, act: &[u8], n: usize) -> Result<Vec<f32>, GpuError> {
         let row = kernels::activation_row_bytes(w.dtype, w.k);
         if n == 0 || act.len() != n * row {
@@ -316,15 +362,138 @@ impl Gpu {
                 act.len()
             )));
         }
+        self.check_dispatch(w, n)?;
+        let (ad, as_, aq) = relayout_activations(w.dtype, act);
+        self.fits("the activations", aq.len())?;
+        let acts = [
+            self.storage("activation scales", &f32_bytes(&ad)),
+            self.storage("activation sums", &f32_bytes(&as_)),
+            self.storage("activation codes", &aq),
+        ];
+        self.product(w, &acts, n, None)
+    }
+
+    /// [`Gpu::matmul`] of f32 activation rows `x` (`n × k`), quantized on the device for the
+    /// 32-value types (`quant.wgsl`, as `quantize_activations` does; one submission for both
+    /// passes), on the host for the k-quants (Q8_K on the device is not written yet), passed
+    /// as they are to the float types.
+    pub fn matmul_f32(&self, w: &GpuWeight, x: &[f32], n: usize) -> Result<Vec<f32>, GpuError> {
+        if n == 0 || x.len() != n * w.k {
+            return Err(GpuError::Shape(format!(
+                "{n} rows of {} values are {} floats, got {}",
+                w.k,
+                n * w.k,
+                x.len()
+            )));
+        }
+        if !w.dtype.is_quantized() {
+            return self.matmul(w, &f32_bytes(x), n);
+        }
+        if matches!(w.dtype, DType::Q4_K | DType::Q6_K) {
+            let row = kernels::activation_row_bytes(w.dtype, w.k);
+            let mut act = vec![0u8; n * row];
+            for (xr, ar) in x.chunks_exact(w.k).zip(act.chunks_exact_mut(row)) {
+                kernels::quantize_activations(w.dtype, xr, ar);
+            }
+            return self.matmul(w, &act, n);
+        }
+        self.check_dispatch(w, n)?;
+        let (acts, quant) = self.quantize_pass(w.dtype, x)?;
+        self.product(w, &acts, n, Some(quant))
+    }
+
+    /// The activation rows `x` (whole 32-value blocks) quantized on the device for `weight`'s
+    /// activation type (Q8_0, or Q8_1 for the affine types), read back in the CPU's block
+    /// layout: what [`Gpu::matmul_f32`] feeds its product.
+    pub fn quantize_activations(&self, weight: DType, x: &[f32]) -> Result<Vec<u8>, GpuError> {
+        if !matches!(weight, DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1) {
+            return Err(GpuError::Unsupported(weight));
+        }
+        if x.is_empty() || !x.len().is_multiple_of(QK) {
+            return Err(GpuError::Shape(format!("{} values are not whole 32-value blocks", x.len())));
+        }
+        let (acts, quant) = self.quantize_pass(weight, x)?;
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("quantize") });
+        quant.record(&mut enc);
+        let [d, s, q] = self.read_back(enc, [&acts[0], &acts[1], &acts[2]])?;
+        let affine = matches!(weight, DType::Q4_1 | DType::Q5_1);
+        let mut out = Vec::with_capacity(x.len() / QK * if affine { 36 } else { 34 });
+        for (b, codes) in q.chunks_exact(32).enumerate() {
+            let f16 = |v: &[u8]| {
+                half::f16::from_f32(f32::from_le_bytes([v[4 * b], v[4 * b + 1], v[4 * b + 2], v[4 * b + 3]]))
+            };
+            out.extend_from_slice(&f16(&d).to_le_bytes());
+            if affine {
+                out.extend_from_slice(&f16(&s).to_le_bytes());
+            }
+            out.extend_from_slice(codes);
+        }
+        Ok(out)
+    }
+
+    /// A product's dispatch fits one grid dimension.
+    fn check_dispatch(&self, w: &GpuWeight, n: usize) -> Result<(), GpuError> {
         if n > u16::MAX as usize || w.m.div_ceil(WORKGROUP as usize) > u16::MAX as usize {
             return Err(GpuError::Shape(format!("{n} tokens × {} rows exceeds one dispatch", w.m)));
         }
-        let (ad, as_, aq) = relayout_activations(w.dtype, act);
-        self.fits("the activations", aq.len())?;
-        self.fits("the output", w.m * n * 4)?;
-        let ad = self.storage("activation scales", &f32_bytes(&ad));
-        let as_ = self.storage("activation sums", &f32_bytes(&as_));
-        let aq = self.storage("activation codes", &aq);
+        self.fits("the output", w.m * n * 4)
+    }
+
+    /// Uploads `x` and prepares the quantization pass writing the activation buffers
+    /// `[scales, sums, codes]` of `weight`'s activation type.
+    fn quantize_pass(&self, weight: DType, x: &[f32]) -> Result<([wgpu::Buffer; 3], Pass), GpuError> {
+        self.fits("the activations", x.len() * 4)?;
+        let blocks = x.len() / QK;
+        let buffer = |label: &str, bytes: usize| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        let acts = [
+            buffer("activation scales", 4 * blocks),
+            buffer("activation sums", 4 * blocks),
+            buffer("activation codes", 32 * blocks),
+        ];
+        let input = self.storage("activations", &f32_bytes(x));
+        let dims = self.uniform(&[blocks as u32, 0, 0, 0]);
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("quantize"),
+            layout: &self.quant_layout,
+            entries: &[
+                entry(0, &input),
+                entry(1, &acts[0]),
+                entry(2, &acts[1]),
+                entry(3, &acts[2]),
+                entry(4, &dims),
+            ],
+        });
+        let affine = matches!(weight, DType::Q4_1 | DType::Q5_1);
+        let pipeline = self.quant[usize::from(affine)].clone();
+        Ok((acts, Pass { pipeline, bind, groups: (blocks as u32).div_ceil(WORKGROUP), tokens: 1 }))
+    }
+
+    fn uniform(&self, v: &[u32; 4]) -> wgpu::Buffer {
+        let bytes: Vec<u8> = v.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("dims"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// The product of `w` with the activation buffers `[scales, sums, codes]`, after `before`
+    /// (the activations' quantization) in the same submission; reads the output back.
+    fn product(
+        &self,
+        w: &GpuWeight,
+        acts: &[wgpu::Buffer; 3],
+        n: usize,
+        before: Option<Pass>,
+    ) -> Result<Vec<f32>, GpuError> {
         let out_bytes = (w.m * n * 4) as u64;
         let out = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("out"),
@@ -332,20 +501,8 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let read = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("read back"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let per_row = w.k / block_values(w.dtype);
-        let dims: Vec<u8> =
-            [per_row as u32, w.m as u32, n as u32, w.m as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let dims = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("dims"),
-            contents: &dims,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let dims = self.uniform(&[per_row as u32, w.m as u32, n as u32, w.m as u32]);
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("matmul"),
             layout: &self.layout,
@@ -353,42 +510,92 @@ impl Gpu {
                 entry(0, &w.scales),
                 entry(1, &w.mins),
                 entry(2, &w.codes),
-                entry(3, &ad),
-                entry(4, &as_),
-                entry(5, &aq),
+                entry(3, &acts[0]),
+                entry(4, &acts[1]),
+                entry(5, &acts[2]),
                 entry(6, &out),
                 entry(7, &dims),
             ],
         });
         let kind = KINDS.iter().position(|&t| t == w.dtype).ok_or(GpuError::Unsupported(w.dtype))?;
-        let pipeline = &self.pipelines[kind];
-        let errors = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pass = Pass {
+            pipeline: self.pipelines[kind].clone(),
+            bind,
+            groups: (w.m as u32).div_ceil(WORKGROUP),
+            tokens: n as u32,
+        };
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups((w.m as u32).div_ceil(WORKGROUP), n as u32, 1);
+        if let Some(q) = before {
+            q.record(&mut enc);
         }
-        enc.copy_buffer_to_buffer(&out, 0, &read, 0, out_bytes);
+        pass.record(&mut enc);
+        let [v] = self.read_back(enc, [&out])?;
+        Ok(v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+
+    /// Finishes `enc` with copies of `bufs` into mappable buffers, submits it (validation
+    /// errors become [`GpuError::Execution`]) and returns the buffers' bytes.
+    fn read_back<const N: usize>(
+        &self,
+        mut enc: wgpu::CommandEncoder,
+        bufs: [&wgpu::Buffer; N],
+    ) -> Result<[Vec<u8>; N], GpuError> {
+        let errors = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let reads: Vec<wgpu::Buffer> = bufs
+            .iter()
+            .map(|b| {
+                let r = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("read back"),
+                    size: b.size(),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                enc.copy_buffer_to_buffer(b, 0, &r, 0, b.size());
+                r
+            })
+            .collect();
         self.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(errors.pop()) {
             return Err(GpuError::Execution(e.to_string()));
         }
         let (tx, rx) = mpsc::channel();
-        read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        for r in &reads {
+            let tx = tx.clone();
+            r.slice(..).map_async(wgpu::MapMode::Read, move |res| {
+                let _ = tx.send(res);
+            });
+        }
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Execution(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| GpuError::Execution(e.to_string()))?
-            .map_err(|e| GpuError::Execution(e.to_string()))?;
-        let view = read.slice(..).get_mapped_range().map_err(|e| GpuError::Execution(e.to_string()))?;
-        let v = view.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        Ok(v)
+        for _ in &reads {
+            rx.recv()
+                .map_err(|e| GpuError::Execution(e.to_string()))?
+                .map_err(|e| GpuError::Execution(e.to_string()))?;
+        }
+        let mut out: [Vec<u8>; N] = std::array::from_fn(|_| Vec::new());
+        for (o, r) in out.iter_mut().zip(&reads) {
+            *o = r.slice(..).get_mapped_range().map_err(|e| GpuError::Execution(e.to_string()))?.to_vec();
+        }
+        Ok(out)
+    }
+}
+
+/// One compute pass: a pipeline, its bindings and its grid (`groups` × `tokens`).
+struct Pass {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    groups: u32,
+    tokens: u32,
+}
+
+impl Pass {
+    fn record(&self, enc: &mut wgpu::CommandEncoder) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(self.groups, self.tokens, 1);
     }
 }
 

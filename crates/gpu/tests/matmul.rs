@@ -122,3 +122,109 @@ fn bad_uploads_and_products_are_typed_errors() {
     // A zero activation row gives zeros.
     assert_eq!(gpu.matmul(&gw, &vec![0u8; row], 1).unwrap(), [0.0; 3]);
 }
+
+/// The f16 bits of a block's scale at `o`.
+fn f16_bits(b: &[u8], o: usize) -> i32 {
+    u16::from_le_bytes([b[o], b[o + 1]]) as i32
+}
+
+#[test]
+fn device_quantization_is_the_cpus() {
+    let Some(gpu) = gpu() else { return };
+    let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
+    let (k, n) = (576, 7);
+    let mut x = values(k * n, 77);
+    // An all-zero block and exact halves (rounding ties) too.
+    x[32..64].fill(0.0);
+    for (i, v) in x[64..96].iter_mut().enumerate() {
+        *v = (i as f32 - 16.0) * 0.5;
+    }
+    for dtype in [DType::Q8_0, DType::Q4_1] {
+        let row = kernels::activation_row_bytes(dtype, k);
+        let (bs, head) = if dtype == DType::Q4_1 { (36, 4) } else { (34, 2) };
+        let mut want = vec![0u8; n * row];
+        for t in 0..n {
+            scalar.quantize_activations(dtype, &x[t * k..(t + 1) * k], &mut want[t * row..(t + 1) * row]);
+        }
+        let got = gpu.quantize_activations(dtype, &x).unwrap();
+        assert_eq!(got.len(), want.len());
+        // WGSL allows a division 2.5 ulp off and leaves the f16 rounding to the device: a code
+        // may differ by one at a tie, a scale by one f16 ulp; both are rare.
+        let mut differ = 0;
+        for (g, w) in got.chunks_exact(bs).zip(want.chunks_exact(bs)) {
+            for o in (0..head).step_by(2) {
+                assert!((f16_bits(g, o) - f16_bits(w, o)).abs() <= 1, "{dtype}: scale {g:?} vs {w:?}");
+            }
+            for (&a, &b) in g[head..].iter().zip(&w[head..]) {
+                let d = (a as i8 as i32 - b as i8 as i32).abs();
+                assert!(d <= 1, "{dtype}: code {} vs {}", a as i8, b as i8);
+                differ += d;
+            }
+        }
+        eprintln!("{dtype}: {differ} codes differ from the CPU's on {}", gpu.adapter());
+        assert!(differ * 100 <= (n * k) as i32, "{dtype}: {differ} of {} codes differ", n * k);
+    }
+    assert!(matches!(gpu.quantize_activations(DType::Q4_K, &x), Err(GpuError::Unsupported(_))));
+    assert!(matches!(gpu.quantize_activations(DType::Q8_0, &x[..40]), Err(GpuError::Shape(_))));
+}
+
+#[test]
+fn products_of_f32_rows_equal_the_oracle_on_their_quantization() {
+    let Some(gpu) = gpu() else { return };
+    let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
+    for (i, dtype) in [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::F16,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (k, m, n) = (512, 70, 3);
+        let w = quantize(dtype, &values(k * m, 500 + i as u64)).unwrap();
+        let x = values(k * n, 600 + i as u64);
+        let gw = gpu.upload(dtype, k, m, &w).unwrap();
+        let got = gpu.matmul_f32(&gw, &x, n).unwrap();
+        // The activations the product met: the device's quantization for the 32-value types,
+        // the CPU's for the others.
+        let act = match gpu.quantize_activations(dtype, &x) {
+            Ok(a) => a,
+            Err(GpuError::Unsupported(_)) => {
+                let row = kernels::activation_row_bytes(dtype, k);
+                let mut a = vec![0u8; n * row];
+                for t in 0..n {
+                    scalar.quantize_activations(
+                        dtype,
+                        &x[t * k..(t + 1) * k],
+                        &mut a[t * row..(t + 1) * row],
+                    );
+                }
+                a
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut want = vec![0.0f32; m * n];
+        scalar.matmul(dtype, &w, k, 0..m, &act, n, &mut want, m);
+        let (row, wb) = (act.len() / n, w.len() / m);
+        for t in 0..n {
+            for r in 0..m {
+                let (terms, mag) = kernels::dot_error_terms(
+                    dtype,
+                    &w[r * wb..(r + 1) * wb],
+                    &act[t * row..(t + 1) * row],
+                    k,
+                );
+                let (g, o) = (got[t * m + r], want[t * m + r]);
+                assert!(
+                    Tolerance::sum_reorder(terms, mag).allows(g, o),
+                    "{dtype}: row {r} token {t}: {g} vs {o}"
+                );
+            }
+        }
+    }
+}
