@@ -12,8 +12,10 @@
 //! (`quant.wgsl`, Q8_0 / Q8_1, in the same submission). Every product is tested against the
 //! CPU's scalar oracle within
 //! `Tolerance::sum_reorder` (`tests/matmul.rs`), on Mesa's software Vulkan driver (lavapipe)
-//! in CI. Not yet: the remaining types, Q8_K on the device, norms, RoPE, attention, a whole
-//! forward on the GPU, `--device` (docs/gpu.md).
+//! in CI. RMSNorm, SwiGLU, softmax and add (`ops.wgsl`) against the CPU functions within
+//! `tolerance::gpu::ROW_OPS`. Not yet: the remaining types, Q8_K on the device, LayerNorm,
+//! RoPE, GELU, attention, device-resident tensors and a whole forward, `--device`
+//! (docs/gpu.md).
 
 use std::sync::mpsc;
 
@@ -83,6 +85,31 @@ pub struct Gpu {
     quant_layout: wgpu::BindGroupLayout,
     /// Activation quantization to Q8_0 and Q8_1 (`quant.wgsl`).
     quant: [wgpu::ComputePipeline; 2],
+    ops_layout: wgpu::BindGroupLayout,
+    /// The row and element-wise operations (`ops.wgsl`), in [`Op`] order.
+    ops: Vec<wgpu::ComputePipeline>,
+}
+
+/// A row or element-wise operation of `ops.wgsl`.
+#[derive(Clone, Copy)]
+enum Op {
+    RmsNorm,
+    Swiglu,
+    Add,
+    Softmax,
+}
+
+impl Op {
+    const ALL: [Op; 4] = [Op::RmsNorm, Op::Swiglu, Op::Add, Op::Softmax];
+
+    fn entry(self) -> &'static str {
+        match self {
+            Op::RmsNorm => "rms_norm",
+            Op::Swiglu => "swiglu",
+            Op::Add => "add",
+            Op::Softmax => "softmax",
+        }
+    }
 }
 
 /// The weight types with a kernel, in the order of `KIND` in `matmul.wgsl`.
@@ -280,7 +307,47 @@ impl Gpu {
                 cache: None,
             })
         });
-        Ok(Gpu { device, queue, summary, layout, pipelines, quant_layout, quant })
+        let ops_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("ops.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("ops.wgsl").into()),
+        });
+        let ops_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("ops"),
+            entries: &[
+                storage(0, true),
+                storage(1, true),
+                storage(2, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 3,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let ops_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("ops"),
+            bind_group_layouts: &[Some(&ops_layout)],
+            immediate_size: 0,
+        });
+        let ops = Op::ALL
+            .iter()
+            .map(|op| {
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(op.entry()),
+                    layout: Some(&ops_pipeline_layout),
+                    module: &ops_module,
+                    entry_point: Some(op.entry()),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .collect();
+        Ok(Gpu { device, queue, summary, layout, pipelines, quant_layout, quant, ops_layout, ops })
     }
 
     /// The adapter in use.
@@ -430,6 +497,83 @@ impl Gpu {
             out.extend_from_slice(codes);
         }
         Ok(out)
+    }
+
+    /// RMSNorm of each row of `x` (rows of `w.len()` values): `x · (1/√(mean(x²) + eps)) · w`.
+    pub fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>, GpuError> {
+        if w.is_empty() || x.is_empty() || !x.len().is_multiple_of(w.len()) {
+            return Err(GpuError::Shape(format!("rms_norm: {} values are not rows of {}", x.len(), w.len())));
+        }
+        self.row_op(Op::RmsNorm, x, w, w.len(), x.len() / w.len(), eps)
+    }
+
+    /// `silu(g) · u`, element by element, as `edgellm_core::kernels::swiglu`.
+    pub fn swiglu(&self, g: &[f32], u: &[f32]) -> Result<Vec<f32>, GpuError> {
+        self.same_len("swiglu", g, u)?;
+        self.row_op(Op::Swiglu, g, u, g.len(), 1, 0.0)
+    }
+
+    /// `a + b`, element by element.
+    pub fn add(&self, a: &[f32], b: &[f32]) -> Result<Vec<f32>, GpuError> {
+        self.same_len("add", a, b)?;
+        self.row_op(Op::Add, a, b, a.len(), 1, 0.0)
+    }
+
+    /// The softmax of each row of `row` values of `x`.
+    pub fn softmax(&self, x: &[f32], row: usize) -> Result<Vec<f32>, GpuError> {
+        if row == 0 || x.is_empty() || !x.len().is_multiple_of(row) {
+            return Err(GpuError::Shape(format!("softmax: {} values are not rows of {row}", x.len())));
+        }
+        self.row_op(Op::Softmax, x, &[0.0], row, x.len() / row, 0.0)
+    }
+
+    fn same_len(&self, what: &str, a: &[f32], b: &[f32]) -> Result<(), GpuError> {
+        if a.is_empty() || a.len() != b.len() {
+            return Err(GpuError::Shape(format!("{what}: lengths {} and {}", a.len(), b.len())));
+        }
+        Ok(())
+    }
+
+    /// Runs `op` (`ops.wgsl`) on `a` and `b`: rows of `len` values (`rows` of them; 1 for the
+    /// element-wise ops, whose `len` is everything), reading the result back.
+    fn row_op(
+        &self,
+        op: Op,
+        a: &[f32],
+        b: &[f32],
+        len: usize,
+        rows: usize,
+        eps: f32,
+    ) -> Result<Vec<f32>, GpuError> {
+        self.fits("the operands", 4 * a.len().max(b.len()))?;
+        let (ab, bb) = (self.storage("a", &f32_bytes(a)), self.storage("b", &f32_bytes(b)));
+        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("out"),
+            size: (4 * a.len()) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let dims = self.uniform(&[len as u32, rows as u32, eps.to_bits(), 0]);
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(op.entry()),
+            layout: &self.ops_layout,
+            entries: &[entry(0, &ab), entry(1, &bb), entry(2, &out), entry(3, &dims)],
+        });
+        let threads = if matches!(op, Op::RmsNorm | Op::Softmax) { rows } else { len };
+        if threads.div_ceil(WORKGROUP as usize) > u16::MAX as usize {
+            return Err(GpuError::Shape(format!("{threads} invocations exceed one dispatch")));
+        }
+        let pass = Pass {
+            pipeline: self.ops[op as usize].clone(),
+            bind,
+            groups: (threads as u32).div_ceil(WORKGROUP),
+            tokens: 1,
+        };
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op.entry()) });
+        pass.record(&mut enc);
+        let [v] = self.read_back(enc, [&out])?;
+        Ok(v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
     /// A product's dispatch fits one grid dimension.

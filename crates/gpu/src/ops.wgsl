@@ -1,0 +1,82 @@
+// Row and element-wise operations of the forward passes (edgellm_gpu::Gpu::rms_norm, swiglu,
+// softmax, add), each the CPU function's formula in f32 (the CPU's RMSNorm sums squares in
+// f64; no f64 here), compared against it within `tolerance::gpu::ROW_OPS`.
+
+struct Dims {
+    // Values per row (rows ops) or in all (element-wise ops).
+    len: u32,
+    rows: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> dims: Dims;
+
+// out[r] = a[r] * (1 / sqrt(mean(a[r]^2) + eps)) * b (the weight), one invocation per row.
+@compute @workgroup_size(64, 1, 1)
+fn rms_norm(@builtin(global_invocation_id) id: vec3<u32>) {
+    let r = id.x;
+    if (r >= dims.rows) {
+        return;
+    }
+    let n = dims.len;
+    var ss = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let v = a[r * n + i];
+        ss += v * v;
+    }
+    let scale = 1.0 / sqrt(ss / f32(n) + dims.eps);
+    for (var i = 0u; i < n; i++) {
+        out[r * n + i] = a[r * n + i] * scale * b[i];
+    }
+}
+
+// out = silu(a) * b, silu(x) = x / (1 + e^-x) through e^-|x| (never overflows), as the CPU.
+@compute @workgroup_size(64, 1, 1)
+fn swiglu(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= dims.len) {
+        return;
+    }
+    let x = a[i];
+    let e = exp(-abs(x));
+    let num = select(x * e, x, x >= 0.0);
+    out[i] = num / (1.0 + e) * b[i];
+}
+
+// out = a + b.
+@compute @workgroup_size(64, 1, 1)
+fn add(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= dims.len) {
+        return;
+    }
+    out[i] = a[i] + b[i];
+}
+
+// Each row's softmax: exp(x - max) / Σ exp(x - max), one invocation per row.
+@compute @workgroup_size(64, 1, 1)
+fn softmax(@builtin(global_invocation_id) id: vec3<u32>) {
+    let r = id.x;
+    if (r >= dims.rows) {
+        return;
+    }
+    let n = dims.len;
+    var m = a[r * n];
+    for (var i = 1u; i < n; i++) {
+        m = max(m, a[r * n + i]);
+    }
+    var s = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let e = exp(a[r * n + i] - m);
+        out[r * n + i] = e;
+        s += e;
+    }
+    let inv = 1.0 / s;
+    for (var i = 0u; i < n; i++) {
+        out[r * n + i] = out[r * n + i] * inv;
+    }
+}

@@ -1,0 +1,78 @@
+//! The GPU's row and element-wise operations against the CPU functions the forward passes
+//! use, within `tolerance::gpu::ROW_OPS` (add: bit for bit). Adapter handling as in
+//! `matmul.rs` (`EDGELLM_REQUIRE_GPU` makes a missing adapter a failure).
+
+use edgellm_core::kernels;
+use edgellm_core::tolerance::{assert_close, gpu::ROW_OPS};
+use edgellm_gpu::{Gpu, GpuError};
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::new() {
+        Ok(g) => Some(g),
+        Err(e @ GpuError::NoAdapter { .. }) => {
+            assert!(std::env::var_os("EDGELLM_REQUIRE_GPU").is_none(), "EDGELLM_REQUIRE_GPU is set: {e}");
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Deterministic values in about [-scale, scale) (a 64-bit LCG).
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+#[test]
+fn row_and_element_ops_equal_the_cpu_functions() {
+    let Some(gpu) = gpu() else { return };
+    // RMSNorm over SmolLM2's, Gemma 3's and a 2048-wide hidden size, several rows.
+    for (i, &(d, rows)) in [(576, 5), (640, 3), (2048, 2), (7, 1)].iter().enumerate() {
+        let x = values(d * rows, 10 + i as u64, 3.0);
+        let w = values(d, 20 + i as u64, 1.5);
+        let mut want = x.clone();
+        edgellm_models::nn::rms_norm(&mut want, &w, 1e-5);
+        assert_close(&format!("rms_norm d={d}"), &gpu.rms_norm(&x, &w, 1e-5).unwrap(), &want, ROW_OPS);
+    }
+    // SwiGLU over both signs and large magnitudes (e^-|x| never overflows).
+    let mut g = values(3000, 30, 12.0);
+    g.extend([0.0, -0.0, 88.0, -88.0, 1e-30]);
+    let u = values(g.len(), 31, 2.0);
+    let mut want = g.clone();
+    kernels::swiglu(&mut want, &u);
+    assert_close("swiglu", &gpu.swiglu(&g, &u).unwrap(), &want, ROW_OPS);
+    // Softmax rows as attention takes them: exp(x − max), then one reciprocal of the sum.
+    for &(row, rows) in &[(512, 3), (1, 2), (37, 4)] {
+        let x = values(row * rows, 40 + row as u64, 8.0);
+        let mut want = x.clone();
+        for r in want.chunks_exact_mut(row) {
+            let m = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let inv = (1.0 / kernels::softmax_exp(r, m)) as f32;
+            r.iter_mut().for_each(|v| *v *= inv);
+        }
+        assert_close(&format!("softmax {row}"), &gpu.softmax(&x, row).unwrap(), &want, ROW_OPS);
+    }
+    // Addition rounds once on both: the same bits.
+    let (a, b) = (values(1000, 50, 100.0), values(1000, 51, 1e-3));
+    let got = gpu.add(&a, &b).unwrap();
+    for ((&g, &x), &y) in got.iter().zip(&a).zip(&b) {
+        assert_eq!(g.to_bits(), (x + y).to_bits());
+    }
+}
+
+#[test]
+fn bad_operands_are_typed_errors() {
+    let Some(gpu) = gpu() else { return };
+    assert!(matches!(gpu.rms_norm(&[1.0; 10], &[1.0; 3], 1e-5), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.rms_norm(&[1.0; 3], &[], 1e-5), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.swiglu(&[1.0; 3], &[1.0; 4]), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.add(&[], &[]), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.softmax(&[1.0; 10], 4), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.softmax(&[1.0; 10], 0), Err(GpuError::Shape(_))));
+}
