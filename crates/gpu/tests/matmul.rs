@@ -12,36 +12,8 @@ use edgellm_core::tolerance::Tolerance;
 use edgellm_core::DType;
 use edgellm_gpu::{Gpu, GpuError};
 
-fn gpu() -> Option<Gpu> {
-    match Gpu::new() {
-        Ok(g) => {
-            eprintln!("GPU: {}", g.adapter());
-            Some(g)
-        }
-        Err(e @ GpuError::NoAdapter { .. }) => {
-            assert!(std::env::var_os("EDGELLM_REQUIRE_GPU").is_none(), "EDGELLM_REQUIRE_GPU is set: {e}");
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Deterministic values in about [-1, 1) (a 64-bit LCG), with a few large ones.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
-            if (s >> 20) & 63 == 0 {
-                v * 8.0
-            } else {
-                v
-            }
-        })
-        .collect()
-}
+mod common;
+use common::{gpu, values};
 
 #[test]
 fn quantized_products_equal_the_scalar_oracle() {

@@ -4,30 +4,10 @@
 
 use edgellm_core::kernels;
 use edgellm_core::tolerance::{assert_close, gpu::ROW_OPS};
-use edgellm_gpu::{Gpu, GpuError};
+use edgellm_gpu::GpuError;
 
-fn gpu() -> Option<Gpu> {
-    match Gpu::new() {
-        Ok(g) => Some(g),
-        Err(e @ GpuError::NoAdapter { .. }) => {
-            assert!(std::env::var_os("EDGELLM_REQUIRE_GPU").is_none(), "EDGELLM_REQUIRE_GPU is set: {e}");
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Deterministic values in about [-scale, scale) (a 64-bit LCG).
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+mod common;
+use common::{gpu, uniform as values};
 
 #[test]
 fn row_and_element_ops_equal_the_cpu_functions() {
