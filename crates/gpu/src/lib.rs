@@ -203,48 +203,9 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::Device { adapter: summary.name.clone(), why: e.to_string() })?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("matmul.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("matmul.wgsl").into()),
-        });
-        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("matmul"),
-            entries: &[
-                storage(0, true),
-                storage(1, true),
-                storage(2, true),
-                storage(3, true),
-                storage(4, true),
-                storage(5, true),
-                storage(6, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 7,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("matmul"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipelines = KINDS
+        // matmul.wgsl: weight scales, minimums, codes, activation scales, sums, codes (read),
+        // the output, then the uniform; one pipeline per weight type (`KIND`).
+        let kinds: Vec<(&str, &str, f64)> = KINDS
             .iter()
             .enumerate()
             .map(|(kind, t)| {
@@ -253,100 +214,32 @@ impl Gpu {
                     t if t.is_quantized() => "quantized",
                     _ => "float",
                 };
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(t.name()),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("KIND", kind as f64)],
-                        ..Default::default()
-                    },
-                    cache: None,
-                })
+                (t.name(), entry, kind as f64)
             })
             .collect();
-        let quant_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("quant.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("quant.wgsl").into()),
-        });
-        let quant_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("quantize"),
-            entries: &[
-                storage(0, true),
-                storage(1, false),
-                storage(2, false),
-                storage(3, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 4,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-            ],
-        });
-        let quant_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("quantize"),
-            bind_group_layouts: &[Some(&quant_layout)],
-            immediate_size: 0,
-        });
-        let quant = [false, true].map(|affine| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(if affine { "quantize Q8_1" } else { "quantize Q8_0" }),
-                layout: Some(&quant_pipeline_layout),
-                module: &quant_module,
-                entry_point: Some("q8"),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("AFFINE", if affine { 1.0 } else { 0.0 })],
-                    ..Default::default()
-                },
-                cache: None,
-            })
-        });
-        let ops_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("ops.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("ops.wgsl").into()),
-        });
-        let ops_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("ops"),
-            entries: &[
-                storage(0, true),
-                storage(1, true),
-                storage(2, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 3,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-            ],
-        });
-        let ops_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("ops"),
-            bind_group_layouts: &[Some(&ops_layout)],
-            immediate_size: 0,
-        });
-        let ops = Op::ALL
-            .iter()
-            .map(|op| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(op.entry()),
-                    layout: Some(&ops_pipeline_layout),
-                    module: &ops_module,
-                    entry_point: Some(op.entry()),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
-            })
-            .collect();
+        let (layout, pipelines) = kernel_set(
+            &device,
+            "matmul.wgsl",
+            include_str!("matmul.wgsl"),
+            &[true, true, true, true, true, true, false],
+            &kinds,
+            "KIND",
+        );
+        // quant.wgsl: the f32 rows (read), the activation scales, sums and codes it writes.
+        let (quant_layout, quant) = kernel_set(
+            &device,
+            "quant.wgsl",
+            include_str!("quant.wgsl"),
+            &[true, false, false, false],
+            &[("quantize Q8_0", "q8", 0.0), ("quantize Q8_1", "q8", 1.0)],
+            "AFFINE",
+        );
+        let quant: [wgpu::ComputePipeline; 2] = quant.try_into().expect("two quantization pipelines");
+        // ops.wgsl: two operands (read), the output.
+        let op_entries: Vec<(&str, &str, f64)> =
+            Op::ALL.iter().map(|op| (op.entry(), op.entry(), 0.0)).collect();
+        let (ops_layout, ops) =
+            kernel_set(&device, "ops.wgsl", include_str!("ops.wgsl"), &[true, true, false], &op_entries, "");
         Ok(Gpu { device, queue, summary, layout, pipelines, quant_layout, quant, ops_layout, ops })
     }
 
@@ -741,6 +634,60 @@ impl Pass {
         pass.set_bind_group(0, &self.bind, &[]);
         pass.dispatch_workgroups(self.groups, self.tokens, 1);
     }
+}
+
+/// Compiles one WGSL file into a bind group layout — storage buffers at bindings `0..`
+/// (`read_only` each), then one uniform — and a pipeline per `(label, entry point, value)`,
+/// the value given to the `override` constant `constant` (none when it is empty).
+fn kernel_set(
+    device: &wgpu::Device,
+    file: &str,
+    source: &str,
+    read_only: &[bool],
+    pipelines: &[(&str, &str, f64)],
+    constant: &str,
+) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(file),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let buffer = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+        binding: binding as u32,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    };
+    let mut entries: Vec<wgpu::BindGroupLayoutEntry> = read_only
+        .iter()
+        .enumerate()
+        .map(|(i, &read_only)| buffer(i, wgpu::BufferBindingType::Storage { read_only }))
+        .collect();
+    entries.push(buffer(read_only.len(), wgpu::BufferBindingType::Uniform));
+    let layout = device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(file), entries: &entries });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(file),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipelines = pipelines
+        .iter()
+        .map(|&(label, entry, value)| {
+            let constants = [(constant, value)];
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: if constant.is_empty() { &[] } else { &constants },
+                    ..Default::default()
+                },
+                cache: None,
+            })
+        })
+        .collect();
+    (layout, pipelines)
 }
 
 fn entry(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
