@@ -43,6 +43,20 @@ fn grid(toml: &str) -> GridFile {
     g
 }
 
+/// Runs the sweep and returns its result and the stage names it reported, in order.
+fn sweep_with_stages(g: &GridFile, opts: &SweepOptions) -> (edgellm_eval::sweep::SweepResult, Vec<String>) {
+    let mut stages: Vec<String> = Vec::new();
+    let r = run_sweep(g, opts, &mut |e| {
+        if let SweepEvent::Stage { stage, .. } = e {
+            if !stages.iter().any(|s| s == stage) {
+                stages.push(stage.to_string());
+            }
+        }
+    })
+    .unwrap();
+    (r, stages)
+}
+
 /// PNG signature and IHDR size.
 fn png_size(p: &Path) -> (u32, u32) {
     let b = std::fs::read(p).unwrap();
@@ -66,15 +80,7 @@ fn decoder_sweep_measures_charts_and_resumes() {
         keep_models: false,
         fresh: false,
     };
-    let mut stages = Vec::new();
-    let r = run_sweep(&g, &opts, &mut |e| {
-        if let SweepEvent::Stage { stage, .. } = e {
-            if !stages.contains(&stage.to_string()) {
-                stages.push(stage.to_string());
-            }
-        }
-    })
-    .unwrap();
+    let (r, stages) = sweep_with_stages(&g, &opts);
     assert_eq!(r.kind, Kind::Decoder);
     assert_eq!(r.base_type, "Q4_1");
     let names: Vec<&str> = r.points.iter().map(|p| p.name.as_str()).collect();
@@ -146,15 +152,7 @@ fn decoder_sweep_stores_sparse_and_thresholds_activations() {
         keep_models: false,
         fresh: true,
     };
-    let mut stages = Vec::new();
-    let r = run_sweep(&g, &opts, &mut |e| {
-        if let SweepEvent::Stage { stage, .. } = e {
-            if !stages.contains(&stage.to_string()) {
-                stages.push(stage.to_string());
-            }
-        }
-    })
-    .unwrap();
+    let (r, stages) = sweep_with_stages(&g, &opts);
     // Activation sparsity is off again for whatever loads next.
     assert_eq!(edgellm_models::act_sparsity::act_sparsity(), None);
     let names: Vec<&str> = r.points.iter().map(|p| p.name.as_str()).collect();
