@@ -24,6 +24,12 @@ use edgellm_core::quant::{scale_min_k4, QK_K};
 use edgellm_core::DType;
 use wgpu::util::DeviceExt;
 
+mod llama;
+mod record;
+
+pub use llama::{GpuLlama, MAX_STEP_TOKENS};
+pub use record::{rope_table, ActBuffers, AttnDims, GpuLayerKv, GpuTensor, RopeMode, Step, MAX_HEAD_DIM};
+
 /// An error of the GPU backend.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -88,6 +94,11 @@ pub struct Gpu {
     ops_layout: wgpu::BindGroupLayout,
     /// The row and element-wise operations (`ops.wgsl`), in [`Op`] order.
     ops: Vec<wgpu::ComputePipeline>,
+    attn_layout: wgpu::BindGroupLayout,
+    /// `attn.wgsl`: rope, kv_store, attention.
+    attn: Vec<wgpu::ComputePipeline>,
+    /// Two one-word storage buffers for the bindings an entry point does not use.
+    dummy: [wgpu::Buffer; 2],
 }
 
 /// A row or element-wise operation of `ops.wgsl`.
@@ -97,10 +108,11 @@ enum Op {
     Swiglu,
     Add,
     Softmax,
+    AddTo,
 }
 
 impl Op {
-    const ALL: [Op; 4] = [Op::RmsNorm, Op::Swiglu, Op::Add, Op::Softmax];
+    const ALL: [Op; 5] = [Op::RmsNorm, Op::Swiglu, Op::Add, Op::Softmax, Op::AddTo];
 
     fn entry(self) -> &'static str {
         match self {
@@ -108,6 +120,7 @@ impl Op {
             Op::Swiglu => "swiglu",
             Op::Add => "add",
             Op::Softmax => "softmax",
+            Op::AddTo => "add_to",
         }
     }
 }
@@ -240,7 +253,38 @@ impl Gpu {
             Op::ALL.iter().map(|op| (op.entry(), op.entry(), 0.0)).collect();
         let (ops_layout, ops) =
             kernel_set(&device, "ops.wgsl", include_str!("ops.wgsl"), &[true, true, false], &op_entries, "");
-        Ok(Gpu { device, queue, summary, layout, pipelines, quant_layout, quant, ops_layout, ops })
+        // attn.wgsl: two operands (read), the key and value caches, the output.
+        let (attn_layout, attn) = kernel_set(
+            &device,
+            "attn.wgsl",
+            include_str!("attn.wgsl"),
+            &[true, true, false, false, false],
+            &[("rope", "rope", 0.0), ("kv_store", "kv_store", 0.0), ("attention", "attention", 0.0)],
+            "",
+        );
+        let unused = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let dummy = [unused("unused 0"), unused("unused 1")];
+        Ok(Gpu {
+            device,
+            queue,
+            summary,
+            layout,
+            pipelines,
+            quant_layout,
+            quant,
+            ops_layout,
+            ops,
+            attn_layout,
+            attn,
+            dummy,
+        })
     }
 
     /// The adapter in use.
@@ -282,6 +326,12 @@ impl Gpu {
             mins: self.storage("weight minimums", &f32_bytes(&mins)),
             codes: self.storage("weight codes", &codes),
         })
+    }
+
+    /// The largest storage buffer this device binds, in bytes.
+    pub(crate) fn max_binding(&self) -> u64 {
+        let limits = self.device.limits();
+        limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
     }
 
     /// Whether a storage buffer of `bytes` can be bound on this device (a typed error naming
@@ -515,9 +565,13 @@ impl Gpu {
 
     fn uniform(&self, v: &[u32; 4]) -> wgpu::Buffer {
         let bytes: Vec<u8> = v.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.uniform_bytes(&bytes)
+    }
+
+    fn uniform_bytes(&self, bytes: &[u8]) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("dims"),
-            contents: &bytes,
+            contents: bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         })
     }
@@ -538,6 +592,20 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
+        let pass = self.product_pass(w, [&acts[0], &acts[1], &acts[2]], n, &out);
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
+        if let Some(q) = before {
+            q.record(&mut enc);
+        }
+        pass.record(&mut enc);
+        let [v] = self.read_back(enc, [&out])?;
+        Ok(v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+
+    /// The product pass of `w` with the activation buffers `[scales, sums, codes]` (`n` rows)
+    /// into `out` (`[n × m]`).
+    fn product_pass(&self, w: &GpuWeight, acts: [&wgpu::Buffer; 3], n: usize, out: &wgpu::Buffer) -> Pass {
         let per_row = w.k / block_values(w.dtype);
         let dims = self.uniform(&[per_row as u32, w.m as u32, n as u32, w.m as u32]);
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -547,28 +615,20 @@ impl Gpu {
                 entry(0, &w.scales),
                 entry(1, &w.mins),
                 entry(2, &w.codes),
-                entry(3, &acts[0]),
-                entry(4, &acts[1]),
-                entry(5, &acts[2]),
-                entry(6, &out),
+                entry(3, acts[0]),
+                entry(4, acts[1]),
+                entry(5, acts[2]),
+                entry(6, out),
                 entry(7, &dims),
             ],
         });
-        let kind = KINDS.iter().position(|&t| t == w.dtype).ok_or(GpuError::Unsupported(w.dtype))?;
-        let pass = Pass {
+        let kind = KINDS.iter().position(|&t| t == w.dtype).expect("an uploaded weight has a kernel");
+        Pass {
             pipeline: self.pipelines[kind].clone(),
             bind,
             groups: (w.m as u32).div_ceil(WORKGROUP),
             tokens: n as u32,
-        };
-        let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
-        if let Some(q) = before {
-            q.record(&mut enc);
         }
-        pass.record(&mut enc);
-        let [v] = self.read_back(enc, [&out])?;
-        Ok(v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
     /// Finishes `enc` with copies of `bufs` into mappable buffers, submits it (validation

@@ -1,6 +1,7 @@
 // Row and element-wise operations of the forward passes (edgellm_gpu::Gpu::rms_norm, swiglu,
-// softmax, add), each the CPU function's formula in f32 (the CPU's RMSNorm sums squares in
-// f64; no f64 here), compared against it within `tolerance::gpu::ROW_OPS`.
+// softmax, add; add_to for the residual stream in place), each the CPU function's formula in
+// f32 (the CPU's RMSNorm sums squares in f64; no f64 here), compared against it within
+// `tolerance::gpu::ROW_OPS`.
 
 struct Dims {
     // Values per row (rows ops) or in all (element-wise ops).
@@ -55,6 +56,16 @@ fn add(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     out[i] = a[i] + b[i];
+}
+
+// out += a (the residual stream, in place).
+@compute @workgroup_size(64, 1, 1)
+fn add_to(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= dims.len) {
+        return;
+    }
+    out[i] = out[i] + a[i];
 }
 
 // Each row's softmax: exp(x - max) / Σ exp(x - max), one invocation per row.

@@ -76,6 +76,9 @@ pub enum ModelError {
     /// The model does not implement layer-wise execution.
     #[error("the {0} model does not support layer-wise execution (needed by sequential pruning)")]
     LayerwiseUnsupported(String),
+    /// The device running the model (a GPU) failed or cannot hold it.
+    #[error("{0}")]
+    Device(String),
     /// An intent classifier's head or labels are missing or malformed.
     #[error("intent model: {0}")]
     Intent(String),

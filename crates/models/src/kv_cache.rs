@@ -312,13 +312,16 @@ pub struct KvCache {
     pub max_batch: usize,
     /// Activation buffers of the forward pass (not part of the cache's contents).
     pub buffers: Buffers,
+    /// Keys, values and buffers a backend keeps outside host memory (a GPU model's device
+    /// buffers; `layers` is then empty). Only the model that made the cache reads it.
+    pub device: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl KvCache {
     /// A cache of `n_layer` full-context layers, holding `n_ctx` positions.
     pub fn new(shape: KvShape, n_layer: usize, n_ctx: usize) -> KvCache {
         let layers = (0..n_layer).map(|_| LayerCache::new(shape, n_ctx, None)).collect();
-        KvCache { layers, n_ctx, len: 0, max_batch: n_ctx.max(1), buffers: Buffers::default() }
+        KvCache { layers, n_ctx, len: 0, max_batch: n_ctx.max(1), buffers: Buffers::default(), device: None }
     }
 
     /// A cache whose layer `l` has sliding window `windows[l]` (`None` = global). Windowed
@@ -333,7 +336,31 @@ impl KvCache {
             .iter()
             .map(|w| LayerCache::new(shape, Self::capacity(*w, n_ctx, max_batch), *w))
             .collect();
-        KvCache { layers, n_ctx, len: 0, max_batch: max_batch.max(1), buffers: Buffers::default() }
+        KvCache {
+            layers,
+            n_ctx,
+            len: 0,
+            max_batch: max_batch.max(1),
+            buffers: Buffers::default(),
+            device: None,
+        }
+    }
+
+    /// A cache of `n_ctx` positions whose storage a backend keeps itself (`device`), with no
+    /// host layers.
+    pub fn on_device(
+        n_ctx: usize,
+        max_batch: usize,
+        device: Box<dyn std::any::Any + Send + Sync>,
+    ) -> KvCache {
+        KvCache {
+            layers: Vec::new(),
+            n_ctx,
+            len: 0,
+            max_batch: max_batch.max(1),
+            buffers: Buffers::default(),
+            device: Some(device),
+        }
     }
 
     /// Positions a layer with window `w` holds in a cache of `n_ctx` fed `max_batch` at a time.
