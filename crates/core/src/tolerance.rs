@@ -451,6 +451,15 @@ pub mod gpu {
     /// 6.1e-5 for rows of 2048), and WGSL lets `exp`, `sqrt` and a division be a few ulps off.
     /// Relative 1e-4 with an absolute floor of 1e-6 for values near zero.
     pub const ROW_OPS: super::Tolerance = super::Tolerance { abs: 1e-6, rel: 1e-4 };
+    /// Rotary embedding: the GPU turns each pair in f32 with the `(cos, sin)` table rounded
+    /// to f32, the CPU in f64 rounded once: a few f32 roundings of values up to |x|, so an
+    /// absolute floor of 1e-6 (|x| ≲ 4) where a result cancels towards zero.
+    pub const ROPE: super::Tolerance = super::Tolerance { abs: 1e-6, rel: 1e-5 };
+    /// Attention with an F16 cache: both sides round each probability to half, so an `exp`
+    /// or a sum a few ulps apart can move a probability by one half ulp (2⁻¹¹ relative); the
+    /// output moves by at most 2⁻¹¹·Σp·|v| ≤ 4.9e-4·max|v|. For values within ±1 (the test's),
+    /// absolute 5e-4, plus the f32 sums' reordering.
+    pub const ATTENTION: super::Tolerance = super::Tolerance { abs: 5e-4, rel: 1e-4 };
 }
 
 /// Gradient tolerances: autograd against central finite differences.
