@@ -42,6 +42,9 @@ pub struct Args {
     /// default with --exact).
     #[arg(long = "cache-type", value_parser = crate::run::parse_cache_type)]
     cache_type: Option<edgellm_models::KvType>,
+    /// Where the model runs: cpu, gpu or auto (see `edgellm run --help`).
+    #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
+    device: edgellm_models::Device,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
     reps: usize,
@@ -57,16 +60,22 @@ pub fn main(a: Args) -> Result<()> {
     let threads = edgellm_core::parallel::num_threads();
     let n_ctx = edgellm_eval::speed::bench_ctx(a.n_prompt, a.n_gen);
     crate::calibrate_sparsity::enable(&a.model, a.act_sparsity, false)?;
-    let lm = LoadedModel::load_with(&a.model, n_ctx, &crate::run::load_options(a.exact, a.cache_type))?;
+    let opts = crate::run::load_options(a.exact, a.cache_type, a.device);
+    let lm = LoadedModel::load_with(&a.model, n_ctx, &opts)?;
+    crate::run::note_device(lm.device_note.as_deref());
+    let on_cpu = lm.device == "CPU";
     let info = lm.model.info().clone();
     let report = edgellm_eval::speed::bench(lm.model.as_ref(), a.n_prompt, a.n_gen, a.reps, |_, _| {})?;
     let rows: Vec<(String, (f64, f64))> =
         report.tests().into_iter().map(|t| (t.test.clone(), (t.tokens_per_s, t.sd))).collect();
-    let bytes_per_token = if a.n_gen > 0 { Some(decode_bytes_per_token(lm.model.as_ref())?) } else { None };
+    // The CPU's Linear layers count the bytes they read; the GPU's do not.
+    let bytes_per_token =
+        if a.n_gen > 0 && on_cpu { Some(decode_bytes_per_token(lm.model.as_ref())?) } else { None };
     let rss = peak_rss_bytes().unwrap_or(0);
-    let tier = edgellm_models::linear::kernel_description();
-    let packing = edgellm_models::linear::packing_description();
-    let cache_type = crate::run::load_options(a.exact, a.cache_type).kv_type().name();
+    let tier =
+        if on_cpu { edgellm_models::linear::kernel_description() } else { format!("GPU: {}", lm.device) };
+    let packing = if on_cpu { edgellm_models::linear::packing_description() } else { "GPU layout".into() };
+    let cache_type = opts.kv_type().name();
     let name = a.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     match a.output_format {
         BenchFormat::Json => {
@@ -78,7 +87,7 @@ pub fn main(a: Args) -> Result<()> {
                 "{}",
                 serde_json::json!({
                     "model": name, "size_bytes": lm.gguf.file_len(), "params": info.n_params,
-                    "threads": threads, "kernels": tier, "cache_type": cache_type, "reps": a.reps,
+                    "threads": threads, "kernels": tier, "device": lm.device, "cache_type": cache_type, "reps": a.reps,
                     "load_ms": lm.load_ms, "peak_rss_bytes": rss, "packing": packing, "tests": tests,
                     "act_sparsity": a.act_sparsity, "weight_bytes_per_token": bytes_per_token,
                 })

@@ -38,6 +38,10 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Where the encoder runs: cpu or auto (the GPU path does not run encoders yet: gpu is
+    /// an error).
+    #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
+    device: edgellm::Device,
 }
 
 /// Run `edgellm embed`.
@@ -56,7 +60,11 @@ pub fn main(a: Args) -> Result<()> {
         !(a.format == EmbedFormat::Npy && to_terminal),
         "npy output is binary: redirect standard output or pass -o FILE"
     );
-    let engine = Engine::load(&a.model, EngineOptions { threads: Some(a.threads), ..Default::default() })?;
+    let engine = Engine::load(
+        &a.model,
+        EngineOptions { threads: Some(a.threads), device: a.device, ..Default::default() },
+    )?;
+    crate::run::note_device(engine.info().device_note.as_deref());
     let emb = engine.embed_batched(&lines, a.batch)?;
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(

@@ -103,6 +103,9 @@ struct ChunkArgs {
     /// llama.cpp's CPU backend).
     #[arg(long)]
     exact: bool,
+    /// Where the models run: cpu, gpu or auto (see `edgellm run --help`).
+    #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
+    device: edgellm_models::Device,
     /// Output format.
     #[arg(long = "output-format", value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
@@ -181,8 +184,10 @@ fn progress(p: &ChunkProgress) {
 }
 
 fn load(path: &PathBuf, c: &ChunkArgs) -> Result<LoadedModel> {
-    LoadedModel::load_with(path, c.n_ctx, &crate::run::load_options(c.exact, None))
-        .with_context(|| format!("loading {}", path.display()))
+    let lm = LoadedModel::load_with(path, c.n_ctx, &crate::run::load_options(c.exact, None, c.device))
+        .with_context(|| format!("loading {}", path.display()))?;
+    crate::run::note_device(lm.device_note.as_deref());
+    Ok(lm)
 }
 
 fn run_ppl(a: PplArgs) -> Result<()> {

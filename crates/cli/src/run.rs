@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use edgellm::{Engine, EngineOptions, FinishReason, GenerateParams, KvType, Sampler, SamplerConfig};
+use edgellm::{Device, Engine, EngineOptions, FinishReason, GenerateParams, KvType, Sampler, SamplerConfig};
 
 use crate::OutputFormat;
 
@@ -63,9 +63,21 @@ impl SamplingArgs {
     }
 }
 
-/// Model options from the `--exact` and `--cache-type` flags.
-pub fn load_options(exact: bool, cache_type: Option<KvType>) -> edgellm_models::LoadOptions {
-    EngineOptions { exact, cache_type, ..Default::default() }.load_options()
+/// Model options from the `--exact`, `--cache-type` and `--device` flags.
+pub fn load_options(exact: bool, cache_type: Option<KvType>, device: Device) -> edgellm_models::LoadOptions {
+    EngineOptions { exact, cache_type, device, ..Default::default() }.load_options()
+}
+
+/// Parse a `--device` value: `cpu`, `gpu` or `auto`.
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    Device::parse(s).ok_or_else(|| format!("unknown device '{s}': expected cpu, gpu or auto"))
+}
+
+/// Says on stderr why `--device auto` runs on the CPU, when it does.
+pub fn note_device(note: Option<&str>) {
+    if let Some(why) = note {
+        eprintln!("--device auto: running on the CPU ({why})");
+    }
 }
 
 /// Parse a `--cache-type` value.
@@ -106,13 +118,17 @@ pub struct ModelArgs {
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Where the model runs: cpu, gpu (Vulkan, Metal or DX12 through wgpu; an error without
+    /// one) or auto (the GPU where there is one that runs the model, else the CPU).
+    #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
+    device: Device,
 }
 
 impl ModelArgs {
     /// Load the engine these flags describe (one slot).
     pub fn load(&self) -> Result<Engine> {
         crate::calibrate_sparsity::enable(&self.model, self.act_sparsity, false)?;
-        Ok(Engine::load(
+        let engine = Engine::load(
             &self.model,
             EngineOptions {
                 n_ctx: self.ctx,
@@ -120,8 +136,11 @@ impl ModelArgs {
                 exact: self.exact,
                 cache_type: self.cache_type,
                 slots: 1,
+                device: self.device,
             },
-        )?)
+        )?;
+        note_device(engine.info().device_note.as_deref());
+        Ok(engine)
     }
 }
 
@@ -166,6 +185,7 @@ pub fn main(a: Args) -> Result<()> {
     })?;
     let t = &gen.timings;
     let load_ms = engine.info().load_ms;
+    let device = engine.info().device.clone();
     if json {
         let obj = serde_json::json!({
             "prompt_ids": prompt_ids,
@@ -186,14 +206,15 @@ pub fn main(a: Args) -> Result<()> {
     }
     if a.verbose {
         eprintln!(
-            "load {:.0} ms | prompt {} tokens, {:.1} tok/s | generation {} tokens, {:.1} tok/s | stop: {} | threads {}",
+            "load {:.0} ms | prompt {} tokens, {:.1} tok/s | generation {} tokens, {:.1} tok/s | stop: {} | threads {} | {}",
             load_ms,
             t.prompt_tokens,
             t.prompt_tokens_per_s(),
             t.gen_tokens,
             t.gen_tokens_per_s(),
             stop_name(gen.finish),
-            edgellm_core::parallel::num_threads()
+            edgellm_core::parallel::num_threads(),
+            device
         );
     }
     Ok(())

@@ -55,6 +55,9 @@ pub struct Args {
     /// Threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the models run: cpu, gpu or auto (see `edgellm run --help`).
+    #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
+    pub device: edgellm::Device,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -65,10 +68,13 @@ pub fn main(a: Args) -> Result<()> {
         threads: Some(a.threads),
         cache_type: a.cache_type,
         slots: a.parallel,
+        device: a.device,
         ..Default::default()
     };
     let load = |p: &PathBuf| -> Result<Arc<Engine>> {
-        Ok(Arc::new(Engine::load(p, opts.clone()).with_context(|| format!("loading {}", p.display()))?))
+        let e = Engine::load(p, opts.clone()).with_context(|| format!("loading {}", p.display()))?;
+        crate::run::note_device(e.info().device_note.as_deref());
+        Ok(Arc::new(e))
     };
     let mut models = match &a.model {
         Some(m) => Models::single(load(m)?),

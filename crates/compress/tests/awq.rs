@@ -56,7 +56,7 @@ fn model() -> GgufFile {
 }
 
 fn exact() -> LoadOptions {
-    LoadOptions { precision: Precision::Exact, kv_type: None }
+    LoadOptions { precision: Precision::Exact, kv_type: None, ..Default::default() }
 }
 
 fn tokens(n: usize, seed: u64) -> Vec<u32> {

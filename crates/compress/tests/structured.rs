@@ -35,7 +35,7 @@ fn tokens(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
 /// All logits of `ids` with f32 activations.
 fn logits(src: &ModelSource, ids: &[u32]) -> Vec<f32> {
     let f = src.to_file().unwrap();
-    let opts = LoadOptions { precision: Precision::Exact, kv_type: None };
+    let opts = LoadOptions { precision: Precision::Exact, kv_type: None, ..Default::default() };
     let m = edgellm_models::load_gguf_with(&f, &opts).unwrap();
     let mut cache = m.new_cache(ids.len());
     m.forward(ids, &mut cache, true).unwrap()

@@ -9,7 +9,7 @@ use edgellm_formats::mmap::{special_file, SpecialFile};
 use edgellm_formats::{GgufFile, HfConfig};
 use edgellm_models::bert::BertConfig;
 use edgellm_models::intent::{has_intent_head, IntentHead};
-use edgellm_models::{KvType, LoadOptions, Precision};
+use edgellm_models::{Device, KvType, LoadOptions, ModelError, Precision};
 use edgellm_runtime::embed::{EmbedError, Embedder, DEFAULT_BATCH};
 use edgellm_runtime::{LoadedModel, RuntimeError};
 use edgellm_text::{ChatMessage, ChatTemplate};
@@ -41,13 +41,17 @@ pub struct EngineOptions {
     /// `parallel`; 0 or 1: one). Memory for all their caches is checked before the model is
     /// built.
     pub slots: usize,
+    /// Where the model runs: the CPU (default), the GPU (an error when there is no adapter
+    /// or the GPU path cannot run the model), or `Auto` (the GPU where it can, else the CPU;
+    /// [`EngineInfo::device_note`] says why).
+    pub device: Device,
 }
 
 impl EngineOptions {
     /// The model-loading options these give.
     pub fn load_options(&self) -> LoadOptions {
         let precision = if self.exact { Precision::Exact } else { Precision::Fast };
-        LoadOptions { precision, kv_type: self.cache_type }
+        LoadOptions { precision, kv_type: self.cache_type, device: self.device }
     }
 }
 
@@ -131,6 +135,10 @@ pub struct EngineInfo {
     pub chat_template: TemplateSource,
     /// Milliseconds the load took.
     pub load_ms: f64,
+    /// Where the model runs: `CPU`, or the GPU adapter (name, back end, driver, type).
+    pub device: String,
+    /// Why `Device::Auto` chose the CPU, when it did.
+    pub device_note: Option<String>,
 }
 
 /// A decoder with the chat template it uses.
@@ -215,7 +223,7 @@ impl Engine {
         }
         let mut engine = match special_file(path) {
             None => load_file(path, &options)?,
-            Some(SpecialFile::Directory) => load_dir(path)?,
+            Some(SpecialFile::Directory) => load_dir(path, &options)?,
             // Checked before opening: opening a FIFO would block until something writes to it.
             Some(kind) => return Err(Error::NotAModel { path: path.to_path_buf(), kind }),
         };
@@ -376,7 +384,7 @@ fn load_file(path: &Path, options: &EngineOptions) -> Result<Engine> {
             } else {
                 None
             };
-            Ok(encoder(path, embedder, head, name, file_bytes))
+            encoder(path, embedder, head, name, file_bytes, options)
         }
         _ => Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), arch }),
     }
@@ -411,6 +419,8 @@ fn load_decoder(path: &Path, options: &EngineOptions) -> Result<Engine> {
         kv_type: Some(load.kv_type()),
         chat_template: source,
         load_ms: 0.0,
+        device: lm.device.clone(),
+        device_note: lm.device_note.clone(),
     };
     let mut dec = Box::new(Decoder { lm, template, grammars: Grammars::detached() });
     dec.grammars = Grammars::register(&dec.lm.tokenizer);
@@ -420,7 +430,7 @@ fn load_decoder(path: &Path, options: &EngineOptions) -> Result<Engine> {
 /// Architectures whose Hugging Face directories hold decoders edgellm runs from GGUF only.
 const DECODER_MODEL_TYPES: &[&str] = &["llama", "gemma3", "gemma3_text", "gemma", "gemma2", "mistral"];
 
-fn load_dir(dir: &Path) -> Result<Engine> {
+fn load_dir(dir: &Path, options: &EngineOptions) -> Result<Engine> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(Error::MissingConfig { dir: dir.to_path_buf() });
@@ -443,7 +453,7 @@ fn load_dir(dir: &Path) -> Result<Engine> {
     let embedder = Embedder::load(dir)?;
     let file_bytes = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    Ok(encoder(dir, embedder, None, name, file_bytes))
+    encoder(dir, embedder, None, name, file_bytes, options)
 }
 
 /// Parameters of a BERT encoder (embeddings, layers; no pooler).
@@ -461,7 +471,17 @@ fn encoder(
     head: Option<IntentHead>,
     name: Option<String>,
     file_bytes: u64,
-) -> Engine {
+    options: &EngineOptions,
+) -> Result<Engine> {
+    const NO_GPU_ENCODER: &str = "the GPU path does not run encoders (bert) yet";
+    let device_note = match options.device {
+        Device::Cpu => None,
+        Device::Gpu => {
+            let why = format!("{NO_GPU_ENCODER}; use --device cpu, or auto to fall back to the CPU");
+            return Err(RuntimeError::Model(ModelError::Device(why)).into());
+        }
+        Device::Auto => Some(NO_GPU_ENCODER.to_string()),
+    };
     let c = &e.model().config;
     let info = EngineInfo {
         path: path.to_path_buf(),
@@ -482,6 +502,8 @@ fn encoder(
         kv_type: None,
         chat_template: TemplateSource::None,
         load_ms: 0.0,
+        device: "CPU".into(),
+        device_note,
     };
-    Engine { model: Model::Encoder(Box::new(e), head.map(Box::new)), info }
+    Ok(Engine { model: Model::Encoder(Box::new(e), head.map(Box::new)), info })
 }

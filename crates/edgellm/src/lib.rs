@@ -69,6 +69,8 @@ pub use logprob::{TokenLogprob, MAX_TOP_LOGPROBS};
 
 /// What a path given as a model is when it is not a regular file, in [`Error::NotAModel`].
 pub use edgellm_formats::mmap::SpecialFile;
+/// Where a model runs, for [`EngineOptions::device`].
+pub use edgellm_models::Device;
 /// Element type of the KV cache, for [`EngineOptions::cache_type`].
 pub use edgellm_models::KvType;
 /// Cosine similarity of two embeddings.

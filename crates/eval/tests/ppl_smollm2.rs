@@ -38,8 +38,12 @@ fn smollm2_perplexity_matches_llama_perplexity() {
     let opts = PplOptions { n_ctx: 128, max_chunks: Some(2) };
     let mut results = Vec::new();
     for precision in [Precision::Fast, Precision::Exact] {
-        let lm =
-            LoadedModel::load_with(model_path(), 128, &LoadOptions { precision, kv_type: None }).unwrap();
+        let lm = LoadedModel::load_with(
+            model_path(),
+            128,
+            &LoadOptions { precision, kv_type: None, ..Default::default() },
+        )
+        .unwrap();
         let (tokens, bos) = ppl::tokenize(&lm.tokenizer, &text[..cut]);
         assert_eq!(bos, None, "SmolLM2's vocabulary does not add BOS");
         let r = ppl::perplexity(lm.model.as_ref(), &tokens, bos, &opts, |_| {}).unwrap();
@@ -74,9 +78,12 @@ fn smollm2_perplexity_matches_llama_perplexity_on_40_chunks() {
     let want = g["q4_1_c512_40"]["ppl"].as_f64().unwrap();
     let text = ppl::read_text(root().join("data/wikitext-2/wiki.test.raw")).unwrap();
     let opts = PplOptions { n_ctx: 512, max_chunks: Some(40) };
-    let lm =
-        LoadedModel::load_with(model_path(), 512, &LoadOptions { precision: Precision::Fast, kv_type: None })
-            .unwrap();
+    let lm = LoadedModel::load_with(
+        model_path(),
+        512,
+        &LoadOptions { precision: Precision::Fast, kv_type: None, ..Default::default() },
+    )
+    .unwrap();
     let (tokens, bos) = ppl::tokenize(&lm.tokenizer, &text);
     let r = ppl::perplexity(lm.model.as_ref(), &tokens, bos, &opts, |_| {}).unwrap();
     assert_eq!((r.chunks, r.tokens_scored), (40, 40 * 255));
@@ -109,7 +116,7 @@ fn smollm2_long_context_perplexity_matches_llama_perplexity() {
     let lm = LoadedModel::load_with(
         model_path(),
         4096,
-        &LoadOptions { precision: Precision::Fast, kv_type: None },
+        &LoadOptions { precision: Precision::Fast, kv_type: None, ..Default::default() },
     )
     .unwrap();
     let (tokens, bos) = ppl::tokenize(&lm.tokenizer, &text[..cut]);

@@ -199,7 +199,11 @@ fn cached_base_logits_give_the_same_kl_divergence() {
     let exact = LoadedModel::load_with(
         model("SmolLM2-135M-Instruct.Q4_1.gguf"),
         64,
-        &edgellm_models::LoadOptions { precision: edgellm_models::Precision::Exact, kv_type: None },
+        &edgellm_models::LoadOptions {
+            precision: edgellm_models::Precision::Exact,
+            kv_type: None,
+            ..Default::default()
+        },
     )
     .unwrap();
     let direct =

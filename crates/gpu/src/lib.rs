@@ -28,6 +28,35 @@ mod llama;
 mod record;
 
 pub use llama::{GpuLlama, MAX_STEP_TOKENS};
+
+/// The process's GPU, opened on first use (adapter selection and kernel compilation happen
+/// once; every model on the GPU shares the device). An error is not remembered: a later call
+/// tries again.
+pub fn shared() -> Result<std::sync::Arc<Gpu>, GpuError> {
+    static GPU: std::sync::Mutex<Option<std::sync::Arc<Gpu>>> = std::sync::Mutex::new(None);
+    let mut g = GPU.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(gpu) = g.as_ref() {
+        return Ok(gpu.clone());
+    }
+    let gpu = std::sync::Arc::new(Gpu::new()?);
+    *g = Some(gpu.clone());
+    Ok(gpu)
+}
+
+/// The language model in `f` on `gpu`: the architectures the GPU path runs (Llama: SmolLM2);
+/// any other is [`edgellm_models::ModelError::Device`] naming it.
+pub fn load_gguf(
+    gpu: std::sync::Arc<Gpu>,
+    f: &edgellm_formats::GgufFile,
+    opts: &edgellm_models::LoadOptions,
+) -> Result<Box<dyn edgellm_models::LanguageModel>, edgellm_models::ModelError> {
+    match f.architecture()? {
+        "llama" => Ok(Box::new(GpuLlama::from_gguf(gpu, f, opts)?)),
+        other => Err(edgellm_models::ModelError::Device(format!(
+            "the GPU path does not run the {other} architecture yet (it runs llama)"
+        ))),
+    }
+}
 pub use record::{rope_table, ActBuffers, AttnDims, GpuLayerKv, GpuTensor, RopeMode, Step, MAX_HEAD_DIM};
 
 /// An error of the GPU backend.

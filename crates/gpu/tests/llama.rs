@@ -153,7 +153,8 @@ fn smollm2_on_the_gpu_matches_llama_cpp_and_the_cpu() {
 fn gpu_model_errors_are_typed() {
     let Some(gpu) = common::gpu() else { return };
     let f = model();
-    let exact = LoadOptions { precision: edgellm_models::Precision::Exact, kv_type: None };
+    let exact =
+        LoadOptions { precision: edgellm_models::Precision::Exact, kv_type: None, ..Default::default() };
     let gpu = Arc::new(gpu);
     let e = GpuLlama::from_gguf(gpu.clone(), &f, &exact).err().expect("exact activations refused");
     assert!(e.to_string().contains("--device cpu"), "{e}");

@@ -184,6 +184,49 @@ pub struct LoadOptions {
     /// Element type of the KV cache; `None` = F16 with [`Precision::Fast`] (as llama.cpp),
     /// F32 with [`Precision::Exact`].
     pub kv_type: Option<KvType>,
+    /// Where the model runs. This crate builds CPU models only; the runtime's loader
+    /// (`edgellm_runtime::LoadedModel`) hands [`Device::Gpu`] and [`Device::Auto`] to the GPU
+    /// backend (`edgellm-gpu`).
+    pub device: Device,
+}
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU kernels (the default).
+    #[default]
+    Cpu,
+    /// The GPU backend; no usable adapter, or a model it cannot run yet, is an error.
+    Gpu,
+    /// The GPU where it has an adapter and runs the model, else the CPU.
+    Auto,
+}
+
+impl Device {
+    /// `cpu`, `gpu` or `auto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+            Device::Auto => "auto",
+        }
+    }
+
+    /// Parses `cpu`, `gpu` or `auto` (any case).
+    pub fn parse(s: &str) -> Option<Device> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Some(Device::Cpu),
+            "gpu" => Some(Device::Gpu),
+            "auto" => Some(Device::Auto),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl LoadOptions {

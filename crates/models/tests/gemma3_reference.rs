@@ -16,8 +16,11 @@ fn load_with(precision: Precision) -> Box<dyn LanguageModel> {
     let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
     let p = dir.join("gemma-3-270m-q4_k_m.gguf");
     assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
-    edgellm_models::load_gguf_with(&GgufFile::open(p).unwrap(), &LoadOptions { precision, kv_type: None })
-        .unwrap()
+    edgellm_models::load_gguf_with(
+        &GgufFile::open(p).unwrap(),
+        &LoadOptions { precision, kv_type: None, ..Default::default() },
+    )
+    .unwrap()
 }
 
 fn golden(name: &str) -> Value {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use edgellm_formats::{GgufError, GgufFile};
-use edgellm_models::{KvCache, LanguageModel, LoadOptions, ModelError};
+use edgellm_models::{Device, KvCache, LanguageModel, LoadOptions, ModelError};
 use edgellm_text::{ChatTemplate, ChatTemplateError, StreamDecoder, Tokenizer, TokenizerError};
 
 use crate::memory::{human_bytes, memory_limit, BadLimit, MemoryLimit};
@@ -89,6 +89,10 @@ pub struct LoadedModel {
     pub load_ms: f64,
     /// Context size sessions get.
     pub n_ctx: usize,
+    /// Where the model runs: `CPU`, or the GPU adapter (name, back end, driver).
+    pub device: String,
+    /// Why `--device auto` chose the CPU (no adapter, or a model the GPU path cannot run).
+    pub device_note: Option<String>,
 }
 
 impl LoadedModel {
@@ -138,7 +142,7 @@ impl LoadedModel {
                 None => check_fits(l, gguf.file_len(), 0, 0, 1, |_| 0)?,
             }
         }
-        let model = edgellm_models::load_gguf_with(&gguf, opts)?;
+        let (model, device, device_note) = load_on_device(&gguf, opts)?;
         let info = model.info().clone();
         let n_ctx = if n_ctx == 0 { info.n_ctx_train.min(4096) } else { n_ctx };
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -150,6 +154,8 @@ impl LoadedModel {
             chat_template,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
             n_ctx,
+            device,
+            device_note,
         })
     }
 
@@ -161,6 +167,37 @@ impl LoadedModel {
     /// A fresh session with its own KV cache.
     pub fn session(&self) -> Session<'_> {
         Session { lm: self, cache: self.model.new_cache(self.n_ctx), tokens: Vec::new() }
+    }
+}
+
+/// A built model, where it runs, and why `auto` chose the CPU.
+type OnDevice = (Box<dyn LanguageModel>, String, Option<String>);
+
+/// The model in `f` built for `opts.device`, with where it runs and, under
+/// [`Device::Auto`], why it fell back to the CPU. Under [`Device::Gpu`] no adapter, or a
+/// model the GPU path cannot run, is an error ([`ModelError::Device`]).
+fn load_on_device(f: &GgufFile, opts: &LoadOptions) -> Result<OnDevice, RuntimeError> {
+    let cpu = || -> Result<_, RuntimeError> { Ok(edgellm_models::load_gguf_with(f, opts)?) };
+    let on_gpu = || -> Result<_, ModelError> {
+        let gpu = edgellm_gpu::shared().map_err(|e| ModelError::Device(e.to_string()))?;
+        let name = gpu.adapter().to_string();
+        Ok((edgellm_gpu::load_gguf(gpu, f, opts)?, name))
+    };
+    match opts.device {
+        Device::Cpu => Ok((cpu()?, "CPU".into(), None)),
+        Device::Gpu => match on_gpu() {
+            Ok((m, name)) => Ok((m, name, None)),
+            Err(ModelError::Device(why)) => {
+                Err(ModelError::Device(format!("{why}; use --device cpu, or auto to fall back to the CPU"))
+                    .into())
+            }
+            Err(e) => Err(e.into()),
+        },
+        Device::Auto => match on_gpu() {
+            Ok((m, name)) => Ok((m, name, None)),
+            Err(ModelError::Device(why)) => Ok((cpu()?, "CPU".into(), Some(why))),
+            Err(e) => Err(e.into()),
+        },
     }
 }
 

@@ -70,7 +70,7 @@ fn greedy(lm: &LoadedModel, prompt_ids: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn logits_and_greedy_match_exact_math() {
-    let opts = LoadOptions { precision: Precision::Exact, kv_type: None };
+    let opts = LoadOptions { precision: Precision::Exact, kv_type: None, ..Default::default() };
     let lm = LoadedModel::load_with(model_path(), 512, &opts).unwrap();
     let g = golden("smollm2-135m-instruct-q4_1.exact.json");
     let mut worst = 0.0f64;

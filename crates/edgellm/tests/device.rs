@@ -1,0 +1,95 @@
+//! `EngineOptions::device` (`--device cpu|gpu|auto`): SmolLM2 on the GPU generates what the
+//! CPU generates (greedy), `auto` falls back to the CPU with a reason for what the GPU path
+//! does not run yet (Gemma 3, encoders), and `gpu` makes that a typed error.
+//!
+//! Without a GPU adapter the GPU cases skip, saying so, unless `EDGELLM_REQUIRE_GPU` is set
+//! (as `.ci/run` sets it with Mesa's lavapipe installed). Without the models directory
+//! everything skips (run `scripts/fetch-models`).
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use edgellm::{Device, Engine, EngineOptions, Error, GenerateParams, RuntimeError, SamplerConfig};
+use edgellm_models::ModelError;
+
+fn model(name: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root.join("models"));
+    if !dir.is_dir() {
+        eprintln!("skipping: the models directory {} is absent (run scripts/fetch-models)", dir.display());
+        return None;
+    }
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
+    Some(p)
+}
+
+fn on(device: Device) -> EngineOptions {
+    EngineOptions { device, n_ctx: 256, ..Default::default() }
+}
+
+/// The engine on the GPU, or `None` when there is no adapter (a failure with
+/// `EDGELLM_REQUIRE_GPU`).
+fn on_gpu(p: &PathBuf) -> Option<Engine> {
+    match Engine::load(p, on(Device::Gpu)) {
+        Ok(e) => Some(e),
+        Err(Error::Runtime(RuntimeError::Model(ModelError::Device(why))))
+            if why.contains("no GPU adapter") =>
+        {
+            assert!(std::env::var_os("EDGELLM_REQUIRE_GPU").is_none(), "EDGELLM_REQUIRE_GPU is set: {why}");
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn greedy(e: &Engine, prompt: &str, n: usize) -> String {
+    let params = GenerateParams {
+        max_tokens: n,
+        sampling: SamplerConfig { temperature: 0.0, ..Default::default() },
+        ignore_eos: true,
+        ..Default::default()
+    };
+    e.generate(prompt, &params, |_| ControlFlow::Continue(())).unwrap().text
+}
+
+#[test]
+fn smollm2_on_the_gpu_generates_what_the_cpu_generates() {
+    let Some(p) = model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(gpu) = on_gpu(&p) else { return };
+    assert_ne!(gpu.info().device, "CPU");
+    assert!(gpu.info().device_note.is_none());
+    let cpu = Engine::load(&p, on(Device::Cpu)).unwrap();
+    assert_eq!(cpu.info().device, "CPU");
+    // A prompt whose greedy continuation has no near-tie in its first 16 tokens on the CPU
+    // (crates/gpu/tests/llama.rs checks the logits themselves).
+    let prompt = "Edge devices such as smart speakers run small language models because";
+    assert_eq!(greedy(&gpu, prompt, 16), greedy(&cpu, prompt, 16));
+    // auto picks the GPU when it runs the model.
+    let auto = Engine::load(&p, on(Device::Auto)).unwrap();
+    assert_eq!(auto.info().device, gpu.info().device);
+}
+
+#[test]
+fn what_the_gpu_path_does_not_run_falls_back_under_auto_and_fails_under_gpu() {
+    let (Some(gemma), Some(minilm)) = (model("gemma-3-270m-q4_k_m.gguf"), model("all-MiniLM-L6-v2")) else {
+        return;
+    };
+    for p in [&gemma, &minilm] {
+        let auto = Engine::load(p, on(Device::Auto)).unwrap();
+        assert_eq!(auto.info().device, "CPU");
+        let why = auto.info().device_note.clone().expect("auto says why it chose the CPU");
+        assert!(why.contains("does not run") || why.contains("no GPU adapter"), "{why}");
+        match Engine::load(p, on(Device::Gpu)) {
+            Err(Error::Runtime(RuntimeError::Model(ModelError::Device(why)))) => {
+                assert!(why.contains("--device cpu"), "{why}")
+            }
+            other => panic!(
+                "{}: expected a device error, got {:?}",
+                p.display(),
+                other.map(|e| e.info().device.clone())
+            ),
+        }
+    }
+}
