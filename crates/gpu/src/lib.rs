@@ -118,8 +118,8 @@ pub struct Gpu {
     /// One pipeline per weight type, in [`KINDS`] order.
     pipelines: Vec<wgpu::ComputePipeline>,
     quant_layout: wgpu::BindGroupLayout,
-    /// Activation quantization to Q8_0 and Q8_1 (`quant.wgsl`).
-    quant: [wgpu::ComputePipeline; 2],
+    /// Activation quantization to Q8_0, Q8_1 and Q8_K (`quant.wgsl`), in [`ActKind`] order.
+    quant: [wgpu::ComputePipeline; 3],
     ops_layout: wgpu::BindGroupLayout,
     /// The row and element-wise operations (`ops.wgsl`), in [`Op`] order.
     ops: Vec<wgpu::ComputePipeline>,
@@ -150,6 +150,34 @@ impl Op {
             Op::Add => "add",
             Op::Softmax => "softmax",
             Op::AddTo => "add_to",
+        }
+    }
+}
+
+/// The activation type a quantized weight type's product takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub(crate) enum ActKind {
+    Q8_0,
+    Q8_1,
+    Q8_K,
+}
+
+impl ActKind {
+    fn of(weight: DType) -> Option<ActKind> {
+        match weight {
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => Some(ActKind::Q8_0),
+            DType::Q4_1 | DType::Q5_1 => Some(ActKind::Q8_1),
+            DType::Q4_K | DType::Q6_K => Some(ActKind::Q8_K),
+            _ => None,
+        }
+    }
+
+    /// Values per block.
+    fn block(self) -> usize {
+        match self {
+            ActKind::Q8_K => QK_K,
+            _ => QK,
         }
     }
 }
@@ -273,10 +301,10 @@ impl Gpu {
             "quant.wgsl",
             include_str!("quant.wgsl"),
             &[true, false, false, false],
-            &[("quantize Q8_0", "q8", 0.0), ("quantize Q8_1", "q8", 1.0)],
+            &[("quantize Q8_0", "q8", 0.0), ("quantize Q8_1", "q8", 1.0), ("quantize Q8_K", "q8k", 0.0)],
             "AFFINE",
         );
-        let quant: [wgpu::ComputePipeline; 2] = quant.try_into().expect("two quantization pipelines");
+        let quant: [wgpu::ComputePipeline; 3] = quant.try_into().expect("three quantization pipelines");
         // ops.wgsl: two operands (read), the output.
         let op_entries: Vec<(&str, &str, f64)> =
             Op::ALL.iter().map(|op| (op.entry(), op.entry(), 0.0)).collect();
@@ -413,9 +441,8 @@ impl Gpu {
     }
 
     /// [`Gpu::matmul`] of f32 activation rows `x` (`n × k`), quantized on the device for the
-    /// 32-value types (`quant.wgsl`, as `quantize_activations` does; one submission for both
-    /// passes), on the host for the k-quants (Q8_K on the device is not written yet), passed
-    /// as they are to the float types.
+    /// quantized types (`quant.wgsl`, as `quantize_activations` does; one submission for both
+    /// passes), passed as they are to the float types.
     pub fn matmul_f32(&self, w: &GpuWeight, x: &[f32], n: usize) -> Result<Vec<f32>, GpuError> {
         if n == 0 || x.len() != n * w.k {
             return Err(GpuError::Shape(format!(
@@ -428,45 +455,44 @@ impl Gpu {
         if !w.dtype.is_quantized() {
             return self.matmul(w, &f32_bytes(x), n);
         }
-        if matches!(w.dtype, DType::Q4_K | DType::Q6_K) {
-            let row = kernels::activation_row_bytes(w.dtype, w.k);
-            let mut act = vec![0u8; n * row];
-            for (xr, ar) in x.chunks_exact(w.k).zip(act.chunks_exact_mut(row)) {
-                kernels::quantize_activations(w.dtype, xr, ar);
-            }
-            return self.matmul(w, &act, n);
-        }
         self.check_dispatch(w, n)?;
         let (acts, quant) = self.quantize_pass(w.dtype, x)?;
-        self.product(w, &acts, n, Some(quant))
+        self.product(w, &[acts.d, acts.s, acts.q], n, Some(quant))
     }
 
-    /// The activation rows `x` (whole 32-value blocks) quantized on the device for `weight`'s
-    /// activation type (Q8_0, or Q8_1 for the affine types), read back in the CPU's block
-    /// layout: what [`Gpu::matmul_f32`] feeds its product.
+    /// The activation rows `x` (whole blocks) quantized on the device for `weight`'s
+    /// activation type (Q8_0, Q8_1 for the affine types, Q8_K for the k-quants), read back in
+    /// the CPU's block layout: what [`Gpu::matmul_f32`] feeds its product.
     pub fn quantize_activations(&self, weight: DType, x: &[f32]) -> Result<Vec<u8>, GpuError> {
-        if !matches!(weight, DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1) {
-            return Err(GpuError::Unsupported(weight));
-        }
-        if x.is_empty() || !x.len().is_multiple_of(QK) {
-            return Err(GpuError::Shape(format!("{} values are not whole 32-value blocks", x.len())));
-        }
+        let kind = ActKind::of(weight).ok_or(GpuError::Unsupported(weight))?;
         let (acts, quant) = self.quantize_pass(weight, x)?;
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("quantize") });
         quant.record(&mut enc);
-        let [d, s, q] = self.read_back(enc, [&acts[0], &acts[1], &acts[2]])?;
-        let affine = matches!(weight, DType::Q4_1 | DType::Q5_1);
-        let mut out = Vec::with_capacity(x.len() / QK * if affine { 36 } else { 34 });
-        for (b, codes) in q.chunks_exact(32).enumerate() {
-            let f16 = |v: &[u8]| {
-                half::f16::from_f32(f32::from_le_bytes([v[4 * b], v[4 * b + 1], v[4 * b + 2], v[4 * b + 3]]))
-            };
-            out.extend_from_slice(&f16(&d).to_le_bytes());
-            if affine {
-                out.extend_from_slice(&f16(&s).to_le_bytes());
+        let [d, s, q] = self.read_back(enc, [&acts.d, &acts.s, &acts.q])?;
+        let word = |v: &[u8], i: usize| [v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]];
+        let blocks = x.len() / kind.block();
+        let mut out = Vec::with_capacity(blocks * kernels::activation_row_bytes(weight, kind.block()));
+        for b in 0..blocks {
+            match kind {
+                ActKind::Q8_K => {
+                    out.extend_from_slice(&word(&d, b));
+                    out.extend_from_slice(&q[256 * b..256 * (b + 1)]);
+                    for g in 0..16 {
+                        out.extend_from_slice(
+                            &(i32::from_le_bytes(word(&s, 16 * b + g)) as i16).to_le_bytes(),
+                        );
+                    }
+                }
+                _ => {
+                    let f16 = |v: &[u8]| half::f16::from_f32(f32::from_le_bytes(word(v, b)));
+                    out.extend_from_slice(&f16(&d).to_le_bytes());
+                    if kind == ActKind::Q8_1 {
+                        out.extend_from_slice(&f16(&s).to_le_bytes());
+                    }
+                    out.extend_from_slice(&q[32 * b..32 * (b + 1)]);
+                }
             }
-            out.extend_from_slice(codes);
         }
         Ok(out)
     }
@@ -556,40 +582,46 @@ impl Gpu {
         self.fits("the output", w.m * n * 4)
     }
 
-    /// Uploads `x` and prepares the quantization pass writing the activation buffers
-    /// `[scales, sums, codes]` of `weight`'s activation type.
-    fn quantize_pass(&self, weight: DType, x: &[f32]) -> Result<([wgpu::Buffer; 3], Pass), GpuError> {
+    /// Uploads `x` and prepares the quantization pass writing the activation buffers of
+    /// `weight`'s activation type.
+    fn quantize_pass(&self, weight: DType, x: &[f32]) -> Result<(ActBuffers, Pass), GpuError> {
+        let kind = ActKind::of(weight).ok_or(GpuError::Unsupported(weight))?;
         self.fits("the activations", x.len() * 4)?;
-        let blocks = x.len() / QK;
-        let buffer = |label: &str, bytes: usize| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            })
-        };
-        let acts = [
-            buffer("activation scales", 4 * blocks),
-            buffer("activation sums", 4 * blocks),
-            buffer("activation codes", 32 * blocks),
-        ];
+        let acts = self.act_buffers(x.len())?;
         let input = self.storage("activations", &f32_bytes(x));
+        let pass = self.quant_pass(&input, x.len(), kind, &acts)?;
+        Ok((acts, pass))
+    }
+
+    /// The pass quantizing `values` f32 values of `input` (whole blocks of `kind`) into `acts`.
+    pub(crate) fn quant_pass(
+        &self,
+        input: &wgpu::Buffer,
+        values: usize,
+        kind: ActKind,
+        acts: &ActBuffers,
+    ) -> Result<Pass, GpuError> {
+        if values == 0 || !values.is_multiple_of(kind.block()) {
+            return Err(GpuError::Shape(format!(
+                "{values} values are not whole {}-value blocks",
+                kind.block()
+            )));
+        }
+        let blocks = values / kind.block();
         let dims = self.uniform(&[blocks as u32, 0, 0, 0]);
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("quantize"),
             layout: &self.quant_layout,
             entries: &[
-                entry(0, &input),
-                entry(1, &acts[0]),
-                entry(2, &acts[1]),
-                entry(3, &acts[2]),
+                entry(0, input),
+                entry(1, &acts.d),
+                entry(2, &acts.s),
+                entry(3, &acts.q),
                 entry(4, &dims),
             ],
         });
-        let affine = matches!(weight, DType::Q4_1 | DType::Q5_1);
-        let pipeline = self.quant[usize::from(affine)].clone();
-        Ok((acts, Pass { pipeline, bind, groups: (blocks as u32).div_ceil(WORKGROUP), tokens: 1 }))
+        let pipeline = self.quant[kind as usize].clone();
+        Ok(Pass { pipeline, bind, groups: (blocks as u32).div_ceil(WORKGROUP), tokens: 1 })
     }
 
     fn uniform(&self, v: &[u32; 4]) -> wgpu::Buffer {

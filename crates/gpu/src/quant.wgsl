@@ -52,3 +52,50 @@ fn q8(@builtin(global_invocation_id) id: vec3<u32>) {
         as_[b] = f16_round(d * f32(sum));
     }
 }
+
+// Q8_K (the k-quants' activations), as `BlockQ8_K::quantize_block`: per 256 values the value
+// of largest magnitude `max` (the first one on ties), `iscale = -127 / max`, codes
+// `min(round_ties_even(iscale * x), 127)`, the scale `1 / iscale` kept in f32, and the 16
+// sums of 16 codes (as i32 bits, what `matmul.wgsl` reads); an all-zero block is all zeros.
+// `dims.blocks` counts 256-value super-blocks here.
+@compute @workgroup_size(64, 1, 1)
+fn q8k(@builtin(global_invocation_id) id: vec3<u32>) {
+    let b = id.x;
+    if (b >= dims.blocks) {
+        return;
+    }
+    var amax = 0.0;
+    var mx = 0.0;
+    for (var i = 0u; i < 256u; i++) {
+        let v = x[256u * b + i];
+        if (abs(v) > amax) {
+            amax = abs(v);
+            mx = v;
+        }
+    }
+    if (amax == 0.0) {
+        ad[b] = 0.0;
+        for (var g = 0u; g < 16u; g++) {
+            as_[16u * b + g] = 0.0;
+        }
+        for (var w = 0u; w < 64u; w++) {
+            aq[64u * b + w] = 0u;
+        }
+        return;
+    }
+    let iscale = -127.0 / mx;
+    for (var g = 0u; g < 16u; g++) {
+        var sum = 0;
+        for (var w = 0u; w < 4u; w++) {
+            var word = 0u;
+            for (var i = 0u; i < 4u; i++) {
+                let q = min(i32(round(iscale * x[256u * b + 16u * g + 4u * w + i])), 127);
+                sum += q;
+                word |= (bitcast<u32>(q) & 0xffu) << (8u * i);
+            }
+            aq[64u * b + 4u * g + w] = word;
+        }
+        as_[16u * b + g] = bitcast<f32>(sum);
+    }
+    ad[b] = 1.0 / iscale;
+}

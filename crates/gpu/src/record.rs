@@ -3,9 +3,7 @@
 //! at the end ([`Step::read`]). The host round-trip entry points of [`Gpu`] (`matmul`,
 //! `rms_norm`, …) are the tests' view of the same kernels.
 
-use edgellm_core::DType;
-
-use crate::{entry, f32_bytes, Gpu, GpuError, GpuWeight, Op, Pass, QK, WORKGROUP};
+use crate::{entry, f32_bytes, ActKind, Gpu, GpuError, GpuWeight, Op, Pass, QK, WORKGROUP};
 
 /// f32 values in a device buffer.
 pub struct GpuTensor {
@@ -28,9 +26,10 @@ impl GpuTensor {
 /// Quantized activation rows on the device (`quant.wgsl`'s output, `matmul.wgsl`'s input):
 /// scales, Q8_1 sums and codes of up to `blocks` 32-value blocks; grown on demand.
 pub struct ActBuffers {
-    d: wgpu::Buffer,
-    s: wgpu::Buffer,
-    q: wgpu::Buffer,
+    pub(crate) d: wgpu::Buffer,
+    /// Q8_1's sums (one per 32 values) or Q8_K's (16 per 256): 8 bytes per 32 values.
+    pub(crate) s: wgpu::Buffer,
+    pub(crate) q: wgpu::Buffer,
     blocks: usize,
 }
 
@@ -141,7 +140,7 @@ impl Gpu {
         };
         Ok(ActBuffers {
             d: buffer("activation scales", 4 * blocks),
-            s: buffer("activation sums", 4 * blocks),
+            s: buffer("activation sums", 8 * blocks),
             q: buffer("activation codes", 32 * blocks),
             blocks,
         })
@@ -303,55 +302,25 @@ impl Step<'_> {
         if acts.blocks * QK < n * k {
             *acts = self.gpu.act_buffers(n * k)?;
         }
-        let mut quantized: Option<bool> = None;
+        let mut quantized: Option<ActKind> = None;
         for (w, out) in ws.iter().zip(outs) {
             if w.k != k {
                 return Err(GpuError::Shape(format!("linear: input widths {k} and {}", w.k)));
             }
             check_len("linear output", out, n * w.m)?;
             self.gpu.check_dispatch(w, n)?;
-            match w.dtype {
-                DType::Q4_K | DType::Q6_K => return Err(GpuError::Unsupported(w.dtype)),
-                t if t.is_quantized() => {
-                    let affine = matches!(t, DType::Q4_1 | DType::Q5_1);
-                    if quantized != Some(affine) {
-                        self.quantize(x, n * k, affine, acts)?;
-                        quantized = Some(affine);
+            match ActKind::of(w.dtype) {
+                Some(kind) => {
+                    if quantized != Some(kind) {
+                        let pass = self.gpu.quant_pass(&x.buf, n * k, kind, acts)?;
+                        pass.record(&mut self.enc);
+                        quantized = Some(kind);
                     }
                     self.product(w, [&acts.d, &acts.s, &acts.q], n, out);
                 }
-                _ => self.product(w, [&acts.d, &acts.s, &x.buf], n, out),
+                None => self.product(w, [&acts.d, &acts.s, &x.buf], n, out),
             }
         }
-        Ok(())
-    }
-
-    fn quantize(
-        &mut self,
-        x: &GpuTensor,
-        values: usize,
-        affine: bool,
-        acts: &ActBuffers,
-    ) -> Result<(), GpuError> {
-        let g = self.gpu;
-        if !values.is_multiple_of(QK) {
-            return Err(GpuError::Shape(format!("{values} values are not whole 32-value blocks")));
-        }
-        let blocks = values / QK;
-        let dims = g.uniform(&[blocks as u32, 0, 0, 0]);
-        let bind = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("quantize"),
-            layout: &g.quant_layout,
-            entries: &[
-                entry(0, &x.buf),
-                entry(1, &acts.d),
-                entry(2, &acts.s),
-                entry(3, &acts.q),
-                entry(4, &dims),
-            ],
-        });
-        let pipeline = g.quant[usize::from(affine)].clone();
-        Pass { pipeline, bind, groups: groups("quantize", blocks)?, tokens: 1 }.record(&mut self.enc);
         Ok(())
     }
 

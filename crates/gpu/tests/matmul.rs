@@ -8,7 +8,7 @@
 
 use edgellm_core::kernels::{self, Kernels, Tier};
 use edgellm_core::quant::quantize;
-use edgellm_core::tolerance::Tolerance;
+use edgellm_core::tolerance::{assert_ulps, Tolerance};
 use edgellm_core::DType;
 use edgellm_gpu::{Gpu, GpuError};
 
@@ -104,16 +104,21 @@ fn f16_bits(b: &[u8], o: usize) -> i32 {
 fn device_quantization_is_the_cpus() {
     let Some(gpu) = gpu() else { return };
     let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
-    let (k, n) = (576, 7);
+    let (k, n) = (768, 7);
     let mut x = values(k * n, 77);
-    // An all-zero block and exact halves (rounding ties) too.
+    // An all-zero block, an all-zero 256-value super-block and exact halves (rounding ties).
     x[32..64].fill(0.0);
+    x[k..k + 256].fill(0.0);
     for (i, v) in x[64..96].iter_mut().enumerate() {
         *v = (i as f32 - 16.0) * 0.5;
     }
-    for dtype in [DType::Q8_0, DType::Q4_1] {
+    for dtype in [DType::Q8_0, DType::Q4_1, DType::Q4_K] {
         let row = kernels::activation_row_bytes(dtype, k);
-        let (bs, head) = if dtype == DType::Q4_1 { (36, 4) } else { (34, 2) };
+        let (bs, head) = match dtype {
+            DType::Q4_1 => (36, 4),
+            DType::Q4_K => (292, 4),
+            _ => (34, 2),
+        };
         let mut want = vec![0u8; n * row];
         for t in 0..n {
             scalar.quantize_activations(dtype, &x[t * k..(t + 1) * k], &mut want[t * row..(t + 1) * row]);
@@ -124,10 +129,24 @@ fn device_quantization_is_the_cpus() {
         // may differ by one at a tie, a scale by one f16 ulp; both are rare.
         let mut differ = 0;
         for (g, w) in got.chunks_exact(bs).zip(want.chunks_exact(bs)) {
-            for o in (0..head).step_by(2) {
-                assert!((f16_bits(g, o) - f16_bits(w, o)).abs() <= 1, "{dtype}: scale {g:?} vs {w:?}");
-            }
-            for (&a, &b) in g[head..].iter().zip(&w[head..]) {
+            let codes = if dtype == DType::Q4_K {
+                // Q8_K: the f32 scale `1 / iscale` (a WGSL division: a few ulp), 256 codes, and
+                // 16 sums that must be the sums of the device's own codes.
+                let f = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                assert_ulps("Q8_K scale", &[f(g)], &[f(w)], 4);
+                for (grp, sum) in g[260..].chunks_exact(2).enumerate() {
+                    let want_sum: i32 =
+                        g[4 + 16 * grp..4 + 16 * (grp + 1)].iter().map(|&c| c as i8 as i32).sum();
+                    assert_eq!(i16::from_le_bytes([sum[0], sum[1]]) as i32, want_sum, "Q8_K group {grp} sum");
+                }
+                (&g[4..260], &w[4..260])
+            } else {
+                for o in (0..head).step_by(2) {
+                    assert!((f16_bits(g, o) - f16_bits(w, o)).abs() <= 1, "{dtype}: scale {g:?} vs {w:?}");
+                }
+                (&g[head..], &w[head..])
+            };
+            for (&a, &b) in codes.0.iter().zip(codes.1) {
                 let d = (a as i8 as i32 - b as i8 as i32).abs();
                 assert!(d <= 1, "{dtype}: code {} vs {}", a as i8, b as i8);
                 differ += d;
@@ -136,8 +155,9 @@ fn device_quantization_is_the_cpus() {
         eprintln!("{dtype}: {differ} codes differ from the CPU's on {}", gpu.adapter());
         assert!(differ * 100 <= (n * k) as i32, "{dtype}: {differ} of {} codes differ", n * k);
     }
-    assert!(matches!(gpu.quantize_activations(DType::Q4_K, &x), Err(GpuError::Unsupported(_))));
+    assert!(matches!(gpu.quantize_activations(DType::F16, &x), Err(GpuError::Unsupported(_))));
     assert!(matches!(gpu.quantize_activations(DType::Q8_0, &x[..40]), Err(GpuError::Shape(_))));
+    assert!(matches!(gpu.quantize_activations(DType::Q6_K, &x[..512 + 32]), Err(GpuError::Shape(_))));
 }
 
 #[test]
@@ -162,8 +182,8 @@ fn products_of_f32_rows_equal_the_oracle_on_their_quantization() {
         let x = values(k * n, 600 + i as u64);
         let gw = gpu.upload(dtype, k, m, &w).unwrap();
         let got = gpu.matmul_f32(&gw, &x, n).unwrap();
-        // The activations the product met: the device's quantization for the 32-value types,
-        // the CPU's for the others.
+        // The activations the product met: the device's quantization for the quantized types,
+        // the CPU's (f32 rows) for the float ones.
         let act = match gpu.quantize_activations(dtype, &x) {
             Ok(a) => a,
             Err(GpuError::Unsupported(_)) => {
