@@ -455,6 +455,13 @@ pub mod gpu {
     /// to f32, the CPU in f64 rounded once: a few f32 roundings of values up to |x|, so an
     /// absolute floor of 1e-6 (|x| ≲ 4) where a result cancels towards zero.
     pub const ROPE: super::Tolerance = super::Tolerance { abs: 1e-6, rel: 1e-5 };
+    /// GELU through half precision (the CPU's table: f16 input, f16 result) times the up
+    /// projection `u`: the input rounds identically, but the f32 GELU differs by a few ulps
+    /// (WGSL's `exp`; the CPU's `1 + tanh z` cancels for negative inputs, an absolute error
+    /// up to |x|·2⁻²⁴ ≤ 6e-7 at x = −10) and can cross an f16 rounding boundary: one f16 ulp
+    /// (up to 2⁻¹⁰ relative; 6e-8 absolute among f16 subnormals). For |u| ≤ 2 (the test's):
+    /// relative 1e-3, absolute 2e-6.
+    pub const GELU_F16: super::Tolerance = super::Tolerance { abs: 2e-6, rel: 1e-3 };
     /// Attention with an F16 cache: both sides round each probability to half, so an `exp`
     /// or a sum a few ulps apart can move a probability by one half ulp (2⁻¹¹ relative); the
     /// output moves by at most 2⁻¹¹·Σp·|v| ≤ 4.9e-4·max|v|. For values within ±1 (the test's),

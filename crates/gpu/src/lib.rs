@@ -138,10 +138,11 @@ enum Op {
     Add,
     Softmax,
     AddTo,
+    GeluGate,
 }
 
 impl Op {
-    const ALL: [Op; 5] = [Op::RmsNorm, Op::Swiglu, Op::Add, Op::Softmax, Op::AddTo];
+    const ALL: [Op; 6] = [Op::RmsNorm, Op::Swiglu, Op::Add, Op::Softmax, Op::AddTo, Op::GeluGate];
 
     fn entry(self) -> &'static str {
         match self {
@@ -150,6 +151,7 @@ impl Op {
             Op::Add => "add",
             Op::Softmax => "softmax",
             Op::AddTo => "add_to",
+            Op::GeluGate => "gelu_gate",
         }
     }
 }
@@ -509,6 +511,13 @@ impl Gpu {
     pub fn swiglu(&self, g: &[f32], u: &[f32]) -> Result<Vec<f32>, GpuError> {
         self.same_len("swiglu", g, u)?;
         self.row_op(Op::Swiglu, g, u, g.len(), 1, 0.0)
+    }
+
+    /// `gelu(g) · u`, element by element, GELU through half precision as the CPU's fast path
+    /// (`edgellm_models::nn::gelu_tanh_table`).
+    pub fn gelu_gate(&self, g: &[f32], u: &[f32]) -> Result<Vec<f32>, GpuError> {
+        self.same_len("gelu_gate", g, u)?;
+        self.row_op(Op::GeluGate, g, u, g.len(), 1, 0.0)
     }
 
     /// `a + b`, element by element.

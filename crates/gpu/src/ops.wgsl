@@ -48,6 +48,33 @@ fn swiglu(@builtin(global_invocation_id) id: vec3<u32>) {
     out[i] = num / (1.0 + e) * b[i];
 }
 
+// GELU (tanh form) through half precision, as the CPU's fast path (`gelu_tanh_table`): the
+// input rounded to f16, GELU in f32, the result rounded to f16; 0 at or below -10, the
+// identity at or above 10. The gate `out = gelu(a) * b`. `½v(1 + tanh z)` is evaluated as
+// `v / (1 + e^(-2z))` (the same function): a device's `tanh` may round to -1 where the
+// difference from -1 is all that matters (|z| ≤ 45 here, so `e^(-2z)` stays finite).
+fn f16_round(v: f32) -> f32 {
+    return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn gelu_gate(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= dims.len) {
+        return;
+    }
+    let x = a[i];
+    var g = x;
+    if (x <= -10.0) {
+        g = 0.0;
+    } else if (x < 10.0) {
+        let v = f16_round(x);
+        let z = 0.7978846 * (v + 0.044715 * v * v * v);
+        g = f16_round(v / (1.0 + exp(-2.0 * z)));
+    }
+    out[i] = g * b[i];
+}
+
 // out = a + b.
 @compute @workgroup_size(64, 1, 1)
 fn add(@builtin(global_invocation_id) id: vec3<u32>) {

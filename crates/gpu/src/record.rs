@@ -258,6 +258,21 @@ impl Step<'_> {
         self.op(Op::Swiglu, g, u, out, [len as u32, 1, 0, 0], len)
     }
 
+    /// `out = gelu(g) · u` over the first `len` values (GELU through half precision, as the
+    /// CPU's fast path).
+    pub fn gelu_gate(
+        &mut self,
+        g: &GpuTensor,
+        u: &GpuTensor,
+        len: usize,
+        out: &GpuTensor,
+    ) -> Result<(), GpuError> {
+        for t in [g, u, out] {
+            check_len("gelu_gate", t, len)?;
+        }
+        self.op(Op::GeluGate, g, u, out, [len as u32, 1, 0, 0], len)
+    }
+
     /// `y += x` over the first `len` values.
     pub fn add_to(&mut self, y: &GpuTensor, x: &GpuTensor, len: usize) -> Result<(), GpuError> {
         check_len("add", y, len)?;

@@ -3,7 +3,7 @@
 //! `matmul.rs` (`EDGELLM_REQUIRE_GPU` makes a missing adapter a failure).
 
 use edgellm_core::kernels;
-use edgellm_core::tolerance::{assert_close, gpu::ROW_OPS};
+use edgellm_core::tolerance::{assert_close, gpu as gtol, gpu::ROW_OPS};
 use edgellm_gpu::GpuError;
 
 mod common;
@@ -27,6 +27,13 @@ fn row_and_element_ops_equal_the_cpu_functions() {
     let mut want = g.clone();
     kernels::swiglu(&mut want, &u);
     assert_close("swiglu", &gpu.swiglu(&g, &u).unwrap(), &want, ROW_OPS);
+    // The GELU gate through half precision (Gemma 3's feed-forward), over ±12 (both cut-offs).
+    let mut g = values(4000, 32, 12.0);
+    g.extend([0.0, -10.0, 10.0, -9.99, 9.99, 1e-4]);
+    let u = values(g.len(), 33, 2.0);
+    let mut want = g.clone();
+    edgellm_models::nn::gate(&mut want, &u, edgellm_models::nn::gelu_tanh_table);
+    assert_close("gelu_gate", &gpu.gelu_gate(&g, &u).unwrap(), &want, gtol::GELU_F16);
     // Softmax rows as attention takes them: exp(x − max), then one reciprocal of the sum.
     for &(row, rows) in &[(512, 3), (1, 2), (37, 4)] {
         let x = values(row * rows, 40 + row as u64, 8.0);
