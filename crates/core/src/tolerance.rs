@@ -446,8 +446,9 @@ pub mod embeddings {
 
 /// GPU tolerances (`edgellm_gpu`), against the CPU functions on the same input.
 pub mod gpu {
-    /// Row and element-wise operations (RMSNorm, SwiGLU, softmax, add): the GPU sums a row's
-    /// squares in f32 where the CPU's RMSNorm sums in f64 (relative error up to `n·ε/2`,
+    /// Row and element-wise operations (RMSNorm, SwiGLU, softmax, add): a GPU without 64-bit
+    /// floats sums a row's squares in f32 where the CPU's RMSNorm sums in f64 (with them the
+    /// GPU gives the CPU's bits) (relative error up to `n·ε/2`,
     /// 6.1e-5 for rows of 2048), and WGSL lets `exp`, `sqrt` and a division be a few ulps off.
     /// Relative 1e-4 with an absolute floor of 1e-6 for values near zero.
     pub const ROW_OPS: super::Tolerance = super::Tolerance { abs: 1e-6, rel: 1e-4 };

@@ -24,10 +24,14 @@ use edgellm_core::quant::{scale_min_k4, QK_K};
 use edgellm_core::DType;
 use wgpu::util::DeviceExt;
 
+mod decoder;
+mod gemma3;
 mod llama;
 mod record;
 
-pub use llama::{GpuLlama, MAX_STEP_TOKENS};
+pub use decoder::MAX_STEP_TOKENS;
+pub use gemma3::GpuGemma3;
+pub use llama::GpuLlama;
 
 /// The process's GPU, opened on first use (adapter selection and kernel compilation happen
 /// once; every model on the GPU shares the device). An error is not remembered: a later call
@@ -43,8 +47,8 @@ pub fn shared() -> Result<std::sync::Arc<Gpu>, GpuError> {
     Ok(gpu)
 }
 
-/// The language model in `f` on `gpu`: the architectures the GPU path runs (Llama: SmolLM2);
-/// any other is [`edgellm_models::ModelError::Device`] naming it.
+/// The language model in `f` on `gpu`: the architectures the GPU path runs (Llama: SmolLM2;
+/// Gemma 3); any other is [`edgellm_models::ModelError::Device`] naming it.
 pub fn load_gguf(
     gpu: std::sync::Arc<Gpu>,
     f: &edgellm_formats::GgufFile,
@@ -52,8 +56,9 @@ pub fn load_gguf(
 ) -> Result<Box<dyn edgellm_models::LanguageModel>, edgellm_models::ModelError> {
     match f.architecture()? {
         "llama" => Ok(Box::new(GpuLlama::from_gguf(gpu, f, opts)?)),
+        "gemma3" => Ok(Box::new(GpuGemma3::from_gguf(gpu, f, opts)?)),
         other => Err(edgellm_models::ModelError::Device(format!(
-            "the GPU path does not run the {other} architecture yet (it runs llama)"
+            "the GPU path does not run the {other} architecture yet (it runs llama and gemma3)"
         ))),
     }
 }
@@ -128,6 +133,8 @@ pub struct Gpu {
     attn: Vec<wgpu::ComputePipeline>,
     /// Two one-word storage buffers for the bindings an entry point does not use.
     dummy: [wgpu::Buffer; 2],
+    /// RMSNorm sums in f64 (the adapter has 64-bit floats in shaders).
+    f64_sums: bool,
 }
 
 /// A row or element-wise operation of `ops.wgsl`.
@@ -197,11 +204,20 @@ const KINDS: [DType; 9] = [
     DType::Q6_K,
 ];
 
-/// A weight matrix on the device: `m` rows of `k` values of `dtype`.
+/// A weight matrix on the device: `m` rows of `k` values of `dtype`, in parts of consecutive
+/// rows each within the device's largest binding (one part unless the matrix is larger, as
+/// Gemma 3's 262 144-row embedding on a device binding 128 MiB).
 pub struct GpuWeight {
     dtype: DType,
     k: usize,
     m: usize,
+    parts: Vec<WeightPart>,
+}
+
+/// Rows `start..start + rows` of a [`GpuWeight`].
+struct WeightPart {
+    start: usize,
+    rows: usize,
     scales: wgpu::Buffer,
     mins: wgpu::Buffer,
     codes: wgpu::Buffer,
@@ -222,6 +238,11 @@ impl GpuWeight {
     pub fn m(&self) -> usize {
         self.m
     }
+
+    /// Parts it is stored in (each bound on its own).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
 }
 
 /// Values per block of the quantized types.
@@ -238,10 +259,16 @@ impl Gpu {
     /// Opens the best adapter of the primary back ends (a discrete GPU before an integrated
     /// one before a software driver) and compiles the kernels.
     pub fn new() -> Result<Gpu, GpuError> {
-        pollster::block_on(Gpu::open())
+        pollster::block_on(Gpu::open(true))
     }
 
-    async fn open() -> Result<Gpu, GpuError> {
+    /// [`Gpu::new`] with RMSNorm's sums in f32 even where the adapter has 64-bit floats (as on
+    /// most mobile GPUs): for testing that path.
+    pub fn new_f32_sums() -> Result<Gpu, GpuError> {
+        pollster::block_on(Gpu::open(false))
+    }
+
+    async fn open(allow_f64: bool) -> Result<Gpu, GpuError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends();
         let instance = wgpu::Instance::new(desc);
@@ -267,9 +294,13 @@ impl Gpu {
         };
         // Everything the adapter offers (the largest weight is one storage buffer).
         let limits = adapter.limits();
+        // 64-bit floats where the adapter has them: RMSNorm then sums as the CPU does.
+        let f64_sums = allow_f64 && adapter.features().contains(wgpu::Features::SHADER_F64);
+        let features = if f64_sums { wgpu::Features::SHADER_F64 } else { wgpu::Features::empty() };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("edgellm"),
+                required_features: features,
                 required_limits: limits,
                 ..Default::default()
             })
@@ -310,8 +341,19 @@ impl Gpu {
         // ops.wgsl: two operands (read), the output.
         let op_entries: Vec<(&str, &str, f64)> =
             Op::ALL.iter().map(|op| (op.entry(), op.entry(), 0.0)).collect();
-        let (ops_layout, ops) =
+        let (ops_layout, mut ops) =
             kernel_set(&device, "ops.wgsl", include_str!("ops.wgsl"), &[true, true, false], &op_entries, "");
+        if f64_sums {
+            let (_, f64_ops) = kernel_set_with(
+                &device,
+                "rms_f64.wgsl",
+                include_str!("rms_f64.wgsl"),
+                &ops_layout,
+                &[("rms_norm f64", "rms_norm", 0.0)],
+                "",
+            );
+            ops[Op::RmsNorm as usize] = f64_ops.into_iter().next().expect("one pipeline");
+        }
         // attn.wgsl: two operands (read), the key and value caches, the output.
         let (attn_layout, attn) = kernel_set(
             &device,
@@ -343,12 +385,19 @@ impl Gpu {
             attn_layout,
             attn,
             dummy,
+            f64_sums,
         })
     }
 
     /// The adapter in use.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// Whether RMSNorm sums its squares in f64 as the CPU does (the adapter has 64-bit floats
+    /// in shaders; else in f32, within `tolerance::gpu::ROW_OPS` of the CPU but not its bits).
+    pub fn f64_sums(&self) -> bool {
+        self.f64_sums
     }
 
     /// Whether [`Gpu::upload`] takes `dtype`.
@@ -359,6 +408,19 @@ impl Gpu {
     /// Uploads `m` rows of `k` values of `dtype` in their GGUF layout (`data`), re-laid out for
     /// the kernels (scales as f32, codes as 32-bit words).
     pub fn upload(&self, dtype: DType, k: usize, m: usize, data: &[u8]) -> Result<GpuWeight, GpuError> {
+        self.upload_in_parts(dtype, k, m, data, usize::MAX)
+    }
+
+    /// [`Gpu::upload`] in parts of at most `part_rows` rows (fewer when a part would not fit
+    /// one binding); the products give the same values whatever the parts.
+    pub fn upload_in_parts(
+        &self,
+        dtype: DType,
+        k: usize,
+        m: usize,
+        data: &[u8],
+        part_rows: usize,
+    ) -> Result<GpuWeight, GpuError> {
         if !Gpu::supports(dtype) {
             return Err(GpuError::Unsupported(dtype));
         }
@@ -376,15 +438,29 @@ impl Gpu {
             )));
         }
         let (scales, mins, codes) = relayout(dtype, data);
-        self.fits("the weight's codes", codes.len())?;
-        Ok(GpuWeight {
-            dtype,
-            k,
-            m,
-            scales: self.storage("weight scales", &f32_bytes(&scales)),
-            mins: self.storage("weight minimums", &f32_bytes(&mins)),
-            codes: self.storage("weight codes", &codes),
-        })
+        let (row_codes, row_scales, row_mins) = (codes.len() / m, scales.len() / m, mins.len() / m);
+        self.fits("one row of the weight's codes", row_codes)?;
+        let fit = (self.max_binding() as usize / row_codes.max(1)).max(1);
+        let per_part = part_rows.clamp(1, fit);
+        let parts = (0..m)
+            .step_by(per_part)
+            .map(|start| {
+                let rows = per_part.min(m - start);
+                let r = start..start + rows;
+                WeightPart {
+                    start,
+                    rows,
+                    scales: self.storage(
+                        "weight scales",
+                        &f32_bytes(&scales[r.start * row_scales..r.end * row_scales]),
+                    ),
+                    mins: self
+                        .storage("weight minimums", &f32_bytes(&mins[r.start * row_mins..r.end * row_mins])),
+                    codes: self.storage("weight codes", &codes[r.start * row_codes..r.end * row_codes]),
+                }
+            })
+            .collect();
+        Ok(GpuWeight { dtype, k, m, parts })
     }
 
     /// The largest storage buffer this device binds, in bytes.
@@ -662,43 +738,58 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let pass = self.product_pass(w, [&acts[0], &acts[1], &acts[2]], n, &out);
+        let passes = self.product_passes(w, [&acts[0], &acts[1], &acts[2]], n, &out);
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
         if let Some(q) = before {
             q.record(&mut enc);
         }
-        pass.record(&mut enc);
+        for pass in &passes {
+            pass.record(&mut enc);
+        }
         let [v] = self.read_back(enc, [&out])?;
         Ok(v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
-    /// The product pass of `w` with the activation buffers `[scales, sums, codes]` (`n` rows)
-    /// into `out` (`[n × m]`).
-    fn product_pass(&self, w: &GpuWeight, acts: [&wgpu::Buffer; 3], n: usize, out: &wgpu::Buffer) -> Pass {
+    /// The product passes of `w` (one per part) with the activation buffers `[scales, sums,
+    /// codes]` (`n` rows) into `out` (`[n × m]`).
+    fn product_passes(
+        &self,
+        w: &GpuWeight,
+        acts: [&wgpu::Buffer; 3],
+        n: usize,
+        out: &wgpu::Buffer,
+    ) -> Vec<Pass> {
         let per_row = w.k / block_values(w.dtype);
-        let dims = self.uniform(&[per_row as u32, w.m as u32, n as u32, w.m as u32]);
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("matmul"),
-            layout: &self.layout,
-            entries: &[
-                entry(0, &w.scales),
-                entry(1, &w.mins),
-                entry(2, &w.codes),
-                entry(3, acts[0]),
-                entry(4, acts[1]),
-                entry(5, acts[2]),
-                entry(6, out),
-                entry(7, &dims),
-            ],
-        });
         let kind = KINDS.iter().position(|&t| t == w.dtype).expect("an uploaded weight has a kernel");
-        Pass {
-            pipeline: self.pipelines[kind].clone(),
-            bind,
-            groups: (w.m as u32).div_ceil(WORKGROUP),
-            tokens: n as u32,
-        }
+        w.parts
+            .iter()
+            .map(|part| {
+                let d = [per_row, part.rows, n, w.m, part.start, 0, 0, 0].map(|v| v as u32);
+                let bytes: Vec<u8> = d.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let dims = self.uniform_bytes(&bytes);
+                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("matmul"),
+                    layout: &self.layout,
+                    entries: &[
+                        entry(0, &part.scales),
+                        entry(1, &part.mins),
+                        entry(2, &part.codes),
+                        entry(3, acts[0]),
+                        entry(4, acts[1]),
+                        entry(5, acts[2]),
+                        entry(6, out),
+                        entry(7, &dims),
+                    ],
+                });
+                Pass {
+                    pipeline: self.pipelines[kind].clone(),
+                    bind,
+                    groups: (part.rows as u32).div_ceil(WORKGROUP),
+                    tokens: n as u32,
+                }
+            })
+            .collect()
     }
 
     /// Finishes `enc` with copies of `bufs` into mappable buffers, submits it (validation
@@ -777,10 +868,6 @@ fn kernel_set(
     pipelines: &[(&str, &str, f64)],
     constant: &str,
 ) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(file),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
     let buffer = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
         binding: binding as u32,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -795,9 +882,25 @@ fn kernel_set(
     entries.push(buffer(read_only.len(), wgpu::BufferBindingType::Uniform));
     let layout = device
         .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(file), entries: &entries });
+    kernel_set_with(device, file, source, &layout, pipelines, constant)
+}
+
+/// [`kernel_set`]'s pipelines for an existing bind group layout.
+fn kernel_set_with(
+    device: &wgpu::Device,
+    file: &str,
+    source: &str,
+    layout: &wgpu::BindGroupLayout,
+    pipelines: &[(&str, &str, f64)],
+    constant: &str,
+) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(file),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(file),
-        bind_group_layouts: &[Some(&layout)],
+        bind_group_layouts: &[Some(layout)],
         immediate_size: 0,
     });
     let pipelines = pipelines
@@ -817,7 +920,7 @@ fn kernel_set(
             })
         })
         .collect();
-    (layout, pipelines)
+    (layout.clone(), pipelines)
 }
 
 fn entry(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {

@@ -25,9 +25,15 @@
 struct Dims {
     // Blocks (or super-blocks) per row (quantized) or values per row (floats).
     blocks: u32,
+    // Rows of this part of the weight (a matrix larger than one binding is uploaded in parts).
     m: u32,
     n: u32,
+    // Output row length (all the weight's rows) and where this part's rows start in it.
     out_stride: u32,
+    out_offset: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 // The weight type: 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q5_0, 4 Q5_1, 5 F32, 6 F16, 7 Q4_K, 8 Q6_K.
@@ -104,7 +110,7 @@ fn quantized(@builtin(global_invocation_id) id: vec3<u32>) {
             acc += wm[wb] * as_[ab];
         }
     }
-    out[t * dims.out_stride + r] = acc;
+    out[t * dims.out_stride + dims.out_offset + r] = acc;
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -127,7 +133,7 @@ fn float(@builtin(global_invocation_id) id: vec3<u32>) {
         }
         acc += w * bitcast<f32>(aq[t * k + i]);
     }
-    out[t * dims.out_stride + r] = acc;
+    out[t * dims.out_stride + dims.out_offset + r] = acc;
 }
 
 // Byte `i` of the words at `base` (little-endian).
@@ -191,5 +197,5 @@ fn kquant(@builtin(global_invocation_id) id: vec3<u32>) {
             acc += (wd[wb] * ad[ab]) * f32(s - m);
         }
     }
-    out[t * dims.out_stride + r] = acc;
+    out[t * dims.out_stride + dims.out_offset + r] = acc;
 }

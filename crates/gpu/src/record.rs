@@ -340,8 +340,9 @@ impl Step<'_> {
     }
 
     fn product(&mut self, w: &GpuWeight, acts: [&wgpu::Buffer; 3], n: usize, out: &GpuTensor) {
-        let pass = self.gpu.product_pass(w, acts, n, &out.buf);
-        pass.record(&mut self.enc);
+        for pass in self.gpu.product_passes(w, acts, n, &out.buf) {
+            pass.record(&mut self.enc);
+        }
     }
 
     fn attn_pass(&mut self, entry_point: usize, bufs: [&wgpu::Buffer; 5], p: [u32; 12], grid: (u32, u32)) {

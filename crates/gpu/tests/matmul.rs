@@ -220,3 +220,20 @@ fn products_of_f32_rows_equal_the_oracle_on_their_quantization() {
         }
     }
 }
+
+/// A matrix uploaded in parts (as one larger than the device binds is) gives the same bits as
+/// one part: each part writes its rows of the output.
+#[test]
+fn weights_in_parts_give_the_same_products() {
+    let Some(gpu) = gpu() else { return };
+    for (i, dtype) in [DType::Q8_0, DType::Q4_K, DType::F16].into_iter().enumerate() {
+        let (k, m, n) = (256, 150, 3);
+        let w = quantize(dtype, &values(k * m, 900 + i as u64)).unwrap();
+        let x = values(k * n, 950 + i as u64);
+        let whole = gpu.upload(dtype, k, m, &w).unwrap();
+        let parts = gpu.upload_in_parts(dtype, k, m, &w, 64).unwrap();
+        assert_eq!((whole.parts(), parts.parts()), (1, 3));
+        let (a, b) = (gpu.matmul_f32(&whole, &x, n).unwrap(), gpu.matmul_f32(&parts, &x, n).unwrap());
+        assert_ulps(&format!("{dtype} in parts"), &b, &a, 0);
+    }
+}

@@ -19,9 +19,9 @@ use crate::{check_steps, LanguageModel, LoadOptions, ModelError, ModelInfo, SeqS
 /// Local layers per global layer plus one: layer `l` is global when `(l + 1) % 6 == 0`.
 const SWA_PATTERN: usize = 6;
 /// RoPE base of the local (sliding-window) layers.
-const LOCAL_ROPE_BASE: f64 = 10_000.0;
+pub const LOCAL_ROPE_BASE: f64 = 10_000.0;
 /// Most positions one forward pass adds (local layers' rings are sized for it).
-pub(crate) const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 512;
 
 /// Hyper-parameters from the `gemma3.*` metadata.
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ impl Gemma3Config {
         self.n_head_kv * self.head_dim
     }
 
-    pub(crate) fn windows(&self) -> Vec<Option<usize>> {
+    pub fn windows(&self) -> Vec<Option<usize>> {
         (0..self.n_layer).map(|l| if self.is_global(l) { None } else { Some(self.window) }).collect()
     }
 }

@@ -315,13 +315,24 @@ pub struct KvCache {
     /// Keys, values and buffers a backend keeps outside host memory (a GPU model's device
     /// buffers; `layers` is then empty). Only the model that made the cache reads it.
     pub device: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The device layers' rings that do not hold the whole context, as `(capacity, window)`
+    /// (what [`KvCache::truncate`] checks for host layers in `layers`).
+    pub device_rings: Vec<(usize, usize)>,
 }
 
 impl KvCache {
     /// A cache of `n_layer` full-context layers, holding `n_ctx` positions.
     pub fn new(shape: KvShape, n_layer: usize, n_ctx: usize) -> KvCache {
         let layers = (0..n_layer).map(|_| LayerCache::new(shape, n_ctx, None)).collect();
-        KvCache { layers, n_ctx, len: 0, max_batch: n_ctx.max(1), buffers: Buffers::default(), device: None }
+        KvCache {
+            layers,
+            n_ctx,
+            len: 0,
+            max_batch: n_ctx.max(1),
+            buffers: Buffers::default(),
+            device: None,
+            device_rings: Vec::new(),
+        }
     }
 
     /// A cache whose layer `l` has sliding window `windows[l]` (`None` = global). Windowed
@@ -343,14 +354,16 @@ impl KvCache {
             max_batch: max_batch.max(1),
             buffers: Buffers::default(),
             device: None,
+            device_rings: Vec::new(),
         }
     }
 
     /// A cache of `n_ctx` positions whose storage a backend keeps itself (`device`), with no
-    /// host layers.
+    /// host layers; `rings` lists its sliding-window layers' `(capacity, window)`.
     pub fn on_device(
         n_ctx: usize,
         max_batch: usize,
+        rings: Vec<(usize, usize)>,
         device: Box<dyn std::any::Any + Send + Sync>,
     ) -> KvCache {
         KvCache {
@@ -360,6 +373,7 @@ impl KvCache {
             max_batch: max_batch.max(1),
             buffers: Buffers::default(),
             device: Some(device),
+            device_rings: rings,
         }
     }
 
@@ -411,10 +425,10 @@ impl KvCache {
         }
         // A windowed layer still needs positions n-window..n after the rewind; its ring holds
         // only the last `capacity` positions written.
-        let lost = self.layers.iter().any(|l| match l.window {
-            Some(w) => self.len > l.capacity && n + l.capacity < self.len + w,
-            None => false,
-        });
+        let rings = self.layers.iter().filter_map(|l| l.window.map(|w| (l.capacity, w)));
+        let lost = rings
+            .chain(self.device_rings.iter().copied())
+            .any(|(capacity, w)| self.len > capacity && n + capacity < self.len + w);
         self.len = if lost { 0 } else { n };
     }
 }

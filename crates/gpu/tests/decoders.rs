@@ -1,6 +1,8 @@
-//! SmolLM2-135M-Instruct (Q4_1, the shipped default) run whole on the GPU: every position's
-//! logits against llama.cpp's golden reference within the llama.cpp-comparison tolerances
-//! (as the CPU path is checked in `crates/runtime/tests/smollm2_reference.rs`), against the
+//! SmolLM2-135M-Instruct (Q4_1, the shipped default) and Gemma 3 270M (Q4_K_M: Q4_K, Q6_K,
+//! Q5_0, Q8_0 weights) run whole on the GPU: every position's logits against llama.cpp's
+//! golden reference within the llama.cpp-comparison tolerances (as the CPU path is checked in
+//! `crates/runtime/tests/smollm2_reference.rs` and `crates/models/tests/gemma3_reference.rs`;
+//! Gemma 3 with its own top-10 bound), against the
 //! CPU path on the same prompts within the same tolerances (the GPU is another
 //! implementation of the same 8-bit-activation numerics, as llama.cpp is: a code that flips
 //! at a rounding tie moves logits by tenths), and greedy continuations equal to the CPU's up
@@ -21,15 +23,18 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn model() -> GgufFile {
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn model(name: &str) -> GgufFile {
     let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = dir.join(name);
     assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
     GgufFile::open(&p).unwrap()
 }
 
-fn golden() -> Value {
-    let p = root().join("tests/golden/smollm2-135m-instruct-q4_1.json");
+fn golden(name: &str) -> Value {
+    let p = root().join("tests/golden").join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
@@ -84,19 +89,50 @@ fn greedy(lm: &dyn LanguageModel, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f3
 #[test]
 fn smollm2_on_the_gpu_matches_llama_cpp_and_the_cpu() {
     let Some(gpu) = common::gpu() else { return };
-    let f = model();
+    let f = model(SMOLLM2);
     let opts = LoadOptions::default();
     let gpu_lm = GpuLlama::from_gguf(Arc::new(gpu), &f, &opts).unwrap();
     let cpu_lm = edgellm_models::load_gguf_with(&f, &opts).unwrap();
-    let g = golden();
+    compare(
+        &gpu_lm,
+        cpu_lm.as_ref(),
+        &golden("smollm2-135m-instruct-q4_1.json"),
+        tol::LLAMA_CPP_TOP10_MAX,
+        5,
+        12,
+    );
+}
 
+#[test]
+fn gemma3_on_the_gpu_matches_llama_cpp_and_the_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    let f = model(GEMMA3);
+    let opts = LoadOptions::default();
+    let gpu_lm = edgellm_gpu::load_gguf(Arc::new(gpu), &f, &opts).unwrap();
+    let cpu_lm = edgellm_models::load_gguf_with(&f, &opts).unwrap();
+    let g = golden("gemma-3-270m-q4_k_m.json");
+    // Lavapipe runs Gemma's 262 144-row output projection slowly: two greedy prompts.
+    compare(gpu_lm.as_ref(), cpu_lm.as_ref(), &g, tol::LLAMA_CPP_TOP10_MAX_GEMMA, 2, 8);
+}
+
+/// The GPU model against llama.cpp's golden logits (`top10_max`, the mean bound and top-1
+/// agreement) and against the CPU model (the same bounds), then `greedy_prompts` greedy
+/// continuations of `steps` tokens against the CPU's, equal up to a near-tie.
+fn compare(
+    gpu_lm: &dyn LanguageModel,
+    cpu_lm: &dyn LanguageModel,
+    g: &Value,
+    top10_max: f64,
+    greedy_prompts: usize,
+    steps: usize,
+) {
     let (mut max_ref, mut sum_ref, mut n_pos) = (0.0f64, 0.0f64, 0usize);
     let (mut max_cpu, mut sum_cpu) = (0.0f64, 0.0f64);
     for case in g["logits"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let prompt_ids = ids(&case["ids"]);
-        let got = rows(&gpu_lm, &prompt_ids);
-        let cpu = rows(cpu_lm.as_ref(), &prompt_ids);
+        let got = rows(gpu_lm, &prompt_ids);
+        let cpu = rows(cpu_lm, &prompt_ids);
         for (pos, p) in case["positions"].as_array().unwrap().iter().enumerate() {
             let row = &got[pos];
             let top = ids(&p["top_ids"]);
@@ -128,14 +164,14 @@ fn smollm2_on_the_gpu_matches_llama_cpp_and_the_cpu() {
          {max_ref:.3} ({mean_ref:.3}), GPU vs CPU {max_cpu:.3} ({mean_cpu:.3})"
     );
     for (what, max, mean) in [("llama.cpp", max_ref, mean_ref), ("the CPU path", max_cpu, mean_cpu)] {
-        assert!(max <= tol::LLAMA_CPP_TOP10_MAX, "vs {what}: largest top-10 difference {max:.3}");
+        assert!(max <= top10_max, "vs {what}: largest top-10 difference {max:.3}");
         assert!(mean <= tol::LLAMA_CPP_TOP10_MEAN, "vs {what}: mean top-10 difference {mean:.3}");
     }
 
-    for case in g["greedy"].as_array().unwrap() {
+    for case in g["greedy"].as_array().unwrap().iter().take(greedy_prompts) {
         let prompt_ids = ids(&case["prompt_ids"]);
-        let (want, gaps) = greedy(cpu_lm.as_ref(), &prompt_ids, 12);
-        let (got, _) = greedy(&gpu_lm, &prompt_ids, 12);
+        let (want, gaps) = greedy(cpu_lm, &prompt_ids, steps);
+        let (got, _) = greedy(gpu_lm, &prompt_ids, steps);
         let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
         eprintln!("{:?}: GPU greedy agrees with the CPU for {agree}/{} tokens", case["prompt"], want.len());
         if agree < want.len() {
@@ -152,7 +188,7 @@ fn smollm2_on_the_gpu_matches_llama_cpp_and_the_cpu() {
 #[test]
 fn gpu_model_errors_are_typed() {
     let Some(gpu) = common::gpu() else { return };
-    let f = model();
+    let f = model(SMOLLM2);
     let exact =
         LoadOptions { precision: edgellm_models::Precision::Exact, kv_type: None, ..Default::default() };
     let gpu = Arc::new(gpu);

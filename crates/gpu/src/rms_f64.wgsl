@@ -1,0 +1,36 @@
+// RMSNorm with the sum of squares, the mean and the reciprocal square root in f64, exactly as
+// the CPU computes it (`edgellm_models::nn::rms_norm`, as ggml): compiled only where the
+// adapter has 64-bit floats in shaders (wgpu's SHADER_F64: desktop GPUs, lavapipe), else
+// `ops.wgsl`'s f32 version runs. An 8-bit activation quantizer downstream turns a scale a few
+// ulps off into codes flipped at rounding ties, which a model with large outliers (Gemma 3)
+// amplifies into logits tenths apart. Same bindings as `ops.wgsl`.
+
+struct Dims {
+    len: u32,
+    rows: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> dims: Dims;
+
+@compute @workgroup_size(64, 1, 1)
+fn rms_norm(@builtin(global_invocation_id) id: vec3<u32>) {
+    let r = id.x;
+    if (r >= dims.rows) {
+        return;
+    }
+    let n = dims.len;
+    var ss = f64(0.0);
+    for (var i = 0u; i < n; i++) {
+        let v = f64(a[r * n + i]);
+        ss += v * v;
+    }
+    let scale = f32(f64(1.0) / sqrt(ss / f64(n) + f64(dims.eps)));
+    for (var i = 0u; i < n; i++) {
+        out[r * n + i] = a[r * n + i] * scale * b[i];
+    }
+}
