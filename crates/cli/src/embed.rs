@@ -38,8 +38,7 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// Where the encoder runs: cpu or auto (the GPU path does not run encoders yet: gpu is
-    /// an error).
+    /// Where the encoder runs: cpu, gpu or auto (see `edgellm run --help`).
     #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
     device: edgellm::Device,
 }

@@ -463,6 +463,12 @@ pub mod gpu {
     /// (up to 2⁻¹⁰ relative; 6e-8 absolute among f16 subnormals). For |u| ≤ 2 (the test's):
     /// relative 1e-3, absolute 2e-6.
     pub const GELU_F16: super::Tolerance = super::Tolerance { abs: 2e-6, rel: 1e-3 };
+    /// A BERT encoder's L2-normalized embedding (components ~0.05 for MiniLM's 384) against
+    /// the CPU's: f32 throughout on both (the same LayerNorm bits where the GPU has 64-bit
+    /// floats), the products' and the attention's sums in another order, `exp` a few ulps
+    /// apart, through 6 layers. Absolute 2e-6 (a few f32 ulps of the components; the training
+    /// crate's candle forward is held to the same, `embeddings::TRAIN_FORWARD`).
+    pub const ENCODER: super::Tolerance = super::Tolerance { abs: 2e-6, rel: 0.0 };
     /// Attention with an F16 cache: both sides round each probability to half, so an `exp`
     /// or a sum a few ulps apart can move a probability by one half ulp (2⁻¹¹ relative); the
     /// output moves by at most 2⁻¹¹·Σp·|v| ≤ 4.9e-4·max|v|. For values within ±1 (the test's),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use edgellm_formats::mmap::{special_file, SpecialFile};
 use edgellm_formats::{GgufFile, HfConfig};
-use edgellm_models::bert::BertConfig;
+use edgellm_models::bert::{BertConfig, BertEncoder};
 use edgellm_models::intent::{has_intent_head, IntentHead};
 use edgellm_models::{Device, KvType, LoadOptions, ModelError, Precision};
 use edgellm_runtime::embed::{EmbedError, Embedder, DEFAULT_BATCH};
@@ -473,14 +473,24 @@ fn encoder(
     file_bytes: u64,
     options: &EngineOptions,
 ) -> Result<Engine> {
-    const NO_GPU_ENCODER: &str = "the GPU path does not run encoders (bert) yet";
-    let device_note = match options.device {
-        Device::Cpu => None,
-        Device::Gpu => {
-            let why = format!("{NO_GPU_ENCODER}; use --device cpu, or auto to fall back to the CPU");
-            return Err(RuntimeError::Model(ModelError::Device(why)).into());
-        }
-        Device::Auto => Some(NO_GPU_ENCODER.to_string()),
+    // The encoder's forward on the GPU where asked (and, under auto, possible).
+    let on_gpu = || -> std::result::Result<Box<dyn BertEncoder>, String> {
+        let gpu = edgellm_gpu::shared().map_err(|e| e.to_string())?;
+        Ok(Box::new(edgellm_gpu::load_bert(gpu, path).map_err(|e| e.to_string())?))
+    };
+    let (e, device_note) = match options.device {
+        Device::Cpu => (e, None),
+        Device::Gpu => match on_gpu() {
+            Ok(enc) => (e.with_encoder(enc), None),
+            Err(why) => {
+                let why = format!("{why}; use --device cpu, or auto to fall back to the CPU");
+                return Err(RuntimeError::Model(ModelError::Device(why)).into());
+            }
+        },
+        Device::Auto => match on_gpu() {
+            Ok(enc) => (e.with_encoder(enc), None),
+            Err(why) => (e, Some(why)),
+        },
     };
     let c = &e.model().config;
     let info = EngineInfo {
@@ -502,7 +512,7 @@ fn encoder(
         kv_type: None,
         chat_template: TemplateSource::None,
         load_ms: 0.0,
-        device: "CPU".into(),
+        device: e.device(),
         device_note,
     };
     Ok(Engine { model: Model::Encoder(Box::new(e), head.map(Box::new)), info })

@@ -193,3 +193,86 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         }
     }
 }
+
+// A BERT layer's attention (`edgellm_models::bert`): every query attends to every token of
+// its own sequence, in f32 (no cache, no rounding to half). `a` holds the queries, `kc` and
+// `vc` the keys and values (f32 bits, `[n × n_head·head_dim]` like the queries), `b` each
+// token's sequence as `[start, end)` (u32 bits). One workgroup per (head, token): scores
+// times `scale`, softmax (maximum and sum combined over the workgroup, one reciprocal), then
+// the probability-weighted values in key order.
+var<workgroup> seq_bounds: vec2<u32>;
+
+fn enc_score(j: u32, h: u32) -> f32 {
+    let hd = p.head_dim;
+    let base = j * p.n_head * hd + h * hd;
+    var s = 0.0;
+    for (var d = 0u; d < hd; d++) {
+        s += qs[d] * bitcast<f32>(kc[base + d]);
+    }
+    return s * p.scale;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn encoder_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    let hd = p.head_dim;
+    let qd = p.n_head * hd;
+    if (tid == 0u) {
+        seq_bounds = vec2<u32>(bitcast<u32>(b[2u * t]), bitcast<u32>(b[2u * t + 1u]));
+    }
+    let bounds = workgroupUniformLoad(&seq_bounds);
+    let lo = bounds.x;
+    let hi = bounds.y;
+    for (var d = tid; d < hd; d += WG) {
+        qs[d] = a[t * qd + h * hd + d];
+    }
+    workgroupBarrier();
+    var m = 0.0;
+    var s = 0.0;
+    for (var j = lo + tid; j < hi; j += WG) {
+        let c = combine(m, s, enc_score(j, h), 1.0);
+        m = c.x;
+        s = c.y;
+    }
+    red_m[tid] = m;
+    red_s[tid] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (tid < stride) {
+            let c = combine(red_m[tid], red_s[tid], red_m[tid + stride], red_s[tid + stride]);
+            red_m[tid] = c.x;
+            red_s[tid] = c.y;
+        }
+        workgroupBarrier();
+    }
+    let mx = red_m[0];
+    let inv = 1.0 / red_s[0];
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var c0 = lo; c0 < hi; c0 += WG) {
+        let j = c0 + tid;
+        var pj = 0.0;
+        if (j < hi) {
+            pj = exp(enc_score(j, h) - mx) * inv;
+        }
+        pb[tid] = pj;
+        workgroupBarrier();
+        let cnt = min(WG, hi - c0);
+        for (var i = 0u; i < cnt; i++) {
+            let base = (c0 + i) * qd + h * hd;
+            for (var k = 0u; k < 4u; k++) {
+                let d = tid + k * WG;
+                if (d < hd) {
+                    acc[k] += pb[i] * bitcast<f32>(vc[base + d]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var k = 0u; k < 4u; k++) {
+        let d = tid + k * WG;
+        if (d < hd) {
+            out[t * qd + h * hd + d] = acc[k];
+        }
+    }
+}

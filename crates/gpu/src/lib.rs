@@ -24,11 +24,13 @@ use edgellm_core::quant::{scale_min_k4, QK_K};
 use edgellm_core::DType;
 use wgpu::util::DeviceExt;
 
+mod bert;
 mod decoder;
 mod gemma3;
 mod llama;
 mod record;
 
+pub use bert::{load_bert, GpuBert};
 pub use decoder::MAX_STEP_TOKENS;
 pub use gemma3::GpuGemma3;
 pub use llama::GpuLlama;
@@ -146,10 +148,23 @@ enum Op {
     Softmax,
     AddTo,
     GeluGate,
+    LayerNorm,
+    AddBias,
+    GeluErf,
 }
 
 impl Op {
-    const ALL: [Op; 6] = [Op::RmsNorm, Op::Swiglu, Op::Add, Op::Softmax, Op::AddTo, Op::GeluGate];
+    const ALL: [Op; 9] = [
+        Op::RmsNorm,
+        Op::Swiglu,
+        Op::Add,
+        Op::Softmax,
+        Op::AddTo,
+        Op::GeluGate,
+        Op::LayerNorm,
+        Op::AddBias,
+        Op::GeluErf,
+    ];
 
     fn entry(self) -> &'static str {
         match self {
@@ -159,6 +174,9 @@ impl Op {
             Op::Softmax => "softmax",
             Op::AddTo => "add_to",
             Op::GeluGate => "gelu_gate",
+            Op::LayerNorm => "layer_norm",
+            Op::AddBias => "add_bias",
+            Op::GeluErf => "gelu_erf",
         }
     }
 }
@@ -346,13 +364,15 @@ impl Gpu {
         if f64_sums {
             let (_, f64_ops) = kernel_set_with(
                 &device,
-                "rms_f64.wgsl",
-                include_str!("rms_f64.wgsl"),
+                "norm_f64.wgsl",
+                include_str!("norm_f64.wgsl"),
                 &ops_layout,
-                &[("rms_norm f64", "rms_norm", 0.0)],
+                &[("rms_norm f64", "rms_norm", 0.0), ("layer_norm f64", "layer_norm", 0.0)],
                 "",
             );
-            ops[Op::RmsNorm as usize] = f64_ops.into_iter().next().expect("one pipeline");
+            let [rms, ln]: [wgpu::ComputePipeline; 2] = f64_ops.try_into().expect("two pipelines");
+            ops[Op::RmsNorm as usize] = rms;
+            ops[Op::LayerNorm as usize] = ln;
         }
         // attn.wgsl: two operands (read), the key and value caches, the output.
         let (attn_layout, attn) = kernel_set(
@@ -360,7 +380,12 @@ impl Gpu {
             "attn.wgsl",
             include_str!("attn.wgsl"),
             &[true, true, false, false, false],
-            &[("rope", "rope", 0.0), ("kv_store", "kv_store", 0.0), ("attention", "attention", 0.0)],
+            &[
+                ("rope", "rope", 0.0),
+                ("kv_store", "kv_store", 0.0),
+                ("attention", "attention", 0.0),
+                ("encoder_attention", "encoder_attention", 0.0),
+            ],
             "",
         );
         let unused = |label| {

@@ -35,6 +35,71 @@ fn rms_norm(@builtin(global_invocation_id) id: vec3<u32>) {
     }
 }
 
+// out[r] = (a[r] - mean) / sqrt(var + eps) * gamma + beta, with b = [gamma; beta] (two rows
+// of `len`), one invocation per row: two passes (mean, then the centred squares), in f32
+// (`norm_f64.wgsl` has the CPU's f64 version).
+@compute @workgroup_size(64, 1, 1)
+fn layer_norm(@builtin(global_invocation_id) id: vec3<u32>) {
+    let r = id.x;
+    if (r >= dims.rows) {
+        return;
+    }
+    let n = dims.len;
+    var sum = 0.0;
+    for (var i = 0u; i < n; i++) {
+        sum += a[r * n + i];
+    }
+    let mean = sum / f32(n);
+    var ss = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let c = a[r * n + i] - mean;
+        ss += c * c;
+    }
+    let inv = 1.0 / sqrt(ss / f32(n) + dims.eps);
+    for (var i = 0u; i < n; i++) {
+        out[r * n + i] = (a[r * n + i] - mean) * inv * b[i] + b[n + i];
+    }
+}
+
+// out[r·len + i] += a[i]: a bias added to each of `rows` rows of `len`.
+@compute @workgroup_size(64, 1, 1)
+fn add_bias(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= dims.len * dims.rows) {
+        return;
+    }
+    out[i] = out[i] + a[i % dims.len];
+}
+
+// Exact GELU, x·Φ(x) = ½x(1 + erf(x/√2)), erf from the CPU's rational fit
+// (`edgellm_core::kernels::gelu_erf`: z = x/√2 clamped to ±3.9, odd numerator of degree 13
+// over an even denominator of degree 10, fused multiply-adds), out = gelu(a).
+@compute @workgroup_size(64, 1, 1)
+fn gelu_erf(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= dims.len) {
+        return;
+    }
+    let u = a[i];
+    let z = clamp(u * 0.70710677, -3.9, 3.9);
+    let z2 = z * z;
+    var p = -9.288417e-9;
+    p = fma(p, z2, 3.9829615e-6);
+    p = fma(p, z2, 3.527003e-4);
+    p = fma(p, z2, 3.7024417e-3);
+    p = fma(p, z2, 5.3494453e-2);
+    p = fma(p, z2, 1.8338302e-1);
+    p = fma(p, z2, 1.1283791);
+    var q = 5.6570898e-5;
+    q = fma(q, z2, 1.2420642e-3);
+    q = fma(q, z2, 1.5070359e-2);
+    q = fma(q, z2, 1.1269196e-1);
+    q = fma(q, z2, 4.9585238e-1);
+    q = fma(q, z2, 1.0);
+    let erf = clamp(z * p / q, -1.0, 1.0);
+    out[i] = 0.5 * u * (1.0 + erf);
+}
+
 // out = silu(a) * b, silu(x) = x / (1 + e^-x) through e^-|x| (never overflows), as the CPU.
 @compute @workgroup_size(64, 1, 1)
 fn swiglu(@builtin(global_invocation_id) id: vec3<u32>) {

@@ -273,6 +273,78 @@ impl Step<'_> {
         self.op(Op::GeluGate, g, u, out, [len as u32, 1, 0, 0], len)
     }
 
+    /// LayerNorm of `rows` rows of `x` into `out`, `gb` holding γ then β (two rows of the
+    /// width).
+    pub fn layer_norm(
+        &mut self,
+        x: &GpuTensor,
+        gb: &GpuTensor,
+        eps: f32,
+        rows: usize,
+        out: &GpuTensor,
+    ) -> Result<(), GpuError> {
+        let len = gb.len / 2;
+        check_len("layer_norm", x, rows * len)?;
+        check_len("layer_norm", out, rows * len)?;
+        self.op(Op::LayerNorm, x, gb, out, [len as u32, rows as u32, eps.to_bits(), 0], rows)
+    }
+
+    /// `y[r] += bias` for the `rows` rows of `bias.len()` values of `y`.
+    pub fn add_bias(&mut self, y: &GpuTensor, bias: &GpuTensor, rows: usize) -> Result<(), GpuError> {
+        check_len("add_bias", y, rows * bias.len)?;
+        self.op(Op::AddBias, bias, bias, y, [bias.len as u32, rows as u32, 0, 0], rows * bias.len)
+    }
+
+    /// `out = gelu(x)` (exact, erf) over the first `len` values.
+    pub fn gelu_erf(&mut self, x: &GpuTensor, len: usize, out: &GpuTensor) -> Result<(), GpuError> {
+        check_len("gelu_erf", x, len)?;
+        check_len("gelu_erf", out, len)?;
+        self.op(Op::GeluErf, x, x, out, [len as u32, 1, 0, 0], len)
+    }
+
+    /// BERT attention: each of the `n` queries `q` (`[n × n_head·head_dim]`) over the keys
+    /// `k` and values `v` (the same shape) of its own sequence, `bounds[t]` = `[start, end)`
+    /// of token `t`'s sequence (a tensor of `2n` values holding u32 bits), into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encoder_attention(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        bounds: &GpuTensor,
+        a: &AttnDims,
+        n: usize,
+        out: &GpuTensor,
+    ) -> Result<(), GpuError> {
+        let qd = a.n_head * a.head_dim;
+        for t in [q, k, v, out] {
+            check_len("encoder_attention", t, n * qd)?;
+        }
+        check_len("encoder_attention bounds", bounds, 2 * n)?;
+        if a.head_dim > MAX_HEAD_DIM || n > u16::MAX as usize || a.n_head > u16::MAX as usize {
+            return Err(GpuError::Shape(format!(
+                "encoder_attention: {n} tokens × {} heads of {}",
+                a.n_head, a.head_dim
+            )));
+        }
+        let p = [
+            n as u32,
+            0,
+            a.n_head as u32,
+            a.n_head as u32,
+            a.head_dim as u32,
+            0,
+            0,
+            0,
+            a.scale.to_bits(),
+            0,
+            0,
+            0,
+        ];
+        self.attn_pass(3, [&q.buf, &bounds.buf, &k.buf, &v.buf, &out.buf], p, (a.n_head as u32, n as u32));
+        Ok(())
+    }
+
     /// `y += x` over the first `len` values.
     pub fn add_to(&mut self, y: &GpuTensor, x: &GpuTensor, len: usize) -> Result<(), GpuError> {
         check_len("add", y, len)?;

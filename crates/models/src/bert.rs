@@ -461,6 +461,32 @@ struct Packed {
     seqs: Vec<Range<usize>>,
 }
 
+/// A BERT encoder's forward over unpadded sequences: the CPU [`Bert`], or another
+/// backend's (`edgellm_gpu::GpuBert`).
+pub trait BertEncoder: Send + Sync {
+    /// Hyper-parameters.
+    fn config(&self) -> &BertConfig;
+
+    /// The last hidden state of each sequence (token type 0, positions from 0),
+    /// concatenated: `[Σ len × hidden_size]`.
+    fn forward_sequences(&self, seqs: &[&[u32]]) -> Result<Vec<f32>, BertError>;
+
+    /// Where it runs: `CPU` or the GPU adapter.
+    fn device(&self) -> String {
+        "CPU".into()
+    }
+}
+
+impl BertEncoder for Bert {
+    fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    fn forward_sequences(&self, seqs: &[&[u32]]) -> Result<Vec<f32>, BertError> {
+        Bert::forward_sequences(self, seqs)
+    }
+}
+
 /// A BERT encoder with its weights.
 pub struct Bert {
     /// Hyper-parameters.

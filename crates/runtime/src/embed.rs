@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use edgellm_formats::{GgufError, GgufFile};
-use edgellm_models::bert::{Bert, BertBatch, BertError, GgufPooling};
+use edgellm_models::bert::{Bert, BertBatch, BertEncoder, BertError, GgufPooling};
 use edgellm_models::ModelError;
 use serde::Deserialize;
 
@@ -249,6 +249,8 @@ pub const DEFAULT_BATCH: usize = 32;
 /// A loaded sentence-embedding model: tokenizer, BERT encoder, pooling and normalization.
 pub struct Embedder {
     model: Bert,
+    /// Another backend running the encoder's forward (the GPU), in place of `model`'s.
+    device: Option<Box<dyn BertEncoder>>,
     tokenizer: tokenizers::Tokenizer,
     pooling: Pooling,
     normalize: bool,
@@ -345,6 +347,7 @@ impl Embedder {
         let n_vocab = tokenizer.get_vocab_size(true);
         Ok(Embedder {
             model,
+            device: None,
             tokenizer,
             pooling,
             normalize,
@@ -391,6 +394,7 @@ impl Embedder {
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         Ok(Embedder {
             model,
+            device: None,
             n_vocab: tokenizer.get_vocab_size(true),
             tokenizer,
             pooling,
@@ -403,6 +407,18 @@ impl Embedder {
     /// The BERT encoder.
     pub fn model(&self) -> &Bert {
         &self.model
+    }
+
+    /// This embedder with its encoder's forward run by `encoder` (the same model on another
+    /// backend, e.g. `edgellm_gpu::GpuBert`); tokenization and pooling stay here.
+    pub fn with_encoder(mut self, encoder: Box<dyn BertEncoder>) -> Embedder {
+        self.device = Some(encoder);
+        self
+    }
+
+    /// Where the encoder runs: `CPU` or the GPU adapter.
+    pub fn device(&self) -> String {
+        self.device.as_ref().map_or_else(|| "CPU".into(), |e| e.device())
     }
 
     /// Length of an embedding.
@@ -502,6 +518,24 @@ impl Embedder {
 
     /// Embeddings of token sequences run as one batch padded to the longest.
     pub fn embed_ids(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if let Some(enc) = &self.device {
+            // Unpadded sequences, each pooled over its own rows.
+            let d = self.model.config.hidden_size;
+            let h = enc.forward_sequences(seqs)?;
+            let mut t = 0;
+            return Ok(seqs
+                .iter()
+                .map(|s| {
+                    let rows = &h[t * d..(t + s.len()) * d];
+                    t += s.len();
+                    let mut e = self.pooling.apply(rows, &vec![1u8; s.len()], d);
+                    if self.normalize {
+                        l2_normalize(&mut e);
+                    }
+                    e
+                })
+                .collect());
+        }
         let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         let (b, d) = (seqs.len(), self.model.config.hidden_size);
         let pad = self.model.config.pad_token_id;
