@@ -95,6 +95,9 @@ pub enum GpuError {
     /// The device reported an error while running (validation, out of memory, lost device).
     #[error("GPU: {0}")]
     Execution(String),
+    /// The device could not allocate what a model or a step needs.
+    #[error("GPU out of memory: {0}")]
+    OutOfMemory(String),
 }
 
 /// What a [`Gpu`] runs on.
@@ -137,6 +140,9 @@ pub struct Gpu {
     dummy: [wgpu::Buffer; 2],
     /// RMSNorm sums in f64 (the adapter has 64-bit floats in shaders).
     f64_sums: bool,
+    /// The first error the device reported outside an error scope (instead of wgpu's default
+    /// handler, which panics); the next read-back returns it.
+    uncaptured: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A row or element-wise operation of `ops.wgsl`.
@@ -324,6 +330,13 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::Device { adapter: summary.name.clone(), why: e.to_string() })?;
+        // Errors outside a scope are kept for the next read-back, never a panic.
+        let uncaptured = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            let mut first = sink.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| e.to_string());
+        }));
         // matmul.wgsl: weight scales, minimums, codes, activation scales, sums, codes (read),
         // the output, then the uniform; one pipeline per weight type (`KIND`).
         let kinds: Vec<(&str, &str, f64)> = KINDS
@@ -411,6 +424,7 @@ impl Gpu {
             attn,
             dummy,
             f64_sums,
+            uncaptured,
         })
     }
 
@@ -463,6 +477,22 @@ impl Gpu {
             )));
         }
         let (scales, mins, codes) = relayout(dtype, data);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let weight = self.upload_parts(dtype, k, m, part_rows, (&scales, &mins, &codes));
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(GpuError::OutOfMemory(format!("{m} × {k} {dtype} weights: {e}")));
+        }
+        weight
+    }
+
+    fn upload_parts(
+        &self,
+        dtype: DType,
+        k: usize,
+        m: usize,
+        part_rows: usize,
+        (scales, mins, codes): (&[f32], &[f32], &[u8]),
+    ) -> Result<GpuWeight, GpuError> {
         let (row_codes, row_scales, row_mins) = (codes.len() / m, scales.len() / m, mins.len() / m);
         self.fits("one row of the weight's codes", row_codes)?;
         let fit = (self.max_binding() as usize / row_codes.max(1)).max(1);
@@ -824,6 +854,7 @@ impl Gpu {
         mut enc: wgpu::CommandEncoder,
         bufs: [&wgpu::Buffer; N],
     ) -> Result<[Vec<u8>; N], GpuError> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let errors = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let reads: Vec<wgpu::Buffer> = bufs
             .iter()
@@ -839,8 +870,15 @@ impl Gpu {
             })
             .collect();
         self.queue.submit([enc.finish()]);
-        if let Some(e) = pollster::block_on(errors.pop()) {
+        let invalid = pollster::block_on(errors.pop());
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(GpuError::OutOfMemory(e.to_string()));
+        }
+        if let Some(e) = invalid {
             return Err(GpuError::Execution(e.to_string()));
+        }
+        if let Some(e) = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(GpuError::Execution(e));
         }
         let (tx, rx) = mpsc::channel();
         for r in &reads {
