@@ -154,6 +154,9 @@ struct StsArgs {
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Where the encoder runs: cpu, gpu or auto (see `edgellm run --help`).
+    #[arg(long, default_value = "cpu", value_parser = crate::run::parse_device)]
+    device: edgellm_models::Device,
     /// Output format.
     #[arg(long = "output-format", value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
@@ -271,7 +274,8 @@ fn run_sts(a: StsArgs) -> Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     edgellm_core::parallel::set_num_threads(a.threads);
     let pairs = sts::load(&a.data)?;
-    let embedder = Embedder::load(&a.model)?;
+    let (embedder, note) = edgellm::embedder_on(Embedder::load(&a.model)?, &a.model, a.device)?;
+    crate::run::note_device(note.as_deref());
     let r = sts::evaluate(&embedder, &pairs, a.batch).context("evaluating STS")?;
     match a.format {
         OutputFormat::Json => println!("{}", serde_json::to_string(&r)?),

@@ -456,6 +456,32 @@ fn load_dir(dir: &Path, options: &EngineOptions) -> Result<Engine> {
     encoder(dir, embedder, None, name, file_bytes, options)
 }
 
+/// The embedder `e` (loaded from `path`) with its encoder's forward on `device`: unchanged
+/// for the CPU; on the GPU with the weights uploaded from `path` (an error naming why under
+/// [`Device::Gpu`] when that fails; under [`Device::Auto`] the CPU and the reason). What
+/// [`Engine::load`] does for encoders, for callers holding an
+/// [`Embedder`](edgellm_runtime::embed::Embedder) directly (`edgellm eval sts`).
+pub fn embedder_on(e: Embedder, path: &Path, device: Device) -> Result<(Embedder, Option<String>)> {
+    let on_gpu = || -> std::result::Result<Box<dyn BertEncoder>, String> {
+        let gpu = edgellm_gpu::shared().map_err(|e| e.to_string())?;
+        Ok(Box::new(edgellm_gpu::load_bert(gpu, path).map_err(|e| e.to_string())?))
+    };
+    match device {
+        Device::Cpu => Ok((e, None)),
+        Device::Gpu => match on_gpu() {
+            Ok(enc) => Ok((e.with_encoder(enc), None)),
+            Err(why) => {
+                let why = format!("{why}; use --device cpu, or auto to fall back to the CPU");
+                Err(RuntimeError::Model(ModelError::Device(why)).into())
+            }
+        },
+        Device::Auto => Ok(match on_gpu() {
+            Ok(enc) => (e.with_encoder(enc), None),
+            Err(why) => (e, Some(why)),
+        }),
+    }
+}
+
 /// Parameters of a BERT encoder (embeddings, layers; no pooler).
 fn bert_params(c: &BertConfig) -> u64 {
     let (d, ff) = (c.hidden_size as u64, c.intermediate_size as u64);
@@ -473,25 +499,7 @@ fn encoder(
     file_bytes: u64,
     options: &EngineOptions,
 ) -> Result<Engine> {
-    // The encoder's forward on the GPU where asked (and, under auto, possible).
-    let on_gpu = || -> std::result::Result<Box<dyn BertEncoder>, String> {
-        let gpu = edgellm_gpu::shared().map_err(|e| e.to_string())?;
-        Ok(Box::new(edgellm_gpu::load_bert(gpu, path).map_err(|e| e.to_string())?))
-    };
-    let (e, device_note) = match options.device {
-        Device::Cpu => (e, None),
-        Device::Gpu => match on_gpu() {
-            Ok(enc) => (e.with_encoder(enc), None),
-            Err(why) => {
-                let why = format!("{why}; use --device cpu, or auto to fall back to the CPU");
-                return Err(RuntimeError::Model(ModelError::Device(why)).into());
-            }
-        },
-        Device::Auto => match on_gpu() {
-            Ok(enc) => (e.with_encoder(enc), None),
-            Err(why) => (e, Some(why)),
-        },
-    };
+    let (e, device_note) = embedder_on(e, path, options.device)?;
     let c = &e.model().config;
     let info = EngineInfo {
         path: path.to_path_buf(),

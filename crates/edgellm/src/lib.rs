@@ -61,7 +61,7 @@ mod logprob;
 
 pub use constraint::OutputFormat;
 pub use engine::{
-    parse_cache_type, Engine, EngineInfo, EngineOptions, LabelScore, ModelKind, TemplateSource,
+    embedder_on, parse_cache_type, Engine, EngineInfo, EngineOptions, LabelScore, ModelKind, TemplateSource,
 };
 pub use error::{Error, Result};
 pub use generate::{CancelToken, Chunk, Completion, FinishReason, GenerateParams, Session, Timings};
