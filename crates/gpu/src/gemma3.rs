@@ -78,17 +78,7 @@ impl GpuGemma3 {
             }
             None => upload(&gpu, f, "token_embd.weight", d, cfg.n_vocab)?,
         };
-        let (n_params, weight_bytes) = edgellm_models::linear::file_totals(f);
-        let info = ModelInfo {
-            arch: "gemma3".into(),
-            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
-            n_vocab: cfg.n_vocab,
-            n_ctx_train: cfg.n_ctx_train,
-            n_layer: cfg.n_layer,
-            n_embd: d,
-            n_params,
-            weight_bytes,
-        };
+        let info = ModelInfo::from_gguf(f, "gemma3", cfg.n_vocab, cfg.n_ctx_train, cfg.n_layer, d);
         let attn = AttnDims {
             n_head: cfg.n_head,
             n_head_kv: cfg.n_head_kv,

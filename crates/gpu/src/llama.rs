@@ -74,17 +74,7 @@ impl GpuLlama {
             }
             None => None,
         };
-        let (n_params, weight_bytes) = edgellm_models::linear::file_totals(f);
-        let info = ModelInfo {
-            arch,
-            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
-            n_vocab: cfg.n_vocab,
-            n_ctx_train: cfg.n_ctx_train,
-            n_layer: cfg.n_layer,
-            n_embd: d,
-            n_params,
-            weight_bytes,
-        };
+        let info = ModelInfo::from_gguf(f, &arch, cfg.n_vocab, cfg.n_ctx_train, cfg.n_layer, d);
         let attn = AttnDims {
             n_head: cfg.n_head,
             n_head_kv: cfg.n_head_kv,

@@ -191,17 +191,7 @@ impl Gemma3 {
             }
             None => tok_embd.clone(),
         };
-        let (n_params, weight_bytes) = crate::linear::file_totals(f);
-        let info = ModelInfo {
-            arch: "gemma3".into(),
-            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
-            n_vocab: cfg.n_vocab,
-            n_ctx_train: cfg.n_ctx_train,
-            n_layer: cfg.n_layer,
-            n_embd: d,
-            n_params,
-            weight_bytes,
-        };
+        let info = ModelInfo::from_gguf(f, "gemma3", cfg.n_vocab, cfg.n_ctx_train, cfg.n_layer, d);
         Ok(Gemma3 {
             info,
             tok_embd,

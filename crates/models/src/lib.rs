@@ -42,6 +42,31 @@ pub struct ModelInfo {
     pub weight_bytes: u64,
 }
 
+impl ModelInfo {
+    /// The facts of a decoder in GGUF file `f` of architecture `arch`: its name from
+    /// `general.name`, parameter and weight-byte totals from the file's tensors, the sizes given.
+    pub fn from_gguf(
+        f: &GgufFile,
+        arch: &str,
+        n_vocab: usize,
+        n_ctx_train: usize,
+        n_layer: usize,
+        n_embd: usize,
+    ) -> ModelInfo {
+        let (n_params, weight_bytes) = linear::file_totals(f);
+        ModelInfo {
+            arch: arch.to_string(),
+            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
+            n_vocab,
+            n_ctx_train,
+            n_layer,
+            n_embd,
+            n_params,
+            weight_bytes,
+        }
+    }
+}
+
 /// A causal language model: tokens in, logits out, with a KV cache across calls.
 pub trait LanguageModel: Send + Sync {
     /// Facts about the model.

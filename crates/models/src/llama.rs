@@ -179,17 +179,7 @@ impl Llama {
             }
             None => tok_embd.clone(),
         };
-        let (n_params, weight_bytes) = crate::linear::file_totals(f);
-        let info = ModelInfo {
-            arch,
-            name: f.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
-            n_vocab: cfg.n_vocab,
-            n_ctx_train: cfg.n_ctx_train,
-            n_layer: cfg.n_layer,
-            n_embd: d,
-            n_params,
-            weight_bytes,
-        };
+        let info = ModelInfo::from_gguf(f, &arch, cfg.n_vocab, cfg.n_ctx_train, cfg.n_layer, d);
         let rope = Rope { dim: cfg.rope_dim, base: cfg.rope_base };
         let attn = AttnShape {
             n_head: cfg.n_head,
