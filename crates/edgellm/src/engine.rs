@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use edgellm_formats::mmap::{special_file, SpecialFile};
 use edgellm_formats::{GgufFile, HfConfig};
-use edgellm_models::bert::{BertConfig, BertEncoder};
+use edgellm_models::bert::{BertConfig, BertEncoder, BertError};
 use edgellm_models::intent::{has_intent_head, IntentHead};
 use edgellm_models::{Device, KvType, LoadOptions, ModelError, Precision};
 use edgellm_runtime::embed::{EmbedError, Embedder, DEFAULT_BATCH};
@@ -462,24 +462,20 @@ fn load_dir(dir: &Path, options: &EngineOptions) -> Result<Engine> {
 /// [`Engine::load`] does for encoders, for callers holding an
 /// [`Embedder`](edgellm_runtime::embed::Embedder) directly (`edgellm eval sts`).
 pub fn embedder_on(e: Embedder, path: &Path, device: Device) -> Result<(Embedder, Option<String>)> {
-    let on_gpu = || -> std::result::Result<Box<dyn BertEncoder>, String> {
-        let gpu = edgellm_gpu::shared().map_err(|e| e.to_string())?;
-        Ok(Box::new(edgellm_gpu::load_bert(gpu, path).map_err(|e| e.to_string())?))
-    };
-    match device {
-        Device::Cpu => Ok((e, None)),
-        Device::Gpu => match on_gpu() {
-            Ok(enc) => Ok((e.with_encoder(enc), None)),
-            Err(why) => {
-                let why = format!("{why}; use --device cpu, or auto to fall back to the CPU");
-                Err(RuntimeError::Model(ModelError::Device(why)).into())
-            }
-        },
-        Device::Auto => Ok(match on_gpu() {
-            Ok(enc) => (e.with_encoder(enc), None),
-            Err(why) => (e, Some(why)),
-        }),
-    }
+    let (encoder, note) = edgellm_runtime::gpu_part(device, || {
+        let gpu = edgellm_gpu::shared().map_err(|e| ModelError::Device(e.to_string()))?;
+        // The CPU has loaded the same files: what fails here is the device's.
+        let enc = edgellm_gpu::load_bert(gpu, path).map_err(|e| match e {
+            BertError::Model(m @ ModelError::Device(_)) => m,
+            other => ModelError::Device(other.to_string()),
+        })?;
+        Ok(Box::new(enc) as Box<dyn BertEncoder>)
+    })
+    .map_err(RuntimeError::Model)?;
+    Ok(match encoder {
+        Some(enc) => (e.with_encoder(enc), None),
+        None => (e, note),
+    })
 }
 
 /// Parameters of a BERT encoder (embeddings, layers; no pooler).

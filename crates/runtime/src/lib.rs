@@ -9,4 +9,6 @@ pub mod sampler;
 pub mod session;
 
 pub use sampler::{Sampler, SamplerConfig};
-pub use session::{GenerateOptions, Generation, LoadedModel, RuntimeError, Session, StopReason, Timings};
+pub use session::{
+    gpu_part, GenerateOptions, Generation, LoadedModel, RuntimeError, Session, StopReason, Timings,
+};

@@ -174,30 +174,38 @@ impl LoadedModel {
 type OnDevice = (Box<dyn LanguageModel>, String, Option<String>);
 
 /// The model in `f` built for `opts.device`, with where it runs and, under
-/// [`Device::Auto`], why it fell back to the CPU. Under [`Device::Gpu`] no adapter, or a
-/// model the GPU path cannot run, is an error ([`ModelError::Device`]).
+/// [`Device::Auto`], why it fell back to the CPU (see [`gpu_part`]).
 fn load_on_device(f: &GgufFile, opts: &LoadOptions) -> Result<OnDevice, RuntimeError> {
-    let cpu = || -> Result<_, RuntimeError> { Ok(edgellm_models::load_gguf_with(f, opts)?) };
-    let on_gpu = || -> Result<_, ModelError> {
+    let (on_gpu, note) = gpu_part(opts.device, || {
         let gpu = edgellm_gpu::shared().map_err(|e| ModelError::Device(e.to_string()))?;
         let name = gpu.adapter().to_string();
         Ok((edgellm_gpu::load_gguf(gpu, f, opts)?, name))
-    };
-    match opts.device {
-        Device::Cpu => Ok((cpu()?, "CPU".into(), None)),
-        Device::Gpu => match on_gpu() {
-            Ok((m, name)) => Ok((m, name, None)),
-            Err(ModelError::Device(why)) => {
-                Err(ModelError::Device(format!("{why}; use --device cpu, or auto to fall back to the CPU"))
-                    .into())
-            }
-            Err(e) => Err(e.into()),
-        },
-        Device::Auto => match on_gpu() {
-            Ok((m, name)) => Ok((m, name, None)),
-            Err(ModelError::Device(why)) => Ok((cpu()?, "CPU".into(), Some(why))),
-            Err(e) => Err(e.into()),
-        },
+    })?;
+    match on_gpu {
+        Some((m, name)) => Ok((m, name, None)),
+        None => Ok((edgellm_models::load_gguf_with(f, opts)?, "CPU".into(), note)),
+    }
+}
+
+/// What `gpu` builds for the GPU under `device`, the one place `--device` is decided (decoders
+/// here, encoders in `edgellm::embedder_on`): [`Device::Cpu`] builds nothing; on the GPU
+/// `Some`; a [`ModelError::Device`] (no adapter, a model the GPU path cannot run) is an error
+/// under [`Device::Gpu`], with the way out, and under [`Device::Auto`] `None` with the reason
+/// (the caller runs the CPU). Other errors (a corrupt file) stay errors.
+pub fn gpu_part<G>(
+    device: Device,
+    gpu: impl FnOnce() -> Result<G, ModelError>,
+) -> Result<(Option<G>, Option<String>), ModelError> {
+    if device == Device::Cpu {
+        return Ok((None, None));
+    }
+    match (gpu(), device) {
+        (Ok(g), _) => Ok((Some(g), None)),
+        (Err(ModelError::Device(why)), Device::Auto) => Ok((None, Some(why))),
+        (Err(ModelError::Device(why)), _) => {
+            Err(ModelError::Device(format!("{why}; use --device cpu, or auto to fall back to the CPU")))
+        }
+        (Err(e), _) => Err(e),
     }
 }
 
@@ -493,5 +501,31 @@ impl Session<'_> {
         timings.gen_tokens = ids.len();
         timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(Generation { ids, text, timings, stop })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--device`: the CPU builds nothing on the GPU; a device error falls back under auto (with
+    /// the reason) and fails under gpu (with the way out); other errors stay errors.
+    #[test]
+    fn gpu_part_decides_the_device() {
+        let device_err = || Err::<u8, _>(ModelError::Device("no GPU adapter".into()));
+        let mut called = false;
+        let (g, note) = gpu_part(Device::Cpu, || {
+            called = true;
+            Ok(1u8)
+        })
+        .unwrap();
+        assert!(g.is_none() && note.is_none() && !called);
+        assert_eq!(gpu_part(Device::Gpu, || Ok(7u8)).unwrap(), (Some(7), None));
+        assert_eq!(gpu_part(Device::Auto, || Ok(7u8)).unwrap(), (Some(7), None));
+        assert_eq!(gpu_part(Device::Auto, device_err).unwrap(), (None, Some("no GPU adapter".to_string())));
+        let e = gpu_part(Device::Gpu, device_err).unwrap_err().to_string();
+        assert!(e.contains("no GPU adapter") && e.contains("--device cpu"), "{e}");
+        let bad = || Err::<u8, _>(ModelError::BadConfig("corrupt".into()));
+        assert!(matches!(gpu_part(Device::Auto, bad), Err(ModelError::BadConfig(_))));
     }
 }
