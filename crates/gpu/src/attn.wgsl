@@ -121,6 +121,23 @@ fn combine(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
     return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
 }
 
+// The workgroup's maximum and sum of exponentials from each invocation's partial (m, s): a
+// tree over shared memory (called by every invocation, in uniform control flow).
+fn workgroup_max_sum(m: f32, s: f32, tid: u32) -> vec2<f32> {
+    red_m[tid] = m;
+    red_s[tid] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (tid < stride) {
+            let c = combine(red_m[tid], red_s[tid], red_m[tid + stride], red_s[tid + stride]);
+            red_m[tid] = c.x;
+            red_s[tid] = c.y;
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(red_m[0], red_s[0]);
+}
+
 // `a` holds the queries `[n × n_head·head_dim]`; the output the same shape.
 @compute @workgroup_size(64, 1, 1)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -148,19 +165,9 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         m = c.x;
         s = c.y;
     }
-    red_m[tid] = m;
-    red_s[tid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            let c = combine(red_m[tid], red_s[tid], red_m[tid + stride], red_s[tid + stride]);
-            red_m[tid] = c.x;
-            red_s[tid] = c.y;
-        }
-        workgroupBarrier();
-    }
-    let mx = red_m[0];
-    let inv = 1.0 / red_s[0];
+    let stats = workgroup_max_sum(m, s, tid);
+    let mx = stats.x;
+    let inv = 1.0 / stats.y;
 
     // The values weighted by the probabilities, WG keys at a time: each invocation computes one
     // key's probability, then adds every key of the chunk to its dimensions.
@@ -235,19 +242,9 @@ fn encoder_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         m = c.x;
         s = c.y;
     }
-    red_m[tid] = m;
-    red_s[tid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            let c = combine(red_m[tid], red_s[tid], red_m[tid + stride], red_s[tid + stride]);
-            red_m[tid] = c.x;
-            red_s[tid] = c.y;
-        }
-        workgroupBarrier();
-    }
-    let mx = red_m[0];
-    let inv = 1.0 / red_s[0];
+    let stats = workgroup_max_sum(m, s, tid);
+    let mx = stats.x;
+    let inv = 1.0 / stats.y;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var c0 = lo; c0 < hi; c0 += WG) {
         let j = c0 + tid;

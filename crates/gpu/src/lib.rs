@@ -372,13 +372,19 @@ impl Gpu {
         // ops.wgsl: two operands (read), the output.
         let op_entries: Vec<(&str, &str, f64)> =
             Op::ALL.iter().map(|op| (op.entry(), op.entry(), 0.0)).collect();
-        let (ops_layout, mut ops) =
-            kernel_set(&device, "ops.wgsl", include_str!("ops.wgsl"), &[true, true, false], &op_entries, "");
+        let (ops_layout, mut ops) = kernel_set(
+            &device,
+            "ops.wgsl",
+            concat!(include_str!("ops_bindings.wgsl"), include_str!("ops.wgsl")),
+            &[true, true, false],
+            &op_entries,
+            "",
+        );
         if f64_sums {
             let (_, f64_ops) = kernel_set_with(
                 &device,
                 "norm_f64.wgsl",
-                include_str!("norm_f64.wgsl"),
+                concat!(include_str!("ops_bindings.wgsl"), include_str!("norm_f64.wgsl")),
                 &ops_layout,
                 &[("rms_norm f64", "rms_norm", 0.0), ("layer_norm f64", "layer_norm", 0.0)],
                 "",

@@ -4,19 +4,7 @@
 // adapter has 64-bit floats in shaders (wgpu's SHADER_F64: desktop GPUs, lavapipe), else
 // `ops.wgsl`'s f32 version runs. An 8-bit activation quantizer downstream turns a scale a few
 // ulps off into codes flipped at rounding ties, which a model with large outliers (Gemma 3)
-// amplifies into logits tenths apart. Same bindings as `ops.wgsl`.
-
-struct Dims {
-    len: u32,
-    rows: u32,
-    eps: f32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> dims: Dims;
+// amplifies into logits tenths apart. Bindings: ops_bindings.wgsl (prepended).
 
 @compute @workgroup_size(64, 1, 1)
 fn rms_norm(@builtin(global_invocation_id) id: vec3<u32>) {

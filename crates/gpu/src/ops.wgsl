@@ -1,20 +1,9 @@
 // Row and element-wise operations of the forward passes (edgellm_gpu::Gpu::rms_norm, swiglu,
 // softmax, add; add_to for the residual stream in place), each the CPU function's formula in
-// f32 (the CPU's RMSNorm sums squares in f64; no f64 here), compared against it within
+// f32 (the CPU's norms sum in f64: norm_f64.wgsl where the adapter has it), compared against it within
 // `tolerance::gpu::ROW_OPS`.
 
-struct Dims {
-    // Values per row (rows ops) or in all (element-wise ops).
-    len: u32,
-    rows: u32,
-    eps: f32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> dims: Dims;
+// Bindings and `Dims`: ops_bindings.wgsl (prepended at compile time).
 
 // out[r] = a[r] * (1 / sqrt(mean(a[r]^2) + eps)) * b (the weight), one invocation per row.
 @compute @workgroup_size(64, 1, 1)
