@@ -8,7 +8,6 @@
 //! saying so, when the models directory is absent (run `scripts/fetch-models`).
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::{mpsc, Arc, OnceLock};
 
 use edgellm::batch::{BatchOptions, Batcher, Event};
@@ -28,20 +27,8 @@ const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 /// result to f32 (|logprob| < 100 → an f32 step ≤ 8e-6).
 const LOGPROB_TOL: f64 = 1e-4;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
-    if !dir.is_dir() {
-        eprintln!("skipping: the models directory {} is absent (run scripts/fetch-models)", dir.display());
-        return None;
-    }
-    let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
-    Some(p)
-}
+mod common;
+use common::model;
 
 /// SmolLM2, loaded once (in an `Arc` for the batch scheduler).
 fn smollm2() -> Option<&'static Arc<Engine>> {

@@ -12,17 +12,8 @@ use std::path::PathBuf;
 use edgellm::{Device, Engine, EngineOptions, Error, GenerateParams, RuntimeError, SamplerConfig};
 use edgellm_models::ModelError;
 
-fn model(name: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::var_os("EDGELLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root.join("models"));
-    if !dir.is_dir() {
-        eprintln!("skipping: the models directory {} is absent (run scripts/fetch-models)", dir.display());
-        return None;
-    }
-    let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
-    Some(p)
-}
+mod common;
+use common::model;
 
 fn on(device: Device) -> EngineOptions {
     EngineOptions { device, n_ctx: 256, ..Default::default() }
