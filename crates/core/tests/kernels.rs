@@ -234,7 +234,7 @@ fn tiers_are_detected_and_tables_filled() {
     assert!(tiers.contains(&kernels::tier()), "{:?} not in {tiers:?}", kernels::tier());
     assert_eq!(kernels::tier_name(), kernels::tier().name());
     assert_eq!(kernels::active().tier(), kernels::tier());
-    for t in [Tier::Scalar, Tier::Avx2, Tier::Avx512Vnni, Tier::Neon, Tier::NeonDotprod] {
+    for t in [Tier::Scalar, Tier::Avx2, Tier::Avx512Vnni, Tier::Neon, Tier::NeonDotprod, Tier::NeonI8mm] {
         assert_eq!(Tier::from_name(t.name()), Some(t));
         assert_eq!(Kernels::for_tier(t).is_some(), tiers.contains(&t), "{t:?}");
     }
@@ -605,6 +605,56 @@ fn packed_matmul_is_the_oracle_on_every_tier() {
     }
 }
 
+/// Codes at their extremes in every byte (all bits clear, all set, 0x80) against activations
+/// all at ±127: every packed kernel's integer sums stay exact (the narrow sums of plain NEON
+/// would wrap first) and give the oracle's bits.
+#[test]
+fn packed_matmul_holds_the_largest_sums() {
+    let rows = 16;
+    for t in packed_types() {
+        // Eight legacy blocks, two super-blocks.
+        let k = if t.block_size() == 256 { 512 } else { 256 };
+        for byte in [0x00u8, 0xff, 0x80] {
+            let mut w = vec![byte; rows * k / t.block_size() * t.type_size()];
+            for b in w.chunks_mut(t.type_size()) {
+                for &f in scale_fields(t) {
+                    b[f..f + 2].copy_from_slice(&f16_bytes(1.0));
+                }
+            }
+            let p = kernels::pack(t, k, rows, &w);
+            for sign in [1.0f32, -1.0] {
+                let n = 5;
+                let x = vec![sign; n * k];
+                let pab = kernels::packed_activation_row_bytes(t, k);
+                let mut pa = vec![0u8; n * pab];
+                for (xr, ar) in x.chunks_exact(k).zip(pa.chunks_exact_mut(pab)) {
+                    oracle().quantize_packed_activations(t, xr, ar);
+                }
+                let mut want = vec![0.0f32; n * rows];
+                oracle().matmul_packed(t, &p, k, 0..rows, &pa, n, &mut want, rows);
+                // The oracle itself against the GGUF-layout oracle on the same bytes.
+                let a = quantize_rows(t, &x, k);
+                let ab = a.len() / n;
+                let wb = w.len() / rows;
+                let plain = oracle().vec_dot(t, &w[..wb], &a[..ab], k);
+                check_dot(&format!("extreme {t} {byte:#x} {sign}"), t, k, &w[..wb], &a[..ab], want[0], plain);
+                for tier in simd_tiers() {
+                    let mut got = vec![f32::NAN; n * rows];
+                    tier.matmul_packed(t, &p, k, 0..rows, &pa, n, &mut got, rows);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            w.to_bits(),
+                            "{:?} packed {t} bytes {byte:#x} activations {sign} output {i}: {g} vs oracle {w}",
+                            tier.tier()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn packing_is_offered_where_a_simd_kernel_exists() {
     assert!(!oracle().packs(DType::Q4_0), "the oracle tier gains nothing from packing");
@@ -623,23 +673,21 @@ fn packing_is_offered_where_a_simd_kernel_exists() {
                 assert!(tier.packs(t), "{:?} {t}", tier.tier());
                 assert_eq!(tier.packed_tier(t), Some(Tier::Avx2), "{:?} {t}", tier.tier());
             }
-        } else if tier.tier() == Tier::NeonDotprod {
-            // The dot-product tier packs what x86 packs (arm/packed.rs).
+        } else {
+            // Every ARM tier packs what x86 packs, with its own code (arm/packed.rs).
             for t in
                 [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q6_K]
             {
-                assert!(tier.packs(t), "{t}");
-                assert_eq!(tier.packed_tier(t), Some(Tier::NeonDotprod), "{t}");
+                assert!(tier.packs(t), "{:?} {t}", tier.tier());
+                assert_eq!(tier.packed_tier(t), Some(tier.tier()), "{t}");
                 arm_packed += 1;
             }
-        } else {
-            assert!(!tier.packs(DType::Q4_0), "plain NEON has no packed kernels");
         }
     }
-    // Under QEMU (scripts/test-aarch64) the dot-product tier is there: the packed NEON
+    // Under QEMU (scripts/test-aarch64, `-cpu max`) the three ARM tiers are there: their packed
     // kernels are among the tiers `packed_matmul_is_the_oracle_on_every_tier` checks.
-    if cfg!(target_arch = "aarch64") && simd_tiers().iter().any(|t| t.tier() == Tier::NeonDotprod) {
-        assert_eq!(arm_packed, 7);
+    if cfg!(target_arch = "aarch64") && simd_tiers().iter().any(|t| t.tier() == Tier::NeonI8mm) {
+        assert_eq!(arm_packed, 3 * 7);
     }
 }
 

@@ -604,7 +604,7 @@ fn q8_sb_is_not_convertible_alone() {
 
 /// The SIMD tiers run their own sparse kernels (so the comparisons above test them): AVX2
 /// always; AVX-512 where the CPU has VBMI and VBMI2, else it keeps AVX2's; NEON and NEON
-/// dot-product each their own.
+/// dot-product each their own (the I8MM tier the dot-product tier's).
 #[test]
 fn simd_tiers_have_sparse_kernels() {
     for tier in kernels::available_tiers() {
@@ -618,8 +618,9 @@ fn simd_tiers_have_sparse_kernels() {
             }
             t => t,
         };
+        // The I8MM tier only adds packed products: its sparse kernels are the dot-product tier's.
         #[cfg(target_arch = "aarch64")]
-        let want = tier;
+        let want = if tier == kernels::Tier::NeonI8mm { kernels::Tier::NeonDotprod } else { tier };
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let want = kernels::Tier::Scalar;
         for t in NM {

@@ -24,13 +24,15 @@
 //! Every kernel exists as a scalar oracle ([`Tier::Scalar`], `generic/`) and as SIMD code per
 //! instruction-set tier: [`Tier::Avx2`] (`x86/`, AVX2 + FMA + F16C) and [`Tier::Neon`] /
 //! [`Tier::NeonDotprod`] (`arm/`) cover every type above; [`Tier::Avx512Vnni`] adds the
-//! matrix products of several tokens of the quantized types (AVX-512 F/BW + VNNI) over AVX2.
+//! matrix products of several tokens of the quantized types (AVX-512 F/BW + VNNI) over AVX2;
+//! [`Tier::NeonI8mm`] adds the packed products with the 8-bit matrix multiply (`smmla`) over
+//! the dot-product tier.
 //! The sparse types (`quant::sparse`) have their own kernels on the AVX2 tier and, where
 //! the CPU also has AVX-512 VBMI and VBMI2 (`vpermb`, `vpexpandb`), on the AVX-512 tier (a
 //! VNNI CPU without them keeps the AVX2 sparse kernels), and on NEON and NEON dot-product
 //! (`arm/sparse.rs`: one `tbl` expansion per two chunks).
 //! The table of the best tier the CPU supports is chosen once ([`tier`]);
-//! `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod` forces one. A tier without its own
+//! `EDGELLM_KERNELS=scalar|avx2|avx512vnni|neon|dotprod|i8mm` forces one. A tier without its own
 //! kernel for a type keeps the lower tier's, down to the oracle
 //! ([`Kernels::implementing_tier`] says which code runs). Tests reach every tier through
 //! [`Kernels::for_tier`].
@@ -71,10 +73,14 @@ pub enum Tier {
     Neon,
     /// AArch64 Advanced SIMD with the dot-product extension (`sdot`).
     NeonDotprod,
+    /// AArch64 with the dot-product and 8-bit matrix multiply (`smmla`, Armv8.6 I8MM)
+    /// extensions, over the dot-product tier (its packed products of several tokens).
+    NeonI8mm,
 }
 
 /// Every tier, lowest first.
-const ALL_TIERS: [Tier; 5] = [Tier::Scalar, Tier::Avx2, Tier::Avx512Vnni, Tier::Neon, Tier::NeonDotprod];
+const ALL_TIERS: [Tier; 6] =
+    [Tier::Scalar, Tier::Avx2, Tier::Avx512Vnni, Tier::Neon, Tier::NeonDotprod, Tier::NeonI8mm];
 
 impl Tier {
     /// Short lowercase name, as `EDGELLM_KERNELS` takes it.
@@ -85,11 +91,12 @@ impl Tier {
             Tier::Avx512Vnni => "avx512vnni",
             Tier::Neon => "neon",
             Tier::NeonDotprod => "dotprod",
+            Tier::NeonI8mm => "i8mm",
         }
     }
 
     /// The tier with this name (case-insensitive; `generic` is an alias of `scalar`,
-    /// `avx512` of `avx512vnni`, `neon-dotprod` of `dotprod`).
+    /// `avx512` of `avx512vnni`, `neon-dotprod` of `dotprod`, `neon-i8mm` of `i8mm`).
     pub fn from_name(name: &str) -> Option<Tier> {
         let n = name.trim().to_ascii_lowercase();
         match n.as_str() {
@@ -98,6 +105,7 @@ impl Tier {
             "avx512vnni" | "avx512" | "avx512-vnni" => Some(Tier::Avx512Vnni),
             "neon" => Some(Tier::Neon),
             "dotprod" | "neon-dotprod" | "neondotprod" => Some(Tier::NeonDotprod),
+            "i8mm" | "neon-i8mm" | "neoni8mm" => Some(Tier::NeonI8mm),
             _ => None,
         }
     }
@@ -114,6 +122,8 @@ impl Tier {
             Tier::Neon => true,
             #[cfg(target_arch = "aarch64")]
             Tier::NeonDotprod => arm::dotprod_detected(),
+            #[cfg(target_arch = "aarch64")]
+            Tier::NeonI8mm => arm::dotprod_detected() && arm::i8mm_detected(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -130,7 +140,7 @@ fn built(tier: Tier) -> bool {
     match tier {
         Tier::Scalar => true,
         Tier::Avx2 | Tier::Avx512Vnni => cfg!(target_arch = "x86_64"),
-        Tier::Neon | Tier::NeonDotprod => cfg!(target_arch = "aarch64"),
+        Tier::Neon | Tier::NeonDotprod | Tier::NeonI8mm => cfg!(target_arch = "aarch64"),
     }
 }
 
@@ -164,7 +174,7 @@ pub fn tier() -> Tier {
             None => {
                 eprintln!(
                     "edgellm: EDGELLM_KERNELS={forced} is not a kernel tier (use one of scalar, avx2, \
-                     avx512vnni, neon, dotprod); using {} (supported here: {})",
+                     avx512vnni, neon, dotprod, i8mm); using {} (supported here: {})",
                     best.name(),
                     names(&available_tiers())
                 );
@@ -905,8 +915,7 @@ pub struct Kernels {
 impl Kernels {
     /// The kernels of `tier`, or `None` when this CPU (or build) cannot run them.
     pub fn for_tier(tier: Tier) -> Option<&'static Kernels> {
-        static TABLES: [OnceLock<Kernels>; 5] =
-            [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static TABLES: [OnceLock<Kernels>; ALL_TIERS.len()] = [const { OnceLock::new() }; ALL_TIERS.len()];
         if !(tier.is_supported() && built(tier)) {
             return None;
         }
@@ -927,11 +936,14 @@ impl Kernels {
         }
         #[cfg(target_arch = "aarch64")]
         {
-            if matches!(tier, Tier::Neon | Tier::NeonDotprod) {
+            if matches!(tier, Tier::Neon | Tier::NeonDotprod | Tier::NeonI8mm) {
                 arm::fill_neon(&mut k);
             }
-            if tier == Tier::NeonDotprod {
+            if matches!(tier, Tier::NeonDotprod | Tier::NeonI8mm) {
                 arm::fill_dotprod(&mut k);
+            }
+            if tier == Tier::NeonI8mm {
+                arm::fill_i8mm(&mut k);
             }
         }
         k.tier = tier;

@@ -1,4 +1,5 @@
-//! AArch64 kernels: Advanced SIMD (NEON), and the dot-product extension (`sdot`).
+//! AArch64 kernels: Advanced SIMD (NEON), the dot-product extension (`sdot`) and the 8-bit
+//! matrix multiply extension (`smmla`, packed products only).
 //!
 //! The structure follows `x86/`: every weight format is a [`Fmt`] (unpack a weight block,
 //! unpack an activation block, add their dot product into four f32 lanes), turned into a dot
@@ -6,10 +7,11 @@
 //! generic over `DP` (whether `sdot` may be used); [`dot16`] is the one place that differs:
 //! `sdot` (four 4-byte dot products per instruction) with the extension, widening multiplies
 //! and pairwise adds without it. The entry points come in two sets, `plain` (NEON) and `sdot`
-//! (NEON + dotprod), the latter compiled with the extension enabled.
+//! (NEON + dotprod), the latter compiled with the extension enabled. The packed
+//! (row-interleaved) products exist on all three tiers (`packed`).
 //!
-//! The dot-product intrinsics are not stable in this Rust version, so `sdot` is inline
-//! assembly; so is the half → single widening `fcvtl` (its vector type is not stable either).
+//! The dot-product and matrix-multiply intrinsics are not stable in this Rust version, so
+//! `sdot` and `smmla` are inline assembly; so is the half → single widening `fcvtl` (its vector type is not stable either).
 //! Block scales are widened through the shared table [`super::F16_TO_F32`].
 
 use std::arch::aarch64::*;
@@ -29,6 +31,11 @@ mod sparse;
 /// Whether the CPU has the dot-product extension.
 pub(super) fn dotprod_detected() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+/// Whether the CPU has the 8-bit integer matrix multiply extension (I8MM).
+pub(super) fn i8mm_detected() -> bool {
+    std::arch::is_aarch64_feature_detected!("i8mm")
 }
 
 macro_rules! fill {
@@ -58,7 +65,16 @@ pub(super) fn fill_neon(k: &mut Kernels) {
     k.set_quantize(Act::Q8_0, quantize::q8_0, t);
     k.set_quantize(Act::Q8_1, quantize::q8_1, t);
     k.set_quantize(Act::Q8_K, quantize::q8_k, t);
+    k.set_quantize(Act::Q8S, quantize::q8s, t);
     fill!(k, t, plain);
+    // Packed products with widening multiplies, summed in i16 lanes (`packed`).
+    k.set_packed(DType::Q4_0, packed::neon_q4_0, t);
+    k.set_packed(DType::Q5_0, packed::neon_q5_0, t);
+    k.set_packed(DType::Q8_0, packed::neon_q8_0, t);
+    k.set_packed(DType::Q4_1, packed::neon_q4_1, t);
+    k.set_packed(DType::Q5_1, packed::neon_q5_1, t);
+    k.set_packed(DType::Q4_K, packed::neon_q4_k, t);
+    k.set_packed(DType::Q6_K, packed::neon_q6_k, t);
     k.set(DType::F32, float::vec_dot_f32, float::matmul_f32, t);
     k.set(DType::F16, float::vec_dot_f16, float::matmul_f16, t);
     k.set(DType::BF16, float::vec_dot_bf16, float::matmul_bf16, t);
@@ -75,6 +91,19 @@ pub(super) fn fill_dotprod(k: &mut Kernels) {
     k.set_packed(DType::Q5_1, packed::sdot_q5_1, Tier::NeonDotprod);
     k.set_packed(DType::Q4_K, packed::sdot_q4_k, Tier::NeonDotprod);
     k.set_packed(DType::Q6_K, packed::sdot_q6_k, Tier::NeonDotprod);
+}
+
+/// Puts the 8-bit matrix multiply kernels into `k` (over the dot-product ones): packed
+/// products, one `smmla` per two rows and two tokens (`packed`).
+pub(super) fn fill_i8mm(k: &mut Kernels) {
+    let t = Tier::NeonI8mm;
+    k.set_packed(DType::Q4_0, packed::mmla_q4_0, t);
+    k.set_packed(DType::Q5_0, packed::mmla_q5_0, t);
+    k.set_packed(DType::Q8_0, packed::mmla_q8_0, t);
+    k.set_packed(DType::Q4_1, packed::mmla_q4_1, t);
+    k.set_packed(DType::Q5_1, packed::mmla_q5_1, t);
+    k.set_packed(DType::Q4_K, packed::mmla_q4_k, t);
+    k.set_packed(DType::Q6_K, packed::mmla_q6_k, t);
 }
 
 /// One weight format's NEON building blocks (`DP`: `sdot` may be used).
@@ -134,6 +163,25 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
     asm!(
         "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+        acc = inout(vreg) acc,
+        a = in(vreg) a,
+        b = in(vreg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+/// `smmla acc.4s, a.16b, b.16b`: with `a` two rows of eight signed bytes (`a0`, `a1`) and
+/// `b` two more (`b0`, `b1`), adds `[a0·b0, a0·b1, a1·b0, a1·b1]` to the lanes of `acc`.
+///
+/// # Safety
+/// The CPU has the 8-bit matrix multiply extension.
+#[inline]
+#[target_feature(enable = "i8mm")]
+unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    asm!(
+        "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
         acc = inout(vreg) acc,
         a = in(vreg) a,
         b = in(vreg) b,

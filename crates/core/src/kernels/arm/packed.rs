@@ -1,27 +1,41 @@
-//! Products of packed (row-interleaved) matrices on AArch64 with the dot-product extension
-//! (see `kernels::packed` for the layout): the design of the x86 packed kernels on NEON.
+//! Products of packed (row-interleaved) matrices on AArch64 (see `kernels::packed` for the
+//! layout): the design of the x86 packed kernels on NEON, on all three ARM tiers.
 //!
 //! A group block holds eight rows four codes at a time, one row per 32-bit lane, so a chunk
-//! word (32 bytes: codes `4c..4c + 4` of rows 0–7) is two registers, rows 0–3 and 4–7; one
-//! `sdot` against the token's four activation codes broadcast to every lane adds four
-//! products to each of four rows. Codes are used signed, as they are (Q8_0), less their bias
-//! (Q4_0: nibble − 8, Q5_0: − 16) or unsigned (Q4_1, Q5_1, whose minimum is added per block
-//! from the Q8_1 activation's `d·Σq`), so no bias correction is needed. Per block, row and
-//! token the float work is the oracle's, in its order: `acc ← fma(Σ c·q, d_w·d_a, acc)`, then
-//! for Q4_1 `acc ← fma(m_w, s_a, acc)`; the integer sums are exact, so the bits are the
-//! oracle's (tested in `crates/core/tests/kernels.rs`, under QEMU on x86 machines).
+//! word (32 bytes: codes `4c..4c + 4` of rows 0–7) is two registers, rows 0–3 and 4–7. Codes
+//! are used signed, as they are (Q8_0), less their bias (Q4_0: nibble − 8, Q5_0: − 16) or
+//! unsigned (Q4_1, Q5_1, whose minimum is added per block from the Q8_1 activation's `d·Σq`),
+//! so no bias correction is needed. An [`Engine`] turns a run of chunks into the eight rows'
+//! exact integer sums per token:
+//!
+//! - [`Sdot`] (dot-product tier): one `sdot` against the token's four activation codes
+//!   broadcast to every lane adds four products to each of four rows.
+//! - [`Mull`] (plain NEON, e.g. Cortex-A72/A53 boards): widening multiplies (`smlal`) of each
+//!   chunk byte by its activation code into i16 lanes, `RUN` chunks at a time, then pairwise
+//!   widening adds into i32 and one pairwise add per block for the rows' sums. The i16 lanes
+//!   never overflow: a lane adds `RUN` products of at most 31·127 (5-bit codes, `RUN` = 8:
+//!   31 496) or 128·127 (Q8_0, `RUN` = 2: 32 512); activation codes are within ±127.
+//! - [`Mmla`] (I8MM tier): the `zip` of two chunk registers is two rows' eight codes each, the
+//!   operand `smmla` takes; one `smmla` against two tokens' eight codes adds a 2 × 2 block of
+//!   row × token sums (twice the products of an `sdot`); `uzp` turns the blocks back into
+//!   per-token rows. An odd last token goes through `sdot`.
+//!
+//! Per block, row and token the float work is the oracle's, in its order:
+//! `acc ← fma(Σ c·q, d_w·d_a, acc)`, then for Q4_1 `acc ← fma(m_w, s_a, acc)`; the integer sums
+//! are exact, so the bits are the oracle's on every engine (tested in
+//! `crates/core/tests/kernels.rs`, under QEMU on x86 machines).
 //!
 //! Types: Q4_0, Q5_0, Q8_0, Q4_1 (the shipped default model), Q5_1, Q4_K, Q6_K — those x86
 //! packs; the fifth bits of Q5_0 / Q5_1 come from the group block's `H` word, one shift per
-//! chunk. The k-quants' `sdot` sums of one 32-value (Q4_K) or 16-value (Q6_K, codes less 32)
-//! group are multiplied by the rows' integer scales and accumulated in i32 (`vmlaq_s32`):
-//! Q4_K's super-block sum `S = Σ sc·Σu·q` and minimum term `M = Σ m·bsum` exactly, Q6_K's
+//! chunk. The k-quants' sums of one 32-value (Q4_K) or 16-value (Q6_K, codes less 32) group
+//! are multiplied by the rows' integer scales and accumulated in i32 (`vmlaq_s32`): Q4_K's
+//! super-block sum `S = Σ sc·Σu·q` and minimum term `M = Σ m·bsum` exactly, Q6_K's
 //! `Σ sc·Σ(u − 32)·q`, which is the oracle's `S − M` (the Q8_K `bsums` are the codes' exact
 //! sums); then the oracle's float steps.
 
 use std::arch::aarch64::*;
 
-use super::{h2f, sdot};
+use super::{h2f, sdot, smmla};
 use crate::kernels::packed::GROUP;
 use crate::kernels::MatmulArgs;
 
@@ -134,11 +148,149 @@ unsafe fn bcast(p: *const u8) -> int8x16_t {
     vreinterpretq_s8_u32(vdupq_n_u32((p as *const u32).read_unaligned()))
 }
 
+/// How a tile turns chunks into the eight rows' exact integer sums.
+trait Engine {
+    /// The sums of chunks `0..C` for tokens `0..N`, per token rows 0–3 and 4–7: `w(c)` is
+    /// chunk `c` of the eight rows (rows 0–3, 4–7, a row per 32-bit lane), `a(t)` the first of
+    /// token `t`'s codes (chunk `c`'s four at `a(t) + 4c`).
+    ///
+    /// # Safety
+    /// The reads of `a` are valid; the CPU has the engine's extensions; the engine's bound on
+    /// the codes holds.
+    unsafe fn sums<const N: usize, const C: usize>(
+        w: impl Fn(usize) -> (int8x16_t, int8x16_t),
+        a: impl Fn(usize) -> *const u8,
+    ) -> [[int32x4_t; 2]; N];
+}
+
+/// `sdot` (the dot-product extension).
+struct Sdot;
+
+impl Engine for Sdot {
+    #[inline(always)]
+    unsafe fn sums<const N: usize, const C: usize>(
+        w: impl Fn(usize) -> (int8x16_t, int8x16_t),
+        a: impl Fn(usize) -> *const u8,
+    ) -> [[int32x4_t; 2]; N] {
+        let mut s = [[vdupq_n_s32(0); 2]; N];
+        for c in 0..C {
+            let (lo, hi) = w(c);
+            for (t, s) in s.iter_mut().enumerate() {
+                let x = bcast(a(t).add(4 * c));
+                s[0] = sdot(s[0], lo, x);
+                s[1] = sdot(s[1], hi, x);
+            }
+        }
+        s
+    }
+}
+
+/// Widening multiplies (plain NEON): `RUN` chunks summed in i16 lanes, then widened. Bound:
+/// `RUN · max|code| · 127 ≤ 32 767`.
+struct Mull<const RUN: usize>;
+
+impl<const RUN: usize> Engine for Mull<RUN> {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn sums<const N: usize, const C: usize>(
+        w: impl Fn(usize) -> (int8x16_t, int8x16_t),
+        a: impl Fn(usize) -> *const u8,
+    ) -> [[int32x4_t; 2]; N] {
+        // Lane j of `p[t][i]` (i16) and of `q[t][i]` (i32 pairs): byte j of register half i
+        // (rows 0–1, 2–3, 4–5, 6–7).
+        let mut q = [[vdupq_n_s32(0); 4]; N];
+        let mut c0 = 0;
+        while c0 < C {
+            let mut p = [[vdupq_n_s16(0); 4]; N];
+            for c in c0..(c0 + RUN).min(C) {
+                let (lo, hi) = w(c);
+                for t in 0..N {
+                    let x = bcast(a(t).add(4 * c));
+                    let xl = vget_low_s8(x);
+                    p[t][0] = vmlal_s8(p[t][0], vget_low_s8(lo), xl);
+                    p[t][1] = vmlal_high_s8(p[t][1], lo, x);
+                    p[t][2] = vmlal_s8(p[t][2], vget_low_s8(hi), xl);
+                    p[t][3] = vmlal_high_s8(p[t][3], hi, x);
+                }
+            }
+            for t in 0..N {
+                for i in 0..4 {
+                    q[t][i] = vpadalq_s16(q[t][i], p[t][i]);
+                }
+            }
+            c0 += RUN;
+        }
+        q.map(|q| [vpaddq_s32(q[0], q[1]), vpaddq_s32(q[2], q[3])])
+    }
+}
+
+/// `smmla` (the 8-bit matrix multiply extension), two tokens at a time; `sdot` for an odd
+/// last token.
+struct Mmla;
+
+impl Engine for Mmla {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn sums<const N: usize, const C: usize>(
+        w: impl Fn(usize) -> (int8x16_t, int8x16_t),
+        a: impl Fn(usize) -> *const u8,
+    ) -> [[int32x4_t; 2]; N] {
+        // `m[p][i]`: rows 2i, 2i + 1 against tokens 2p, 2p + 1, lanes
+        // [r·t, r·t', r'·t, r'·t'].
+        let mut m = [[vdupq_n_s32(0); 4]; N];
+        let mut odd = [vdupq_n_s32(0); 2];
+        let pairs = N / 2;
+        let mut c = 0;
+        while c < C {
+            let (l0, h0) = w(c);
+            let (l1, h1) = w(c + 1);
+            let (l0, l1, h0, h1) = (
+                vreinterpretq_s32_s8(l0),
+                vreinterpretq_s32_s8(l1),
+                vreinterpretq_s32_s8(h0),
+                vreinterpretq_s32_s8(h1),
+            );
+            // Row r's codes 4c..4c + 8, two rows per register.
+            let rows = [vzip1q_s32(l0, l1), vzip2q_s32(l0, l1), vzip1q_s32(h0, h1), vzip2q_s32(h0, h1)]
+                .map(|r| vreinterpretq_s8_s32(r));
+            for p in 0..pairs {
+                let x = vcombine_s8(
+                    vld1_s8(a(2 * p).add(4 * c) as *const i8),
+                    vld1_s8(a(2 * p + 1).add(4 * c) as *const i8),
+                );
+                for i in 0..4 {
+                    m[p][i] = smmla(m[p][i], rows[i], x);
+                }
+            }
+            if N % 2 == 1 {
+                let t = N - 1;
+                let (x0, x1) = (bcast(a(t).add(4 * c)), bcast(a(t).add(4 * c + 4)));
+                odd[0] = sdot(sdot(odd[0], vreinterpretq_s8_s32(l0), x0), vreinterpretq_s8_s32(l1), x1);
+                odd[1] = sdot(sdot(odd[1], vreinterpretq_s8_s32(h0), x0), vreinterpretq_s8_s32(h1), x1);
+            }
+            c += 2;
+        }
+        let mut s = [[vdupq_n_s32(0); 2]; N];
+        for p in 0..pairs {
+            s[2 * p] = [vuzp1q_s32(m[p][0], m[p][1]), vuzp1q_s32(m[p][2], m[p][3])];
+            s[2 * p + 1] = [vuzp2q_s32(m[p][0], m[p][1]), vuzp2q_s32(m[p][2], m[p][3])];
+        }
+        if N % 2 == 1 {
+            s[N - 1] = odd;
+        }
+        s
+    }
+}
+
 /// Group `g` against tokens `t0..t0 + N`: the eight rows' results of each token (rows 0–3,
 /// 4–7).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile<F: Packed, const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [[float32x4_t; 2]; N] {
+unsafe fn tile<E: Engine, F: Packed, const N: usize>(
+    m: &MatmulArgs<'_>,
+    g: usize,
+    t0: usize,
+) -> [[float32x4_t; 2]; N] {
     let nb = m.k / 32;
     let ab = m.act_bytes;
     let wg = m.w.as_ptr().add(g * nb * F::GB);
@@ -147,15 +299,7 @@ unsafe fn tile<F: Packed, const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usiz
     for b in 0..nb {
         let wb = wg.add(b * F::GB);
         let ap = |t: usize| a0.add(t * ab + b * AB);
-        let mut s = [[vdupq_n_s32(0); 2]; N];
-        for c in 0..8 {
-            let (lo, hi) = F::chunk(wb, c);
-            for t in 0..N {
-                let a = bcast(ap(t).add(4 + 4 * c));
-                s[t][0] = sdot(s[t][0], lo, a);
-                s[t][1] = sdot(s[t][1], hi, a);
-            }
-        }
+        let s = E::sums::<N, 8>(|c| F::chunk(wb, c), |t| ap(t).add(4));
         let dw = halves8(wb);
         let mw = if F::MIN { halves8(wb.add(16)) } else { [vdupq_n_f32(0.0); 2] };
         for t in 0..N {
@@ -194,17 +338,17 @@ trait Tile {
     ///
     /// # Safety
     /// `m` holds a packed matrix of the format reaching group `g` and activations of tokens
-    /// `t0..t0 + N`; the CPU has the dot-product extension.
+    /// `t0..t0 + N`; the CPU has the extensions of the tile's [`Engine`].
     unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [[float32x4_t; 2]; N];
 }
 
-/// The legacy types' [`tile`].
-struct Legacy<F>(std::marker::PhantomData<F>);
+/// The legacy types' [`tile`] with engine `E`.
+struct Legacy<F, E>(std::marker::PhantomData<(F, E)>);
 
-impl<F: Packed> Tile for Legacy<F> {
+impl<F: Packed, E: Engine> Tile for Legacy<F, E> {
     #[inline(always)]
     unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [[float32x4_t; 2]; N] {
-        tile::<F, N>(m, g, t0)
+        tile::<E, F, N>(m, g, t0)
     }
 }
 
@@ -267,10 +411,10 @@ unsafe fn bsum2(p: *const u8, i: usize) -> i32 {
     b(i) + b(i + 1)
 }
 
-/// Packed Q4_K.
-struct Q4K;
+/// Packed Q4_K with engine `E`.
+struct Q4K<E>(std::marker::PhantomData<E>);
 
-impl Tile for Q4K {
+impl<E: Engine> Tile for Q4K<E> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [[float32x4_t; 2]; N] {
@@ -300,17 +444,13 @@ impl Tile for Q4K {
             for j in 0..8 {
                 // Sub-block j: the low (even j) or high nibbles of words G_{j/2, c}.
                 let q = wb.add(128 + 256 * (j / 2));
-                let mut p = [[vdupq_n_s32(0); 2]; N];
-                for c in 0..8 {
+                let chunk = |c: usize| {
                     let u = word(q.add(32 * c)).map(|v| {
                         vreinterpretq_s8_u8(if j % 2 == 0 { vandq_u8(v, low) } else { vshrq_n_u8::<4>(v) })
                     });
-                    for t in 0..N {
-                        let a = bcast(ap(t).add(4 + 32 * j + 4 * c));
-                        p[t][0] = sdot(p[t][0], u[0], a);
-                        p[t][1] = sdot(p[t][1], u[1], a);
-                    }
-                }
+                    (u[0], u[1])
+                };
+                let p = E::sums::<N, 8>(chunk, |t| ap(t).add(4 + 32 * j));
                 let scj = lane_bytes(sc[j / 4], j % 4, false);
                 let mnj = lane_bytes(mn[j / 4], j % 4, false);
                 for t in 0..N {
@@ -334,10 +474,10 @@ impl Tile for Q4K {
     }
 }
 
-/// Packed Q6_K.
-struct Q6K;
+/// Packed Q6_K with engine `E`.
+struct Q6K<E>(std::marker::PhantomData<E>);
 
-impl Tile for Q6K {
+impl<E: Engine> Tile for Q6K<E> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [[float32x4_t; 2]; N] {
@@ -359,8 +499,8 @@ impl Tile for Q6K {
                 let (n, x, h) = (i / 8, i / 2 % 4, i % 2);
                 let lo_shift = vdupq_n_s8(-4 * (x / 2) as i8);
                 let hi_shift = vdupq_n_s8(-2 * x as i8);
-                let mut p = [[vdupq_n_s32(0); 2]; N];
-                for c in 4 * h..4 * h + 4 {
+                let chunk = |cc: usize| {
+                    let c = 4 * h + cc;
                     let ql = word(wb.add(144 + 32 * (16 * n + 8 * (x % 2) + c)));
                     let qh = word(wb.add(1168 + 32 * (8 * n + c)));
                     let u: [int8x16_t; 2] = std::array::from_fn(|r| {
@@ -368,12 +508,9 @@ impl Tile for Q6K {
                         let hi = vandq_u8(vshlq_u8(qh[r], hi_shift), three);
                         vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8::<4>(hi))), bias)
                     });
-                    for t in 0..N {
-                        let a = bcast(ap(t).add(4 + 16 * i + 4 * (c % 4)));
-                        p[t][0] = sdot(p[t][0], u[0], a);
-                        p[t][1] = sdot(p[t][1], u[1], a);
-                    }
-                }
+                    (u[0], u[1])
+                };
+                let p = E::sums::<N, 4>(chunk, |t| ap(t).add(4 + 16 * i));
                 let sci = lane_bytes(word(wb.add(16 + 32 * (i / 4))), i % 4, true);
                 for t in 0..N {
                     for h in 0..2 {
@@ -394,37 +531,48 @@ impl Tile for Q6K {
 }
 
 macro_rules! entries {
-    ($($fmt:ident => $name:ident;)*) => {$(
+    ($features:literal, $what:literal; $($tile:ty => $name:ident;)*) => {$(
         /// # Safety
-        /// `m` holds a packed matrix of the type reaching `rows.end` and packed-kernel
-        /// activations, with the bounds of [`MatmulArgs`]; the CPU has the dot-product
-        /// extension.
-        #[target_feature(enable = "neon,dotprod")]
+        /// `m` holds a packed matrix of the type reaching `rows.end` and its packed-kernel
+        /// activations, with the bounds of [`MatmulArgs`]; the CPU has
+        #[doc = concat!($what, ".")]
+        #[target_feature(enable = $features)]
         pub(super) unsafe fn $name(m: &mut MatmulArgs<'_>) {
-            matmul::<Legacy<$fmt>>(m)
+            matmul::<$tile>(m)
         }
     )*};
 }
 
+// Plain NEON: 5-bit codes and less sum eight chunks in i16, Q8_0 two (see [`Mull`]).
 entries! {
-    Q4_0 => sdot_q4_0;
-    Q5_0 => sdot_q5_0;
-    Q8_0 => sdot_q8_0;
-    Q4_1 => sdot_q4_1;
-    Q5_1 => sdot_q5_1;
+    "neon", "NEON";
+    Legacy<Q4_0, Mull<8>> => neon_q4_0;
+    Legacy<Q5_0, Mull<8>> => neon_q5_0;
+    Legacy<Q8_0, Mull<2>> => neon_q8_0;
+    Legacy<Q4_1, Mull<8>> => neon_q4_1;
+    Legacy<Q5_1, Mull<8>> => neon_q5_1;
+    Q4K<Mull<8>> => neon_q4_k;
+    Q6K<Mull<8>> => neon_q6_k;
 }
 
-/// # Safety
-/// `m` holds a packed Q4_K matrix reaching `rows.end` and Q8_K activations, with the bounds of
-/// [`MatmulArgs`]; the CPU has the dot-product extension.
-#[target_feature(enable = "neon,dotprod")]
-pub(super) unsafe fn sdot_q4_k(m: &mut MatmulArgs<'_>) {
-    matmul::<Q4K>(m)
+entries! {
+    "neon,dotprod", "the dot-product extension";
+    Legacy<Q4_0, Sdot> => sdot_q4_0;
+    Legacy<Q5_0, Sdot> => sdot_q5_0;
+    Legacy<Q8_0, Sdot> => sdot_q8_0;
+    Legacy<Q4_1, Sdot> => sdot_q4_1;
+    Legacy<Q5_1, Sdot> => sdot_q5_1;
+    Q4K<Sdot> => sdot_q4_k;
+    Q6K<Sdot> => sdot_q6_k;
 }
 
-/// # Safety
-/// As [`sdot_q4_k`], for Q6_K.
-#[target_feature(enable = "neon,dotprod")]
-pub(super) unsafe fn sdot_q6_k(m: &mut MatmulArgs<'_>) {
-    matmul::<Q6K>(m)
+entries! {
+    "neon,dotprod,i8mm", "the dot-product and 8-bit matrix multiply extensions";
+    Legacy<Q4_0, Mmla> => mmla_q4_0;
+    Legacy<Q5_0, Mmla> => mmla_q5_0;
+    Legacy<Q8_0, Mmla> => mmla_q8_0;
+    Legacy<Q4_1, Mmla> => mmla_q4_1;
+    Legacy<Q5_1, Mmla> => mmla_q5_1;
+    Q4K<Mmla> => mmla_q4_k;
+    Q6K<Mmla> => mmla_q6_k;
 }

@@ -47,10 +47,9 @@ pub(super) unsafe fn q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// # Safety
-/// `out` holds exactly the Q8_1 bytes of `x` (a whole number of blocks); NEON.
-#[target_feature(enable = "neon")]
-pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
+/// 36-byte blocks: the Q8_0 scale, then the two bytes `second(d, Σq)`, then the codes.
+#[inline(always)]
+unsafe fn q8_with_sum(x: &[f32], out: &mut [u8], second: impl Fn(f32, i32) -> [u8; 2]) {
     for (b, ob) in out.chunks_exact_mut(36).enumerate() {
         let (d, q) = q8_0_block(x.as_ptr().add(32 * b));
         let mut s = vdupq_n_s32(0);
@@ -58,9 +57,25 @@ pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
             s = vaddq_s32(s, q);
         }
         write_f16(ob, 0, d);
-        write_f16(ob, 2, d * vaddvq_s32(s) as f32);
+        ob[2..4].copy_from_slice(&second(d, vaddvq_s32(s)));
         pack_store(&q, ob.as_mut_ptr().add(4));
     }
+}
+
+/// # Safety
+/// `out` holds exactly the Q8_1 bytes of `x` (a whole number of blocks); NEON.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn q8_1(x: &[f32], out: &mut [u8]) {
+    q8_with_sum(x, out, |d, sum| half::f16::from_f32(d * sum as f32).to_le_bytes())
+}
+
+/// # Safety
+/// `out` holds exactly the packed-kernel activation bytes of `x` (36 per 32 values: Q8_0's
+/// scale, the codes' sum as i16, the codes); NEON.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn q8s(x: &[f32], out: &mut [u8]) {
+    // |Σq| ≤ 32 · 127: an i16.
+    q8_with_sum(x, out, |_, sum| (sum as i16).to_le_bytes())
 }
 
 /// # Safety
