@@ -2,7 +2,8 @@
 //! apart from the tests).
 //!
 //! `cargo run --release -p edgellm-core --example kernel_speed [-- [--tiers scalar,avx2]
-//! [--types q4_0,q8_0] [--stream-mb 400] [--threads 2] [--quick] [--sparse]]`
+//! [--types q4_0,q8_0] [--stream-mb 400] [--threads 2] [--quick] [--sparse]
+//! [--mm 384x384x448,1536x384x448]]`
 //!
 //! For each tier and type it prints:
 //! - `vec_dot` throughput in GB/s of weight bytes over every row of a 576×1536 and a 1536×576
@@ -19,6 +20,9 @@
 //! - `quant` activation quantization in GB/s of f32 input.
 //!
 //! And, once per tier, the 49152×576 Q8_0 embedding-sized matrix (30 MB) as `dot` and `mv`.
+//!
+//! With `--mm ROWSxKxN,...` it prints instead, per tier and type, the packed (else file-layout)
+//! matrix product of those shapes (out × in × tokens) in GFLOP/s, e.g. an encoder's projections.
 //!
 //! With `--sparse` it prints instead, per tier, the sparse types next to the dense packed
 //! Q4_0 / Q8_0 kernels (`quant::sparse`; Q8_SB at 70 % and 50 % unstructured sparsity):
@@ -233,6 +237,32 @@ fn packed_speed(kern: &Kernels, wide: &Matrix, ms: &[Matrix], min_s: f64) -> (f6
     let t = time(min_s, || kern.matmul_packed(dtype, &p, wide.k, 0..wide.rows, &a, n, &mut out, wide.rows));
     std::hint::black_box(&out);
     (mv, 2.0 * (wide.rows * wide.k * n) as f64 / t / 1e9)
+}
+
+/// Single-thread GFLOP/s of the product at each shape (`--mm`), packed where the tier packs.
+fn shape_table(tiers: &[Tier], types: &[DType], shapes: &[(usize, usize, usize)], min_s: f64) {
+    println!("{:<7} {:<6} {:>16} {:>8} {:>8}", "tier", "type", "rows x k x n", "layout", "GFLOP/s");
+    for &tier in tiers {
+        let Some(kern) = Kernels::for_tier(tier) else {
+            println!("{:<7} not supported on this CPU", tier.name());
+            continue;
+        };
+        for &t in types {
+            for &(rows, k, n) in shapes {
+                let m = Matrix::new(t, rows, k, 5);
+                let (g, layout) = if kern.packs(t) {
+                    let (p, a) = packed(kern, &m, n);
+                    let mut out = vec![0.0f32; rows * n];
+                    let s = time(min_s, || kern.matmul_packed(t, &p, k, 0..rows, &a, n, &mut out, rows));
+                    std::hint::black_box(&out);
+                    (2.0 * (rows * k * n) as f64 / s / 1e9, "packed")
+                } else {
+                    (mm_gflops(kern, &m, n, min_s), "file")
+                };
+                println!("{:<7} {:<6} {:>16} {layout:>8} {g:>8.1}", tier.name(), t.name(), format!("{rows}x{k}x{n}"));
+            }
+        }
+    }
 }
 
 /// GB/s of f32 input of activation quantization.
@@ -452,6 +482,15 @@ fn main() {
         sparse_table(&tiers, threads, stream_mb, min_s);
         return;
     }
+    let shapes: Option<Vec<(usize, usize, usize)>> = value("--mm").map(|list| {
+        list.split(',')
+            .map(|s| {
+                let d: Vec<usize> = s.split('x').map(|v| v.parse().expect("ROWSxKxN")).collect();
+                assert_eq!(d.len(), 3, "--mm takes ROWSxKxN shapes");
+                (d[0], d[1], d[2])
+            })
+            .collect()
+    });
     let types: Vec<DType> = match value("--types") {
         Some(list) => list.split(',').map(|n| DType::from_name(n).expect("a type name")).collect(),
         None => vec![
@@ -470,6 +509,10 @@ fn main() {
             DType::BF16,
         ],
     };
+    if let Some(shapes) = shapes {
+        shape_table(&tiers, &types, &shapes, min_s);
+        return;
+    }
     println!("active tier: {} (single thread)", kernels::tier_name());
     println!(
         "{:<7} {:<6} {:>14} {:>14} {:>11} {:>13} {:>13} {:>9} {:>10}",
