@@ -259,7 +259,12 @@ fn shape_table(tiers: &[Tier], types: &[DType], shapes: &[(usize, usize, usize)]
                 } else {
                     (mm_gflops(kern, &m, n, min_s), "file")
                 };
-                println!("{:<7} {:<6} {:>16} {layout:>8} {g:>8.1}", tier.name(), t.name(), format!("{rows}x{k}x{n}"));
+                println!(
+                    "{:<7} {:<6} {:>16} {layout:>8} {g:>8.1}",
+                    tier.name(),
+                    t.name(),
+                    format!("{rows}x{k}x{n}")
+                );
             }
         }
     }

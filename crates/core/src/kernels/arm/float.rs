@@ -2,28 +2,14 @@
 //! per "block", widened to f32 and fused-multiply-added; a scalar tail for the rest.
 
 use std::arch::aarch64::*;
-use std::arch::asm;
 
-use super::{drive, Fmt};
+use super::{drive, widen_f16, Fmt};
 use crate::kernels::MatmulArgs;
 use crate::quant::read_f16;
 
 #[inline(always)]
 unsafe fn f32_at(p: *const u8, i: usize) -> f32 {
     (p as *const f32).add(i).read_unaligned()
-}
-
-/// Four halves widened to singles (`fcvtl`; the half vector type is not stable in Rust).
-#[inline(always)]
-unsafe fn widen_f16(h: uint16x4_t) -> float32x4_t {
-    let out: float32x4_t;
-    asm!(
-        "fcvtl {o:v}.4s, {i:v}.4h",
-        o = lateout(vreg) out,
-        i = in(vreg) h,
-        options(pure, nomem, nostack, preserves_flags)
-    );
-    out
 }
 
 pub(super) struct F32;

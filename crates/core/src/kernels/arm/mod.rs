@@ -190,6 +190,20 @@ unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
+/// Four halves widened to singles (`fcvtl`, exact; the half vector type is not stable in
+/// Rust).
+#[inline(always)]
+pub(super) unsafe fn widen_f16(h: uint16x4_t) -> float32x4_t {
+    let out: float32x4_t;
+    asm!(
+        "fcvtl {o:v}.4s, {i:v}.4h",
+        o = lateout(vreg) out,
+        i = in(vreg) h,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    out
+}
+
 /// The little-endian IEEE half at `p`, widened (through the shared table).
 #[inline(always)]
 pub(super) unsafe fn h2f(p: *const u8) -> f32 {

@@ -35,7 +35,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{h2f, sdot, smmla};
+use super::{h2f, sdot, smmla, widen_f16};
 use crate::kernels::packed::GROUP;
 use crate::kernels::MatmulArgs;
 
@@ -135,11 +135,8 @@ unsafe impl Packed for Q4_1 {
 /// The eight f16 at `p` widened, rows 0–3 and 4–7.
 #[inline(always)]
 unsafe fn halves8(p: *const u8) -> [float32x4_t; 2] {
-    let mut v = [0.0f32; 8];
-    for (i, x) in v.iter_mut().enumerate() {
-        *x = h2f(p.add(2 * i));
-    }
-    [vld1q_f32(v.as_ptr()), vld1q_f32(v.as_ptr().add(4))]
+    let h = vld1q_u16(p as *const u16);
+    [widen_f16(vget_low_u16(h)), widen_f16(vget_high_u16(h))]
 }
 
 /// The four activation codes at `p` in every 32-bit lane.
