@@ -193,8 +193,9 @@ impl<const RUN: usize> Engine for Mull<RUN> {
         w: impl Fn(usize) -> (int8x16_t, int8x16_t),
         a: impl Fn(usize) -> *const u8,
     ) -> [[int32x4_t; 2]; N] {
-        // Lane j of `p[t][i]` (i16) and of `q[t][i]` (i32 pairs): byte j of register half i
-        // (rows 0–1, 2–3, 4–5, 6–7).
+        // Lane j of `p[t][i]` (i16): byte j of half i of the chunk registers (halves 0–3:
+        // rows 0–1, 2–3, 4–5, 6–7, four codes each); lane j of `q[t][i]` (i32): bytes 2j and
+        // 2j + 1 of that half, so one pairwise add of `q[t][0]`, `q[t][1]` gives rows 0–3.
         let mut q = [[vdupq_n_s32(0); 4]; N];
         let mut c0 = 0;
         while c0 < C {
