@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p edgellm-core --example kernel_speed [-- [--tiers scalar,avx2]
 //! [--types q4_0,q8_0] [--stream-mb 400] [--threads 2] [--quick] [--sparse]
-//! [--mm 384x384x448,1536x384x448]]`
+//! [--mm 384x384x448,1536x384x448 [--layout file] [--iters N]]]`
 //!
 //! For each tier and type it prints:
 //! - `vec_dot` throughput in GB/s of weight bytes over every row of a 576×1536 and a 1536×576
@@ -22,7 +22,9 @@
 //! And, once per tier, the 49152×576 Q8_0 embedding-sized matrix (30 MB) as `dot` and `mv`.
 //!
 //! With `--mm ROWSxKxN,...` it prints instead, per tier and type, the packed (else file-layout)
-//! matrix product of those shapes (out × in × tokens) in GFLOP/s, e.g. an encoder's projections.
+//! matrix product of those shapes (out × in × tokens) in GFLOP/s, e.g. an encoder's projections;
+//! `--layout file` keeps the file layout where the tier packs; `--iters N` runs each product
+//! exactly N times untimed, for an instruction counter (`bench/probes/qemu-insn-count.c`).
 //!
 //! With `--sparse` it prints instead, per tier, the sparse types next to the dense packed
 //! Q4_0 / Q8_0 kernels (`quant::sparse`; Q8_SB at 70 % and 50 % unstructured sparsity):
@@ -239,9 +241,19 @@ fn packed_speed(kern: &Kernels, wide: &Matrix, ms: &[Matrix], min_s: f64) -> (f6
     (mv, 2.0 * (wide.rows * wide.k * n) as f64 / t / 1e9)
 }
 
+/// `--mm` options.
+struct MmOptions {
+    /// `--iters N`: run each product exactly `N` times, untimed (for an instruction counter
+    /// such as `bench/probes/qemu-insn-count.c`, where time means nothing).
+    iters: Option<usize>,
+    /// `--layout file`: the file-layout kernels even where the tier packs.
+    file_layout: bool,
+}
+
 /// Single-thread GFLOP/s of the product at each shape (`--mm`), packed where the tier packs.
-fn shape_table(tiers: &[Tier], types: &[DType], shapes: &[(usize, usize, usize)], min_s: f64) {
-    println!("{:<7} {:<6} {:>16} {:>8} {:>8}", "tier", "type", "rows x k x n", "layout", "GFLOP/s");
+fn shape_table(tiers: &[Tier], types: &[DType], shapes: &[(usize, usize, usize)], o: &MmOptions, min_s: f64) {
+    let last = if o.iters.is_some() { "iterations" } else { "GFLOP/s" };
+    println!("{:<7} {:<6} {:>16} {:>8} {:>10}", "tier", "type", "rows x k x n", "layout", last);
     for &tier in tiers {
         let Some(kern) = Kernels::for_tier(tier) else {
             println!("{:<7} not supported on this CPU", tier.name());
@@ -250,20 +262,33 @@ fn shape_table(tiers: &[Tier], types: &[DType], shapes: &[(usize, usize, usize)]
         for &t in types {
             for &(rows, k, n) in shapes {
                 let m = Matrix::new(t, rows, k, 5);
-                let (g, layout) = if kern.packs(t) {
-                    let (p, a) = packed(kern, &m, n);
-                    let mut out = vec![0.0f32; rows * n];
-                    let s = time(min_s, || kern.matmul_packed(t, &p, k, 0..rows, &a, n, &mut out, rows));
-                    std::hint::black_box(&out);
-                    (2.0 * (rows * k * n) as f64 / s / 1e9, "packed")
-                } else {
-                    (mm_gflops(kern, &m, n, min_s), "file")
+                let packs = kern.packs(t) && !o.file_layout;
+                let mut out = vec![0.0f32; rows * n];
+                let (w, a) =
+                    if packs { packed(kern, &m, n) } else { (m.w.clone(), activations(kern, t, k, n)) };
+                let mut product = || {
+                    if packs {
+                        kern.matmul_packed(t, &w, k, 0..rows, &a, n, &mut out, rows)
+                    } else {
+                        kern.matmul(t, &w, k, 0..rows, &a, n, &mut out, rows)
+                    }
                 };
+                let figure = match o.iters {
+                    Some(it) => {
+                        for _ in 0..it {
+                            product();
+                        }
+                        it as f64
+                    }
+                    None => 2.0 * (rows * k * n) as f64 / time(min_s, product) / 1e9,
+                };
+                std::hint::black_box(&out);
                 println!(
-                    "{:<7} {:<6} {:>16} {layout:>8} {g:>8.1}",
+                    "{:<7} {:<6} {:>16} {:>8} {figure:>10.1}",
                     tier.name(),
                     t.name(),
-                    format!("{rows}x{k}x{n}")
+                    format!("{rows}x{k}x{n}"),
+                    if packs { "packed" } else { "file" }
                 );
             }
         }
@@ -515,7 +540,16 @@ fn main() {
         ],
     };
     if let Some(shapes) = shapes {
-        shape_table(&tiers, &types, &shapes, min_s);
+        let o = MmOptions {
+            iters: value("--iters").map(|v| v.parse().expect("an iteration count")),
+            file_layout: value("--layout").is_some_and(|v| v == "file"),
+        };
+        if o.iters.is_some() {
+            // No worker threads (set-up code uses the pool): their spinning would add to an
+            // instruction count.
+            edgellm_core::parallel::set_num_threads(1);
+        }
+        shape_table(&tiers, &types, &shapes, &o, min_s);
         return;
     }
     println!("active tier: {} (single thread)", kernels::tier_name());
