@@ -423,6 +423,41 @@ unsafe fn bsum2(p: *const u8, i: usize) -> i32 {
 /// Packed Q4_K with engine `E`.
 struct Q4K<E>(std::marker::PhantomData<E>);
 
+/// Sub-block `J` of the Q4_K group block at `wb` (the low, even `J`, or high nibbles of words
+/// `G_{J/2, c}`) added into the scale sums `s` and the minimum terms `ms`; `sc`, `mn` are
+/// the rows' six-bit scales and minimums (byte `i` of lane `r` of `sc[0]`: row `r`'s scale
+/// `i`, of `sc[1]`: its scale `4 + i`).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn q4_sub<E: Engine, const N: usize, const J: usize>(
+    wb: *const u8,
+    ap: impl Fn(usize) -> *const u8,
+    sc: &[[uint8x16_t; 2]; 2],
+    mn: &[[uint8x16_t; 2]; 2],
+    s: &mut [[int32x4_t; 2]; N],
+    ms: &mut [[int32x4_t; 2]; N],
+) {
+    let q = wb.add(128 + 256 * (J / 2));
+    let low = vdupq_n_u8(0x0f);
+    let chunk = |c: usize| {
+        let nib = |v: uint8x16_t| {
+            vreinterpretq_s8_u8(if J.is_multiple_of(2) { vandq_u8(v, low) } else { vshrq_n_u8::<4>(v) })
+        };
+        let w = word(q.add(32 * c));
+        (nib(w[0]), nib(w[1]))
+    };
+    let p = E::sums::<N, 8>(chunk, |t| ap(t).add(4 + 32 * J));
+    let scj = lane_bytes(sc[J / 4], J % 4, false);
+    let mnj = lane_bytes(mn[J / 4], J % 4, false);
+    for t in 0..N {
+        let bs = vdupq_n_s32(bsum2(ap(t), 2 * J));
+        for h in 0..2 {
+            s[t][h] = vmlaq_s32(s[t][h], p[t][h], scj[h]);
+            ms[t][h] = vmlaq_s32(ms[t][h], mnj[h], bs);
+        }
+    }
+}
+
 impl<E: Engine> Tile for Q4K<E> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
@@ -450,26 +485,16 @@ impl<E: Engine> Tile for Q4K<E> {
             ];
             let mut s = [[vdupq_n_s32(0); 2]; N];
             let mut ms = [[vdupq_n_s32(0); 2]; N];
-            for j in 0..8 {
-                // Sub-block j: the low (even j) or high nibbles of words G_{j/2, c}.
-                let q = wb.add(128 + 256 * (j / 2));
-                let chunk = |c: usize| {
-                    let u = word(q.add(32 * c)).map(|v| {
-                        vreinterpretq_s8_u8(if j % 2 == 0 { vandq_u8(v, low) } else { vshrq_n_u8::<4>(v) })
-                    });
-                    (u[0], u[1])
-                };
-                let p = E::sums::<N, 8>(chunk, |t| ap(t).add(4 + 32 * j));
-                let scj = lane_bytes(sc[j / 4], j % 4, false);
-                let mnj = lane_bytes(mn[j / 4], j % 4, false);
-                for t in 0..N {
-                    let bs = vdupq_n_s32(bsum2(ap(t), 2 * j));
-                    for h in 0..2 {
-                        s[t][h] = vmlaq_s32(s[t][h], p[t][h], scj[h]);
-                        ms[t][h] = vmlaq_s32(ms[t][h], mnj[h], bs);
-                    }
-                }
-            }
+            // One call per sub-block with its index a constant (nibble half and scale byte
+            // chosen at compile time, whatever the compiler's unrolling decides).
+            q4_sub::<E, N, 0>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 1>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 2>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 3>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 4>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 5>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 6>(wb, ap, &sc, &mn, &mut s, &mut ms);
+            q4_sub::<E, N, 7>(wb, ap, &sc, &mn, &mut s, &mut ms);
             let (dw, mw) = (halves8(wb), halves8(wb.add(16)));
             for t in 0..N {
                 let da = vdupq_n_f32(act_d(ap(t)));
@@ -486,45 +511,70 @@ impl<E: Engine> Tile for Q4K<E> {
 /// Packed Q6_K with engine `E`.
 struct Q6K<E>(std::marker::PhantomData<E>);
 
+/// Bytes of a packed Q6_K group block.
+const Q6K_GB: usize = 1680;
+
+/// The 16-value group `i = 8n + 2X + h` of the Q6_K group block at `wb` added into `s`:
+/// values `128n + 32X + 16h..`, chunks `4h..4h + 4` of quarter `X`, whose codes are the
+/// nibbles of `L_{n, X % 2, c}` (high ones for `X ≥ 2`) with bits `2X, 2X + 1` of `H_{n, c}`
+/// above them, less 32. `X` is a constant, so every shift is an immediate one.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn q6_group<E: Engine, const N: usize, const X: usize>(
+    wb: *const u8,
+    ap: impl Fn(usize) -> *const u8,
+    n: usize,
+    h: usize,
+    s: &mut [[int32x4_t; 2]; N],
+) {
+    let i = 8 * n + 2 * X + h;
+    let (low, three, bias) = (vdupq_n_u8(0x0f), vdupq_n_u8(3), vdupq_n_s8(32));
+    let chunk = |cc: usize| {
+        let c = 4 * h + cc;
+        let ql = word(wb.add(144 + 32 * (16 * n + 8 * (X % 2) + c)));
+        let qh = word(wb.add(1168 + 32 * (8 * n + c)));
+        let code = |r: usize| {
+            let lo = if X >= 2 { vshrq_n_u8::<4>(ql[r]) } else { vandq_u8(ql[r], low) };
+            let hi = match X {
+                0 => vandq_u8(qh[r], three),
+                1 => vandq_u8(vshrq_n_u8::<2>(qh[r]), three),
+                2 => vandq_u8(vshrq_n_u8::<4>(qh[r]), three),
+                _ => vshrq_n_u8::<6>(qh[r]),
+            };
+            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8::<4>(hi))), bias)
+        };
+        (code(0), code(1))
+    };
+    let p = E::sums::<N, 4>(chunk, |t| ap(t).add(4 + 16 * i));
+    let sci = lane_bytes(word(wb.add(16 + 32 * (i / 4))), i % 4, true);
+    for t in 0..N {
+        for r in 0..2 {
+            s[t][r] = vmlaq_s32(s[t][r], p[t][r], sci[r]);
+        }
+    }
+}
+
 impl<E: Engine> Tile for Q6K<E> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const N: usize>(m: &MatmulArgs<'_>, g: usize, t0: usize) -> [[float32x4_t; 2]; N] {
-        const GB: usize = 1680;
         let nb = m.k / 256;
         let ab = m.act_bytes;
-        let wg = m.w.as_ptr().add(g * nb * GB);
+        let wg = m.w.as_ptr().add(g * nb * Q6K_GB);
         let a0 = m.act.as_ptr().add(t0 * ab);
-        let (low, three, bias) = (vdupq_n_u8(0x0f), vdupq_n_u8(3), vdupq_n_s8(32));
         let mut f = [[vdupq_n_f32(0.0); 2]; N];
         for b in 0..nb {
-            let wb = wg.add(b * GB);
+            let wb = wg.add(b * Q6K_GB);
             let ap = |t: usize| a0.add(t * ab + b * AK);
             let mut s = [[vdupq_n_s32(0); 2]; N];
-            // The 16-value group i = 8n + 2x + h: values 128n + 32x + 16h.., chunks 4h..4h + 4
-            // of quarter x, whose codes are the nibbles of L_{n, x % 2, c} (high ones for
-            // x ≥ 2) with bits 2x, 2x + 1 of H_{n, c} above them, less 32.
-            for i in 0..16 {
-                let (n, x, h) = (i / 8, i / 2 % 4, i % 2);
-                let lo_shift = vdupq_n_s8(-4 * (x / 2) as i8);
-                let hi_shift = vdupq_n_s8(-2 * x as i8);
-                let chunk = |cc: usize| {
-                    let c = 4 * h + cc;
-                    let ql = word(wb.add(144 + 32 * (16 * n + 8 * (x % 2) + c)));
-                    let qh = word(wb.add(1168 + 32 * (8 * n + c)));
-                    let u: [int8x16_t; 2] = std::array::from_fn(|r| {
-                        let lo = vandq_u8(vshlq_u8(ql[r], lo_shift), low);
-                        let hi = vandq_u8(vshlq_u8(qh[r], hi_shift), three);
-                        vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8::<4>(hi))), bias)
-                    });
-                    (u[0], u[1])
-                };
-                let p = E::sums::<N, 4>(chunk, |t| ap(t).add(4 + 16 * i));
-                let sci = lane_bytes(word(wb.add(16 + 32 * (i / 4))), i % 4, true);
-                for t in 0..N {
-                    for h in 0..2 {
-                        s[t][h] = vmlaq_s32(s[t][h], p[t][h], sci[h]);
-                    }
+            // The sixteen 16-value groups, in another order than the oracle's: the integer
+            // sum is exact, so the order does not change it.
+            for n in 0..2 {
+                for h in 0..2 {
+                    q6_group::<E, N, 0>(wb, ap, n, h, &mut s);
+                    q6_group::<E, N, 1>(wb, ap, n, h, &mut s);
+                    q6_group::<E, N, 2>(wb, ap, n, h, &mut s);
+                    q6_group::<E, N, 3>(wb, ap, n, h, &mut s);
                 }
             }
             let dw = halves8(wb);
