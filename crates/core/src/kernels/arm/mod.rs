@@ -68,13 +68,9 @@ pub(super) fn fill_neon(k: &mut Kernels) {
     k.set_quantize(Act::Q8S, quantize::q8s, t);
     fill!(k, t, plain);
     // Packed products with widening multiplies, summed in i16 lanes (`packed`).
-    k.set_packed(DType::Q4_0, packed::neon_q4_0, t);
-    k.set_packed(DType::Q5_0, packed::neon_q5_0, t);
-    k.set_packed(DType::Q8_0, packed::neon_q8_0, t);
-    k.set_packed(DType::Q4_1, packed::neon_q4_1, t);
-    k.set_packed(DType::Q5_1, packed::neon_q5_1, t);
-    k.set_packed(DType::Q4_K, packed::neon_q4_k, t);
-    k.set_packed(DType::Q6_K, packed::neon_q6_k, t);
+    for (weight, f) in packed::plain::KERNELS {
+        k.set_packed(weight, f, t);
+    }
     k.set(DType::F32, float::vec_dot_f32, float::matmul_f32, t);
     k.set(DType::F16, float::vec_dot_f16, float::matmul_f16, t);
     k.set(DType::BF16, float::vec_dot_bf16, float::matmul_bf16, t);
@@ -84,26 +80,17 @@ pub(super) fn fill_neon(k: &mut Kernels) {
 pub(super) fn fill_dotprod(k: &mut Kernels) {
     fill!(k, Tier::NeonDotprod, sdot);
     // Packed (row-interleaved) products: one `sdot` serves four rows (`packed`).
-    k.set_packed(DType::Q4_0, packed::sdot_q4_0, Tier::NeonDotprod);
-    k.set_packed(DType::Q5_0, packed::sdot_q5_0, Tier::NeonDotprod);
-    k.set_packed(DType::Q8_0, packed::sdot_q8_0, Tier::NeonDotprod);
-    k.set_packed(DType::Q4_1, packed::sdot_q4_1, Tier::NeonDotprod);
-    k.set_packed(DType::Q5_1, packed::sdot_q5_1, Tier::NeonDotprod);
-    k.set_packed(DType::Q4_K, packed::sdot_q4_k, Tier::NeonDotprod);
-    k.set_packed(DType::Q6_K, packed::sdot_q6_k, Tier::NeonDotprod);
+    for (weight, f) in packed::dotprod::KERNELS {
+        k.set_packed(weight, f, Tier::NeonDotprod);
+    }
 }
 
 /// Puts the 8-bit matrix multiply kernels into `k` (over the dot-product ones): packed
 /// products, one `smmla` per two rows and two tokens (`packed`).
 pub(super) fn fill_i8mm(k: &mut Kernels) {
-    let t = Tier::NeonI8mm;
-    k.set_packed(DType::Q4_0, packed::mmla_q4_0, t);
-    k.set_packed(DType::Q5_0, packed::mmla_q5_0, t);
-    k.set_packed(DType::Q8_0, packed::mmla_q8_0, t);
-    k.set_packed(DType::Q4_1, packed::mmla_q4_1, t);
-    k.set_packed(DType::Q5_1, packed::mmla_q5_1, t);
-    k.set_packed(DType::Q4_K, packed::mmla_q4_k, t);
-    k.set_packed(DType::Q6_K, packed::mmla_q6_k, t);
+    for (weight, f) in packed::i8mm::KERNELS {
+        k.set_packed(weight, f, Tier::NeonI8mm);
+    }
 }
 
 /// One weight format's NEON building blocks (`DP`: `sdot` may be used).
@@ -153,42 +140,42 @@ pub(super) unsafe fn dot16<const DP: bool>(acc: int32x4_t, a: int8x16_t, b: int8
     }
 }
 
-/// `sdot acc.4s, a.16b, b.16b`.
-///
-/// # Safety
-/// The CPU has the dot-product extension.
-#[inline]
-#[target_feature(enable = "dotprod")]
-unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    asm!(
-        "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-        acc = inout(vreg) acc,
-        a = in(vreg) a,
-        b = in(vreg) b,
-        options(pure, nomem, nostack, preserves_flags)
-    );
-    acc
+/// `$name(acc, a, b)`: the instruction `$name acc.4s, a.16b, b.16b` of extension `$feature`
+/// (inline assembly: these intrinsics are not stable).
+macro_rules! accumulate_instr {
+    ($(#[$doc:meta])* $name:ident, $feature:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU has the `", $feature, "` extension.")]
+        #[inline]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+            let mut acc = acc;
+            asm!(
+                concat!(stringify!($name), " {acc:v}.4s, {a:v}.16b, {b:v}.16b"),
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+            acc
+        }
+    };
 }
 
-/// `smmla acc.4s, a.16b, b.16b`: with `a` two rows of eight signed bytes (`a0`, `a1`) and
-/// `b` two more (`b0`, `b1`), adds `[a0·b0, a0·b1, a1·b0, a1·b1]` to the lanes of `acc`.
-///
-/// # Safety
-/// The CPU has the 8-bit matrix multiply extension.
-#[inline]
-#[target_feature(enable = "i8mm")]
-unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    asm!(
-        "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-        acc = inout(vreg) acc,
-        a = in(vreg) a,
-        b = in(vreg) b,
-        options(pure, nomem, nostack, preserves_flags)
-    );
-    acc
-}
+accumulate_instr!(
+    /// `sdot acc.4s, a.16b, b.16b`: adds the dot products of the four 4-byte groups of `a`
+    /// and `b` (signed) to the lanes of `acc`.
+    sdot,
+    "dotprod"
+);
+accumulate_instr!(
+    /// `smmla acc.4s, a.16b, b.16b`: with `a` two rows of eight signed bytes (`a0`, `a1`) and
+    /// `b` two more (`b0`, `b1`), adds `[a0·b0, a0·b1, a1·b0, a1·b1]` to the lanes of `acc`.
+    smmla,
+    "i8mm"
+);
 
 /// Four halves widened to singles (`fcvtl`, exact; the half vector type is not stable in
 /// Rust).

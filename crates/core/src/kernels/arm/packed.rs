@@ -589,49 +589,50 @@ impl<E: Engine> Tile for Q6K<E> {
     }
 }
 
-macro_rules! entries {
-    ($features:literal, $what:literal; $($tile:ty => $name:ident;)*) => {$(
+/// The seven packed kernels of one tier as a module `$tier` with its table `KERNELS`:
+/// `$eng` the engine of the types up to 5-bit codes, `$eng8` Q8_0's.
+macro_rules! tier {
+    ($tier:ident, $features:literal, $what:literal, $eng:ty, $eng8:ty) => {
+        pub(super) mod $tier {
+            use super::*;
+            use crate::kernels::MatmulFn;
+            use crate::DType;
+
+            tier!(@fns $features, $what;
+                Legacy<Q4_0, $eng> => q4_0;
+                Legacy<Q5_0, $eng> => q5_0;
+                Legacy<Q8_0, $eng8> => q8_0;
+                Legacy<Q4_1, $eng> => q4_1;
+                Legacy<Q5_1, $eng> => q5_1;
+                Q4K<$eng> => q4_k;
+                Q6K<$eng> => q6_k;
+            );
+
+            /// The tier's packed products, by weight type.
+            pub(in crate::kernels::arm) const KERNELS: [(DType, MatmulFn); 7] = [
+                (DType::Q4_0, q4_0),
+                (DType::Q5_0, q5_0),
+                (DType::Q8_0, q8_0),
+                (DType::Q4_1, q4_1),
+                (DType::Q5_1, q5_1),
+                (DType::Q4_K, q4_k),
+                (DType::Q6_K, q6_k),
+            ];
+        }
+    };
+    (@fns $features:literal, $what:literal; $($tile:ty => $name:ident;)*) => {$(
         /// # Safety
         /// `m` holds a packed matrix of the type reaching `rows.end` and its packed-kernel
         /// activations, with the bounds of [`MatmulArgs`]; the CPU has
         #[doc = concat!($what, ".")]
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(m: &mut MatmulArgs<'_>) {
+        unsafe fn $name(m: &mut MatmulArgs<'_>) {
             matmul::<$tile>(m)
         }
     )*};
 }
 
 // Plain NEON: 5-bit codes and less sum eight chunks in i16, Q8_0 two (see [`Mull`]).
-entries! {
-    "neon", "NEON";
-    Legacy<Q4_0, Mull<8>> => neon_q4_0;
-    Legacy<Q5_0, Mull<8>> => neon_q5_0;
-    Legacy<Q8_0, Mull<2>> => neon_q8_0;
-    Legacy<Q4_1, Mull<8>> => neon_q4_1;
-    Legacy<Q5_1, Mull<8>> => neon_q5_1;
-    Q4K<Mull<8>> => neon_q4_k;
-    Q6K<Mull<8>> => neon_q6_k;
-}
-
-entries! {
-    "neon,dotprod", "the dot-product extension";
-    Legacy<Q4_0, Sdot> => sdot_q4_0;
-    Legacy<Q5_0, Sdot> => sdot_q5_0;
-    Legacy<Q8_0, Sdot> => sdot_q8_0;
-    Legacy<Q4_1, Sdot> => sdot_q4_1;
-    Legacy<Q5_1, Sdot> => sdot_q5_1;
-    Q4K<Sdot> => sdot_q4_k;
-    Q6K<Sdot> => sdot_q6_k;
-}
-
-entries! {
-    "neon,dotprod,i8mm", "the dot-product and 8-bit matrix multiply extensions";
-    Legacy<Q4_0, Mmla> => mmla_q4_0;
-    Legacy<Q5_0, Mmla> => mmla_q5_0;
-    Legacy<Q8_0, Mmla> => mmla_q8_0;
-    Legacy<Q4_1, Mmla> => mmla_q4_1;
-    Legacy<Q5_1, Mmla> => mmla_q5_1;
-    Q4K<Mmla> => mmla_q4_k;
-    Q6K<Mmla> => mmla_q6_k;
-}
+tier!(plain, "neon", "NEON", Mull<8>, Mull<2>);
+tier!(dotprod, "neon,dotprod", "the dot-product extension", Sdot, Sdot);
+tier!(i8mm, "neon,dotprod,i8mm", "the dot-product and 8-bit matrix multiply extensions", Mmla, Mmla);
