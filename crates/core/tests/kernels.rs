@@ -219,6 +219,16 @@ fn quantize_rows(t: DType, x: &[f32], k: usize) -> Vec<u8> {
     out
 }
 
+/// Quantizes rows of `k` values into the packed kernels' activations with the oracle.
+fn quantize_packed_rows(t: DType, x: &[f32], k: usize) -> Vec<u8> {
+    let ab = kernels::packed_activation_row_bytes(t, k);
+    let mut out = vec![0u8; x.len() / k * ab];
+    for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(ab)) {
+        oracle().quantize_packed_activations(t, xr, or);
+    }
+    out
+}
+
 #[track_caller]
 fn check_dot(name: &str, t: DType, k: usize, w: &[u8], a: &[u8], got: f32, want: f32) {
     let (terms, mag) = kernels::dot_error_terms(t, w, a, k);
@@ -560,11 +570,7 @@ fn packed_matmul_is_the_oracle_on_every_tier() {
                 for n in [1, 2, 3, 4, 5, 7, 8, 9, 13, 17] {
                     let x = activations(&mut rng, n, k, kind);
                     let a = quantize_rows(t, &x, k);
-                    let pab = kernels::packed_activation_row_bytes(t, k);
-                    let mut pa = vec![0u8; n * pab];
-                    for (xr, ar) in x.chunks_exact(k).zip(pa.chunks_exact_mut(pab)) {
-                        oracle().quantize_packed_activations(t, xr, ar);
-                    }
+                    let pa = quantize_packed_rows(t, &x, k);
                     let ab = a.len() / n;
                     for rows in [0..21, 3..12, 8..16, 5..6, 16..21] {
                         let m = rows.len();
@@ -625,11 +631,7 @@ fn packed_matmul_holds_the_largest_sums() {
             for sign in [1.0f32, -1.0] {
                 let n = 5;
                 let x = vec![sign; n * k];
-                let pab = kernels::packed_activation_row_bytes(t, k);
-                let mut pa = vec![0u8; n * pab];
-                for (xr, ar) in x.chunks_exact(k).zip(pa.chunks_exact_mut(pab)) {
-                    oracle().quantize_packed_activations(t, xr, ar);
-                }
+                let pa = quantize_packed_rows(t, &x, k);
                 let mut want = vec![0.0f32; n * rows];
                 oracle().matmul_packed(t, &p, k, 0..rows, &pa, n, &mut want, rows);
                 // The oracle itself against the GGUF-layout oracle on the same bytes.
