@@ -28,7 +28,8 @@
 //!
 //! With `--sparse` it prints instead, per tier, the sparse types next to the dense packed
 //! Q4_0 / Q8_0 kernels (`quant::sparse`; Q8_SB at 70 % and 50 % unstructured sparsity):
-//! bytes read per one-token product of a 1536×576 matrix, one-token products streamed over
+//! bytes read per one-token product of a 1536×576 matrix, its one-token product repeated on
+//! one copy (`mv cached`: the matrix stays in the L2 / L3 caches), one-token products streamed over
 //! `--stream-mb` of dense-Q8_0-sized layers (the same number of layers for every type) with 1
 //! and `--threads` threads, and the 576×1536 product with 512 tokens; all in GFLOP/s counted
 //! as dense-equivalent flops (2·rows·k per token, zeros included).
@@ -440,11 +441,12 @@ fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
         "sparse vs dense, {rows}x{k} one-token products streamed over {copies} layers, 576x1536 x 512 tokens;          GFLOP/s counted dense-equivalent"
     );
     println!(
-        "{:<11} {:<12} {:>11} {:>10} {:>12} {:>12} {:>13}",
+        "{:<11} {:<12} {:>11} {:>10} {:>12} {:>12} {:>12} {:>13}",
         "tier",
         "type",
         "bytes/prod",
         "bits/w",
+        "mv cached",
         "mv 1 thread",
         format!("mv {threads} thr"),
         "mm512"
@@ -470,6 +472,7 @@ fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
             // One thread: this thread's CPU time (the machine may be shared).
             let act1 = one.act(kern, 1);
             let mut out1 = vec![0.0f32; rows];
+            let t0 = time(min_s, || one.run(kern, 0..rows, &act1, 1, &mut out1));
             let t1 = time(min_s, || {
                 for l in &layers {
                     l.run(kern, 0..rows, &act1, 1, &mut out1);
@@ -484,11 +487,12 @@ fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
             let tm = time(min_s, || wide.run(kern, 0..576, &act, n, &mut out));
             std::hint::black_box(&out);
             println!(
-                "{:<11} {:<12} {:>11} {:>10.3} {:>12.1} {:>12.1} {:>13.1}",
+                "{:<11} {:<12} {:>11} {:>10.3} {:>12.1} {:>12.1} {:>12.1} {:>13.1}",
                 tier.name(),
                 one.name(),
                 bytes,
                 bytes as f64 * 8.0 / (rows * k) as f64,
+                flops / t0 / 1e9,
                 flops * copies as f64 / t1 / 1e9,
                 flops * copies as f64 / tn / 1e9,
                 2.0 * (576 * 1536 * n) as f64 / tm / 1e9

@@ -23,6 +23,7 @@ mod avx512;
 pub(crate) mod colskip;
 mod drive;
 mod float;
+mod gathered;
 mod kquants;
 mod legacy;
 mod packed;

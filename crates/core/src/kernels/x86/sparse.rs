@@ -17,7 +17,9 @@
 //! - **AVX2**: N:M through the shared tile drivers ([`super::drive`]): each 32-input half
 //!   is one `vpshufb` of its 16 kept codes with a control vector gathered from a per-code
 //!   table (every chunk keeps exactly four values, at offsets `4c` of the kept list); `Q8_SB`
-//!   with a per-mask-byte control table and running popcount offsets.
+//!   with a per-mask-byte control table and running popcount offsets. One token (decoding)
+//!   does not expand N:M blocks: [`super::gathered`] brings each block's kept activations to
+//!   its kept values instead.
 //!
 //! Both tiers add the same integer products as the scalar oracle, in another float order
 //! (lanes, then a horizontal sum): they agree within `Tolerance::sum_reorder`.
@@ -30,7 +32,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{dot_u8i8, drive, h2f_entry, h2f_splat, hsum, load128, Fmt};
+use super::{dot_u8i8, drive, gathered, h2f_entry, h2f_splat, hsum, load128, Fmt};
 use crate::kernels::{MatmulArgs, Out};
 use crate::quant::sparse::{CTRL_2_4, CTRL_4_8, CTRL_BYTE, MASK_OF_CODE_2_4, MASK_OF_CODE_4_8};
 
@@ -273,7 +275,7 @@ unsafe fn matmul_prompt_avx2<E: ExpandRow>(m: &mut MatmulArgs<'_>, e: &E) {
 }
 
 macro_rules! avx2_entries {
-    ($($fmt:ty => $vd:ident, $mm:ident;)*) => {$(
+    ($($fmt:ty, $mv:expr => $vd:ident, $mm:ident;)*) => {$(
         /// # Safety
         /// Rows of exactly `k` values of their formats; AVX2, FMA and F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -286,6 +288,8 @@ macro_rules! avx2_entries {
         pub(super) unsafe fn $mm(m: &mut MatmulArgs<'_>) {
             if m.n >= PROMPT_TOKENS {
                 matmul_prompt_avx2(m, &NmRows::<$fmt>(std::marker::PhantomData));
+            } else if m.n == 1 {
+                $mv(m)
             } else {
                 drive::matmul::<$fmt>(m)
             }
@@ -294,10 +298,10 @@ macro_rules! avx2_entries {
 }
 
 avx2_entries! {
-    Q4S24 => avx2_vec_dot_q4_s24, avx2_matmul_q4_s24;
-    Q4S48 => avx2_vec_dot_q4_s48, avx2_matmul_q4_s48;
-    Q8S24 => avx2_vec_dot_q8_s24, avx2_matmul_q8_s24;
-    Q8S48 => avx2_vec_dot_q8_s48, avx2_matmul_q8_s48;
+    Q4S24, gathered::matvec_2_4::<24, true> => avx2_vec_dot_q4_s24, avx2_matmul_q4_s24;
+    Q4S48, gathered::matvec::<gathered::GaQ4S48> => avx2_vec_dot_q4_s48, avx2_matmul_q4_s48;
+    Q8S24, gathered::matvec_2_4::<40, false> => avx2_vec_dot_q8_s24, avx2_matmul_q8_s24;
+    Q8S48, gathered::matvec::<gathered::GaQ8S48> => avx2_vec_dot_q8_s48, avx2_matmul_q8_s48;
 }
 
 /// Expands one `Q8_SB` block: metadata at `mb`, kept codes from `vals[o..]`, the row's values
