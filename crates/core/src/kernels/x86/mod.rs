@@ -30,9 +30,13 @@ mod packed;
 mod quantize;
 mod sparse;
 
-/// Whether the CPU has what the AVX2 tier uses.
+/// Whether the CPU has what the AVX2 tier uses (`popcnt` for the bitmap kernels; every AVX2
+/// CPU has it).
 pub(super) fn avx2_detected() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("popcnt")
 }
 
 /// Whether the CPU has what the AVX-512 VNNI tier uses.

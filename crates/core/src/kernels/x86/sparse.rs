@@ -341,6 +341,34 @@ unsafe fn pw_bitmap_avx2(mb: *const u8, vals: *const u8, o: usize, c: usize) -> 
     (sw, next)
 }
 
+/// Expands one `Q8_SB` block (metadata at `mb`, mask `mask`) whose kept codes start at `v`,
+/// with 64 bytes from `v` readable: each 128-bit lane is one 16-byte load from its first
+/// chunk's kept codes, shuffled by the two chunks' controls (the second chunk's ranks moved
+/// on by the first chunk's count), so nothing is assembled from 8-byte pieces.
+#[inline(always)]
+unsafe fn pw_bitmap_lanes(mb: *const u8, v: *const u8, mask: u64) -> SW {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut w = [_mm256_setzero_si256(); 2];
+    let mut off = 0usize;
+    for (h, w) in w.iter_mut().enumerate() {
+        let m = (mask >> (32 * h)) as u32;
+        let byte = |i: u32| (m >> (8 * i)) as u8;
+        // Dropped inputs' control bytes (0x80) stay at or above 0x80 after adding ≤ 8.
+        let ctl = |i: u32| CTRL_BYTE[byte(i) as usize] as i64;
+        let moved =
+            |i: u32| (CTRL_BYTE[byte(i) as usize] + u64::from(byte(i - 1).count_ones()) * ONES) as i64;
+        let ctl = _mm256_setr_epi64x(ctl(0), moved(1), ctl(2), moved(3));
+        let first = (m & 0xffff).count_ones() as usize;
+        let src = _mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(load128(v.add(off))),
+            load128(v.add(off + first)),
+        );
+        *w = _mm256_shuffle_epi8(src, ctl);
+        off += m.count_ones() as usize;
+    }
+    SW { w, aw: [_mm256_abs_epi8(w[0]), _mm256_abs_epi8(w[1])], d: h2f_splat(mb) }
+}
+
 /// One `Q8_SB` row against tokens `t0..t0 + N`.
 #[inline(always)]
 unsafe fn bitmap_row_avx2<const N: usize>(
@@ -356,8 +384,17 @@ unsafe fn bitmap_row_avx2<const N: usize>(
     let a0 = m.act.as_ptr().add(t0 * m.act_bytes);
     let mut acc = [_mm256_setzero_ps(); N];
     let mut o = 0;
+    // Blocks whose 64 bytes from their first kept code lie in `values` and whose kept codes
+    // lie in the row take the lane loads; the rest the exact piecewise path.
+    let room = values.len() - r * c;
     for b in 0..nb {
-        let (w, next) = pw_bitmap_avx2(mb.add(10 * b), vals, o, c);
+        let mask = (mb.add(10 * b + 2) as *const u64).read_unaligned();
+        let count = mask.count_ones() as usize;
+        let (w, next) = if o + 64 <= room && o + count <= c {
+            (pw_bitmap_lanes(mb.add(10 * b), vals.add(o), mask), o + count)
+        } else {
+            pw_bitmap_avx2(mb.add(10 * b), vals, o, c)
+        };
         o = next;
         for (t, acc) in acc.iter_mut().enumerate() {
             *acc = dot_sw(&w, &pa_pair(a0.add(t * m.act_bytes + 68 * b)), *acc);
@@ -371,8 +408,8 @@ unsafe fn bitmap_row_avx2<const N: usize>(
 
 /// # Safety
 /// `m` satisfies the bounds of [`MatmulArgs`] with `w` the `Q8_SB` metadata; `values` holds
-/// `c` bytes for every row up to `m.rows.end`; AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
+/// `c` bytes for every row up to `m.rows.end`; AVX2, FMA, F16C and POPCNT.
+#[target_feature(enable = "avx2,fma,f16c,popcnt")]
 pub(super) unsafe fn avx2_matmul_bitmap(m: &mut MatmulArgs<'_>, values: &[u8], c: usize) {
     if m.n >= PROMPT_TOKENS {
         return matmul_prompt_avx2(m, &BitmapRows { values, c });
@@ -755,7 +792,7 @@ avx512_entries! {
 
 /// # Safety
 /// As [`avx2_matmul_bitmap`]; AVX-512 F/BW/VNNI/VBMI/VBMI2, AVX2.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx512vbmi2,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx512vbmi2,avx2,fma,f16c,popcnt")]
 pub(super) unsafe fn avx512_matmul_bitmap(m: &mut MatmulArgs<'_>, values: &[u8], c: usize) {
     matmul512::<Bitmap512>(m, (values.as_ptr(), c))
 }
