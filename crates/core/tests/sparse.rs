@@ -397,8 +397,9 @@ fn bitmap_tiers_equal_the_oracle() {
     }
 }
 
-/// A sparse matrix (type, tensor, a bitmap's values and width) and its dense equivalent.
-type SparseCase = (DType, Vec<u8>, Option<(Vec<u8>, usize)>, Vec<u8>);
+/// Values per row, then a sparse matrix (type, tensor, a bitmap's values and width) and its
+/// dense equivalent.
+type SparseCase = (usize, DType, Vec<u8>, Option<(Vec<u8>, usize)>, Vec<u8>);
 
 /// Packed activations of `dt` for `n` rows of `x` with the tier `kt`.
 fn packed_activations(kt: &Kernels, dt: DType, x: &[f32], k: usize, n: usize) -> Vec<u8> {
@@ -420,26 +421,28 @@ fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
     let m = 21;
     let cases: Vec<SparseCase> = {
         let mut v = Vec::new();
-        for t in NM {
-            let k = 576;
-            let w = quantize(t, &rng.normals(k * m)).unwrap();
-            let rb = t.type_size() * k / 64;
-            let dense: Vec<u8> = w.chunks_exact(rb).flat_map(|row| dense_equivalent(t, row)).collect();
-            v.push((t, w, None, dense));
+        // k = 3072: a packed group is 13.5 (Q4_0) or 25.5 KiB (Q8_0), so the expansion's
+        // products of a few groups end inside the row ranges.
+        for k in [576, 3072] {
+            for t in NM {
+                let w = quantize(t, &rng.normals(k * m)).unwrap();
+                let rb = t.type_size() * k / 64;
+                let dense: Vec<u8> = w.chunks_exact(rb).flat_map(|row| dense_equivalent(t, row)).collect();
+                v.push((k, t, w, None, dense));
+            }
         }
-        for keep in [0.0, 0.3, 1.0] {
-            let k = 576;
+        for (k, keep) in [(576, 0.0), (576, 0.3), (576, 1.0), (3072, 0.3)] {
             let bm = quantize_bitmap(&unstructured(&mut rng, k, m, keep), k, m).unwrap();
             let dense = bitmap_dense_equivalent(&bm.meta, &bm.values, bm.c, k, m);
-            v.push((DType::Q8_SB, bm.meta, Some((bm.values, bm.c)), dense));
+            v.push((k, DType::Q8_SB, bm.meta, Some((bm.values, bm.c)), dense));
         }
         v
     };
-    let k = 576;
     let mut covered = 0;
     for tier in kernels::available_tiers() {
         let kt = Kernels::for_tier(tier).unwrap();
-        for (t, w, values, dense) in &cases {
+        for (k, t, w, values, dense) in &cases {
+            let k = *k;
             let Some(dt) = kt.sparse_packed_type(*t) else {
                 assert!(!kt.packs(if *t == DType::Q8_SB { DType::Q8_0 } else { dense_type(*t) }));
                 continue;
