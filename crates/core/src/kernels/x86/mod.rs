@@ -21,9 +21,9 @@ use crate::DType;
 
 mod avx512;
 pub(crate) mod colskip;
+mod compressed;
 mod drive;
 mod float;
-mod gathered;
 mod kquants;
 mod legacy;
 mod packed;

@@ -18,8 +18,8 @@
 //!   is one `vpshufb` of its 16 kept codes with a control vector gathered from a per-code
 //!   table (every chunk keeps exactly four values, at offsets `4c` of the kept list); `Q8_SB`
 //!   with a per-mask-byte control table and running popcount offsets. One token (decoding)
-//!   does not expand N:M blocks: [`super::gathered`] brings each block's kept activations to
-//!   its kept values instead.
+//!   does not expand N:M blocks: [`super::compressed`] compresses each block's activations to
+//!   its kept ones instead.
 //!
 //! Both tiers add the same integer products as the scalar oracle, in another float order
 //! (lanes, then a horizontal sum): they agree within `Tolerance::sum_reorder`.
@@ -32,7 +32,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{dot_u8i8, drive, gathered, h2f_entry, h2f_splat, hsum, load128, Fmt};
+use super::{compressed, dot_u8i8, drive, h2f_entry, h2f_splat, hsum, load128, Fmt};
 use crate::kernels::{MatmulArgs, Out};
 use crate::quant::sparse::{CTRL_2_4, CTRL_4_8, CTRL_BYTE, MASK_OF_CODE_2_4, MASK_OF_CODE_4_8};
 
@@ -298,10 +298,10 @@ macro_rules! avx2_entries {
 }
 
 avx2_entries! {
-    Q4S24, gathered::matvec_2_4::<24, true> => avx2_vec_dot_q4_s24, avx2_matmul_q4_s24;
-    Q4S48, gathered::matvec::<gathered::GaQ4S48> => avx2_vec_dot_q4_s48, avx2_matmul_q4_s48;
-    Q8S24, gathered::matvec_2_4::<40, false> => avx2_vec_dot_q8_s24, avx2_matmul_q8_s24;
-    Q8S48, gathered::matvec::<gathered::GaQ8S48> => avx2_vec_dot_q8_s48, avx2_matmul_q8_s48;
+    Q4S24, compressed::matvec::<24, 6, true> => avx2_vec_dot_q4_s24, avx2_matmul_q4_s24;
+    Q4S48, compressed::matvec::<25, 7, true> => avx2_vec_dot_q4_s48, avx2_matmul_q4_s48;
+    Q8S24, compressed::matvec::<40, 6, false> => avx2_vec_dot_q8_s24, avx2_matmul_q8_s24;
+    Q8S48, compressed::matvec::<41, 7, false> => avx2_vec_dot_q8_s48, avx2_matmul_q8_s48;
 }
 
 /// Expands one `Q8_SB` block: metadata at `mb`, kept codes from `vals[o..]`, the row's values
