@@ -97,7 +97,8 @@ fn dense_equivalent(t: DType, row: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The dense Q8_0 matrix equal to a `Q8_SB` matrix.
+/// The dense Q8_0 matrix equal to a `Q8_SB` matrix (a row's kept inputs past its `c` values
+/// are zero, as the format says).
 fn bitmap_dense_equivalent(meta: &[u8], values: &[u8], c: usize, k: usize, m: usize) -> Vec<u8> {
     let rb = k / 64 * 10;
     let mut out = Vec::new();
@@ -108,7 +109,7 @@ fn bitmap_dense_equivalent(meta: &[u8], values: &[u8], c: usize, k: usize, m: us
             let mut codes = [0u8; 64];
             for (i, q) in codes.iter_mut().enumerate() {
                 if mask >> i & 1 == 1 {
-                    *q = values[o];
+                    *q = if o < (r + 1) * c { values[o] } else { 0 };
                     o += 1;
                 }
             }
@@ -391,6 +392,50 @@ fn bitmap_tiers_equal_the_oracle() {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Rows that keep more inputs than their `c` values (refused by the validator; the kernels must
+/// still read only the row's values and count the excess as zero, on every tier): the last
+/// blocks of a middle row keep every input.
+#[test]
+fn bitmap_rows_keeping_more_than_their_width_count_the_excess_as_zero() {
+    let mut rng = Rng(12);
+    let scalar = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    let (k, m) = (576, 6);
+    let mut bm = quantize_bitmap(&unstructured(&mut rng, k, m, 0.3), k, m).unwrap();
+    let rb = k / 64 * 10;
+    for b in 6..9 {
+        bm.meta[2 * rb + 10 * b + 2..2 * rb + 10 * b + 10].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
+    let total: u32 =
+        bm.meta[2 * rb..3 * rb].chunks_exact(10).map(|b| sparse::bitmap_mask(b).count_ones()).sum();
+    assert!(total as usize > bm.c, "row 2 keeps {total} > c = {}", bm.c);
+    let dense = bitmap_dense_equivalent(&bm.meta, &bm.values, bm.c, k, m);
+    let (ab, db) = (k / 32 * 34, k / 32 * 34);
+    let a = activations(&mut rng, k, 3);
+    for tier in kernels::available_tiers() {
+        let kt = Kernels::for_tier(tier).unwrap();
+        for n in 1..=3 {
+            let mut got = vec![f32::NAN; n * m];
+            kt.matmul_bitmap(&bm.meta, &bm.values, bm.c, k, 0..m, &a, n, &mut got, m);
+            for tok in 0..n {
+                let at = &a[tok * ab..(tok + 1) * ab];
+                for r in 0..m {
+                    let vals = &bm.values[r * bm.c..(r + 1) * bm.c];
+                    let want = scalar.vec_dot_bitmap(&bm.meta[r * rb..(r + 1) * rb], vals, at, k);
+                    let oracle_dense = scalar.vec_dot(DType::Q8_0, &dense[r * db..(r + 1) * db], at, k);
+                    assert_eq!(want, oracle_dense, "row {r}: the oracle counts the excess as zero");
+                    let (terms, mag) =
+                        kernels::dot_error_terms(DType::Q8_0, &dense[r * db..(r + 1) * db], at, k);
+                    let g = got[tok * m + r];
+                    assert!(
+                        Tolerance::sum_reorder(terms, mag).allows(g, want),
+                        "{tier:?} n={n} row {r} token {tok}: {g} vs {want}"
+                    );
                 }
             }
         }
