@@ -209,24 +209,27 @@ fn activations(rng: &mut Rng, n: usize, k: usize, kind: Kind) -> Vec<f32> {
     x
 }
 
-/// Quantizes `n` rows with the oracle.
-fn quantize_rows(t: DType, x: &[f32], k: usize) -> Vec<u8> {
-    let ab = kernels::activation_row_bytes(t, k);
+/// Rows of `k` values of `x`, each quantized by `q` into `ab` bytes.
+fn quantize_each_row(x: &[f32], k: usize, ab: usize, q: impl Fn(&[f32], &mut [u8])) -> Vec<u8> {
     let mut out = vec![0u8; x.len() / k * ab];
     for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(ab)) {
-        oracle().quantize_activations(t, xr, or);
+        q(xr, or);
     }
     out
 }
 
+/// Quantizes `n` rows with the oracle.
+fn quantize_rows(t: DType, x: &[f32], k: usize) -> Vec<u8> {
+    quantize_each_row(x, k, kernels::activation_row_bytes(t, k), |xr, or| {
+        oracle().quantize_activations(t, xr, or)
+    })
+}
+
 /// Quantizes rows of `k` values into the packed kernels' activations with the oracle.
 fn quantize_packed_rows(t: DType, x: &[f32], k: usize) -> Vec<u8> {
-    let ab = kernels::packed_activation_row_bytes(t, k);
-    let mut out = vec![0u8; x.len() / k * ab];
-    for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(ab)) {
-        oracle().quantize_packed_activations(t, xr, or);
-    }
-    out
+    quantize_each_row(x, k, kernels::packed_activation_row_bytes(t, k), |xr, or| {
+        oracle().quantize_packed_activations(t, xr, or)
+    })
 }
 
 #[track_caller]
