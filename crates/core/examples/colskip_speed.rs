@@ -4,6 +4,10 @@
 //!
 //! `cargo run --release -p edgellm-core --example colskip_speed [-- K M]` (default 576 1536,
 //! SmolLM2's FFN gate/up).
+//!
+//! `--iters N` runs every case exactly `N` times instead of timing it, and `--only CASE`
+//! (`TYPE/LAYOUT[/SPARSITY]`, layout `rows`, `packed` or `col`, e.g. `q4_0/col/0.4`) keeps one
+//! case: what `bench/arm-insn-counts --colskip` counts instructions of under QEMU.
 
 use std::time::Instant;
 
@@ -22,8 +26,15 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Median of `reps` timings of `f` in microseconds.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Median of `reps` timings of `f` in microseconds; with `iters`, `f` run once (lazy set-up
+/// such as the kernel table) and then that many times instead, and 0 returned.
+fn time(reps: usize, iters: Option<usize>, mut f: impl FnMut()) -> f64 {
+    if let Some(n) = iters {
+        for _ in 0..=n {
+            f();
+        }
+        return 0.0;
+    }
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
             let s = Instant::now();
@@ -38,8 +49,27 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (k, m) = (args.first().copied().unwrap_or(576), args.get(1).copied().unwrap_or(1536));
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| raw.iter().position(|a| a == flag).and_then(|i| raw.get(i + 1)).cloned();
+    let iters: Option<usize> = value("--iters").map(|v| v.parse().expect("--iters takes a count"));
+    let only = value("--only").map(|v| v.to_lowercase());
+    // A case runs unless `--only` names another.
+    let runs = |dtype: DType, layout: &str, s: f64| {
+        only.as_deref().is_none_or(|o| {
+            let mut it = o.split('/');
+            let (t, l, sp) = (it.next(), it.next(), it.next());
+            t == Some(&dtype.to_string().to_lowercase())
+                && l == Some(layout)
+                && sp.is_none_or(|v| v.parse::<f64>().ok() == Some(s))
+        })
+    };
+    let sizes: Vec<usize> = raw
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i == 0 || !matches!(raw[i - 1].as_str(), "--iters" | "--only"))
+        .filter_map(|(_, a)| a.parse().ok())
+        .collect();
+    let (k, m) = (sizes.first().copied().unwrap_or(576), sizes.get(1).copied().unwrap_or(1536));
     println!("tier {} · one token · [{m} × {k}] · median of 15 × 20 calls, single thread", tier_name());
     println!("| type | layout | sparsity | µs | GB/s of bytes read | bytes read |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
@@ -49,13 +79,19 @@ fn main() {
         let mut act = vec![0u8; kernels::activation_row_bytes(dtype, k)];
         kernels::quantize_activations(dtype, &x, &mut act);
         let mut out = vec![0.0f32; m];
-        let us = time(15, || kernels::matmul(dtype, &w, k, 0..m, &act, 1, &mut out, m));
-        println!("| {dtype} | GGUF rows | 0 | {us:.1} | {:.1} | {} |", w.len() as f64 / us / 1e3, w.len());
-        if kernels::packs(dtype) {
+        if runs(dtype, "rows", 0.0) {
+            let us = time(15, iters, || kernels::matmul(dtype, &w, k, 0..m, &act, 1, &mut out, m));
+            println!(
+                "| {dtype} | GGUF rows | 0 | {us:.1} | {:.1} | {} |",
+                w.len() as f64 / us / 1e3,
+                w.len()
+            );
+        }
+        if kernels::packs(dtype) && runs(dtype, "packed", 0.0) {
             let p = kernels::pack(dtype, k, m, &w);
             let mut pa = vec![0u8; kernels::packed_activation_row_bytes(dtype, k)];
             kernels::quantize_packed_activations(dtype, &x, &mut pa);
-            let us = time(15, || kernels::matmul_packed(dtype, &p, k, 0..m, &pa, 1, &mut out, m));
+            let us = time(15, iters, || kernels::matmul_packed(dtype, &p, k, 0..m, &pa, 1, &mut out, m));
             println!(
                 "| {dtype} | packed rows | 0 | {us:.1} | {:.1} | {} |",
                 p.len() as f64 / us / 1e3,
@@ -71,7 +107,10 @@ fn main() {
             let xt: Vec<f32> = x.iter().map(|&v| if v.abs() < t && s > 0.0 { 0.0 } else { v }).collect();
             kernels::quantize_activations(dtype, &xt, &mut act);
             cols.gather(&act, k);
-            let us = time(15, || colskip_matmul(&c, 0..c.tiles(), &cols, &mut out));
+            if !runs(dtype, "col", s) {
+                continue;
+            }
+            let us = time(15, iters, || colskip_matmul(&c, 0..c.tiles(), &cols, &mut out));
             let b = c.bytes_read(&cols);
             println!("| {dtype} | column-blocked | {s} | {us:.1} | {:.1} | {b} |", b as f64 / us / 1e3);
         }

@@ -94,8 +94,11 @@ fn simd_tiers_have_their_own_kernels() {
     for tier in available_tiers() {
         for weight in TYPES {
             let t = colskip_implementing_tier(tier, weight);
-            if matches!(tier, Tier::Avx2 | Tier::Avx512Vnni) {
-                assert_eq!(t, tier, "{weight}");
+            match tier {
+                Tier::Avx2 | Tier::Avx512Vnni => assert_eq!(t, tier, "{weight}"),
+                // One NEON kernel for every AArch64 tier.
+                Tier::Neon | Tier::NeonDotprod | Tier::NeonI8mm => assert_eq!(t, Tier::Neon, "{weight}"),
+                Tier::Scalar => assert_eq!(t, Tier::Scalar, "{weight}"),
             }
         }
     }

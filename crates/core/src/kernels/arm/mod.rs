@@ -20,6 +20,7 @@ use std::arch::asm;
 use super::{Act, Kernels, MatmulArgs, Tier};
 use crate::DType;
 
+pub(crate) mod colskip;
 mod drive;
 mod float;
 mod kquants;

@@ -11,55 +11,14 @@
 
 use std::arch::x86_64::*;
 
-use super::super::colskip::{simd_block_bytes, simd_params, ActiveBlock, ColArgs};
+use super::super::colskip::{prefetch_ahead, simd_block_bytes, simd_params, ColArgs};
 use crate::DType;
 
-/// Blocks ahead (in the active list) whose lines a tile prefetches: 2 left the AVX2 Q4_0
-/// product waiting on memory (`colskip_speed`, Zen 3: 0.4 sparsity 24 µs at 2, 17–18 at 8).
-const AHEAD: usize = 8;
-
-/// Prefetches the lines of block `blk` at `bb` (a tile of `h` rows) that a product reads: its
-/// scales and its active columns' runs. Skipped columns break the hardware prefetchers'
-/// streams, so the kernel names the lines itself.
-///
-/// # Safety
-/// `bb` is a block of the layout (prefetches do not fault, but the address must be computed
-/// within the allocation).
+/// `_mm_prefetch` into L1 of the line at `p`, for [`prefetch_ahead`].
 #[inline(always)]
-unsafe fn prefetch_block(a: &ColArgs<'_>, bb: *const u8, h: usize, q5: bool, blk: &ActiveBlock) {
-    for l in (0..2 * h).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(bb.add(l) as *const i8);
-    }
-    let (s0, len) = (blk.start as usize, blk.len as usize);
-    for &j in &a.act.cols[s0..s0 + len] {
-        let j = j as usize;
-        _mm_prefetch::<_MM_HINT_T0>(bb.add(2 * h + j * (h / 2)) as *const i8);
-        if q5 {
-            _mm_prefetch::<_MM_HINT_T0>(bb.add(2 * h + 32 * (h / 2) + j * (h / 8)) as *const i8);
-        }
-    }
-}
-
-/// Prefetches the block `AHEAD` places after active block `i` of the tile at `tile`, or the
-/// one it falls on in the next tile (`next`: its start and height).
-#[inline(always)]
-unsafe fn prefetch_ahead(
-    a: &ColArgs<'_>,
-    tile: *const u8,
-    h: usize,
-    bbytes: usize,
-    q5: bool,
-    i: usize,
-    next: Option<(*const u8, usize)>,
-) {
-    let blocks = &a.act.blocks;
-    let w = if q5 { DType::Q5_0 } else { DType::Q4_0 };
-    if i + AHEAD < blocks.len() {
-        let b = &blocks[i + AHEAD];
-        prefetch_block(a, tile.add(b.index as usize * bbytes), h, q5, b);
-    } else if let (Some((nt, nh)), Some(b)) = (next, blocks.get(i + AHEAD - blocks.len())) {
-        prefetch_block(a, nt.add(b.index as usize * simd_block_bytes(w, nh)), nh, q5, b);
-    }
+fn l1(p: *const u8) {
+    // SAFETY: a prefetch does not fault, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
 }
 
 /// One tile of `64·U` rows on AVX-512: `bb0` is the tile's first block, `out` its rows.
@@ -83,7 +42,7 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
     let sixteen = _mm512_set1_epi16(16);
     let mut acc = [[_mm512_setzero_ps(); 4]; U];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, bbytes, Q5, bi, next);
+        prefetch_ahead(a, tile, h, bbytes, Q5, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [[_mm512_setzero_si512(); 4]; U];
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -166,7 +125,7 @@ unsafe fn unit256<const Q5: bool>(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, Q5, bi, next);
+            prefetch_ahead(a, tile, h, bbytes, Q5, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [_mm256_setzero_si256(); 8];
@@ -254,7 +213,7 @@ unsafe fn unit256_pairs(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, false, bi, next);
+            prefetch_ahead(a, tile, h, bbytes, false, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(nib_off + 32 * u);
