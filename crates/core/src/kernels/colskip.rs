@@ -221,6 +221,12 @@ pub struct ActiveColumns {
     /// The codes of `pair_cols`: `q_a` in the low byte, `q_b` (0 for a column paired with
     /// itself) in the high byte, as `vpmaddubsw` takes a broadcast pair.
     pub(crate) pair_codes: Vec<i16>,
+    /// The active columns four at a time, block after block (a block whose count is not a
+    /// multiple of four repeats its last column with code 0).
+    pub(crate) quad_cols: Vec<[u16; 4]>,
+    /// The codes of `quad_cols`, byte `i` (little-endian) the code of column `i`, as
+    /// `vpdpbusd` takes a broadcast quadruple.
+    pub(crate) quad_codes: Vec<i32>,
 }
 
 /// One block of [`ActiveColumns`].
@@ -236,6 +242,10 @@ pub(crate) struct ActiveBlock {
     /// Its pairs: `pair_cols[pstart..pstart + (len + 1) / 2]` (read by the x86 kernels).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub pstart: u32,
+    /// Its quadruples: `quad_cols[qstart..qstart + (len + 3) / 4]` (read by the AVX-512
+    /// kernels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub qstart: u32,
     /// The sum of its codes (read by the SIMD kernels).
     #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
     pub qsum: i32,
@@ -265,6 +275,8 @@ impl ActiveColumns {
         self.codes.clear();
         self.pair_cols.clear();
         self.pair_codes.clear();
+        self.quad_cols.clear();
+        self.quad_codes.clear();
         for (b, blk) in act_row.chunks_exact(34).enumerate() {
             let start = self.cols.len();
             for (j, &q) in blk[2..].iter().enumerate() {
@@ -283,12 +295,27 @@ impl ActiveColumns {
                     self.pair_cols.push([cols[i] as u16, jb as u16]);
                     self.pair_codes.push(((codes[i] as u8 as u16) | ((qb as u8 as u16) << 8)) as i16);
                 }
+                let qstart = self.quad_cols.len();
+                for i in (0..len).step_by(4) {
+                    // Past the count: the last column again, with code 0 (same line).
+                    let at =
+                        |e: usize| if i + e < len { (cols[i + e], codes[i + e]) } else { (cols[len - 1], 0) };
+                    let (mut quad, mut code) = ([0u16; 4], 0u32);
+                    for e in 0..4 {
+                        let (j, q) = at(e);
+                        quad[e] = j as u16;
+                        code |= (q as u8 as u32) << (8 * e);
+                    }
+                    self.quad_cols.push(quad);
+                    self.quad_codes.push(code as i32);
+                }
                 self.blocks.push(ActiveBlock {
                     index: b as u32,
                     d: read_f16(blk, 0),
                     start: start as u32,
                     len: len as u32,
                     pstart: pstart as u32,
+                    qstart: qstart as u32,
                     qsum: codes.iter().map(|&q| q as i32).sum(),
                 });
             }

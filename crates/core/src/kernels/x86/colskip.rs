@@ -101,6 +101,91 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
     }
 }
 
+/// One Q4_0 tile of `h` (64 or 128) rows on AVX-512 VNNI, four active columns at a time.
+///
+/// The four columns' runs (`h/2` bytes each, loaded as one 64-byte register, the upper half
+/// masked off for a 64-row tile) are interleaved bytewise and then wordwise
+/// (`vpunpck{l,h}bw`, `vpunpck{l,h}wd`), so that every dword holds one run byte of all four
+/// columns; one `vpdpbusd` per nibble against the broadcast code quadruple adds
+/// `Σ u·q` of four columns into that byte's rows (i32: no wrapping, no widening). Register
+/// `m` (of four) holds run bytes `16L + 4m + k` in its 128-bit lane `L`: a 4 × 4 transpose of
+/// the 128-bit lanes (`vshufi32x4`) once per block puts the sums in row order, `8·Σq` is
+/// subtracted, and the float work is [`tile512`]'s, so the bits are the oracle's.
+///
+/// # Safety
+/// `tile` holds the tile's `k/32` Q4_0 blocks of [`simd_block_bytes`]`(Q4_0, h)` bytes, `out`
+/// is valid for `h` writes; AVX-512 F/BW/VNNI, F16C.
+#[inline(always)]
+unsafe fn tile512_quads(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let (bias, _) = simd_params(DType::Q4_0);
+    let bbytes = simd_block_bytes(DType::Q4_0, h);
+    let (nib_off, col) = (2 * h, h / 2);
+    // A run is 64 bytes (128 rows) or 32 (64 rows: the upper half not read).
+    let run_mask: u64 = if h == 128 { u64::MAX } else { u32::MAX as u64 };
+    let m0f = _mm512_set1_epi8(0x0f);
+    // Row-order accumulators, 16 rows each (the second four only for 128 rows).
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        prefetch_ahead(a, tile, h, bbytes, false, bi, next, l1);
+        let bb = tile.add(blk.index as usize * bbytes);
+        let runs = bb.add(nib_off);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        let cols = &a.act.quad_cols[q0..q0 + nq];
+        let codes = &a.act.quad_codes[q0..q0 + nq];
+        // [m]: low nibbles of register m, [4 + m]: high nibbles.
+        let mut s = [_mm512_setzero_si512(); 8];
+        for (&[ja, jb, jc, jd], &q) in cols.iter().zip(codes) {
+            let vq = _mm512_set1_epi32(q);
+            let ld = |j: u16| _mm512_maskz_loadu_epi8(run_mask, runs.add(j as usize * col) as *const i8);
+            let (wa, wb, wc, wd) = (ld(ja), ld(jb), ld(jc), ld(jd));
+            let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(wa, wb), _mm512_unpackhi_epi8(wa, wb));
+            let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(wc, wd), _mm512_unpackhi_epi8(wc, wd));
+            let x = [
+                _mm512_unpacklo_epi16(ab_lo, cd_lo),
+                _mm512_unpackhi_epi16(ab_lo, cd_lo),
+                _mm512_unpacklo_epi16(ab_hi, cd_hi),
+                _mm512_unpackhi_epi16(ab_hi, cd_hi),
+            ];
+            for (m, &x) in x.iter().enumerate() {
+                s[m] = _mm512_dpbusd_epi32(s[m], _mm512_and_si512(x, m0f), vq);
+                s[4 + m] =
+                    _mm512_dpbusd_epi32(s[4 + m], _mm512_and_si512(_mm512_srli_epi16::<4>(x), m0f), vq);
+            }
+        }
+        let corr = _mm512_set1_epi32(bias * blk.qsum);
+        let vda = _mm512_set1_ps(blk.d);
+        for (nib, s) in s.chunks_exact(4).enumerate() {
+            // Lane L of the transposed register L: run bytes 16L..16L + 16 of this nibble.
+            let t0 = _mm512_shuffle_i32x4::<0x44>(s[0], s[1]);
+            let t1 = _mm512_shuffle_i32x4::<0xee>(s[0], s[1]);
+            let t2 = _mm512_shuffle_i32x4::<0x44>(s[2], s[3]);
+            let t3 = _mm512_shuffle_i32x4::<0xee>(s[2], s[3]);
+            let by_lane = [
+                _mm512_shuffle_i32x4::<0x88>(t0, t2),
+                _mm512_shuffle_i32x4::<0xdd>(t0, t2),
+                _mm512_shuffle_i32x4::<0x88>(t1, t3),
+                _mm512_shuffle_i32x4::<0xdd>(t1, t3),
+            ];
+            // Run bytes 16L.. hold rows 64·(L/2) + 16·(L%2) (low nibbles), 32 more (high).
+            for (l, &v) in by_lane.iter().enumerate().take(h / 32) {
+                let row = 64 * (l / 2) + 16 * (l % 2) + 32 * nib;
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * row) as *const __m256i));
+                let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, corr));
+                acc[row / 16] = _mm512_add_ps(acc[row / 16], _mm512_mul_ps(_mm512_mul_ps(dw, vda), isum));
+            }
+        }
+    }
+    for (g, &v) in acc.iter().enumerate().take(h / 16) {
+        _mm512_storeu_ps(out.add(16 * g), v);
+    }
+}
+
 /// One 64-row unit of a tile of `h` rows on AVX2.
 ///
 /// # Safety
@@ -263,8 +348,8 @@ macro_rules! entries {
     )*};
     (@one $name:ident, $q5:literal, $w:expr, avx512) => {
         /// # Safety
-        /// `a` is checked by `colskip_matmul_for_tier`; AVX-512 F/BW, AVX2, FMA, F16C.
-        #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+        /// `a` is checked by `colskip_matmul_for_tier`; AVX-512 F/BW/VNNI, AVX2, FMA, F16C.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
         pub(crate) unsafe fn $name(a: &mut ColArgs<'_>) {
             let nb = a.k / 32;
             let (mut pos, mut r0) = (0usize, 0usize);
@@ -273,7 +358,9 @@ macro_rules! entries {
                 let h = a.tile(t);
                 let end = pos + nb * simd_block_bytes($w, h);
                 let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
-                if h == 128 {
+                if !$q5 {
+                    tile512_quads(a, w.add(pos), h, out.add(r0), next);
+                } else if h == 128 {
                     tile512::<2, $q5>(a, w.add(pos), out.add(r0), next);
                 } else {
                     tile512::<1, $q5>(a, w.add(pos), out.add(r0), next);
