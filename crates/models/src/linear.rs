@@ -503,11 +503,29 @@ impl Linear {
             *o = Some(DisjointWriter::new(y));
         }
         let total: usize = tiles.iter().sum();
-        let parts = num_threads().min(total).max(1);
-        let per = total.div_ceil(parts);
+        let parts = num_threads().min(total).clamp(1, MAX_PARTS);
+        // Tile ranges of about equal rows (tiles have 128 or 64): an even count of tiles
+        // would give one thread 384 of SmolLM2's 576 rows. Part p ends at the first tile
+        // where the rows so far reach its share, keeping a tile for each later part; parts
+        // left without tiles are empty.
+        let mut bounds = [total; MAX_PARTS + 1];
+        bounds[0] = 0;
+        let all_rows: usize = layers.iter().map(|l| l.out_features).sum();
+        let (mut p, mut rows, mut t) = (1, 0, 0);
+        for l in layers {
+            let c = l.cols.as_ref().expect("skips_columns checked");
+            for i in 0..c.tiles() {
+                rows += c.tile_row_range(i..i + 1).len();
+                t += 1;
+                while p < parts && rows * parts >= p * all_rows && total - t >= parts - p {
+                    bounds[p] = t;
+                    p += 1;
+                }
+            }
+        }
         let cols_ref = &cols;
-        for_each_index(total.div_ceil(per), |part| {
-            let range = part * per..((part + 1) * per).min(total);
+        for_each_index(parts, |part| {
+            let range = bounds[part]..bounds[part + 1].max(bounds[part]);
             let mut base = 0;
             for (i, l) in layers.iter().enumerate() {
                 let nt = tiles[i];
@@ -735,6 +753,9 @@ const PACK_CHUNK_BYTES: usize = 4 << 20;
 
 /// The most layers [`Linear::forward_shared`] takes at once.
 pub const MAX_SHARED: usize = 4;
+
+/// The most threads a column-skipping product is split over.
+const MAX_PARTS: usize = 64;
 
 /// Sees the input of every [`Linear::forward`] while installed (calibration statistics for
 /// quantization: importance matrices, Gram matrices). Called on the thread that runs the

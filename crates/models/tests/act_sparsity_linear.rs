@@ -76,15 +76,21 @@ fn shared_inputs_give_what_each_layer_gives_alone() {
         .map(|(d, m)| linear(d, k, m).with_threshold(Some(t), false))
         .into();
     let x = values(k, 9);
-    let mut shared: Vec<Vec<f32>> = layers.iter().map(|l| vec![0.0; l.out_features]).collect();
-    {
-        let mut outs: Vec<&mut [f32]> = shared.iter_mut().map(|v| v.as_mut_slice()).collect();
-        let refs: Vec<&Linear> = layers.iter().collect();
-        Linear::forward_shared(&refs, &x, 1, &mut outs);
+    // The rows are split over the threads by tile (of 128 or 64 rows) in parts of about
+    // equal rows: every split, more parts than tiles included, writes every row once.
+    for threads in [1, 2, 3, 5, 8] {
+        edgellm_core::parallel::set_num_threads(threads);
+        let mut shared: Vec<Vec<f32>> = layers.iter().map(|l| vec![f32::NAN; l.out_features]).collect();
+        {
+            let mut outs: Vec<&mut [f32]> = shared.iter_mut().map(|v| v.as_mut_slice()).collect();
+            let refs: Vec<&Linear> = layers.iter().collect();
+            Linear::forward_shared(&refs, &x, 1, &mut outs);
+        }
+        for (l, s) in layers.iter().zip(&shared) {
+            let mut alone = vec![0.0; l.out_features];
+            l.forward(&x, 1, &mut alone);
+            assert_eq!(&alone, s, "{} with {threads} threads", l.dtype);
+        }
     }
-    for (l, s) in layers.iter().zip(&shared) {
-        let mut alone = vec![0.0; l.out_features];
-        l.forward(&x, 1, &mut alone);
-        assert_eq!(&alone, s, "{}", l.dtype);
-    }
+    edgellm_core::parallel::set_num_threads(0);
 }

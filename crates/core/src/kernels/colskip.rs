@@ -215,17 +215,11 @@ pub struct ActiveColumns {
     pub(crate) cols: Vec<u32>,
     /// The active codes, as `cols`.
     pub(crate) codes: Vec<i16>,
-    /// The active columns two at a time, block after block: `[a, b]` (a block with an odd
-    /// count pairs its last column with itself, its code then counted once).
-    pub(crate) pair_cols: Vec<[u16; 2]>,
-    /// The codes of `pair_cols`: `q_a` in the low byte, `q_b` (0 for a column paired with
-    /// itself) in the high byte, as `vpmaddubsw` takes a broadcast pair.
-    pub(crate) pair_codes: Vec<i16>,
     /// The active columns four at a time, block after block (a block whose count is not a
     /// multiple of four repeats its last column with code 0).
     pub(crate) quad_cols: Vec<[u16; 4]>,
     /// The codes of `quad_cols`, byte `i` (little-endian) the code of column `i`, as
-    /// `vpdpbusd` takes a broadcast quadruple.
+    /// `vpdpbusd` takes a broadcast quadruple (and `vpmaddubsw` a pair, from either half).
     pub(crate) quad_codes: Vec<i32>,
 }
 
@@ -239,10 +233,7 @@ pub(crate) struct ActiveBlock {
     /// Its entries: `cols[start..start + len]`.
     pub start: u32,
     pub len: u32,
-    /// Its pairs: `pair_cols[pstart..pstart + (len + 1) / 2]` (read by the x86 kernels).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub pstart: u32,
-    /// Its quadruples: `quad_cols[qstart..qstart + (len + 3) / 4]` (read by the AVX-512
+    /// Its quadruples: `quad_cols[qstart..qstart + (len + 3) / 4]` (read by the x86
     /// kernels).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub qstart: u32,
@@ -273,52 +264,45 @@ impl ActiveColumns {
         self.blocks.clear();
         self.cols.clear();
         self.codes.clear();
-        self.pair_cols.clear();
-        self.pair_codes.clear();
         self.quad_cols.clear();
         self.quad_codes.clear();
         for (b, blk) in act_row.chunks_exact(34).enumerate() {
+            let q = &blk[2..];
+            // The non-zero codes as a bit mask (vectorizes), then its set bits in order: no
+            // branch per code, whose outcome a thresholded input makes unpredictable.
+            let mut mask = q.iter().enumerate().fold(0u32, |m, (j, &v)| m | ((v != 0) as u32) << j);
+            if mask == 0 {
+                continue;
+            }
             let start = self.cols.len();
-            for (j, &q) in blk[2..].iter().enumerate() {
-                if q != 0 {
-                    self.cols.push(j as u32);
-                    self.codes.push(q as i8 as i16);
-                }
+            while mask != 0 {
+                let j = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                self.cols.push(j as u32);
+                self.codes.push(q[j] as i8 as i16);
             }
             let len = self.cols.len() - start;
-            if len > 0 {
-                let pstart = self.pair_cols.len();
-                let (cols, codes) = (&self.cols[start..], &self.codes[start..]);
-                for i in (0..len).step_by(2) {
-                    // The last column of an odd count meets itself with code 0: same line.
-                    let (jb, qb) = if i + 1 < len { (cols[i + 1], codes[i + 1]) } else { (cols[i], 0) };
-                    self.pair_cols.push([cols[i] as u16, jb as u16]);
-                    self.pair_codes.push(((codes[i] as u8 as u16) | ((qb as u8 as u16) << 8)) as i16);
-                }
-                let qstart = self.quad_cols.len();
-                for i in (0..len).step_by(4) {
+            let (cols, codes) = (&self.cols[start..], &self.codes[start..]);
+            let qstart = self.quad_cols.len();
+            for i in (0..len).step_by(4) {
+                let (mut quad, mut code) = ([0u16; 4], 0u32);
+                for (e, c) in quad.iter_mut().enumerate() {
                     // Past the count: the last column again, with code 0 (same line).
-                    let at =
-                        |e: usize| if i + e < len { (cols[i + e], codes[i + e]) } else { (cols[len - 1], 0) };
-                    let (mut quad, mut code) = ([0u16; 4], 0u32);
-                    for e in 0..4 {
-                        let (j, q) = at(e);
-                        quad[e] = j as u16;
-                        code |= (q as u8 as u32) << (8 * e);
-                    }
-                    self.quad_cols.push(quad);
-                    self.quad_codes.push(code as i32);
+                    let (j, q) = if i + e < len { (cols[i + e], codes[i + e]) } else { (cols[len - 1], 0) };
+                    *c = j as u16;
+                    code |= (q as u8 as u32) << (8 * e);
                 }
-                self.blocks.push(ActiveBlock {
-                    index: b as u32,
-                    d: read_f16(blk, 0),
-                    start: start as u32,
-                    len: len as u32,
-                    pstart: pstart as u32,
-                    qstart: qstart as u32,
-                    qsum: codes.iter().map(|&q| q as i32).sum(),
-                });
+                self.quad_cols.push(quad);
+                self.quad_codes.push(code as i32);
             }
+            self.blocks.push(ActiveBlock {
+                index: b as u32,
+                d: read_f16(blk, 0),
+                start: start as u32,
+                len: len as u32,
+                qstart: qstart as u32,
+                qsum: codes.iter().map(|&q| q as i32).sum(),
+            });
         }
     }
 

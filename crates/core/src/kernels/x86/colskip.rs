@@ -142,8 +142,8 @@ unsafe fn tile512_quads(
         let mut s = [_mm512_setzero_si512(); 8];
         for (&[ja, jb, jc, jd], &q) in cols.iter().zip(codes) {
             let vq = _mm512_set1_epi32(q);
-            let ld = |j: u16| _mm512_maskz_loadu_epi8(run_mask, runs.add(j as usize * col) as *const i8);
-            let (wa, wb, wc, wd) = (ld(ja), ld(jb), ld(jc), ld(jd));
+            let [wa, wb, wc, wd] = [ja, jb, jc, jd]
+                .map(|j| _mm512_maskz_loadu_epi8(run_mask, runs.add(j as usize * col) as *const i8));
             let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(wa, wb), _mm512_unpackhi_epi8(wa, wb));
             let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(wc, wd), _mm512_unpackhi_epi8(wc, wd));
             let x = [
@@ -269,7 +269,8 @@ unsafe fn unit256<const Q5: bool>(
     }
 }
 
-/// One 64-row unit of a Q4_0 tile of `h` rows on AVX2, two active columns at a time.
+/// One 64-row unit of a Q4_0 tile of `h` rows on AVX2, two active columns at a time (the
+/// halves of the gathered quadruples).
 ///
 /// The two columns' runs (32 bytes each: byte `i` holds rows `i` and `32 + i`) are
 /// interleaved bytewise (`vpunpck{l,h}bw`), so every 16-bit lane holds one row's codes of
@@ -302,24 +303,33 @@ unsafe fn unit256_pairs(
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(nib_off + 32 * u);
-        let (p0, np) = (blk.pstart as usize, (blk.len as usize).div_ceil(2));
-        let cols = &a.act.pair_cols[p0..p0 + np];
-        let codes = &a.act.pair_codes[p0..p0 + np];
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
         // Rows {0..8, 16..24}, {8..16, 24..32}, {32..40, 48..56}, {40..48, 56..64}.
         let mut s16 = [_mm256_setzero_si256(); 4];
-        for (&[ja, jb], &q) in cols.iter().zip(codes) {
-            let vq = _mm256_set1_epi16(q);
-            let wa = _mm256_loadu_si256(runs.add(ja as usize * col) as *const __m256i);
-            let wb = _mm256_loadu_si256(runs.add(jb as usize * col) as *const __m256i);
-            let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
-            let r = [
-                _mm256_and_si256(lo, m0f),
-                _mm256_and_si256(hi, m0f),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
-            ];
-            for (sp, &x) in s16.iter_mut().zip(&r) {
-                *sp = _mm256_add_epi16(*sp, _mm256_maddubs_epi16(x, vq));
+        // A macro, not a closure: closures do not inherit the function's target features.
+        macro_rules! pair {
+            ($ja:expr, $jb:expr, $q:expr) => {{
+                let (ja, jb, q): (u16, u16, i16) = ($ja, $jb, $q);
+                let vq = _mm256_set1_epi16(q);
+                let wa = _mm256_loadu_si256(runs.add(ja as usize * col) as *const __m256i);
+                let wb = _mm256_loadu_si256(runs.add(jb as usize * col) as *const __m256i);
+                let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
+                let r = [
+                    _mm256_and_si256(lo, m0f),
+                    _mm256_and_si256(hi, m0f),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
+                ];
+                for (sp, &x) in s16.iter_mut().zip(&r) {
+                    *sp = _mm256_add_epi16(*sp, _mm256_maddubs_epi16(x, vq));
+                }
+            }};
+        }
+        // The quadruples as two pairs each; a pair of padding columns (code 0) is skipped.
+        for (c, &q) in a.act.quad_cols[q0..q0 + nq].iter().zip(&a.act.quad_codes[q0..q0 + nq]) {
+            pair!(c[0], c[1], q as i16);
+            if q >> 16 != 0 {
+                pair!(c[2], c[3], (q >> 16) as i16);
             }
         }
         let corr = _mm256_set1_epi16((bias * blk.qsum) as i16);
