@@ -8,6 +8,8 @@
 //! `--iters N` runs every case exactly `N` times instead of timing it, and `--only CASE`
 //! (`TYPE/LAYOUT[/SPARSITY]`, layout `rows`, `packed` or `col`, e.g. `q4_0/col/0.4`) keeps one
 //! case: what `bench/arm-insn-counts --colskip` counts instructions of under QEMU.
+//! `--copies N` cycles through N copies of each layout, one per call (e.g. 64 copies of the
+//! default shape, 32 MiB: out of L2, as the weights of a decoded token are).
 
 use std::time::Instant;
 
@@ -53,6 +55,7 @@ fn main() {
     let value = |flag: &str| raw.iter().position(|a| a == flag).and_then(|i| raw.get(i + 1)).cloned();
     let iters: Option<usize> = value("--iters").map(|v| v.parse().expect("--iters takes a count"));
     let only = value("--only").map(|v| v.to_lowercase());
+    let copies: usize = value("--copies").map_or(1, |v| v.parse().expect("--copies takes a count"));
     // A case runs unless `--only` names another.
     let runs = |dtype: DType, layout: &str, s: f64| {
         only.as_deref().is_none_or(|o| {
@@ -66,13 +69,17 @@ fn main() {
     let sizes: Vec<usize> = raw
         .iter()
         .enumerate()
-        .filter(|&(i, _)| i == 0 || !matches!(raw[i - 1].as_str(), "--iters" | "--only"))
+        .filter(|&(i, _)| i == 0 || !matches!(raw[i - 1].as_str(), "--iters" | "--only" | "--copies"))
         .filter_map(|(_, a)| a.parse().ok())
         .collect();
     let (k, m) = (sizes.first().copied().unwrap_or(576), sizes.get(1).copied().unwrap_or(1536));
-    println!("tier {} · one token · [{m} × {k}] · median of 15 × 20 calls, single thread", tier_name());
-    println!("| type | layout | sparsity | µs | GB/s of bytes read | bytes read |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "tier {} · one token · [{m} × {k}] · {copies} cop{} · median of 15 × 20 calls, single thread",
+        tier_name(),
+        if copies == 1 { "y" } else { "ies" }
+    );
+    println!("| type | layout | sparsity | µs | GB/s of bytes read | bytes read | gathering the input, µs |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
     for dtype in [DType::Q4_0, DType::Q5_0] {
         let w = quantize(dtype, &values(k * m, 1)).unwrap();
         let x = values(k, 2);
@@ -88,17 +95,21 @@ fn main() {
             );
         }
         if kernels::packs(dtype) && runs(dtype, "packed", 0.0) {
-            let p = kernels::pack(dtype, k, m, &w);
+            let p: Vec<Vec<u8>> = (0..copies).map(|_| kernels::pack(dtype, k, m, &w)).collect();
             let mut pa = vec![0u8; kernels::packed_activation_row_bytes(dtype, k)];
             kernels::quantize_packed_activations(dtype, &x, &mut pa);
-            let us = time(15, iters, || kernels::matmul_packed(dtype, &p, k, 0..m, &pa, 1, &mut out, m));
+            let mut i = 0;
+            let us = time(15, iters, || {
+                i = (i + 1) % copies;
+                kernels::matmul_packed(dtype, &p[i], k, 0..m, &pa, 1, &mut out, m)
+            });
             println!(
                 "| {dtype} | packed rows | 0 | {us:.1} | {:.1} | {} |",
-                p.len() as f64 / us / 1e3,
-                p.len()
+                p[0].len() as f64 / us / 1e3,
+                p[0].len()
             );
         }
-        let c = ColPacked::pack(dtype, k, m, &w).unwrap();
+        let c: Vec<ColPacked> = (0..copies).map(|_| ColPacked::pack(dtype, k, m, &w).unwrap()).collect();
         let mut cols = ActiveColumns::new();
         for s in [0.0, 0.25, 0.4, 0.5, 0.7] {
             let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
@@ -110,9 +121,17 @@ fn main() {
             if !runs(dtype, "col", s) {
                 continue;
             }
-            let us = time(15, iters, || colskip_matmul(&c, 0..c.tiles(), &cols, &mut out));
-            let b = c.bytes_read(&cols);
-            println!("| {dtype} | column-blocked | {s} | {us:.1} | {:.1} | {b} |", b as f64 / us / 1e3);
+            let g = time(15, iters, || cols.gather(&act, k));
+            let mut i = 0;
+            let us = time(15, iters, || {
+                i = (i + 1) % copies;
+                colskip_matmul(&c[i], 0..c[i].tiles(), &cols, &mut out)
+            });
+            let b = c[0].bytes_read(&cols);
+            println!(
+                "| {dtype} | column-blocked | {s} | {us:.1} | {:.1} | {b} | {g:.2} |",
+                b as f64 / us / 1e3
+            );
         }
     }
 }

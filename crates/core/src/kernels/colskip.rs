@@ -274,34 +274,38 @@ impl ActiveColumns {
             if mask == 0 {
                 continue;
             }
-            let start = self.cols.len();
+            // The block's entries (padded to whole quadruples below), then copied at once.
+            let (mut bc, mut bq) = ([0u32; 32], [0i16; 32]);
+            let mut n = 0;
             while mask != 0 {
                 let j = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                self.cols.push(j as u32);
-                self.codes.push(q[j] as i8 as i16);
+                bc[n] = j as u32;
+                bq[n] = q[j] as i8 as i16;
+                n += 1;
             }
-            let len = self.cols.len() - start;
-            let (cols, codes) = (&self.cols[start..], &self.codes[start..]);
+            let start = self.cols.len();
+            self.cols.extend_from_slice(&bc[..n]);
+            self.codes.extend_from_slice(&bq[..n]);
+            let qsum = bq[..n].iter().map(|&q| q as i32).sum();
+            // Past the count: the last column again, with code 0 (same line).
+            let nq = n.div_ceil(4);
+            for e in n..4 * nq {
+                (bc[e], bq[e]) = (bc[n - 1], 0);
+            }
             let qstart = self.quad_cols.len();
-            for i in (0..len).step_by(4) {
-                let (mut quad, mut code) = ([0u16; 4], 0u32);
-                for (e, c) in quad.iter_mut().enumerate() {
-                    // Past the count: the last column again, with code 0 (same line).
-                    let (j, q) = if i + e < len { (cols[i + e], codes[i + e]) } else { (cols[len - 1], 0) };
-                    *c = j as u16;
-                    code |= (q as u8 as u32) << (8 * e);
-                }
-                self.quad_cols.push(quad);
-                self.quad_codes.push(code as i32);
+            for i in 0..nq {
+                self.quad_cols.push([0, 1, 2, 3].map(|e| bc[4 * i + e] as u16));
+                self.quad_codes.push(i32::from_le_bytes([0, 1, 2, 3].map(|e| bq[4 * i + e] as u8)));
             }
+            let len = n;
             self.blocks.push(ActiveBlock {
                 index: b as u32,
                 d: read_f16(blk, 0),
                 start: start as u32,
                 len: len as u32,
                 qstart: qstart as u32,
-                qsum: codes.iter().map(|&q| q as i32).sum(),
+                qsum,
             });
         }
     }
