@@ -6,8 +6,10 @@
 //! 16 for Q5_0) `bias·Σq` is subtracted: the true sum `Σ (u − bias)·q` fits an i16, so the
 //! wrapped result is exact; it is widened into i32 block sums. Per block the float work is the
 //! oracle's `acc += (d_w·d_a)·Σ` (two multiplies and an add, no FMA), so the bits are the
-//! oracle's. Q4_0 on AVX2 takes the active columns two at a time instead ([`unit256_pairs`]:
-//! one `vpmaddubsw` per 16 rows and two columns, about half the instructions).
+//! oracle's. That is Q5_0's way; Q4_0 takes the active columns two at a time on AVX2
+//! ([`unit256_pairs`]: one `vpmaddubsw` per 16 rows and two columns, about half the
+//! instructions) and four at a time on AVX-512 ([`tile512_quads`]: one `vpdpbusd` per 16 rows
+//! and four columns, in i32).
 
 use std::arch::x86_64::*;
 
