@@ -56,6 +56,11 @@ fn main() {
     let iters: Option<usize> = value("--iters").map(|v| v.parse().expect("--iters takes a count"));
     let only = value("--only").map(|v| v.to_lowercase());
     let copies: usize = value("--copies").map_or(1, |v| v.parse().expect("--copies takes a count"));
+    if iters.is_some() {
+        // No worker threads (packing uses the pool): their spinning would add to an
+        // instruction count.
+        edgellm_core::parallel::set_num_threads(1);
+    }
     // A case runs unless `--only` names another.
     let runs = |dtype: DType, layout: &str, s: f64| {
         only.as_deref().is_none_or(|o| {

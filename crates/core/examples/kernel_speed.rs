@@ -32,7 +32,11 @@
 //! one copy (`mv cached`: the matrix stays in the L2 / L3 caches), one-token products streamed over
 //! `--stream-mb` of dense-Q8_0-sized layers (the same number of layers for every type) with 1
 //! and `--threads` threads, and the 576×1536 product with 512 tokens; all in GFLOP/s counted
-//! as dense-equivalent flops (2·rows·k per token, zeros included).
+//! as dense-equivalent flops (2·rows·k per token, zeros included). `--sparse --iters N
+//! [--types q4_s24]` runs instead each one-token product exactly N times untimed (after one
+//! call, which sets up what is lazily set up), for an instruction counter
+//! (`bench/arm-insn-counts --sparse`); `--types` keeps the layouts whose name starts with one of
+//! its entries.
 //! Times are this thread's CPU time on Linux (`CLOCK_THREAD_CPUTIME_ID`), so other processes
 //! sharing the cores slow the results less (they still share caches and memory bandwidth).
 
@@ -419,20 +423,48 @@ fn sparse_mv_seconds(kern: &Kernels, layers: &[Sparse], threads: usize, min_s: f
     best
 }
 
+/// The sparse layouts of [`sparse_table`].
+fn sparse_layouts() -> [Layout; 8] {
+    [
+        Layout::Packed(DType::Q4_0),
+        Layout::Nm(DType::Q4_S24),
+        Layout::Nm(DType::Q4_S48),
+        Layout::Packed(DType::Q8_0),
+        Layout::Nm(DType::Q8_S24),
+        Layout::Nm(DType::Q8_S48),
+        Layout::Bitmap(0.7),
+        Layout::Bitmap(0.5),
+    ]
+}
+
+/// `--sparse --iters N`: each kept layout's one-token 1536×576 product, once and then `n`
+/// times, untimed.
+fn sparse_counted(tiers: &[Tier], only: Option<&[String]>, n: usize) {
+    let (rows, k) = (1536, 576);
+    for &tier in tiers {
+        let Some(kern) = Kernels::for_tier(tier) else {
+            println!("{:<11} not supported on this CPU", tier.name());
+            continue;
+        };
+        for layout in sparse_layouts() {
+            let one = Sparse::new(layout, rows, k, 2);
+            let name = one.name();
+            if only.is_some_and(|o| !o.iter().any(|t| name.to_lowercase().starts_with(t.as_str()))) {
+                continue;
+            }
+            let act = one.act(kern, 1);
+            let mut out = vec![0.0f32; rows];
+            for _ in 0..=n {
+                one.run(kern, 0..rows, &act, 1, &mut out);
+            }
+            std::hint::black_box(&out);
+            println!("{:<11} {:<12} {n} products", tier.name(), name);
+        }
+    }
+}
+
 /// The sparse comparison table (see the module docs).
 fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
-    let layouts = || {
-        [
-            Layout::Packed(DType::Q4_0),
-            Layout::Nm(DType::Q4_S24),
-            Layout::Nm(DType::Q4_S48),
-            Layout::Packed(DType::Q8_0),
-            Layout::Nm(DType::Q8_S24),
-            Layout::Nm(DType::Q8_S48),
-            Layout::Bitmap(0.7),
-            Layout::Bitmap(0.5),
-        ]
-    };
     let (rows, k) = (1536, 576);
     // The same number of layers for every type: `stream_mb` of dense Q8_0.
     let copies = ((stream_mb << 20) / (rows * k / 32 * 34)).max(1);
@@ -456,7 +488,7 @@ fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
             println!("{:<11} not supported on this CPU", tier.name());
             continue;
         };
-        for layout in layouts() {
+        for layout in sparse_layouts() {
             let one = Sparse::new(layout, rows, k, 2);
             let bytes = one.bytes();
             let layers: Vec<Sparse> = (0..copies)
@@ -513,7 +545,16 @@ fn main() {
         None => kernels::available_tiers(),
     };
     if args.iter().any(|a| a == "--sparse") {
-        sparse_table(&tiers, threads, stream_mb, min_s);
+        let iters: Option<usize> = value("--iters").map(|v| v.parse().expect("an iteration count"));
+        let only: Option<Vec<String>> =
+            value("--types").map(|l| l.split(',').map(|t| t.to_lowercase()).collect());
+        if let Some(n) = iters {
+            // No worker threads: their spinning would add to an instruction count.
+            edgellm_core::parallel::set_num_threads(1);
+            sparse_counted(&tiers, only.as_deref(), n);
+        } else {
+            sparse_table(&tiers, threads, stream_mb, min_s);
+        }
         return;
     }
     let shapes: Option<Vec<(usize, usize, usize)>> = value("--mm").map(|list| {

@@ -145,6 +145,48 @@ pub(crate) static CTRL_BYTE: [u64; 256] = {
     t
 };
 
+/// The kept positions (4 bytes, ascending) of every code of `N` = 2^bits, from the valid
+/// codes' 8-bit masks `masks`; the others keep nothing (`0x80`, which `vpshufb` and `tbl` read
+/// as zero).
+const fn kept_positions<const N: usize>(masks: &[u8]) -> [u32; N] {
+    let mut t = [0x8080_8080u32; N];
+    let mut c = 0;
+    while c < masks.len() {
+        let (mut v, mut i, mut j) = (0u32, 0, 0);
+        while i < 8 {
+            if masks[c] >> i & 1 == 1 {
+                v |= (i as u32) << (8 * j);
+                j += 1;
+            }
+            i += 1;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+}
+
+/// [`kept_positions`] of every 7-bit 4:8 code (the one-token kernels that compress
+/// activations).
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) static POSITIONS_4_8: [u32; 128] = kept_positions(&MASKS_4_8);
+
+/// For pattern index `p` (0..6) of a 2-of-4 group: entry `p` is the position (0..4) of its
+/// first kept input, entry `6 + p` of its second; the rest `0x80` (read as zero).
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) const PAIR_POSITIONS_2_4: [u8; 16] = {
+    let mut t = [0x80u8; 16];
+    let mut p = 0;
+    while p < 6 {
+        let m = PATTERNS_2_4[p];
+        let lo = m.trailing_zeros() as u8;
+        t[p] = lo;
+        t[6 + p] = (m & !(1 << lo)).trailing_zeros() as u8;
+        p += 1;
+    }
+    t
+};
+
 const fn pad<const N: usize>(masks: &[u8]) -> [u8; N] {
     let mut t = [0u8; N];
     let mut c = 0;

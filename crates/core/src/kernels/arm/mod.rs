@@ -21,6 +21,7 @@ use super::{Act, Kernels, MatmulArgs, Tier};
 use crate::DType;
 
 pub(crate) mod colskip;
+mod compressed;
 mod drive;
 mod float;
 mod kquants;

@@ -125,10 +125,16 @@ nm_fmt!(Q8S48, 41, 7, 9, false, CTRL_4_8);
 #[inline(always)]
 unsafe fn pw_bitmap(mb: *const u8, vals: *const u8, o: usize, c: usize) -> (SW, usize) {
     let mask = u64::from_le((mb.add(2) as *const u64).read_unaligned());
-    let next = o + mask.count_ones() as usize;
-    // Chunk j reads 8 bytes from its first kept code (at most 56 codes in): in bounds while
-    // `o + 64 <= c`; otherwise read from a zero-padded copy of what is left of the row
-    // (values past `c` count as zero, as in the oracle).
+    // Kept codes per mask byte (`cnt`), and their running sums by one multiply: byte j of
+    // `before` is where chunk j's kept codes start (at most 56), the top byte of `upto` the
+    // block's count (at most 64).
+    let counts = vget_lane_u64::<0>(vreinterpret_u64_u8(vcnt_u8(vcreate_u8(mask))));
+    let upto = counts.wrapping_mul(0x0101_0101_0101_0101);
+    let before = upto << 8;
+    let next = o + (upto >> 56) as usize;
+    // The lane of chunks 2q, 2q + 1 reads 16 bytes from chunk 2q's first kept code (at most 48
+    // codes in): in bounds while `o + 64 <= c`; otherwise read from a zero-padded copy of what
+    // is left of the row (values past `c` count as zero, as in the oracle).
     let mut tail = [0u8; 64];
     let src = if o + 64 <= c {
         vals.add(o)
@@ -138,17 +144,14 @@ unsafe fn pw_bitmap(mb: *const u8, vals: *const u8, o: usize, c: usize) -> (SW, 
         tail.as_ptr()
     };
     let mut w = [vdupq_n_s8(0); 4];
-    let mut off = 0usize;
     for (q, w) in w.iter_mut().enumerate() {
         let (b0, b1) = ((mask >> (16 * q)) as u8, (mask >> (16 * q + 8)) as u8);
-        let lo = vld1_u8(src.add(off));
-        off += b0.count_ones() as usize;
-        let hi = vld1_u8(src.add(off));
-        off += b1.count_ones() as usize;
-        // The second chunk's codes sit in bytes 8..16 of the table register.
-        let ctl =
-            vcombine_u8(vcreate_u8(CTRL_BYTE[b0 as usize]), vcreate_u8(CTRL_BYTE[b1 as usize] | OFFSET[2]));
-        *w = s8(vqtbl1q_u8(vcombine_u8(lo, hi), ctl));
+        let lane = vld1q_u8(src.add((before >> (16 * q)) as u8 as usize));
+        // The second chunk's ranks move on by the first chunk's count (dropped inputs' 0x80
+        // stay at or above 0x80: zero).
+        let shift = (counts >> (16 * q) & 0xff).wrapping_mul(0x0101_0101_0101_0101);
+        let ctl = vcombine_u8(vcreate_u8(CTRL_BYTE[b0 as usize]), vcreate_u8(CTRL_BYTE[b1 as usize] + shift));
+        *w = s8(vqtbl1q_u8(lane, ctl));
     }
     (SW { w, d: h2f(mb) }, next)
 }
@@ -203,7 +206,8 @@ unsafe fn matmul_bitmap<const DP: bool>(m: &mut MatmulArgs<'_>, values: &[u8], c
 }
 
 macro_rules! entries {
-    ($mod:ident, $features:literal, $dp:literal; $($fmt:ident => $vd:ident, $mm:ident;)*) => {
+    ($mod:ident, $features:literal, $dp:literal;
+     $($fmt:ident => $vd:ident, $mm:ident, ($w:literal, $bits:literal, $qs:literal, $q4:literal);)*) => {
         /// The sparse formats' entry points with these features.
         pub(super) mod $mod {
             use super::{Q4S24, Q4S48, Q8S24, Q8S48};
@@ -219,7 +223,12 @@ macro_rules! entries {
                 /// `m` satisfies the bounds of [`MatmulArgs`]; the CPU has the enabled features.
                 #[target_feature(enable = $features)]
                 pub(in crate::kernels::arm) unsafe fn $mm(m: &mut MatmulArgs<'_>) {
-                    crate::kernels::arm::drive::matmul::<$fmt<$dp>>(m)
+                    if m.n == 1 {
+                        // One token: compress the activations instead of expanding the rows.
+                        crate::kernels::arm::compressed::matvec::<$w, $bits, $qs, $q4, $dp>(m)
+                    } else {
+                        crate::kernels::arm::drive::matmul::<$fmt<$dp>>(m)
+                    }
                 }
             )*
 
@@ -236,14 +245,14 @@ macro_rules! entries {
 }
 
 entries!(plain, "neon", false;
-    Q4S24 => vec_dot_q4_s24, matmul_q4_s24;
-    Q4S48 => vec_dot_q4_s48, matmul_q4_s48;
-    Q8S24 => vec_dot_q8_s24, matmul_q8_s24;
-    Q8S48 => vec_dot_q8_s48, matmul_q8_s48;
+    Q4S24 => vec_dot_q4_s24, matmul_q4_s24, (24, 6, 8, true);
+    Q4S48 => vec_dot_q4_s48, matmul_q4_s48, (25, 7, 9, true);
+    Q8S24 => vec_dot_q8_s24, matmul_q8_s24, (40, 6, 8, false);
+    Q8S48 => vec_dot_q8_s48, matmul_q8_s48, (41, 7, 9, false);
 );
 entries!(sdot, "neon,dotprod", true;
-    Q4S24 => vec_dot_q4_s24, matmul_q4_s24;
-    Q4S48 => vec_dot_q4_s48, matmul_q4_s48;
-    Q8S24 => vec_dot_q8_s24, matmul_q8_s24;
-    Q8S48 => vec_dot_q8_s48, matmul_q8_s48;
+    Q4S24 => vec_dot_q4_s24, matmul_q4_s24, (24, 6, 8, true);
+    Q4S48 => vec_dot_q4_s48, matmul_q4_s48, (25, 7, 9, true);
+    Q8S24 => vec_dot_q8_s24, matmul_q8_s24, (40, 6, 8, false);
+    Q8S48 => vec_dot_q8_s48, matmul_q8_s48, (41, 7, 9, false);
 );

@@ -39,7 +39,7 @@ use std::arch::x86_64::*;
 
 use super::{h2f, h2f_splat, hsum, load, load128};
 use crate::kernels::MatmulArgs;
-use crate::quant::sparse::{MASKS_4_8, PATTERNS_2_4};
+use crate::quant::sparse::{PAIR_POSITIONS_2_4, POSITIONS_4_8};
 
 /// Dword lane `i` of a control holds chunk `CHUNK_ORDER[i]`.
 const CHUNK_ORDER: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
@@ -51,44 +51,6 @@ static LANE_OFFSET: [u32; 8] = {
     while i < 8 {
         t[i] = if CHUNK_ORDER[i] % 2 == 1 { 0x0808_0808 } else { 0 };
         i += 1;
-    }
-    t
-};
-
-/// The kept positions (4 bytes, ascending) of every code of `N` = 2^bits, from the valid
-/// codes' 8-bit masks `masks`; the others keep nothing (`0x80`: `vpshufb` writes zero).
-const fn positions<const N: usize>(masks: &[u8]) -> [u32; N] {
-    let mut t = [0x8080_8080u32; N];
-    let mut c = 0;
-    while c < masks.len() {
-        let (mut v, mut i, mut j) = (0u32, 0, 0);
-        while i < 8 {
-            if masks[c] >> i & 1 == 1 {
-                v |= (i as u32) << (8 * j);
-                j += 1;
-            }
-            i += 1;
-        }
-        t[c] = v;
-        c += 1;
-    }
-    t
-}
-
-/// [`positions`] of every 7-bit 4:8 code.
-static POSITIONS_4_8: [u32; 128] = positions(&MASKS_4_8);
-
-/// For pattern index `p` (0..6) of a 2-of-4 group: entry `p` is the position (0..4) of its
-/// first kept input, entry `6 + p` of its second; the rest `0x80`.
-const PAIR_POSITIONS: [u8; 16] = {
-    let mut t = [0x80u8; 16];
-    let mut p = 0;
-    while p < 6 {
-        let m = PATTERNS_2_4[p];
-        let lo = m.trailing_zeros() as u8;
-        t[p] = lo;
-        t[6 + p] = (m & !(1 << lo)).trailing_zeros() as u8;
-        p += 1;
     }
     t
 };
@@ -136,7 +98,7 @@ unsafe fn control_2_4(p: *const u8, lane_offset: __m256i) -> __m256i {
     // are 4 on.
     let idx = _mm256_mullo_epi16(_mm256_or_si256(lo, _mm256_slli_epi32::<16>(hi)), _mm256_set1_epi16(0x0101));
     let idx = _mm256_add_epi8(idx, _mm256_set1_epi32(0x0600_0600));
-    let positions = _mm256_broadcastsi128_si256(load128(PAIR_POSITIONS.as_ptr()));
+    let positions = _mm256_broadcastsi128_si256(load128(PAIR_POSITIONS_2_4.as_ptr()));
     let ctl = _mm256_add_epi8(_mm256_shuffle_epi8(positions, idx), _mm256_set1_epi32(0x0404_0000));
     _mm256_add_epi8(ctl, lane_offset)
 }
