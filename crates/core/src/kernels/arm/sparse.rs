@@ -121,9 +121,10 @@ nm_fmt!(Q8S24, 40, 6, 8, false, CTRL_2_4);
 nm_fmt!(Q8S48, 41, 7, 9, false, CTRL_4_8);
 
 /// Expands one `Q8_SB` block: metadata at `mb`, kept codes from `vals[o..]`, the row's values
-/// ending at `vals[c]`. Returns the block and the next block's offset.
+/// ending at `vals[c]` and the values tensor at `vals[room]`. Returns the block and the next
+/// block's offset.
 #[inline(always)]
-unsafe fn pw_bitmap(mb: *const u8, vals: *const u8, o: usize, c: usize) -> (SW, usize) {
+unsafe fn pw_bitmap(mb: *const u8, vals: *const u8, o: usize, c: usize, room: usize) -> (SW, usize) {
     let mask = u64::from_le((mb.add(2) as *const u64).read_unaligned());
     // Kept codes per mask byte (`cnt`), and their running sums by one multiply: byte j of
     // `before` is where chunk j's kept codes start (at most 56), the top byte of `upto` the
@@ -133,10 +134,12 @@ unsafe fn pw_bitmap(mb: *const u8, vals: *const u8, o: usize, c: usize) -> (SW, 
     let before = upto << 8;
     let next = o + (upto >> 56) as usize;
     // The lane of chunks 2q, 2q + 1 reads 16 bytes from chunk 2q's first kept code (at most 48
-    // codes in): in bounds while `o + 64 <= c`; otherwise read from a zero-padded copy of what
-    // is left of the row (values past `c` count as zero, as in the oracle).
+    // codes in), of which it uses the chunks' kept codes: straight from the values where 64
+    // bytes lie in the tensor and the block's codes in the row (the lanes may read into the
+    // next row, never using those bytes); otherwise from a zero-padded copy of what is left of
+    // the row (values past `c` count as zero, as in the oracle).
     let mut tail = [0u8; 64];
-    let src = if o + 64 <= c {
+    let src = if o + 64 <= room && next <= c {
         vals.add(o)
     } else {
         let n = c.saturating_sub(o).min(64);
@@ -168,11 +171,12 @@ unsafe fn bitmap_row<const DP: bool, const N: usize>(
     let nb = m.k / 64;
     let mb = m.w.as_ptr().add(r * m.row_bytes);
     let vals = values.as_ptr().add(r * c);
+    let room = values.len() - r * c;
     let a0 = m.act.as_ptr().add(t0 * m.act_bytes);
     let mut acc = [vdupq_n_f32(0.0); N];
     let mut o = 0;
     for b in 0..nb {
-        let (w, next) = pw_bitmap(mb.add(10 * b), vals, o, c);
+        let (w, next) = pw_bitmap(mb.add(10 * b), vals, o, c, room);
         o = next;
         for (t, acc) in acc.iter_mut().enumerate() {
             *acc = dot_sw::<DP>(&w, &pa_pair(a0.add(t * m.act_bytes + 68 * b)), *acc);
