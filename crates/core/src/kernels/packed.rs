@@ -389,6 +389,16 @@ pub(super) fn pack_sparse_group(
                 }
                 emit(out, b, r, [mb[0], mb[1]], &codes);
             }
+        } else if weight == DType::Q4_S24 {
+            // The headline format straight to Q4_0 nibbles, a table lookup per 2-of-4 group.
+            let rb = nb * Q4_S24_BYTES;
+            for b in 0..nb {
+                let wb = &w[row * rb + b * Q4_S24_BYTES..][..Q4_S24_BYTES];
+                let blocks = expand_q4_s24(wb);
+                for (h, blk) in blocks.iter().enumerate() {
+                    put(&mut out[(2 * b + h) * gb..][..gb], r, blk);
+                }
+            }
         } else {
             let l = NmLayout::of(weight).expect("an N:M type");
             let (lb, rb) = (l.bytes(), nb * l.bytes());
@@ -410,6 +420,61 @@ pub(super) fn pack_sparse_group(
             }
         }
     }
+}
+
+/// Bytes of a `Q4_S24` block: scale, six bytes of codes, sixteen of kept nibbles.
+const Q4_S24_BYTES: usize = 24;
+
+/// Per 2-of-4 group pattern `p` (a seventh: an invalid code's, keeping nothing) and byte `v`
+/// of its two kept nibbles (the first in the low half): the group's four Q4_0 nibbles, one
+/// per byte — the kept ones at the pattern's positions, 8 (the value 0) elsewhere.
+static GROUP_NIBBLES_2_4: [[u32; 256]; 7] = {
+    let mut t = [[0x0808_0808u32; 256]; 7];
+    let mut p = 0;
+    while p < 6 {
+        let m = crate::quant::sparse::PATTERNS_2_4[p];
+        let i0 = m.trailing_zeros();
+        let i1 = (m & !(1 << i0)).trailing_zeros();
+        let mut v = 0;
+        while v < 256 {
+            let mut x = 0x0808_0808u32;
+            x &= !(0xff << (8 * i0) | 0xff << (8 * i1));
+            x |= ((v & 15) as u32) << (8 * i0) | ((v >> 4) as u32) << (8 * i1);
+            t[p][v] = x;
+            v += 1;
+        }
+        p += 1;
+    }
+    t
+};
+
+/// A `Q4_S24` block as the two Q4_0 blocks it equals (its scale, and `8 + value` nibbles with
+/// `8` at dropped inputs; invalid codes keep nothing, as the decoders say).
+fn expand_q4_s24(wb: &[u8]) -> [[u8; 18]; 2] {
+    let codes = u64::from_le_bytes(wb[2..10].try_into().expect("a whole block")) & ((1 << 48) - 1);
+    let qs = &wb[8..24];
+    // Group g's four nibbles (inputs 4g..4g + 4) in the bytes of `g4[g]`.
+    let mut g4 = [0u32; 16];
+    for c in 0..8 {
+        let code = (codes >> (6 * c)) as usize & 63;
+        let (lo, hi) = if code < 36 { (code % 6, code / 6) } else { (6, 6) };
+        for (g, p) in [(2 * c, lo), (2 * c + 1, hi)] {
+            // Kept values 2g, 2g + 1: low nibbles of qs[2g..] for g < 8, high ones of qs[2g − 16..].
+            let (a, b) = (qs[(2 * g) % 16], qs[(2 * g + 1) % 16]);
+            let v = if g < 8 { (a & 15) | (b << 4) } else { (a >> 4) | (b & 0xf0) };
+            g4[g] = GROUP_NIBBLES_2_4[p][v as usize];
+        }
+    }
+    let mut out = [[0u8; 18]; 2];
+    for (h, blk) in out.iter_mut().enumerate() {
+        blk[..2].copy_from_slice(&wb[..2]);
+        // Q4_0 byte j: input j in the low nibble, input j + 16 in the high one.
+        for gg in 0..4 {
+            let word = g4[8 * h + gg] | g4[8 * h + gg + 4] << 4;
+            blk[2 + 4 * gg..6 + 4 * gg].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    out
 }
 
 /// Row `r` of a packed matrix (`packed` from row 0) back in the GGUF layout, into `out`
@@ -517,4 +582,40 @@ pub(crate) fn matmul_q4_k(m: &mut MatmulArgs<'_>) {
 }
 pub(crate) fn matmul_q6_k(m: &mut MatmulArgs<'_>) {
     matmul(DType::Q6_K, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_q4_s24;
+    use crate::quant::dequantize;
+    use crate::DType;
+
+    /// The table-driven `Q4_S24` expansion equals the format's dequantization (the oracle) for
+    /// every block, invalid codes (36..64: keep nothing) included.
+    #[test]
+    fn q4_s24_expansion_equals_dequantization() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) as u8
+        };
+        for i in 0..2000 {
+            let mut blk = [0u8; 24];
+            blk.iter_mut().for_each(|b| *b = next());
+            // A normal scale (0x3c00 = 1.0 and neighbours).
+            blk[0] = next();
+            blk[1] = 0x3c;
+            // Mostly valid codes, every fourth block with some invalid ones.
+            let mut codes = 0u64;
+            for c in 0..8 {
+                let code = if i % 4 == 0 { next() as u64 & 63 } else { next() as u64 % 36 };
+                codes |= code << (6 * c);
+            }
+            blk[2..8].copy_from_slice(&codes.to_le_bytes()[..6]);
+            let want = dequantize(DType::Q4_S24, &blk, 64).unwrap();
+            let got: Vec<f32> =
+                expand_q4_s24(&blk).iter().flat_map(|b| dequantize(DType::Q4_0, b, 32).unwrap()).collect();
+            assert_eq!(got, want, "block {i}: {blk:?}");
+        }
+    }
 }
