@@ -105,8 +105,8 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
 
 /// One Q4_0 tile of `h` (64 or 128) rows on AVX-512 VNNI, four active columns at a time.
 ///
-/// The four columns' runs (`h/2` bytes each, loaded as one 64-byte register, the upper half
-/// masked off for a 64-row tile) are interleaved bytewise and then wordwise
+/// The four columns' runs (`h/2` bytes each: one 64-byte register, or for a 64-row tile the
+/// runs of two quadruples in the two halves of one) are interleaved bytewise and then wordwise
 /// (`vpunpck{l,h}bw`, `vpunpck{l,h}wd`), so that every dword holds one run byte of all four
 /// columns; one `vpdpbusd` per nibble against the broadcast code quadruple adds
 /// `Σ u·q` of four columns into that byte's rows (i32: no wrapping, no widening). Register
@@ -128,8 +128,6 @@ unsafe fn tile512_quads(
     let (bias, _) = simd_params(DType::Q4_0);
     let bbytes = simd_block_bytes(DType::Q4_0, h);
     let (nib_off, col) = (2 * h, h / 2);
-    // A run is 64 bytes (128 rows) or 32 (64 rows: the upper half not read).
-    let run_mask: u64 = if h == 128 { u64::MAX } else { u32::MAX as u64 };
     let m0f = _mm512_set1_epi8(0x0f);
     // Row-order accumulators, 16 rows each (the second four only for 128 rows).
     let mut acc = [_mm512_setzero_ps(); 8];
@@ -142,22 +140,49 @@ unsafe fn tile512_quads(
         let codes = &a.act.quad_codes[q0..q0 + nq];
         // [m]: low nibbles of register m, [4 + m]: high nibbles.
         let mut s = [_mm512_setzero_si512(); 8];
-        for (&[ja, jb, jc, jd], &q) in cols.iter().zip(codes) {
-            let vq = _mm512_set1_epi32(q);
-            let [wa, wb, wc, wd] = [ja, jb, jc, jd]
-                .map(|j| _mm512_maskz_loadu_epi8(run_mask, runs.add(j as usize * col) as *const i8));
-            let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(wa, wb), _mm512_unpackhi_epi8(wa, wb));
-            let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(wc, wd), _mm512_unpackhi_epi8(wc, wd));
-            let x = [
-                _mm512_unpacklo_epi16(ab_lo, cd_lo),
-                _mm512_unpackhi_epi16(ab_lo, cd_lo),
-                _mm512_unpacklo_epi16(ab_hi, cd_hi),
-                _mm512_unpackhi_epi16(ab_hi, cd_hi),
-            ];
-            for (m, &x) in x.iter().enumerate() {
-                s[m] = _mm512_dpbusd_epi32(s[m], _mm512_and_si512(x, m0f), vq);
-                s[4 + m] =
-                    _mm512_dpbusd_epi32(s[4 + m], _mm512_and_si512(_mm512_srli_epi16::<4>(x), m0f), vq);
+        // Four columns' runs and their codes into `s` (a macro: closures do not inherit the
+        // target features).
+        macro_rules! quad {
+            ($w:expr, $vq:expr) => {{
+                let ([wa, wb, wc, wd], vq): ([__m512i; 4], __m512i) = ($w, $vq);
+                let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(wa, wb), _mm512_unpackhi_epi8(wa, wb));
+                let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(wc, wd), _mm512_unpackhi_epi8(wc, wd));
+                let x = [
+                    _mm512_unpacklo_epi16(ab_lo, cd_lo),
+                    _mm512_unpackhi_epi16(ab_lo, cd_lo),
+                    _mm512_unpacklo_epi16(ab_hi, cd_hi),
+                    _mm512_unpackhi_epi16(ab_hi, cd_hi),
+                ];
+                for (m, &x) in x.iter().enumerate() {
+                    s[m] = _mm512_dpbusd_epi32(s[m], _mm512_and_si512(x, m0f), vq);
+                    s[4 + m] =
+                        _mm512_dpbusd_epi32(s[4 + m], _mm512_and_si512(_mm512_srli_epi16::<4>(x), m0f), vq);
+                }
+            }};
+        }
+        if h == 128 {
+            for (&[ja, jb, jc, jd], &q) in cols.iter().zip(codes) {
+                quad!(
+                    [ja, jb, jc, jd].map(|j| _mm512_loadu_si512(runs.add(j as usize * col) as *const _)),
+                    _mm512_set1_epi32(q)
+                );
+            }
+        } else {
+            // 64 rows: a run is 32 bytes, so two quadruples share a register (the second in
+            // the upper half; an odd last one pairs with itself at code 0), and the halves'
+            // sums are added before the transpose.
+            for (c, q) in cols.chunks(2).zip(codes.chunks(2)) {
+                let (c1, q1) = if c.len() == 2 { (c[1], q[1]) } else { (c[0], 0) };
+                let w = [0, 1, 2, 3].map(|e| {
+                    let lo = _mm256_loadu_si256(runs.add(c[0][e] as usize * col) as *const __m256i);
+                    let hi = _mm256_loadu_si256(runs.add(c1[e] as usize * col) as *const __m256i);
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+                });
+                let vq = _mm512_inserti64x4::<1>(_mm512_set1_epi32(q[0]), _mm256_set1_epi32(q1));
+                quad!(w, vq);
+            }
+            for s in s.iter_mut() {
+                *s = _mm512_add_epi32(*s, _mm512_shuffle_i32x4::<0xee>(*s, *s));
             }
         }
         let corr = _mm512_set1_epi32(bias * blk.qsum);
