@@ -437,30 +437,37 @@ fn sparse_layouts() -> [Layout; 8] {
     ]
 }
 
-/// `--sparse --iters N`: each kept layout's one-token 1536×576 product, once and then `n`
-/// times, untimed.
-fn sparse_counted(tiers: &[Tier], only: Option<&[String]>, n: usize) {
-    let (rows, k) = (1536, 576);
+/// `f(tier, kernels, matrix)` for every supported tier of `tiers` and every sparse layout's
+/// `rows × k` matrix (a line for each unsupported tier).
+fn each_sparse(tiers: &[Tier], rows: usize, k: usize, mut f: impl FnMut(Tier, &Kernels, Sparse)) {
     for &tier in tiers {
         let Some(kern) = Kernels::for_tier(tier) else {
             println!("{:<11} not supported on this CPU", tier.name());
             continue;
         };
         for layout in sparse_layouts() {
-            let one = Sparse::new(layout, rows, k, 2);
-            let name = one.name();
-            if only.is_some_and(|o| !o.iter().any(|t| name.to_lowercase().starts_with(t.as_str()))) {
-                continue;
-            }
-            let act = one.act(kern, 1);
-            let mut out = vec![0.0f32; rows];
-            for _ in 0..=n {
-                one.run(kern, 0..rows, &act, 1, &mut out);
-            }
-            std::hint::black_box(&out);
-            println!("{:<11} {:<12} {n} products", tier.name(), name);
+            f(tier, kern, Sparse::new(layout, rows, k, 2));
         }
     }
+}
+
+/// `--sparse --iters N`: each kept layout's one-token 1536×576 product, once and then `n`
+/// times, untimed.
+fn sparse_counted(tiers: &[Tier], only: Option<&[String]>, n: usize) {
+    let rows = 1536;
+    each_sparse(tiers, rows, 576, |tier, kern, one| {
+        let name = one.name();
+        if only.is_some_and(|o| !o.iter().any(|t| name.to_lowercase().starts_with(t.as_str()))) {
+            return;
+        }
+        let act = one.act(kern, 1);
+        let mut out = vec![0.0f32; rows];
+        for _ in 0..=n {
+            one.run(kern, 0..rows, &act, 1, &mut out);
+        }
+        std::hint::black_box(&out);
+        println!("{:<11} {:<12} {n} products", tier.name(), name);
+    });
 }
 
 /// The sparse comparison table (see the module docs).
@@ -483,54 +490,47 @@ fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
         format!("mv {threads} thr"),
         "mm512"
     );
-    for &tier in tiers {
-        let Some(kern) = Kernels::for_tier(tier) else {
-            println!("{:<11} not supported on this CPU", tier.name());
-            continue;
-        };
-        for layout in sparse_layouts() {
-            let one = Sparse::new(layout, rows, k, 2);
-            let bytes = one.bytes();
-            let layers: Vec<Sparse> = (0..copies)
-                .map(|_| Sparse {
-                    layout: one.layout,
-                    rows,
-                    k,
-                    w: one.w.clone(),
-                    values: one.values.clone(),
-                    c: one.c,
-                })
-                .collect();
-            // One thread: this thread's CPU time (the machine may be shared).
-            let act1 = one.act(kern, 1);
-            let mut out1 = vec![0.0f32; rows];
-            let t0 = time(min_s, || one.run(kern, 0..rows, &act1, 1, &mut out1));
-            let t1 = time(min_s, || {
-                for l in &layers {
-                    l.run(kern, 0..rows, &act1, 1, &mut out1);
-                }
-            });
-            let tn = sparse_mv_seconds(kern, &layers, threads, min_s);
-            drop(layers);
-            let wide = Sparse::new(one.layout, 576, 1536, 1);
-            let n = 512;
-            let act = wide.act(kern, n);
-            let mut out = vec![0.0f32; 576 * n];
-            let tm = time(min_s, || wide.run(kern, 0..576, &act, n, &mut out));
-            std::hint::black_box(&out);
-            println!(
-                "{:<11} {:<12} {:>11} {:>10.3} {:>12.1} {:>12.1} {:>12.1} {:>13.1}",
-                tier.name(),
-                one.name(),
-                bytes,
-                bytes as f64 * 8.0 / (rows * k) as f64,
-                flops / t0 / 1e9,
-                flops * copies as f64 / t1 / 1e9,
-                flops * copies as f64 / tn / 1e9,
-                2.0 * (576 * 1536 * n) as f64 / tm / 1e9
-            );
-        }
-    }
+    each_sparse(tiers, rows, k, |tier, kern, one| {
+        let bytes = one.bytes();
+        let layers: Vec<Sparse> = (0..copies)
+            .map(|_| Sparse {
+                layout: one.layout,
+                rows,
+                k,
+                w: one.w.clone(),
+                values: one.values.clone(),
+                c: one.c,
+            })
+            .collect();
+        // One thread: this thread's CPU time (the machine may be shared).
+        let act1 = one.act(kern, 1);
+        let mut out1 = vec![0.0f32; rows];
+        let t0 = time(min_s, || one.run(kern, 0..rows, &act1, 1, &mut out1));
+        let t1 = time(min_s, || {
+            for l in &layers {
+                l.run(kern, 0..rows, &act1, 1, &mut out1);
+            }
+        });
+        let tn = sparse_mv_seconds(kern, &layers, threads, min_s);
+        drop(layers);
+        let wide = Sparse::new(one.layout, 576, 1536, 1);
+        let n = 512;
+        let act = wide.act(kern, n);
+        let mut out = vec![0.0f32; 576 * n];
+        let tm = time(min_s, || wide.run(kern, 0..576, &act, n, &mut out));
+        std::hint::black_box(&out);
+        println!(
+            "{:<11} {:<12} {:>11} {:>10.3} {:>12.1} {:>12.1} {:>12.1} {:>13.1}",
+            tier.name(),
+            one.name(),
+            bytes,
+            bytes as f64 * 8.0 / (rows * k) as f64,
+            flops / t0 / 1e9,
+            flops * copies as f64 / t1 / 1e9,
+            flops * copies as f64 / tn / 1e9,
+            2.0 * (576 * 1536 * n) as f64 / tm / 1e9
+        );
+    });
 }
 
 fn main() {

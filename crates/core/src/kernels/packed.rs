@@ -422,8 +422,13 @@ pub(super) fn pack_sparse_group(
     }
 }
 
-/// Bytes of a `Q4_S24` block: scale, six bytes of codes, sixteen of kept nibbles.
-const Q4_S24_BYTES: usize = 24;
+/// The `Q4_S24` layout: scale, six bytes of codes, sixteen of kept nibbles.
+const Q4_S24: crate::quant::sparse::NmLayout = match crate::quant::sparse::NmLayout::of(DType::Q4_S24) {
+    Some(l) => l,
+    None => panic!("Q4_S24 is an N:M type"),
+};
+/// Bytes of a `Q4_S24` block.
+const Q4_S24_BYTES: usize = Q4_S24.bytes();
 
 /// Per 2-of-4 group pattern `p` (a seventh: an invalid code's, keeping nothing) and byte `v`
 /// of its two kept nibbles (the first in the low half): the group's four Q4_0 nibbles, one
@@ -451,8 +456,8 @@ static GROUP_NIBBLES_2_4: [[u32; 256]; 7] = {
 /// A `Q4_S24` block as the two Q4_0 blocks it equals (its scale, and `8 + value` nibbles with
 /// `8` at dropped inputs; invalid codes keep nothing, as the decoders say).
 fn expand_q4_s24(wb: &[u8]) -> [[u8; 18]; 2] {
-    let codes = u64::from_le_bytes(wb[2..10].try_into().expect("a whole block")) & ((1 << 48) - 1);
-    let qs = &wb[8..24];
+    let codes = Q4_S24.code_bits_le(wb);
+    let qs = &wb[Q4_S24.qs_offset()..Q4_S24_BYTES];
     // Group g's four nibbles (inputs 4g..4g + 4) in the bytes of `g4[g]`.
     let mut g4 = [0u32; 16];
     for c in 0..8 {

@@ -88,6 +88,11 @@ unsafe fn pw_nm<const B: u32, const QS: usize, const Q4: bool>(p: *const u8, tab
 macro_rules! nm_fmt {
     ($name:ident, $w:expr, $b:expr, $qs:expr, $q4:expr, $table:ident) => {
         pub(super) struct $name<const DP: bool>;
+        impl<const DP: bool> $name<DP> {
+            /// Block bytes, code bits, offset of the kept values, 4-bit values: what the
+            /// one-token kernels (`compressed::matvec`) take.
+            const NM: (usize, usize, usize, bool) = ($w, $b, $qs, $q4);
+        }
         // SAFETY: `pw` reads one block (`W` bytes; the code field as 8 bytes from offset 2,
         // within the block), `pa` two Q8_0 blocks; an all-zero `SW` is valid; `dot16::<true>`
         // is only reached with `DP`, which the dotprod entry points set.
@@ -211,7 +216,7 @@ unsafe fn matmul_bitmap<const DP: bool>(m: &mut MatmulArgs<'_>, values: &[u8], c
 
 macro_rules! entries {
     ($mod:ident, $features:literal, $dp:literal;
-     $($fmt:ident => $vd:ident, $mm:ident, ($w:literal, $bits:literal, $qs:literal, $q4:literal);)*) => {
+     $($fmt:ident => $vd:ident, $mm:ident;)*) => {
         /// The sparse formats' entry points with these features.
         pub(super) mod $mod {
             use super::{Q4S24, Q4S48, Q8S24, Q8S48};
@@ -229,7 +234,13 @@ macro_rules! entries {
                 pub(in crate::kernels::arm) unsafe fn $mm(m: &mut MatmulArgs<'_>) {
                     if m.n == 1 {
                         // One token: compress the activations instead of expanding the rows.
-                        crate::kernels::arm::compressed::matvec::<$w, $bits, $qs, $q4, $dp>(m)
+                        crate::kernels::arm::compressed::matvec::<
+                            { $fmt::<$dp>::NM.0 },
+                            { $fmt::<$dp>::NM.1 },
+                            { $fmt::<$dp>::NM.2 },
+                            { $fmt::<$dp>::NM.3 },
+                            $dp,
+                        >(m)
                     } else {
                         crate::kernels::arm::drive::matmul::<$fmt<$dp>>(m)
                     }
@@ -249,14 +260,14 @@ macro_rules! entries {
 }
 
 entries!(plain, "neon", false;
-    Q4S24 => vec_dot_q4_s24, matmul_q4_s24, (24, 6, 8, true);
-    Q4S48 => vec_dot_q4_s48, matmul_q4_s48, (25, 7, 9, true);
-    Q8S24 => vec_dot_q8_s24, matmul_q8_s24, (40, 6, 8, false);
-    Q8S48 => vec_dot_q8_s48, matmul_q8_s48, (41, 7, 9, false);
+    Q4S24 => vec_dot_q4_s24, matmul_q4_s24;
+    Q4S48 => vec_dot_q4_s48, matmul_q4_s48;
+    Q8S24 => vec_dot_q8_s24, matmul_q8_s24;
+    Q8S48 => vec_dot_q8_s48, matmul_q8_s48;
 );
 entries!(sdot, "neon,dotprod", true;
-    Q4S24 => vec_dot_q4_s24, matmul_q4_s24, (24, 6, 8, true);
-    Q4S48 => vec_dot_q4_s48, matmul_q4_s48, (25, 7, 9, true);
-    Q8S24 => vec_dot_q8_s24, matmul_q8_s24, (40, 6, 8, false);
-    Q8S48 => vec_dot_q8_s48, matmul_q8_s48, (41, 7, 9, false);
+    Q4S24 => vec_dot_q4_s24, matmul_q4_s24;
+    Q4S48 => vec_dot_q4_s48, matmul_q4_s48;
+    Q8S24 => vec_dot_q8_s24, matmul_q8_s24;
+    Q8S48 => vec_dot_q8_s48, matmul_q8_s48;
 );
