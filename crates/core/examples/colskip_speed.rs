@@ -85,7 +85,7 @@ fn main() {
     );
     println!("| type | layout | sparsity | µs | GB/s of bytes read | bytes read | gathering the input, µs |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
-    for dtype in [DType::Q4_0, DType::Q5_0] {
+    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0] {
         let w = quantize(dtype, &values(k * m, 1)).unwrap();
         let x = values(k, 2);
         let mut act = vec![0u8; kernels::activation_row_bytes(dtype, k)];

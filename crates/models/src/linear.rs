@@ -24,7 +24,7 @@
 //! Activation sparsity (`crate::act_sparsity`): a Linear loaded with a threshold zeroes the
 //! input values of smaller magnitude before its product, on decode steps (one token per call;
 //! prompts keep the dense, unthresholded path) or on every token when the setting says so.
-//! A one-token product of a Q4_0/Q5_0 weight then runs the column-skipping kernel
+//! A one-token product of a Q4_0/Q5_0/Q8_0 weight then runs the column-skipping kernel
 //! (`kernels::colskip`) over a column-blocked copy of the weight made at load time, which
 //! reads only the columns of the non-zero inputs; other types run the dense kernel on the
 //! thresholded input (the same math).
@@ -269,7 +269,7 @@ impl Linear {
 
     /// This Linear thresholding its input at `threshold` (values of smaller magnitude become
     /// zero) on one-token calls, or on every call when `all_tokens`; `None` turns it off.
-    /// With a threshold, a Q4_0/Q5_0 weight of a multiple of 64 rows also gets its
+    /// With a threshold, a Q4_0/Q5_0/Q8_0 weight of a multiple of 64 rows also gets its
     /// column-blocked copy (`kernels::colskip`), for the column-skipping one-token product.
     pub fn with_threshold(mut self, threshold: Option<f32>, all_tokens: bool) -> Linear {
         self.threshold = threshold;

@@ -40,7 +40,11 @@ fn one_token_products_are_dense_products_on_the_thresholded_input() {
         let t = 0.45; // about 45 % of uniform(-1, 1) values below
         let sparse = linear(dtype, k, m).with_threshold(Some(t), false);
         let dense = linear(dtype, k, m);
-        assert_eq!(sparse.skips_columns(), matches!(dtype, DType::Q4_0 | DType::Q5_0), "{dtype}");
+        assert_eq!(
+            sparse.skips_columns(),
+            matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0),
+            "{dtype}"
+        );
         assert_eq!(sparse.threshold(), Some(t));
         let (mut got, mut want, mut raw) = (vec![0.0f32; m], vec![0.0f32; m], vec![0.0f32; m]);
         sparse.forward(&x, 1, &mut got);
@@ -72,7 +76,7 @@ fn one_token_products_are_dense_products_on_the_thresholded_input() {
 fn shared_inputs_give_what_each_layer_gives_alone() {
     let k = 320;
     let t = 0.3;
-    let layers: Vec<Linear> = [(DType::Q4_0, 128), (DType::Q5_0, 64), (DType::Q4_0, 320)]
+    let layers: Vec<Linear> = [(DType::Q4_0, 128), (DType::Q5_0, 64), (DType::Q8_0, 192), (DType::Q4_0, 320)]
         .map(|(d, m)| linear(d, k, m).with_threshold(Some(t), false))
         .into();
     let x = values(k, 9);

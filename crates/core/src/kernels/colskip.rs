@@ -28,10 +28,16 @@
 //!   unit whose bit `i` is the fifth bit of row `64u + i`.
 //!
 //! Codes are kept unsigned (`u = c + 8` for Q4_0, `c + 16` for Q5_0); the kernels subtract
-//! `bias·Σq` over the active columns. Every part is a multiple of 64 bytes, so with the buffer
-//! 64-byte aligned ([`ColPacked`] sees to it) one column of a 128-row tile is one cache line.
-//! Only Q4_0 and Q5_0 have this layout ([`colskip_supports`]); other types keep the dense
-//! kernels (on the thresholded input, the same math).
+//! `bias·Σq` over the active columns. For Q8_0 a block is:
+//!
+//! - the `h` weight scales (f16, row order): `2h` bytes;
+//! - the code plane: 32 columns of `h` bytes each, column `j`'s run holding the signed code
+//!   of row `i` in its byte `i` (the file's codes, transposed).
+//!
+//! Every part is a multiple of 64 bytes, so with the buffer 64-byte aligned ([`ColPacked`]
+//! sees to it) one column of a 128-row Q4_0/Q5_0 tile is one cache line (two for Q8_0).
+//! Only Q4_0, Q5_0 and Q8_0 have this layout ([`colskip_supports`]); other types keep the
+//! dense kernels (on the thresholded input, the same math).
 
 use std::ops::Range;
 
@@ -47,15 +53,17 @@ pub const UNIT: usize = 64;
 
 /// Whether `weight` has a column-blocked layout and column-skipping kernels.
 pub fn colskip_supports(weight: DType) -> bool {
-    matches!(weight, DType::Q4_0 | DType::Q5_0)
+    matches!(weight, DType::Q4_0 | DType::Q5_0 | DType::Q8_0)
 }
 
 /// (code bias, active columns per 16-bit partial sum) of a supported type: the partial sums
 /// `Σ (u − bias)·q` of that many columns fit in an i16 (`|u − bias| ≤ bias`, `|q| ≤ 127`).
+/// Q8_0's codes are stored signed (bias 0); two of its products fit an i16.
 fn bias_and_chunk(weight: DType) -> (i32, usize) {
     match weight {
         DType::Q4_0 => (8, 32),
         DType::Q5_0 => (16, 16),
+        DType::Q8_0 => (0, 2),
         other => unreachable!("{other} has no column-blocked layout"),
     }
 }
@@ -65,7 +73,17 @@ fn block_bytes(weight: DType, h: usize) -> usize {
     match weight {
         DType::Q4_0 => 2 * h + 32 * (h / 2),
         DType::Q5_0 => 2 * h + 32 * (h / 2) + 32 * (h / 8),
+        DType::Q8_0 => 2 * h + 32 * h,
         other => unreachable!("{other} has no column-blocked layout"),
+    }
+}
+
+/// Bytes of one column's run of codes in a block of a tile of `h` rows (Q5_0's fifth-bit
+/// run not counted).
+fn run_bytes(weight: DType, h: usize) -> usize {
+    match weight {
+        DType::Q8_0 => h,
+        _ => h / 2,
     }
 }
 
@@ -149,6 +167,7 @@ impl ColPacked {
     pub fn bytes_read(&self, act: &ActiveColumns) -> usize {
         let (scales, col) = match self.weight {
             DType::Q4_0 => (2, 1.0 / 2.0),
+            DType::Q8_0 => (2, 1.0),
             _ => (2, 1.0 / 2.0 + 1.0 / 8.0),
         };
         let blocks = act.blocks.len();
@@ -167,6 +186,16 @@ impl ColPacked {
 fn pack_block(weight: DType, plain: &[u8], row_bytes: usize, r0: usize, h: usize, b: usize, out: &mut [u8]) {
     let tb = weight.type_size();
     let (scales, rest) = out.split_at_mut(2 * h);
+    if weight == DType::Q8_0 {
+        for i in 0..h {
+            let blk = &plain[(r0 + i) * row_bytes + b * tb..][..tb];
+            scales[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
+            for (j, &c) in blk[2..].iter().enumerate() {
+                rest[j * h + i] = c;
+            }
+        }
+        return;
+    }
     let (nib, high) = rest.split_at_mut(32 * (h / 2));
     for i in 0..h {
         let row = &plain[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
@@ -249,7 +278,7 @@ impl ActiveColumns {
     }
 
     /// Gathers the non-zero codes of a Q8_0 activation row of `k` values
-    /// (`kernels::quantize_activations` for a Q4_0/Q5_0 weight: 34 bytes per 32 values).
+    /// (`kernels::quantize_activations` for a Q4_0, Q5_0 or Q8_0 weight: 34 bytes per 32 values).
     ///
     /// # Panics
     /// If `act_row` is not `k/32` Q8_0 blocks.
@@ -429,16 +458,19 @@ fn kernel_for(tier: Tier, weight: DType) -> ColFn {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512Vnni => match weight {
             DType::Q4_0 => super::x86::colskip::avx512_q4_0,
+            DType::Q8_0 => super::x86::colskip::avx512_q8_0,
             _ => super::x86::colskip::avx512_q5_0,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => match weight {
             DType::Q4_0 => super::x86::colskip::avx2_q4_0,
+            DType::Q8_0 => super::x86::colskip::avx2_q8_0,
             _ => super::x86::colskip::avx2_q5_0,
         },
         #[cfg(target_arch = "aarch64")]
         Tier::Neon => match weight {
             DType::Q4_0 => super::arm::colskip::neon_q4_0,
+            DType::Q8_0 => super::arm::colskip::neon_q8_0,
             _ => super::arm::colskip::neon_q5_0,
         },
         _ => oracle,
@@ -460,16 +492,21 @@ fn oracle(a: &mut ColArgs<'_>) {
             let mut acc = 0.0f32;
             for blk in &a.act.blocks {
                 let bb = &tile[blk.index as usize * bbytes..(blk.index as usize + 1) * bbytes];
-                let (nib, high) = bb[2 * h..].split_at(32 * (h / 2));
+                let (nib, high) = bb[2 * h..].split_at(32 * run_bytes(a.weight, h));
                 let mut isum = 0i32;
                 let range = blk.start as usize..(blk.start + blk.len) as usize;
                 for (&j, &q) in a.act.cols[range.clone()].iter().zip(&a.act.codes[range]) {
                     let j = j as usize;
-                    let byte = nib[j * (h / 2) + 32 * u + ii % 32];
-                    let mut c = if ii < 32 { byte & 0x0f } else { byte >> 4 } as i32;
-                    if a.weight == DType::Q5_0 {
-                        c |= (((high[j * (h / 8) + 8 * u + ii / 8] >> (ii % 8)) & 1) as i32) << 4;
-                    }
+                    let c = if a.weight == DType::Q8_0 {
+                        nib[j * h + i] as i8 as i32
+                    } else {
+                        let byte = nib[j * (h / 2) + 32 * u + ii % 32];
+                        let mut c = if ii < 32 { byte & 0x0f } else { byte >> 4 } as i32;
+                        if a.weight == DType::Q5_0 {
+                            c |= (((high[j * (h / 8) + 8 * u + ii / 8] >> (ii % 8)) & 1) as i32) << 4;
+                        }
+                        c
+                    };
                     isum += (c - bias) * q as i32;
                 }
                 acc += read_f16(bb, 2 * i) * blk.d * isum as f32;
@@ -499,26 +536,29 @@ unsafe fn prefetch_block(
     a: &ColArgs<'_>,
     bb: *const u8,
     h: usize,
-    q5: bool,
+    weight: DType,
     blk: &ActiveBlock,
     pf: impl Fn(*const u8),
 ) {
     for l in (0..2 * h).step_by(64) {
         pf(bb.add(l));
     }
+    let run = run_bytes(weight, h);
     let (s0, len) = (blk.start as usize, blk.len as usize);
     for &j in &a.act.cols[s0..s0 + len] {
         let j = j as usize;
-        pf(bb.add(2 * h + j * (h / 2)));
-        if q5 {
-            pf(bb.add(2 * h + 32 * (h / 2) + j * (h / 8)));
+        for l in (0..run).step_by(64) {
+            pf(bb.add(2 * h + j * run + l));
+        }
+        if weight == DType::Q5_0 {
+            pf(bb.add(2 * h + 32 * run + j * (h / 8)));
         }
     }
 }
 
 /// For the SIMD kernels: prefetches (`pf`) the block [`AHEAD`] places after active block `i`
-/// of the tile at `tile` (`h` rows, blocks of `bbytes`), or the one it falls on in the next
-/// tile (`next`: its start and height).
+/// of the tile at `tile` (`h` rows of `weight`, blocks of `bbytes`), or the one it falls on in
+/// the next tile (`next`: its start and height).
 ///
 /// # Safety
 /// `tile` (and `next`'s start) are tiles of the layout `a` covers.
@@ -530,18 +570,17 @@ pub(crate) unsafe fn prefetch_ahead(
     tile: *const u8,
     h: usize,
     bbytes: usize,
-    q5: bool,
+    weight: DType,
     i: usize,
     next: Option<(*const u8, usize)>,
     pf: impl Fn(*const u8),
 ) {
     let blocks = &a.act.blocks;
-    let w = if q5 { DType::Q5_0 } else { DType::Q4_0 };
     if i + AHEAD < blocks.len() {
         let b = &blocks[i + AHEAD];
-        prefetch_block(a, tile.add(b.index as usize * bbytes), h, q5, b, pf);
+        prefetch_block(a, tile.add(b.index as usize * bbytes), h, weight, b, pf);
     } else if let (Some((nt, nh)), Some(b)) = (next, blocks.get(i + AHEAD - blocks.len())) {
-        prefetch_block(a, nt.add(b.index as usize * block_bytes(w, nh)), nh, q5, b, pf);
+        prefetch_block(a, nt.add(b.index as usize * block_bytes(weight, nh)), nh, weight, b, pf);
     }
 }
 

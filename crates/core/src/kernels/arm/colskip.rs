@@ -9,8 +9,11 @@
 //! eight registers of 16-bit partial sums, one row per lane (wrapping). After a chunk of
 //! columns (a whole block for Q4_0: at most 32 active; 16 for Q5_0) `bias·Σq` is subtracted:
 //! the true sum `Σ (u − bias)·q` fits an i16, so the wrapped result is exact. Q4_0 widens it
-//! straight into the float work; Q5_0 adds its chunks into i32 block sums first. Per block the float work is the oracle's `acc += (d_w·d_a)·Σ` (two
-//! multiplies and an add, no fused multiply-add), so the bits are the oracle's, as on x86.
+//! straight into the float work; Q5_0 adds its chunks into i32 block sums first. Q8_0
+//! ([`unit_q8`]) multiplies its signed codes two columns at a time into 16-bit sums and widens
+//! them into i32 block sums. Per block the float work is the oracle's `acc += (d_w·d_a)·Σ`
+//! (two multiplies and an add, no fused multiply-add), so the bits are the oracle's, as on
+//! x86.
 //!
 //! Under QEMU (`bench/arm-insn-counts --colskip`, [1536 × 576]) the Q4_0 product at 40 % zero
 //! inputs takes 9.7 instructions per 32 dense-equivalent multiply-adds against 11.9 (dotprod)
@@ -116,7 +119,7 @@ unsafe fn unit<const Q5: bool>(
     let mut acc = [vdupq_n_f32(0.0); 16];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, Q5, bi, next, l1);
+            prefetch_ahead(a, tile, h, bbytes, weight, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -157,8 +160,72 @@ unsafe fn unit<const Q5: bool>(
     }
 }
 
+/// One 64-row unit `u` of a Q8_0 tile of `h` rows: per pair of active columns, the unit's
+/// two runs of 64 signed codes are multiplied by their codes with widening multiplies
+/// (`smull`, `smull2`) and multiply-accumulates (`smlal`, `smlal2`) into eight registers of
+/// 16-bit sums (`|c_a·q_a + c_b·q_b| ≤ 2·128·127`: exact), which `saddw`/`saddw2` add into
+/// i32 block sums. The float work is [`unit`]'s, so the bits are the oracle's.
+///
+/// # Safety
+/// As [`unit`] (a Q8_0 tile).
+#[inline(always)]
+unsafe fn unit_q8(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let (_, chunk) = simd_params(DType::Q8_0);
+    let bbytes = simd_block_bytes(DType::Q8_0, h);
+    let mut acc = [vdupq_n_f32(0.0); 16];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
+        }
+        let bb = tile.add(blk.index as usize * bbytes);
+        let runs = bb.add(2 * h + 64 * u);
+        let (s0, len) = (blk.start as usize, blk.len as usize);
+        let cols = &a.act.cols[s0..s0 + len];
+        let codes = &a.act.codes[s0..s0 + len];
+        // Rows 4i..4i + 4 in lane order.
+        let mut isum = [vdupq_n_s32(0); 16];
+        for (cp, qp) in cols.chunks(chunk).zip(codes.chunks(chunk)) {
+            // [2g]: rows 16g..16g + 8, [2g + 1]: the next eight.
+            let mut s16 = [vdupq_n_s16(0); 8];
+            for (e, (&j, &q)) in cp.iter().zip(qp).enumerate() {
+                let p = runs.add(j as usize * h) as *const i8;
+                let vq = vdupq_n_s8(q as i8);
+                for g in 0..4 {
+                    let x = vld1q_s8(p.add(16 * g));
+                    if e == 0 {
+                        s16[2 * g] = vmull_s8(vget_low_s8(x), vget_low_s8(vq));
+                        s16[2 * g + 1] = vmull_high_s8(x, vq);
+                    } else {
+                        s16[2 * g] = vmlal_s8(s16[2 * g], vget_low_s8(x), vget_low_s8(vq));
+                        s16[2 * g + 1] = vmlal_high_s8(s16[2 * g + 1], x, vq);
+                    }
+                }
+            }
+            for (i, &x) in s16.iter().enumerate() {
+                isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
+                isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
+            }
+        }
+        let vda = vdupq_n_f32(blk.d);
+        for (q, &v) in isum.iter().enumerate() {
+            let dw = widen_f16(vld1_u16(bb.add(2 * (64 * u + 4 * q)) as *const u16));
+            acc[q] = vaddq_f32(acc[q], vmulq_f32(vmulq_f32(dw, vda), vcvtq_f32_s32(v)));
+        }
+    }
+    for (q, &v) in acc.iter().enumerate() {
+        vst1q_f32(out.add(4 * q), v);
+    }
+}
+
 macro_rules! entries {
-    ($($name:ident, $q5:literal, $w:expr;)*) => {$(
+    ($($name:ident, $w:expr;)*) => {$(
         /// # Safety
         /// `a` is checked by `colskip_matmul_for_tier`; NEON.
         #[target_feature(enable = "neon")]
@@ -171,7 +238,12 @@ macro_rules! entries {
                 let end = pos + nb * simd_block_bytes($w, h);
                 let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
                 for u in 0..h / 64 {
-                    unit::<$q5>(a, w.add(pos), h, u, out.add(r0 + 64 * u), next);
+                    let o = out.add(r0 + 64 * u);
+                    match $w {
+                        DType::Q4_0 => unit::<false>(a, w.add(pos), h, u, o, next),
+                        DType::Q8_0 => unit_q8(a, w.add(pos), h, u, o, next),
+                        _ => unit::<true>(a, w.add(pos), h, u, o, next),
+                    }
                 }
                 pos = end;
                 r0 += h;
@@ -181,6 +253,7 @@ macro_rules! entries {
 }
 
 entries! {
-    neon_q4_0, false, DType::Q4_0;
-    neon_q5_0, true, DType::Q5_0;
+    neon_q4_0, DType::Q4_0;
+    neon_q5_0, DType::Q5_0;
+    neon_q8_0, DType::Q8_0;
 }

@@ -9,7 +9,9 @@
 //! oracle's. That is Q5_0's way; Q4_0 takes the active columns two at a time on AVX2
 //! ([`unit256_pairs`]: one `vpmaddubsw` per 16 rows and two columns, about half the
 //! instructions) and four at a time on AVX-512 ([`tile512_quads`]: one `vpdpbusd` per 16 rows
-//! and four columns, in i32).
+//! and four columns, in i32). Q8_0 does the same with whole bytes: pairs of sign-extended
+//! codes and `vpmaddwd` on AVX2 ([`unit256_q8`]), quadruples and `vpdpbusd` on AVX-512
+//! ([`tile512_quads_q8`]).
 
 use std::arch::x86_64::*;
 
@@ -44,7 +46,7 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
     let sixteen = _mm512_set1_epi16(16);
     let mut acc = [[_mm512_setzero_ps(); 4]; U];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, bbytes, Q5, bi, next, l1);
+        prefetch_ahead(a, tile, h, bbytes, weight, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [[_mm512_setzero_si512(); 4]; U];
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -103,16 +105,124 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
     }
 }
 
+/// Interleaves four registers of run bytes `[wa, wb, wc, wd]` bytewise and then wordwise
+/// (`vpunpck{l,h}bw`, `vpunpck{l,h}wd`): register `m` of the four it gives holds, in dword
+/// `k` of its 128-bit lane `L`, run byte `16L + 4m + k` of all four columns (one `vpdpbusd`
+/// operand against a broadcast code quadruple).
+macro_rules! interleave4 {
+    ($w:expr) => {{
+        let [wa, wb, wc, wd]: [__m512i; 4] = $w;
+        let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(wa, wb), _mm512_unpackhi_epi8(wa, wb));
+        let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(wc, wd), _mm512_unpackhi_epi8(wc, wd));
+        [
+            _mm512_unpacklo_epi16(ab_lo, cd_lo),
+            _mm512_unpackhi_epi16(ab_lo, cd_lo),
+            _mm512_unpacklo_epi16(ab_hi, cd_hi),
+            _mm512_unpackhi_epi16(ab_hi, cd_hi),
+        ]
+    }};
+}
+
+/// The float work of a block for four `vpdpbusd` sums `s` laid out as [`interleave4`] gives
+/// (register `m`, lane `L`, dword `k`: run byte `16L + 4m + k`): a 4 × 4 transpose of the
+/// 128-bit lanes (`vshufi32x4`) puts lane `L`'s sixteen sums in run-byte order, whose rows
+/// start at `rows[L]` (lanes past `rows.len()` are not used); `corr` is subtracted and
+/// `acc[row/16] += (d_w·d_a)·Σ` with the block's scales at `bb` (the oracle's float work).
+///
+/// # Safety
+/// `bb` is a block whose scales cover the rows; AVX-512 F, F16C.
+#[inline(always)]
+unsafe fn add_quad_sums(
+    s: &[__m512i],
+    rows: &[usize],
+    bb: *const u8,
+    corr: __m512i,
+    vda: __m512,
+    acc: &mut [__m512; 8],
+) {
+    let t0 = _mm512_shuffle_i32x4::<0x44>(s[0], s[1]);
+    let t1 = _mm512_shuffle_i32x4::<0xee>(s[0], s[1]);
+    let t2 = _mm512_shuffle_i32x4::<0x44>(s[2], s[3]);
+    let t3 = _mm512_shuffle_i32x4::<0xee>(s[2], s[3]);
+    let by_lane = [
+        _mm512_shuffle_i32x4::<0x88>(t0, t2),
+        _mm512_shuffle_i32x4::<0xdd>(t0, t2),
+        _mm512_shuffle_i32x4::<0x88>(t1, t3),
+        _mm512_shuffle_i32x4::<0xdd>(t1, t3),
+    ];
+    for (&v, &row) in by_lane.iter().zip(rows) {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * row) as *const __m256i));
+        let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, corr));
+        acc[row / 16] = _mm512_add_ps(acc[row / 16], _mm512_mul_ps(_mm512_mul_ps(dw, vda), isum));
+    }
+}
+
+/// One Q8_0 tile of `64·W` rows on AVX-512 VNNI, four active columns at a time: per 64-row
+/// window, the four columns' runs (64 signed codes each) are made unsigned (`c + 128`, an
+/// XOR of the sign bit), interleaved ([`interleave4`]) and multiplied with one `vpdpbusd`
+/// each against the broadcast code quadruple; `128·Σq` is subtracted per block (exact in
+/// i32) and the float work is the oracle's ([`add_quad_sums`]), so the bits are the oracle's.
+///
+/// # Safety
+/// `tile` holds the tile's `k/32` Q8_0 blocks of [`simd_block_bytes`]`(Q8_0, 64·W)` bytes,
+/// `out` is valid for `64·W` writes; AVX-512 F/BW/VNNI, F16C.
+#[inline(always)]
+unsafe fn tile512_quads_q8<const W: usize>(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let h = 64 * W;
+    let bbytes = simd_block_bytes(DType::Q8_0, h);
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
+        let bb = tile.add(blk.index as usize * bbytes);
+        let runs = bb.add(2 * h);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        // [4c + m]: register m of window c.
+        let mut s = [[_mm512_setzero_si512(); 4]; W];
+        for (&[ja, jb, jc, jd], &q) in a.act.quad_cols[q0..q0 + nq].iter().zip(&a.act.quad_codes[q0..q0 + nq])
+        {
+            let vq = _mm512_set1_epi32(q);
+            for (c, sc) in s.iter_mut().enumerate() {
+                // A macro, not a closure: closures do not inherit the target features.
+                macro_rules! ld {
+                    ($j:expr) => {
+                        _mm512_xor_si512(
+                            _mm512_loadu_si512(runs.add($j as usize * h + 64 * c) as *const _),
+                            flip,
+                        )
+                    };
+                }
+                let x = interleave4!([ld!(ja), ld!(jb), ld!(jc), ld!(jd)]);
+                for (sm, &x) in sc.iter_mut().zip(&x) {
+                    *sm = _mm512_dpbusd_epi32(*sm, x, vq);
+                }
+            }
+        }
+        let corr = _mm512_set1_epi32(128 * blk.qsum);
+        let vda = _mm512_set1_ps(blk.d);
+        for (c, sc) in s.iter().enumerate() {
+            let rows = [0, 1, 2, 3].map(|l| 64 * c + 16 * l);
+            add_quad_sums(sc, &rows, bb, corr, vda, &mut acc);
+        }
+    }
+    for (g, &v) in acc.iter().enumerate().take(h / 16) {
+        _mm512_storeu_ps(out.add(16 * g), v);
+    }
+}
+
 /// One Q4_0 tile of `h` (64 or 128) rows on AVX-512 VNNI, four active columns at a time.
 ///
 /// The four columns' runs (`h/2` bytes each: one 64-byte register, or for a 64-row tile the
-/// runs of two quadruples in the two halves of one) are interleaved bytewise and then wordwise
-/// (`vpunpck{l,h}bw`, `vpunpck{l,h}wd`), so that every dword holds one run byte of all four
-/// columns; one `vpdpbusd` per nibble against the broadcast code quadruple adds
-/// `Σ u·q` of four columns into that byte's rows (i32: no wrapping, no widening). Register
-/// `m` (of four) holds run bytes `16L + 4m + k` in its 128-bit lane `L`: a 4 × 4 transpose of
-/// the 128-bit lanes (`vshufi32x4`) once per block puts the sums in row order, `8·Σq` is
-/// subtracted, and the float work is [`tile512`]'s, so the bits are the oracle's.
+/// runs of two quadruples in the two halves of one) are interleaved ([`interleave4`]), so that
+/// every dword holds one run byte of all four columns; one `vpdpbusd` per nibble against the
+/// broadcast code quadruple adds `Σ u·q` of four columns into that byte's rows (i32: no
+/// wrapping, no widening). Once per block [`add_quad_sums`] puts the sums in row order,
+/// subtracts `8·Σq` and does the oracle's float work, so the bits are the oracle's.
 ///
 /// # Safety
 /// `tile` holds the tile's `k/32` Q4_0 blocks of [`simd_block_bytes`]`(Q4_0, h)` bytes, `out`
@@ -132,7 +242,7 @@ unsafe fn tile512_quads(
     // Row-order accumulators, 16 rows each (the second four only for 128 rows).
     let mut acc = [_mm512_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, bbytes, false, bi, next, l1);
+        prefetch_ahead(a, tile, h, bbytes, DType::Q4_0, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(nib_off);
         let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
@@ -144,16 +254,8 @@ unsafe fn tile512_quads(
         // target features).
         macro_rules! quad {
             ($w:expr, $vq:expr) => {{
-                let ([wa, wb, wc, wd], vq): ([__m512i; 4], __m512i) = ($w, $vq);
-                let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(wa, wb), _mm512_unpackhi_epi8(wa, wb));
-                let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(wc, wd), _mm512_unpackhi_epi8(wc, wd));
-                let x = [
-                    _mm512_unpacklo_epi16(ab_lo, cd_lo),
-                    _mm512_unpackhi_epi16(ab_lo, cd_lo),
-                    _mm512_unpacklo_epi16(ab_hi, cd_hi),
-                    _mm512_unpackhi_epi16(ab_hi, cd_hi),
-                ];
-                for (m, &x) in x.iter().enumerate() {
+                let vq: __m512i = $vq;
+                for (m, &x) in interleave4!($w).iter().enumerate() {
                     s[m] = _mm512_dpbusd_epi32(s[m], _mm512_and_si512(x, m0f), vq);
                     s[4 + m] =
                         _mm512_dpbusd_epi32(s[4 + m], _mm512_and_si512(_mm512_srli_epi16::<4>(x), m0f), vq);
@@ -188,24 +290,9 @@ unsafe fn tile512_quads(
         let corr = _mm512_set1_epi32(bias * blk.qsum);
         let vda = _mm512_set1_ps(blk.d);
         for (nib, s) in s.chunks_exact(4).enumerate() {
-            // Lane L of the transposed register L: run bytes 16L..16L + 16 of this nibble.
-            let t0 = _mm512_shuffle_i32x4::<0x44>(s[0], s[1]);
-            let t1 = _mm512_shuffle_i32x4::<0xee>(s[0], s[1]);
-            let t2 = _mm512_shuffle_i32x4::<0x44>(s[2], s[3]);
-            let t3 = _mm512_shuffle_i32x4::<0xee>(s[2], s[3]);
-            let by_lane = [
-                _mm512_shuffle_i32x4::<0x88>(t0, t2),
-                _mm512_shuffle_i32x4::<0xdd>(t0, t2),
-                _mm512_shuffle_i32x4::<0x88>(t1, t3),
-                _mm512_shuffle_i32x4::<0xdd>(t1, t3),
-            ];
             // Run bytes 16L.. hold rows 64·(L/2) + 16·(L%2) (low nibbles), 32 more (high).
-            for (l, &v) in by_lane.iter().enumerate().take(h / 32) {
-                let row = 64 * (l / 2) + 16 * (l % 2) + 32 * nib;
-                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * row) as *const __m256i));
-                let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, corr));
-                acc[row / 16] = _mm512_add_ps(acc[row / 16], _mm512_mul_ps(_mm512_mul_ps(dw, vda), isum));
-            }
+            let rows = [0, 1, 2, 3].map(|l| 64 * (l / 2) + 16 * (l % 2) + 32 * nib);
+            add_quad_sums(s, &rows[..h / 32], bb, corr, vda, &mut acc);
         }
     }
     for (g, &v) in acc.iter().enumerate().take(h / 16) {
@@ -237,7 +324,7 @@ unsafe fn unit256<const Q5: bool>(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, Q5, bi, next, l1);
+            prefetch_ahead(a, tile, h, bbytes, weight, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [_mm256_setzero_si256(); 8];
@@ -326,7 +413,7 @@ unsafe fn unit256_pairs(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, false, bi, next, l1);
+            prefetch_ahead(a, tile, h, bbytes, DType::Q4_0, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(nib_off + 32 * u);
@@ -379,11 +466,88 @@ unsafe fn unit256_pairs(
     }
 }
 
+/// One 64-row unit of a Q8_0 tile of `h` rows on AVX2, two active columns at a time (the
+/// halves of the gathered quadruples).
+///
+/// Per 16 rows the two columns' signed codes are widened to 16 bits (`vpmovsxbw`) and
+/// interleaved wordwise (`vpunpck{l,h}wd`), so every dword holds one row's codes of both
+/// columns; one `vpmaddwd` against the broadcast code pair adds that row's
+/// `c_a·q_a + c_b·q_b` into i32 sums (exact: no bias, no wrapping). The unpacks work per
+/// 128-bit lane, so the sums of rows `16g..16g + 16` come as rows `{0..4, 8..12}` and
+/// `{4..8, 12..16}`; one `vperm2i128` pair per block puts them in order, and the float work
+/// is [`unit256`]'s, so the bits are the oracle's.
+///
+/// # Safety
+/// `tile` holds the tile's Q8_0 blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
+#[inline(always)]
+unsafe fn unit256_q8(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let bbytes = simd_block_bytes(DType::Q8_0, h);
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
+        }
+        let bb = tile.add(blk.index as usize * bbytes);
+        let runs = bb.add(2 * h + 64 * u);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        // [2g]: rows 16g + {0..4, 8..12}, [2g + 1]: 16g + {4..8, 12..16}.
+        let mut s = [_mm256_setzero_si256(); 8];
+        // A macro, not a closure: closures do not inherit the function's target features.
+        macro_rules! pair {
+            ($ja:expr, $jb:expr, $q:expr) => {{
+                let (ja, jb, q): (u16, u16, i32) = ($ja, $jb, $q);
+                // The two codes as sign-extended words.
+                let vq =
+                    _mm256_set1_epi32((q as i8 as i16 as u16 as i32) | ((q >> 8) as i8 as i16 as i32) << 16);
+                let (pa, pb) = (runs.add(ja as usize * h), runs.add(jb as usize * h));
+                for g in 0..4 {
+                    let wa = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(16 * g) as *const __m128i));
+                    let wb = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(16 * g) as *const __m128i));
+                    s[2 * g] =
+                        _mm256_add_epi32(s[2 * g], _mm256_madd_epi16(_mm256_unpacklo_epi16(wa, wb), vq));
+                    s[2 * g + 1] =
+                        _mm256_add_epi32(s[2 * g + 1], _mm256_madd_epi16(_mm256_unpackhi_epi16(wa, wb), vq));
+                }
+            }};
+        }
+        // The quadruples as two pairs each; a pair of padding columns (code 0) is skipped.
+        for (c, &q) in a.act.quad_cols[q0..q0 + nq].iter().zip(&a.act.quad_codes[q0..q0 + nq]) {
+            pair!(c[0], c[1], q);
+            if q >> 16 != 0 {
+                pair!(c[2], c[3], q >> 16);
+            }
+        }
+        let vda = _mm256_set1_ps(blk.d);
+        for g in 0..4 {
+            let rows = [
+                _mm256_permute2x128_si256::<0x20>(s[2 * g], s[2 * g + 1]),
+                _mm256_permute2x128_si256::<0x31>(s[2 * g], s[2 * g + 1]),
+            ];
+            for (h8, &x) in rows.iter().enumerate() {
+                let q = 2 * g + h8;
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * (64 * u + 8 * q)) as *const __m128i));
+                let f = _mm256_mul_ps(_mm256_mul_ps(dw, vda), _mm256_cvtepi32_ps(x));
+                acc[q] = _mm256_add_ps(acc[q], f);
+            }
+        }
+    }
+    for (q, &v) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * q), v);
+    }
+}
+
 macro_rules! entries {
-    ($($name:ident, $q5:literal, $w:expr, $tier:ident;)*) => {$(
-        entries!(@one $name, $q5, $w, $tier);
+    ($($name:ident, $w:expr, $tier:ident;)*) => {$(
+        entries!(@one $name, $w, $tier);
     )*};
-    (@one $name:ident, $q5:literal, $w:expr, avx512) => {
+    (@one $name:ident, $w:expr, avx512) => {
         /// # Safety
         /// `a` is checked by `colskip_matmul_for_tier`; AVX-512 F/BW/VNNI, AVX2, FMA, F16C.
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -395,19 +559,19 @@ macro_rules! entries {
                 let h = a.tile(t);
                 let end = pos + nb * simd_block_bytes($w, h);
                 let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
-                if !$q5 {
-                    tile512_quads(a, w.add(pos), h, out.add(r0), next);
-                } else if h == 128 {
-                    tile512::<2, $q5>(a, w.add(pos), out.add(r0), next);
-                } else {
-                    tile512::<1, $q5>(a, w.add(pos), out.add(r0), next);
+                match ($w, h) {
+                    (DType::Q4_0, _) => tile512_quads(a, w.add(pos), h, out.add(r0), next),
+                    (DType::Q8_0, 128) => tile512_quads_q8::<2>(a, w.add(pos), out.add(r0), next),
+                    (DType::Q8_0, _) => tile512_quads_q8::<1>(a, w.add(pos), out.add(r0), next),
+                    (_, 128) => tile512::<2, true>(a, w.add(pos), out.add(r0), next),
+                    _ => tile512::<1, true>(a, w.add(pos), out.add(r0), next),
                 }
                 pos = end;
                 r0 += h;
             }
         }
     };
-    (@one $name:ident, $q5:literal, $w:expr, avx2) => {
+    (@one $name:ident, $w:expr, avx2) => {
         /// # Safety
         /// `a` is checked by `colskip_matmul_for_tier`; AVX2, FMA, F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -420,10 +584,11 @@ macro_rules! entries {
                 let end = pos + nb * simd_block_bytes($w, h);
                 let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
                 for u in 0..h / 64 {
-                    if $q5 {
-                        unit256::<$q5>(a, w.add(pos), h, u, out.add(r0 + 64 * u), next);
-                    } else {
-                        unit256_pairs(a, w.add(pos), h, u, out.add(r0 + 64 * u), next);
+                    let o = out.add(r0 + 64 * u);
+                    match $w {
+                        DType::Q4_0 => unit256_pairs(a, w.add(pos), h, u, o, next),
+                        DType::Q8_0 => unit256_q8(a, w.add(pos), h, u, o, next),
+                        _ => unit256::<true>(a, w.add(pos), h, u, o, next),
                     }
                 }
                 pos = end;
@@ -434,8 +599,10 @@ macro_rules! entries {
 }
 
 entries! {
-    avx512_q4_0, false, DType::Q4_0, avx512;
-    avx512_q5_0, true, DType::Q5_0, avx512;
-    avx2_q4_0, false, DType::Q4_0, avx2;
-    avx2_q5_0, true, DType::Q5_0, avx2;
+    avx512_q4_0, DType::Q4_0, avx512;
+    avx512_q5_0, DType::Q5_0, avx512;
+    avx512_q8_0, DType::Q8_0, avx512;
+    avx2_q4_0, DType::Q4_0, avx2;
+    avx2_q5_0, DType::Q5_0, avx2;
+    avx2_q8_0, DType::Q8_0, avx2;
 }
