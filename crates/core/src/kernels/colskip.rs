@@ -31,8 +31,11 @@
 //! `bias·Σq` over the active columns. For Q8_0 a block is:
 //!
 //! - the `h` weight scales (f16, row order): `2h` bytes;
-//! - the code plane: 32 columns of `h` bytes each, column `j`'s run holding the signed code
-//!   of row `i` in its byte `i` (the file's codes, transposed).
+//! - the code plane: 32 columns of `h` bytes each, column `j`'s run holding the code of row
+//!   `i` in its byte `i` (the file's codes, transposed): unsigned `c + 128` on x86 (the
+//!   operand `vpdpbusd` takes, and `vpmaddwd` after zero-extension), the signed code itself on
+//!   AArch64 (what `smull` takes) — the layout lives in memory only, so each architecture
+//!   keeps its kernels' form.
 //!
 //! Every part is a multiple of 64 bytes, so with the buffer 64-byte aligned ([`ColPacked`]
 //! sees to it) one column of a 128-row Q4_0/Q5_0 tile is one cache line (two for Q8_0).
@@ -58,15 +61,18 @@ pub fn colskip_supports(weight: DType) -> bool {
 
 /// (code bias, active columns per 16-bit partial sum) of a supported type: the partial sums
 /// `Σ (u − bias)·q` of that many columns fit in an i16 (`|u − bias| ≤ bias`, `|q| ≤ 127`).
-/// Q8_0's codes are stored signed (bias 0); two of its products fit an i16.
+/// Q8_0's bias is [`Q8_BIAS`]; two of its signed products fit an i16.
 fn bias_and_chunk(weight: DType) -> (i32, usize) {
     match weight {
         DType::Q4_0 => (8, 32),
         DType::Q5_0 => (16, 16),
-        DType::Q8_0 => (0, 2),
+        DType::Q8_0 => (Q8_BIAS, 2),
         other => unreachable!("{other} has no column-blocked layout"),
     }
 }
+
+/// The bias of Q8_0's stored codes: 128 (unsigned) on x86, 0 (signed) elsewhere.
+const Q8_BIAS: i32 = if cfg!(target_arch = "x86_64") { 128 } else { 0 };
 
 /// Bytes of one block (32 input columns) of a tile of `h` rows.
 fn block_bytes(weight: DType, h: usize) -> usize {
@@ -191,7 +197,7 @@ fn pack_block(weight: DType, plain: &[u8], row_bytes: usize, r0: usize, h: usize
             let blk = &plain[(r0 + i) * row_bytes + b * tb..][..tb];
             scales[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
             for (j, &c) in blk[2..].iter().enumerate() {
-                rest[j * h + i] = c;
+                rest[j * h + i] = (c as i8 as i32 + Q8_BIAS) as u8;
             }
         }
         return;
@@ -498,7 +504,12 @@ fn oracle(a: &mut ColArgs<'_>) {
                 for (&j, &q) in a.act.cols[range.clone()].iter().zip(&a.act.codes[range]) {
                     let j = j as usize;
                     let c = if a.weight == DType::Q8_0 {
-                        nib[j * h + i] as i8 as i32
+                        let b = nib[j * h + i];
+                        if Q8_BIAS == 0 {
+                            b as i8 as i32
+                        } else {
+                            b as i32
+                        }
                     } else {
                         let byte = nib[j * (h / 2) + 32 * u + ii % 32];
                         let mut c = if ii < 32 { byte & 0x0f } else { byte >> 4 } as i32;

@@ -158,10 +158,10 @@ unsafe fn add_quad_sums(
 }
 
 /// One Q8_0 tile of `64·W` rows on AVX-512 VNNI, four active columns at a time: per 64-row
-/// window, the four columns' runs (64 signed codes each) are made unsigned (`c + 128`, an
-/// XOR of the sign bit), interleaved ([`interleave4`]) and multiplied with one `vpdpbusd`
-/// each against the broadcast code quadruple; `128·Σq` is subtracted per block (exact in
-/// i32) and the float work is the oracle's ([`add_quad_sums`]), so the bits are the oracle's.
+/// window, the four columns' runs (64 unsigned codes `c + 128` each) are interleaved
+/// ([`interleave4`]) and multiplied with one `vpdpbusd` each against the broadcast code
+/// quadruple; `128·Σq` is subtracted per block (exact in i32) and the float work is the
+/// oracle's ([`add_quad_sums`]), so the bits are the oracle's.
 ///
 /// # Safety
 /// `tile` holds the tile's `k/32` Q8_0 blocks of [`simd_block_bytes`]`(Q8_0, 64·W)` bytes,
@@ -174,8 +174,8 @@ unsafe fn tile512_quads_q8<const W: usize>(
     next: Option<(*const u8, usize)>,
 ) {
     let h = 64 * W;
+    let (bias, _) = simd_params(DType::Q8_0);
     let bbytes = simd_block_bytes(DType::Q8_0, h);
-    let flip = _mm512_set1_epi8(i8::MIN);
     let mut acc = [_mm512_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
@@ -191,10 +191,7 @@ unsafe fn tile512_quads_q8<const W: usize>(
                 // A macro, not a closure: closures do not inherit the target features.
                 macro_rules! ld {
                     ($j:expr) => {
-                        _mm512_xor_si512(
-                            _mm512_loadu_si512(runs.add($j as usize * h + 64 * c) as *const _),
-                            flip,
-                        )
+                        _mm512_loadu_si512(runs.add($j as usize * h + 64 * c) as *const _)
                     };
                 }
                 let x = interleave4!([ld!(ja), ld!(jb), ld!(jc), ld!(jd)]);
@@ -203,7 +200,7 @@ unsafe fn tile512_quads_q8<const W: usize>(
                 }
             }
         }
-        let corr = _mm512_set1_epi32(128 * blk.qsum);
+        let corr = _mm512_set1_epi32(bias * blk.qsum);
         let vda = _mm512_set1_ps(blk.d);
         for (c, sc) in s.iter().enumerate() {
             let rows = [0, 1, 2, 3].map(|l| 64 * c + 16 * l);
@@ -469,13 +466,13 @@ unsafe fn unit256_pairs(
 /// One 64-row unit of a Q8_0 tile of `h` rows on AVX2, two active columns at a time (the
 /// halves of the gathered quadruples).
 ///
-/// Per 16 rows the two columns' signed codes are widened to 16 bits (`vpmovsxbw`) and
-/// interleaved wordwise (`vpunpck{l,h}wd`), so every dword holds one row's codes of both
-/// columns; one `vpmaddwd` against the broadcast code pair adds that row's
-/// `c_a·q_a + c_b·q_b` into i32 sums (exact: no bias, no wrapping). The unpacks work per
-/// 128-bit lane, so the sums of rows `16g..16g + 16` come as rows `{0..4, 8..12}` and
-/// `{4..8, 12..16}`; one `vperm2i128` pair per block puts them in order, and the float work
-/// is [`unit256`]'s, so the bits are the oracle's.
+/// Per 16 rows the two columns' unsigned codes `c + 128` are widened to 16 bits
+/// (`vpmovzxbw`) and interleaved wordwise (`vpunpck{l,h}wd`), so every dword holds one row's
+/// codes of both columns; one `vpmaddwd` against the broadcast code pair adds that row's
+/// `u_a·q_a + u_b·q_b` into i32 sums (exact), and `128·Σq` is subtracted per block. The
+/// unpacks work per 128-bit lane, so the sums of rows `16g..16g + 16` come as rows
+/// `{0..4, 8..12}` and `{4..8, 12..16}`; one `vperm2i128` pair per block puts them in order,
+/// and the float work is [`unit256`]'s, so the bits are the oracle's.
 ///
 /// # Safety
 /// `tile` holds the tile's Q8_0 blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
@@ -488,6 +485,7 @@ unsafe fn unit256_q8(
     out: *mut f32,
     next: Option<(*const u8, usize)>,
 ) {
+    let (bias, _) = simd_params(DType::Q8_0);
     let bbytes = simd_block_bytes(DType::Q8_0, h);
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
@@ -508,8 +506,8 @@ unsafe fn unit256_q8(
                     _mm256_set1_epi32((q as i8 as i16 as u16 as i32) | ((q >> 8) as i8 as i16 as i32) << 16);
                 let (pa, pb) = (runs.add(ja as usize * h), runs.add(jb as usize * h));
                 for g in 0..4 {
-                    let wa = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(16 * g) as *const __m128i));
-                    let wb = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(16 * g) as *const __m128i));
+                    let wa = _mm256_cvtepu8_epi16(_mm_loadu_si128(pa.add(16 * g) as *const __m128i));
+                    let wb = _mm256_cvtepu8_epi16(_mm_loadu_si128(pb.add(16 * g) as *const __m128i));
                     s[2 * g] =
                         _mm256_add_epi32(s[2 * g], _mm256_madd_epi16(_mm256_unpacklo_epi16(wa, wb), vq));
                     s[2 * g + 1] =
@@ -525,6 +523,7 @@ unsafe fn unit256_q8(
             }
         }
         let vda = _mm256_set1_ps(blk.d);
+        let corr = _mm256_set1_epi32(bias * blk.qsum);
         for g in 0..4 {
             let rows = [
                 _mm256_permute2x128_si256::<0x20>(s[2 * g], s[2 * g + 1]),
@@ -533,7 +532,7 @@ unsafe fn unit256_q8(
             for (h8, &x) in rows.iter().enumerate() {
                 let q = 2 * g + h8;
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * (64 * u + 8 * q)) as *const __m128i));
-                let f = _mm256_mul_ps(_mm256_mul_ps(dw, vda), _mm256_cvtepi32_ps(x));
+                let f = _mm256_mul_ps(_mm256_mul_ps(dw, vda), _mm256_cvtepi32_ps(_mm256_sub_epi32(x, corr)));
                 acc[q] = _mm256_add_ps(acc[q], f);
             }
         }
