@@ -5,7 +5,7 @@
 use edgellm_core::kernels::colskip::{
     colskip_implementing_tier, colskip_matmul_for_tier, colskip_supports, ActiveColumns, ColPacked, TILE,
 };
-use edgellm_core::kernels::{available_tiers, Kernels, Tier};
+use edgellm_core::kernels::{activation_row_bytes, available_tiers, Kernels, Tier};
 use edgellm_core::quant::quantize;
 use edgellm_core::tolerance::assert_ulps;
 use edgellm_core::DType;
@@ -35,7 +35,7 @@ fn threshold(x: &[f32], frac: f64) -> Vec<f32> {
     x.iter().map(|&v| if v.abs() < t { 0.0 } else { v }).collect()
 }
 
-const TYPES: [DType; 3] = [DType::Q4_0, DType::Q5_0, DType::Q8_0];
+const TYPES: [DType; 4] = [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_K];
 
 #[test]
 fn supported_types_are_the_tested_ones() {
@@ -49,10 +49,12 @@ fn column_skipping_equals_dense_oracle_on_thresholded_input() {
     let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
     // (k, m): one 64-row tile, a 128-row tile, tiles of 128 and a 64-row tail, wide rows;
     // 99.9 % zeros leaves one or two active blocks (the prefetch runs past the list's end).
-    let shapes = [(32, 64), (96, 128), (160, 192), (576, 576), (1536, 320)];
+    let shapes: [(usize, usize); 5] = [(32, 64), (96, 128), (160, 192), (576, 576), (1536, 320)];
     let mut checked = 0;
     for (ti, &weight) in TYPES.iter().enumerate() {
         for (si, &(k, m)) in shapes.iter().enumerate() {
+            // Q4_K's rows are whole 256-value super-blocks.
+            let k = if weight == DType::Q4_K { k.next_multiple_of(256) } else { k };
             let mut w = quantize(weight, &values(k * m, 7 + si as u64 + 100 * ti as u64)).unwrap();
             if weight == DType::Q8_0 {
                 // Codes at the type's extremes (-128 is valid in a file, though quantize
@@ -66,13 +68,18 @@ fn column_skipping_equals_dense_oracle_on_thresholded_input() {
             assert_eq!(packed.tiles(), m.div_ceil(TILE));
             for (fi, frac) in [0.0, 0.4, 0.5, 0.9, 0.99, 0.999, 1.0].into_iter().enumerate() {
                 let x = threshold(&values(k, 1000 + fi as u64 + 10 * si as u64), frac);
-                let mut act = vec![0u8; k / 32 * 34];
+                let mut act = vec![0u8; activation_row_bytes(weight, k)];
                 scalar.quantize_activations(weight, &x, &mut act);
                 let mut want = vec![0.0f32; m];
                 scalar.matmul(weight, &w, k, 0..m, &act, 1, &mut want, m);
                 let mut cols = ActiveColumns::new();
-                cols.gather(&act, k);
-                let nonzero = act.chunks_exact(34).flat_map(|b| &b[2..]).filter(|&&q| q != 0).count();
+                cols.gather_for(weight, &act, k);
+                let codes: Vec<u8> = if weight == DType::Q4_K {
+                    act.chunks_exact(292).flat_map(|b| &b[4..260]).copied().collect()
+                } else {
+                    act.chunks_exact(34).flat_map(|b| &b[2..]).copied().collect()
+                };
+                let nonzero = codes.iter().filter(|&&q| q != 0).count();
                 assert_eq!(cols.active(), nonzero);
                 for tier in available_tiers() {
                     let name = format!("{weight} k={k} m={m} frac={frac} tier={}", tier.name());
@@ -116,8 +123,11 @@ fn simd_tiers_have_their_own_kernels() {
 fn unpackable_shapes_and_types_are_refused() {
     let w = quantize(DType::Q4_0, &values(32 * 96, 1)).unwrap();
     assert!(ColPacked::pack(DType::Q4_0, 32, 96, &w).is_none(), "96 rows is not a multiple of 64");
-    let w = quantize(DType::Q4_K, &values(256 * 64, 1)).unwrap();
-    assert!(ColPacked::pack(DType::Q4_K, 256, 64, &w).is_none(), "Q4_K has no column-blocked layout");
+    let w = quantize(DType::Q6_K, &values(256 * 64, 1)).unwrap();
+    assert!(ColPacked::pack(DType::Q6_K, 256, 64, &w).is_none(), "Q6_K has no column-blocked layout");
+    let w = quantize(DType::Q4_K, &values(512 * 64, 1)).unwrap();
+    assert!(ColPacked::pack(DType::Q4_K, 512, 64, &w).is_some());
+    assert!(ColPacked::pack(DType::Q4_K, 288, 64, &w[..288 / 256 * 144 * 64]).is_none(), "Q4_K rows of 288");
     let w = quantize(DType::Q4_0, &values(32 * 64, 1)).unwrap();
     assert!(ColPacked::pack(DType::Q4_0, 32, 64, &w[1..]).is_none());
 }

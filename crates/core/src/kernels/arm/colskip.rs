@@ -119,7 +119,7 @@ unsafe fn unit<const Q5: bool>(
     let mut acc = [vdupq_n_f32(0.0); 16];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, weight, bi, next, l1);
+            prefetch_ahead(a, tile, h, weight, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -182,7 +182,7 @@ unsafe fn unit_q8(
     let mut acc = [vdupq_n_f32(0.0); 16];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
+            prefetch_ahead(a, tile, h, DType::Q8_0, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(2 * h + 64 * u);

@@ -46,7 +46,7 @@ unsafe fn tile512<const U: usize, const Q5: bool>(
     let sixteen = _mm512_set1_epi16(16);
     let mut acc = [[_mm512_setzero_ps(); 4]; U];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, bbytes, weight, bi, next, l1);
+        prefetch_ahead(a, tile, h, weight, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [[_mm512_setzero_si512(); 4]; U];
         let (s0, len) = (blk.start as usize, blk.len as usize);
@@ -178,7 +178,7 @@ unsafe fn tile512_quads_q8<const W: usize>(
     let bbytes = simd_block_bytes(DType::Q8_0, h);
     let mut acc = [_mm512_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
+        prefetch_ahead(a, tile, h, DType::Q8_0, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(2 * h);
         let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
@@ -239,7 +239,7 @@ unsafe fn tile512_quads(
     // Row-order accumulators, 16 rows each (the second four only for 128 rows).
     let mut acc = [_mm512_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, bbytes, DType::Q4_0, bi, next, l1);
+        prefetch_ahead(a, tile, h, DType::Q4_0, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(nib_off);
         let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
@@ -321,7 +321,7 @@ unsafe fn unit256<const Q5: bool>(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, weight, bi, next, l1);
+            prefetch_ahead(a, tile, h, weight, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let mut isum = [_mm256_setzero_si256(); 8];
@@ -410,7 +410,7 @@ unsafe fn unit256_pairs(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, DType::Q4_0, bi, next, l1);
+            prefetch_ahead(a, tile, h, DType::Q4_0, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(nib_off + 32 * u);
@@ -490,7 +490,7 @@ unsafe fn unit256_q8(
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
-            prefetch_ahead(a, tile, h, bbytes, DType::Q8_0, bi, next, l1);
+            prefetch_ahead(a, tile, h, DType::Q8_0, bi, next, l1);
         }
         let bb = tile.add(blk.index as usize * bbytes);
         let runs = bb.add(2 * h + 64 * u);
