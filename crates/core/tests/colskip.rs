@@ -151,3 +151,32 @@ fn bytes_read_shrink_with_the_active_columns() {
     cols.gather(&act, k);
     assert!(p.bytes_read(&cols) < dense * 6 / 10, "{} of {dense}", p.bytes_read(&cols));
 }
+
+#[test]
+fn q4_k_extreme_codes_stay_exact() {
+    // Every Q8_K code −127 (a constant input) against rows of all-0 and all-15 nibbles with
+    // the largest scales and minimums: the kernels' 16-bit partial sums are at their bounds.
+    let (k, m) = (512, 128);
+    let mut w = Vec::with_capacity(m * k / 256 * 144);
+    for r in 0..m {
+        for _ in 0..k / 256 {
+            w.extend_from_slice(&[0x00, 0x3c, 0x00, 0x38]); // d = 1, dmin = 0.5
+            w.extend_from_slice(&[0xff; 12]); // every scale and minimum 63
+            w.extend_from_slice(&[if r % 2 == 0 { 0x00 } else { 0xff }; 128]);
+        }
+    }
+    let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
+    let mut act = vec![0u8; activation_row_bytes(DType::Q4_K, k)];
+    scalar.quantize_activations(DType::Q4_K, &vec![1.0; k], &mut act);
+    assert!(act[4..260].iter().all(|&q| q == 0x81), "a constant input quantizes to −127");
+    let mut want = vec![0.0f32; m];
+    scalar.matmul(DType::Q4_K, &w, k, 0..m, &act, 1, &mut want, m);
+    let packed = ColPacked::pack(DType::Q4_K, k, m, &w).unwrap();
+    let mut cols = ActiveColumns::new();
+    cols.gather_for(DType::Q4_K, &act, k);
+    for tier in available_tiers() {
+        let mut got = vec![f32::NAN; m];
+        colskip_matmul_for_tier(tier, &packed, 0..packed.tiles(), &cols, &mut got);
+        assert_ulps(&format!("Q4_K extremes tier={}", tier.name()), &got, &want, 0);
+    }
+}

@@ -557,7 +557,7 @@ pub fn colskip_implementing_tier(tier: Tier, weight: DType) -> Tier {
     if !colskip_supports(weight) || !tier.is_supported() {
         return Tier::Scalar;
     }
-    if weight == DType::Q4_K {
+    if weight == DType::Q4_K && cfg!(target_arch = "aarch64") {
         return Tier::Scalar;
     }
     match tier {
@@ -576,12 +576,14 @@ fn kernel_for(tier: Tier, weight: DType) -> ColFn {
         Tier::Avx512Vnni => match weight {
             DType::Q4_0 => super::x86::colskip::avx512_q4_0,
             DType::Q8_0 => super::x86::colskip::avx512_q8_0,
+            DType::Q4_K => super::x86::colskip::avx512_q4_k,
             _ => super::x86::colskip::avx512_q5_0,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => match weight {
             DType::Q4_0 => super::x86::colskip::avx2_q4_0,
             DType::Q8_0 => super::x86::colskip::avx2_q8_0,
+            DType::Q4_K => super::x86::colskip::avx2_q4_k,
             _ => super::x86::colskip::avx2_q5_0,
         },
         #[cfg(target_arch = "aarch64")]

@@ -123,6 +123,26 @@ macro_rules! interleave4 {
     }};
 }
 
+/// The 4 × 4 transpose of the 128-bit lanes of `s[0..4]` (`vshufi32x4`): result `L` holds
+/// lane `L` of `s[0]`, `s[1]`, `s[2]`, `s[3]` in that order — for sums in [`interleave4`]'s
+/// order, run bytes `16L..16L + 16` in order.
+///
+/// # Safety
+/// `s` has four registers; AVX-512 F.
+#[inline(always)]
+unsafe fn transpose_lanes(s: &[__m512i]) -> [__m512i; 4] {
+    let t0 = _mm512_shuffle_i32x4::<0x44>(s[0], s[1]);
+    let t1 = _mm512_shuffle_i32x4::<0xee>(s[0], s[1]);
+    let t2 = _mm512_shuffle_i32x4::<0x44>(s[2], s[3]);
+    let t3 = _mm512_shuffle_i32x4::<0xee>(s[2], s[3]);
+    [
+        _mm512_shuffle_i32x4::<0x88>(t0, t2),
+        _mm512_shuffle_i32x4::<0xdd>(t0, t2),
+        _mm512_shuffle_i32x4::<0x88>(t1, t3),
+        _mm512_shuffle_i32x4::<0xdd>(t1, t3),
+    ]
+}
+
 /// The float work of a block for four `vpdpbusd` sums `s` laid out as [`interleave4`] gives
 /// (register `m`, lane `L`, dword `k`: run byte `16L + 4m + k`): a 4 × 4 transpose of the
 /// 128-bit lanes (`vshufi32x4`) puts lane `L`'s sixteen sums in run-byte order, whose rows
@@ -140,17 +160,7 @@ unsafe fn add_quad_sums(
     vda: __m512,
     acc: &mut [__m512; 8],
 ) {
-    let t0 = _mm512_shuffle_i32x4::<0x44>(s[0], s[1]);
-    let t1 = _mm512_shuffle_i32x4::<0xee>(s[0], s[1]);
-    let t2 = _mm512_shuffle_i32x4::<0x44>(s[2], s[3]);
-    let t3 = _mm512_shuffle_i32x4::<0xee>(s[2], s[3]);
-    let by_lane = [
-        _mm512_shuffle_i32x4::<0x88>(t0, t2),
-        _mm512_shuffle_i32x4::<0xdd>(t0, t2),
-        _mm512_shuffle_i32x4::<0x88>(t1, t3),
-        _mm512_shuffle_i32x4::<0xdd>(t1, t3),
-    ];
-    for (&v, &row) in by_lane.iter().zip(rows) {
+    for (&v, &row) in transpose_lanes(s).iter().zip(rows) {
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * row) as *const __m256i));
         let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, corr));
         acc[row / 16] = _mm512_add_ps(acc[row / 16], _mm512_mul_ps(_mm512_mul_ps(dw, vda), isum));
@@ -212,6 +222,59 @@ unsafe fn tile512_quads_q8<const W: usize>(
     }
 }
 
+/// The `vpdpbusd` sums `Σ u·q` of one block's active columns, four at a time, over nibble
+/// runs (Q4_0's plane, `h/2` bytes a column) starting at `runs`, in a tile of `h` (64 or 128)
+/// rows: `[m]` the low nibbles of register `m` of [`interleave4`]'s order, `[4 + m]` the high
+/// ones. For 64 rows a run is 32 bytes, so two quadruples share a register (the second in the
+/// upper half; an odd last one pairs with itself at code 0), and the halves are added.
+///
+/// # Safety
+/// `runs` is a block's nibble plane (32 runs of `h/2` bytes), the columns below 32;
+/// AVX-512 F/BW/VNNI.
+#[inline(always)]
+unsafe fn quad_nibble_sums(runs: *const u8, h: usize, cols: &[[u16; 4]], codes: &[i32]) -> [__m512i; 8] {
+    let col = h / 2;
+    let m0f = _mm512_set1_epi8(0x0f);
+    // [m]: low nibbles of register m, [4 + m]: high nibbles.
+    let mut s = [_mm512_setzero_si512(); 8];
+    // Four columns' runs and their codes into `s` (a macro: closures do not inherit the
+    // target features).
+    macro_rules! quad {
+        ($w:expr, $vq:expr) => {{
+            let vq: __m512i = $vq;
+            for (m, &x) in interleave4!($w).iter().enumerate() {
+                s[m] = _mm512_dpbusd_epi32(s[m], _mm512_and_si512(x, m0f), vq);
+                s[4 + m] =
+                    _mm512_dpbusd_epi32(s[4 + m], _mm512_and_si512(_mm512_srli_epi16::<4>(x), m0f), vq);
+            }
+        }};
+    }
+    if h == 128 {
+        for (&[ja, jb, jc, jd], &q) in cols.iter().zip(codes) {
+            quad!(
+                [ja, jb, jc, jd].map(|j| _mm512_loadu_si512(runs.add(j as usize * col) as *const _)),
+                _mm512_set1_epi32(q)
+            );
+        }
+    } else {
+        // 64 rows: two quadruples a register, the halves added at the end.
+        for (c, q) in cols.chunks(2).zip(codes.chunks(2)) {
+            let (c1, q1) = if c.len() == 2 { (c[1], q[1]) } else { (c[0], 0) };
+            let w = [0, 1, 2, 3].map(|e| {
+                let lo = _mm256_loadu_si256(runs.add(c[0][e] as usize * col) as *const __m256i);
+                let hi = _mm256_loadu_si256(runs.add(c1[e] as usize * col) as *const __m256i);
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+            });
+            let vq = _mm512_inserti64x4::<1>(_mm512_set1_epi32(q[0]), _mm256_set1_epi32(q1));
+            quad!(w, vq);
+        }
+        for s in s.iter_mut() {
+            *s = _mm512_add_epi32(*s, _mm512_shuffle_i32x4::<0xee>(*s, *s));
+        }
+    }
+    s
+}
+
 /// One Q4_0 tile of `h` (64 or 128) rows on AVX-512 VNNI, four active columns at a time.
 ///
 /// The four columns' runs (`h/2` bytes each: one 64-byte register, or for a 64-row tile the
@@ -234,56 +297,16 @@ unsafe fn tile512_quads(
 ) {
     let (bias, _) = simd_params(DType::Q4_0);
     let bbytes = simd_block_bytes(DType::Q4_0, h);
-    let (nib_off, col) = (2 * h, h / 2);
-    let m0f = _mm512_set1_epi8(0x0f);
     // Row-order accumulators, 16 rows each (the second four only for 128 rows).
     let mut acc = [_mm512_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         prefetch_ahead(a, tile, h, DType::Q4_0, bi, next, l1);
         let bb = tile.add(blk.index as usize * bbytes);
-        let runs = bb.add(nib_off);
+        let runs = bb.add(2 * h);
         let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
         let cols = &a.act.quad_cols[q0..q0 + nq];
         let codes = &a.act.quad_codes[q0..q0 + nq];
-        // [m]: low nibbles of register m, [4 + m]: high nibbles.
-        let mut s = [_mm512_setzero_si512(); 8];
-        // Four columns' runs and their codes into `s` (a macro: closures do not inherit the
-        // target features).
-        macro_rules! quad {
-            ($w:expr, $vq:expr) => {{
-                let vq: __m512i = $vq;
-                for (m, &x) in interleave4!($w).iter().enumerate() {
-                    s[m] = _mm512_dpbusd_epi32(s[m], _mm512_and_si512(x, m0f), vq);
-                    s[4 + m] =
-                        _mm512_dpbusd_epi32(s[4 + m], _mm512_and_si512(_mm512_srli_epi16::<4>(x), m0f), vq);
-                }
-            }};
-        }
-        if h == 128 {
-            for (&[ja, jb, jc, jd], &q) in cols.iter().zip(codes) {
-                quad!(
-                    [ja, jb, jc, jd].map(|j| _mm512_loadu_si512(runs.add(j as usize * col) as *const _)),
-                    _mm512_set1_epi32(q)
-                );
-            }
-        } else {
-            // 64 rows: a run is 32 bytes, so two quadruples share a register (the second in
-            // the upper half; an odd last one pairs with itself at code 0), and the halves'
-            // sums are added before the transpose.
-            for (c, q) in cols.chunks(2).zip(codes.chunks(2)) {
-                let (c1, q1) = if c.len() == 2 { (c[1], q[1]) } else { (c[0], 0) };
-                let w = [0, 1, 2, 3].map(|e| {
-                    let lo = _mm256_loadu_si256(runs.add(c[0][e] as usize * col) as *const __m256i);
-                    let hi = _mm256_loadu_si256(runs.add(c1[e] as usize * col) as *const __m256i);
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-                });
-                let vq = _mm512_inserti64x4::<1>(_mm512_set1_epi32(q[0]), _mm256_set1_epi32(q1));
-                quad!(w, vq);
-            }
-            for s in s.iter_mut() {
-                *s = _mm512_add_epi32(*s, _mm512_shuffle_i32x4::<0xee>(*s, *s));
-            }
-        }
+        let s = quad_nibble_sums(runs, h, cols, codes);
         let corr = _mm512_set1_epi32(bias * blk.qsum);
         let vda = _mm512_set1_ps(blk.d);
         for (nib, s) in s.chunks_exact(4).enumerate() {
@@ -292,6 +315,78 @@ unsafe fn tile512_quads(
             add_quad_sums(s, &rows[..h / 32], bb, corr, vda, &mut acc);
         }
     }
+    for (g, &v) in acc.iter().enumerate().take(h / 16) {
+        _mm512_storeu_ps(out.add(16 * g), v);
+    }
+}
+
+/// One Q4_K tile of `h` (64 or 128) rows on AVX-512 VNNI: per active sub-block (32 columns)
+/// the `vpdpbusd` sums of [`quad_nibble_sums`] (unsigned codes, exact in i32), put in row
+/// order ([`transpose_lanes`]), times the rows' 6-bit scales (`vpmulld`) into the
+/// super-block's `s`, and the rows' minimums times the sub-block's code sum into its `m`;
+/// when the super-block ends, the oracle's `acc += d·d_a·s − dmin·d_a·m`. Same bits as the
+/// oracle.
+///
+/// # Safety
+/// `tile` holds the tile's `k/256` Q4_K blocks of [`simd_block_bytes`]`(Q4_K, h)` bytes,
+/// `out` is valid for `h` writes; AVX-512 F/BW/VNNI, F16C.
+#[inline(always)]
+unsafe fn tile512_q4k(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let bbytes = simd_block_bytes(DType::Q4_K, h);
+    let mut acc = [_mm512_setzero_ps(); 8];
+    // The current super-block's integer sums, 16 rows a register, and (block, d_a).
+    let (mut si, mut mi) = ([_mm512_setzero_si512(); 8], [_mm512_setzero_si512(); 8]);
+    let mut cur: Option<(usize, f32)> = None;
+    // A macro, not a closure: closures do not inherit the function's target features.
+    macro_rules! flush {
+        () => {
+            if let Some((sb, da)) = cur {
+                let bb = tile.add(sb * bbytes);
+                let vda = _mm512_set1_ps(da);
+                for g in 0..h / 16 {
+                    let d = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(32 * g) as *const __m256i));
+                    let dm = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * h + 32 * g) as *const __m256i));
+                    let f = _mm512_sub_ps(
+                        _mm512_mul_ps(_mm512_mul_ps(d, vda), _mm512_cvtepi32_ps(si[g])),
+                        _mm512_mul_ps(_mm512_mul_ps(dm, vda), _mm512_cvtepi32_ps(mi[g])),
+                    );
+                    acc[g] = _mm512_add_ps(acc[g], f);
+                    (si[g], mi[g]) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                }
+            }
+        };
+    }
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        prefetch_ahead(a, tile, h, DType::Q4_K, bi, next, l1);
+        let (sb, sub) = (blk.index as usize / 8, blk.index as usize % 8);
+        if cur.map(|c| c.0) != Some(sb) {
+            flush!();
+            cur = Some((sb, blk.d));
+        }
+        let bb = tile.add(sb * bbytes);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        let cols = &a.act.quad_cols[q0..q0 + nq];
+        let codes = &a.act.quad_codes[q0..q0 + nq];
+        let s = quad_nibble_sums(bb.add(20 * h + 32 * sub * (h / 2)), h, cols, codes);
+        let vqs = _mm512_set1_epi32(blk.qsum);
+        let (sc, mn) = (bb.add(4 * h + sub * h), bb.add(12 * h + sub * h));
+        for (nib, s) in s.chunks_exact(4).enumerate() {
+            for (l, &v) in transpose_lanes(s).iter().enumerate().take(h / 32) {
+                let row = 64 * (l / 2) + 16 * (l % 2) + 32 * nib;
+                let vsc = _mm512_cvtepu8_epi32(_mm_loadu_si128(sc.add(row) as *const __m128i));
+                let vmn = _mm512_cvtepu8_epi32(_mm_loadu_si128(mn.add(row) as *const __m128i));
+                si[row / 16] = _mm512_add_epi32(si[row / 16], _mm512_mullo_epi32(v, vsc));
+                mi[row / 16] = _mm512_add_epi32(mi[row / 16], _mm512_mullo_epi32(vmn, vqs));
+            }
+        }
+    }
+    flush!();
     for (g, &v) in acc.iter().enumerate().take(h / 16) {
         _mm512_storeu_ps(out.add(16 * g), v);
     }
@@ -542,6 +637,118 @@ unsafe fn unit256_q8(
     }
 }
 
+/// One 64-row unit of a Q4_K tile of `h` rows on AVX2: [`unit256_pairs`]'s products (two
+/// columns a `vpmaddubsw`, wrapping i16 sums of the codes centred on 8) in chunks of 16
+/// active columns (four quadruples: `|Σ (u − 8)·q| ≤ 16·8·128` fits an i16 even with Q8_K's
+/// −128), each corrected and widened to i32; per sub-block `8·Σq` is added back, the sums
+/// multiplied by the rows' 6-bit scales into the super-block's `s` and the minimums times
+/// `Σq` into its `m`; when the super-block ends, the oracle's
+/// `acc += d·d_a·s − dmin·d_a·m`. Same bits as the oracle.
+///
+/// # Safety
+/// `tile` holds the tile's Q4_K blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
+#[inline(always)]
+unsafe fn unit256_q4k(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let (bias, chunk) = simd_params(DType::Q4_K);
+    let bbytes = simd_block_bytes(DType::Q4_K, h);
+    let col = h / 2;
+    let m0f = _mm256_set1_epi8(0x0f);
+    // 8-row groups: s16[p]'s low half is group G[p], its high half G[p] + 2.
+    const G: [usize; 4] = [0, 1, 4, 5];
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let (mut si, mut mi) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
+    let mut cur: Option<(usize, f32)> = None;
+    // Macros, not closures: closures do not inherit the function's target features.
+    macro_rules! flush {
+        () => {
+            if let Some((sb, da)) = cur {
+                let bb = tile.add(sb * bbytes);
+                let vda = _mm256_set1_ps(da);
+                for g in 0..8 {
+                    let row = 64 * u + 8 * g;
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * row) as *const __m128i));
+                    let dm = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * h + 2 * row) as *const __m128i));
+                    let f = _mm256_sub_ps(
+                        _mm256_mul_ps(_mm256_mul_ps(d, vda), _mm256_cvtepi32_ps(si[g])),
+                        _mm256_mul_ps(_mm256_mul_ps(dm, vda), _mm256_cvtepi32_ps(mi[g])),
+                    );
+                    acc[g] = _mm256_add_ps(acc[g], f);
+                    (si[g], mi[g]) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                }
+            }
+        };
+    }
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, DType::Q4_K, bi, next, l1);
+        }
+        let (sb, sub) = (blk.index as usize / 8, blk.index as usize % 8);
+        if cur.map(|c| c.0) != Some(sb) {
+            flush!();
+            cur = Some((sb, blk.d));
+        }
+        let bb = tile.add(sb * bbytes);
+        let runs = bb.add(20 * h + 32 * sub * col + 32 * u);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        // The sub-block's Σ (u − 8)·q per 8-row group.
+        let mut isum = [_mm256_setzero_si256(); 8];
+        for (cols, codes) in a.act.quad_cols[q0..q0 + nq]
+            .chunks(chunk / 4)
+            .zip(a.act.quad_codes[q0..q0 + nq].chunks(chunk / 4))
+        {
+            let mut s16 = [_mm256_setzero_si256(); 4];
+            let mut qs = 0i32;
+            for (c, &q) in cols.iter().zip(codes) {
+                qs += q.to_le_bytes().iter().map(|&b| b as i8 as i32).sum::<i32>();
+                for (pair, qq) in [((c[0], c[1]), q as i16), ((c[2], c[3]), (q >> 16) as i16)] {
+                    let vq = _mm256_set1_epi16(qq);
+                    let wa = _mm256_loadu_si256(runs.add(pair.0 as usize * col) as *const __m256i);
+                    let wb = _mm256_loadu_si256(runs.add(pair.1 as usize * col) as *const __m256i);
+                    let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
+                    let r = [
+                        _mm256_and_si256(lo, m0f),
+                        _mm256_and_si256(hi, m0f),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
+                    ];
+                    for (sp, &x) in s16.iter_mut().zip(&r) {
+                        *sp = _mm256_add_epi16(*sp, _mm256_maddubs_epi16(x, vq));
+                    }
+                }
+            }
+            let corr = _mm256_set1_epi16((bias * qs) as i16);
+            for (p, &x) in s16.iter().enumerate() {
+                let x = _mm256_sub_epi16(x, corr);
+                let g = G[p];
+                isum[g] = _mm256_add_epi32(isum[g], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
+                isum[g + 2] =
+                    _mm256_add_epi32(isum[g + 2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)));
+            }
+        }
+        let back = _mm256_set1_epi32(bias * blk.qsum);
+        let vqs = _mm256_set1_epi32(blk.qsum);
+        let (sc, mn) = (bb.add(4 * h + sub * h + 64 * u), bb.add(12 * h + sub * h + 64 * u));
+        for g in 0..8 {
+            let vsc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.add(8 * g) as *const __m128i));
+            let vmn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.add(8 * g) as *const __m128i));
+            let x = _mm256_add_epi32(isum[g], back);
+            si[g] = _mm256_add_epi32(si[g], _mm256_mullo_epi32(x, vsc));
+            mi[g] = _mm256_add_epi32(mi[g], _mm256_mullo_epi32(vmn, vqs));
+        }
+    }
+    flush!();
+    for (g, &v) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * g), v);
+    }
+}
+
 macro_rules! entries {
     ($($name:ident, $w:expr, $tier:ident;)*) => {$(
         entries!(@one $name, $w, $tier);
@@ -551,7 +758,7 @@ macro_rules! entries {
         /// `a` is checked by `colskip_matmul_for_tier`; AVX-512 F/BW/VNNI, AVX2, FMA, F16C.
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
         pub(crate) unsafe fn $name(a: &mut ColArgs<'_>) {
-            let nb = a.k / 32;
+            let nb = a.k / if $w == DType::Q4_K { 256 } else { 32 };
             let (mut pos, mut r0) = (0usize, 0usize);
             let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
             for t in 0..a.heights.0 {
@@ -562,6 +769,7 @@ macro_rules! entries {
                     (DType::Q4_0, _) => tile512_quads(a, w.add(pos), h, out.add(r0), next),
                     (DType::Q8_0, 128) => tile512_quads_q8::<2>(a, w.add(pos), out.add(r0), next),
                     (DType::Q8_0, _) => tile512_quads_q8::<1>(a, w.add(pos), out.add(r0), next),
+                    (DType::Q4_K, _) => tile512_q4k(a, w.add(pos), h, out.add(r0), next),
                     (_, 128) => tile512::<2, true>(a, w.add(pos), out.add(r0), next),
                     _ => tile512::<1, true>(a, w.add(pos), out.add(r0), next),
                 }
@@ -575,7 +783,7 @@ macro_rules! entries {
         /// `a` is checked by `colskip_matmul_for_tier`; AVX2, FMA, F16C.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $name(a: &mut ColArgs<'_>) {
-            let nb = a.k / 32;
+            let nb = a.k / if $w == DType::Q4_K { 256 } else { 32 };
             let (mut pos, mut r0) = (0usize, 0usize);
             let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
             for t in 0..a.heights.0 {
@@ -587,6 +795,7 @@ macro_rules! entries {
                     match $w {
                         DType::Q4_0 => unit256_pairs(a, w.add(pos), h, u, o, next),
                         DType::Q8_0 => unit256_q8(a, w.add(pos), h, u, o, next),
+                        DType::Q4_K => unit256_q4k(a, w.add(pos), h, u, o, next),
                         _ => unit256::<true>(a, w.add(pos), h, u, o, next),
                     }
                 }
@@ -601,7 +810,9 @@ entries! {
     avx512_q4_0, DType::Q4_0, avx512;
     avx512_q5_0, DType::Q5_0, avx512;
     avx512_q8_0, DType::Q8_0, avx512;
+    avx512_q4_k, DType::Q4_K, avx512;
     avx2_q4_0, DType::Q4_0, avx2;
     avx2_q5_0, DType::Q5_0, avx2;
     avx2_q8_0, DType::Q8_0, avx2;
+    avx2_q4_k, DType::Q4_K, avx2;
 }
