@@ -557,9 +557,6 @@ pub fn colskip_implementing_tier(tier: Tier, weight: DType) -> Tier {
     if !colskip_supports(weight) || !tier.is_supported() {
         return Tier::Scalar;
     }
-    if weight == DType::Q4_K && cfg!(target_arch = "aarch64") {
-        return Tier::Scalar;
-    }
     match tier {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 | Tier::Avx512Vnni => tier,
@@ -590,6 +587,7 @@ fn kernel_for(tier: Tier, weight: DType) -> ColFn {
         Tier::Neon => match weight {
             DType::Q4_0 => super::arm::colskip::neon_q4_0,
             DType::Q8_0 => super::arm::colskip::neon_q8_0,
+            DType::Q4_K => super::arm::colskip::neon_q4_k,
             _ => super::arm::colskip::neon_q5_0,
         },
         _ => oracle,

@@ -55,22 +55,26 @@ const BIT_BYTES: [[u8; 16]; 4] = {
 const BIT_SELECT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
 
 /// The 16-bit sums `Σ (u − bias)·q` of unit `u`'s 64 rows (rows `8i..8i + 8` in `[i]`) over
-/// the active columns `cols` (codes `codes`) of the block at `bb` (a tile of `h` rows);
-/// `corr` is `bias·Σq`. Exact while the true sums fit an i16 (the chunk sizes of
-/// `simd_params`): the products are added wrapping and `corr` subtracted at the end.
+/// the active columns `cols` (codes `codes`) of the block at `bb` (a tile of `h` rows), whose
+/// nibble runs of this activation block start at `nib`; `corr` is `bias·Σq`. Exact while the
+/// true sums fit an i16 (the chunk sizes of `simd_params`): the products are added wrapping
+/// and `corr` subtracted at the end.
 ///
 /// # Safety
-/// `bb` is a block of a tile of `h` rows of the layout, `u < h/64`, `cols` below 32; NEON.
+/// `bb` is a block of a tile of `h` rows of the layout and `nib` its runs of 32 columns,
+/// `u < h/64`, `cols` below 32; NEON.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn chunk_sums<const Q5: bool>(
     bb: *const u8,
+    nib: *const u8,
     h: usize,
     u: usize,
     cols: &[u32],
     codes: &[i16],
     corr: i32,
 ) -> [int16x8_t; 8] {
-    let (nib_off, col, high_off, hcol) = (2 * h, h / 2, 2 * h + 32 * (h / 2), h / 8);
+    let (col, high_off, hcol) = (h / 2, 2 * h + 32 * (h / 2), h / 8);
     let m0f = vdupq_n_u8(0x0f);
     let sixteen = vdupq_n_u8(16);
     let bitsel = vld1q_u8(BIT_SELECT.as_ptr());
@@ -78,7 +82,7 @@ unsafe fn chunk_sums<const Q5: bool>(
     for (&j, &q) in cols.iter().zip(codes) {
         let j = j as usize;
         let vq = vdupq_n_s8(q as i8);
-        let p = bb.add(nib_off + j * col + 32 * u);
+        let p = nib.add(j * col + 32 * u);
         let (v0, v1) = (vld1q_u8(p), vld1q_u8(p.add(16)));
         let mut r = [vandq_u8(v0, m0f), vandq_u8(v1, m0f), vshrq_n_u8::<4>(v0), vshrq_n_u8::<4>(v1)];
         if Q5 {
@@ -134,7 +138,7 @@ unsafe fn unit<const Q5: bool>(
         if !Q5 {
             // One chunk (at most 32 active columns), its code sum from the gather: the
             // partial sums go straight to the float work.
-            let s16 = chunk_sums::<false>(bb, h, u, cols, codes, blk.qsum * bias);
+            let s16 = chunk_sums::<false>(bb, bb.add(2 * h), h, u, cols, codes, blk.qsum * bias);
             for (i, &x) in s16.iter().enumerate() {
                 add(2 * i, vmovl_s16(vget_low_s16(x)));
                 add(2 * i + 1, vmovl_high_s16(x));
@@ -145,7 +149,7 @@ unsafe fn unit<const Q5: bool>(
         let mut isum = [vdupq_n_s32(0); 16];
         for (cols, codes) in cols.chunks(chunk).zip(codes.chunks(chunk)) {
             let s: i32 = codes.iter().map(|&q| q as i32).sum();
-            let s16 = chunk_sums::<true>(bb, h, u, cols, codes, s * bias);
+            let s16 = chunk_sums::<true>(bb, bb.add(2 * h), h, u, cols, codes, s * bias);
             for (i, &x) in s16.iter().enumerate() {
                 isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
                 isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
@@ -224,13 +228,104 @@ unsafe fn unit_q8(
     }
 }
 
+/// One 64-row unit `u` of a Q4_K tile of `h` rows: per active sub-block, [`chunk_sums`] of
+/// its columns (codes centred on 8) in chunks of 16 (`|Σ (u − 8)·q| ≤ 16·8·128` fits an i16),
+/// widened to i32 with `8·Σq` added back, times the rows' 6-bit scales (`mla`) into the
+/// super-block's `s`, and the rows' minimums times `Σq` into its `m`; when the super-block
+/// ends, the oracle's `acc += d·d_a·s − dmin·d_a·m`. Same bits as the oracle.
+///
+/// # Safety
+/// As [`unit`] (a Q4_K tile of `k/256` blocks).
+#[inline(always)]
+unsafe fn unit_q4k(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let (bias, chunk) = simd_params(DType::Q4_K);
+    let bbytes = simd_block_bytes(DType::Q4_K, h);
+    let mut acc = [vdupq_n_f32(0.0); 16];
+    // The current super-block's integer sums (rows 4q..4q + 4 in [q]) and (block, d_a).
+    let (mut si, mut mi) = ([vdupq_n_s32(0); 16], [vdupq_n_s32(0); 16]);
+    let mut cur: Option<(usize, f32)> = None;
+    // A macro, not a closure: closures do not inherit the function's target features.
+    macro_rules! flush {
+        () => {
+            if let Some((sb, da)) = cur {
+                let bb = tile.add(sb * bbytes);
+                let vda = vdupq_n_f32(da);
+                for q in 0..16 {
+                    let row = 64 * u + 4 * q;
+                    let d = widen_f16(vld1_u16(bb.add(2 * row) as *const u16));
+                    let dm = widen_f16(vld1_u16(bb.add(2 * h + 2 * row) as *const u16));
+                    let f = vsubq_f32(
+                        vmulq_f32(vmulq_f32(d, vda), vcvtq_f32_s32(si[q])),
+                        vmulq_f32(vmulq_f32(dm, vda), vcvtq_f32_s32(mi[q])),
+                    );
+                    acc[q] = vaddq_f32(acc[q], f);
+                    (si[q], mi[q]) = (vdupq_n_s32(0), vdupq_n_s32(0));
+                }
+            }
+        };
+    }
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, DType::Q4_K, bi, next, l1);
+        }
+        let (sb, sub) = (blk.index as usize / 8, blk.index as usize % 8);
+        if cur.map(|c| c.0) != Some(sb) {
+            flush!();
+            cur = Some((sb, blk.d));
+        }
+        let bb = tile.add(sb * bbytes);
+        let nib = bb.add(20 * h + 32 * sub * (h / 2));
+        let (s0, len) = (blk.start as usize, blk.len as usize);
+        let cols = &a.act.cols[s0..s0 + len];
+        let codes = &a.act.codes[s0..s0 + len];
+        // The sub-block's Σ u·q, rows 4q..4q + 4 in [q].
+        let back = vdupq_n_s32(bias * blk.qsum);
+        let mut isum = [back; 16];
+        for (cols, codes) in cols.chunks(chunk).zip(codes.chunks(chunk)) {
+            let s: i32 = codes.iter().map(|&q| q as i32).sum();
+            let s16 = chunk_sums::<false>(bb, nib, h, u, cols, codes, s * bias);
+            for (i, &x) in s16.iter().enumerate() {
+                isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
+                isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
+            }
+        }
+        let vqs = vdupq_n_s32(blk.qsum);
+        let (sc, mn) = (bb.add(4 * h + sub * h + 64 * u), bb.add(12 * h + sub * h + 64 * u));
+        for i in 0..8 {
+            let vsc = vmovl_u8(vld1_u8(sc.add(8 * i)));
+            let vmn = vmovl_u8(vld1_u8(mn.add(8 * i)));
+            for (half, (vs, vm)) in
+                [(vget_low_u16(vsc), vget_low_u16(vmn)), (vget_high_u16(vsc), vget_high_u16(vmn))]
+                    .into_iter()
+                    .enumerate()
+            {
+                let q = 2 * i + half;
+                let (vs, vm) = (vreinterpretq_s32_u32(vmovl_u16(vs)), vreinterpretq_s32_u32(vmovl_u16(vm)));
+                si[q] = vmlaq_s32(si[q], isum[q], vs);
+                mi[q] = vmlaq_s32(mi[q], vm, vqs);
+            }
+        }
+    }
+    flush!();
+    for (q, &v) in acc.iter().enumerate() {
+        vst1q_f32(out.add(4 * q), v);
+    }
+}
+
 macro_rules! entries {
     ($($name:ident, $w:expr;)*) => {$(
         /// # Safety
         /// `a` is checked by `colskip_matmul_for_tier`; NEON.
         #[target_feature(enable = "neon")]
         pub(crate) unsafe fn $name(a: &mut ColArgs<'_>) {
-            let nb = a.k / 32;
+            let nb = a.k / if $w == DType::Q4_K { 256 } else { 32 };
             let (mut pos, mut r0) = (0usize, 0usize);
             let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
             for t in 0..a.heights.0 {
@@ -242,6 +337,7 @@ macro_rules! entries {
                     match $w {
                         DType::Q4_0 => unit::<false>(a, w.add(pos), h, u, o, next),
                         DType::Q8_0 => unit_q8(a, w.add(pos), h, u, o, next),
+                        DType::Q4_K => unit_q4k(a, w.add(pos), h, u, o, next),
                         _ => unit::<true>(a, w.add(pos), h, u, o, next),
                     }
                 }
@@ -256,4 +352,5 @@ entries! {
     neon_q4_0, DType::Q4_0;
     neon_q5_0, DType::Q5_0;
     neon_q8_0, DType::Q8_0;
+    neon_q4_k, DType::Q4_K;
 }
