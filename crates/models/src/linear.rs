@@ -24,7 +24,7 @@
 //! Activation sparsity (`crate::act_sparsity`): a Linear loaded with a threshold zeroes the
 //! input values of smaller magnitude before its product, on decode steps (one token per call;
 //! prompts keep the dense, unthresholded path) or on every token when the setting says so.
-//! A one-token product of a Q4_0/Q5_0/Q8_0 weight then runs the column-skipping kernel
+//! A one-token product of a Q4_0/Q5_0/Q8_0/Q4_K weight then runs the column-skipping kernel
 //! (`kernels::colskip`) over a column-blocked copy of the weight made at load time, which
 //! reads only the columns of the non-zero inputs; other types run the dense kernel on the
 //! thresholded input (the same math).
@@ -269,7 +269,7 @@ impl Linear {
 
     /// This Linear thresholding its input at `threshold` (values of smaller magnitude become
     /// zero) on one-token calls, or on every call when `all_tokens`; `None` turns it off.
-    /// With a threshold, a Q4_0/Q5_0/Q8_0 weight of a multiple of 64 rows also gets its
+    /// With a threshold, a Q4_0/Q5_0/Q8_0/Q4_K weight of a multiple of 64 rows also gets its
     /// column-blocked copy (`kernels::colskip`), for the column-skipping one-token product.
     pub fn with_threshold(mut self, threshold: Option<f32>, all_tokens: bool) -> Linear {
         self.threshold = threshold;
@@ -464,8 +464,21 @@ impl Linear {
         let mut xt = THRESHOLDED.with(|c| std::mem::take(&mut *c.borrow_mut()));
         xt.clear();
         xt.extend(x.iter().map(|&v| if v.abs() < t { 0.0 } else { v }));
-        if n == 1 && layers.iter().all(|l| l.skips_columns()) {
+        let act = kernels::activation_type(first.dtype);
+        if n == 1
+            && layers.iter().all(|l| l.skips_columns() && kernels::activation_type(l.dtype) == act)
+        {
             Linear::forward_columns(layers, &xt, ys);
+        } else if n == 1 && layers.iter().any(|l| l.skips_columns()) {
+            // Column-skipping and dense layers, or activation formats that differ (Q4_K's
+            // Q8_K next to Q8_0): each on its own.
+            for (l, y) in layers.iter().zip(ys.iter_mut()) {
+                if l.skips_columns() {
+                    Linear::forward_columns(&[l], &xt, std::slice::from_mut(y));
+                } else {
+                    Linear::forward_plain(&[l], &xt, n, std::slice::from_mut(y));
+                }
+            }
         } else {
             Linear::forward_plain(layers, &xt, n, ys);
         }
@@ -488,7 +501,7 @@ impl Linear {
             let ab = kernels::activation_row_bytes(layers[0].dtype, k);
             act.resize(ab, 0);
             kernels::quantize_activations(layers[0].dtype, x, &mut act[..ab]);
-            cols.gather(&act[..ab], k);
+            cols.gather_for(layers[0].dtype, &act[..ab], k);
         });
         let mut read = 0;
         let mut tiles = [0usize; MAX_SHARED];

@@ -34,15 +34,17 @@ fn reorder(y: &[f32]) -> Tolerance {
 
 #[test]
 fn one_token_products_are_dense_products_on_the_thresholded_input() {
-    let (k, m) = (576, 192);
-    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1] {
+    let m = 192;
+    // Q4_K's rows are whole 256-value super-blocks.
+    for (dtype, k) in [(DType::Q4_0, 576), (DType::Q5_0, 576), (DType::Q8_0, 576), (DType::Q4_K, 768), (DType::Q4_1, 576)]
+    {
         let x = values(k, 3);
         let t = 0.45; // about 45 % of uniform(-1, 1) values below
         let sparse = linear(dtype, k, m).with_threshold(Some(t), false);
         let dense = linear(dtype, k, m);
         assert_eq!(
             sparse.skips_columns(),
-            matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0),
+            matches!(dtype, DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::Q4_K),
             "{dtype}"
         );
         assert_eq!(sparse.threshold(), Some(t));
@@ -74,11 +76,22 @@ fn one_token_products_are_dense_products_on_the_thresholded_input() {
 
 #[test]
 fn shared_inputs_give_what_each_layer_gives_alone() {
-    let k = 320;
     let t = 0.3;
-    let layers: Vec<Linear> = [(DType::Q4_0, 128), (DType::Q5_0, 64), (DType::Q8_0, 192), (DType::Q4_0, 320)]
-        .map(|(d, m)| linear(d, k, m).with_threshold(Some(t), false))
-        .into();
+    // One activation format (Q8_0) for all; Q4_K alone (Q8_K); Q4_K next to Q8_0 types and a
+    // type without a column layout (each layer on its own).
+    let groups: [&[(DType, usize)]; 3] = [
+        &[(DType::Q4_0, 128), (DType::Q5_0, 64), (DType::Q8_0, 192), (DType::Q4_0, 320)],
+        &[(DType::Q4_K, 192), (DType::Q4_K, 64)],
+        &[(DType::Q4_K, 128), (DType::Q4_0, 64), (DType::Q6_K, 64), (DType::Q8_0, 128)],
+    ];
+    for (gi, group) in groups.iter().enumerate() {
+        let k = if gi == 0 { 320 } else { 512 };
+        shared_group(group, k, t);
+    }
+}
+
+fn shared_group(group: &[(DType, usize)], k: usize, t: f32) {
+    let layers: Vec<Linear> = group.iter().map(|&(d, m)| linear(d, k, m).with_threshold(Some(t), false)).collect();
     let x = values(k, 9);
     // The rows are split over the threads by tile (of 128 or 64 rows) in parts of about
     // equal rows: every split, more parts than tiles included, writes every row once.
