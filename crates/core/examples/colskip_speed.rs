@@ -85,7 +85,11 @@ fn main() {
     );
     println!("| type | layout | sparsity | µs | GB/s of bytes read | bytes read | gathering the input, µs |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
-    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0] {
+    for dtype in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_K] {
+        if dtype == DType::Q4_K && !k.is_multiple_of(256) {
+            println!("| Q4_K | (k = {k} is not a whole number of 256-value super-blocks: try `1536 576`) | | | | | |");
+            continue;
+        }
         let w = quantize(dtype, &values(k * m, 1)).unwrap();
         let x = values(k, 2);
         let mut act = vec![0u8; kernels::activation_row_bytes(dtype, k)];
@@ -122,11 +126,11 @@ fn main() {
             let t = mags[((s * k as f64) as usize).min(k - 1)];
             let xt: Vec<f32> = x.iter().map(|&v| if v.abs() < t && s > 0.0 { 0.0 } else { v }).collect();
             kernels::quantize_activations(dtype, &xt, &mut act);
-            cols.gather(&act, k);
+            cols.gather_for(dtype, &act, k);
             if !runs(dtype, "col", s) {
                 continue;
             }
-            let g = time(15, iters, || cols.gather(&act, k));
+            let g = time(15, iters, || cols.gather_for(dtype, &act, k));
             let mut i = 0;
             let us = time(15, iters, || {
                 i = (i + 1) % copies;
