@@ -465,9 +465,7 @@ impl Linear {
         xt.clear();
         xt.extend(x.iter().map(|&v| if v.abs() < t { 0.0 } else { v }));
         let act = kernels::activation_type(first.dtype);
-        if n == 1
-            && layers.iter().all(|l| l.skips_columns() && kernels::activation_type(l.dtype) == act)
-        {
+        if n == 1 && layers.iter().all(|l| l.skips_columns() && kernels::activation_type(l.dtype) == act) {
             Linear::forward_columns(layers, &xt, ys);
         } else if n == 1 && layers.iter().any(|l| l.skips_columns()) {
             // Column-skipping and dense layers, or activation formats that differ (Q4_K's

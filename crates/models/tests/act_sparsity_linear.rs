@@ -36,7 +36,8 @@ fn reorder(y: &[f32]) -> Tolerance {
 fn one_token_products_are_dense_products_on_the_thresholded_input() {
     let m = 192;
     // Q4_K's rows are whole 256-value super-blocks.
-    for (dtype, k) in [(DType::Q4_0, 576), (DType::Q5_0, 576), (DType::Q8_0, 576), (DType::Q4_K, 768), (DType::Q4_1, 576)]
+    for (dtype, k) in
+        [(DType::Q4_0, 576), (DType::Q5_0, 576), (DType::Q8_0, 576), (DType::Q4_K, 768), (DType::Q4_1, 576)]
     {
         let x = values(k, 3);
         let t = 0.45; // about 45 % of uniform(-1, 1) values below
@@ -91,7 +92,8 @@ fn shared_inputs_give_what_each_layer_gives_alone() {
 }
 
 fn shared_group(group: &[(DType, usize)], k: usize, t: f32) {
-    let layers: Vec<Linear> = group.iter().map(|&(d, m)| linear(d, k, m).with_threshold(Some(t), false)).collect();
+    let layers: Vec<Linear> =
+        group.iter().map(|&(d, m)| linear(d, k, m).with_threshold(Some(t), false)).collect();
     let x = values(k, 9);
     // The rows are split over the threads by tile (of 128 or 64 rows) in parts of about
     // equal rows: every split, more parts than tiles included, writes every row once.

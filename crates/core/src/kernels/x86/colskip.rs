@@ -1,17 +1,16 @@
 //! Column-skipping products (`kernels::colskip`) on AVX2 and AVX-512.
 //!
-//! Per active column (a non-zero activation code `q`), the column's run of unsigned codes for
-//! 64 rows (32 bytes, two nibbles a byte) is widened to 16-bit lanes, one row per lane, and
-//! `u·q` is added into 16-bit partial sums (wrapping). After a chunk of columns (32 for Q4_0,
-//! 16 for Q5_0) `bias·Σq` is subtracted: the true sum `Σ (u − bias)·q` fits an i16, so the
-//! wrapped result is exact; it is widened into i32 block sums. Per block the float work is the
-//! oracle's `acc += (d_w·d_a)·Σ` (two multiplies and an add, no FMA), so the bits are the
-//! oracle's. That is Q5_0's way; Q4_0 takes the active columns two at a time on AVX2
-//! ([`unit256_pairs`]: one `vpmaddubsw` per 16 rows and two columns, about half the
-//! instructions) and four at a time on AVX-512 ([`tile512_quads`]: one `vpdpbusd` per 16 rows
-//! and four columns, in i32). Q8_0 does the same with whole bytes: pairs of sign-extended
-//! codes and `vpmaddwd` on AVX2 ([`unit256_q8`]), quadruples and `vpdpbusd` on AVX-512
-//! ([`tile512_quads_q8`]).
+//! AVX2, Q5_0 ([`unit256`]): per active column (a non-zero activation code `q`), the column's
+//! run of unsigned codes for 64 rows (32 bytes, two nibbles a byte) is widened to 16-bit
+//! lanes, one row per lane, and `u·q` is added into 16-bit partial sums (wrapping). After a
+//! chunk of 16 columns `bias·Σq` is subtracted: the true sum `Σ (u − bias)·q` fits an i16, so
+//! the wrapped result is exact; it is widened into i32 block sums. Per block the float work is
+//! the oracle's `acc += (d_w·d_a)·Σ` (two multiplies and an add, no FMA), so the bits are the
+//! oracle's. The other kernels take several columns per instruction: on AVX2, Q4_0 and Q4_K
+//! two per `vpmaddubsw` ([`unit256_pairs`], [`unit256_q4k`]) and Q8_0 two per `vpmaddwd`
+//! ([`unit256_q8`]); on AVX-512 every type four per `vpdpbusd` over runs interleaved
+//! bytewise and wordwise ([`tile512_quads`], [`tile512_quads_q5`] with the fifth bits added
+//! by masked `vpaddw`, [`tile512_quads_q8`], [`tile512_q4k`]).
 
 use std::arch::x86_64::*;
 
@@ -23,86 +22,6 @@ use crate::DType;
 fn l1(p: *const u8) {
     // SAFETY: a prefetch does not fault, whatever the address.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
-}
-
-/// One tile of `64·U` rows on AVX-512: `bb0` is the tile's first block, `out` its rows.
-///
-/// # Safety
-/// `tile` holds the tile's `k/32` blocks of [`simd_block_bytes`]`(weight, 64·U)` bytes,
-/// `out` is valid for `64·U` writes; AVX-512 F/BW, AVX2, F16C.
-#[inline(always)]
-unsafe fn tile512<const U: usize, const Q5: bool>(
-    a: &ColArgs<'_>,
-    tile: *const u8,
-    out: *mut f32,
-    next: Option<(*const u8, usize)>,
-) {
-    let weight = if Q5 { DType::Q5_0 } else { DType::Q4_0 };
-    let h = 64 * U;
-    let (bias, chunk) = simd_params(weight);
-    let bbytes = simd_block_bytes(weight, h);
-    let (nib_off, col, high_off, hcol) = (2 * h, h / 2, 2 * h + 32 * (h / 2), h / 8);
-    let m0f = _mm512_set1_epi16(0x0f);
-    let sixteen = _mm512_set1_epi16(16);
-    let mut acc = [[_mm512_setzero_ps(); 4]; U];
-    for (bi, blk) in a.act.blocks.iter().enumerate() {
-        prefetch_ahead(a, tile, h, weight, bi, next, l1);
-        let bb = tile.add(blk.index as usize * bbytes);
-        let mut isum = [[_mm512_setzero_si512(); 4]; U];
-        let (s0, len) = (blk.start as usize, blk.len as usize);
-        let cols = &a.act.cols[s0..s0 + len];
-        let codes = &a.act.codes[s0..s0 + len];
-        let mut c0 = 0;
-        while c0 < len {
-            let c1 = (c0 + chunk).min(len);
-            let mut s16 = [[_mm512_setzero_si512(); 2]; U];
-            let mut s = 0i32;
-            for e in c0..c1 {
-                let (j, q) = (cols[e] as usize, codes[e]);
-                s += q as i32;
-                let vq = _mm512_set1_epi16(q);
-                for (u, su) in s16.iter_mut().enumerate() {
-                    let v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
-                        bb.add(nib_off + j * col + 32 * u) as *const __m256i
-                    ));
-                    let mut lo = _mm512_and_si512(v, m0f);
-                    let mut hi = _mm512_srli_epi16::<4>(v);
-                    if Q5 {
-                        let bits = (bb.add(high_off + j * hcol + 8 * u) as *const u64).read_unaligned();
-                        lo = _mm512_mask_add_epi16(lo, bits as u32, lo, sixteen);
-                        hi = _mm512_mask_add_epi16(hi, (bits >> 32) as u32, hi, sixteen);
-                    }
-                    su[0] = _mm512_add_epi16(su[0], _mm512_mullo_epi16(lo, vq));
-                    su[1] = _mm512_add_epi16(su[1], _mm512_mullo_epi16(hi, vq));
-                }
-            }
-            let corr = _mm512_set1_epi16((bias * s) as i16);
-            for (iu, su) in isum.iter_mut().zip(&s16) {
-                for (p, &x) in su.iter().enumerate() {
-                    let x = _mm512_sub_epi16(x, corr);
-                    iu[2 * p] = _mm512_add_epi32(iu[2 * p], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(x)));
-                    iu[2 * p + 1] = _mm512_add_epi32(
-                        iu[2 * p + 1],
-                        _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64::<1>(x)),
-                    );
-                }
-            }
-            c0 = c1;
-        }
-        let vda = _mm512_set1_ps(blk.d);
-        for u in 0..U {
-            for q in 0..4 {
-                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * (64 * u + 16 * q)) as *const __m256i));
-                let f = _mm512_mul_ps(_mm512_mul_ps(dw, vda), _mm512_cvtepi32_ps(isum[u][q]));
-                acc[u][q] = _mm512_add_ps(acc[u][q], f);
-            }
-        }
-    }
-    for (u, au) in acc.iter().enumerate() {
-        for (q, &v) in au.iter().enumerate() {
-            _mm512_storeu_ps(out.add(64 * u + 16 * q), v);
-        }
-    }
 }
 
 /// Interleaves four registers of run bytes `[wa, wb, wc, wd]` bytewise and then wordwise
@@ -146,22 +65,34 @@ unsafe fn transpose_lanes(s: &[__m512i]) -> [__m512i; 4] {
 /// The float work of a block for four `vpdpbusd` sums `s` laid out as [`interleave4`] gives
 /// (register `m`, lane `L`, dword `k`: run byte `16L + 4m + k`): a 4 × 4 transpose of the
 /// 128-bit lanes (`vshufi32x4`) puts lane `L`'s sixteen sums in run-byte order, whose rows
-/// start at `rows[L]` (lanes past `rows.len()` are not used); `corr` is subtracted and
+/// start at `rows[L]` (lanes past `rows.len()` are not used); Q5_0's `fifth` sums (`Σ b·q`
+/// per row, i16, 32 rows a register) are added times 16, `corr` subtracted, and
 /// `acc[row/16] += (d_w·d_a)·Σ` with the block's scales at `bb` (the oracle's float work).
 ///
 /// # Safety
 /// `bb` is a block whose scales cover the rows; AVX-512 F, F16C.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn add_quad_sums(
     s: &[__m512i],
     rows: &[usize],
     bb: *const u8,
     corr: __m512i,
+    fifth: Option<&[__m512i; 4]>,
     vda: __m512,
     acc: &mut [__m512; 8],
 ) {
     for (&v, &row) in transpose_lanes(s).iter().zip(rows) {
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bb.add(2 * row) as *const __m256i));
+        let v = match fifth {
+            Some(f) => {
+                let x = f[row / 32];
+                let x =
+                    if row % 32 == 0 { _mm512_castsi512_si256(x) } else { _mm512_extracti64x4_epi64::<1>(x) };
+                _mm512_add_epi32(v, _mm512_slli_epi32::<4>(_mm512_cvtepi16_epi32(x)))
+            }
+            None => v,
+        };
         let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, corr));
         acc[row / 16] = _mm512_add_ps(acc[row / 16], _mm512_mul_ps(_mm512_mul_ps(dw, vda), isum));
     }
@@ -214,7 +145,7 @@ unsafe fn tile512_quads_q8<const W: usize>(
         let vda = _mm512_set1_ps(blk.d);
         for (c, sc) in s.iter().enumerate() {
             let rows = [0, 1, 2, 3].map(|l| 64 * c + 16 * l);
-            add_quad_sums(sc, &rows, bb, corr, vda, &mut acc);
+            add_quad_sums(sc, &rows, bb, corr, None, vda, &mut acc);
         }
     }
     for (g, &v) in acc.iter().enumerate().take(h / 16) {
@@ -312,7 +243,58 @@ unsafe fn tile512_quads(
         for (nib, s) in s.chunks_exact(4).enumerate() {
             // Run bytes 16L.. hold rows 64·(L/2) + 16·(L%2) (low nibbles), 32 more (high).
             let rows = [0, 1, 2, 3].map(|l| 64 * (l / 2) + 16 * (l % 2) + 32 * nib);
-            add_quad_sums(s, &rows[..h / 32], bb, corr, vda, &mut acc);
+            add_quad_sums(s, &rows[..h / 32], bb, corr, None, vda, &mut acc);
+        }
+    }
+    for (g, &v) in acc.iter().enumerate().take(h / 16) {
+        _mm512_storeu_ps(out.add(16 * g), v);
+    }
+}
+
+/// One Q5_0 tile of `h` (64 or 128) rows on AVX-512 VNNI, four active columns at a time: the
+/// low four bits as Q4_0's ([`quad_nibble_sums`]); the fifth bits as `q` added, per column,
+/// into the rows whose bit is set (`vpaddw` masked by the bit word itself, in row order; a
+/// block's `Σ b·q` fits an i16); per block [`add_quad_sums`] adds the two (the second times
+/// 16), subtracts `16·Σq` and does the oracle's float work: the oracle's bits.
+///
+/// # Safety
+/// `tile` holds the tile's `k/32` Q5_0 blocks of [`simd_block_bytes`]`(Q5_0, h)` bytes, `out`
+/// is valid for `h` writes; AVX-512 F/BW/VNNI, F16C.
+#[inline(always)]
+unsafe fn tile512_quads_q5(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let (bias, _) = simd_params(DType::Q5_0);
+    let bbytes = simd_block_bytes(DType::Q5_0, h);
+    let (high, hcol) = (2 * h + 32 * (h / 2), h / 8);
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        prefetch_ahead(a, tile, h, DType::Q5_0, bi, next, l1);
+        let bb = tile.add(blk.index as usize * bbytes);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        let cols = &a.act.quad_cols[q0..q0 + nq];
+        let codes = &a.act.quad_codes[q0..q0 + nq];
+        let s = quad_nibble_sums(bb.add(2 * h), h, cols, codes);
+        // Σ b·q per row over the block's columns (|Σ| ≤ 32·127: an i16), 32 rows a register.
+        let mut fifth = [_mm512_setzero_si512(); 4];
+        for (c, &q) in cols.iter().zip(codes) {
+            for (e, &j) in c.iter().enumerate() {
+                let v = _mm512_set1_epi16((q >> (8 * e)) as i8 as i16);
+                let bits = bb.add(high + j as usize * hcol) as *const __mmask32;
+                for (r, f) in fifth.iter_mut().enumerate().take(h / 32) {
+                    *f = _mm512_mask_add_epi16(*f, _load_mask32(bits.add(r)), *f, v);
+                }
+            }
+        }
+        let corr = _mm512_set1_epi32(bias * blk.qsum);
+        let vda = _mm512_set1_ps(blk.d);
+        for (nib, s) in s.chunks_exact(4).enumerate() {
+            let rows = [0, 1, 2, 3].map(|l| 64 * (l / 2) + 16 * (l % 2) + 32 * nib);
+            add_quad_sums(s, &rows[..h / 32], bb, corr, Some(&fifth), vda, &mut acc);
         }
     }
     for (g, &v) in acc.iter().enumerate().take(h / 16) {
@@ -770,8 +752,7 @@ macro_rules! entries {
                     (DType::Q8_0, 128) => tile512_quads_q8::<2>(a, w.add(pos), out.add(r0), next),
                     (DType::Q8_0, _) => tile512_quads_q8::<1>(a, w.add(pos), out.add(r0), next),
                     (DType::Q4_K, _) => tile512_q4k(a, w.add(pos), h, out.add(r0), next),
-                    (_, 128) => tile512::<2, true>(a, w.add(pos), out.add(r0), next),
-                    _ => tile512::<1, true>(a, w.add(pos), out.add(r0), next),
+                    _ => tile512_quads_q5(a, w.add(pos), h, out.add(r0), next),
                 }
                 pos = end;
                 r0 += h;
