@@ -111,7 +111,10 @@ fn simd_tiers_have_their_own_kernels() {
             let t = colskip_implementing_tier(tier, weight);
             match tier {
                 Tier::Avx2 | Tier::Avx512Vnni => assert_eq!(t, tier, "{weight}"),
-                // One NEON kernel for every AArch64 tier.
+                // One NEON kernel for every AArch64 tier; Q8_0's `sdot` kernel where it can.
+                Tier::NeonDotprod | Tier::NeonI8mm if weight == DType::Q8_0 => {
+                    assert_eq!(t, Tier::NeonDotprod, "{weight}")
+                }
                 Tier::Neon | Tier::NeonDotprod | Tier::NeonI8mm => assert_eq!(t, Tier::Neon, "{weight}"),
                 Tier::Scalar => assert_eq!(t, Tier::Scalar, "{weight}"),
             }

@@ -344,8 +344,8 @@ pub(crate) struct ActiveBlock {
     pub start: u32,
     pub len: u32,
     /// Its quadruples: `quad_cols[qstart..qstart + (len + 3) / 4]` (read by the x86
-    /// kernels).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// kernels and NEON's `sdot` one).
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
     pub qstart: u32,
     /// The sum of its codes (read by the SIMD kernels).
     #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
@@ -560,7 +560,10 @@ pub fn colskip_implementing_tier(tier: Tier, weight: DType) -> Tier {
     match tier {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 | Tier::Avx512Vnni => tier,
-        // One NEON kernel serves every AArch64 tier (it needs neither `sdot` nor `smmla`).
+        // One NEON kernel per type serves every AArch64 tier (it needs neither `sdot` nor
+        // `smmla`); Q8_0 has a four-column `sdot` kernel where the extension is there.
+        #[cfg(target_arch = "aarch64")]
+        Tier::NeonDotprod | Tier::NeonI8mm if weight == DType::Q8_0 => Tier::NeonDotprod,
         #[cfg(target_arch = "aarch64")]
         Tier::Neon | Tier::NeonDotprod | Tier::NeonI8mm => Tier::Neon,
         _ => Tier::Scalar,
@@ -583,6 +586,8 @@ fn kernel_for(tier: Tier, weight: DType) -> ColFn {
             DType::Q4_K => super::x86::colskip::avx2_q4_k,
             _ => super::x86::colskip::avx2_q5_0,
         },
+        #[cfg(target_arch = "aarch64")]
+        Tier::NeonDotprod => super::arm::colskip::neon_dot_q8_0,
         #[cfg(target_arch = "aarch64")]
         Tier::Neon => match weight {
             DType::Q4_0 => super::arm::colskip::neon_q4_0,

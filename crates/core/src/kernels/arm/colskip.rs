@@ -1,5 +1,6 @@
-//! Column-skipping products (`kernels::colskip`) on NEON: one kernel for every AArch64 tier
-//! (it uses neither `sdot` nor `smmla`).
+//! Column-skipping products (`kernels::colskip`) on NEON: one kernel per type for every
+//! AArch64 tier (they use neither `sdot` nor `smmla`), and for Q8_0 with the dot-product
+//! extension a four-column `sdot` kernel ([`unit_q8_dot`]).
 //!
 //! A tile is computed one 64-row unit at a time. Per active column (a non-zero activation
 //! code `q`) the unit's run of 32 bytes (byte `i`: rows `i` and `32 + i`) splits into four
@@ -24,7 +25,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::super::colskip::{prefetch_ahead, simd_block_bytes, simd_params, ColArgs};
-use super::widen_f16;
+use super::{sdot, widen_f16};
 use crate::DType;
 
 /// `prfm pldl1keep` of the line at `p`, for [`prefetch_ahead`].
@@ -319,6 +320,69 @@ unsafe fn unit_q4k(
     }
 }
 
+/// One 64-row unit `u` of a Q8_0 tile of `h` rows with the dot-product extension, four active
+/// columns at a time: per 16 rows the four runs are interleaved bytewise then halfword-wise
+/// (`zip1`/`zip2`), so each 32-bit lane holds one row's codes of the four columns, and one
+/// `sdot` against the code quadruple (the same four bytes in every lane) adds that row's
+/// `Σ c·q` into i32 sums in row order (exact). The float work is [`unit`]'s: the oracle's
+/// bits.
+///
+/// # Safety
+/// As [`unit`] (a Q8_0 tile); NEON and the dot-product extension.
+#[inline(always)]
+unsafe fn unit_q8_dot(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let bbytes = simd_block_bytes(DType::Q8_0, h);
+    let mut acc = [vdupq_n_f32(0.0); 16];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, DType::Q8_0, bi, next, l1);
+        }
+        let bb = tile.add(blk.index as usize * bbytes);
+        let runs = bb.add(2 * h + 64 * u) as *const i8;
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        // Rows 4t..4t + 4 in [t].
+        let mut isum = [vdupq_n_s32(0); 16];
+        for (&[ja, jb, jc, jd], &q) in a.act.quad_cols[q0..q0 + nq].iter().zip(&a.act.quad_codes[q0..q0 + nq])
+        {
+            let vq = vreinterpretq_s8_s32(vdupq_n_s32(q));
+            let (pa, pb) = (runs.add(ja as usize * h), runs.add(jb as usize * h));
+            let (pc, pd) = (runs.add(jc as usize * h), runs.add(jd as usize * h));
+            for g in 0..4 {
+                let (wa, wb) = (vld1q_s8(pa.add(16 * g)), vld1q_s8(pb.add(16 * g)));
+                let (wc, wd) = (vld1q_s8(pc.add(16 * g)), vld1q_s8(pd.add(16 * g)));
+                let (ab_lo, ab_hi) =
+                    (vreinterpretq_s16_s8(vzip1q_s8(wa, wb)), vreinterpretq_s16_s8(vzip2q_s8(wa, wb)));
+                let (cd_lo, cd_hi) =
+                    (vreinterpretq_s16_s8(vzip1q_s8(wc, wd)), vreinterpretq_s16_s8(vzip2q_s8(wc, wd)));
+                let x = [
+                    vzip1q_s16(ab_lo, cd_lo),
+                    vzip2q_s16(ab_lo, cd_lo),
+                    vzip1q_s16(ab_hi, cd_hi),
+                    vzip2q_s16(ab_hi, cd_hi),
+                ];
+                for (t, &x) in x.iter().enumerate() {
+                    isum[4 * g + t] = sdot(isum[4 * g + t], vreinterpretq_s8_s16(x), vq);
+                }
+            }
+        }
+        let vda = vdupq_n_f32(blk.d);
+        for (q, &v) in isum.iter().enumerate() {
+            let dw = widen_f16(vld1_u16(bb.add(2 * (64 * u + 4 * q)) as *const u16));
+            acc[q] = vaddq_f32(acc[q], vmulq_f32(vmulq_f32(dw, vda), vcvtq_f32_s32(v)));
+        }
+    }
+    for (q, &v) in acc.iter().enumerate() {
+        vst1q_f32(out.add(4 * q), v);
+    }
+}
+
 macro_rules! entries {
     ($($name:ident, $w:expr;)*) => {$(
         /// # Safety
@@ -353,4 +417,23 @@ entries! {
     neon_q5_0, DType::Q5_0;
     neon_q8_0, DType::Q8_0;
     neon_q4_k, DType::Q4_K;
+}
+
+/// # Safety
+/// `a` is checked by `colskip_matmul_for_tier`; NEON and the dot-product extension.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn neon_dot_q8_0(a: &mut ColArgs<'_>) {
+    let nb = a.k / 32;
+    let (mut pos, mut r0) = (0usize, 0usize);
+    let (w, out) = (a.w.as_ptr(), a.out.as_mut_ptr());
+    for t in 0..a.heights.0 {
+        let h = a.tile(t);
+        let end = pos + nb * simd_block_bytes(DType::Q8_0, h);
+        let next = (t + 1 < a.heights.0).then(|| (w.add(end), a.tile(t + 1)));
+        for u in 0..h / 64 {
+            unit_q8_dot(a, w.add(pos), h, u, out.add(r0 + 64 * u), next);
+        }
+        pos = end;
+        r0 += h;
+    }
 }
