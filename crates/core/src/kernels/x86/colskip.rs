@@ -1,16 +1,15 @@
 //! Column-skipping products (`kernels::colskip`) on AVX2 and AVX-512.
 //!
-//! AVX2, Q5_0 ([`unit256`]): per active column (a non-zero activation code `q`), the column's
-//! run of unsigned codes for 64 rows (32 bytes, two nibbles a byte) is widened to 16-bit
-//! lanes, one row per lane, and `u·q` is added into 16-bit partial sums (wrapping). After a
-//! chunk of 16 columns `bias·Σq` is subtracted: the true sum `Σ (u − bias)·q` fits an i16, so
-//! the wrapped result is exact; it is widened into i32 block sums. Per block the float work is
-//! the oracle's `acc += (d_w·d_a)·Σ` (two multiplies and an add, no FMA), so the bits are the
-//! oracle's. The other kernels take several columns per instruction: on AVX2, Q4_0 and Q4_K
-//! two per `vpmaddubsw` ([`unit256_pairs`], [`unit256_q4k`]) and Q8_0 two per `vpmaddwd`
-//! ([`unit256_q8`]); on AVX-512 every type four per `vpdpbusd` over runs interleaved
-//! bytewise and wordwise ([`tile512_quads`], [`tile512_quads_q5`] with the fifth bits added
-//! by masked `vpaddw`, [`tile512_quads_q8`], [`tile512_q4k`]).
+//! Every kernel takes several active columns (non-zero activation codes `q`) per instruction,
+//! reading each column's run of codes for a tile's rows: on AVX2, Q4_0, Q5_0 and Q4_K two
+//! per `vpmaddubsw` ([`unit256_pairs`], [`unit256_pairs_q5`], [`unit256_q4k`]; 16-bit sums
+//! of the codes centred on their bias, wrapping, corrected by `bias·Σq` per chunk where the
+//! true sum fits an i16) and Q8_0 two per `vpmaddwd` ([`unit256_q8`]); on AVX-512 every type
+//! four per `vpdpbusd` over runs interleaved bytewise and wordwise ([`tile512_quads`],
+//! [`tile512_quads_q5`] with the fifth bits added by masked `vpaddw`,
+//! [`tile512_quads_q8`], [`tile512_q4k`]). Per block the float work is the oracle's
+//! `acc += (d_w·d_a)·Σ` (two multiplies and an add, no FMA; Q4_K's per super-block), so the
+//! bits are the oracle's.
 
 use std::arch::x86_64::*;
 
@@ -374,89 +373,6 @@ unsafe fn tile512_q4k(
     }
 }
 
-/// One 64-row unit of a tile of `h` rows on AVX2.
-///
-/// # Safety
-/// `tile` holds the tile's blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
-#[inline(always)]
-unsafe fn unit256<const Q5: bool>(
-    a: &ColArgs<'_>,
-    tile: *const u8,
-    h: usize,
-    u: usize,
-    out: *mut f32,
-    next: Option<(*const u8, usize)>,
-) {
-    let weight = if Q5 { DType::Q5_0 } else { DType::Q4_0 };
-    let (bias, chunk) = simd_params(weight);
-    let bbytes = simd_block_bytes(weight, h);
-    let (nib_off, col, high_off, hcol) = (2 * h, h / 2, 2 * h + 32 * (h / 2), h / 8);
-    let m0f = _mm256_set1_epi16(0x0f);
-    let sixteen = _mm256_set1_epi16(16);
-    let bitsel =
-        _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, i16::MIN);
-    let mut acc = [_mm256_setzero_ps(); 8];
-    for (bi, blk) in a.act.blocks.iter().enumerate() {
-        if u == 0 {
-            prefetch_ahead(a, tile, h, weight, bi, next, l1);
-        }
-        let bb = tile.add(blk.index as usize * bbytes);
-        let mut isum = [_mm256_setzero_si256(); 8];
-        let (s0, len) = (blk.start as usize, blk.len as usize);
-        let cols = &a.act.cols[s0..s0 + len];
-        let codes = &a.act.codes[s0..s0 + len];
-        let mut c0 = 0;
-        while c0 < len {
-            let c1 = (c0 + chunk).min(len);
-            let mut s16 = [_mm256_setzero_si256(); 4];
-            let mut s = 0i32;
-            for e in c0..c1 {
-                let (j, q) = (cols[e] as usize, codes[e]);
-                s += q as i32;
-                let vq = _mm256_set1_epi16(q);
-                let p = bb.add(nib_off + j * col + 32 * u);
-                let v0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
-                let v1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i));
-                let mut r = [
-                    _mm256_and_si256(v0, m0f),
-                    _mm256_and_si256(v1, m0f),
-                    _mm256_srli_epi16::<4>(v0),
-                    _mm256_srli_epi16::<4>(v1),
-                ];
-                if Q5 {
-                    let bits = (bb.add(high_off + j * hcol + 8 * u) as *const u64).read_unaligned();
-                    for (g, x) in r.iter_mut().enumerate() {
-                        let b = _mm256_and_si256(_mm256_set1_epi16((bits >> (16 * g)) as u16 as i16), bitsel);
-                        *x = _mm256_or_si256(*x, _mm256_and_si256(_mm256_cmpeq_epi16(b, bitsel), sixteen));
-                    }
-                }
-                for (sp, &x) in s16.iter_mut().zip(&r) {
-                    *sp = _mm256_add_epi16(*sp, _mm256_mullo_epi16(x, vq));
-                }
-            }
-            let corr = _mm256_set1_epi16((bias * s) as i16);
-            for (p, &x) in s16.iter().enumerate() {
-                let x = _mm256_sub_epi16(x, corr);
-                isum[2 * p] = _mm256_add_epi32(isum[2 * p], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
-                isum[2 * p + 1] = _mm256_add_epi32(
-                    isum[2 * p + 1],
-                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)),
-                );
-            }
-            c0 = c1;
-        }
-        let vda = _mm256_set1_ps(blk.d);
-        for (q, aq) in acc.iter_mut().enumerate() {
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * (64 * u + 8 * q)) as *const __m128i));
-            let f = _mm256_mul_ps(_mm256_mul_ps(dw, vda), _mm256_cvtepi32_ps(isum[q]));
-            *aq = _mm256_add_ps(*aq, f);
-        }
-    }
-    for (q, &v) in acc.iter().enumerate() {
-        _mm256_storeu_ps(out.add(8 * q), v);
-    }
-}
-
 /// One 64-row unit of a Q4_0 tile of `h` rows on AVX2, two active columns at a time (the
 /// halves of the gathered quadruples).
 ///
@@ -467,10 +383,11 @@ unsafe fn unit256<const Q5: bool>(
 /// i16; its `8·Σq` is subtracted once per block (the true sum `Σ (u − 8)·q` over at most 32
 /// columns is within ±32·8·127, inside i16) before widening. The unpacks work per 128-bit
 /// lane, so a register holds rows `i..i + 8` and `i + 16..i + 24`: the widening puts each
-/// half in its 8-row group. The float work is [`unit256`]'s, so the bits are the oracle's.
+/// half in its 8-row group. The float work is the oracle's, so the bits are the oracle's.
 ///
 /// # Safety
-/// As [`unit256`] (a Q4_0 tile).
+/// `tile` holds the tile's `k/32` Q4_0 blocks, `u < h/64`, `out` is valid for 64 writes; AVX2,
+/// F16C.
 #[inline(always)]
 unsafe fn unit256_pairs(
     a: &ColArgs<'_>,
@@ -549,7 +466,7 @@ unsafe fn unit256_pairs(
 /// `u_a·q_a + u_b·q_b` into i32 sums (exact), and `128·Σq` is subtracted per block. The
 /// unpacks work per 128-bit lane, so the sums of rows `16g..16g + 16` come as rows
 /// `{0..4, 8..12}` and `{4..8, 12..16}`; one `vperm2i128` pair per block puts them in order,
-/// and the float work is [`unit256`]'s, so the bits are the oracle's.
+/// and the float work is the oracle's, so the bits are the oracle's.
 ///
 /// # Safety
 /// `tile` holds the tile's Q8_0 blocks, `u < h/64`, `out` is valid for 64 writes; AVX2, F16C.
@@ -616,6 +533,120 @@ unsafe fn unit256_q8(
     }
     for (q, &v) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.add(8 * q), v);
+    }
+}
+
+/// Byte `i` of lanes 0 and 1 for 16-row register `p` of [`unit256_pairs_q5`]: the byte of
+/// the pair's interleaved fifth-bit words (`A0 B0 A1 B1 …`, `Aj` the bits of rows
+/// `8j..8j + 8` of column a) that holds the bit of the row in that position.
+const Q5_BIT_BYTES: [[i8; 32]; 4] = {
+    let mut t = [[0i8; 32]; 4];
+    let mut p = 0;
+    while p < 4 {
+        let j0 = 4 * (p / 2) + p % 2;
+        let mut i = 0;
+        while i < 32 {
+            let j = if i < 16 { j0 } else { j0 + 2 };
+            t[p][i] = (2 * j + i % 2) as i8;
+            i += 1;
+        }
+        p += 1;
+    }
+    t
+};
+
+/// One 64-row unit of a Q5_0 tile of `h` rows on AVX2, two active columns at a time (the
+/// halves of the gathered quadruples): the low nibbles as [`unit256_pairs`]'s (one
+/// `vpmaddubsw` per 16 rows and two columns); the fifth bits of the two columns are
+/// interleaved bytewise into one vector once per pair and spread over each register's
+/// bytes (`vpshufb` of the bit-group bytes, a per-byte bit test): `16` is OR-ed into the
+/// codes whose bit is set. Sums wrap in i16 over chunks of 16 columns (`|Σ (u − 16)·q| ≤
+/// 16·16·127` fits), are corrected by `16·Σq` and widened; the float work is
+/// the oracle's: the oracle's bits.
+///
+/// # Safety
+/// `tile` holds the tile's `k/32` Q5_0 blocks, `u < h/64`, `out` is valid for 64 writes; AVX2,
+/// F16C.
+#[inline(always)]
+unsafe fn unit256_pairs_q5(
+    a: &ColArgs<'_>,
+    tile: *const u8,
+    h: usize,
+    u: usize,
+    out: *mut f32,
+    next: Option<(*const u8, usize)>,
+) {
+    let (bias, chunk) = simd_params(DType::Q5_0);
+    let bbytes = simd_block_bytes(DType::Q5_0, h);
+    let (col, high, hcol) = (h / 2, 2 * h + 32 * (h / 2), h / 8);
+    let m0f = _mm256_set1_epi8(0x0f);
+    let sixteen = _mm256_set1_epi8(16);
+    // Bytes 2k and 2k + 1 of a lane (columns a and b of the lane's row k) test bit k.
+    let bitsel = _mm256_setr_epi8(
+        1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32, 64, 64, -128, -128, 1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32,
+        64, 64, -128, -128,
+    );
+    let sel = Q5_BIT_BYTES.map(|t| _mm256_loadu_si256(t.as_ptr() as *const __m256i));
+    // s16[p]'s low half is 8-row group G[p], its high half G[p] + 2.
+    const G: [usize; 4] = [0, 1, 4, 5];
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (bi, blk) in a.act.blocks.iter().enumerate() {
+        if u == 0 {
+            prefetch_ahead(a, tile, h, DType::Q5_0, bi, next, l1);
+        }
+        let bb = tile.add(blk.index as usize * bbytes);
+        let runs = bb.add(2 * h + 32 * u);
+        let bits = bb.add(high + 8 * u);
+        let (q0, nq) = (blk.qstart as usize, (blk.len as usize).div_ceil(4));
+        let mut isum = [_mm256_setzero_si256(); 8];
+        for (cols, codes) in a.act.quad_cols[q0..q0 + nq]
+            .chunks(chunk / 4)
+            .zip(a.act.quad_codes[q0..q0 + nq].chunks(chunk / 4))
+        {
+            let mut s16 = [_mm256_setzero_si256(); 4];
+            let mut qs = 0i32;
+            for (c, &q) in cols.iter().zip(codes) {
+                qs += q.to_le_bytes().iter().map(|&b| b as i8 as i32).sum::<i32>();
+                for (pair, qq) in [((c[0], c[1]), q as i16), ((c[2], c[3]), (q >> 16) as i16)] {
+                    let vq = _mm256_set1_epi16(qq);
+                    let (ja, jb) = (pair.0 as usize, pair.1 as usize);
+                    let wa = _mm256_loadu_si256(runs.add(ja * col) as *const __m256i);
+                    let wb = _mm256_loadu_si256(runs.add(jb * col) as *const __m256i);
+                    let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
+                    // A0 B0 A1 B1 … A7 B7 in both lanes.
+                    let ba = _mm_loadl_epi64(bits.add(ja * hcol) as *const __m128i);
+                    let bbits = _mm_loadl_epi64(bits.add(jb * hcol) as *const __m128i);
+                    let ab = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ba, bbits));
+                    let r = [
+                        _mm256_and_si256(lo, m0f),
+                        _mm256_and_si256(hi, m0f),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
+                    ];
+                    for (p, (sp, &x)) in s16.iter_mut().zip(&r).enumerate() {
+                        let b = _mm256_and_si256(_mm256_shuffle_epi8(ab, sel[p]), bitsel);
+                        let x = _mm256_or_si256(x, _mm256_and_si256(_mm256_cmpeq_epi8(b, bitsel), sixteen));
+                        *sp = _mm256_add_epi16(*sp, _mm256_maddubs_epi16(x, vq));
+                    }
+                }
+            }
+            let corr = _mm256_set1_epi16((bias * qs) as i16);
+            for (p, &x) in s16.iter().enumerate() {
+                let x = _mm256_sub_epi16(x, corr);
+                let g = G[p];
+                isum[g] = _mm256_add_epi32(isum[g], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
+                isum[g + 2] =
+                    _mm256_add_epi32(isum[g + 2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)));
+            }
+        }
+        let vda = _mm256_set1_ps(blk.d);
+        for (g, aq) in acc.iter_mut().enumerate() {
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(bb.add(2 * (64 * u + 8 * g)) as *const __m128i));
+            *aq = _mm256_add_ps(*aq, _mm256_mul_ps(_mm256_mul_ps(dw, vda), _mm256_cvtepi32_ps(isum[g])));
+        }
+    }
+    for (g, &v) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.add(8 * g), v);
     }
 }
 
@@ -777,7 +808,7 @@ macro_rules! entries {
                         DType::Q4_0 => unit256_pairs(a, w.add(pos), h, u, o, next),
                         DType::Q8_0 => unit256_q8(a, w.add(pos), h, u, o, next),
                         DType::Q4_K => unit256_q4k(a, w.add(pos), h, u, o, next),
-                        _ => unit256::<true>(a, w.add(pos), h, u, o, next),
+                        _ => unit256_pairs_q5(a, w.add(pos), h, u, o, next),
                     }
                 }
                 pos = end;
