@@ -163,6 +163,26 @@ fn calibrate_then_run_bench_and_eval_with_act_sparsity() {
     assert!(!e.status.success() && msg.contains("calibrate-sparsity"), "{msg}");
     let e = edgellm(&["run", "-m", out.to_str().unwrap(), "-p", "hi", "--act-sparsity", "1.5"]);
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("(0, 1)"));
+
+    // The memory guard counts the column-blocked copies: a limit the model fits in without
+    // activation sparsity (file + 32 MiB for the 256-position cache and buffers) refuses it
+    // with, naming the copies (SmolLM2 Q4_0: about 57 MiB of them).
+    let limit = (std::fs::metadata(&out).unwrap().len() + (32 << 20)).to_string();
+    let guarded = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_edgellm"))
+            .args(["run", "-m", out.to_str().unwrap(), "-p", "hi", "-n", "1", "-c", "256"])
+            .args(extra)
+            .env("EDGELLM_MEMORY_LIMIT", &limit)
+            .output()
+            .unwrap()
+    };
+    ok(&guarded(&[]));
+    let e = guarded(&["--act-sparsity", "0.5"]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && msg.contains("not enough memory") && msg.contains("column copies"),
+        "{msg}"
+    );
 }
 
 #[test]

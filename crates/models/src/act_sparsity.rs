@@ -57,6 +57,24 @@ pub fn set_act_sparsity(s: Option<ActSparsity>) {
     *SETTING.write().unwrap_or_else(|e| e.into_inner()) = s;
 }
 
+/// Bytes of the column-blocked copies (`kernels::colskip`) that loading `f` with the current
+/// setting makes next to the weights: one per thresholded weight whose type has the layout
+/// (0 when activation sparsity is off, or the file has no thresholds for the level).
+pub fn column_copy_bytes(f: &GgufFile) -> u64 {
+    let Some(s) = act_sparsity() else { return 0 };
+    let Ok(Some(th)) = Thresholds::from_gguf(f) else { return 0 };
+    let Some(i) = th.level_index(s.level) else { return 0 };
+    f.tensors
+        .iter()
+        .filter(|t| t.dims.len() == 2 && th.threshold(i, &t.name).is_some())
+        .filter_map(|t| {
+            let (k, m) = (usize::try_from(t.dims[0]).ok()?, usize::try_from(t.dims[1]).ok()?);
+            edgellm_core::kernels::colskip::ColPacked::len_for(t.dtype, k, m)
+        })
+        .map(|b| b as u64)
+        .sum()
+}
+
 /// The setting of [`set_act_sparsity`].
 pub fn act_sparsity() -> Option<ActSparsity> {
     *SETTING.read().unwrap_or_else(|e| e.into_inner())

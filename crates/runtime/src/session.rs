@@ -33,7 +33,8 @@ pub enum RuntimeError {
     OutOfMemory {
         /// Bytes needed in all.
         needed: u64,
-        /// Weight bytes (the file's, or the in-memory copies where larger).
+        /// Weight bytes (the file's, or the in-memory copies where larger; with activation
+        /// sparsity's column-blocked copies).
         weights: u64,
         /// KV cache bytes (of every slot that needs one).
         kv: u64,
@@ -133,13 +134,17 @@ impl LoadedModel {
         // size), with the KV caches and buffers the metadata implies (`CachePlan` gives what the
         // built model's `cache_bytes` gives: tested on both architectures).
         if let Some(l) = &limit {
+            // Activation sparsity keeps a column-blocked copy of each weight it skips columns of.
+            let copies = edgellm_models::act_sparsity::column_copy_bytes(&gguf);
             match edgellm_models::CachePlan::from_gguf(&gguf, opts) {
                 Some(plan) => {
                     let n_ctx = if n_ctx == 0 { plan.n_ctx_train.min(4096) } else { n_ctx };
                     let scratch = scratch_bytes(plan.n_embd, plan.n_vocab);
-                    check_fits(l, gguf.file_len(), scratch, n_ctx, caches, |c| plan.cache_bytes(c))?;
+                    check_fits(l, (gguf.file_len(), copies), scratch, n_ctx, caches, |c| {
+                        plan.cache_bytes(c)
+                    })?;
                 }
-                None => check_fits(l, gguf.file_len(), 0, 0, 1, |_| 0)?,
+                None => check_fits(l, (gguf.file_len(), copies), 0, 0, 1, |_| 0)?,
             }
         }
         let (model, device, device_note) = load_on_device(&gguf, opts)?;
@@ -225,17 +230,19 @@ fn positions(caches: usize, n_ctx: usize) -> String {
     }
 }
 
-/// [`RuntimeError::OutOfMemory`] when `weights`, `caches` KV caches of `n_ctx` positions
+/// [`RuntimeError::OutOfMemory`] when the weights (`(file, copies)`: the file's bytes and
+/// activation sparsity's column copies), `caches` KV caches of `n_ctx` positions
 /// (`kv_bytes(n_ctx)` each) and `scratch` exceed the limit, with the largest context (and, for
 /// several caches, the most caches) that fits. `n_ctx` 0: the weights alone.
 fn check_fits(
     limit: &MemoryLimit,
-    weights: u64,
+    (file, copies): (u64, u64),
     scratch: u64,
     n_ctx: usize,
     caches: u64,
     kv_bytes: impl Fn(usize) -> u64,
 ) -> Result<(), RuntimeError> {
+    let weights = file.saturating_add(copies);
     let one = if n_ctx == 0 { 0 } else { kv_bytes(n_ctx) };
     let kv = one.saturating_mul(caches);
     let needed = weights.saturating_add(kv).saturating_add(scratch);
@@ -255,6 +262,14 @@ fn check_fits(
             ),
             (None, _) => "even a context of one position does not fit: use a smaller model or a smaller type (edgellm quantize --type q4_0), or free memory".into(),
         }
+    };
+    let hint = if copies > 0 {
+        format!(
+            "{hint}; {} of the weights are activation sparsity's column copies (run without --act-sparsity to save them)",
+            human_bytes(copies)
+        )
+    } else {
+        hint
     };
     Err(RuntimeError::OutOfMemory {
         needed,

@@ -154,18 +154,12 @@ impl ColPacked {
     /// no column-blocked layout, `k` is not a whole number of 32-value blocks, `m` is not a
     /// multiple of [`UNIT`], or `plain` is not exactly `m` rows.
     pub fn pack(weight: DType, k: usize, m: usize, plain: &[u8]) -> Option<ColPacked> {
-        if !colskip_supports(weight) || m == 0 || !m.is_multiple_of(UNIT) {
-            return None;
-        }
+        let len = ColPacked::len_for(weight, k, m)?;
         let bc = block_cols(weight);
-        if k == 0 || !k.is_multiple_of(bc) {
-            return None;
-        }
         let row_bytes = k / bc * weight.type_size();
         if plain.len() != m * row_bytes {
             return None;
         }
-        let len: usize = (0..m.div_ceil(TILE)).map(|t| k / bc * block_bytes(weight, tile_rows(m, t))).sum();
         let mut buf = vec![0u8; len + 64];
         let off = buf.as_ptr().align_offset(64).min(64);
         let out = &mut buf[off..off + len];
@@ -179,6 +173,16 @@ impl ColPacked {
             }
         }
         Some(ColPacked { weight, k, m, buf, off, len })
+    }
+
+    /// Bytes of the layout of `m` rows of `k` values of `weight` (what [`ColPacked::pack`]
+    /// allocates, less its alignment slack), or `None` where it would not pack.
+    pub fn len_for(weight: DType, k: usize, m: usize) -> Option<usize> {
+        let bc = if colskip_supports(weight) { block_cols(weight) } else { return None };
+        if m == 0 || !m.is_multiple_of(UNIT) || k == 0 || !k.is_multiple_of(bc) {
+            return None;
+        }
+        Some((0..m.div_ceil(TILE)).map(|t| k / bc * block_bytes(weight, tile_rows(m, t))).sum())
     }
 
     /// The weight type.
