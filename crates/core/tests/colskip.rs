@@ -137,22 +137,25 @@ fn unpackable_shapes_and_types_are_refused() {
 
 #[test]
 fn bytes_read_shrink_with_the_active_columns() {
-    let (k, m) = (256, 128);
-    let w = quantize(DType::Q4_0, &values(k * m, 3)).unwrap();
-    let p = ColPacked::pack(DType::Q4_0, k, m, &w).unwrap();
+    let (k, m) = (512, 192);
     let scalar = Kernels::for_tier(Tier::Scalar).unwrap();
-    let mut act = vec![0u8; k / 32 * 34];
-    let mut cols = ActiveColumns::new();
-    // Magnitudes within a factor 3 of each other: no code rounds to zero.
-    let x: Vec<f32> = values(k, 5).iter().map(|v| v.signum() * (0.5 + v.abs().min(1.0))).collect();
-    scalar.quantize_activations(DType::Q4_0, &x, &mut act);
-    cols.gather(&act, k);
-    assert_eq!(cols.active(), k);
-    let dense = p.bytes_read(&cols);
-    assert_eq!(dense, p.bytes().len(), "all columns active reads the whole layout");
-    scalar.quantize_activations(DType::Q4_0, &threshold(&x, 0.5), &mut act);
-    cols.gather(&act, k);
-    assert!(p.bytes_read(&cols) < dense * 6 / 10, "{} of {dense}", p.bytes_read(&cols));
+    for weight in TYPES {
+        let w = quantize(weight, &values(k * m, 3)).unwrap();
+        let p = ColPacked::pack(weight, k, m, &w).unwrap();
+        assert_eq!(ColPacked::len_for(weight, k, m), Some(p.bytes().len()), "{weight}");
+        let mut act = vec![0u8; activation_row_bytes(weight, k)];
+        let mut cols = ActiveColumns::new();
+        // Magnitudes within a factor 3 of each other: no code rounds to zero.
+        let x: Vec<f32> = values(k, 5).iter().map(|v| v.signum() * (0.5 + v.abs().min(1.0))).collect();
+        scalar.quantize_activations(weight, &x, &mut act);
+        cols.gather_for(weight, &act, k);
+        assert_eq!(cols.active(), k);
+        let dense = p.bytes_read(&cols);
+        assert_eq!(dense, p.bytes().len(), "{weight}: all columns active reads the whole layout");
+        scalar.quantize_activations(weight, &threshold(&x, 0.5), &mut act);
+        cols.gather_for(weight, &act, k);
+        assert!(p.bytes_read(&cols) < dense * 6 / 10, "{weight}: {} of {dense}", p.bytes_read(&cols));
+    }
 }
 
 #[test]

@@ -225,10 +225,15 @@ impl ColPacked {
         };
         let cols = act.cols.len();
         if self.weight == DType::Q4_K {
-            // The heads of the super-blocks with an active column (20 bytes a row).
-            let mut supers = act.blocks.iter().map(|b| b.index / 8).collect::<Vec<_>>();
-            supers.dedup();
-            return supers.len() * 20 * self.m + cols * self.m / 2;
+            // The heads of the super-blocks with an active column (20 bytes a row); the
+            // blocks are in order, so a super-block's are adjacent.
+            let supers = act
+                .blocks
+                .iter()
+                .enumerate()
+                .filter(|&(i, b)| i == 0 || act.blocks[i - 1].index / 8 != b.index / 8)
+                .count();
+            return supers * 20 * self.m + cols * self.m / 2;
         }
         let blocks = act.blocks.len();
         ((blocks * scales) as f64 * self.m as f64 + cols as f64 * col * self.m as f64) as usize
