@@ -21,7 +21,7 @@ pub enum ModelError {
     ShapeMismatch {
         /// The tensor.
         tensor: String,
-        /// Shape found (ne[0] first).
+        /// Shape found (`ne[0]` first).
         found: Vec<u64>,
         /// Shape expected.
         expected: Vec<u64>,
