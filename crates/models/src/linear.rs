@@ -483,8 +483,8 @@ impl Linear {
         THRESHOLDED.with(|c| *c.borrow_mut() = xt);
     }
 
-    /// One token through the column-skipping kernels: `x` (thresholded) is quantized once,
-    /// its non-zero codes gathered, and the layers' row tiles split over the threads.
+    /// One token through the column-skipping kernels: the layers' row tiles split over the
+    /// threads, each quantizing `x` (thresholded) and gathering its non-zero codes itself.
     fn forward_columns(layers: &[&Linear], x: &[f32], ys: &mut [&mut [f32]]) {
         for (l, y) in layers.iter().zip(ys.iter()) {
             assert_eq!(y.len(), l.out_features, "{}: output length", l.name);
@@ -492,23 +492,11 @@ impl Linear {
                 notify_observer(&l.name, x, 1, l.in_features);
             }
         }
-        let k = layers[0].in_features;
-        let mut cols = COLUMNS.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        ACT.with(|cell| {
-            let mut act = cell.borrow_mut();
-            let ab = kernels::activation_row_bytes(layers[0].dtype, k);
-            act.resize(ab, 0);
-            kernels::quantize_activations(layers[0].dtype, x, &mut act[..ab]);
-            cols.gather_for(layers[0].dtype, &act[..ab], k);
-        });
-        let mut read = 0;
+        let (k, dtype) = (layers[0].in_features, layers[0].dtype);
         let mut tiles = [0usize; MAX_SHARED];
         for (i, l) in layers.iter().enumerate() {
-            let c = l.cols.as_ref().expect("skips_columns checked");
-            read += c.bytes_read(&cols);
-            tiles[i] = c.tiles();
+            tiles[i] = l.cols.as_ref().expect("skips_columns checked").tiles();
         }
-        count_bytes(read);
         let mut outs: [Option<DisjointWriter<'_, f32>>; MAX_SHARED] = Default::default();
         for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
             *o = Some(DisjointWriter::new(y));
@@ -534,8 +522,20 @@ impl Linear {
                 }
             }
         }
-        let cols_ref = &cols;
+        // Every part quantizes and gathers the input itself (the same codes on every thread):
+        // no serial step while the other threads wait.
         for_each_index(parts, |part| {
+            let mut cols = COLUMNS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            ACT.with(|cell| {
+                let mut act = cell.borrow_mut();
+                let ab = kernels::activation_row_bytes(dtype, k);
+                act.resize(ab, 0);
+                kernels::quantize_activations(dtype, x, &mut act[..ab]);
+                cols.gather_for(dtype, &act[..ab], k);
+            });
+            if part == 0 {
+                count_bytes(layers.iter().map(|l| l.cols.as_ref().map_or(0, |c| c.bytes_read(&cols))).sum());
+            }
             let range = bounds[part]..bounds[part + 1].max(bounds[part]);
             let mut base = 0;
             for (i, l) in layers.iter().enumerate() {
@@ -554,10 +554,10 @@ impl Linear {
                 // writes its rows `rows` (the parts' tile ranges are disjoint), and nothing
                 // reads the output during the region.
                 let out = unsafe { std::slice::from_raw_parts_mut(ptr.add(rows.start), rows.len()) };
-                colskip_matmul(c, t, cols_ref, out);
+                colskip_matmul(c, t, &cols, out);
             }
+            COLUMNS.with(|c| *c.borrow_mut() = cols);
         });
-        COLUMNS.with(|c| *c.borrow_mut() = cols);
     }
 
     /// [`Linear::forward_shared`] on an input already thresholded (or not to be).
