@@ -724,8 +724,10 @@ unsafe fn prefetch_block(
     let (s0, len) = (blk.start as usize, blk.len as usize);
     for &j in &a.act.cols[s0..s0 + len] {
         let j = j as usize;
-        for l in (0..run).step_by(64) {
-            pf(bb.add(run0 + j * run + l));
+        // A run is one line, or two (Q8_0's 128 bytes).
+        pf(bb.add(run0 + j * run));
+        if run > 64 {
+            pf(bb.add(run0 + j * run + 64));
         }
         if weight == DType::Q5_0 {
             pf(bb.add(2 * h + 32 * run + j * (h / 8)));

@@ -104,6 +104,33 @@ unsafe fn chunk_sums<const Q5: bool>(
     s16.map(|x| vsubq_s16(x, corr))
 }
 
+/// Adds the 16-bit sums `s16` (rows `8i..8i + 8` in `[i]`) into the i32 sums `isum` (rows
+/// `4q..4q + 4` in `[q]`).
+///
+/// # Safety
+/// NEON.
+#[inline(always)]
+unsafe fn widen_add(isum: &mut [int32x4_t; 16], s16: &[int16x8_t; 8]) {
+    for (i, &x) in s16.iter().enumerate() {
+        isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
+        isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
+    }
+}
+
+/// The oracle's float work for one block of unit `u`: `acc[q] += (d_w·d_a)·Σ` for rows
+/// `4q..4q + 4`, the weight scales at `bb` (row order), `d` the activation block's scale.
+///
+/// # Safety
+/// `bb` is a block whose scales cover the unit's rows; NEON.
+#[inline(always)]
+unsafe fn add_block(acc: &mut [float32x4_t; 16], isum: &[int32x4_t; 16], bb: *const u8, u: usize, d: f32) {
+    let vda = vdupq_n_f32(d);
+    for (q, &v) in isum.iter().enumerate() {
+        let dw = widen_f16(vld1_u16(bb.add(2 * (64 * u + 4 * q)) as *const u16));
+        acc[q] = vaddq_f32(acc[q], vmulq_f32(vmulq_f32(dw, vda), vcvtq_f32_s32(v)));
+    }
+}
+
 /// One 64-row unit `u` of a tile of `h` rows: `tile` its first block, `out` the unit's rows.
 ///
 /// # Safety
@@ -130,35 +157,23 @@ unsafe fn unit<const Q5: bool>(
         let (s0, len) = (blk.start as usize, blk.len as usize);
         let cols = &a.act.cols[s0..s0 + len];
         let codes = &a.act.codes[s0..s0 + len];
-        let vda = vdupq_n_f32(blk.d);
-        // `acc[q] += (d_w·d_a)·Σ` for rows 4q..4q + 4.
-        let mut add = |q: usize, isum: int32x4_t| {
-            let dw = widen_f16(vld1_u16(bb.add(2 * (64 * u + 4 * q)) as *const u16));
-            acc[q] = vaddq_f32(acc[q], vmulq_f32(vmulq_f32(dw, vda), vcvtq_f32_s32(isum)));
-        };
+        // Rows 4q..4q + 4 in [q].
+        let mut isum = [vdupq_n_s32(0); 16];
         if !Q5 {
             // One chunk (at most 32 active columns), its code sum from the gather: the
-            // partial sums go straight to the float work.
+            // partial sums are widened as they are.
             let s16 = chunk_sums::<false>(bb, bb.add(2 * h), h, u, cols, codes, blk.qsum * bias);
             for (i, &x) in s16.iter().enumerate() {
-                add(2 * i, vmovl_s16(vget_low_s16(x)));
-                add(2 * i + 1, vmovl_high_s16(x));
+                isum[2 * i] = vmovl_s16(vget_low_s16(x));
+                isum[2 * i + 1] = vmovl_high_s16(x);
             }
-            continue;
-        }
-        // Rows 4i..4i + 4 in lane order.
-        let mut isum = [vdupq_n_s32(0); 16];
-        for (cols, codes) in cols.chunks(chunk).zip(codes.chunks(chunk)) {
-            let s: i32 = codes.iter().map(|&q| q as i32).sum();
-            let s16 = chunk_sums::<true>(bb, bb.add(2 * h), h, u, cols, codes, s * bias);
-            for (i, &x) in s16.iter().enumerate() {
-                isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
-                isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
+        } else {
+            for (cols, codes) in cols.chunks(chunk).zip(codes.chunks(chunk)) {
+                let s: i32 = codes.iter().map(|&q| q as i32).sum();
+                widen_add(&mut isum, &chunk_sums::<true>(bb, bb.add(2 * h), h, u, cols, codes, s * bias));
             }
         }
-        for (q, &v) in isum.iter().enumerate() {
-            add(q, v);
-        }
+        add_block(&mut acc, &isum, bb, u, blk.d);
     }
     for (q, &v) in acc.iter().enumerate() {
         vst1q_f32(out.add(4 * q), v);
@@ -213,16 +228,9 @@ unsafe fn unit_q8(
                     }
                 }
             }
-            for (i, &x) in s16.iter().enumerate() {
-                isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
-                isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
-            }
+            widen_add(&mut isum, &s16);
         }
-        let vda = vdupq_n_f32(blk.d);
-        for (q, &v) in isum.iter().enumerate() {
-            let dw = widen_f16(vld1_u16(bb.add(2 * (64 * u + 4 * q)) as *const u16));
-            acc[q] = vaddq_f32(acc[q], vmulq_f32(vmulq_f32(dw, vda), vcvtq_f32_s32(v)));
-        }
+        add_block(&mut acc, &isum, bb, u, blk.d);
     }
     for (q, &v) in acc.iter().enumerate() {
         vst1q_f32(out.add(4 * q), v);
@@ -291,11 +299,7 @@ unsafe fn unit_q4k(
         let mut isum = [back; 16];
         for (cols, codes) in cols.chunks(chunk).zip(codes.chunks(chunk)) {
             let s: i32 = codes.iter().map(|&q| q as i32).sum();
-            let s16 = chunk_sums::<false>(bb, nib, h, u, cols, codes, s * bias);
-            for (i, &x) in s16.iter().enumerate() {
-                isum[2 * i] = vaddw_s16(isum[2 * i], vget_low_s16(x));
-                isum[2 * i + 1] = vaddw_high_s16(isum[2 * i + 1], x);
-            }
+            widen_add(&mut isum, &chunk_sums::<false>(bb, nib, h, u, cols, codes, s * bias));
         }
         let vqs = vdupq_n_s32(blk.qsum);
         let (sc, mn) = (bb.add(4 * h + sub * h + 64 * u), bb.add(12 * h + sub * h + 64 * u));
@@ -372,11 +376,7 @@ unsafe fn unit_q8_dot(
                 }
             }
         }
-        let vda = vdupq_n_f32(blk.d);
-        for (q, &v) in isum.iter().enumerate() {
-            let dw = widen_f16(vld1_u16(bb.add(2 * (64 * u + 4 * q)) as *const u16));
-            acc[q] = vaddq_f32(acc[q], vmulq_f32(vmulq_f32(dw, vda), vcvtq_f32_s32(v)));
-        }
+        add_block(&mut acc, &isum, bb, u, blk.d);
     }
     for (q, &v) in acc.iter().enumerate() {
         vst1q_f32(out.add(4 * q), v);

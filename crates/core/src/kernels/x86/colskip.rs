@@ -373,6 +373,46 @@ unsafe fn tile512_q4k(
     }
 }
 
+/// The unsigned nibble codes of two columns' runs at `pa`, `pb` (32 bytes each: byte `i`
+/// holds rows `i` and `32 + i` of a 64-row unit) interleaved bytewise, so every 16-bit lane
+/// holds one row's codes of both columns (a `vpmaddubsw` operand against a code pair). The
+/// unpacks work per 128-bit lane: register `p` holds rows `{0..8, 16..24}`, `{8..16, 24..32}`,
+/// `{32..40, 48..56}`, `{40..48, 56..64}` (8-row groups `G[p]` and `G[p] + 2`, [`G`]).
+///
+/// # Safety
+/// `pa` and `pb` are valid for 32-byte reads; AVX2.
+#[inline(always)]
+unsafe fn nibble_pair(pa: *const u8, pb: *const u8) -> [__m256i; 4] {
+    let m0f = _mm256_set1_epi8(0x0f);
+    let wa = _mm256_loadu_si256(pa as *const __m256i);
+    let wb = _mm256_loadu_si256(pb as *const __m256i);
+    let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
+    [
+        _mm256_and_si256(lo, m0f),
+        _mm256_and_si256(hi, m0f),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
+    ]
+}
+
+/// The first 8-row group of each register of [`nibble_pair`] (its high half is `G[p] + 2`).
+const G: [usize; 4] = [0, 1, 4, 5];
+
+/// Adds a chunk's wrapped 16-bit sums `s16` (registers of [`nibble_pair`]'s order), less
+/// `corr` (`bias·Σq` of the chunk), to the i32 sums of the 8-row groups `isum`.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn widen_chunk(s16: &[__m256i; 4], corr: i32, isum: &mut [__m256i; 8]) {
+    let corr = _mm256_set1_epi16(corr as i16);
+    for (&x, &g) in s16.iter().zip(&G) {
+        let x = _mm256_sub_epi16(x, corr);
+        isum[g] = _mm256_add_epi32(isum[g], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
+        isum[g + 2] = _mm256_add_epi32(isum[g + 2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)));
+    }
+}
+
 /// One 64-row unit of a Q4_0 tile of `h` rows on AVX2, two active columns at a time (the
 /// halves of the gathered quadruples).
 ///
@@ -400,7 +440,6 @@ unsafe fn unit256_pairs(
     let (bias, _) = simd_params(DType::Q4_0);
     let bbytes = simd_block_bytes(DType::Q4_0, h);
     let (nib_off, col) = (2 * h, h / 2);
-    let m0f = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
@@ -416,15 +455,7 @@ unsafe fn unit256_pairs(
             ($ja:expr, $jb:expr, $q:expr) => {{
                 let (ja, jb, q): (u16, u16, i16) = ($ja, $jb, $q);
                 let vq = _mm256_set1_epi16(q);
-                let wa = _mm256_loadu_si256(runs.add(ja as usize * col) as *const __m256i);
-                let wb = _mm256_loadu_si256(runs.add(jb as usize * col) as *const __m256i);
-                let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
-                let r = [
-                    _mm256_and_si256(lo, m0f),
-                    _mm256_and_si256(hi, m0f),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
-                ];
+                let r = nibble_pair(runs.add(ja as usize * col), runs.add(jb as usize * col));
                 for (sp, &x) in s16.iter_mut().zip(&r) {
                     *sp = _mm256_add_epi16(*sp, _mm256_maddubs_epi16(x, vq));
                 }
@@ -439,8 +470,6 @@ unsafe fn unit256_pairs(
         }
         let corr = _mm256_set1_epi16((bias * blk.qsum) as i16);
         let vda = _mm256_set1_ps(blk.d);
-        // s16[p]'s low half is 8-row group G[p], its high half group G[p] + 2.
-        const G: [usize; 4] = [0, 1, 4, 5];
         for (p, &x) in s16.iter().enumerate() {
             let x = _mm256_sub_epi16(x, corr);
             for (g, half) in [(G[p], _mm256_castsi256_si128(x)), (G[p] + 2, _mm256_extracti128_si256::<1>(x))]
@@ -579,7 +608,6 @@ unsafe fn unit256_pairs_q5(
     let (bias, chunk) = simd_params(DType::Q5_0);
     let bbytes = simd_block_bytes(DType::Q5_0, h);
     let (col, high, hcol) = (h / 2, 2 * h + 32 * (h / 2), h / 8);
-    let m0f = _mm256_set1_epi8(0x0f);
     let sixteen = _mm256_set1_epi8(16);
     // Bytes 2k and 2k + 1 of a lane (columns a and b of the lane's row k) test bit k.
     let bitsel = _mm256_setr_epi8(
@@ -587,8 +615,6 @@ unsafe fn unit256_pairs_q5(
         64, 64, -128, -128,
     );
     let sel = Q5_BIT_BYTES.map(|t| _mm256_loadu_si256(t.as_ptr() as *const __m256i));
-    // s16[p]'s low half is 8-row group G[p], its high half G[p] + 2.
-    const G: [usize; 4] = [0, 1, 4, 5];
     let mut acc = [_mm256_setzero_ps(); 8];
     for (bi, blk) in a.act.blocks.iter().enumerate() {
         if u == 0 {
@@ -610,19 +636,11 @@ unsafe fn unit256_pairs_q5(
                 for (pair, qq) in [((c[0], c[1]), q as i16), ((c[2], c[3]), (q >> 16) as i16)] {
                     let vq = _mm256_set1_epi16(qq);
                     let (ja, jb) = (pair.0 as usize, pair.1 as usize);
-                    let wa = _mm256_loadu_si256(runs.add(ja * col) as *const __m256i);
-                    let wb = _mm256_loadu_si256(runs.add(jb * col) as *const __m256i);
-                    let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
+                    let r = nibble_pair(runs.add(ja * col), runs.add(jb * col));
                     // A0 B0 A1 B1 … A7 B7 in both lanes.
                     let ba = _mm_loadl_epi64(bits.add(ja * hcol) as *const __m128i);
                     let bbits = _mm_loadl_epi64(bits.add(jb * hcol) as *const __m128i);
                     let ab = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ba, bbits));
-                    let r = [
-                        _mm256_and_si256(lo, m0f),
-                        _mm256_and_si256(hi, m0f),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
-                    ];
                     for (p, (sp, &x)) in s16.iter_mut().zip(&r).enumerate() {
                         let b = _mm256_and_si256(_mm256_shuffle_epi8(ab, sel[p]), bitsel);
                         let x = _mm256_or_si256(x, _mm256_and_si256(_mm256_cmpeq_epi8(b, bitsel), sixteen));
@@ -630,14 +648,7 @@ unsafe fn unit256_pairs_q5(
                     }
                 }
             }
-            let corr = _mm256_set1_epi16((bias * qs) as i16);
-            for (p, &x) in s16.iter().enumerate() {
-                let x = _mm256_sub_epi16(x, corr);
-                let g = G[p];
-                isum[g] = _mm256_add_epi32(isum[g], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
-                isum[g + 2] =
-                    _mm256_add_epi32(isum[g + 2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)));
-            }
+            widen_chunk(&s16, bias * qs, &mut isum);
         }
         let vda = _mm256_set1_ps(blk.d);
         for (g, aq) in acc.iter_mut().enumerate() {
@@ -672,9 +683,6 @@ unsafe fn unit256_q4k(
     let (bias, chunk) = simd_params(DType::Q4_K);
     let bbytes = simd_block_bytes(DType::Q4_K, h);
     let col = h / 2;
-    let m0f = _mm256_set1_epi8(0x0f);
-    // 8-row groups: s16[p]'s low half is group G[p], its high half G[p] + 2.
-    const G: [usize; 4] = [0, 1, 4, 5];
     let mut acc = [_mm256_setzero_ps(); 8];
     let (mut si, mut mi) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
     let mut cur: Option<(usize, f32)> = None;
@@ -722,28 +730,13 @@ unsafe fn unit256_q4k(
                 qs += q.to_le_bytes().iter().map(|&b| b as i8 as i32).sum::<i32>();
                 for (pair, qq) in [((c[0], c[1]), q as i16), ((c[2], c[3]), (q >> 16) as i16)] {
                     let vq = _mm256_set1_epi16(qq);
-                    let wa = _mm256_loadu_si256(runs.add(pair.0 as usize * col) as *const __m256i);
-                    let wb = _mm256_loadu_si256(runs.add(pair.1 as usize * col) as *const __m256i);
-                    let (lo, hi) = (_mm256_unpacklo_epi8(wa, wb), _mm256_unpackhi_epi8(wa, wb));
-                    let r = [
-                        _mm256_and_si256(lo, m0f),
-                        _mm256_and_si256(hi, m0f),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m0f),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m0f),
-                    ];
+                    let r = nibble_pair(runs.add(pair.0 as usize * col), runs.add(pair.1 as usize * col));
                     for (sp, &x) in s16.iter_mut().zip(&r) {
                         *sp = _mm256_add_epi16(*sp, _mm256_maddubs_epi16(x, vq));
                     }
                 }
             }
-            let corr = _mm256_set1_epi16((bias * qs) as i16);
-            for (p, &x) in s16.iter().enumerate() {
-                let x = _mm256_sub_epi16(x, corr);
-                let g = G[p];
-                isum[g] = _mm256_add_epi32(isum[g], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x)));
-                isum[g + 2] =
-                    _mm256_add_epi32(isum[g + 2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(x)));
-            }
+            widen_chunk(&s16, bias * qs, &mut isum);
         }
         let back = _mm256_set1_epi32(bias * blk.qsum);
         let vqs = _mm256_set1_epi32(blk.qsum);
