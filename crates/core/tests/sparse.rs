@@ -523,6 +523,74 @@ fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
     assert!(covered > 0 || kernels::available_tiers().iter().all(|&t| t == kernels::Tier::Scalar));
 }
 
+/// The N:M lane layout (`Q4_S24` / `Q4_S48` packed: sixteen rows per group, position and
+/// value per byte) gives every GGUF row back, and its products on every tier (the oracle
+/// included) are, bit for bit, the dense packed Q4_0 oracle's on the dense-equivalent matrix:
+/// row ranges start and end inside groups, token counts cross the tiles (4 tokens, and 4
+/// groups at a time for one token), rows of extreme codes (every kept value −8: a half's
+/// correction −128; every kept value 7) are included.
+#[test]
+fn nm_lane_layout_products_are_the_dense_packed_bits() {
+    let mut rng = Rng(31);
+    let m = 71;
+    let oracle = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    let mut covered = 0;
+    for t in [DType::Q4_S24, DType::Q4_S48] {
+        for k in [64, 576, 1536] {
+            let mut x = rng.normals(k * m);
+            // Row 0: all −1 (every kept code −8); row 1: the largest code 7 beside −1s.
+            x[..k].fill(-1.0);
+            for (i, v) in x[k..2 * k].iter_mut().enumerate() {
+                *v = if i % 8 == 0 { -8.0 } else { 7.0 };
+            }
+            let w = quantize(t, &x).unwrap();
+            let rb = t.type_size() * k / 64;
+            let lanes = kernels::pack(t, k, m, &w);
+            assert_eq!(lanes.len(), kernels::packed_len(t, k, m));
+            assert_eq!(lanes.len(), m.div_ceil(16) * 16 * k / 64 * 36, "{t}: 36 bytes per row and block");
+            let mut row = vec![0u8; rb];
+            for r in 0..m {
+                kernels::unpack_row(t, k, &lanes, r, &mut row);
+                assert_eq!(row, w[r * rb..(r + 1) * rb], "{t} k {k}: row {r} back from the lanes");
+            }
+            let dense: Vec<u8> = w.chunks_exact(rb).flat_map(|row| dense_equivalent(t, row)).collect();
+            let dense_packed = kernels::pack(DType::Q4_0, k, m, &dense);
+            for tier in kernels::available_tiers() {
+                let kt = Kernels::for_tier(tier).unwrap();
+                if tier != kernels::Tier::Scalar && !kt.packs(t) {
+                    continue;
+                }
+                covered += 1;
+                for n in [1, 3, 4, 9] {
+                    let xa = rng.normals(k * n);
+                    let a_dense = packed_activations(oracle, DType::Q4_0, &xa, k, n);
+                    let a = packed_activations(kt, t, &xa, k, n);
+                    assert_eq!(a, packed_activations(oracle, t, &xa, k, n), "{t} on {tier:?}: activations");
+                    for rows in [0..m, 3..m, 5..17, 16..48, 13..70, 70..71, 0..0] {
+                        let stride = rows.len() + 2;
+                        let len = (n - 1) * stride + rows.len();
+                        let mut want = vec![f32::NAN; len];
+                        oracle.matmul_packed(DType::Q4_0, &dense_packed, k, rows.clone(), &a_dense, n, &mut want, stride);
+                        let mut got = vec![f32::NAN; len];
+                        kt.matmul_packed(t, &lanes, k, rows.clone(), &a, n, &mut got, stride);
+                        for tok in 0..n {
+                            for i in 0..rows.len() {
+                                let (g, e) = (got[tok * stride + i], want[tok * stride + i]);
+                                assert_eq!(
+                                    g.to_bits(),
+                                    e.to_bits(),
+                                    "{t} k {k} on {tier:?}: n={n} rows {rows:?} row {i} token {tok}: {g} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(covered >= 6, "the oracle at least, for both types and three widths");
+}
+
 #[test]
 fn validator_accepts_quantizer_output_and_refuses_corruption() {
     let mut rng = Rng(7);

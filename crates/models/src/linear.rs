@@ -326,7 +326,7 @@ impl Linear {
         let mut packed = vec![0u8; kernels::packed_len(self.dtype, k, m)];
         // A few MiB of rows at a time, the file's pages released after each, so that a large
         // matrix (a tied embedding) is not resident twice while it is packed.
-        let step = (PACK_CHUNK_BYTES / rb.max(1)).max(1).next_multiple_of(kernels::PACK_GROUP);
+        let step = (PACK_CHUNK_BYTES / rb.max(1)).max(1).next_multiple_of(kernels::pack_group_rows(self.dtype));
         let plain = self.data.as_slice();
         let mut r0 = 0;
         while r0 < m {
@@ -695,7 +695,7 @@ impl Linear {
     /// The dense type whose packed kernel runs this sparse weight's product of `n` tokens
     /// (`kernels::matmul_sparse_packed_to`: a prompt's), if it does.
     fn sparse_packed(&self, n: usize) -> Option<DType> {
-        if n >= kernels::SPARSE_PACKED_MIN_TOKENS && is_sparse(self.dtype) {
+        if n >= kernels::SPARSE_PACKED_MIN_TOKENS && is_sparse(self.dtype) && !self.packed {
             kernels::sparse_packed_type(self.dtype)
         } else {
             None

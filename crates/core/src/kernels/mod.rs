@@ -56,7 +56,7 @@ use std::sync::OnceLock;
 
 use crate::DType;
 
-pub use packed::{has_packed_layout, GROUP as PACK_GROUP};
+pub use packed::{group_rows as pack_group_rows, has_packed_layout, GROUP as PACK_GROUP};
 pub use vector::{axpy, f16_to_f32, gelu_erf, gemm_acc, round_to_f16, softmax_exp, swiglu};
 
 /// An instruction-set tier: one set of kernels.
@@ -203,16 +203,19 @@ pub(crate) enum Act {
     Q8_K,
     /// Q8_0 with the exact sum of its codes (the packed kernels', see `packed`).
     Q8S,
+    /// Q8_0 with an f32 scale and unsigned codes `q + 128` (the N:M lane kernels', see
+    /// `packed`).
+    Q8U,
 }
 
 impl Act {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 
     /// The element type (Q8S: Q8_0, whose blocks it extends by the codes' sum).
     fn dtype(self) -> DType {
         match self {
             Act::F32 => DType::F32,
-            Act::Q8_0 | Act::Q8S => DType::Q8_0,
+            Act::Q8_0 | Act::Q8S | Act::Q8U => DType::Q8_0,
             Act::Q8_1 => DType::Q8_1,
             Act::Q8_K => DType::Q8_K,
         }
@@ -223,7 +226,7 @@ impl Act {
         match self {
             Act::F32 => (1, 4),
             Act::Q8_0 => (32, 34),
-            Act::Q8_1 | Act::Q8S => (32, 36),
+            Act::Q8_1 | Act::Q8S | Act::Q8U => (32, 36),
             Act::Q8_K => (256, 292),
         }
     }
@@ -468,7 +471,7 @@ pub fn packs(weight: DType) -> bool {
 }
 
 /// Bytes of `m` rows of `k` values of `weight` in the packed layout (whole groups of
-/// [`PACK_GROUP`] rows; see [`has_packed_layout`] for the types).
+/// [`pack_group_rows`] rows; see [`has_packed_layout`] for the types).
 ///
 /// # Panics
 /// If `weight` has no packed layout or `k` is not a whole number of blocks.
@@ -499,7 +502,7 @@ pub fn pack(weight: DType, k: usize, m: usize, plain: &[u8]) -> Vec<u8> {
 
 /// [`pack`] into a zeroed buffer of exactly [`packed_len`]`(weight, k, m)` bytes: a matrix
 /// may be packed a slice of whole groups at a time (the groups of rows `r0..r1`, `r0` a
-/// multiple of [`PACK_GROUP`], are bytes `packed_len(r0)..packed_len(r1)`).
+/// multiple of [`pack_group_rows`]`(weight)`, are bytes `packed_len(r0)..packed_len(r1)`).
 ///
 /// # Panics
 /// As [`pack`], or if `out` has the wrong length.

@@ -79,8 +79,35 @@ pub const GROUP: usize = 8;
 pub fn has_packed_layout(weight: DType) -> bool {
     matches!(
         weight,
-        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q6_K
+        DType::Q4_0
+            | DType::Q5_0
+            | DType::Q8_0
+            | DType::Q4_1
+            | DType::Q5_1
+            | DType::Q4_K
+            | DType::Q6_K
+            | DType::Q4_S24
+            | DType::Q4_S48
     )
+}
+
+/// Rows per group of the N:M lane layout (`Q4_S24`, `Q4_S48`): one 512-bit register's lanes.
+pub const NM_GROUP: usize = 16;
+/// Bytes of an N:M lane group block: eight 64-byte chunk words, sixteen f16 scales, two
+/// sixteen-byte correction words.
+pub(crate) const NM_GB: usize = 576;
+
+/// Rows per group and bytes per group block of `weight`'s packed layout.
+pub(crate) fn group_geometry(weight: DType) -> (usize, usize) {
+    match weight {
+        DType::Q4_S24 | DType::Q4_S48 => (NM_GROUP, NM_GB),
+        w => (GROUP, GROUP * w.type_size()),
+    }
+}
+
+/// Rows per group of `weight`'s packed layout: [`GROUP`], [`NM_GROUP`] for the N:M types.
+pub fn group_rows(weight: DType) -> usize {
+    group_geometry(weight).0
 }
 
 /// Bytes of the block of one row within a group block, and where each part goes.
@@ -254,6 +281,116 @@ impl Lanes for Q8_0 {
     }
 }
 
+/// Byte offset of the scales in an N:M lane group block.
+const NM_D: usize = 512;
+/// Byte offset of the two correction words in an N:M lane group block.
+const NM_CORR: usize = 544;
+
+/// An N:M block (GGUF bytes `src`, 4-bit values) into lane `r` of an N:M lane group block
+/// (module docs): each chunk's four kept inputs as `position | (value − 8) << 4` bytes in
+/// input order, the scale, and the two halves' sums of `value − 8`. A chunk whose code is
+/// invalid (it keeps nothing) gets the pattern's first mask with zero values.
+fn nm_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]) {
+    let mask = l.keep_mask(src);
+    let (q, _) = l.kept_codes(src);
+    let fallback = l.pattern.mask(0).expect("code 0 is valid");
+    let mut corr = [0i32; 2];
+    for c in 0..8 {
+        let m = ((mask >> (8 * c)) & 0xff) as u8;
+        let (m, vals) = if m == 0 { (fallback, [0; 4]) } else { (m, [q[4 * c], q[4 * c + 1], q[4 * c + 2], q[4 * c + 3]]) };
+        let mut bits = m;
+        for (i, &v) in vals.iter().enumerate() {
+            let pos = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            gb[64 * c + 4 * r + i] = pos | ((v as u8 & 0x0f) << 4);
+            corr[c / 4] += v;
+        }
+    }
+    gb[NM_D + 2 * r..NM_D + 2 * r + 2].copy_from_slice(&src[..2]);
+    for (h, &s) in corr.iter().enumerate() {
+        gb[NM_CORR + 16 * h + r] = s as i8 as u8;
+    }
+}
+
+/// [`nm_put`] undone: the GGUF block of lane `r` (codes recomputed from the positions).
+fn nm_get(l: crate::quant::sparse::NmLayout, gb: &[u8], r: usize, dst: &mut [u8]) {
+    dst[..2].copy_from_slice(&gb[NM_D + 2 * r..NM_D + 2 * r + 2]);
+    let (b, qs) = (l.pattern.code_bits(), l.qs_offset());
+    let mut codes = 0u64;
+    dst[qs..qs + 16].fill(0);
+    for c in 0..8 {
+        let mut m = 0u8;
+        for i in 0..4 {
+            let byte = gb[64 * c + 4 * r + i];
+            m |= 1 << (byte & 7);
+            // Kept value j = 4c + i: the low nibble of qs[j] below 16, else the high one of qs[j − 16].
+            let (j, nib) = (4 * c + i, ((byte as i8 >> 4) + 8) as u8);
+            dst[qs + j % 16] |= if j < 16 { nib } else { nib << 4 };
+        }
+        let code = l.pattern.code(m).expect("the lane layout holds valid masks") as u64;
+        codes |= code << (b as usize * c);
+    }
+    let n = l.pattern.code_bytes();
+    dst[2..2 + n].copy_from_slice(&codes.to_le_bytes()[..n]);
+}
+
+/// The 4-bit N:M layouts.
+const Q4_S48: crate::quant::sparse::NmLayout = match crate::quant::sparse::NmLayout::of(DType::Q4_S48) {
+    Some(l) => l,
+    None => panic!("Q4_S48 is an N:M type"),
+};
+
+/// The N:M lane kernels' activations (`Act::Q8U`): per 32 values Q8_0's scale as an f32 (the
+/// f16's value) and the codes biased to unsigned, `q + 128`; 36 bytes.
+pub(crate) fn quantize_q8u(x: &[f32], out: &mut [u8]) {
+    for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
+        let (d, q) = super::generic::act_q8_block(xb);
+        ob[0..4].copy_from_slice(&half::f16::from_f32(d).to_f32().to_le_bytes());
+        for (o, &c) in ob[4..].iter_mut().zip(&q) {
+            *o = (c as u8) ^ 0x80;
+        }
+    }
+}
+
+/// Rewrites, in place, the first `34·nb` bytes of `out` (`nb` Q8_0 activation blocks) as the
+/// `36·nb` bytes of their Q8U form ([`quantize_q8u`]): for a tier's Q8_0 quantizer.
+pub(crate) fn q8_0_to_q8u(out: &mut [u8], nb: usize) {
+    for b in (0..nb).rev() {
+        let d = read_f16(out, 34 * b);
+        out.copy_within(34 * b + 2..34 * b + 34, 36 * b + 4);
+        out[36 * b..36 * b + 4].copy_from_slice(&d.to_le_bytes());
+        for o in &mut out[36 * b + 4..36 * b + 36] {
+            *o ^= 0x80;
+        }
+    }
+}
+
+/// One N:M block (GGUF bytes `w`, 4-bit values) against its two Q8U activation blocks `ab`:
+/// per 32-input half `acc ← fma(Σc·q, d_w·d_a, acc)`, the dense packed Q4_0 kernel's
+/// operations on the block's dense equivalent.
+fn nm_block_step(weight: DType, w: &[u8], ab: &[u8], acc: f32) -> f32 {
+    let l = crate::quant::sparse::NmLayout::of(weight).expect("an N:M type");
+    let mask = l.keep_mask(w);
+    let (q, dw) = l.kept_codes(w);
+    let mut codes = [0i32; 64];
+    for c in 0..8 {
+        let (mut m, mut j) = ((mask >> (8 * c)) & 0xff, 4 * c);
+        while m != 0 {
+            codes[8 * c + m.trailing_zeros() as usize] = q[j];
+            j += 1;
+            m &= m - 1;
+        }
+    }
+    let mut acc = acc;
+    for h in 0..2 {
+        let a = &ab[36 * h..36 * h + 36];
+        let isum: i32 = codes[32 * h..32 * h + 32].iter().zip(&a[4..]).map(|(&c, &u)| c * (u as i32 - 128)).sum();
+        let da = f32::from_le_bytes([a[0], a[1], a[2], a[3]]);
+        acc = (isum as f32).mul_add(dw * da, acc);
+    }
+    acc
+}
+
 /// Copies a GGUF block into (`Put`) or out of (`Get`) a lane of a group block.
 type Put = fn(&mut [u8], usize, &[u8]);
 type Get = fn(&[u8], usize, &mut [u8]);
@@ -268,6 +405,8 @@ fn lanes(weight: DType) -> (Put, Get) {
         DType::Q5_1 => (Q5_1::put, Q5_1::get),
         DType::Q4_K => (Q4K::put, Q4K::get),
         DType::Q6_K => (Q6K::put, Q6K::get),
+        DType::Q4_S24 => (|gb, r, src| nm_put(Q4_S24, gb, r, src), |gb, r, dst| nm_get(Q4_S24, gb, r, dst)),
+        DType::Q4_S48 => (|gb, r, src| nm_put(Q4_S48, gb, r, src), |gb, r, dst| nm_get(Q4_S48, gb, r, dst)),
         other => unreachable!("{other} has no packed layout"),
     }
 }
@@ -277,13 +416,15 @@ pub(super) fn packed_act(weight: DType) -> Option<Act> {
     match weight {
         DType::Q4_1 | DType::Q5_1 => Some(Act::Q8_1),
         DType::Q4_K | DType::Q6_K => Some(Act::Q8_K),
+        DType::Q4_S24 | DType::Q4_S48 => Some(Act::Q8U),
         w => has_packed_layout(w).then_some(Act::Q8S),
     }
 }
 
 /// Bytes of `m` rows of `k` values of `weight` in the packed layout (whole groups).
 pub(super) fn packed_bytes(weight: DType, k: usize, m: usize) -> usize {
-    m.div_ceil(GROUP) * GROUP * (k / weight.block_size()) * weight.type_size()
+    let (rows, gb) = group_geometry(weight);
+    m.div_ceil(rows) * (k / weight.block_size()) * gb
 }
 
 /// Packs `m` GGUF rows of `k` values (`plain`, exactly their bytes) into `out` (exactly
@@ -291,8 +432,8 @@ pub(super) fn packed_bytes(weight: DType, k: usize, m: usize) -> usize {
 pub(super) fn pack_into(weight: DType, k: usize, m: usize, plain: &[u8], out: &mut [u8]) {
     let (put, _) = lanes(weight);
     let (bb, nb) = (weight.type_size(), k / weight.block_size());
-    let (gb, rb) = (GROUP * bb, nb * bb);
-    let groups = m.div_ceil(GROUP);
+    let ((group, gb), rb) = (group_geometry(weight), nb * bb);
+    let groups = m.div_ceil(group);
     let out = crate::parallel::DisjointWriter::new(out);
     crate::parallel::for_each_range(groups, 64, |gs| {
         // SAFETY: each range of groups owns its groups' bytes, disjoint from the others'.
@@ -300,8 +441,8 @@ pub(super) fn pack_into(weight: DType, k: usize, m: usize, plain: &[u8], out: &m
         for (i, g) in gs.enumerate() {
             for b in 0..nb {
                 let o = &mut dst[(i * nb + b) * gb..][..gb];
-                for r in 0..GROUP.min(m - g * GROUP) {
-                    put(o, r, &plain[(g * GROUP + r) * rb + b * bb..][..bb]);
+                for r in 0..group.min(m - g * group) {
+                    put(o, r, &plain[(g * group + r) * rb + b * bb..][..bb]);
                 }
             }
         }
@@ -487,8 +628,8 @@ fn expand_q4_s24(wb: &[u8]) -> [[u8; 18]; 2] {
 pub(super) fn unpack_row_into(weight: DType, k: usize, packed: &[u8], r: usize, out: &mut [u8]) {
     let (_, get) = lanes(weight);
     let (bb, nb) = (weight.type_size(), k / weight.block_size());
-    let gb = GROUP * bb;
-    let (g, lane) = (r / GROUP, r % GROUP);
+    let (group, gb) = group_geometry(weight);
+    let (g, lane) = (r / group, r % group);
     for b in 0..nb {
         get(&packed[(g * nb + b) * gb..][..gb], lane, &mut out[b * bb..][..bb]);
     }
@@ -512,16 +653,21 @@ pub(crate) fn quantize_q8s(x: &[f32], out: &mut [u8]) {
 /// super-block, [`k_block_step`]).
 pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
     let (_, get) = lanes(weight);
-    let (block_values, ab_bytes) = packed_act(weight).expect("a packed type").geometry();
+    let (act_values, act_bytes) = packed_act(weight).expect("a packed type").geometry();
     let (bb, nb) = (weight.type_size(), m.k / weight.block_size());
-    debug_assert_eq!(block_values, weight.block_size());
-    let gb = GROUP * bb;
-    let step = if weight.block_size() == crate::quant::QK_K { k_block_step } else { legacy_block_step };
+    // Activation bytes per weight block (an N:M block meets two activation blocks).
+    let ab_bytes = weight.block_size() / act_values * act_bytes;
+    let (group, gb) = group_geometry(weight);
+    let step = match weight {
+        DType::Q4_S24 | DType::Q4_S48 => nm_block_step,
+        w if w.block_size() == crate::quant::QK_K => k_block_step,
+        _ => legacy_block_step,
+    };
     let mut block = [0u8; 210]; // the largest block with a packed layout (Q6_K)
     for t in 0..m.n {
         let a = &m.act[t * m.act_bytes..(t + 1) * m.act_bytes];
         for (i, r) in m.rows.clone().enumerate() {
-            let (g, lane) = (r / GROUP, r % GROUP);
+            let (g, lane) = (r / group, r % group);
             let mut acc = 0.0f32;
             for b in 0..nb {
                 get(&m.w[(g * nb + b) * gb..][..gb], lane, &mut block[..bb]);
@@ -587,6 +733,12 @@ pub(crate) fn matmul_q4_k(m: &mut MatmulArgs<'_>) {
 }
 pub(crate) fn matmul_q6_k(m: &mut MatmulArgs<'_>) {
     matmul(DType::Q6_K, m)
+}
+pub(crate) fn matmul_q4_s24(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q4_S24, m)
+}
+pub(crate) fn matmul_q4_s48(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q4_S48, m)
 }
 
 #[cfg(test)]

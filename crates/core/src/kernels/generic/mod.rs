@@ -51,6 +51,8 @@ pub(super) fn table() -> Kernels {
         DType::Q5_1 => Some((super::packed::matmul_q5_1 as super::MatmulFn, s)),
         DType::Q4_K => Some((super::packed::matmul_q4_k as super::MatmulFn, s)),
         DType::Q6_K => Some((super::packed::matmul_q6_k as super::MatmulFn, s)),
+        DType::Q4_S24 => Some((super::packed::matmul_q4_s24 as super::MatmulFn, s)),
+        DType::Q4_S48 => Some((super::packed::matmul_q4_s48 as super::MatmulFn, s)),
         _ => None,
     });
     Kernels {
@@ -61,6 +63,7 @@ pub(super) fn table() -> Kernels {
             (quantize_q8_1, s),
             (quantize_q8_k, s),
             (super::packed::quantize_q8s, s),
+            (super::packed::quantize_q8u, s),
         ],
         types,
         packed,

@@ -26,6 +26,7 @@ mod drive;
 mod float;
 mod kquants;
 mod legacy;
+mod nm_lanes;
 mod packed;
 mod quantize;
 mod sparse;
@@ -51,6 +52,7 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set_quantize(Act::Q8_1, quantize::q8_1, t);
     k.set_quantize(Act::Q8_K, quantize::q8_k, t);
     k.set_quantize(Act::Q8S, quantize::q8s, t);
+    k.set_quantize(Act::Q8U, quantize::q8u, t);
     k.set_packed(DType::Q4_0, packed::avx2_q4_0, t);
     k.set_packed(DType::Q5_0, packed::avx2_q5_0, t);
     k.set_packed(DType::Q8_0, packed::avx2_q8_0, t);
@@ -107,6 +109,8 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
         k.set(DType::Q8_S24, sparse::avx512_vec_dot_q8_s24, sparse::avx512_matmul_q8_s24, t);
         k.set(DType::Q8_S48, sparse::avx512_vec_dot_q8_s48, sparse::avx512_matmul_q8_s48, t);
         k.set_bitmap(sparse::avx512_matmul_bitmap, t);
+        k.set_packed(DType::Q4_S24, nm_lanes::vbmi_q4_nm, t);
+        k.set_packed(DType::Q4_S48, nm_lanes::vbmi_q4_nm, t);
     }
 }
 

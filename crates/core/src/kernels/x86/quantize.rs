@@ -73,6 +73,16 @@ pub(super) unsafe fn q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// # Safety
+/// `out` holds exactly the N:M lane kernels' activation bytes of `x` (36 per 32 values: the
+/// scale as f32, the codes `q + 128`); AVX2, FMA, F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8u(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / 32;
+    q8_0(x, &mut out[..34 * nb]);
+    crate::kernels::packed::q8_0_to_q8u(out, nb);
+}
+
 /// 36-byte blocks: the Q8_0 block's scale, then `second(d, Σq)` as two bytes, then the codes.
 #[inline(always)]
 unsafe fn q8_with_sum(x: &[f32], out: &mut [u8], second: impl Fn(f32, f32) -> u16) {

@@ -1,0 +1,140 @@
+//! Products of N:M lane matrices (`Q4_S24`, `Q4_S48`; layout in `kernels::packed`: groups of
+//! sixteen rows, one row per 32-bit lane of a 512-bit register) on AVX-512 VNNI + VBMI.
+//!
+//! A lane of chunk word `W_c` holds the four kept inputs of one row's eight-input chunk `c` as
+//! bytes `position | (value − 8) << 4`. That byte is itself the `vpermb` index into the
+//! chunk's eight activation codes (`q + 128`, one 8-byte broadcast: index bits 3–5 select
+//! among identical copies), so one permute gathers every row's own four activations, and
+//! `byte & 0xf0` is `16·(value − 8)` as a signed byte. One `vpdpbusd` then adds four products
+//! to each of sixteen rows: 64 kept multiply-adds (128 dense-equivalent) for a load, an and,
+//! a permute and the dot product, where the dense Q4_0 kernel spends its nibble unpacking and
+//! a `vpdpbusd` on 64 dense ones. Per 32-input half the sum is `16·Σc·q + 2048·Σc` (the
+//! activations' bias 128): the group block's stored `Σc` takes it back to `16·Σc·q`, whose
+//! conversion meets `(d_w/16)·d_a`, so each half adds exactly the oracle's
+//! `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two: no rounding moves).
+
+use std::arch::x86_64::*;
+
+use crate::kernels::packed::{NM_GB as GB, NM_GROUP as ROWS};
+use crate::kernels::MatmulArgs;
+
+/// Bytes of an activation block (`Act::Q8U`: f32 scale, 32 unsigned codes).
+const AB: usize = 36;
+/// Byte offsets in a group block: the scales, the two correction words.
+const D: usize = 512;
+const CORR: usize = 544;
+
+/// The sums of `G` groups from `g0` against `N` tokens from `t0`.
+///
+/// # Safety
+/// `m` holds an N:M lane matrix reaching group `g0 + G − 1` and activations of tokens
+/// `t0..t0 + N`; AVX-512 F/BW/VNNI/VBMI (the entry point's features).
+#[inline(always)]
+unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0: usize) -> [[__m512; N]; G] {
+    let nb = m.k / 64;
+    let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
+    let high = _mm512_set1_epi8(0xf0u8 as i8);
+    let sixteenth = _mm512_set1_ps(0.0625);
+    let mut acc = [[_mm512_setzero_ps(); N]; G];
+    for b in 0..nb {
+        let mut wb = [w; G];
+        let mut dw = [_mm512_setzero_ps(); G];
+        for i in 0..G {
+            wb[i] = w.add(((g0 + i) * nb + b) * GB);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb[i].add(D) as *const __m256i));
+            dw[i] = _mm512_mul_ps(d, sixteenth);
+        }
+        for h in 0..2 {
+            let mut s = [[_mm512_setzero_si512(); N]; G];
+            for c in 4 * h..4 * h + 4 {
+                let mut raw = [_mm512_setzero_si512(); G];
+                let mut wv = [_mm512_setzero_si512(); G];
+                for i in 0..G {
+                    raw[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
+                    wv[i] = _mm512_and_si512(raw[i], high);
+                }
+                for t in 0..N {
+                    let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
+                    let table = _mm512_set1_epi64((at as *const i64).read_unaligned());
+                    for i in 0..G {
+                        let x = _mm512_permutexvar_epi8(raw[i], table);
+                        s[i][t] = _mm512_dpbusd_epi32(s[i][t], x, wv[i]);
+                    }
+                }
+            }
+            for i in 0..G {
+                let corr = _mm512_cvtepi8_epi32(_mm_loadu_si128(wb[i].add(CORR + 16 * h) as *const __m128i));
+                let corr = _mm512_slli_epi32::<11>(corr);
+                for t in 0..N {
+                    let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
+                    let da = _mm512_set1_ps((at as *const f32).read_unaligned());
+                    let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(s[i][t], corr));
+                    acc[i][t] = _mm512_fmadd_ps(v, _mm512_mul_ps(dw[i], da), acc[i][t]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Writes the sums of groups `g0..g0 + G` for tokens `t0..`: the rows inside the range.
+#[inline(always)]
+unsafe fn store<const G: usize, const N: usize>(m: &mut MatmulArgs<'_>, g0: usize, t0: usize, f: &[[__m512; N]; G]) {
+    let (start, end) = (m.rows.start, m.rows.end);
+    for (i, fg) in f.iter().enumerate() {
+        let r0 = (g0 + i) * ROWS;
+        for (t, &v) in fg.iter().enumerate() {
+            let o = (t0 + t) * m.out_stride;
+            if r0 >= start && r0 + ROWS <= end {
+                // In bounds: `out` holds `(n − 1)·out_stride + rows.len()` values (MatmulArgs).
+                _mm512_storeu_ps(m.out.as_mut_ptr().add(o + r0 - start), v);
+            } else {
+                let mut lanes = [0.0f32; ROWS];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                for r in r0.max(start)..(r0 + ROWS).min(end) {
+                    m.out[o + r - start] = lanes[r - r0];
+                }
+            }
+        }
+    }
+}
+
+/// `G` groups from `g` against every token: tiles of 4 tokens, then single ones.
+#[inline(always)]
+unsafe fn groups<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+    let mut t = 0;
+    while t + 4 <= m.n {
+        let f = tile::<G, 4>(m, g, t);
+        store(m, g, t, &f);
+        t += 4;
+    }
+    while t < m.n {
+        let f = tile::<G, 1>(m, g, t);
+        store(m, g, t, &f);
+        t += 1;
+    }
+}
+
+/// The product of an N:M lane matrix (`Q4_S24` or `Q4_S48`: one layout) with `Act::Q8U`
+/// activations. One token takes four groups at a time (four independent `vpdpbusd` chains
+/// sharing each activation broadcast), several tokens two groups by four tokens.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI/VBMI; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub(super) unsafe fn vbmi_q4_nm(m: &mut MatmulArgs<'_>) {
+    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
+    if m.n == 1 {
+        while g + 4 <= end {
+            groups::<4>(m, g);
+            g += 4;
+        }
+    }
+    while g + 2 <= end {
+        groups::<2>(m, g);
+        g += 2;
+    }
+    if g < end {
+        groups::<1>(m, g);
+    }
+}
