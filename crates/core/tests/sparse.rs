@@ -570,7 +570,16 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
                         let stride = rows.len() + 2;
                         let len = (n - 1) * stride + rows.len();
                         let mut want = vec![f32::NAN; len];
-                        oracle.matmul_packed(DType::Q4_0, &dense_packed, k, rows.clone(), &a_dense, n, &mut want, stride);
+                        oracle.matmul_packed(
+                            DType::Q4_0,
+                            &dense_packed,
+                            k,
+                            rows.clone(),
+                            &a_dense,
+                            n,
+                            &mut want,
+                            stride,
+                        );
                         let mut got = vec![f32::NAN; len];
                         kt.matmul_packed(t, &lanes, k, rows.clone(), &a, n, &mut got, stride);
                         for tok in 0..n {

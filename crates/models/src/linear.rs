@@ -326,7 +326,8 @@ impl Linear {
         let mut packed = vec![0u8; kernels::packed_len(self.dtype, k, m)];
         // A few MiB of rows at a time, the file's pages released after each, so that a large
         // matrix (a tied embedding) is not resident twice while it is packed.
-        let step = (PACK_CHUNK_BYTES / rb.max(1)).max(1).next_multiple_of(kernels::pack_group_rows(self.dtype));
+        let step =
+            (PACK_CHUNK_BYTES / rb.max(1)).max(1).next_multiple_of(kernels::pack_group_rows(self.dtype));
         let plain = self.data.as_slice();
         let mut r0 = 0;
         while r0 < m {
@@ -758,6 +759,25 @@ pub fn set_packing(on: bool) {
 
 /// Suffix of a bitmap (`Q8_SB`) tensor's companion values tensor: `NAME.values`.
 pub const BITMAP_VALUES_SUFFIX: &str = ".values";
+
+/// Bytes by which loading `f` grows its weights beyond the file's tensors when packing is on
+/// ([`Linear::packed`]): the N:M lane layout (36 bytes per row and 64 inputs against the
+/// file's 24 or 25) and the padding of the last row group. 0 when packing is off.
+pub fn packing_growth_bytes(f: &GgufFile) -> u64 {
+    if !packing_enabled() {
+        return 0;
+    }
+    f.tensors
+        .iter()
+        .filter(|t| t.dims.len() == 2 && kernels::packs(t.dtype))
+        .filter_map(|t| {
+            let (k, m) = (usize::try_from(t.dims[0]).ok()?, usize::try_from(t.dims[1]).ok()?);
+            let packed =
+                k.is_multiple_of(t.dtype.block_size()).then(|| kernels::packed_len(t.dtype, k, m))?;
+            Some((packed as u64).saturating_sub(t.size))
+        })
+        .sum()
+}
 
 /// Bytes of a file's rows packed between two releases of their pages ([`Linear::packed`]).
 const PACK_CHUNK_BYTES: usize = 4 << 20;

@@ -4,10 +4,13 @@
 //! sparse tensor, without the sparse extension's version key, or without a bitmap weight's
 //! values tensor is refused when the Linear is loaded.
 
+use edgellm_core::kernels;
 use edgellm_core::quant::{quantize, sparse};
 use edgellm_core::DType;
 use edgellm_formats::{GgufFile, GgufWriter, Value};
-use edgellm_models::linear::{Linear, Precision, TensorBytes, SPARSE_VERSION, SPARSE_VERSION_KEY};
+use edgellm_models::linear::{
+    packing_growth_bytes, Linear, Precision, TensorBytes, SPARSE_VERSION, SPARSE_VERSION_KEY,
+};
 use edgellm_models::ModelError;
 
 /// Deterministic weights, `[m × k]`, with every other pair of each group of four zeroed (2:4)
@@ -71,6 +74,17 @@ fn nm_and_bitmap_linears_compute_their_weights() {
             &nm_linear(dtype, k, m),
             &nm_linear(dtype, k, m).with_precision(Precision::Exact),
         );
+        // Packed (the 4-bit types' lane layout where the tier has its kernel): the same
+        // rows, and the same products within the tolerance of the 8-bit activations.
+        let packed = nm_linear(dtype, k, m).packed();
+        assert_eq!(packed.is_packed(), kernels::packs(dtype), "{dtype}");
+        check_fast_vs_exact(&packed, &nm_linear(dtype, k, m).with_precision(Precision::Exact));
+        let (plain, mut a, mut b) = (nm_linear(dtype, k, m), vec![0.0f32; k], vec![0.0f32; k]);
+        for r in 0..m {
+            plain.row_f32(r, &mut a).unwrap();
+            packed.row_f32(r, &mut b).unwrap();
+            assert_eq!(a, b, "{dtype} row {r}");
+        }
     }
     check_fast_vs_exact(&bitmap_linear(k, m), &bitmap_linear(k, m).with_precision(Precision::Exact));
     // The bitmap Linear's rows are the quantized weights.
@@ -106,7 +120,8 @@ fn shared_activations_change_nothing() {
 
 fn shared_activations_change_nothing_for(n: usize) {
     let k = 256;
-    let a = nm_linear(DType::Q4_S24, k, 40);
+    // The 2:4 layer packed where the tier has the lane kernel (its own activation format).
+    let a = nm_linear(DType::Q4_S24, k, 40).packed();
     let b = bitmap_linear(k, 24);
     let dense = quantize(DType::Q8_0, &weights(k, 16, false, 3)).unwrap();
     let c = Linear::new("dense.weight", DType::Q8_0, k, 16, TensorBytes::Owned(dense)).unwrap();
@@ -225,4 +240,21 @@ fn loading_checks_the_sparse_tensors() {
         m,
     ));
     assert!(why.contains("row 0") && why.contains("corrupt"), "{why}");
+}
+
+/// The memory check's estimate counts what the N:M lane layout adds to the file's bytes: the
+/// packed Linear's storage minus the tensor's.
+#[test]
+fn packing_growth_is_the_packed_linears_extra_bytes() {
+    let (k, m) = (128, 6);
+    for dtype in [DType::Q4_S24, DType::Q4_S48, DType::Q8_S24] {
+        let data = quantize(dtype, &weights(k, m, true, 5)).unwrap();
+        let file_bytes = data.len();
+        let f = gguf(dtype, data, k, m, Some(SPARSE_VERSION), None);
+        let lin = Linear::from_gguf(&f, "w", k, m).unwrap().packed();
+        let growth = packing_growth_bytes(&f);
+        assert_eq!(growth as usize, lin.storage_bytes() - file_bytes, "{dtype}");
+        // Sixteen rows of 36 bytes per 64 inputs where the tier packs the 4-bit types.
+        assert_eq!(growth > 0, kernels::packs(dtype), "{dtype}");
+    }
 }

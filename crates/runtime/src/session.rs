@@ -131,20 +131,20 @@ impl LoadedModel {
         let limit = memory_limit()?;
         // Before building the model: the file (mapped pages become resident as they are read;
         // packing copies rows while releasing their pages, so weights stay about the file's
-        // size), with the KV caches and buffers the metadata implies (`CachePlan` gives what the
+        // size, plus what a packed layout adds), with the KV caches and buffers the metadata implies (`CachePlan` gives what the
         // built model's `cache_bytes` gives: tested on both architectures).
         if let Some(l) = &limit {
             // Activation sparsity keeps a column-blocked copy of each weight it skips columns of.
             let copies = edgellm_models::act_sparsity::column_copy_bytes(&gguf);
+            // Packed layouts larger than the file's tensors (the N:M lane layout).
+            let file = gguf.file_len().saturating_add(edgellm_models::linear::packing_growth_bytes(&gguf));
             match edgellm_models::CachePlan::from_gguf(&gguf, opts) {
                 Some(plan) => {
                     let n_ctx = if n_ctx == 0 { plan.n_ctx_train.min(4096) } else { n_ctx };
                     let scratch = scratch_bytes(plan.n_embd, plan.n_vocab);
-                    check_fits(l, (gguf.file_len(), copies), scratch, n_ctx, caches, |c| {
-                        plan.cache_bytes(c)
-                    })?;
+                    check_fits(l, (file, copies), scratch, n_ctx, caches, |c| plan.cache_bytes(c))?;
                 }
-                None => check_fits(l, (gguf.file_len(), copies), 0, 0, 1, |_| 0)?,
+                None => check_fits(l, (file, copies), 0, 0, 1, |_| 0)?,
             }
         }
         let (model, device, device_note) = load_on_device(&gguf, opts)?;

@@ -297,7 +297,11 @@ fn nm_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]
     let mut corr = [0i32; 2];
     for c in 0..8 {
         let m = ((mask >> (8 * c)) & 0xff) as u8;
-        let (m, vals) = if m == 0 { (fallback, [0; 4]) } else { (m, [q[4 * c], q[4 * c + 1], q[4 * c + 2], q[4 * c + 3]]) };
+        let (m, vals) = if m == 0 {
+            (fallback, [0; 4])
+        } else {
+            (m, [q[4 * c], q[4 * c + 1], q[4 * c + 2], q[4 * c + 3]])
+        };
         let mut bits = m;
         for (i, &v) in vals.iter().enumerate() {
             let pos = bits.trailing_zeros() as u8;
@@ -384,7 +388,8 @@ fn nm_block_step(weight: DType, w: &[u8], ab: &[u8], acc: f32) -> f32 {
     let mut acc = acc;
     for h in 0..2 {
         let a = &ab[36 * h..36 * h + 36];
-        let isum: i32 = codes[32 * h..32 * h + 32].iter().zip(&a[4..]).map(|(&c, &u)| c * (u as i32 - 128)).sum();
+        let isum: i32 =
+            codes[32 * h..32 * h + 32].iter().zip(&a[4..]).map(|(&c, &u)| c * (u as i32 - 128)).sum();
         let da = f32::from_le_bytes([a[0], a[1], a[2], a[3]]);
         acc = (isum as f32).mul_add(dw * da, acc);
     }

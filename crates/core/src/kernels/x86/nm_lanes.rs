@@ -79,7 +79,12 @@ unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0
 
 /// Writes the sums of groups `g0..g0 + G` for tokens `t0..`: the rows inside the range.
 #[inline(always)]
-unsafe fn store<const G: usize, const N: usize>(m: &mut MatmulArgs<'_>, g0: usize, t0: usize, f: &[[__m512; N]; G]) {
+unsafe fn store<const G: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    g0: usize,
+    t0: usize,
+    f: &[[__m512; N]; G],
+) {
     let (start, end) = (m.rows.start, m.rows.end);
     for (i, fg) in f.iter().enumerate() {
         let r0 = (g0 + i) * ROWS;
