@@ -889,12 +889,21 @@ pub fn gguf_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, Model
 /// `Q4_0/Q5_0/Q8_0/Q4_1/Q5_1/Q4_K/Q6_K`, or `off` (no packed kernel on this tier, or
 /// `EDGELLM_PACK=0`). Weights of other types keep the file's layout.
 pub fn packing_description() -> String {
-    let types: Vec<&str> =
-        [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q6_K]
-            .into_iter()
-            .filter(|&t| packing_enabled() && kernels::packs(t))
-            .map(|t| t.name())
-            .collect();
+    let types: Vec<&str> = [
+        DType::Q4_0,
+        DType::Q5_0,
+        DType::Q8_0,
+        DType::Q4_1,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::Q4_S24,
+        DType::Q4_S48,
+    ]
+    .into_iter()
+    .filter(|&t| packing_enabled() && kernels::packs(t))
+    .map(|t| t.name())
+    .collect();
     if types.is_empty() {
         "off".to_string()
     } else {
