@@ -26,6 +26,7 @@ mod drive;
 mod float;
 mod kquants;
 mod legacy;
+mod nm_lanes;
 mod packed;
 mod quantize;
 mod sparse;
@@ -68,6 +69,7 @@ pub(super) fn fill_neon(k: &mut Kernels) {
     k.set_quantize(Act::Q8_1, quantize::q8_1, t);
     k.set_quantize(Act::Q8_K, quantize::q8_k, t);
     k.set_quantize(Act::Q8S, quantize::q8s, t);
+    k.set_quantize(Act::Q8U, quantize::q8u, t);
     fill!(k, t, plain);
     // Packed products with widening multiplies, summed in i16 lanes (`packed`).
     for (weight, f) in packed::plain::KERNELS {
@@ -85,6 +87,9 @@ pub(super) fn fill_dotprod(k: &mut Kernels) {
     for (weight, f) in packed::dotprod::KERNELS {
         k.set_packed(weight, f, Tier::NeonDotprod);
     }
+    // The N:M lane layout: a `tbl` gathers each row's activations, one `sdot` per four rows.
+    k.set_packed(DType::Q4_S24, nm_lanes::dotprod_q4_nm, Tier::NeonDotprod);
+    k.set_packed(DType::Q4_S48, nm_lanes::dotprod_q4_nm, Tier::NeonDotprod);
 }
 
 /// Puts the 8-bit matrix multiply kernels into `k` (over the dot-product ones): packed

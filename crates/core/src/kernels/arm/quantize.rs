@@ -47,6 +47,16 @@ pub(super) unsafe fn q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// # Safety
+/// `out` holds exactly the N:M lane kernels' activation bytes of `x` (36 per 32 values: the
+/// scale as f32, the codes `q + 128`); NEON.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn q8u(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / 32;
+    q8_0(x, &mut out[..34 * nb]);
+    crate::kernels::packed::q8_0_to_q8u(out, nb);
+}
+
 /// 36-byte blocks: the Q8_0 scale, then the two bytes `second(d, Σq)`, then the codes.
 #[inline(always)]
 unsafe fn q8_with_sum(x: &[f32], out: &mut [u8], second: impl Fn(f32, i32) -> [u8; 2]) {

@@ -1,0 +1,143 @@
+//! Products of N:M lane matrices (`Q4_S24`, `Q4_S48`; layout in `kernels::packed`: groups of
+//! sixteen rows, one row per 32-bit lane) with the dot-product extension.
+//!
+//! A chunk word (64 bytes, chunk `c` of the group's sixteen rows) is four registers of four
+//! rows. Each byte is `position | (value − 8) << 4`: `byte & 0x0f` indexes (`tbl`) the chunk's
+//! eight activation codes, gathering every row's own four activations, and `byte & 0xf0` is
+//! `16·(value − 8)` as a signed byte, so one `sdot` adds `16·` four products to each of four
+//! rows — signed times signed, so no bias and no correction (the layout's correction words are
+//! for x86's unsigned `vpdpbusd`). Four instructions per 16 kept multiply-adds (32
+//! dense-equivalent), where the dense packed Q4_0 kernel unpacks nibbles and broadcasts
+//! activations. Per 32-input half `16·Σc·q` meets `(d_w/16)·d_a` in one multiply-add: exactly
+//! the oracle's `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two).
+
+use std::arch::aarch64::*;
+
+use super::{sdot, widen_f16};
+use crate::kernels::packed::{NM_GB as GB, NM_GROUP as ROWS};
+use crate::kernels::MatmulArgs;
+
+/// Bytes of an activation block (`Act::Q8U`: f32 scale, 32 codes `q + 128`).
+const AB: usize = 36;
+/// Byte offset of the scales in a group block.
+const D: usize = 512;
+
+/// The sums of `G` groups from `g0` against `N` tokens from `t0`, four registers (of four
+/// rows) per group and token.
+///
+/// # Safety
+/// `m` holds an N:M lane matrix reaching group `g0 + G − 1` and activations of tokens
+/// `t0..t0 + N`; NEON with the dot-product extension (the entry point's features).
+#[inline(always)]
+unsafe fn tile<const G: usize, const N: usize>(
+    m: &MatmulArgs<'_>,
+    g0: usize,
+    t0: usize,
+) -> [[[float32x4_t; 4]; N]; G] {
+    let nb = m.k / 64;
+    let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
+    let (low, high, bias) = (vdupq_n_u8(0x0f), vdupq_n_u8(0xf0), vdupq_n_u8(0x80));
+    let mut acc = [[[vdupq_n_f32(0.0); 4]; N]; G];
+    for b in 0..nb {
+        let mut wb = [w; G];
+        let mut dw = [[vdupq_n_f32(0.0); 4]; G];
+        for i in 0..G {
+            wb[i] = w.add(((g0 + i) * nb + b) * GB);
+            for (q, d) in dw[i].iter_mut().enumerate() {
+                *d = vmulq_n_f32(widen_f16(vld1_u16(wb[i].add(D + 8 * q) as *const u16)), 0.0625);
+            }
+        }
+        for h in 0..2 {
+            let mut s = [[[vdupq_n_s32(0); 4]; N]; G];
+            for c in 4 * h..4 * h + 4 {
+                let mut table = [vdupq_n_s8(0); N];
+                for (t, tb) in table.iter_mut().enumerate() {
+                    let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
+                    *tb = vreinterpretq_s8_u8(veorq_u8(vreinterpretq_u8_u64(vld1q_dup_u64(at as *const u64)), bias));
+                }
+                for i in 0..G {
+                    for q in 0..4 {
+                        let raw = vld1q_u8(wb[i].add(64 * c + 16 * q));
+                        let (idx, wv) = (vandq_u8(raw, low), vreinterpretq_s8_u8(vandq_u8(raw, high)));
+                        for t in 0..N {
+                            s[i][t][q] = sdot(s[i][t][q], vqtbl1q_s8(table[t], idx), wv);
+                        }
+                    }
+                }
+            }
+            for i in 0..G {
+                for t in 0..N {
+                    let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
+                    let da = (at as *const f32).read_unaligned();
+                    for q in 0..4 {
+                        let v = vcvtq_f32_s32(s[i][t][q]);
+                        acc[i][t][q] = vfmaq_f32(acc[i][t][q], v, vmulq_n_f32(dw[i][q], da));
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Writes the sums of groups `g0..g0 + G` for tokens `t0..`: the rows inside the range.
+#[inline(always)]
+unsafe fn store<const G: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    g0: usize,
+    t0: usize,
+    f: &[[[float32x4_t; 4]; N]; G],
+) {
+    let (start, end) = (m.rows.start, m.rows.end);
+    for (i, fg) in f.iter().enumerate() {
+        let r0 = (g0 + i) * ROWS;
+        for (t, v) in fg.iter().enumerate() {
+            let mut lanes = [0.0f32; ROWS];
+            for (q, &x) in v.iter().enumerate() {
+                vst1q_f32(lanes.as_mut_ptr().add(4 * q), x);
+            }
+            let o = (t0 + t) * m.out_stride;
+            for r in r0.max(start)..(r0 + ROWS).min(end) {
+                m.out[o + r - start] = lanes[r - r0];
+            }
+        }
+    }
+}
+
+/// `G` groups from `g` against every token: tiles of 2 tokens, then one.
+#[inline(always)]
+unsafe fn groups<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+    let mut t = 0;
+    while G == 1 && t + 2 <= m.n {
+        let f = tile::<G, 2>(m, g, t);
+        store(m, g, t, &f);
+        t += 2;
+    }
+    while t < m.n {
+        let f = tile::<G, 1>(m, g, t);
+        store(m, g, t, &f);
+        t += 1;
+    }
+}
+
+/// The product of an N:M lane matrix (`Q4_S24` or `Q4_S48`: one layout) with `Act::Q8U`
+/// activations. One token takes two groups at a time (eight independent `sdot` chains
+/// sharing each activation table), several tokens one group by two tokens.
+///
+/// # Safety
+/// NEON with the dot-product extension; `m` checked by the caller (`MatmulCall`) for the
+/// packed layout.
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn dotprod_q4_nm(m: &mut MatmulArgs<'_>) {
+    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
+    if m.n == 1 {
+        while g + 2 <= end {
+            groups::<2>(m, g);
+            g += 2;
+        }
+    }
+    while g < end {
+        groups::<1>(m, g);
+        g += 1;
+    }
+}
