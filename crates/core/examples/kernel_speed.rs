@@ -35,8 +35,8 @@
 //! as dense-equivalent flops (2·rows·k per token, zeros included). `--sparse --iters N
 //! [--types q4_s24]` runs instead each one-token product exactly N times untimed (after one
 //! call, which sets up what is lazily set up), for an instruction counter
-//! (`bench/arm-insn-counts --sparse`); `--types` keeps the layouts whose name starts with one of
-//! its entries.
+//! (`bench/arm-insn-counts --sparse`); `--types` keeps the layouts named by one of its
+//! entries (case aside: `q4_s24`, `q4_s24 packed`, `q8_sb 70%`).
 //! Times are this thread's CPU time on Linux (`CLOCK_THREAD_CPUTIME_ID`), so other processes
 //! sharing the cores slow the results less (they still share caches and memory bandwidth).
 
@@ -459,7 +459,7 @@ fn sparse_counted(tiers: &[Tier], only: Option<&[String]>, n: usize) {
     let rows = 1536;
     each_sparse(tiers, rows, 576, |tier, kern, one| {
         let name = one.name();
-        if only.is_some_and(|o| !o.iter().any(|t| name.to_lowercase().starts_with(t.as_str()))) {
+        if only.is_some_and(|o| !o.iter().any(|t| name.to_lowercase() == *t)) {
             return;
         }
         let act = one.act(kern, 1);

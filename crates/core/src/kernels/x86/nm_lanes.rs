@@ -12,6 +12,13 @@
 //! activations' bias 128): the group block's stored `Σc` takes it back to `16·Σc·q`, whose
 //! conversion meets `(d_w/16)·d_a`, so each half adds exactly the oracle's
 //! `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two: no rounding moves).
+//!
+//! AVX2 ([`avx2_q4_nm`]) has no `vpermb` and no `vpdpbusd`: a register holds eight rows;
+//! `byte & 0x0f` indexes a `vpshufb` of the chunk's eight activation codes (broadcast to both
+//! 128-bit lanes), the value nibble goes through a 16-entry `vpshufb` table to `value − 8`, and
+//! `vpmaddubsw` sums two products into i16 lanes (at most 2·255·8 = 4080; a half's four chunks
+//! at most 16 320), widened once per half by `vpmaddwd`; the correction is `128·Σc`. Same
+//! float operations, same bits.
 
 use std::arch::x86_64::*;
 
@@ -141,5 +148,127 @@ pub(super) unsafe fn vbmi_q4_nm(m: &mut MatmulArgs<'_>) {
     }
     if g < end {
         groups::<1>(m, g);
+    }
+}
+
+/// `value − 8` of each nibble `(value − 8) & 15`, as a signed byte (both 128-bit lanes).
+const SIGNED_NIBBLE: [i8; 32] = [0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1];
+
+/// The sums of `G` groups from `g0` against `N` tokens from `t0` on AVX2: per group and
+/// token, rows 0–7 and 8–15.
+///
+/// # Safety
+/// As [`tile`]; AVX2, FMA, F16C.
+#[inline(always)]
+unsafe fn tile256<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0: usize) -> [[[__m256; 2]; N]; G] {
+    let nb = m.k / 64;
+    let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
+    let low = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let signed = _mm256_loadu_si256(SIGNED_NIBBLE.as_ptr() as *const __m256i);
+    let mut acc = [[[_mm256_setzero_ps(); 2]; N]; G];
+    for b in 0..nb {
+        let mut wb = [w; G];
+        for (i, p) in wb.iter_mut().enumerate() {
+            *p = w.add(((g0 + i) * nb + b) * GB);
+        }
+        for h in 0..2 {
+            let mut s = [[[_mm256_setzero_si256(); 2]; N]; G];
+            for c in 4 * h..4 * h + 4 {
+                let mut idx = [[_mm256_setzero_si256(); 2]; G];
+                let mut wv = [[_mm256_setzero_si256(); 2]; G];
+                for i in 0..G {
+                    for j in 0..2 {
+                        let raw = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
+                        idx[i][j] = _mm256_and_si256(raw, low);
+                        let nib = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+                        wv[i][j] = _mm256_shuffle_epi8(signed, nib);
+                    }
+                }
+                for t in 0..N {
+                    let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
+                    let table = _mm256_set1_epi64x((at as *const i64).read_unaligned());
+                    for i in 0..G {
+                        for j in 0..2 {
+                            let x = _mm256_shuffle_epi8(table, idx[i][j]);
+                            s[i][t][j] = _mm256_add_epi16(s[i][t][j], _mm256_maddubs_epi16(x, wv[i][j]));
+                        }
+                    }
+                }
+            }
+            for i in 0..G {
+                for j in 0..2 {
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb[i].add(D + 16 * j) as *const __m128i));
+                    let corr = _mm256_cvtepi8_epi32(_mm_loadl_epi64(wb[i].add(CORR + 16 * h + 8 * j) as *const __m128i));
+                    let corr = _mm256_slli_epi32::<7>(corr);
+                    for t in 0..N {
+                        let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
+                        let da = _mm256_set1_ps((at as *const f32).read_unaligned());
+                        let v = _mm256_sub_epi32(_mm256_madd_epi16(s[i][t][j], ones), corr);
+                        acc[i][t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dw, da), acc[i][t][j]);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`store`] of [`tile256`]'s sums.
+#[inline(always)]
+unsafe fn store256<const G: usize, const N: usize>(
+    m: &mut MatmulArgs<'_>,
+    g0: usize,
+    t0: usize,
+    f: &[[[__m256; 2]; N]; G],
+) {
+    let (start, end) = (m.rows.start, m.rows.end);
+    for (i, fg) in f.iter().enumerate() {
+        let r0 = (g0 + i) * ROWS;
+        for (t, v) in fg.iter().enumerate() {
+            let mut lanes = [0.0f32; ROWS];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), v[1]);
+            let o = (t0 + t) * m.out_stride;
+            for r in r0.max(start)..(r0 + ROWS).min(end) {
+                m.out[o + r - start] = lanes[r - r0];
+            }
+        }
+    }
+}
+
+/// `G` groups from `g` against every token on AVX2: tiles of 2 tokens (one group), then one.
+#[inline(always)]
+unsafe fn groups256<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+    let mut t = 0;
+    while G == 1 && t + 2 <= m.n {
+        let f = tile256::<G, 2>(m, g, t);
+        store256(m, g, t, &f);
+        t += 2;
+    }
+    while t < m.n {
+        let f = tile256::<G, 1>(m, g, t);
+        store256(m, g, t, &f);
+        t += 1;
+    }
+}
+
+/// [`vbmi_q4_nm`] on AVX2 (module docs): one token takes two groups at a time, several
+/// tokens one group by two tokens.
+///
+/// # Safety
+/// AVX2, FMA, F16C; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2_q4_nm(m: &mut MatmulArgs<'_>) {
+    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
+    if m.n == 1 {
+        while g + 2 <= end {
+            groups256::<2>(m, g);
+            g += 2;
+        }
+    }
+    while g < end {
+        groups256::<1>(m, g);
+        g += 1;
     }
 }
