@@ -411,7 +411,7 @@ impl Linear {
         if OBSERVING.load(Ordering::Relaxed) {
             notify_observer(&self.name, x, n, k);
         }
-        count_bytes(self.data.as_slice().len());
+        count_bytes(self.storage_bytes());
         let out = DisjointWriter::new(y);
         for_each_range(m, 16, |rows| {
             SCRATCH.with(|cell| {
@@ -575,7 +575,7 @@ impl Linear {
             if OBSERVING.load(Ordering::Relaxed) {
                 notify_observer(&l.name, x, n, l.in_features);
             }
-            count_bytes(l.data.as_slice().len());
+            count_bytes(l.storage_bytes());
         }
         let Some(first) = layers.first() else { return };
         if n == 0 {

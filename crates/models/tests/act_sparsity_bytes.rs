@@ -1,5 +1,5 @@
-//! The weight bytes a one-token product reads, dense vs column-skipping (its own test binary:
-//! the byte counter is process-wide).
+//! The weight bytes a one-token product reads: dense vs column-skipping, a bitmap-sparse and
+//! an N:M weight (its own test binary: the byte counter is process-wide).
 
 use edgellm_core::quant::quantize;
 use edgellm_core::DType;
@@ -36,4 +36,21 @@ fn column_skipping_reads_fewer_bytes() {
     assert_eq!(d as usize, dense.bytes().len());
     // Half the inputs zero: half the codes plus all the scales (0.5 of 4.5 bits).
     assert!(s < d * 7 / 10 && s > d * 4 / 10, "sparse {s} vs dense {d}");
+
+    // (In the same test: the counter is process-wide.) A bitmap-sparse weight reads its
+    // metadata and its companion values; an N:M weight what it holds in memory (the lane
+    // layout where the tier packs it).
+    let w: Vec<f32> = values(k * m, 5).into_iter().map(|v| if v.abs() < 0.7 { 0.0 } else { v }).collect();
+    let b = edgellm_core::quant::sparse::quantize_bitmap(&w, k, m).unwrap();
+    let (meta, vals) = (b.meta.len(), b.values.len());
+    let bitmap =
+        Linear::new_bitmap("sb.weight", k, m, TensorBytes::Owned(b.meta), TensorBytes::Owned(b.values), b.c)
+            .unwrap();
+    edgellm_models::linear::reset_weight_bytes_read();
+    bitmap.forward(&x, 1, &mut y);
+    assert_eq!(edgellm_models::linear::weight_bytes_read() as usize, meta + vals);
+    let nm = linear(DType::Q4_S24, k, m).packed();
+    edgellm_models::linear::reset_weight_bytes_read();
+    nm.forward(&x, 1, &mut y);
+    assert_eq!(edgellm_models::linear::weight_bytes_read() as usize, nm.bytes().len());
 }

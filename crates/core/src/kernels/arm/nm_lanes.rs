@@ -53,7 +53,10 @@ unsafe fn tile<const G: usize, const N: usize>(
                 let mut table = [vdupq_n_s8(0); N];
                 for (t, tb) in table.iter_mut().enumerate() {
                     let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
-                    *tb = vreinterpretq_s8_u8(veorq_u8(vreinterpretq_u8_u64(vld1q_dup_u64(at as *const u64)), bias));
+                    *tb = vreinterpretq_s8_u8(veorq_u8(
+                        vreinterpretq_u8_u64(vld1q_dup_u64(at as *const u64)),
+                        bias,
+                    ));
                 }
                 for i in 0..G {
                     for q in 0..4 {

@@ -166,7 +166,10 @@ pub(super) unsafe fn vbmi_q4_nm(m: &mut MatmulArgs<'_>) {
 }
 
 /// `value − 8` of each nibble `(value − 8) & 15`, as a signed byte (both 128-bit lanes).
-const SIGNED_NIBBLE: [i8; 32] = [0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1];
+const SIGNED_NIBBLE: [i8; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3,
+    -2, -1,
+];
 
 /// The sums of `G` groups from `g0` against `N` tokens from `t0` on AVX2: per group and
 /// token, rows 0–7 and 8–15.
@@ -174,7 +177,11 @@ const SIGNED_NIBBLE: [i8; 32] = [0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3,
 /// # Safety
 /// As [`tile`]; AVX2, FMA, F16C.
 #[inline(always)]
-unsafe fn tile256<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0: usize) -> [[[__m256; 2]; N]; G] {
+unsafe fn tile256<const G: usize, const N: usize>(
+    m: &MatmulArgs<'_>,
+    g0: usize,
+    t0: usize,
+) -> [[[__m256; 2]; N]; G] {
     let nb = m.k / 64;
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let low = _mm256_set1_epi8(0x0f);
@@ -216,13 +223,16 @@ unsafe fn tile256<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize,
             for i in 0..G {
                 for j in 0..2 {
                     let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb[i].add(D + 16 * j) as *const __m128i));
-                    let corr = _mm256_cvtepi8_epi32(_mm_loadl_epi64(wb[i].add(CORR + 16 * h + 8 * j) as *const __m128i));
+                    let corr = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                        wb[i].add(CORR + 16 * h + 8 * j) as *const __m128i
+                    ));
                     let corr = _mm256_slli_epi32::<7>(corr);
                     for t in 0..N {
                         let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
                         let da = _mm256_set1_ps((at as *const f32).read_unaligned());
                         let v = _mm256_sub_epi32(_mm256_madd_epi16(s[i][t][j], ones), corr);
-                        acc[i][t][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dw, da), acc[i][t][j]);
+                        acc[i][t][j] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dw, da), acc[i][t][j]);
                     }
                 }
             }
