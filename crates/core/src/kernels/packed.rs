@@ -46,6 +46,29 @@
 //!   `128n + 32x + 4c..+4` (`x = 0..4`) are the nibbles of `L_{n,x%2,c}` (low for `x < 2`)
 //!   with bits `2x, 2x + 1` of `H_{n,c}` above them.
 //!
+//! ## The N:M lane layout (`Q4_S24`, `Q4_S48`; [`NM_GROUP`] = 16 rows)
+//!
+//! The 4-bit N:M types pack sixteen rows per group (one 512-bit register of 32-bit lanes) and
+//! per 64-input block a group block of [`NM_GB`] = 576 bytes (36 per row, Q4_0's bytes: the
+//! file's 24 or 25 become 36 in memory):
+//!
+//! - eight 64-byte chunk words `W_c` (`c = 0..8`, at `64c`): bytes `4r..4r + 4` are the four
+//!   kept inputs of row `r`'s eight-input chunk `c`, in input order, each as
+//!   `position | (value − 8) << 4` (position 0–7 within the chunk, bit 3 clear; the value's
+//!   nibble two's complement, so `byte & 0xf0` is `16·(value − 8)` as a signed byte);
+//! - the sixteen f16 scales (row order, at 512);
+//! - two correction words (at 544 + 16h): byte `r` is `Σ(value − 8)` of row `r`'s sixteen kept
+//!   values of half `h` (inputs `32h..32h + 32`), within −128..=112, for kernels that bias the
+//!   activations to unsigned (`vpdpbusd`, `vpmaddubsw`).
+//!
+//! A chunk whose code is invalid (the format's decoders keep nothing) gets the pattern's first
+//! mask with zero values. The kernels gather each row's own activations with the position
+//! byte as a permute index (`vpermb`, `vpshufb`, `tbl`) — no expansion of the weights, no
+//! decoding of codes — and take `Act::Q8U` activations: per 32 values the Q8_0 scale as an f32
+//! (the f16's value) and the codes as `q + 128`, 36 bytes. Per half the oracle's operation is
+//! the dense packed Q4_0 kernel's on the dense-equivalent matrix,
+//! `acc ← fma(Σc·q, d_w·d_a, acc)`, and every tier gives its bits (tested).
+//!
 //! # Activations
 //!
 //! The packed kernels of the symmetric types take the codes as unsigned `u = c + bias` (Q4_0:
