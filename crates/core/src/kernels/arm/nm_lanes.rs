@@ -28,6 +28,8 @@ const D: usize = 512;
 /// # Safety
 /// `m` holds an N:M lane matrix reaching group `g0 + G − 1` and activations of tokens
 /// `t0..t0 + N`; NEON with the dot-product extension (the entry point's features).
+// Register tiles: the indices name registers (rows, tokens), as in `packed`.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn tile<const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,

@@ -47,6 +47,8 @@ unsafe fn prefetch_block(wb: *const u8) {
 /// # Safety
 /// `m` holds an N:M lane matrix reaching group `g0 + G − 1` and activations of tokens
 /// `t0..t0 + N`; AVX-512 F/BW/VNNI/VBMI (the entry point's features).
+// Register tiles: the indices name registers (rows, tokens), as in `packed`.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0: usize) -> [[__m512; N]; G] {
     let nb = m.k / 64;
@@ -176,6 +178,8 @@ const SIGNED_NIBBLE: [i8; 32] = [
 ///
 /// # Safety
 /// As [`tile`]; AVX2, FMA, F16C.
+// Register tiles: the indices name registers (rows, tokens), as in `packed`.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn tile256<const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
