@@ -424,7 +424,7 @@ fn sparse_mv_seconds(kern: &Kernels, layers: &[Sparse], threads: usize, min_s: f
 }
 
 /// The sparse layouts of [`sparse_table`].
-fn sparse_layouts() -> [Layout; 10] {
+fn sparse_layouts() -> [Layout; 12] {
     [
         Layout::Packed(DType::Q4_0),
         Layout::Nm(DType::Q4_S24),
@@ -433,7 +433,9 @@ fn sparse_layouts() -> [Layout; 10] {
         Layout::Packed(DType::Q4_S48),
         Layout::Packed(DType::Q8_0),
         Layout::Nm(DType::Q8_S24),
+        Layout::Packed(DType::Q8_S24),
         Layout::Nm(DType::Q8_S48),
+        Layout::Packed(DType::Q8_S48),
         Layout::Bitmap(0.7),
         Layout::Bitmap(0.5),
     ]

@@ -523,19 +523,20 @@ fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
     assert!(covered > 0 || kernels::available_tiers().iter().all(|&t| t == kernels::Tier::Scalar));
 }
 
-/// The N:M lane layout (`Q4_S24` / `Q4_S48` packed: sixteen rows per group, position and
-/// value per byte) gives every GGUF row back, and its products on every tier (the oracle
-/// included) are, bit for bit, the dense packed Q4_0 oracle's on the dense-equivalent matrix:
-/// row ranges start and end inside groups, token counts cross the tiles (4 tokens, and 4
-/// groups at a time for one token), rows of extreme codes (every kept value −8: a half's
-/// correction −128; every kept value 7) are included.
+/// The N:M lane layouts (the N:M types packed: sixteen rows per group; 4-bit: position and
+/// value per byte, 8-bit: code bytes and position nibbles) give every GGUF row back, and their
+/// products on every tier (the oracle included) are, bit for bit, the dense packed Q4_0 /
+/// Q8_0 oracle's on the dense-equivalent matrix: row ranges start and end inside groups, token
+/// counts cross the tiles (4 tokens, and 4 groups at a time for one token), rows of extreme
+/// codes (every kept value the most negative code: a half's correction −128 (4-bit) or −2032
+/// (8-bit); the largest code) are included.
 #[test]
 fn nm_lane_layout_products_are_the_dense_packed_bits() {
     let mut rng = Rng(31);
     let m = 71;
     let oracle = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
     let mut covered = 0;
-    for t in [DType::Q4_S24, DType::Q4_S48] {
+    for t in NM {
         for k in [64, 576, 1536] {
             let mut x = rng.normals(k * m);
             // Row 0: all −1 (every kept code −8); row 1: the largest code 7 beside −1s.
@@ -547,14 +548,16 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
             let rb = t.type_size() * k / 64;
             let lanes = kernels::pack(t, k, m, &w);
             assert_eq!(lanes.len(), kernels::packed_len(t, k, m));
-            assert_eq!(lanes.len(), m.div_ceil(16) * 16 * k / 64 * 36, "{t}: 36 bytes per row and block");
+            let row_block = if dense_type(t) == DType::Q4_0 { 36 } else { 54 };
+            assert_eq!(lanes.len(), m.div_ceil(16) * 16 * k / 64 * row_block, "{t}: bytes per row and block");
             let mut row = vec![0u8; rb];
             for r in 0..m {
                 kernels::unpack_row(t, k, &lanes, r, &mut row);
                 assert_eq!(row, w[r * rb..(r + 1) * rb], "{t} k {k}: row {r} back from the lanes");
             }
             let dense: Vec<u8> = w.chunks_exact(rb).flat_map(|row| dense_equivalent(t, row)).collect();
-            let dense_packed = kernels::pack(DType::Q4_0, k, m, &dense);
+            let dt = dense_type(t);
+            let dense_packed = kernels::pack(dt, k, m, &dense);
             for tier in kernels::available_tiers() {
                 let kt = Kernels::for_tier(tier).unwrap();
                 if tier != kernels::Tier::Scalar && !kt.packs(t) {
@@ -563,7 +566,7 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
                 covered += 1;
                 for n in [1, 3, 4, 9] {
                     let xa = rng.normals(k * n);
-                    let a_dense = packed_activations(oracle, DType::Q4_0, &xa, k, n);
+                    let a_dense = packed_activations(oracle, dt, &xa, k, n);
                     let a = packed_activations(kt, t, &xa, k, n);
                     assert_eq!(a, packed_activations(oracle, t, &xa, k, n), "{t} on {tier:?}: activations");
                     for rows in [0..m, 3..m, 5..17, 16..48, 13..70, 70..71, 0..0] {
@@ -571,7 +574,7 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
                         let len = (n - 1) * stride + rows.len();
                         let mut want = vec![f32::NAN; len];
                         oracle.matmul_packed(
-                            DType::Q4_0,
+                            dt,
                             &dense_packed,
                             k,
                             rows.clone(),
@@ -597,7 +600,7 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
             }
         }
     }
-    assert!(covered >= 6, "the oracle at least, for both types and three widths");
+    assert!(covered >= 12, "the oracle at least, for four types and three widths");
 }
 
 #[test]

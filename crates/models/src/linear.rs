@@ -899,6 +899,8 @@ pub fn packing_description() -> String {
         DType::Q6_K,
         DType::Q4_S24,
         DType::Q4_S48,
+        DType::Q8_S24,
+        DType::Q8_S48,
     ]
     .into_iter()
     .filter(|&t| packing_enabled() && kernels::packs(t))

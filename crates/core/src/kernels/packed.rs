@@ -61,6 +61,13 @@
 //!   values of half `h` (inputs `32h..32h + 32`), within −128..=112, for kernels that bias the
 //!   activations to unsigned (`vpdpbusd`, `vpmaddubsw`).
 //!
+//! The 8-bit types (`Q8_S24`, `Q8_S48`) take [`NM8_GB`] = 864 bytes per group block (54 per
+//! row, against Q8_0's 68 and the file's 40 or 41): eight value words `V_c` (at `64c`, the
+//! kept codes as signed bytes, lanes as above), four position words `P_p` (at `512 + 64p`:
+//! byte `4r + j` holds the position of kept input `j` of row `r` in chunk `2p` in its low
+//! nibble and in chunk `2p + 1` in its high nibble), the sixteen f16 scales (at 768) and two
+//! correction words of sixteen i16 `Σq` (at `800 + 32h`).
+//!
 //! A chunk whose code is invalid (the format's decoders keep nothing) gets the pattern's first
 //! mask with zero values. The kernels gather each row's own activations with the position
 //! byte as a permute index (`vpermb`, `vpshufb`, `tbl`) — no expansion of the weights, no
@@ -111,6 +118,8 @@ pub fn has_packed_layout(weight: DType) -> bool {
             | DType::Q6_K
             | DType::Q4_S24
             | DType::Q4_S48
+            | DType::Q8_S24
+            | DType::Q8_S48
     )
 }
 
@@ -119,11 +128,15 @@ pub const NM_GROUP: usize = 16;
 /// Bytes of an N:M lane group block: eight 64-byte chunk words, sixteen f16 scales, two
 /// sixteen-byte correction words.
 pub(crate) const NM_GB: usize = 576;
+/// Bytes of an 8-bit N:M lane group block: eight 64-byte value words, four 64-byte position
+/// words, sixteen f16 scales, two 32-byte correction words (i16).
+pub(crate) const NM8_GB: usize = 864;
 
 /// Rows per group and bytes per group block of `weight`'s packed layout.
 pub(crate) fn group_geometry(weight: DType) -> (usize, usize) {
     match weight {
         DType::Q4_S24 | DType::Q4_S48 => (NM_GROUP, NM_GB),
+        DType::Q8_S24 | DType::Q8_S48 => (NM_GROUP, NM8_GB),
         w => (GROUP, GROUP * w.type_size()),
     }
 }
@@ -361,6 +374,72 @@ fn nm_get(l: crate::quant::sparse::NmLayout, gb: &[u8], r: usize, dst: &mut [u8]
     dst[2..2 + n].copy_from_slice(&codes.to_le_bytes()[..n]);
 }
 
+/// Byte offsets in an 8-bit N:M lane group block: the position words, the scales, the
+/// correction words.
+const NM8_P: usize = 512;
+const NM8_D: usize = 768;
+const NM8_CORR: usize = 800;
+
+/// An 8-bit N:M block (GGUF bytes `src`) into lane `r` of an 8-bit N:M lane group block
+/// (module docs): each chunk's four kept codes in value word `c`, their positions as nibbles
+/// of position word `c / 2` (low for even chunks), the scale, and the two halves' `Σq` as i16.
+fn nm8_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]) {
+    let mask = l.keep_mask(src);
+    let (q, _) = l.kept_codes(src);
+    let fallback = l.pattern.mask(0).expect("code 0 is valid");
+    let mut corr = [0i32; 2];
+    for c in 0..8 {
+        let m = ((mask >> (8 * c)) & 0xff) as u8;
+        let (m, vals) = if m == 0 {
+            (fallback, [0; 4])
+        } else {
+            (m, [q[4 * c], q[4 * c + 1], q[4 * c + 2], q[4 * c + 3]])
+        };
+        let mut bits = m;
+        for (i, &v) in vals.iter().enumerate() {
+            let pos = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            gb[64 * c + 4 * r + i] = v as i8 as u8;
+            let at = NM8_P + 64 * (c / 2) + 4 * r + i;
+            gb[at] = if c % 2 == 0 { (gb[at] & 0xf0) | pos } else { (gb[at] & 0x0f) | (pos << 4) };
+            corr[c / 4] += v;
+        }
+    }
+    gb[NM8_D + 2 * r..NM8_D + 2 * r + 2].copy_from_slice(&src[..2]);
+    for (h, &s) in corr.iter().enumerate() {
+        gb[NM8_CORR + 32 * h + 2 * r..][..2].copy_from_slice(&(s as i16).to_le_bytes());
+    }
+}
+
+/// [`nm8_put`] undone: the GGUF block of lane `r` (codes recomputed from the positions).
+fn nm8_get(l: crate::quant::sparse::NmLayout, gb: &[u8], r: usize, dst: &mut [u8]) {
+    dst[..2].copy_from_slice(&gb[NM8_D + 2 * r..NM8_D + 2 * r + 2]);
+    let (b, qs) = (l.pattern.code_bits(), l.qs_offset());
+    let mut codes = 0u64;
+    for c in 0..8 {
+        let mut m = 0u8;
+        for i in 0..4 {
+            let p = gb[NM8_P + 64 * (c / 2) + 4 * r + i];
+            m |= 1 << (if c % 2 == 0 { p & 7 } else { (p >> 4) & 7 });
+            dst[qs + 4 * c + i] = gb[64 * c + 4 * r + i];
+        }
+        let code = l.pattern.code(m).expect("the lane layout holds valid masks") as u64;
+        codes |= code << (b as usize * c);
+    }
+    let n = l.pattern.code_bytes();
+    dst[2..2 + n].copy_from_slice(&codes.to_le_bytes()[..n]);
+}
+
+/// The 8-bit N:M layouts.
+const Q8_S24: crate::quant::sparse::NmLayout = match crate::quant::sparse::NmLayout::of(DType::Q8_S24) {
+    Some(l) => l,
+    None => panic!("Q8_S24 is an N:M type"),
+};
+const Q8_S48: crate::quant::sparse::NmLayout = match crate::quant::sparse::NmLayout::of(DType::Q8_S48) {
+    Some(l) => l,
+    None => panic!("Q8_S48 is an N:M type"),
+};
+
 /// The 4-bit N:M layouts.
 const Q4_S48: crate::quant::sparse::NmLayout = match crate::quant::sparse::NmLayout::of(DType::Q4_S48) {
     Some(l) => l,
@@ -435,6 +514,8 @@ fn lanes(weight: DType) -> (Put, Get) {
         DType::Q6_K => (Q6K::put, Q6K::get),
         DType::Q4_S24 => (|gb, r, src| nm_put(Q4_S24, gb, r, src), |gb, r, dst| nm_get(Q4_S24, gb, r, dst)),
         DType::Q4_S48 => (|gb, r, src| nm_put(Q4_S48, gb, r, src), |gb, r, dst| nm_get(Q4_S48, gb, r, dst)),
+        DType::Q8_S24 => (|gb, r, src| nm8_put(Q8_S24, gb, r, src), |gb, r, dst| nm8_get(Q8_S24, gb, r, dst)),
+        DType::Q8_S48 => (|gb, r, src| nm8_put(Q8_S48, gb, r, src), |gb, r, dst| nm8_get(Q8_S48, gb, r, dst)),
         other => unreachable!("{other} has no packed layout"),
     }
 }
@@ -444,7 +525,7 @@ pub(super) fn packed_act(weight: DType) -> Option<Act> {
     match weight {
         DType::Q4_1 | DType::Q5_1 => Some(Act::Q8_1),
         DType::Q4_K | DType::Q6_K => Some(Act::Q8_K),
-        DType::Q4_S24 | DType::Q4_S48 => Some(Act::Q8U),
+        DType::Q4_S24 | DType::Q4_S48 | DType::Q8_S24 | DType::Q8_S48 => Some(Act::Q8U),
         w => has_packed_layout(w).then_some(Act::Q8S),
     }
 }
@@ -687,7 +768,7 @@ pub(crate) fn matmul(weight: DType, m: &mut MatmulArgs<'_>) {
     let ab_bytes = weight.block_size() / act_values * act_bytes;
     let (group, gb) = group_geometry(weight);
     let step = match weight {
-        DType::Q4_S24 | DType::Q4_S48 => nm_block_step,
+        DType::Q4_S24 | DType::Q4_S48 | DType::Q8_S24 | DType::Q8_S48 => nm_block_step,
         w if w.block_size() == crate::quant::QK_K => k_block_step,
         _ => legacy_block_step,
     };
@@ -767,6 +848,12 @@ pub(crate) fn matmul_q4_s24(m: &mut MatmulArgs<'_>) {
 }
 pub(crate) fn matmul_q4_s48(m: &mut MatmulArgs<'_>) {
     matmul(DType::Q4_S48, m)
+}
+pub(crate) fn matmul_q8_s24(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q8_S24, m)
+}
+pub(crate) fn matmul_q8_s48(m: &mut MatmulArgs<'_>) {
+    matmul(DType::Q8_S48, m)
 }
 
 #[cfg(test)]

@@ -90,6 +90,8 @@ pub(super) fn fill_dotprod(k: &mut Kernels) {
     // The N:M lane layout: a `tbl` gathers each row's activations, one `sdot` per four rows.
     k.set_packed(DType::Q4_S24, nm_lanes::dotprod_q4_nm, Tier::NeonDotprod);
     k.set_packed(DType::Q4_S48, nm_lanes::dotprod_q4_nm, Tier::NeonDotprod);
+    k.set_packed(DType::Q8_S24, nm_lanes::dotprod_q8_nm, Tier::NeonDotprod);
+    k.set_packed(DType::Q8_S48, nm_lanes::dotprod_q8_nm, Tier::NeonDotprod);
 }
 
 /// Puts the 8-bit matrix multiply kernels into `k` (over the dot-product ones): packed

@@ -14,13 +14,16 @@
 use std::arch::aarch64::*;
 
 use super::{sdot, widen_f16};
-use crate::kernels::packed::{NM_GB as GB, NM_GROUP as ROWS};
+use crate::kernels::packed::{NM8_GB as GB8, NM_GB as GB, NM_GROUP as ROWS};
 use crate::kernels::MatmulArgs;
 
 /// Bytes of an activation block (`Act::Q8U`: f32 scale, 32 codes `q + 128`).
 const AB: usize = 36;
 /// Byte offset of the scales in a group block.
 const D: usize = 512;
+/// The 8-bit layout's position words and scales.
+const P8: usize = 512;
+const D8: usize = 768;
 
 /// The sums of `G` groups from `g0` against `N` tokens from `t0`, four registers (of four
 /// rows) per group and token.
@@ -31,12 +34,13 @@ const D: usize = 512;
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<const G: usize, const N: usize>(
+unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
     g0: usize,
     t0: usize,
 ) -> [[[float32x4_t; 4]; N]; G] {
     let nb = m.k / 64;
+    let gb = if Q8 { GB8 } else { GB };
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let (low, high, bias) = (vdupq_n_u8(0x0f), vdupq_n_u8(0xf0), vdupq_n_u8(0x80));
     let mut acc = [[[vdupq_n_f32(0.0); 4]; N]; G];
@@ -44,9 +48,11 @@ unsafe fn tile<const G: usize, const N: usize>(
         let mut wb = [w; G];
         let mut dw = [[vdupq_n_f32(0.0); 4]; G];
         for i in 0..G {
-            wb[i] = w.add(((g0 + i) * nb + b) * GB);
+            wb[i] = w.add(((g0 + i) * nb + b) * gb);
             for (q, d) in dw[i].iter_mut().enumerate() {
-                *d = vmulq_n_f32(widen_f16(vld1_u16(wb[i].add(D + 8 * q) as *const u16)), 0.0625);
+                let s = widen_f16(vld1_u16(wb[i].add(if Q8 { D8 } else { D } + 8 * q) as *const u16));
+                // The 4-bit sums are 16·Σc·q (the values' nibble in the high half of a byte).
+                *d = if Q8 { s } else { vmulq_n_f32(s, 0.0625) };
             }
         }
         for h in 0..2 {
@@ -62,8 +68,16 @@ unsafe fn tile<const G: usize, const N: usize>(
                 }
                 for i in 0..G {
                     for q in 0..4 {
-                        let raw = vld1q_u8(wb[i].add(64 * c + 16 * q));
-                        let (idx, wv) = (vandq_u8(raw, low), vreinterpretq_s8_u8(vandq_u8(raw, high)));
+                        let (idx, wv) = if Q8 {
+                            // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in
+                            // the high ones; the codes as they are.
+                            let p = vld1q_u8(wb[i].add(P8 + 64 * (c / 2) + 16 * q));
+                            let idx = if c % 2 == 0 { vandq_u8(p, low) } else { vshrq_n_u8::<4>(p) };
+                            (idx, vld1q_s8(wb[i].add(64 * c + 16 * q) as *const i8))
+                        } else {
+                            let raw = vld1q_u8(wb[i].add(64 * c + 16 * q));
+                            (vandq_u8(raw, low), vreinterpretq_s8_u8(vandq_u8(raw, high)))
+                        };
                         for t in 0..N {
                             s[i][t][q] = sdot(s[i][t][q], vqtbl1q_s8(table[t], idx), wv);
                         }
@@ -111,17 +125,33 @@ unsafe fn store<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token: tiles of 2 tokens, then one.
 #[inline(always)]
-unsafe fn groups<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
     while G == 1 && t + 2 <= m.n {
-        let f = tile::<G, 2>(m, g, t);
+        let f = tile::<Q8, G, 2>(m, g, t);
         store(m, g, t, &f);
         t += 2;
     }
     while t < m.n {
-        let f = tile::<G, 1>(m, g, t);
+        let f = tile::<Q8, G, 1>(m, g, t);
         store(m, g, t, &f);
         t += 1;
+    }
+}
+
+/// Every group of the row range: one token two groups at a time, several one.
+#[inline(always)]
+unsafe fn drive<const Q8: bool>(m: &mut MatmulArgs<'_>) {
+    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
+    if m.n == 1 {
+        while g + 2 <= end {
+            groups::<Q8, 2>(m, g);
+            g += 2;
+        }
+    }
+    while g < end {
+        groups::<Q8, 1>(m, g);
+        g += 1;
     }
 }
 
@@ -134,15 +164,17 @@ unsafe fn groups<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
 /// packed layout.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn dotprod_q4_nm(m: &mut MatmulArgs<'_>) {
-    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
-    if m.n == 1 {
-        while g + 2 <= end {
-            groups::<2>(m, g);
-            g += 2;
-        }
-    }
-    while g < end {
-        groups::<1>(m, g);
-        g += 1;
-    }
+    drive::<false>(m)
+}
+
+/// The product of an 8-bit N:M lane matrix (`Q8_S24` or `Q8_S48`) with `Act::Q8U`
+/// activations: the positions from the position words, the codes as they are; otherwise as
+/// [`dotprod_q4_nm`].
+///
+/// # Safety
+/// NEON with the dot-product extension; `m` checked by the caller (`MatmulCall`) for the
+/// packed layout.
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn dotprod_q8_nm(m: &mut MatmulArgs<'_>) {
+    drive::<true>(m)
 }

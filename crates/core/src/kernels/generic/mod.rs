@@ -53,6 +53,8 @@ pub(super) fn table() -> Kernels {
         DType::Q6_K => Some((super::packed::matmul_q6_k as super::MatmulFn, s)),
         DType::Q4_S24 => Some((super::packed::matmul_q4_s24 as super::MatmulFn, s)),
         DType::Q4_S48 => Some((super::packed::matmul_q4_s48 as super::MatmulFn, s)),
+        DType::Q8_S24 => Some((super::packed::matmul_q8_s24 as super::MatmulFn, s)),
+        DType::Q8_S48 => Some((super::packed::matmul_q8_s48 as super::MatmulFn, s)),
         _ => None,
     });
     Kernels {

@@ -55,6 +55,8 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set_quantize(Act::Q8U, quantize::q8u, t);
     k.set_packed(DType::Q4_S24, nm_lanes::avx2_q4_nm, t);
     k.set_packed(DType::Q4_S48, nm_lanes::avx2_q4_nm, t);
+    k.set_packed(DType::Q8_S24, nm_lanes::avx2_q8_nm, t);
+    k.set_packed(DType::Q8_S48, nm_lanes::avx2_q8_nm, t);
     k.set_packed(DType::Q4_0, packed::avx2_q4_0, t);
     k.set_packed(DType::Q5_0, packed::avx2_q5_0, t);
     k.set_packed(DType::Q8_0, packed::avx2_q8_0, t);
@@ -113,6 +115,8 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
         k.set_bitmap(sparse::avx512_matmul_bitmap, t);
         k.set_packed(DType::Q4_S24, nm_lanes::vbmi_q4_nm, t);
         k.set_packed(DType::Q4_S48, nm_lanes::vbmi_q4_nm, t);
+        k.set_packed(DType::Q8_S24, nm_lanes::vbmi_q8_nm, t);
+        k.set_packed(DType::Q8_S48, nm_lanes::vbmi_q8_nm, t);
     }
 }
 

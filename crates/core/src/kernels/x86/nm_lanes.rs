@@ -22,7 +22,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::packed::{NM_GB as GB, NM_GROUP as ROWS};
+use crate::kernels::packed::{NM8_GB as GB8, NM_GB as GB, NM_GROUP as ROWS};
 use crate::kernels::MatmulArgs;
 
 /// Bytes of an activation block (`Act::Q8U`: f32 scale, 32 unsigned codes).
@@ -34,10 +34,15 @@ const CORR: usize = 544;
 /// packed kernels' distance).
 const PREFETCH: usize = 4096;
 
-/// Prefetches the group block `PREFETCH` bytes after `wb` (its nine cache lines).
+/// The 8-bit layout's offsets: position words, scales, correction words (i16).
+const P8: usize = 512;
+const D8: usize = 768;
+const CORR8: usize = 800;
+
+/// Prefetches the group block of `bytes` bytes `PREFETCH` bytes after `wb`.
 #[inline(always)]
-unsafe fn prefetch_block(wb: *const u8) {
-    for l in 0..GB / 64 {
+unsafe fn prefetch_block(wb: *const u8, bytes: usize) {
+    for l in 0..bytes.div_ceil(64) {
         _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH + 64 * l) as *const i8);
     }
 }
@@ -50,8 +55,13 @@ unsafe fn prefetch_block(wb: *const u8) {
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0: usize) -> [[__m512; N]; G] {
+unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
+    m: &MatmulArgs<'_>,
+    g0: usize,
+    t0: usize,
+) -> [[__m512; N]; G] {
     let nb = m.k / 64;
+    let gb = if Q8 { GB8 } else { GB };
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let high = _mm512_set1_epi8(0xf0u8 as i8);
     let sixteenth = _mm512_set1_ps(0.0625);
@@ -60,12 +70,13 @@ unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0
         let mut wb = [w; G];
         let mut dw = [_mm512_setzero_ps(); G];
         for i in 0..G {
-            wb[i] = w.add(((g0 + i) * nb + b) * GB);
+            wb[i] = w.add(((g0 + i) * nb + b) * gb);
             if N == 1 {
-                prefetch_block(wb[i]);
+                prefetch_block(wb[i], gb);
             }
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb[i].add(D) as *const __m256i));
-            dw[i] = _mm512_mul_ps(d, sixteenth);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb[i].add(if Q8 { D8 } else { D }) as *const __m256i));
+            // The 4-bit sums are 16·Σc·q (the values' nibble in the high half of a byte).
+            dw[i] = if Q8 { d } else { _mm512_mul_ps(d, sixteenth) };
         }
         for h in 0..2 {
             let mut s = [[_mm512_setzero_si512(); N]; G];
@@ -73,8 +84,17 @@ unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0
                 let mut raw = [_mm512_setzero_si512(); G];
                 let mut wv = [_mm512_setzero_si512(); G];
                 for i in 0..G {
-                    raw[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
-                    wv[i] = _mm512_and_si512(raw[i], high);
+                    if Q8 {
+                        // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in the
+                        // high ones (the permute ignores index bits 3–5; the values' word is
+                        // the codes as they are).
+                        let p = _mm512_loadu_si512(wb[i].add(P8 + 64 * (c / 2)) as *const _);
+                        raw[i] = if c % 2 == 0 { p } else { _mm512_srli_epi16::<4>(p) };
+                        wv[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
+                    } else {
+                        raw[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
+                        wv[i] = _mm512_and_si512(raw[i], high);
+                    }
                 }
                 for t in 0..N {
                     let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
@@ -86,8 +106,14 @@ unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0
                 }
             }
             for i in 0..G {
-                let corr = _mm512_cvtepi8_epi32(_mm_loadu_si128(wb[i].add(CORR + 16 * h) as *const __m128i));
-                let corr = _mm512_slli_epi32::<11>(corr);
+                // The bias: 128·Σq (8-bit), 128·16·Σc (4-bit).
+                let corr = if Q8 {
+                    let c = _mm256_loadu_si256(wb[i].add(CORR8 + 32 * h) as *const __m256i);
+                    _mm512_slli_epi32::<7>(_mm512_cvtepi16_epi32(c))
+                } else {
+                    let c = _mm_loadu_si128(wb[i].add(CORR + 16 * h) as *const __m128i);
+                    _mm512_slli_epi32::<11>(_mm512_cvtepi8_epi32(c))
+                };
                 for t in 0..N {
                     let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
                     let da = _mm512_set1_ps((at as *const f32).read_unaligned());
@@ -129,17 +155,36 @@ unsafe fn store<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token: tiles of 4 tokens, then single ones.
 #[inline(always)]
-unsafe fn groups<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
     while t + 4 <= m.n {
-        let f = tile::<G, 4>(m, g, t);
+        let f = tile::<Q8, G, 4>(m, g, t);
         store(m, g, t, &f);
         t += 4;
     }
     while t < m.n {
-        let f = tile::<G, 1>(m, g, t);
+        let f = tile::<Q8, G, 1>(m, g, t);
         store(m, g, t, &f);
         t += 1;
+    }
+}
+
+/// Every group of the row range: one token four groups at a time, several two.
+#[inline(always)]
+unsafe fn drive512<const Q8: bool>(m: &mut MatmulArgs<'_>) {
+    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
+    if m.n == 1 {
+        while g + 4 <= end {
+            groups::<Q8, 4>(m, g);
+            g += 4;
+        }
+    }
+    while g + 2 <= end {
+        groups::<Q8, 2>(m, g);
+        g += 2;
+    }
+    if g < end {
+        groups::<Q8, 1>(m, g);
     }
 }
 
@@ -151,20 +196,19 @@ unsafe fn groups<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
 /// AVX-512 F/BW/VNNI/VBMI; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(super) unsafe fn vbmi_q4_nm(m: &mut MatmulArgs<'_>) {
-    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
-    if m.n == 1 {
-        while g + 4 <= end {
-            groups::<4>(m, g);
-            g += 4;
-        }
-    }
-    while g + 2 <= end {
-        groups::<2>(m, g);
-        g += 2;
-    }
-    if g < end {
-        groups::<1>(m, g);
-    }
+    drive512::<false>(m)
+}
+
+/// The product of an 8-bit N:M lane matrix (`Q8_S24` or `Q8_S48`) with `Act::Q8U`
+/// activations: the positions come from the position words (a shift for odd chunks), the
+/// codes meet the gathered activations as they are, the bias `128·Σq` from the correction
+/// words; otherwise as [`vbmi_q4_nm`].
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI/VBMI; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub(super) unsafe fn vbmi_q8_nm(m: &mut MatmulArgs<'_>) {
+    drive512::<true>(m)
 }
 
 /// `value − 8` of each nibble `(value − 8) & 15`, as a signed byte (both 128-bit lanes).
@@ -181,12 +225,14 @@ const SIGNED_NIBBLE: [i8; 32] = [
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile256<const G: usize, const N: usize>(
+unsafe fn tile256<const Q8: bool, const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
     g0: usize,
     t0: usize,
 ) -> [[[__m256; 2]; N]; G] {
     let nb = m.k / 64;
+    let gb = if Q8 { GB8 } else { GB };
+    let bias = _mm256_set1_epi8(0x80u8 as i8);
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let low = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
@@ -195,9 +241,9 @@ unsafe fn tile256<const G: usize, const N: usize>(
     for b in 0..nb {
         let mut wb = [w; G];
         for (i, p) in wb.iter_mut().enumerate() {
-            *p = w.add(((g0 + i) * nb + b) * GB);
+            *p = w.add(((g0 + i) * nb + b) * gb);
             if N == 1 {
-                prefetch_block(*p);
+                prefetch_block(*p, gb);
             }
         }
         for h in 0..2 {
@@ -207,26 +253,49 @@ unsafe fn tile256<const G: usize, const N: usize>(
                 let mut wv = [[_mm256_setzero_si256(); 2]; G];
                 for i in 0..G {
                     for j in 0..2 {
-                        let raw = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
-                        idx[i][j] = _mm256_and_si256(raw, low);
-                        let nib = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
-                        wv[i][j] = _mm256_shuffle_epi8(signed, nib);
+                        if Q8 {
+                            // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in
+                            // the high ones; `|q|` meets the activations with `q`'s sign.
+                            let p =
+                                _mm256_loadu_si256(wb[i].add(P8 + 64 * (c / 2) + 32 * j) as *const __m256i);
+                            let p = if c % 2 == 0 { p } else { _mm256_srli_epi16::<4>(p) };
+                            idx[i][j] = _mm256_and_si256(p, low);
+                            wv[i][j] = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
+                        } else {
+                            let raw = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
+                            idx[i][j] = _mm256_and_si256(raw, low);
+                            let nib = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+                            wv[i][j] = _mm256_shuffle_epi8(signed, nib);
+                        }
                     }
                 }
                 for t in 0..N {
                     let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
                     let table = _mm256_set1_epi64x((at as *const i64).read_unaligned());
+                    // The 8-bit codes take signed activations (`q + 128` less its bias).
+                    let table = if Q8 { _mm256_xor_si256(table, bias) } else { table };
                     for i in 0..G {
                         for j in 0..2 {
                             let x = _mm256_shuffle_epi8(table, idx[i][j]);
-                            s[i][t][j] = _mm256_add_epi16(s[i][t][j], _mm256_maddubs_epi16(x, wv[i][j]));
+                            if Q8 {
+                                // At most 2·128·127 per i16 lane; widened at once.
+                                let p = _mm256_maddubs_epi16(
+                                    _mm256_abs_epi8(wv[i][j]),
+                                    _mm256_sign_epi8(x, wv[i][j]),
+                                );
+                                s[i][t][j] = _mm256_add_epi32(s[i][t][j], _mm256_madd_epi16(p, ones));
+                            } else {
+                                s[i][t][j] = _mm256_add_epi16(s[i][t][j], _mm256_maddubs_epi16(x, wv[i][j]));
+                            }
                         }
                     }
                 }
             }
             for i in 0..G {
                 for j in 0..2 {
-                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb[i].add(D + 16 * j) as *const __m128i));
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(
+                        wb[i].add(if Q8 { D8 } else { D } + 16 * j) as *const __m128i
+                    ));
                     let corr = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
                         wb[i].add(CORR + 16 * h + 8 * j) as *const __m128i
                     ));
@@ -234,7 +303,12 @@ unsafe fn tile256<const G: usize, const N: usize>(
                     for t in 0..N {
                         let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
                         let da = _mm256_set1_ps((at as *const f32).read_unaligned());
-                        let v = _mm256_sub_epi32(_mm256_madd_epi16(s[i][t][j], ones), corr);
+                        // 8-bit: the exact signed sums already; 4-bit: widen, less the bias.
+                        let v = if Q8 {
+                            s[i][t][j]
+                        } else {
+                            _mm256_sub_epi32(_mm256_madd_epi16(s[i][t][j], ones), corr)
+                        };
                         acc[i][t][j] =
                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dw, da), acc[i][t][j]);
                     }
@@ -270,17 +344,33 @@ unsafe fn store256<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token on AVX2: tiles of 2 tokens (one group), then one.
 #[inline(always)]
-unsafe fn groups256<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups256<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
     while G == 1 && t + 2 <= m.n {
-        let f = tile256::<G, 2>(m, g, t);
+        let f = tile256::<Q8, G, 2>(m, g, t);
         store256(m, g, t, &f);
         t += 2;
     }
     while t < m.n {
-        let f = tile256::<G, 1>(m, g, t);
+        let f = tile256::<Q8, G, 1>(m, g, t);
         store256(m, g, t, &f);
         t += 1;
+    }
+}
+
+/// Every group of the row range on AVX2: one token two groups at a time, several one.
+#[inline(always)]
+unsafe fn drive256<const Q8: bool>(m: &mut MatmulArgs<'_>) {
+    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
+    if m.n == 1 {
+        while g + 2 <= end {
+            groups256::<Q8, 2>(m, g);
+            g += 2;
+        }
+    }
+    while g < end {
+        groups256::<Q8, 1>(m, g);
+        g += 1;
     }
 }
 
@@ -291,15 +381,16 @@ unsafe fn groups256<const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
 /// AVX2, FMA, F16C; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn avx2_q4_nm(m: &mut MatmulArgs<'_>) {
-    let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
-    if m.n == 1 {
-        while g + 2 <= end {
-            groups256::<2>(m, g);
-            g += 2;
-        }
-    }
-    while g < end {
-        groups256::<1>(m, g);
-        g += 1;
-    }
+    drive256::<false>(m)
+}
+
+/// [`vbmi_q8_nm`] on AVX2: `vpmaddubsw` of `|q|` against the gathered (signed) activations
+/// with `q`'s sign (at most 2·128·127 per i16 lane), widened per chunk — exact signed sums,
+/// no bias.
+///
+/// # Safety
+/// AVX2, FMA, F16C; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2_q8_nm(m: &mut MatmulArgs<'_>) {
+    drive256::<true>(m)
 }
