@@ -46,7 +46,7 @@
 //!   `128n + 32x + 4c..+4` (`x = 0..4`) are the nibbles of `L_{n,x%2,c}` (low for `x < 2`)
 //!   with bits `2x, 2x + 1` of `H_{n,c}` above them.
 //!
-//! ## The N:M lane layout (`Q4_S24`, `Q4_S48`; [`NM_GROUP`] = 16 rows)
+//! ## The N:M lane layouts (`Q4_S24`, `Q4_S48`, `Q8_S24`, `Q8_S48`; [`NM_GROUP`] = 16 rows)
 //!
 //! The 4-bit N:M types pack sixteen rows per group (one 512-bit register of 32-bit lanes) and
 //! per 64-input block a group block of [`NM_GB`] = 576 bytes (36 per row, Q4_0's bytes: the
@@ -123,7 +123,7 @@ pub fn has_packed_layout(weight: DType) -> bool {
     )
 }
 
-/// Rows per group of the N:M lane layout (`Q4_S24`, `Q4_S48`): one 512-bit register's lanes.
+/// Rows per group of the N:M lane layouts (the N:M types): one 512-bit register's lanes.
 pub const NM_GROUP: usize = 16;
 /// Bytes of an N:M lane group block: eight 64-byte chunk words, sixteen f16 scales, two
 /// sixteen-byte correction words.
