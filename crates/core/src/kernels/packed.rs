@@ -322,32 +322,51 @@ const NM_D: usize = 512;
 /// Byte offset of the two correction words in an N:M lane group block.
 const NM_CORR: usize = 544;
 
-/// An N:M block (GGUF bytes `src`, 4-bit values) into lane `r` of an N:M lane group block
-/// (module docs): each chunk's four kept inputs as `position | (value − 8) << 4` bytes in
-/// input order, the scale, and the two halves' sums of `value − 8`. A chunk whose code is
-/// invalid (it keeps nothing) gets the pattern's first mask with zero values.
-fn nm_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]) {
+/// A block's eight chunks as four `(position, code)` slots each, in input order, and the two
+/// halves' sums of the codes (bias removed: `value − 8` for 4-bit values). A chunk whose code
+/// is invalid (it keeps nothing) gets the pattern's first mask with zero codes.
+fn nm_slots(l: crate::quant::sparse::NmLayout, src: &[u8]) -> ([[(u8, i32); 4]; 8], [i32; 2]) {
     let mask = l.keep_mask(src);
     let (q, _) = l.kept_codes(src);
     let fallback = l.pattern.mask(0).expect("code 0 is valid");
-    let mut corr = [0i32; 2];
-    for c in 0..8 {
+    let (mut slots, mut sums) = ([[(0u8, 0i32); 4]; 8], [0i32; 2]);
+    for (c, chunk) in slots.iter_mut().enumerate() {
         let m = ((mask >> (8 * c)) & 0xff) as u8;
-        let (m, vals) = if m == 0 {
-            (fallback, [0; 4])
-        } else {
-            (m, [q[4 * c], q[4 * c + 1], q[4 * c + 2], q[4 * c + 3]])
-        };
-        let mut bits = m;
-        for (i, &v) in vals.iter().enumerate() {
-            let pos = bits.trailing_zeros() as u8;
+        // Chunk c's kept values are kept values 4c.. in input order.
+        let (mut bits, valid) = if m == 0 { (fallback, false) } else { (m, true) };
+        for (i, slot) in chunk.iter_mut().enumerate() {
+            let v = if valid { q[4 * c + i] } else { 0 };
+            *slot = (bits.trailing_zeros() as u8, v);
             bits &= bits - 1;
+            sums[c / 4] += v;
+        }
+    }
+    (slots, sums)
+}
+
+/// The code field of a block whose chunks keep `masks` (each a valid mask of the pattern),
+/// into `dst` (a GGUF block).
+fn nm_put_codes(l: crate::quant::sparse::NmLayout, masks: [u8; 8], dst: &mut [u8]) {
+    let b = l.pattern.code_bits() as usize;
+    let codes = masks.iter().enumerate().fold(0u64, |acc, (c, &m)| {
+        acc | (l.pattern.code(m).expect("the lane layout holds valid masks") as u64) << (b * c)
+    });
+    let n = l.pattern.code_bytes();
+    dst[2..2 + n].copy_from_slice(&codes.to_le_bytes()[..n]);
+}
+
+/// An N:M block (GGUF bytes `src`, 4-bit values) into lane `r` of an N:M lane group block
+/// (module docs): each chunk's four kept inputs as `position | (value − 8) << 4` bytes in
+/// input order, the scale, and the two halves' sums of `value − 8`.
+fn nm_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]) {
+    let (slots, sums) = nm_slots(l, src);
+    for (c, chunk) in slots.iter().enumerate() {
+        for (i, &(pos, v)) in chunk.iter().enumerate() {
             gb[64 * c + 4 * r + i] = pos | ((v as u8 & 0x0f) << 4);
-            corr[c / 4] += v;
         }
     }
     gb[NM_D + 2 * r..NM_D + 2 * r + 2].copy_from_slice(&src[..2]);
-    for (h, &s) in corr.iter().enumerate() {
+    for (h, &s) in sums.iter().enumerate() {
         gb[NM_CORR + 16 * h + r] = s as i8 as u8;
     }
 }
@@ -355,23 +374,19 @@ fn nm_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]
 /// [`nm_put`] undone: the GGUF block of lane `r` (codes recomputed from the positions).
 fn nm_get(l: crate::quant::sparse::NmLayout, gb: &[u8], r: usize, dst: &mut [u8]) {
     dst[..2].copy_from_slice(&gb[NM_D + 2 * r..NM_D + 2 * r + 2]);
-    let (b, qs) = (l.pattern.code_bits(), l.qs_offset());
-    let mut codes = 0u64;
+    let qs = l.qs_offset();
+    let mut masks = [0u8; 8];
     dst[qs..qs + 16].fill(0);
-    for c in 0..8 {
-        let mut m = 0u8;
+    for (c, m) in masks.iter_mut().enumerate() {
         for i in 0..4 {
             let byte = gb[64 * c + 4 * r + i];
-            m |= 1 << (byte & 7);
+            *m |= 1 << (byte & 7);
             // Kept value j = 4c + i: the low nibble of qs[j] below 16, else the high one of qs[j − 16].
             let (j, nib) = (4 * c + i, ((byte as i8 >> 4) + 8) as u8);
             dst[qs + j % 16] |= if j < 16 { nib } else { nib << 4 };
         }
-        let code = l.pattern.code(m).expect("the lane layout holds valid masks") as u64;
-        codes |= code << (b as usize * c);
     }
-    let n = l.pattern.code_bytes();
-    dst[2..2 + n].copy_from_slice(&codes.to_le_bytes()[..n]);
+    nm_put_codes(l, masks, dst);
 }
 
 /// Byte offsets in an 8-bit N:M lane group block: the position words, the scales, the
@@ -384,29 +399,16 @@ const NM8_CORR: usize = 800;
 /// (module docs): each chunk's four kept codes in value word `c`, their positions as nibbles
 /// of position word `c / 2` (low for even chunks), the scale, and the two halves' `Σq` as i16.
 fn nm8_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8]) {
-    let mask = l.keep_mask(src);
-    let (q, _) = l.kept_codes(src);
-    let fallback = l.pattern.mask(0).expect("code 0 is valid");
-    let mut corr = [0i32; 2];
-    for c in 0..8 {
-        let m = ((mask >> (8 * c)) & 0xff) as u8;
-        let (m, vals) = if m == 0 {
-            (fallback, [0; 4])
-        } else {
-            (m, [q[4 * c], q[4 * c + 1], q[4 * c + 2], q[4 * c + 3]])
-        };
-        let mut bits = m;
-        for (i, &v) in vals.iter().enumerate() {
-            let pos = bits.trailing_zeros() as u8;
-            bits &= bits - 1;
+    let (slots, sums) = nm_slots(l, src);
+    for (c, chunk) in slots.iter().enumerate() {
+        for (i, &(pos, v)) in chunk.iter().enumerate() {
             gb[64 * c + 4 * r + i] = v as i8 as u8;
             let at = NM8_P + 64 * (c / 2) + 4 * r + i;
             gb[at] = if c % 2 == 0 { (gb[at] & 0xf0) | pos } else { (gb[at] & 0x0f) | (pos << 4) };
-            corr[c / 4] += v;
         }
     }
     gb[NM8_D + 2 * r..NM8_D + 2 * r + 2].copy_from_slice(&src[..2]);
-    for (h, &s) in corr.iter().enumerate() {
+    for (h, &s) in sums.iter().enumerate() {
         gb[NM8_CORR + 32 * h + 2 * r..][..2].copy_from_slice(&(s as i16).to_le_bytes());
     }
 }
@@ -414,20 +416,16 @@ fn nm8_put(l: crate::quant::sparse::NmLayout, gb: &mut [u8], r: usize, src: &[u8
 /// [`nm8_put`] undone: the GGUF block of lane `r` (codes recomputed from the positions).
 fn nm8_get(l: crate::quant::sparse::NmLayout, gb: &[u8], r: usize, dst: &mut [u8]) {
     dst[..2].copy_from_slice(&gb[NM8_D + 2 * r..NM8_D + 2 * r + 2]);
-    let (b, qs) = (l.pattern.code_bits(), l.qs_offset());
-    let mut codes = 0u64;
-    for c in 0..8 {
-        let mut m = 0u8;
+    let qs = l.qs_offset();
+    let mut masks = [0u8; 8];
+    for (c, m) in masks.iter_mut().enumerate() {
         for i in 0..4 {
             let p = gb[NM8_P + 64 * (c / 2) + 4 * r + i];
-            m |= 1 << (if c % 2 == 0 { p & 7 } else { (p >> 4) & 7 });
+            *m |= 1 << (if c % 2 == 0 { p & 7 } else { (p >> 4) & 7 });
             dst[qs + 4 * c + i] = gb[64 * c + 4 * r + i];
         }
-        let code = l.pattern.code(m).expect("the lane layout holds valid masks") as u64;
-        codes |= code << (b as usize * c);
     }
-    let n = l.pattern.code_bytes();
-    dst[2..2 + n].copy_from_slice(&codes.to_le_bytes()[..n]);
+    nm_put_codes(l, masks, dst);
 }
 
 /// The 8-bit N:M layouts.
@@ -471,9 +469,9 @@ pub(crate) fn q8_0_to_q8u(out: &mut [u8], nb: usize) {
     }
 }
 
-/// One N:M block (GGUF bytes `w`, 4-bit values) against its two Q8U activation blocks `ab`:
-/// per 32-input half `acc ← fma(Σc·q, d_w·d_a, acc)`, the dense packed Q4_0 kernel's
-/// operations on the block's dense equivalent.
+/// One N:M block (GGUF bytes `w`, 4- or 8-bit values) against its two Q8U activation blocks
+/// `ab`: per 32-input half `acc ← fma(Σc·q, d_w·d_a, acc)`, the dense packed Q4_0 / Q8_0
+/// kernel's operations on the block's dense equivalent.
 fn nm_block_step(weight: DType, w: &[u8], ab: &[u8], acc: f32) -> f32 {
     let l = crate::quant::sparse::NmLayout::of(weight).expect("an N:M type");
     let mask = l.keep_mask(w);
