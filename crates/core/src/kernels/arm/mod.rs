@@ -71,6 +71,11 @@ pub(super) fn fill_neon(k: &mut Kernels) {
     k.set_quantize(Act::Q8S, quantize::q8s, t);
     k.set_quantize(Act::Q8U, quantize::q8u, t);
     fill!(k, t, plain);
+    // The N:M lane layouts with widening multiplies (`nm_lanes`).
+    k.set_packed(DType::Q4_S24, nm_lanes::neon_q4_nm, t);
+    k.set_packed(DType::Q4_S48, nm_lanes::neon_q4_nm, t);
+    k.set_packed(DType::Q8_S24, nm_lanes::neon_q8_nm, t);
+    k.set_packed(DType::Q8_S48, nm_lanes::neon_q8_nm, t);
     // Packed products with widening multiplies, summed in i16 lanes (`packed`).
     for (weight, f) in packed::plain::KERNELS {
         k.set_packed(weight, f, t);

@@ -9,7 +9,8 @@
 //! for x86's unsigned `vpdpbusd`). Four instructions per 16 kept multiply-adds (32
 //! dense-equivalent), where the dense packed Q4_0 kernel unpacks nibbles and broadcasts
 //! activations. Per 32-input half `16·Σc·q` meets `(d_w/16)·d_a` in one multiply-add: exactly
-//! the oracle's `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two).
+//! the oracle's `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two). Without the
+//! extension (plain NEON) widening multiplies and pairwise adds take `sdot`'s place.
 
 use std::arch::aarch64::*;
 
@@ -34,7 +35,7 @@ const D8: usize = 768;
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
+unsafe fn tile<const DP: bool, const Q8: bool, const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
     g0: usize,
     t0: usize,
@@ -56,7 +57,8 @@ unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
             }
         }
         for h in 0..2 {
-            let mut s = [[[vdupq_n_s32(0); 4]; N]; G];
+            // Per register of four rows: `sdot` lanes (DP), or two pairwise-added halves.
+            let mut s = [[[[vdupq_n_s32(0); 2]; 4]; N]; G];
             for c in 4 * h..4 * h + 4 {
                 let mut table = [vdupq_n_s8(0); N];
                 for (t, tb) in table.iter_mut().enumerate() {
@@ -79,7 +81,16 @@ unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
                             (vandq_u8(raw, low), vreinterpretq_s8_u8(vandq_u8(raw, high)))
                         };
                         for t in 0..N {
-                            s[i][t][q] = sdot(s[i][t][q], vqtbl1q_s8(table[t], idx), wv);
+                            let x = vqtbl1q_s8(table[t], idx);
+                            let acc = &mut s[i][t][q];
+                            if DP {
+                                acc[0] = sdot(acc[0], x, wv);
+                            } else {
+                                // Products within ±128·127 in i16, pairs added into i32:
+                                // lanes (row, kept 0+1 / 2+3) of rows 0–1 and of rows 2–3.
+                                acc[0] = vpadalq_s16(acc[0], vmull_s8(vget_low_s8(x), vget_low_s8(wv)));
+                                acc[1] = vpadalq_s16(acc[1], vmull_high_s8(x, wv));
+                            }
                         }
                     }
                 }
@@ -89,7 +100,8 @@ unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
                     let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
                     let da = (at as *const f32).read_unaligned();
                     for q in 0..4 {
-                        let v = vcvtq_f32_s32(s[i][t][q]);
+                        let sum = if DP { s[i][t][q][0] } else { vpaddq_s32(s[i][t][q][0], s[i][t][q][1]) };
+                        let v = vcvtq_f32_s32(sum);
                         acc[i][t][q] = vfmaq_f32(acc[i][t][q], v, vmulq_n_f32(dw[i][q], da));
                     }
                 }
@@ -125,15 +137,16 @@ unsafe fn store<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token: tiles of 2 tokens, then one.
 #[inline(always)]
-unsafe fn groups<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups<const DP: bool, const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
-    while G == 1 && t + 2 <= m.n {
-        let f = tile::<Q8, G, 2>(m, g, t);
+    // Without `sdot` a token's accumulators take twice the registers: one token at a time.
+    while DP && G == 1 && t + 2 <= m.n {
+        let f = tile::<DP, Q8, G, 2>(m, g, t);
         store(m, g, t, &f);
         t += 2;
     }
     while t < m.n {
-        let f = tile::<Q8, G, 1>(m, g, t);
+        let f = tile::<DP, Q8, G, 1>(m, g, t);
         store(m, g, t, &f);
         t += 1;
     }
@@ -141,16 +154,16 @@ unsafe fn groups<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usiz
 
 /// Every group of the row range: one token two groups at a time, several one.
 #[inline(always)]
-unsafe fn drive<const Q8: bool>(m: &mut MatmulArgs<'_>) {
+unsafe fn drive<const DP: bool, const Q8: bool>(m: &mut MatmulArgs<'_>) {
     let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
-    if m.n == 1 {
+    if DP && m.n == 1 {
         while g + 2 <= end {
-            groups::<Q8, 2>(m, g);
+            groups::<DP, Q8, 2>(m, g);
             g += 2;
         }
     }
     while g < end {
-        groups::<Q8, 1>(m, g);
+        groups::<DP, Q8, 1>(m, g);
         g += 1;
     }
 }
@@ -164,7 +177,7 @@ unsafe fn drive<const Q8: bool>(m: &mut MatmulArgs<'_>) {
 /// packed layout.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn dotprod_q4_nm(m: &mut MatmulArgs<'_>) {
-    drive::<false>(m)
+    drive::<true, false>(m)
 }
 
 /// The product of an 8-bit N:M lane matrix (`Q8_S24` or `Q8_S48`) with `Act::Q8U`
@@ -176,5 +189,26 @@ pub(super) unsafe fn dotprod_q4_nm(m: &mut MatmulArgs<'_>) {
 /// packed layout.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn dotprod_q8_nm(m: &mut MatmulArgs<'_>) {
-    drive::<true>(m)
+    drive::<true, true>(m)
+}
+
+/// [`dotprod_q4_nm`] on plain NEON (e.g. Cortex-A53/A72 boards): widening multiplies of the
+/// gathered activations by the lane bytes into i16 (each product within ±128·127), pairs
+/// added into i32 per chunk, the rows' sums formed per half by one pairwise add; one group
+/// and one token at a time. The same exact sums, the same bits.
+///
+/// # Safety
+/// NEON; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn neon_q4_nm(m: &mut MatmulArgs<'_>) {
+    drive::<false, false>(m)
+}
+
+/// [`dotprod_q8_nm`] on plain NEON, as [`neon_q4_nm`].
+///
+/// # Safety
+/// NEON; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn neon_q8_nm(m: &mut MatmulArgs<'_>) {
+    drive::<false, true>(m)
 }
