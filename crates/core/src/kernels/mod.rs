@@ -857,6 +857,18 @@ pub(crate) struct MatmulArgs<'a> {
     pub out_stride: usize,
 }
 
+impl MatmulArgs<'_> {
+    /// Writes the sums `lanes` of rows `r0..r0 + lanes.len()` for token `t`: those of them
+    /// inside the row range (a register tile's group may straddle its ends).
+    #[inline(always)]
+    pub(crate) fn store_rows(&mut self, t: usize, r0: usize, lanes: &[f32]) {
+        let (start, end, o) = (self.rows.start, self.rows.end, t * self.out_stride);
+        for r in r0.max(start)..(r0 + lanes.len()).min(end) {
+            self.out[o + r - start] = lanes[r - r0];
+        }
+    }
+}
+
 /// The output of a matrix product: `len` values at `ptr`, of which the product writes only
 /// those of its rows, so threads may each write their rows of one buffer (see
 /// [`matmul_to`]). Indexing is bounds-checked.

@@ -119,7 +119,6 @@ unsafe fn store<const G: usize, const N: usize>(
     t0: usize,
     f: &[[[float32x4_t; 4]; N]; G],
 ) {
-    let (start, end) = (m.rows.start, m.rows.end);
     for (i, fg) in f.iter().enumerate() {
         let r0 = (g0 + i) * ROWS;
         for (t, v) in fg.iter().enumerate() {
@@ -127,10 +126,7 @@ unsafe fn store<const G: usize, const N: usize>(
             for (q, &x) in v.iter().enumerate() {
                 vst1q_f32(lanes.as_mut_ptr().add(4 * q), x);
             }
-            let o = (t0 + t) * m.out_stride;
-            for r in r0.max(start)..(r0 + ROWS).min(end) {
-                m.out[o + r - start] = lanes[r - r0];
-            }
+            m.store_rows(t0 + t, r0, &lanes);
         }
     }
 }

@@ -328,16 +328,12 @@ unsafe fn tile<E: Engine, F: Packed, const N: usize>(
 /// Writes the results of group `g` for tokens `t0..`: the rows of the group inside the range.
 #[inline(always)]
 unsafe fn store(m: &mut MatmulArgs<'_>, g: usize, t0: usize, f: &[[float32x4_t; 2]]) {
-    let (start, end) = (m.rows.start, m.rows.end);
     let r0 = g * GROUP;
     for (t, v) in f.iter().enumerate() {
-        let o = (t0 + t) * m.out_stride;
         let mut lanes = [0.0f32; GROUP];
         vst1q_f32(lanes.as_mut_ptr(), v[0]);
         vst1q_f32(lanes.as_mut_ptr().add(4), v[1]);
-        for r in r0.max(start)..(r0 + GROUP).min(end) {
-            m.out[o + r - start] = lanes[r - r0];
-        }
+        m.store_rows(t0 + t, r0, &lanes);
     }
 }
 

@@ -145,9 +145,7 @@ unsafe fn store<const G: usize, const N: usize>(
             } else {
                 let mut lanes = [0.0f32; ROWS];
                 _mm512_storeu_ps(lanes.as_mut_ptr(), v);
-                for r in r0.max(start)..(r0 + ROWS).min(end) {
-                    m.out[o + r - start] = lanes[r - r0];
-                }
+                m.store_rows(t0 + t, r0, &lanes);
             }
         }
     }
@@ -327,17 +325,13 @@ unsafe fn store256<const G: usize, const N: usize>(
     t0: usize,
     f: &[[[__m256; 2]; N]; G],
 ) {
-    let (start, end) = (m.rows.start, m.rows.end);
     for (i, fg) in f.iter().enumerate() {
         let r0 = (g0 + i) * ROWS;
         for (t, v) in fg.iter().enumerate() {
             let mut lanes = [0.0f32; ROWS];
             _mm256_storeu_ps(lanes.as_mut_ptr(), v[0]);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), v[1]);
-            let o = (t0 + t) * m.out_stride;
-            for r in r0.max(start)..(r0 + ROWS).min(end) {
-                m.out[o + r - start] = lanes[r - r0];
-            }
+            m.store_rows(t0 + t, r0, &lanes);
         }
     }
 }

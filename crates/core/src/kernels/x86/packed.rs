@@ -447,9 +447,7 @@ unsafe fn store(m: &mut MatmulArgs<'_>, g: usize, t0: usize, f: &[__m256]) {
         } else {
             let mut lanes = [0.0f32; GROUP];
             _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-            for r in r0.max(start)..(r0 + GROUP).min(end) {
-                m.out[o + r - start] = lanes[r - r0];
-            }
+            m.store_rows(t0 + t, r0, &lanes);
         }
     }
 }
