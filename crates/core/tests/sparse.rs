@@ -442,6 +442,16 @@ fn bitmap_rows_keeping_more_than_their_width_count_the_excess_as_zero() {
     }
 }
 
+/// Every output of `n` tokens × `m` rows (token stride `stride`) has `want`'s bits.
+fn assert_same_bits(got: &[f32], want: &[f32], n: usize, stride: usize, m: usize, what: &str) {
+    for tok in 0..n {
+        for i in 0..m {
+            let (g, e) = (got[tok * stride + i], want[tok * stride + i]);
+            assert_eq!(g.to_bits(), e.to_bits(), "{what}: n={n} row {i} token {tok}: {g} vs {e}");
+        }
+    }
+}
+
 /// Values per row, then a sparse matrix (type, tensor, a bitmap's values and width) and its
 /// dense equivalent.
 type SparseCase = (usize, DType, Vec<u8>, Option<(Vec<u8>, usize)>, Vec<u8>);
@@ -505,16 +515,14 @@ fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
                     kt.matmul_packed(dt, &packed, k, rows.clone(), &a, n, &mut want, stride);
                     let mut got = vec![f32::NAN; len];
                     kt.matmul_sparse_packed(*t, w, values, k, rows.clone(), &a, n, &mut got, stride);
-                    for tok in 0..n {
-                        for i in 0..rows.len() {
-                            let (g, e) = (got[tok * stride + i], want[tok * stride + i]);
-                            assert_eq!(
-                                g.to_bits(),
-                                e.to_bits(),
-                                "{t} on {tier:?}: n={n} rows {rows:?} row {i} token {tok}: {g} vs {e}"
-                            );
-                        }
-                    }
+                    assert_same_bits(
+                        &got,
+                        &want,
+                        n,
+                        stride,
+                        rows.len(),
+                        &format!("{t} on {tier:?}: rows {rows:?}"),
+                    );
                 }
             }
         }
@@ -585,16 +593,8 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
                         );
                         let mut got = vec![f32::NAN; len];
                         kt.matmul_packed(t, &lanes, k, rows.clone(), &a, n, &mut got, stride);
-                        for tok in 0..n {
-                            for i in 0..rows.len() {
-                                let (g, e) = (got[tok * stride + i], want[tok * stride + i]);
-                                assert_eq!(
-                                    g.to_bits(),
-                                    e.to_bits(),
-                                    "{t} k {k} on {tier:?}: n={n} rows {rows:?} row {i} token {tok}: {g} vs {e}"
-                                );
-                            }
-                        }
+                        let what = format!("{t} k {k} on {tier:?}: rows {rows:?}");
+                        assert_same_bits(&got, &want, n, stride, rows.len(), &what);
                     }
                 }
             }
