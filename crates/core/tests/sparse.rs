@@ -531,8 +531,9 @@ fn sparse_products_through_packed_kernels_are_the_dense_equivalents_bits() {
     assert!(covered > 0 || kernels::available_tiers().iter().all(|&t| t == kernels::Tier::Scalar));
 }
 
-/// The N:M lane layouts (the N:M types packed: sixteen rows per group; 4-bit: position and
-/// value per byte, 8-bit: code bytes and position nibbles) give every GGUF row back, and their
+/// The N:M lane layouts (the N:M types packed: sixteen rows per group; 4:8 4-bit: position
+/// and value per byte, 2:4 4-bit: value nibbles and two-bit positions, 8-bit: code bytes and
+/// position nibbles) give every GGUF row back, and their
 /// products on every tier (the oracle included) are, bit for bit, the dense packed Q4_0 /
 /// Q8_0 oracle's on the dense-equivalent matrix: row ranges start and end inside groups, token
 /// counts cross the tiles (4 tokens, and 4 groups at a time for one token), rows of extreme
@@ -556,7 +557,11 @@ fn nm_lane_layout_products_are_the_dense_packed_bits() {
             let rb = t.type_size() * k / 64;
             let lanes = kernels::pack(t, k, m, &w);
             assert_eq!(lanes.len(), kernels::packed_len(t, k, m));
-            let row_block = if dense_type(t) == DType::Q4_0 { 36 } else { 54 };
+            let row_block = match t {
+                DType::Q4_S24 => 28,
+                DType::Q4_S48 => 36,
+                _ => 54,
+            };
             assert_eq!(lanes.len(), m.div_ceil(16) * 16 * k / 64 * row_block, "{t}: bytes per row and block");
             let mut row = vec![0u8; rb];
             for r in 0..m {

@@ -48,9 +48,9 @@
 //!
 //! ## The N:M lane layouts (`Q4_S24`, `Q4_S48`, `Q8_S24`, `Q8_S48`; [`NM_GROUP`] = 16 rows)
 //!
-//! The 4-bit N:M types pack sixteen rows per group (one 512-bit register of 32-bit lanes) and
-//! per 64-input block a group block of [`NM_GB`] = 576 bytes (36 per row, Q4_0's bytes: the
-//! file's 24 or 25 become 36 in memory):
+//! The 4-bit N:M types pack sixteen rows per group (one 512-bit register of 32-bit lanes).
+//! `Q4_S48` (4:8) takes per 64-input block a group block of [`NM_GB`] = 576 bytes (36 per
+//! row, Q4_0's bytes: the file's 25 become 36 in memory):
 //!
 //! - eight 64-byte chunk words `W_c` (`c = 0..8`, at `64c`): bytes `4r..4r + 4` are the four
 //!   kept inputs of row `r`'s eight-input chunk `c`, in input order, each as
@@ -60,6 +60,18 @@
 //! - two correction words (at 544 + 16h): byte `r` is `Σ(value − 8)` of row `r`'s sixteen kept
 //!   values of half `h` (inputs `32h..32h + 32`), within −128..=112, for kernels that bias the
 //!   activations to unsigned (`vpdpbusd`, `vpmaddubsw`).
+//!
+//! `Q4_S24` (2:4) has a compact form of this layout, [`NM24_GB`] = 448 bytes per group block
+//! (28 per row: 16 of values, 8 of positions, 2 of scale, 2 of sums; the file's 24 become 28),
+//! since every four-input group keeps two inputs: kept inputs 0 and 1 of a chunk lie in its
+//! first group, 2 and 3 in its second, and a position needs only its two bits within the group.
+//!
+//! - four value words `V_p` (at `64p`): byte `4r + i` holds kept input `i` of row `r`'s chunk
+//!   `2p` as `(value − 8) & 15` in its high nibble and of chunk `2p + 1` in its low nibble;
+//! - two position words `P_q` (at `256 + 64q`): bits `2j, 2j + 1` of byte `4r + i` are the
+//!   position of kept input `i` of row `r`'s chunk `4q + j` within its group (0–3), so the
+//!   chunk position is that field plus 4 for `i ≥ 2`;
+//! - the sixteen f16 scales (at 384) and the two correction words (at 416 + 16h), as above.
 //!
 //! The 8-bit types (`Q8_S24`, `Q8_S48`) take [`NM8_GB`] = 864 bytes per group block (54 per
 //! row, against Q8_0's 68 and the file's 40 or 41): eight value words `V_c` (at `64c`, the
@@ -132,10 +144,15 @@ pub(crate) const NM_GB: usize = 576;
 /// words, sixteen f16 scales, two 32-byte correction words (i16).
 pub(crate) const NM8_GB: usize = 864;
 
+/// Bytes of a compact 2:4 lane group block (`Q4_S24`): four 64-byte value words, two 64-byte
+/// position words, sixteen f16 scales, two sixteen-byte correction words.
+pub(crate) const NM24_GB: usize = 448;
+
 /// Rows per group and bytes per group block of `weight`'s packed layout.
 pub(crate) fn group_geometry(weight: DType) -> (usize, usize) {
     match weight {
-        DType::Q4_S24 | DType::Q4_S48 => (NM_GROUP, NM_GB),
+        DType::Q4_S24 => (NM_GROUP, NM24_GB),
+        DType::Q4_S48 => (NM_GROUP, NM_GB),
         DType::Q8_S24 | DType::Q8_S48 => (NM_GROUP, NM8_GB),
         w => (GROUP, GROUP * w.type_size()),
     }
@@ -389,6 +406,55 @@ fn nm_get(l: crate::quant::sparse::NmLayout, gb: &[u8], r: usize, dst: &mut [u8]
     nm_put_codes(l, masks, dst);
 }
 
+/// Byte offsets in a compact 2:4 lane group block: the position words, the scales, the
+/// correction words.
+const NM24_P: usize = 256;
+const NM24_D: usize = 384;
+const NM24_CORR: usize = 416;
+
+/// A `Q4_S24` block (GGUF bytes `src`) into lane `r` of a compact 2:4 lane group block
+/// (module docs): each chunk's four kept values as nibbles of value word `c / 2` (high for even
+/// chunks), their positions within their four-input group as the two-bit fields `c % 4` of
+/// position word `c / 4`, the scale, and the two halves' sums of `value − 8`.
+fn nm24_put(gb: &mut [u8], r: usize, src: &[u8]) {
+    let (slots, sums) = nm_slots(Q4_S24, src);
+    for (c, chunk) in slots.iter().enumerate() {
+        for (i, &(pos, v)) in chunk.iter().enumerate() {
+            // 2:4 keeps two inputs of each group of four: kept inputs 0, 1 of a chunk lie in
+            // its first group, 2, 3 in its second (also for the fallback mask of a bad code).
+            debug_assert_eq!(pos as usize / 4, i / 2);
+            let (at, nib) = (64 * (c / 2) + 4 * r + i, v as u8 & 0x0f);
+            gb[at] = if c % 2 == 0 { (gb[at] & 0x0f) | nib << 4 } else { (gb[at] & 0xf0) | nib };
+            let (at, sh) = (NM24_P + 64 * (c / 4) + 4 * r + i, 2 * (c % 4));
+            gb[at] = (gb[at] & !(3 << sh)) | (pos & 3) << sh;
+        }
+    }
+    gb[NM24_D + 2 * r..NM24_D + 2 * r + 2].copy_from_slice(&src[..2]);
+    for (h, &s) in sums.iter().enumerate() {
+        gb[NM24_CORR + 16 * h + r] = s as i8 as u8;
+    }
+}
+
+/// [`nm24_put`] undone: the GGUF block of lane `r` (codes recomputed from the positions).
+fn nm24_get(gb: &[u8], r: usize, dst: &mut [u8]) {
+    dst[..2].copy_from_slice(&gb[NM24_D + 2 * r..NM24_D + 2 * r + 2]);
+    let qs = Q4_S24.qs_offset();
+    let mut masks = [0u8; 8];
+    dst[qs..qs + 16].fill(0);
+    for (c, m) in masks.iter_mut().enumerate() {
+        for i in 0..4 {
+            let field = (gb[NM24_P + 64 * (c / 4) + 4 * r + i] >> (2 * (c % 4))) & 3;
+            *m |= 1 << (field | (i as u8 / 2) << 2);
+            let byte = gb[64 * (c / 2) + 4 * r + i];
+            let nib = if c % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+            // Kept value j = 4c + i: the low nibble of qs[j] below 16, else the high one of qs[j − 16].
+            let (j, nib) = (4 * c + i, (nib ^ 8) & 0x0f);
+            dst[qs + j % 16] |= if j < 16 { nib } else { nib << 4 };
+        }
+    }
+    nm_put_codes(Q4_S24, masks, dst);
+}
+
 /// Byte offsets in an 8-bit N:M lane group block: the position words, the scales, the
 /// correction words.
 const NM8_P: usize = 512;
@@ -510,7 +576,7 @@ fn lanes(weight: DType) -> (Put, Get) {
         DType::Q5_1 => (Q5_1::put, Q5_1::get),
         DType::Q4_K => (Q4K::put, Q4K::get),
         DType::Q6_K => (Q6K::put, Q6K::get),
-        DType::Q4_S24 => (|gb, r, src| nm_put(Q4_S24, gb, r, src), |gb, r, dst| nm_get(Q4_S24, gb, r, dst)),
+        DType::Q4_S24 => (nm24_put, nm24_get),
         DType::Q4_S48 => (|gb, r, src| nm_put(Q4_S48, gb, r, src), |gb, r, dst| nm_get(Q4_S48, gb, r, dst)),
         DType::Q8_S24 => (|gb, r, src| nm8_put(Q8_S24, gb, r, src), |gb, r, dst| nm8_get(Q8_S24, gb, r, dst)),
         DType::Q8_S48 => (|gb, r, src| nm8_put(Q8_S48, gb, r, src), |gb, r, dst| nm8_get(Q8_S48, gb, r, dst)),

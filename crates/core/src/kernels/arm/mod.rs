@@ -72,7 +72,7 @@ pub(super) fn fill_neon(k: &mut Kernels) {
     k.set_quantize(Act::Q8U, quantize::q8u, t);
     fill!(k, t, plain);
     // The N:M lane layouts with widening multiplies (`nm_lanes`).
-    k.set_packed(DType::Q4_S24, nm_lanes::neon_q4_nm, t);
+    k.set_packed(DType::Q4_S24, nm_lanes::neon_q4_s24, t);
     k.set_packed(DType::Q4_S48, nm_lanes::neon_q4_nm, t);
     k.set_packed(DType::Q8_S24, nm_lanes::neon_q8_nm, t);
     k.set_packed(DType::Q8_S48, nm_lanes::neon_q8_nm, t);
@@ -93,7 +93,7 @@ pub(super) fn fill_dotprod(k: &mut Kernels) {
         k.set_packed(weight, f, Tier::NeonDotprod);
     }
     // The N:M lane layout: a `tbl` gathers each row's activations, one `sdot` per four rows.
-    k.set_packed(DType::Q4_S24, nm_lanes::dotprod_q4_nm, Tier::NeonDotprod);
+    k.set_packed(DType::Q4_S24, nm_lanes::dotprod_q4_s24, Tier::NeonDotprod);
     k.set_packed(DType::Q4_S48, nm_lanes::dotprod_q4_nm, Tier::NeonDotprod);
     k.set_packed(DType::Q8_S24, nm_lanes::dotprod_q8_nm, Tier::NeonDotprod);
     k.set_packed(DType::Q8_S48, nm_lanes::dotprod_q8_nm, Tier::NeonDotprod);

@@ -15,8 +15,14 @@
 use std::arch::aarch64::*;
 
 use super::{sdot, widen_f16};
-use crate::kernels::packed::{NM8_GB as GB8, NM_GB as GB, NM_GROUP as ROWS};
+use crate::kernels::packed::{NM24_GB as GB24, NM8_GB as GB8, NM_GB as GB, NM_GROUP as ROWS};
 use crate::kernels::MatmulArgs;
+
+/// The lane layouts (`kernels::packed`): 4-bit `position | value << 4` bytes (`Q4_S48`), the
+/// compact 2:4 one (`Q4_S24`), 8-bit (`Q8_S24`, `Q8_S48`).
+const WIDE: u8 = 0;
+const C24: u8 = 1;
+const Q8: u8 = 2;
 
 /// Bytes of an activation block (`Act::Q8U`: f32 scale, 32 codes `q + 128`).
 const AB: usize = 36;
@@ -25,6 +31,18 @@ const D: usize = 512;
 /// The 8-bit layout's position words and scales.
 const P8: usize = 512;
 const D8: usize = 768;
+/// The compact 2:4 layout's position words and scales.
+const P24: usize = 256;
+const D24: usize = 384;
+
+/// Bytes of a group block and the scales' offset of layout `L`.
+const fn geometry(l: u8) -> (usize, usize) {
+    match l {
+        WIDE => (GB, D),
+        C24 => (GB24, D24),
+        _ => (GB8, D8),
+    }
+}
 
 /// The sums of `G` groups from `g0` against `N` tokens from `t0`, four registers (of four
 /// rows) per group and token.
@@ -35,15 +53,16 @@ const D8: usize = 768;
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<const DP: bool, const Q8: bool, const G: usize, const N: usize>(
+unsafe fn tile<const DP: bool, const L: u8, const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
     g0: usize,
     t0: usize,
 ) -> [[[float32x4_t; 4]; N]; G] {
     let nb = m.k / 64;
-    let gb = if Q8 { GB8 } else { GB };
+    let (gb, d_at) = geometry(L);
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let (low, high, bias) = (vdupq_n_u8(0x0f), vdupq_n_u8(0xf0), vdupq_n_u8(0x80));
+    let (three, second) = (vdupq_n_u8(3), vreinterpretq_u8_u32(vdupq_n_u32(0x0404_0000)));
     let mut acc = [[[vdupq_n_f32(0.0); 4]; N]; G];
     for b in 0..nb {
         let mut wb = [w; G];
@@ -51,9 +70,9 @@ unsafe fn tile<const DP: bool, const Q8: bool, const G: usize, const N: usize>(
         for i in 0..G {
             wb[i] = w.add(((g0 + i) * nb + b) * gb);
             for (q, d) in dw[i].iter_mut().enumerate() {
-                let s = widen_f16(vld1_u16(wb[i].add(if Q8 { D8 } else { D } + 8 * q) as *const u16));
+                let s = widen_f16(vld1_u16(wb[i].add(d_at + 8 * q) as *const u16));
                 // The 4-bit sums are 16·Σc·q (the values' nibble in the high half of a byte).
-                *d = if Q8 { s } else { vmulq_n_f32(s, 0.0625) };
+                *d = if L == Q8 { s } else { vmulq_n_f32(s, 0.0625) };
             }
         }
         for h in 0..2 {
@@ -70,15 +89,33 @@ unsafe fn tile<const DP: bool, const Q8: bool, const G: usize, const N: usize>(
                 }
                 for i in 0..G {
                     for q in 0..4 {
-                        let (idx, wv) = if Q8 {
-                            // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in
-                            // the high ones; the codes as they are.
-                            let p = vld1q_u8(wb[i].add(P8 + 64 * (c / 2) + 16 * q));
-                            let idx = if c % 2 == 0 { vandq_u8(p, low) } else { vshrq_n_u8::<4>(p) };
-                            (idx, vld1q_s8(wb[i].add(64 * c + 16 * q) as *const i8))
-                        } else {
-                            let raw = vld1q_u8(wb[i].add(64 * c + 16 * q));
-                            (vandq_u8(raw, low), vreinterpretq_s8_u8(vandq_u8(raw, high)))
+                        let (idx, wv) = match L {
+                            Q8 => {
+                                // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's
+                                // in the high ones; the codes as they are.
+                                let p = vld1q_u8(wb[i].add(P8 + 64 * (c / 2) + 16 * q));
+                                let idx = if c % 2 == 0 { vandq_u8(p, low) } else { vshrq_n_u8::<4>(p) };
+                                (idx, vld1q_s8(wb[i].add(64 * c + 16 * q) as *const i8))
+                            }
+                            C24 => {
+                                // Positions: field c % 4 of word c / 4 (byte shifts), bit 2
+                                // inserted for kept inputs 2 and 3; values: the high nibbles
+                                // of word c / 2 for even chunks, the low ones shifted up.
+                                let p = vld1q_u8(wb[i].add(P24 + 64 * (c / 4) + 16 * q));
+                                let idx = match c % 4 {
+                                    0 => vbslq_u8(three, p, second),
+                                    1 => vbslq_u8(three, vshrq_n_u8::<2>(p), second),
+                                    2 => vbslq_u8(three, vshrq_n_u8::<4>(p), second),
+                                    _ => vorrq_u8(vshrq_n_u8::<6>(p), second),
+                                };
+                                let v = vld1q_u8(wb[i].add(64 * (c / 2) + 16 * q));
+                                let v = if c % 2 == 0 { vandq_u8(v, high) } else { vshlq_n_u8::<4>(v) };
+                                (idx, vreinterpretq_s8_u8(v))
+                            }
+                            _ => {
+                                let raw = vld1q_u8(wb[i].add(64 * c + 16 * q));
+                                (vandq_u8(raw, low), vreinterpretq_s8_u8(vandq_u8(raw, high)))
+                            }
                         };
                         for t in 0..N {
                             let x = vqtbl1q_s8(table[t], idx);
@@ -133,16 +170,16 @@ unsafe fn store<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token: tiles of 2 tokens, then one.
 #[inline(always)]
-unsafe fn groups<const DP: bool, const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups<const DP: bool, const L: u8, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
     // Without `sdot` a token's accumulators take twice the registers: one token at a time.
     while DP && G == 1 && t + 2 <= m.n {
-        let f = tile::<DP, Q8, G, 2>(m, g, t);
+        let f = tile::<DP, L, G, 2>(m, g, t);
         store(m, g, t, &f);
         t += 2;
     }
     while t < m.n {
-        let f = tile::<DP, Q8, G, 1>(m, g, t);
+        let f = tile::<DP, L, G, 1>(m, g, t);
         store(m, g, t, &f);
         t += 1;
     }
@@ -150,30 +187,42 @@ unsafe fn groups<const DP: bool, const Q8: bool, const G: usize>(m: &mut MatmulA
 
 /// Every group of the row range: one token two groups at a time, several one.
 #[inline(always)]
-unsafe fn drive<const DP: bool, const Q8: bool>(m: &mut MatmulArgs<'_>) {
+unsafe fn drive<const DP: bool, const L: u8>(m: &mut MatmulArgs<'_>) {
     let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
     if DP && m.n == 1 {
         while g + 2 <= end {
-            groups::<DP, Q8, 2>(m, g);
+            groups::<DP, L, 2>(m, g);
             g += 2;
         }
     }
     while g < end {
-        groups::<DP, Q8, 1>(m, g);
+        groups::<DP, L, 1>(m, g);
         g += 1;
     }
 }
 
-/// The product of an N:M lane matrix (`Q4_S24` or `Q4_S48`: one layout) with `Act::Q8U`
-/// activations. One token takes two groups at a time (eight independent `sdot` chains
-/// sharing each activation table), several tokens one group by two tokens.
+/// The product of a 4-bit N:M lane matrix (`Q4_S48`) with `Act::Q8U` activations. One token
+/// takes two groups at a time (eight independent `sdot` chains sharing each activation
+/// table), several tokens one group by two tokens.
 ///
 /// # Safety
 /// NEON with the dot-product extension; `m` checked by the caller (`MatmulCall`) for the
 /// packed layout.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn dotprod_q4_nm(m: &mut MatmulArgs<'_>) {
-    drive::<true, false>(m)
+    drive::<true, WIDE>(m)
+}
+
+/// The product of a compact 2:4 lane matrix (`Q4_S24`) with `Act::Q8U` activations: each
+/// chunk's `tbl` indices from a byte shift and a bit select of its position word, its values
+/// from the high or low nibbles of its value word; otherwise as [`dotprod_q4_nm`].
+///
+/// # Safety
+/// NEON with the dot-product extension; `m` checked by the caller (`MatmulCall`) for the
+/// packed layout.
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn dotprod_q4_s24(m: &mut MatmulArgs<'_>) {
+    drive::<true, C24>(m)
 }
 
 /// The product of an 8-bit N:M lane matrix (`Q8_S24` or `Q8_S48`) with `Act::Q8U`
@@ -185,7 +234,7 @@ pub(super) unsafe fn dotprod_q4_nm(m: &mut MatmulArgs<'_>) {
 /// packed layout.
 #[target_feature(enable = "neon,dotprod")]
 pub(super) unsafe fn dotprod_q8_nm(m: &mut MatmulArgs<'_>) {
-    drive::<true, true>(m)
+    drive::<true, Q8>(m)
 }
 
 /// [`dotprod_q4_nm`] on plain NEON (e.g. Cortex-A53/A72 boards): widening multiplies of the
@@ -197,7 +246,16 @@ pub(super) unsafe fn dotprod_q8_nm(m: &mut MatmulArgs<'_>) {
 /// NEON; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn neon_q4_nm(m: &mut MatmulArgs<'_>) {
-    drive::<false, false>(m)
+    drive::<false, WIDE>(m)
+}
+
+/// [`dotprod_q4_s24`] on plain NEON, as [`neon_q4_nm`].
+///
+/// # Safety
+/// NEON; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn neon_q4_s24(m: &mut MatmulArgs<'_>) {
+    drive::<false, C24>(m)
 }
 
 /// [`dotprod_q8_nm`] on plain NEON, as [`neon_q4_nm`].
@@ -206,5 +264,5 @@ pub(super) unsafe fn neon_q4_nm(m: &mut MatmulArgs<'_>) {
 /// NEON; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn neon_q8_nm(m: &mut MatmulArgs<'_>) {
-    drive::<false, true>(m)
+    drive::<false, Q8>(m)
 }

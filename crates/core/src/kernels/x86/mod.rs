@@ -53,7 +53,7 @@ pub(super) fn fill_avx2(k: &mut Kernels) {
     k.set_quantize(Act::Q8_K, quantize::q8_k, t);
     k.set_quantize(Act::Q8S, quantize::q8s, t);
     k.set_quantize(Act::Q8U, quantize::q8u, t);
-    k.set_packed(DType::Q4_S24, nm_lanes::avx2_q4_nm, t);
+    k.set_packed(DType::Q4_S24, nm_lanes::avx2_q4_s24, t);
     k.set_packed(DType::Q4_S48, nm_lanes::avx2_q4_nm, t);
     k.set_packed(DType::Q8_S24, nm_lanes::avx2_q8_nm, t);
     k.set_packed(DType::Q8_S48, nm_lanes::avx2_q8_nm, t);
@@ -113,7 +113,7 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
         k.set(DType::Q8_S24, sparse::avx512_vec_dot_q8_s24, sparse::avx512_matmul_q8_s24, t);
         k.set(DType::Q8_S48, sparse::avx512_vec_dot_q8_s48, sparse::avx512_matmul_q8_s48, t);
         k.set_bitmap(sparse::avx512_matmul_bitmap, t);
-        k.set_packed(DType::Q4_S24, nm_lanes::vbmi_q4_nm, t);
+        k.set_packed(DType::Q4_S24, nm_lanes::vbmi_q4_s24, t);
         k.set_packed(DType::Q4_S48, nm_lanes::vbmi_q4_nm, t);
         k.set_packed(DType::Q8_S24, nm_lanes::vbmi_q8_nm, t);
         k.set_packed(DType::Q8_S48, nm_lanes::vbmi_q8_nm, t);

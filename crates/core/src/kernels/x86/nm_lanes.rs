@@ -22,8 +22,14 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::packed::{NM8_GB as GB8, NM_GB as GB, NM_GROUP as ROWS};
+use crate::kernels::packed::{NM24_GB as GB24, NM8_GB as GB8, NM_GB as GB, NM_GROUP as ROWS};
 use crate::kernels::MatmulArgs;
+
+/// The lane layouts (`kernels::packed`): 4-bit `position | value << 4` bytes (`Q4_S48`), the
+/// compact 2:4 one (`Q4_S24`), 8-bit (`Q8_S24`, `Q8_S48`).
+const WIDE: u8 = 0;
+const C24: u8 = 1;
+const Q8: u8 = 2;
 
 /// Bytes of an activation block (`Act::Q8U`: f32 scale, 32 unsigned codes).
 const AB: usize = 36;
@@ -39,6 +45,20 @@ const P8: usize = 512;
 const D8: usize = 768;
 const CORR8: usize = 800;
 
+/// The compact 2:4 layout's offsets: position words, scales, correction words.
+const P24: usize = 256;
+const D24: usize = 384;
+const CORR24: usize = 416;
+
+/// Bytes of a group block, the scales' and the correction words' offsets of layout `L`.
+const fn geometry(l: u8) -> (usize, usize, usize) {
+    match l {
+        WIDE => (GB, D, CORR),
+        C24 => (GB24, D24, CORR24),
+        _ => (GB8, D8, CORR8),
+    }
+}
+
 /// Prefetches the group block of `bytes` bytes `PREFETCH` bytes after `wb`.
 #[inline(always)]
 unsafe fn prefetch_block(wb: *const u8, bytes: usize) {
@@ -50,20 +70,21 @@ unsafe fn prefetch_block(wb: *const u8, bytes: usize) {
 /// The sums of `G` groups from `g0` against `N` tokens from `t0`.
 ///
 /// # Safety
-/// `m` holds an N:M lane matrix reaching group `g0 + G − 1` and activations of tokens
-/// `t0..t0 + N`; AVX-512 F/BW/VNNI/VBMI (the entry point's features).
+/// `m` holds an N:M lane matrix of layout `L` reaching group `g0 + G − 1` and activations of
+/// tokens `t0..t0 + N`; AVX-512 F/BW/VNNI/VBMI (the entry point's features).
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
+unsafe fn tile<const L: u8, const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
     g0: usize,
     t0: usize,
 ) -> [[__m512; N]; G] {
     let nb = m.k / 64;
-    let gb = if Q8 { GB8 } else { GB };
+    let (gb, d_at, corr_at) = geometry(L);
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let high = _mm512_set1_epi8(0xf0u8 as i8);
+    let (three, second) = (_mm512_set1_epi8(3), _mm512_set1_epi32(0x0404_0000));
     let sixteenth = _mm512_set1_ps(0.0625);
     let mut acc = [[_mm512_setzero_ps(); N]; G];
     for b in 0..nb {
@@ -74,9 +95,9 @@ unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
             if N == 1 {
                 prefetch_block(wb[i], gb);
             }
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb[i].add(if Q8 { D8 } else { D }) as *const __m256i));
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(wb[i].add(d_at) as *const __m256i));
             // The 4-bit sums are 16·Σc·q (the values' nibble in the high half of a byte).
-            dw[i] = if Q8 { d } else { _mm512_mul_ps(d, sixteenth) };
+            dw[i] = if L == Q8 { d } else { _mm512_mul_ps(d, sixteenth) };
         }
         for h in 0..2 {
             let mut s = [[_mm512_setzero_si512(); N]; G];
@@ -84,16 +105,37 @@ unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
                 let mut raw = [_mm512_setzero_si512(); G];
                 let mut wv = [_mm512_setzero_si512(); G];
                 for i in 0..G {
-                    if Q8 {
-                        // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in the
-                        // high ones (the permute ignores index bits 3–5; the values' word is
-                        // the codes as they are).
-                        let p = _mm512_loadu_si512(wb[i].add(P8 + 64 * (c / 2)) as *const _);
-                        raw[i] = if c % 2 == 0 { p } else { _mm512_srli_epi16::<4>(p) };
-                        wv[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
-                    } else {
-                        raw[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
-                        wv[i] = _mm512_and_si512(raw[i], high);
+                    match L {
+                        Q8 => {
+                            // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in the
+                            // high ones (the permute ignores index bits 3–5; the values' word is
+                            // the codes as they are).
+                            let p = _mm512_loadu_si512(wb[i].add(P8 + 64 * (c / 2)) as *const _);
+                            raw[i] = if c % 2 == 0 { p } else { _mm512_srli_epi16::<4>(p) };
+                            wv[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
+                        }
+                        C24 => {
+                            // Positions: field c % 4 of word c / 4 (shifted down: the bits
+                            // above it do not matter), bit 2 set for kept inputs 2 and 3 —
+                            // `(field & 3) | second` in one `vpternlogd`.
+                            let p = _mm512_loadu_si512(wb[i].add(P24 + 64 * (c / 4)) as *const _);
+                            let p = match c % 4 {
+                                0 => p,
+                                1 => _mm512_srli_epi16::<2>(p),
+                                2 => _mm512_srli_epi16::<4>(p),
+                                _ => _mm512_srli_epi16::<6>(p),
+                            };
+                            raw[i] = _mm512_ternarylogic_epi32::<0xea>(p, three, second);
+                            // Values: chunk 2p's in the high nibbles of word p, 2p + 1's in
+                            // the low ones (moved up; the byte below's nibble masked off).
+                            let v = _mm512_loadu_si512(wb[i].add(64 * (c / 2)) as *const _);
+                            let v = if c % 2 == 0 { v } else { _mm512_slli_epi16::<4>(v) };
+                            wv[i] = _mm512_and_si512(v, high);
+                        }
+                        _ => {
+                            raw[i] = _mm512_loadu_si512(wb[i].add(64 * c) as *const _);
+                            wv[i] = _mm512_and_si512(raw[i], high);
+                        }
                     }
                 }
                 for t in 0..N {
@@ -107,11 +149,11 @@ unsafe fn tile<const Q8: bool, const G: usize, const N: usize>(
             }
             for i in 0..G {
                 // The bias: 128·Σq (8-bit), 128·16·Σc (4-bit).
-                let corr = if Q8 {
-                    let c = _mm256_loadu_si256(wb[i].add(CORR8 + 32 * h) as *const __m256i);
+                let corr = if L == Q8 {
+                    let c = _mm256_loadu_si256(wb[i].add(corr_at + 32 * h) as *const __m256i);
                     _mm512_slli_epi32::<7>(_mm512_cvtepi16_epi32(c))
                 } else {
-                    let c = _mm_loadu_si128(wb[i].add(CORR + 16 * h) as *const __m128i);
+                    let c = _mm_loadu_si128(wb[i].add(corr_at + 16 * h) as *const __m128i);
                     _mm512_slli_epi32::<11>(_mm512_cvtepi8_epi32(c))
                 };
                 for t in 0..N {
@@ -153,15 +195,15 @@ unsafe fn store<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token: tiles of 4 tokens, then single ones.
 #[inline(always)]
-unsafe fn groups<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups<const L: u8, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
     while t + 4 <= m.n {
-        let f = tile::<Q8, G, 4>(m, g, t);
+        let f = tile::<L, G, 4>(m, g, t);
         store(m, g, t, &f);
         t += 4;
     }
     while t < m.n {
-        let f = tile::<Q8, G, 1>(m, g, t);
+        let f = tile::<L, G, 1>(m, g, t);
         store(m, g, t, &f);
         t += 1;
     }
@@ -169,32 +211,43 @@ unsafe fn groups<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usiz
 
 /// Every group of the row range: one token four groups at a time, several two.
 #[inline(always)]
-unsafe fn drive512<const Q8: bool>(m: &mut MatmulArgs<'_>) {
+unsafe fn drive512<const L: u8>(m: &mut MatmulArgs<'_>) {
     let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
     if m.n == 1 {
         while g + 4 <= end {
-            groups::<Q8, 4>(m, g);
+            groups::<L, 4>(m, g);
             g += 4;
         }
     }
     while g + 2 <= end {
-        groups::<Q8, 2>(m, g);
+        groups::<L, 2>(m, g);
         g += 2;
     }
     if g < end {
-        groups::<Q8, 1>(m, g);
+        groups::<L, 1>(m, g);
     }
 }
 
-/// The product of an N:M lane matrix (`Q4_S24` or `Q4_S48`: one layout) with `Act::Q8U`
-/// activations. One token takes four groups at a time (four independent `vpdpbusd` chains
-/// sharing each activation broadcast), several tokens two groups by four tokens.
+/// The product of a 4-bit N:M lane matrix (`Q4_S48`) with `Act::Q8U` activations. One token
+/// takes four groups at a time (four independent `vpdpbusd` chains sharing each activation
+/// broadcast), several tokens two groups by four tokens.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI/VBMI; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(super) unsafe fn vbmi_q4_nm(m: &mut MatmulArgs<'_>) {
-    drive512::<false>(m)
+    drive512::<WIDE>(m)
+}
+
+/// The product of a compact 2:4 lane matrix (`Q4_S24`) with `Act::Q8U` activations: each
+/// chunk's permute indices from a shift and a `vpternlogd` of its position word, its values
+/// from the high or (shifted) low nibbles of its value word; otherwise as [`vbmi_q4_nm`].
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI/VBMI; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub(super) unsafe fn vbmi_q4_s24(m: &mut MatmulArgs<'_>) {
+    drive512::<C24>(m)
 }
 
 /// The product of an 8-bit N:M lane matrix (`Q8_S24` or `Q8_S48`) with `Act::Q8U`
@@ -206,7 +259,7 @@ pub(super) unsafe fn vbmi_q4_nm(m: &mut MatmulArgs<'_>) {
 /// AVX-512 F/BW/VNNI/VBMI; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(super) unsafe fn vbmi_q8_nm(m: &mut MatmulArgs<'_>) {
-    drive512::<true>(m)
+    drive512::<Q8>(m)
 }
 
 /// `value − 8` of each nibble `(value − 8) & 15`, as a signed byte (both 128-bit lanes).
@@ -223,16 +276,17 @@ const SIGNED_NIBBLE: [i8; 32] = [
 // Register tiles: the indices name registers (rows, tokens), as in `packed`.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile256<const Q8: bool, const G: usize, const N: usize>(
+unsafe fn tile256<const L: u8, const G: usize, const N: usize>(
     m: &MatmulArgs<'_>,
     g0: usize,
     t0: usize,
 ) -> [[[__m256; 2]; N]; G] {
     let nb = m.k / 64;
-    let gb = if Q8 { GB8 } else { GB };
+    let (gb, d_at, corr_at) = geometry(L);
     let bias = _mm256_set1_epi8(0x80u8 as i8);
     let (w, a) = (m.w.as_ptr(), m.act.as_ptr());
     let low = _mm256_set1_epi8(0x0f);
+    let (three, second) = (_mm256_set1_epi8(3), _mm256_set1_epi32(0x0404_0000));
     let ones = _mm256_set1_epi16(1);
     let signed = _mm256_loadu_si256(SIGNED_NIBBLE.as_ptr() as *const __m256i);
     let mut acc = [[[_mm256_setzero_ps(); 2]; N]; G];
@@ -251,19 +305,42 @@ unsafe fn tile256<const Q8: bool, const G: usize, const N: usize>(
                 let mut wv = [[_mm256_setzero_si256(); 2]; G];
                 for i in 0..G {
                     for j in 0..2 {
-                        if Q8 {
-                            // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's in
-                            // the high ones; `|q|` meets the activations with `q`'s sign.
-                            let p =
-                                _mm256_loadu_si256(wb[i].add(P8 + 64 * (c / 2) + 32 * j) as *const __m256i);
-                            let p = if c % 2 == 0 { p } else { _mm256_srli_epi16::<4>(p) };
-                            idx[i][j] = _mm256_and_si256(p, low);
-                            wv[i][j] = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
-                        } else {
-                            let raw = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
-                            idx[i][j] = _mm256_and_si256(raw, low);
-                            let nib = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
-                            wv[i][j] = _mm256_shuffle_epi8(signed, nib);
+                        match L {
+                            Q8 => {
+                                // Positions: chunk 2p's in the low nibbles of word p, 2p + 1's
+                                // in the high ones; `|q|` meets the activations with `q`'s sign.
+                                let p = _mm256_loadu_si256(
+                                    wb[i].add(P8 + 64 * (c / 2) + 32 * j) as *const __m256i
+                                );
+                                let p = if c % 2 == 0 { p } else { _mm256_srli_epi16::<4>(p) };
+                                idx[i][j] = _mm256_and_si256(p, low);
+                                wv[i][j] = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
+                            }
+                            C24 => {
+                                // Positions: field c % 4 of word c / 4, plus 4 for kept inputs
+                                // 2 and 3; values: the high nibbles of word c / 2 for even
+                                // chunks, the low ones for odd.
+                                let p = _mm256_loadu_si256(
+                                    wb[i].add(P24 + 64 * (c / 4) + 32 * j) as *const __m256i
+                                );
+                                let p = match c % 4 {
+                                    0 => p,
+                                    1 => _mm256_srli_epi16::<2>(p),
+                                    2 => _mm256_srli_epi16::<4>(p),
+                                    _ => _mm256_srli_epi16::<6>(p),
+                                };
+                                idx[i][j] = _mm256_or_si256(_mm256_and_si256(p, three), second);
+                                let v =
+                                    _mm256_loadu_si256(wb[i].add(64 * (c / 2) + 32 * j) as *const __m256i);
+                                let v = if c % 2 == 0 { _mm256_srli_epi16::<4>(v) } else { v };
+                                wv[i][j] = _mm256_shuffle_epi8(signed, _mm256_and_si256(v, low));
+                            }
+                            _ => {
+                                let raw = _mm256_loadu_si256(wb[i].add(64 * c + 32 * j) as *const __m256i);
+                                idx[i][j] = _mm256_and_si256(raw, low);
+                                let nib = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+                                wv[i][j] = _mm256_shuffle_epi8(signed, nib);
+                            }
                         }
                     }
                 }
@@ -271,11 +348,11 @@ unsafe fn tile256<const Q8: bool, const G: usize, const N: usize>(
                     let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB + 4 + 8 * (c - 4 * h));
                     let table = _mm256_set1_epi64x((at as *const i64).read_unaligned());
                     // The 8-bit codes take signed activations (`q + 128` less its bias).
-                    let table = if Q8 { _mm256_xor_si256(table, bias) } else { table };
+                    let table = if L == Q8 { _mm256_xor_si256(table, bias) } else { table };
                     for i in 0..G {
                         for j in 0..2 {
                             let x = _mm256_shuffle_epi8(table, idx[i][j]);
-                            if Q8 {
+                            if L == Q8 {
                                 // At most 2·128·127 per i16 lane; widened at once.
                                 let p = _mm256_maddubs_epi16(
                                     _mm256_abs_epi8(wv[i][j]),
@@ -291,21 +368,22 @@ unsafe fn tile256<const Q8: bool, const G: usize, const N: usize>(
             }
             for i in 0..G {
                 for j in 0..2 {
-                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(
-                        wb[i].add(if Q8 { D8 } else { D } + 16 * j) as *const __m128i
-                    ));
-                    let corr = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                        wb[i].add(CORR + 16 * h + 8 * j) as *const __m128i
-                    ));
-                    let corr = _mm256_slli_epi32::<7>(corr);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(wb[i].add(d_at + 16 * j) as *const __m128i));
                     for t in 0..N {
                         let at = a.add((t0 + t) * m.act_bytes + (2 * b + h) * AB);
                         let da = _mm256_set1_ps((at as *const f32).read_unaligned());
-                        // 8-bit: the exact signed sums already; 4-bit: widen, less the bias.
-                        let v = if Q8 {
+                        // 8-bit: the exact signed sums already; 4-bit: widen, less the bias
+                        // 128·Σc.
+                        let v = if L == Q8 {
                             s[i][t][j]
                         } else {
-                            _mm256_sub_epi32(_mm256_madd_epi16(s[i][t][j], ones), corr)
+                            let corr = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                wb[i].add(corr_at + 16 * h + 8 * j) as *const __m128i,
+                            ));
+                            _mm256_sub_epi32(
+                                _mm256_madd_epi16(s[i][t][j], ones),
+                                _mm256_slli_epi32::<7>(corr),
+                            )
                         };
                         acc[i][t][j] =
                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dw, da), acc[i][t][j]);
@@ -338,15 +416,15 @@ unsafe fn store256<const G: usize, const N: usize>(
 
 /// `G` groups from `g` against every token on AVX2: tiles of 2 tokens (one group), then one.
 #[inline(always)]
-unsafe fn groups256<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
+unsafe fn groups256<const L: u8, const G: usize>(m: &mut MatmulArgs<'_>, g: usize) {
     let mut t = 0;
     while G == 1 && t + 2 <= m.n {
-        let f = tile256::<Q8, G, 2>(m, g, t);
+        let f = tile256::<L, G, 2>(m, g, t);
         store256(m, g, t, &f);
         t += 2;
     }
     while t < m.n {
-        let f = tile256::<Q8, G, 1>(m, g, t);
+        let f = tile256::<L, G, 1>(m, g, t);
         store256(m, g, t, &f);
         t += 1;
     }
@@ -354,16 +432,16 @@ unsafe fn groups256<const Q8: bool, const G: usize>(m: &mut MatmulArgs<'_>, g: u
 
 /// Every group of the row range on AVX2: one token two groups at a time, several one.
 #[inline(always)]
-unsafe fn drive256<const Q8: bool>(m: &mut MatmulArgs<'_>) {
+unsafe fn drive256<const L: u8>(m: &mut MatmulArgs<'_>) {
     let (mut g, end) = (m.rows.start / ROWS, m.rows.end.div_ceil(ROWS));
     if m.n == 1 {
         while g + 2 <= end {
-            groups256::<Q8, 2>(m, g);
+            groups256::<L, 2>(m, g);
             g += 2;
         }
     }
     while g < end {
-        groups256::<Q8, 1>(m, g);
+        groups256::<L, 1>(m, g);
         g += 1;
     }
 }
@@ -375,7 +453,17 @@ unsafe fn drive256<const Q8: bool>(m: &mut MatmulArgs<'_>) {
 /// AVX2, FMA, F16C; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn avx2_q4_nm(m: &mut MatmulArgs<'_>) {
-    drive256::<false>(m)
+    drive256::<WIDE>(m)
+}
+
+/// [`vbmi_q4_s24`] on AVX2: indices from a shift, an and and an or of the position word, the
+/// value nibbles through the signed-nibble table; otherwise as [`avx2_q4_nm`].
+///
+/// # Safety
+/// AVX2, FMA, F16C; `m` checked by the caller (`MatmulCall`) for the packed layout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn avx2_q4_s24(m: &mut MatmulArgs<'_>) {
+    drive256::<C24>(m)
 }
 
 /// [`vbmi_q8_nm`] on AVX2: `vpmaddubsw` of `|q|` against the gathered (signed) activations
@@ -386,5 +474,5 @@ pub(super) unsafe fn avx2_q4_nm(m: &mut MatmulArgs<'_>) {
 /// AVX2, FMA, F16C; `m` checked by the caller (`MatmulCall`) for the packed layout.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn avx2_q8_nm(m: &mut MatmulArgs<'_>) {
-    drive256::<true>(m)
+    drive256::<Q8>(m)
 }
