@@ -319,6 +319,8 @@ enum Layout {
     Nm(DType),
     /// `Q8_SB` at this fraction of zeros.
     Bitmap(f64),
+    /// `Q8_SB` at this fraction of zeros in the bitmap group layout.
+    Groups(f64),
 }
 
 /// A matrix in a [`Layout`]: `w` the weights (packed bytes, N:M rows or `Q8_SB` metadata),
@@ -330,6 +332,8 @@ struct Sparse {
     w: Vec<u8>,
     values: Vec<u8>,
     c: usize,
+    /// The bitmap group layout of a [`Layout::Groups`] matrix.
+    groups: Option<kernels::BitmapGroups>,
 }
 
 impl Sparse {
@@ -338,7 +342,7 @@ impl Sparse {
         let (w, values, c) = match layout {
             Layout::Packed(t) => (kernels::pack(t, k, rows, &quant::quantize(t, &x).unwrap()), vec![], 0),
             Layout::Nm(t) => (quant::quantize(t, &x).unwrap(), vec![], 0),
-            Layout::Bitmap(zeros) => {
+            Layout::Bitmap(zeros) | Layout::Groups(zeros) => {
                 // Zero the `zeros` fraction of smallest magnitudes of each row (unstructured).
                 let mut x = x;
                 for r in x.chunks_exact_mut(k) {
@@ -351,7 +355,11 @@ impl Sparse {
                 (b.meta, b.values, b.c)
             }
         };
-        Sparse { layout, rows, k, w, values, c }
+        let groups = match layout {
+            Layout::Groups(_) => Some(kernels::BitmapGroups::pack(k, rows, &w, &values, c)),
+            _ => None,
+        };
+        Sparse { layout, rows, k, w, values, c, groups }
     }
 
     fn name(&self) -> String {
@@ -359,12 +367,13 @@ impl Sparse {
             Layout::Packed(t) => format!("{t} packed"),
             Layout::Nm(t) => t.name().to_string(),
             Layout::Bitmap(z) => format!("Q8_SB {:.0}%", z * 100.0),
+            Layout::Groups(z) => format!("Q8_SB {:.0}% grp", z * 100.0),
         }
     }
 
     /// Weight bytes one product with every row reads.
     fn bytes(&self) -> usize {
-        self.w.len() + self.values.len()
+        self.groups.as_ref().map_or(self.w.len() + self.values.len(), |g| g.bytes().len())
     }
 
     /// Activations for `n` tokens in this layout's format.
@@ -373,6 +382,9 @@ impl Sparse {
             Layout::Packed(t) => packed(kern, &Matrix { dtype: t, rows: 0, k: self.k, w: vec![] }, n).1,
             Layout::Nm(t) => activations(kern, t, self.k, n),
             Layout::Bitmap(_) => activations(kern, DType::Q8_0, self.k, n),
+            Layout::Groups(_) => {
+                packed(kern, &Matrix { dtype: DType::Q8_0, rows: 0, k: self.k, w: vec![] }, n).1
+            }
         }
     }
 
@@ -384,6 +396,10 @@ impl Sparse {
             Layout::Nm(t) => kern.matmul(t, &self.w, self.k, rows, act, n, out, s),
             Layout::Bitmap(_) => {
                 kern.matmul_bitmap(&self.w, &self.values, self.c, self.k, rows, act, n, out, s)
+            }
+            Layout::Groups(_) => {
+                let g = self.groups.as_ref().expect("a bitmap group matrix");
+                kern.matmul_bitmap_groups(g, rows, act, n, out, s)
             }
         }
     }
@@ -424,7 +440,7 @@ fn sparse_mv_seconds(kern: &Kernels, layers: &[Sparse], threads: usize, min_s: f
 }
 
 /// The sparse layouts of [`sparse_table`].
-fn sparse_layouts() -> [Layout; 12] {
+fn sparse_layouts() -> [Layout; 14] {
     [
         Layout::Packed(DType::Q4_0),
         Layout::Nm(DType::Q4_S24),
@@ -437,7 +453,9 @@ fn sparse_layouts() -> [Layout; 12] {
         Layout::Nm(DType::Q8_S48),
         Layout::Packed(DType::Q8_S48),
         Layout::Bitmap(0.7),
+        Layout::Groups(0.7),
         Layout::Bitmap(0.5),
+        Layout::Groups(0.5),
     ]
 }
 
@@ -504,6 +522,7 @@ fn sparse_table(tiers: &[Tier], threads: usize, stream_mb: usize, min_s: f64) {
                 w: one.w.clone(),
                 values: one.values.clone(),
                 c: one.c,
+                groups: one.groups.clone(),
             })
             .collect();
         // One thread: this thread's CPU time (the machine may be shared).

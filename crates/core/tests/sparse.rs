@@ -762,3 +762,73 @@ fn simd_tiers_have_sparse_kernels() {
         assert_eq!(kt.bitmap_tier(), want, "Q8_SB on {tier:?}");
     }
 }
+
+/// `Q8_SB` matrices in the bitmap group layout (sixteen rows per group, each chunk's kept
+/// codes in the dense packed word's order): every row dequantizes as the file's, and the
+/// product on every tier that has its kernel, and the oracle, is bit for bit the dense packed
+/// Q8_0 oracle's on the dense-equivalent matrix — densities 0, 0.3 and 1, blocks keeping
+/// everything beside empty ones, row ranges inside groups, token counts across the tiles (4
+/// tokens; 4 groups at a time for one) and the prompt path (from 16 tokens: slabs expanded
+/// into the dense packed layout), a row keeping more than its width (code 0 beyond).
+#[test]
+fn bitmap_group_products_are_the_dense_packed_bits() {
+    let mut rng = Rng(41);
+    let m = 71;
+    let oracle = Kernels::for_tier(kernels::Tier::Scalar).unwrap();
+    let mut covered = 0;
+    for (k, keep) in [(64, 0.3), (576, 0.0), (576, 0.3), (576, 1.0), (1536, 0.3), (1536, 0.05)] {
+        let mut x = unstructured(&mut rng, k, m, keep);
+        // Row 3: every other block fully kept, the others empty.
+        for (i, v) in x[3 * k..4 * k].iter_mut().enumerate() {
+            *v = if (i / 64) % 2 == 0 { rng.normal() + 4.0 } else { 0.0 };
+        }
+        let mut bm = quantize_bitmap(&x, k, m).unwrap();
+        if k == 576 && keep == 0.3 {
+            // Row 5 keeps more inputs than its width holds: the excess counts as code 0.
+            let rb = k / 64 * 10;
+            bm.meta[5 * rb + 10 * 8 + 2..5 * rb + 10 * 8 + 10].copy_from_slice(&u64::MAX.to_le_bytes());
+        }
+        let bg = kernels::BitmapGroups::pack(k, m, &bm.meta, &bm.values, bm.c);
+        let dense = bitmap_dense_equivalent(&bm.meta, &bm.values, bm.c, k, m);
+        let db = k / 32 * 34;
+        let mut got_row = vec![0f32; k];
+        for r in 0..m {
+            bg.row_f32(r, &mut got_row);
+            let want_row = dequantize(DType::Q8_0, &dense[r * db..(r + 1) * db], k).unwrap();
+            assert_eq!(got_row, want_row, "k {k} keep {keep}: row {r} dequantized");
+        }
+        let dense_packed = kernels::pack(DType::Q8_0, k, m, &dense);
+        for tier in kernels::available_tiers() {
+            let kt = Kernels::for_tier(tier).unwrap();
+            if tier != kernels::Tier::Scalar && !kt.packs_bitmap() {
+                continue;
+            }
+            covered += 1;
+            for n in [1, 3, 4, 9, 16, 37] {
+                let xa = rng.normals(k * n);
+                let a = packed_activations(oracle, DType::Q8_0, &xa, k, n);
+                assert_eq!(a, packed_activations(kt, DType::Q8_0, &xa, k, n), "{tier:?}: activations");
+                for rows in [0..m, 3..m, 5..17, 16..48, 13..70, 70..71, 0..0] {
+                    let stride = rows.len() + 2;
+                    let len = (n - 1) * stride + rows.len();
+                    let mut want = vec![f32::NAN; len];
+                    oracle.matmul_packed(
+                        DType::Q8_0,
+                        &dense_packed,
+                        k,
+                        rows.clone(),
+                        &a,
+                        n,
+                        &mut want,
+                        stride,
+                    );
+                    let mut got = vec![f32::NAN; len];
+                    kt.matmul_bitmap_groups(&bg, rows.clone(), &a, n, &mut got, stride);
+                    let what = format!("bitmap groups k {k} keep {keep} on {tier:?}: rows {rows:?}");
+                    assert_same_bits(&got, &want, n, stride, rows.len(), &what);
+                }
+            }
+        }
+    }
+    assert!(covered >= 6, "the oracle at least, for every case");
+}

@@ -110,6 +110,9 @@ pub struct Linear {
     all_tokens: bool,
     /// The weight in the column-blocked layout, for one-token products with a threshold.
     cols: Option<Arc<ColPacked>>,
+    /// A bitmap (`Q8_SB`) weight in the bitmap group layout ([`Linear::packed`]); `data` and
+    /// `values` are then empty.
+    groups: Option<Arc<kernels::BitmapGroups>>,
 }
 
 /// Whether `dtype` is one of edgellm's sparse weight types.
@@ -169,6 +172,7 @@ impl Linear {
             threshold: None,
             all_tokens: false,
             cols: None,
+            groups: None,
         })
     }
 
@@ -199,6 +203,7 @@ impl Linear {
             threshold: None,
             all_tokens: false,
             cols: None,
+            groups: None,
         })
     }
 
@@ -275,7 +280,7 @@ impl Linear {
         self.threshold = threshold;
         self.all_tokens = all_tokens;
         self.cols = None;
-        if threshold.is_some() && !self.packed {
+        if threshold.is_some() && !self.is_packed() {
             self.cols =
                 ColPacked::pack(self.dtype, self.in_features, self.out_features, self.data.as_slice())
                     .map(Arc::new);
@@ -314,6 +319,9 @@ impl Linear {
     /// and `EDGELLM_PACK` is not `0`; otherwise unchanged. The packed copy replaces the file's
     /// bytes, whose mapped pages are released, so resident memory does not double.
     pub fn packed(mut self) -> Linear {
+        if self.dtype == DType::Q8_SB {
+            return self.bitmap_groups();
+        }
         if self.packed
             || self.precision != Precision::Fast
             || !packing_enabled()
@@ -344,9 +352,35 @@ impl Linear {
         self
     }
 
-    /// Whether the weight is in the kernels' packed layout ([`Linear::packed`]).
+    /// [`Linear::packed`] of a bitmap (`Q8_SB`) weight: the bitmap group layout
+    /// ([`kernels::BitmapGroups`]) where the tier in use has its kernel, replacing the file's
+    /// metadata and values (their mapped pages released).
+    fn bitmap_groups(mut self) -> Linear {
+        if self.groups.is_some()
+            || self.precision != Precision::Fast
+            || !packing_enabled()
+            || !kernels::packs_bitmap()
+            || !self.uses_kernels()
+        {
+            return self;
+        }
+        let Some((values, width)) = self.values.take() else { return self };
+        let (k, m) = (self.in_features, self.out_features);
+        let g = kernels::BitmapGroups::pack(k, m, self.data.as_slice(), values.as_slice(), width);
+        for t in [&self.data, &values] {
+            if let TensorBytes::Mapped { bytes, start, len } = t {
+                bytes.release(*start..*start + *len);
+            }
+        }
+        self.data = TensorBytes::Shared(Arc::new(Vec::new()));
+        self.groups = Some(Arc::new(g));
+        self
+    }
+
+    /// Whether the weight is in the kernels' packed layout ([`Linear::packed`]; for a bitmap
+    /// weight, the bitmap group layout).
     pub fn is_packed(&self) -> bool {
-        self.packed
+        self.packed || self.groups.is_some()
     }
 
     /// Whether the forward pass runs the quantized-activation kernels.
@@ -368,16 +402,23 @@ impl Linear {
 
     /// Bytes the weight occupies: its data, and a bitmap weight's companion values.
     pub fn storage_bytes(&self) -> usize {
-        self.data.as_slice().len() + self.values.as_ref().map_or(0, |(v, _)| v.as_slice().len())
+        self.data.as_slice().len()
+            + self.values.as_ref().map_or(0, |(v, _)| v.as_slice().len())
+            + self.groups.as_ref().map_or(0, |g| g.bytes().len())
     }
 
-    /// The raw weight bytes: the file's rows, or the packed layout when [`Linear::is_packed`].
+    /// The raw weight bytes: the file's rows, or the packed layout when [`Linear::is_packed`]
+    /// (a bitmap weight's bitmap group layout).
     pub fn bytes(&self) -> &[u8] {
-        self.data.as_slice()
+        self.groups.as_ref().map_or(self.data.as_slice(), |g| g.bytes())
     }
 
     /// Dequantize row `r` into `out` (`in_features` values).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        if let Some(g) = &self.groups {
+            g.row_f32(r, out);
+            return Ok(());
+        }
         if let Some((values, width)) = &self.values {
             let meta = &self.data.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes];
             let vals = &values.as_slice()[r * width..(r + 1) * width];
@@ -651,7 +692,10 @@ impl Linear {
                     // disjoint, and nothing reads the output during the region.
                     unsafe {
                         let (out, out_len) = (ptr.add(rows.start), len - rows.start);
-                        if let Some(dense) = l.sparse_packed(n) {
+                        if let Some(g) = &l.groups {
+                            debug_assert_eq!(ActFormat::Packed(DType::Q8_0), l.act_format(n));
+                            kernels::matmul_bitmap_groups_to(g, rows.clone(), a, n, out, out_len, m);
+                        } else if let Some(dense) = l.sparse_packed(n) {
                             let values = l.values.as_ref().map(|(v, c)| (v.as_slice(), *c));
                             debug_assert_eq!(ActFormat::Packed(dense), l.act_format(n));
                             kernels::matmul_sparse_packed_to(
@@ -705,7 +749,9 @@ impl Linear {
 
     /// The activation format its kernel reads for a product of `n` tokens.
     fn act_format(&self, n: usize) -> ActFormat {
-        if self.packed {
+        if self.groups.is_some() {
+            ActFormat::Packed(DType::Q8_0)
+        } else if self.packed {
             ActFormat::Packed(self.dtype)
         } else if let Some(dense) = self.sparse_packed(n) {
             ActFormat::Packed(dense)
@@ -716,7 +762,9 @@ impl Linear {
 
     /// Bytes of one quantized activation row for its kernel, for a product of `n` tokens.
     fn activation_row_bytes(&self, n: usize) -> usize {
-        if self.packed {
+        if self.groups.is_some() {
+            kernels::packed_activation_row_bytes(DType::Q8_0, self.in_features)
+        } else if self.packed {
             kernels::packed_activation_row_bytes(self.dtype, self.in_features)
         } else if let Some(dense) = self.sparse_packed(n) {
             kernels::packed_activation_row_bytes(dense, self.in_features)
@@ -761,19 +809,28 @@ pub fn set_packing(on: bool) {
 pub const BITMAP_VALUES_SUFFIX: &str = ".values";
 
 /// Bytes by which loading `f` grows its weights beyond the file's tensors when packing is on
-/// ([`Linear::packed`]): the N:M lane layout (36 bytes per row and 64 inputs against the
-/// file's 24 or 25) and the padding of the last row group. 0 when packing is off.
+/// ([`Linear::packed`]): the N:M lane layouts (28, 36 or 54 bytes per row and 64 inputs
+/// against the file's 24, 25, 40 or 41), the bitmap group layout's headers, and the padding of
+/// the last row group. 0 when packing is off.
 pub fn packing_growth_bytes(f: &GgufFile) -> u64 {
     if !packing_enabled() {
         return 0;
     }
     f.tensors
         .iter()
-        .filter(|t| t.dims.len() == 2 && kernels::packs(t.dtype))
+        .filter(|t| {
+            t.dims.len() == 2
+                && (kernels::packs(t.dtype) || (t.dtype == DType::Q8_SB && kernels::packs_bitmap()))
+        })
         .filter_map(|t| {
             let (k, m) = (usize::try_from(t.dims[0]).ok()?, usize::try_from(t.dims[1]).ok()?);
-            let packed =
-                k.is_multiple_of(t.dtype.block_size()).then(|| kernels::packed_len(t.dtype, k, m))?;
+            let packed = if t.dtype == DType::Q8_SB {
+                // The bitmap group layout: headers and meta blocks in place of the metadata
+                // (the kept codes take at most the companion tensor's bytes), a 64-byte tail.
+                m.div_ceil(16) * (16 + k / sparse::QK_SPARSE * 160) + 64
+            } else {
+                k.is_multiple_of(t.dtype.block_size()).then(|| kernels::packed_len(t.dtype, k, m))?
+            };
             Some((packed as u64).saturating_sub(t.size))
         })
         .sum()
@@ -901,9 +958,10 @@ pub fn packing_description() -> String {
         DType::Q4_S48,
         DType::Q8_S24,
         DType::Q8_S48,
+        DType::Q8_SB,
     ]
     .into_iter()
-    .filter(|&t| packing_enabled() && kernels::packs(t))
+    .filter(|&t| packing_enabled() && (kernels::packs(t) || (t == DType::Q8_SB && kernels::packs_bitmap())))
     .map(|t| t.name())
     .collect();
     if types.is_empty() {

@@ -87,6 +87,27 @@ fn nm_and_bitmap_linears_compute_their_weights() {
         }
     }
     check_fast_vs_exact(&bitmap_linear(k, m), &bitmap_linear(k, m).with_precision(Precision::Exact));
+    // Packed (the bitmap group layout where the tier has its kernel): the same rows and the
+    // same products within the activations' rounding.
+    let packed = bitmap_linear(k, m).packed();
+    assert_eq!(packed.is_packed(), kernels::packs_bitmap());
+    check_fast_vs_exact(&packed, &bitmap_linear(k, m).with_precision(Precision::Exact));
+    let (plain, mut a, mut b) = (bitmap_linear(k, m), vec![0.0f32; k], vec![0.0f32; k]);
+    for r in 0..m {
+        plain.row_f32(r, &mut a).unwrap();
+        packed.row_f32(r, &mut b).unwrap();
+        assert_eq!(a, b, "bitmap row {r}");
+    }
+    if packed.is_packed() {
+        // The group layout: sixteen-row groups of 16-byte headers and 160-byte meta blocks,
+        // then the kept codes and a 64-byte tail (no companion padding).
+        let kept = (0..m).map(|r| {
+            plain.row_f32(r, &mut a).unwrap();
+            a.iter().filter(|v| **v != 0.0).count()
+        });
+        let kept: usize = kept.sum();
+        assert!(packed.storage_bytes() >= m.div_ceil(16) * (16 + k / 64 * 160) + kept + 64);
+    }
     // The bitmap Linear's rows are the quantized weights.
     let lin = bitmap_linear(k, m);
     let w = weights(k, m, false, 11);
@@ -122,7 +143,7 @@ fn shared_activations_change_nothing_for(n: usize) {
     let k = 256;
     // The 2:4 layer packed where the tier has the lane kernel (its own activation format).
     let a = nm_linear(DType::Q4_S24, k, 40).packed();
-    let b = bitmap_linear(k, 24);
+    let b = bitmap_linear(k, 24).packed();
     let dense = quantize(DType::Q8_0, &weights(k, 16, false, 3)).unwrap();
     let c = Linear::new("dense.weight", DType::Q8_0, k, 16, TensorBytes::Owned(dense)).unwrap();
     let x = input(k, n);

@@ -41,6 +41,7 @@
 //! ([`matmul`] takes a row range). For one token, prefer [`matmul`] with `n = 1` to a
 //! [`vec_dot`] per row: it shares each activation block over several rows.
 
+mod bitmap_groups;
 pub mod colskip;
 mod generic;
 mod packed;
@@ -56,6 +57,7 @@ use std::sync::OnceLock;
 
 use crate::DType;
 
+pub use bitmap_groups::BitmapGroups;
 pub use packed::{group_rows as pack_group_rows, has_packed_layout, GROUP as PACK_GROUP};
 pub use vector::{axpy, f16_to_f32, gelu_erf, gemm_acc, round_to_f16, softmax_exp, swiglu};
 
@@ -464,6 +466,32 @@ pub unsafe fn matmul_bitmap_to(
     unsafe { active().matmul_bitmap_to(meta, values, c, k, rows, act, n, out, out_len, out_stride) }
 }
 
+/// Whether the tier in use has a kernel for `Q8_SB` matrices in the bitmap group layout
+/// ([`BitmapGroups`]), which is then the faster way to run them (AVX-512 VBMI2).
+pub fn packs_bitmap() -> bool {
+    active().packs_bitmap()
+}
+
+/// Matrix product of rows `rows` of a `Q8_SB` matrix in the bitmap group layout with `n`
+/// activation rows quantized for packed Q8_0 ([`quantize_packed_activations`] with
+/// `DType::Q8_0`), with the tier in use; as [`matmul_to`], through a raw output pointer.
+///
+/// # Safety
+/// As [`matmul_to`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_bitmap_groups_to(
+    w: &BitmapGroups,
+    rows: Range<usize>,
+    act: &[u8],
+    n: usize,
+    out: *mut f32,
+    out_len: usize,
+    out_stride: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { active().matmul_bitmap_groups_to(w, rows, act, n, out, out_len, out_stride) }
+}
+
 /// Whether the tier in use has a kernel for packed `weight` matrices ([`pack`]), which is then
 /// the faster way to run them. False on the scalar tier (its packed product is the oracle).
 pub fn packs(weight: DType) -> bool {
@@ -703,6 +731,17 @@ impl MatmulCall<'_> {
     /// # Safety
     /// As [`Self::run`], `f` in place of the kernel.
     unsafe fn run_with(self, f: impl Fn(&mut MatmulArgs<'_>), out: *mut f32, out_len: usize) {
+        let block = token_block(self.act_bytes);
+        // SAFETY: the caller's promise.
+        unsafe { self.run_blocks(f, out, out_len, block) }
+    }
+
+    /// [`Self::run_with`] in blocks of `block` tokens (`usize::MAX`: all at once, for kernels
+    /// that block the tokens themselves).
+    ///
+    /// # Safety
+    /// As [`Self::run`], `f` in place of the kernel.
+    unsafe fn run_blocks(self, f: impl Fn(&mut MatmulArgs<'_>), out: *mut f32, out_len: usize, block: usize) {
         let MatmulCall { weight, k, rows, w, w_need, row_bytes, act, act_bytes, n, out_stride } = self;
         assert!(
             w.len() >= w_need,
@@ -732,7 +771,6 @@ impl MatmulCall<'_> {
         // Tokens in blocks whose activations stay in the L1 cache while every row passes over
         // them (the kernels take all their tokens for each tile of rows). Each output is the
         // same dot product whatever the blocking.
-        let block = token_block(act_bytes);
         let mut t0 = 0;
         while t0 < n {
             let nb = block.min(n - t0);
@@ -929,6 +967,8 @@ pub struct Kernels {
     packed: [Option<(MatmulFn, Tier)>; WEIGHTS.len()],
     /// The `Q8_SB` (bitmap sparse) product.
     bitmap: (BitmapFn, Tier),
+    /// The product of `Q8_SB` matrices in the bitmap group layout ([`BitmapGroups`]).
+    bitmap_groups: (MatmulFn, Tier),
 }
 
 impl Kernels {
@@ -1004,6 +1044,78 @@ impl Kernels {
         let i = slot(weight).expect("a weight type with kernels");
         self.types[i].matmul = matmul;
         self.types[i].tier = tier;
+    }
+
+    /// Sets the product of `Q8_SB` matrices in the bitmap group layout.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn set_bitmap_groups(&mut self, f: MatmulFn, tier: Tier) {
+        self.bitmap_groups = (f, tier);
+    }
+
+    /// Whether this table has its own (SIMD) kernel for `Q8_SB` matrices in the bitmap group
+    /// layout ([`BitmapGroups`]), which is then the faster way to run them.
+    pub fn packs_bitmap(&self) -> bool {
+        self.bitmap_groups.1 != Tier::Scalar
+    }
+
+    /// [`matmul_bitmap_groups`] with this table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_bitmap_groups(
+        &self,
+        w: &BitmapGroups,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        // SAFETY: `out` is an exclusive slice of `out.len()` values.
+        unsafe { self.matmul_bitmap_groups_to(w, rows, act, n, out.as_mut_ptr(), out.len(), out_stride) }
+    }
+
+    /// [`matmul_bitmap_groups_to`] with this table.
+    ///
+    /// # Safety
+    /// As [`matmul_to`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_bitmap_groups_to(
+        &self,
+        w: &BitmapGroups,
+        rows: Range<usize>,
+        act: &[u8],
+        n: usize,
+        out: *mut f32,
+        out_len: usize,
+        out_stride: usize,
+    ) {
+        let (k, weight) = (w.k(), DType::Q8_SB);
+        assert!(
+            rows.start <= rows.end && rows.end <= w.rows(),
+            "edgellm kernels: matmul_bitmap_groups: rows {rows:?} of a {}-row matrix",
+            w.rows()
+        );
+        let act_bytes = k / 32 * 36;
+        let f = self.bitmap_groups.0;
+        // `w_need` is the whole buffer: `BitmapGroups::pack` made it, so its headers, masks and
+        // code counts agree and every group's codes (and the 64-byte tail) lie within.
+        let bytes = w.bytes();
+        let m = MatmulCall {
+            weight,
+            k,
+            rows,
+            w: bytes,
+            w_need: bytes.len(),
+            row_bytes: 0,
+            act,
+            act_bytes,
+            n,
+            out_stride,
+        };
+        // A prompt's product takes every token at once: the SIMD kernels expand slabs of
+        // groups once, then run them in token blocks themselves.
+        let block = if n >= SPARSE_PACKED_MIN_TOKENS { usize::MAX } else { token_block(act_bytes) };
+        // SAFETY: the caller's promise on `out`; the layout's invariants above.
+        unsafe { m.run_blocks(|a| f(a), out, out_len, block) }
     }
 
     /// Sets the `Q8_SB` product.

@@ -70,6 +70,7 @@ pub(super) fn table() -> Kernels {
         types,
         packed,
         bitmap: (matmul_bitmap as super::BitmapFn, s),
+        bitmap_groups: (super::bitmap_groups::matmul as super::MatmulFn, s),
     }
 }
 

@@ -20,6 +20,7 @@ use super::{Act, Kernels, MatmulArgs, Tier};
 use crate::DType;
 
 mod avx512;
+mod bitmap_groups;
 pub(crate) mod colskip;
 mod compressed;
 mod drive;
@@ -113,6 +114,7 @@ pub(super) fn fill_avx512vnni(k: &mut Kernels) {
         k.set(DType::Q8_S24, sparse::avx512_vec_dot_q8_s24, sparse::avx512_matmul_q8_s24, t);
         k.set(DType::Q8_S48, sparse::avx512_vec_dot_q8_s48, sparse::avx512_matmul_q8_s48, t);
         k.set_bitmap(sparse::avx512_matmul_bitmap, t);
+        k.set_bitmap_groups(bitmap_groups::vbmi2_bitmap_groups, t);
         k.set_packed(DType::Q4_S24, nm_lanes::vbmi_q4_s24, t);
         k.set_packed(DType::Q4_S48, nm_lanes::vbmi_q4_nm, t);
         k.set_packed(DType::Q8_S24, nm_lanes::vbmi_q8_nm, t);
