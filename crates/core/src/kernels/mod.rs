@@ -14,6 +14,10 @@
 //! | Q4_S24, Q4_S48, Q8_S24, Q8_S48 (N:M sparse) | Q8_0 (a 64-input block meets two blocks) |
 //! | Q8_SB (bitmap sparse)        | Q8_0, through [`matmul_bitmap`] / [`vec_dot_bitmap`] |
 //!
+//! Loaded models run most types in layouts repacked at load time ([`pack`]: row-interleaved
+//! groups; the N:M lane layouts) and `Q8_SB` in the bitmap group layout ([`BitmapGroups`],
+//! [`matmul_bitmap_groups_to`]) where the tier has their kernels.
+//!
 //! The activation quantizers reproduce llama.cpp's run-time ones (the SIMD quantizers its CPU
 //! backend uses, not ggml's reference weight quantizers), so that whole-model logits follow the
 //! reference engine's rounding: Q8_0 codes are `x·(127/amax)` rounded half to even, scale
@@ -1058,7 +1062,7 @@ impl Kernels {
         self.bitmap_groups.1 != Tier::Scalar
     }
 
-    /// [`matmul_bitmap_groups`] with this table.
+    /// [`matmul_bitmap_groups_to`] with this table, into a slice.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_bitmap_groups(
         &self,

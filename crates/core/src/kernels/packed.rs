@@ -158,7 +158,7 @@ pub(crate) fn group_geometry(weight: DType) -> (usize, usize) {
     }
 }
 
-/// Rows per group of `weight`'s packed layout: [`GROUP`], [`NM_GROUP`] for the N:M types.
+/// Rows per group of `weight`'s packed layout: [`GROUP`], `NM_GROUP` (16) for the N:M types.
 pub fn group_rows(weight: DType) -> usize {
     group_geometry(weight).0
 }

@@ -11,6 +11,11 @@
 //! activations. Per 32-input half `16·Σc·q` meets `(d_w/16)·d_a` in one multiply-add: exactly
 //! the oracle's `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two). Without the
 //! extension (plain NEON) widening multiplies and pairwise adds take `sdot`'s place.
+//!
+//! That is the 4:8 layout (`Q4_S48`). The compact 2:4 layout (`Q4_S24`, 28 bytes per row and
+//! block instead of 36) keeps two value nibbles per byte and two-bit positions within each
+//! four-input group: a byte shift and a bit select (`bsl`, bit 2 set for kept inputs 2 and 3)
+//! give the `tbl` indices, a mask or a shift the values — the same products.
 
 use std::arch::aarch64::*;
 

@@ -13,6 +13,12 @@
 //! conversion meets `(d_w/16)·d_a`, so each half adds exactly the oracle's
 //! `fma(Σc·q, d_w·d_a, acc)` (the factor 16 is a power of two: no rounding moves).
 //!
+//! That is the 4:8 layout (`Q4_S48`). The compact 2:4 layout (`Q4_S24`, [`vbmi_q4_s24`]: 28
+//! bytes per row and block instead of 36) keeps two value nibbles per byte (`byte & 0xf0`, or
+//! shifted up four bits for the odd chunk) and two-bit positions within each four-input group:
+//! a shift and one `vpternlogd` (`(field & 3) | 4` for kept inputs 2 and 3) make the permute
+//! indices — one more and two more operations per chunk for a fifth fewer bytes.
+//!
 //! AVX2 ([`avx2_q4_nm`]) has no `vpermb` and no `vpdpbusd`: a register holds eight rows;
 //! `byte & 0x0f` indexes a `vpshufb` of the chunk's eight activation codes (broadcast to both
 //! 128-bit lanes), the value nibble goes through a 16-entry `vpshufb` table to `value − 8`, and
