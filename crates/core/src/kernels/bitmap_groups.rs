@@ -70,51 +70,32 @@ impl BitmapGroups {
         assert!(meta.len() == m * rb && values.len() >= m * c, "bitmap groups: {m} rows of {k} values");
         let groups = m.div_ceil(ROWS);
         let gb = group_bytes(k);
-        let kept: usize = (0..m)
-            .map(|r| {
-                (0..nb)
-                    .map(|b| bitmap_mask(&meta[r * rb + b * Q8_SB_BYTES..]).count_ones() as usize)
-                    .sum::<usize>()
-            })
-            .sum();
-        let mut bytes = vec![0u8; groups * gb + kept + TAIL];
-        let mut o = groups * gb;
-        // Each row's next code in its companion row.
-        let mut next = [0usize; ROWS];
+        // Each group's first code, from its rows' kept counts.
+        let mut first = Vec::with_capacity(groups + 1);
+        first.push(groups * gb);
         for g in 0..groups {
-            let (start, head) = (o, g * gb);
-            let rows = ROWS.min(m - g * ROWS);
-            next[..rows].fill(0);
-            for b in 0..nb {
-                let mb = head + HEAD + b * META;
-                let mut masks = [0u64; 16];
-                for r in 0..rows {
-                    let row = g * ROWS + r;
-                    let blk = &meta[row * rb + b * Q8_SB_BYTES..][..Q8_SB_BYTES];
-                    let mask = bitmap_mask(blk);
-                    for (j, mj) in masks.iter_mut().enumerate() {
-                        *mj |= ((mask >> (4 * j)) & 0xf) << (4 * r);
-                    }
-                    bytes[mb + SCALES + 2 * r..][..2].copy_from_slice(&blk[..2]);
-                }
-                for (j, &mj) in masks.iter().enumerate() {
-                    bytes[mb + 8 * j..][..8].copy_from_slice(&mj.to_le_bytes());
-                    let mut bits = mj;
-                    while bits != 0 {
-                        let r = bits.trailing_zeros() as usize / 4;
-                        let vrow = &values[(g * ROWS + r) * c..][..c];
-                        let code = vrow.get(next[r]).map_or(0, |&v| v as i8);
-                        next[r] += 1;
-                        bytes[o] = (code as u8) ^ 0x80;
-                        o += 1;
-                        bits &= bits - 1;
-                    }
-                }
-            }
-            bytes[head..head + 8].copy_from_slice(&(start as u64).to_le_bytes());
-            bytes[head + 8..head + 16].copy_from_slice(&((o - start) as u64).to_le_bytes());
+            let kept: usize = meta[g * ROWS * rb..(g * ROWS + ROWS).min(m) * rb]
+                .chunks_exact(Q8_SB_BYTES)
+                .map(|blk| bitmap_mask(blk).count_ones() as usize)
+                .sum();
+            first.push(first[g] + kept);
         }
-        debug_assert_eq!(o, groups * gb + kept);
+        let mut bytes = vec![0u8; first[groups] + TAIL];
+        let (heads, codes) = bytes.split_at_mut(groups * gb);
+        let (heads, codes) =
+            (crate::parallel::DisjointWriter::new(heads), crate::parallel::DisjointWriter::new(codes));
+        crate::parallel::for_each_range(groups, 16, |gs| {
+            for g in gs {
+                // SAFETY: group g alone writes its header and meta blocks and its codes.
+                let (head, out) = unsafe {
+                    (
+                        heads.slice_mut(g * gb, gb),
+                        codes.slice_mut(first[g] - groups * gb, first[g + 1] - first[g]),
+                    )
+                };
+                pack_group(k, m, meta, values, c, g, first[g], head, out);
+            }
+        });
         BitmapGroups { bytes, k, m }
     }
 
@@ -162,6 +143,57 @@ impl BitmapGroups {
             }
         }
     }
+}
+
+/// Group `g` of [`BitmapGroups::pack`]: its header and meta blocks into `head`, its kept codes
+/// (starting at byte `start` of the buffer) into `out`, exactly their bytes.
+#[allow(clippy::too_many_arguments)]
+fn pack_group(
+    k: usize,
+    m: usize,
+    meta: &[u8],
+    values: &[u8],
+    c: usize,
+    g: usize,
+    start: usize,
+    head: &mut [u8],
+    out: &mut [u8],
+) {
+    let nb = k / QK_SPARSE;
+    let rb = nb * Q8_SB_BYTES;
+    let rows = ROWS.min(m - g * ROWS);
+    // Each row's companion codes and its next one.
+    let vrows: [&[u8]; ROWS] =
+        std::array::from_fn(|r| if r < rows { &values[(g * ROWS + r) * c..][..c] } else { &[] });
+    let mut next = [0usize; ROWS];
+    let mut o = 0;
+    for b in 0..nb {
+        let mb = HEAD + b * META;
+        let mut masks = [0u64; 16];
+        for r in 0..rows {
+            let blk = &meta[(g * ROWS + r) * rb + b * Q8_SB_BYTES..][..Q8_SB_BYTES];
+            let mask = bitmap_mask(blk);
+            for (j, mj) in masks.iter_mut().enumerate() {
+                *mj |= ((mask >> (4 * j)) & 0xf) << (4 * r);
+            }
+            head[mb + SCALES + 2 * r..][..2].copy_from_slice(&blk[..2]);
+        }
+        for (j, &mj) in masks.iter().enumerate() {
+            head[mb + 8 * j..][..8].copy_from_slice(&mj.to_le_bytes());
+            let mut bits = mj;
+            while bits != 0 {
+                let r = bits.trailing_zeros() as usize / 4;
+                let code = vrows[r].get(next[r]).map_or(0, |&v| v as i8);
+                next[r] += 1;
+                out[o] = (code as u8) ^ 0x80;
+                o += 1;
+                bits &= bits - 1;
+            }
+        }
+    }
+    debug_assert_eq!(o, out.len());
+    head[..8].copy_from_slice(&(start as u64).to_le_bytes());
+    head[8..16].copy_from_slice(&(o as u64).to_le_bytes());
 }
 
 /// The oracle of the bitmap group product (`m.w` a [`BitmapGroups`]' bytes, `Act::Q8S`
