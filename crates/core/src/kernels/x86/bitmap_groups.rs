@@ -12,6 +12,7 @@
 
 use std::arch::x86_64::*;
 
+use super::nm_lanes::store;
 use crate::kernels::bitmap_groups::{group_bytes, HEAD, META, ROWS, SCALES};
 use crate::kernels::{MatmulArgs, Out};
 
@@ -89,31 +90,6 @@ unsafe fn tile<const G: usize, const N: usize>(m: &MatmulArgs<'_>, g0: usize, t0
         }
     }
     acc
-}
-
-/// Writes the sums of groups `g0..g0 + G` for tokens `t0..`: the rows inside the range.
-#[inline(always)]
-unsafe fn store<const G: usize, const N: usize>(
-    m: &mut MatmulArgs<'_>,
-    g0: usize,
-    t0: usize,
-    f: &[[__m512; N]; G],
-) {
-    let (start, end) = (m.rows.start, m.rows.end);
-    for (i, fg) in f.iter().enumerate() {
-        let r0 = (g0 + i) * ROWS;
-        for (t, &v) in fg.iter().enumerate() {
-            let o = (t0 + t) * m.out_stride;
-            if r0 >= start && r0 + ROWS <= end {
-                // In bounds: `out` holds `(n − 1)·out_stride + rows.len()` values (MatmulArgs).
-                _mm512_storeu_ps(m.out.as_mut_ptr().add(o + r0 - start), v);
-            } else {
-                let mut lanes = [0.0f32; ROWS];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
-                m.store_rows(t0 + t, r0, &lanes);
-            }
-        }
-    }
 }
 
 /// `G` groups from `g` against every token: tiles of 4 tokens, then single ones.

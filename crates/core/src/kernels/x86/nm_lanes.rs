@@ -174,9 +174,10 @@ unsafe fn tile<const L: u8, const G: usize, const N: usize>(
     acc
 }
 
-/// Writes the sums of groups `g0..g0 + G` for tokens `t0..`: the rows inside the range.
+/// Writes the sums of sixteen-row groups `g0..g0 + G` for tokens `t0..`: the rows inside the
+/// range (also the bitmap group kernel's).
 #[inline(always)]
-unsafe fn store<const G: usize, const N: usize>(
+pub(super) unsafe fn store<const G: usize, const N: usize>(
     m: &mut MatmulArgs<'_>,
     g0: usize,
     t0: usize,
